@@ -1,0 +1,67 @@
+# ssd-tools: SSD detectors as a pipeline of small Unix tools. See README.md.
+
+TOOLS   := tns
+PKGS    := libzstd libcjson libarchive libjpeg libpng expat
+ARCH    ?= -march=native
+OPT     ?= -O2
+CC      ?= cc
+CFLAGS  ?= $(OPT) -g $(ARCH)
+WARN    := -Wall -Wextra -Wshadow -Wno-unused-parameter -Werror=implicit-function-declaration
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -pthread $(WARN) -Ilib $(shell pkg-config --cflags $(PKGS)) $(CFLAGS)
+LDLIBS  := $(shell pkg-config --libs $(PKGS)) -lm -pthread
+
+# BUILD holds objects; BIN the executables. The sanitizer build uses its own pair.
+BUILD   ?= build
+BIN     ?= bin
+
+LIB_SRC := $(wildcard lib/*.c)
+LIB_OBJ := $(LIB_SRC:lib/%.c=$(BUILD)/lib/%.o)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+all: $(TOOLS:%=$(BIN)/%)
+
+$(BUILD)/lib/%.o: lib/%.c $(wildcard lib/*.h) | $(BUILD)/lib
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/libssd.a: $(LIB_OBJ)
+	$(AR) rcs $@ $^
+
+$(BIN)/%: src/%.c $(BUILD)/libssd.a $(wildcard lib/*.h) | $(BIN)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libssd.a $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/check.h $(BUILD)/libssd.a | $(BUILD)/tests
+	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libssd.a $(LDLIBS)
+
+$(BUILD)/lib $(BUILD)/tests $(BIN):
+	mkdir -p $@
+
+units: $(UNIT_BIN)
+
+# Unit tests and bats tests against this build.
+test-quick: all units
+	BIN=$(abspath $(BIN)) UNITS=$(abspath $(BUILD)/tests) tests/run
+
+SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined $(ARCH)
+test-san:
+	$(MAKE) BUILD=build/san BIN=build/san/bin CFLAGS="$(SAN_FLAGS)" test-quick
+
+# What CI runs: the tests on the normal build, then again under ASan+UBSan.
+test: test-quick test-san
+
+# ---- demo and benchmarks on the real data in ../shared/data
+DATA    ?= ../shared/data/bccd
+CLASSES ?= configs/bccd.classes
+
+demo: all
+	$(BIN)/voc-decode $(DATA) --split train --classes $(CLASSES) --limit 8 \
+	  | $(BIN)/augment --train --size 512 --batch 4 --seed 1 | $(BIN)/tns ls
+
+bench-data: all
+	pipelines/bench-data.sh $(DATA) $(CLASSES)
+
+clean:
+	rm -rf build bin
+
+.PHONY: all units test test-quick test-san demo bench-data clean
+.DELETE_ON_ERROR:

@@ -1,0 +1,612 @@
+#include "stream.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <zstd.h>
+
+#include "err.h"
+
+/* A record body (what one zstd frame decodes to):
+ *   "TNS1" | u32 header_len (LE) | header JSON | zero pad to 64 | tensor data
+ * Tensor offsets in the header are relative to the start of the data section and are
+ * multiples of 64, so tensors read from an aligned body are aligned too. */
+static const char MAGIC[4] = {'T', 'N', 'S', '1'};
+#define PREFIX_LEN 8
+#define ZSTD_MAGIC 0xFD2FB528u
+#define BLOCK_MAX (128u << 10)
+#define DEFAULT_LIMIT ((size_t)2 << 30)
+#define HEADER_MAX ((size_t)64 << 20)
+
+static size_t align64(size_t n)
+{
+	return (n + 63) & ~(size_t)63;
+}
+
+static uint32_t le32(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* ---------------------------------------------------------------- records */
+
+record *record_new(const char *kind)
+{
+	record *r = calloc(1, sizeof *r);
+	if (!r || !(r->meta = cJSON_CreateObject())) {
+		free(r);
+		err_set("out of memory");
+		return NULL;
+	}
+	snprintf(r->kind, sizeof r->kind, "%s", kind);
+	return r;
+}
+
+void record_free(record *r)
+{
+	if (!r)
+		return;
+	for (int i = 0; i < r->ntensors; i++)
+		if (r->tensors[i].owned)
+			free(r->tensors[i].data);
+	free(r->tensors);
+	cJSON_Delete(r->meta);
+	free(r->body);
+	free(r->frame);
+	free(r);
+}
+
+/* Appends an empty tensor slot after checking name and shape. */
+static tensor *push_tensor(record *r, const char *name, enum dtype dt, int ndim, const int64_t *shape)
+{
+	if (!name[0] || strlen(name) >= TENSOR_NAMELEN) {
+		err_set("tensor name '%.80s' is empty or longer than %d bytes", name, TENSOR_NAMELEN - 1);
+		return NULL;
+	}
+	if (record_find(r, name)) {
+		err_set("duplicate tensor '%s'", name);
+		return NULL;
+	}
+	if ((unsigned)dt >= DT_COUNT || ndim < 0 || ndim > TENSOR_MAXDIM) {
+		err_set("tensor '%s': bad dtype or rank %d", name, ndim);
+		return NULL;
+	}
+	uint64_t numel = 1;
+	for (int i = 0; i < ndim; i++) {
+		if (shape[i] < 0 || (shape[i] > 0 && numel > (UINT64_MAX >> 8) / (uint64_t)shape[i])) {
+			err_set("tensor '%s': bad dimension %lld", name, (long long)shape[i]);
+			return NULL;
+		}
+		numel *= (uint64_t)shape[i];
+	}
+	if (r->ntensors == r->cap) {
+		int cap = r->cap ? 2 * r->cap : 8;
+		tensor *t = realloc(r->tensors, (size_t)cap * sizeof *t);
+		if (!t) {
+			err_set("out of memory");
+			return NULL;
+		}
+		r->tensors = t;
+		r->cap = cap;
+	}
+	tensor *t = &r->tensors[r->ntensors++];
+	memset(t, 0, sizeof *t);
+	snprintf(t->name, sizeof t->name, "%s", name);
+	t->dtype = dt;
+	t->ndim = ndim;
+	for (int i = 0; i < ndim; i++)
+		t->shape[i] = shape[i];
+	return t;
+}
+
+tensor *record_add(record *r, const char *name, enum dtype dt, int ndim, const int64_t *shape)
+{
+	tensor *t = push_tensor(r, name, dt, ndim, shape);
+	if (!t)
+		return NULL;
+	if (!(t->data = aligned_zalloc(tensor_nbytes(t)))) {
+		r->ntensors--;
+		return NULL;
+	}
+	t->owned = 1;
+	/* the record no longer matches the frame it was read from */
+	free(r->frame);
+	r->frame = NULL;
+	r->frame_len = 0;
+	return t;
+}
+
+tensor *record_find(const record *r, const char *name)
+{
+	for (int i = 0; i < r->ntensors; i++)
+		if (strcmp(r->tensors[i].name, name) == 0)
+			return &r->tensors[i];
+	return NULL;
+}
+
+tensor *record_expect(const record *r, const char *name, enum dtype dt, int ndim)
+{
+	tensor *t = record_find(r, name);
+	if (!t) {
+		err_set("%s record has no tensor '%s'", r->kind, name);
+		return NULL;
+	}
+	if (t->dtype != dt || (ndim >= 0 && t->ndim != ndim)) {
+		char d[128];
+		err_set("%s record: tensor '%s' is %s, expected %s with %d dimensions", r->kind, name,
+			tensor_describe(t, d, sizeof d), dtype_name(dt), ndim);
+		return NULL;
+	}
+	return t;
+}
+
+double meta_num(const record *r, const char *key, double dflt)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->meta, key);
+	return cJSON_IsNumber(v) ? v->valuedouble : dflt;
+}
+
+const char *meta_str(const record *r, const char *key, const char *dflt)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->meta, key);
+	return cJSON_IsString(v) ? v->valuestring : dflt;
+}
+
+/* ---------------------------------------------------------------- reading */
+
+struct stream_reader {
+	FILE *f;
+	char name[256];
+	long count;
+	size_t limit;
+	ZSTD_DCtx *dctx;
+};
+
+stream_reader *stream_reader_new(FILE *f, const char *name)
+{
+	stream_reader *s = calloc(1, sizeof *s);
+	if (!s || !(s->dctx = ZSTD_createDCtx())) {
+		free(s);
+		err_set("out of memory");
+		return NULL;
+	}
+	s->f = f;
+	snprintf(s->name, sizeof s->name, "%s", name);
+	s->limit = DEFAULT_LIMIT;
+	const char *env = getenv("TNS_MAX_RECORD");
+	if (env && *env) {
+		char *end;
+		unsigned long long v = strtoull(env, &end, 10);
+		if (*end == 0 && v > 0)
+			s->limit = (size_t)v;
+	}
+	return s;
+}
+
+stream_reader *stream_open_read(const char *path)
+{
+	if (strcmp(path, "-") == 0)
+		return stream_reader_new(stdin, "stdin");
+	FILE *f = fopen(path, "rb");
+	if (!f) {
+		err_set("%s: %s", path, strerror(errno));
+		return NULL;
+	}
+	stream_reader *s = stream_reader_new(f, path);
+	if (!s)
+		fclose(f);
+	return s;
+}
+
+void stream_close_read(stream_reader *s)
+{
+	if (!s)
+		return;
+	if (s->f && s->f != stdin)
+		fclose(s->f);
+	ZSTD_freeDCtx(s->dctx);
+	free(s);
+}
+
+long stream_count(const stream_reader *s)
+{
+	return s->count;
+}
+
+const char *stream_name(const stream_reader *s)
+{
+	return s->name;
+}
+
+void stream_set_limit(stream_reader *s, size_t bytes)
+{
+	s->limit = bytes;
+}
+
+/* A growable byte buffer holding the compressed frame as it is read. */
+typedef struct {
+	unsigned char *p;
+	size_t len, cap;
+} bytes;
+
+static int bytes_read(bytes *b, FILE *f, size_t n, const char *what)
+{
+	if (b->len + n > b->cap) {
+		size_t cap = b->cap ? b->cap : 4096;
+		while (cap < b->len + n)
+			cap *= 2;
+		unsigned char *p = realloc(b->p, cap);
+		if (!p)
+			return err_set("out of memory");
+		b->p = p;
+		b->cap = cap;
+	}
+	size_t got = fread(b->p + b->len, 1, n, f);
+	b->len += got;
+	if (got < n) {
+		if (ferror(f))
+			return err_set("read error: %s", strerror(errno));
+		return err_set("truncated record (stream ends inside the %s)", what);
+	}
+	return 0;
+}
+
+/* Reads one zstd frame into b, walking its header and block headers (RFC 8878) so
+ * that exactly the frame's bytes are consumed. Sets *content to the frame's declared
+ * decoded size. Returns 1, 0 at a clean end of stream, -1 on error. */
+static int read_frame(stream_reader *s, bytes *b, unsigned long long *content)
+{
+	b->len = 0;
+	int c = getc(s->f);
+	if (c == EOF)
+		return ferror(s->f) ? err_set("read error: %s", strerror(errno)) : 0;
+	b->p[b->len++] = (unsigned char)c;
+	if (bytes_read(b, s->f, 4, "frame header") < 0)
+		return -1;
+	uint32_t magic = le32(b->p);
+	if ((magic & 0xFFFFFFF0u) == 0x184D2A50u)
+		return err_set("skippable zstd frame: not a tns record");
+	if (magic != ZSTD_MAGIC)
+		return err_set("not a tns stream (no zstd frame magic)");
+	unsigned fhd = b->p[4];
+	unsigned fcs_flag = fhd >> 6, single = (fhd >> 5) & 1, checksum = (fhd >> 2) & 1, did = fhd & 3;
+	if (fhd & 0x08)
+		return err_set("corrupt record (reserved frame header bit set)");
+	static const unsigned did_len[4] = {0, 1, 2, 4}, fcs_len[4] = {0, 2, 4, 8};
+	size_t hlen = (single ? 0 : 1) + did_len[did] + (fcs_flag == 0 && single ? 1 : fcs_len[fcs_flag]);
+	if (bytes_read(b, s->f, hlen, "frame header") < 0)
+		return -1;
+	*content = ZSTD_getFrameContentSize(b->p, b->len);
+	if (*content == ZSTD_CONTENTSIZE_ERROR)
+		return err_set("corrupt record (bad frame header)");
+	if (*content == ZSTD_CONTENTSIZE_UNKNOWN)
+		return err_set("record frame does not declare its size");
+	if (*content > s->limit)
+		return err_set("oversized record (%llu bytes, limit %zu; see TNS_MAX_RECORD)", *content, s->limit);
+	for (int last = 0; !last;) {
+		if (bytes_read(b, s->f, 3, "block header") < 0)
+			return -1;
+		const unsigned char *h = b->p + b->len - 3;
+		uint32_t bh = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16;
+		unsigned type = (bh >> 1) & 3;
+		size_t size = bh >> 3;
+		last = bh & 1;
+		if (type == 3 || size > BLOCK_MAX)
+			return err_set("corrupt record (bad block header)");
+		if (b->len > *content + *content / 8 + 4096) /* far more input than any encoding needs */
+			return err_set("corrupt record (frame longer than its content)");
+		if (bytes_read(b, s->f, type == 1 ? 1 : size, "block") < 0)
+			return -1;
+	}
+	if (checksum && bytes_read(b, s->f, 4, "checksum") < 0)
+		return -1;
+	return 1;
+}
+
+/* Parses and checks the JSON header and tensor table of a decoded body. */
+static int parse_body(record *r, size_t body_len)
+{
+	const unsigned char *body = r->body;
+	if (body_len < PREFIX_LEN || memcmp(body, MAGIC, 4) != 0)
+		return err_set("corrupt record (no TNS1 header)");
+	size_t hlen = le32(body + 4);
+	if (hlen > body_len - PREFIX_LEN || hlen > HEADER_MAX)
+		return err_set("corrupt record (header length %zu beyond record of %zu bytes)", hlen, body_len);
+	size_t data_off = align64(PREFIX_LEN + hlen);
+	if (data_off > body_len)
+		return err_set("corrupt record (data section missing)");
+	const unsigned char *data = body + data_off;
+	size_t data_len = body_len - data_off;
+
+	cJSON *h = cJSON_ParseWithLength((const char *)body + PREFIX_LEN, hlen);
+	if (!h)
+		return err_set("corrupt record (header is not JSON)");
+	int rc = -1;
+	const cJSON *kind = cJSON_GetObjectItemCaseSensitive(h, "kind");
+	const cJSON *meta = cJSON_GetObjectItemCaseSensitive(h, "meta");
+	const cJSON *tens = cJSON_GetObjectItemCaseSensitive(h, "tensors");
+	if (!cJSON_IsString(kind) || !kind->valuestring[0] || strlen(kind->valuestring) >= RECORD_KINDLEN) {
+		err_set("corrupt record (header has no valid kind)");
+		goto out;
+	}
+	snprintf(r->kind, sizeof r->kind, "%s", kind->valuestring);
+	if (meta) {
+		if (!cJSON_IsObject(meta)) {
+			err_set("corrupt record (meta is not an object)");
+			goto out;
+		}
+		cJSON_Delete(r->meta);
+		r->meta = cJSON_DetachItemFromObjectCaseSensitive(h, "meta");
+	}
+	if (tens && !cJSON_IsArray(tens)) {
+		err_set("corrupt record (tensors is not an array)");
+		goto out;
+	}
+	const cJSON *jt;
+	cJSON_ArrayForEach(jt, tens)
+	{
+		const cJSON *name = cJSON_GetObjectItemCaseSensitive(jt, "name");
+		const cJSON *dt = cJSON_GetObjectItemCaseSensitive(jt, "dtype");
+		const cJSON *shape = cJSON_GetObjectItemCaseSensitive(jt, "shape");
+		const cJSON *off = cJSON_GetObjectItemCaseSensitive(jt, "offset");
+		enum dtype dtype;
+		if (!cJSON_IsString(name) || !cJSON_IsString(dt) || !cJSON_IsArray(shape) || !cJSON_IsNumber(off)) {
+			err_set("corrupt record (malformed tensor entry)");
+			goto out;
+		}
+		if (dtype_parse(dt->valuestring, &dtype) < 0) {
+			err_wrap("corrupt record (tensor '%.64s')", name->valuestring);
+			goto out;
+		}
+		int64_t dims[TENSOR_MAXDIM];
+		int ndim = 0;
+		const cJSON *d;
+		cJSON_ArrayForEach(d, shape)
+		{
+			if (ndim == TENSOR_MAXDIM || !cJSON_IsNumber(d) || d->valuedouble < 0 || d->valuedouble > 9e15 ||
+			    d->valuedouble != (double)(int64_t)d->valuedouble) {
+				err_set("corrupt record (tensor '%.64s': bad shape)", name->valuestring);
+				goto out;
+			}
+			dims[ndim++] = (int64_t)d->valuedouble;
+		}
+		tensor *t = push_tensor(r, name->valuestring, dtype, ndim, dims);
+		if (!t) {
+			err_wrap("corrupt record");
+			goto out;
+		}
+		double o = off->valuedouble;
+		size_t nbytes = tensor_nbytes(t);
+		if (o < 0 || o != (double)(size_t)o || (size_t)o % TENSOR_ALIGN || (size_t)o > data_len ||
+		    nbytes > data_len - (size_t)o) {
+			err_set("corrupt record (tensor '%s' lies outside the record)", t->name);
+			goto out;
+		}
+		t->data = (void *)(data + (size_t)o);
+	}
+	rc = 0;
+out:
+	cJSON_Delete(h);
+	return rc;
+}
+
+int stream_read(stream_reader *s, record **out)
+{
+	*out = NULL;
+	bytes b = {0};
+	unsigned long long content = 0;
+	record *r = NULL;
+	if (!(b.p = malloc(b.cap = 4096)))
+		return err_set("out of memory");
+	int rc = read_frame(s, &b, &content);
+	if (rc <= 0)
+		goto fail;
+	rc = -1;
+	if (!(r = record_new("?")))
+		goto fail;
+	if (!(r->body = aligned_zalloc((size_t)content)))
+		goto fail;
+	size_t n = ZSTD_decompressDCtx(s->dctx, r->body, (size_t)content, b.p, b.len);
+	if (ZSTD_isError(n)) {
+		err_set("corrupt record (%s)", ZSTD_getErrorName(n));
+		goto fail;
+	}
+	if (n != content) {
+		err_set("corrupt record (decoded %zu of %llu bytes)", n, content);
+		goto fail;
+	}
+	if (parse_body(r, n) < 0)
+		goto fail;
+	r->frame = b.p;
+	r->frame_len = b.len;
+	s->count++;
+	*out = r;
+	return 1;
+fail:
+	if (rc < 0)
+		err_wrap("%s: record %ld", s->name, s->count + 1);
+	record_free(r);
+	free(b.p);
+	return rc;
+}
+
+/* ---------------------------------------------------------------- writing */
+
+struct stream_writer {
+	FILE *f;
+	char name[256];
+	ZSTD_CCtx *cctx;
+	unsigned char *out;
+	size_t out_cap;
+	unsigned long long written;
+	int failed;
+};
+
+stream_writer *stream_writer_new(FILE *f, const char *name, int level)
+{
+	if (level == STREAM_LEVEL_DEFAULT) {
+		const char *env = getenv("TNS_LEVEL");
+		level = env && *env ? atoi(env) : 1;
+	}
+	stream_writer *w = calloc(1, sizeof *w);
+	if (!w || !(w->cctx = ZSTD_createCCtx()) || !(w->out = malloc(w->out_cap = ZSTD_CStreamOutSize()))) {
+		if (w)
+			ZSTD_freeCCtx(w->cctx);
+		free(w);
+		err_set("out of memory");
+		return NULL;
+	}
+	if (level < ZSTD_minCLevel())
+		level = ZSTD_minCLevel();
+	if (level > ZSTD_maxCLevel())
+		level = ZSTD_maxCLevel();
+	ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_compressionLevel, level);
+	ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_checksumFlag, 1);
+	ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_contentSizeFlag, 1);
+	w->f = f;
+	snprintf(w->name, sizeof w->name, "%s", name);
+	return w;
+}
+
+stream_writer *stream_open_write(const char *path, int level)
+{
+	if (strcmp(path, "-") == 0)
+		return stream_writer_new(stdout, "stdout", level);
+	FILE *f = fopen(path, "wb");
+	if (!f) {
+		err_set("%s: %s", path, strerror(errno));
+		return NULL;
+	}
+	stream_writer *w = stream_writer_new(f, path, level);
+	if (!w)
+		fclose(f);
+	return w;
+}
+
+static int put_raw(stream_writer *w, const void *p, size_t n)
+{
+	if (n && fwrite(p, 1, n, w->f) != n) {
+		w->failed = 1;
+		return err_set("%s: write error: %s", w->name, strerror(errno));
+	}
+	return 0;
+}
+
+/* Feeds n bytes (p NULL: zeros) to the compressor; end finishes the frame. */
+static int feed(stream_writer *w, const void *p, size_t n, int end)
+{
+	static const unsigned char zeros[64];
+	ZSTD_inBuffer in = {p ? p : zeros, n, 0};
+	ZSTD_EndDirective mode = end ? ZSTD_e_end : ZSTD_e_continue;
+	for (;;) {
+		ZSTD_outBuffer o = {w->out, w->out_cap, 0};
+		size_t left = ZSTD_compressStream2(w->cctx, &o, &in, mode);
+		if (ZSTD_isError(left))
+			return err_set("%s: compression failed: %s", w->name, ZSTD_getErrorName(left));
+		if (put_raw(w, w->out, o.pos) < 0)
+			return -1;
+		if (end ? left == 0 : in.pos == in.size)
+			return 0;
+	}
+}
+
+int stream_write(stream_writer *w, const record *r)
+{
+	size_t data_len = 0;
+	cJSON *h = cJSON_CreateObject(), *arr = NULL;
+	char *json = NULL;
+	int rc = -1;
+	if (!h || !cJSON_AddStringToObject(h, "kind", r->kind) ||
+	    !cJSON_AddItemReferenceToObject(h, "meta", r->meta) || !(arr = cJSON_AddArrayToObject(h, "tensors")))
+		goto oom;
+	for (int i = 0; i < r->ntensors; i++) {
+		const tensor *t = &r->tensors[i];
+		cJSON *jt = cJSON_CreateObject(), *shape = cJSON_CreateArray();
+		if (!jt || !shape) {
+			cJSON_Delete(jt);
+			cJSON_Delete(shape);
+			goto oom;
+		}
+		cJSON_AddItemToArray(arr, jt);
+		cJSON_AddItemToObject(jt, "shape", shape);
+		cJSON_AddStringToObject(jt, "name", t->name);
+		cJSON_AddStringToObject(jt, "dtype", dtype_name(t->dtype));
+		for (int d = 0; d < t->ndim; d++)
+			cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t->shape[d]));
+		cJSON_AddNumberToObject(jt, "offset", (double)data_len);
+		data_len += align64(tensor_nbytes(t));
+	}
+	if (!(json = cJSON_PrintUnformatted(h)))
+		goto oom;
+	size_t hlen = strlen(json);
+	size_t pre = align64(PREFIX_LEN + hlen);
+	unsigned char prefix[PREFIX_LEN] = {'T', 'N', 'S', '1', (unsigned char)hlen, (unsigned char)(hlen >> 8),
+					    (unsigned char)(hlen >> 16), (unsigned char)(hlen >> 24)};
+	ZSTD_CCtx_reset(w->cctx, ZSTD_reset_session_only);
+	ZSTD_CCtx_setPledgedSrcSize(w->cctx, pre + data_len);
+	if (feed(w, prefix, PREFIX_LEN, 0) < 0 || feed(w, json, hlen, 0) < 0 ||
+	    feed(w, NULL, pre - PREFIX_LEN - hlen, 0) < 0)
+		goto out;
+	for (int i = 0; i < r->ntensors; i++) {
+		size_t n = tensor_nbytes(&r->tensors[i]);
+		if (feed(w, r->tensors[i].data, n, 0) < 0 || feed(w, NULL, align64(n) - n, 0) < 0)
+			goto out;
+	}
+	if (feed(w, NULL, 0, 1) < 0)
+		goto out;
+	if (fflush(w->f) != 0) {
+		err_set("%s: write error: %s", w->name, strerror(errno));
+		w->failed = 1;
+		goto out;
+	}
+	w->written += pre + data_len;
+	rc = 0;
+	goto out;
+oom:
+	err_set("out of memory");
+out:
+	if (rc < 0)
+		ZSTD_CCtx_reset(w->cctx, ZSTD_reset_session_only);
+	cJSON_free(json);
+	cJSON_Delete(h);
+	return rc;
+}
+
+int stream_pass(stream_writer *w, const record *r)
+{
+	if (!r->frame)
+		return stream_write(w, r);
+	if (put_raw(w, r->frame, r->frame_len) < 0)
+		return -1;
+	if (fflush(w->f) != 0) {
+		w->failed = 1;
+		return err_set("%s: write error: %s", w->name, strerror(errno));
+	}
+	return 0;
+}
+
+unsigned long long stream_bytes_written(const stream_writer *w)
+{
+	return w->written;
+}
+
+int stream_close_write(stream_writer *w)
+{
+	if (!w)
+		return 0;
+	int rc = w->failed ? -1 : 0;
+	if (w->f != stdout) {
+		if (fclose(w->f) != 0 && rc == 0)
+			rc = err_set("%s: close: %s", w->name, strerror(errno));
+	} else if (fflush(w->f) != 0 && rc == 0) {
+		rc = err_set("%s: write error: %s", w->name, strerror(errno));
+	}
+	if (rc < 0 && w->failed)
+		err_set("%s: earlier write failed", w->name);
+	ZSTD_freeCCtx(w->cctx);
+	free(w->out);
+	free(w);
+	return rc;
+}

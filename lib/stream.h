@@ -1,0 +1,74 @@
+/* stream: records of named tensors, one zstd frame each (format: docs/stream-format.md).
+ *
+ * A record is a kind ("image", "batch", "pred", ...), a free-form JSON meta object and
+ * zero or more tensors. Readers validate everything before handing a record out; a
+ * truncated, corrupt or oversized record is an error naming the stream and the record
+ * number (1-based). Writers flush after every record so FIFO loops never stall.
+ * Tools pass records they do not handle through with stream_pass(), byte for byte. */
+#ifndef STREAM_H
+#define STREAM_H
+
+#include <stdio.h>
+
+#include <cjson/cJSON.h>
+
+#include "tensor.h"
+
+#define RECORD_KINDLEN 32
+
+typedef struct record {
+	char kind[RECORD_KINDLEN];
+	cJSON *meta; /* always an object, owned by the record */
+	int ntensors;
+	tensor *tensors;
+	/* private */
+	int cap;
+	void *body;             /* decoded record when read; tensors point into it */
+	unsigned char *frame;   /* the compressed frame as read, for stream_pass() */
+	size_t frame_len;
+} record;
+
+record *record_new(const char *kind);
+void record_free(record *r);
+/* Adds a zeroed tensor that owns its data; NULL (err) on a bad name, shape or no memory. */
+tensor *record_add(record *r, const char *name, enum dtype dt, int ndim, const int64_t *shape);
+tensor *record_find(const record *r, const char *name);
+/* record_find that also checks dtype and rank (ndim < 0: any rank); NULL (err) otherwise. */
+tensor *record_expect(const record *r, const char *name, enum dtype dt, int ndim);
+/* Meta accessors: a missing or mistyped key gives the default. */
+double meta_num(const record *r, const char *key, double dflt);
+const char *meta_str(const record *r, const char *key, const char *dflt);
+
+/* ---- reading ---- */
+typedef struct stream_reader stream_reader;
+
+/* name is used in messages; "-" reads stdin. */
+stream_reader *stream_open_read(const char *path);
+stream_reader *stream_reader_new(FILE *f, const char *name);
+/* 1: *out is the next record (free with record_free); 0: clean end; -1: error (err). */
+int stream_read(stream_reader *s, record **out);
+/* Records read so far. */
+long stream_count(const stream_reader *s);
+const char *stream_name(const stream_reader *s);
+/* Largest decoded record accepted (default 2 GiB, or $TNS_MAX_RECORD bytes). */
+void stream_set_limit(stream_reader *s, size_t bytes);
+/* Closes the file too unless it is stdin. */
+void stream_close_read(stream_reader *s);
+
+/* ---- writing ---- */
+typedef struct stream_writer stream_writer;
+
+#define STREAM_LEVEL_DEFAULT (-1000)
+/* level: zstd level (negative = faster); STREAM_LEVEL_DEFAULT takes $TNS_LEVEL or 1.
+ * path "-" writes stdout. */
+stream_writer *stream_open_write(const char *path, int level);
+stream_writer *stream_writer_new(FILE *f, const char *name, int level);
+int stream_write(stream_writer *w, const record *r);
+/* Writes a record read from a stream unchanged (its original frame); encodes it otherwise. */
+int stream_pass(stream_writer *w, const record *r);
+/* Flushes and closes (not stdout); returns -1 (err) if any write failed. */
+int stream_close_write(stream_writer *w);
+/* Uncompressed bytes written so far (for benchmarks). */
+unsigned long long stream_bytes_written(const stream_writer *w);
+
+#endif

@@ -1,0 +1,96 @@
+#include "tool.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+const char *tool_name = "tns";
+
+void tool_init(const char *name)
+{
+	tool_name = name;
+}
+
+void die(const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "%s: ", tool_name);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(1);
+}
+
+void die_err(void)
+{
+	die("%s", err_msg());
+}
+
+void usage_error(const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "%s: ", tool_name);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry '%s --help'.\n", tool_name);
+	exit(2);
+}
+
+long arg_long(const char *opt, const char *s, long lo, long hi)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < lo || v > hi)
+		usage_error("%s: '%s' is not an integer in [%ld, %ld]", opt, s, lo, hi);
+	return v;
+}
+
+double arg_double(const char *opt, const char *s, double lo, double hi)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi)
+		usage_error("%s: '%s' is not a number in [%g, %g]", opt, s, lo, hi);
+	return v;
+}
+
+void arg_shard(const char *opt, const char *s, int *k, int *n)
+{
+	char *end, *end2;
+	long a = strtol(s, &end, 10);
+	if (end == s || *end != '/')
+		usage_error("%s: '%s' is not k/N", opt, s);
+	long b = strtol(end + 1, &end2, 10);
+	if (end2 == end + 1 || *end2 || b < 1 || b > 1 << 20 || a < 0 || a >= b)
+		usage_error("%s: '%s' is not k/N with 0 <= k < N", opt, s);
+	*k = (int)a;
+	*n = (int)b;
+}
+
+void refuse_terminal_stdout(void)
+{
+	if (isatty(STDOUT_FILENO))
+		usage_error("refusing to write a binary stream to a terminal (pipe it, or redirect to a file)");
+}
+
+void close_stdout(void)
+{
+	if (fflush(stdout) != 0 || ferror(stdout))
+		die("stdout: write error: %s", strerror(errno));
+	if (fclose(stdout) != 0)
+		die("stdout: close: %s", strerror(errno));
+}
+
+int default_threads(void)
+{
+	const char *env = getenv("TNS_THREADS");
+	long n = env && *env ? strtol(env, NULL, 10) : sysconf(_SC_NPROCESSORS_ONLN);
+	return n < 1 ? 1 : n > 64 ? 64 : (int)n;
+}

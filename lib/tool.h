@@ -1,0 +1,34 @@
+/* tool: what every tool main shares: its name in messages, exit codes, argument
+ * checks and the stdout rules. The only module allowed to exit the process:
+ * exit 1 for a failure, 2 for a usage error. */
+#ifndef TOOL_H
+#define TOOL_H
+
+#include <stdio.h>
+
+#include "err.h"
+
+extern const char *tool_name;
+
+void tool_init(const char *name);
+/* "tool: message" on stderr, exit 1. */
+_Noreturn void die(const char *fmt, ...) ERR_PRINTF(1, 2);
+/* die() with the library's current error message. */
+_Noreturn void die_err(void);
+/* "tool: message" + a hint to --help on stderr, exit 2. */
+_Noreturn void usage_error(const char *fmt, ...) ERR_PRINTF(1, 2);
+
+/* Numeric options: the whole string must parse and lie in [lo, hi], else usage_error. */
+long arg_long(const char *opt, const char *s, long lo, long hi);
+double arg_double(const char *opt, const char *s, double lo, double hi);
+/* "k/N" with 0 <= k < N. */
+void arg_shard(const char *opt, const char *s, int *k, int *n);
+
+/* Binary output must not go to a terminal (exit 2 if stdout is one). */
+void refuse_terminal_stdout(void);
+/* Flushes and checks stdout at exit, so a full disk or closed pipe is an error. */
+void close_stdout(void);
+/* Worker threads to use by default: online CPUs, or $TNS_THREADS. */
+int default_threads(void);
+
+#endif
