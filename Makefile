@@ -1,7 +1,7 @@
 # ssd-tools: SSD detectors as a pipeline of small Unix tools. See README.md.
 
 TOOLS   := tns
-PKGS    := libzstd libcjson libarchive libjpeg libpng expat
+PKGS    := libzstd libcjson libarchive libjpeg libpng expat openblas
 ARCH    ?= -march=native
 OPT     ?= -O2
 CC      ?= cc

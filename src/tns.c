@@ -72,14 +72,16 @@ static int ls_one(const char *src, long n, record *r, void *ctx)
 
 static int json_one(const char *src, long n, record *r, void *ctx)
 {
-	cJSON *h = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(h, "tensors");
+	cJSON *h = cJSON_CreateObject();
 	cJSON_AddStringToObject(h, "kind", r->kind);
 	cJSON_AddItemReferenceToObject(h, "meta", r->meta);
+	cJSON *arr = cJSON_AddArrayToObject(h, "tensors");
 	for (int i = 0; i < r->ntensors; i++) {
 		const tensor *t = &r->tensors[i];
-		cJSON *jt = cJSON_CreateObject(), *shape = cJSON_AddArrayToObject(jt, "shape");
+		cJSON *jt = cJSON_CreateObject();
 		cJSON_AddStringToObject(jt, "name", t->name);
 		cJSON_AddStringToObject(jt, "dtype", dtype_name(t->dtype));
+		cJSON *shape = cJSON_AddArrayToObject(jt, "shape");
 		for (int d = 0; d < t->ndim; d++)
 			cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t->shape[d]));
 		cJSON_AddItemToArray(arr, jt);
