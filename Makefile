@@ -7,8 +7,8 @@ OPT     ?= -O2
 CC      ?= cc
 CFLAGS  ?= $(OPT) -g $(ARCH)
 WARN    := -Wall -Wextra -Wshadow -Wno-unused-parameter -Werror=implicit-function-declaration
-ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -pthread $(WARN) -Ilib $(shell pkg-config --cflags $(PKGS)) $(CFLAGS)
-LDLIBS  := $(shell pkg-config --libs $(PKGS)) -lm -pthread
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -pthread -fopenmp $(WARN) -Ilib $(shell pkg-config --cflags $(PKGS)) $(CFLAGS)
+LDLIBS  := $(shell pkg-config --libs $(PKGS)) -lm -pthread -fopenmp
 
 # BUILD holds objects; BIN the executables. The sanitizer build uses its own pair.
 BUILD   ?= build
