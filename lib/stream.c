@@ -158,6 +158,7 @@ const char *meta_str(const record *r, const char *key, const char *dflt)
 
 struct stream_reader {
 	FILE *f;
+	int owns_file;
 	char name[256];
 	long count;
 	size_t limit;
@@ -197,6 +198,8 @@ stream_reader *stream_open_read(const char *path)
 	stream_reader *s = stream_reader_new(f, path);
 	if (!s)
 		fclose(f);
+	else
+		s->owns_file = 1;
 	return s;
 }
 
@@ -204,7 +207,7 @@ void stream_close_read(stream_reader *s)
 {
 	if (!s)
 		return;
-	if (s->f && s->f != stdin)
+	if (s->owns_file)
 		fclose(s->f);
 	ZSTD_freeDCtx(s->dctx);
 	free(s);
@@ -436,6 +439,7 @@ fail:
 
 struct stream_writer {
 	FILE *f;
+	int owns_file;
 	char name[256];
 	ZSTD_CCtx *cctx;
 	unsigned char *out;
@@ -482,6 +486,8 @@ stream_writer *stream_open_write(const char *path, int level)
 	stream_writer *w = stream_writer_new(f, path, level);
 	if (!w)
 		fclose(f);
+	else
+		w->owns_file = 1;
 	return w;
 }
 
@@ -597,7 +603,7 @@ int stream_close_write(stream_writer *w)
 	if (!w)
 		return 0;
 	int rc = w->failed ? -1 : 0;
-	if (w->f != stdout) {
+	if (w->owns_file) {
 		if (fclose(w->f) != 0 && rc == 0)
 			rc = err_set("%s: close: %s", w->name, strerror(errno));
 	} else if (fflush(w->f) != 0 && rc == 0) {

@@ -42,8 +42,9 @@ const char *meta_str(const record *r, const char *key, const char *dflt);
 /* ---- reading ---- */
 typedef struct stream_reader stream_reader;
 
-/* name is used in messages; "-" reads stdin. */
+/* Opens path ("-": stdin) and owns the file. */
 stream_reader *stream_open_read(const char *path);
+/* Reads an open file it does not own; name is used in messages. */
 stream_reader *stream_reader_new(FILE *f, const char *name);
 /* 1: *out is the next record (free with record_free); 0: clean end; -1: error (err). */
 int stream_read(stream_reader *s, record **out);
@@ -52,7 +53,7 @@ long stream_count(const stream_reader *s);
 const char *stream_name(const stream_reader *s);
 /* Largest decoded record accepted (default 2 GiB, or $TNS_MAX_RECORD bytes). */
 void stream_set_limit(stream_reader *s, size_t bytes);
-/* Closes the file too unless it is stdin. */
+/* Closes the file too if the reader opened it. */
 void stream_close_read(stream_reader *s);
 
 /* ---- writing ---- */
@@ -60,13 +61,14 @@ typedef struct stream_writer stream_writer;
 
 #define STREAM_LEVEL_DEFAULT (-1000)
 /* level: zstd level (negative = faster); STREAM_LEVEL_DEFAULT takes $TNS_LEVEL or 1.
- * path "-" writes stdout. */
+ * Opens path ("-": stdout) and owns the file. */
 stream_writer *stream_open_write(const char *path, int level);
+/* Writes to an open file it does not own. */
 stream_writer *stream_writer_new(FILE *f, const char *name, int level);
 int stream_write(stream_writer *w, const record *r);
 /* Writes a record read from a stream unchanged (its original frame); encodes it otherwise. */
 int stream_pass(stream_writer *w, const record *r);
-/* Flushes and closes (not stdout); returns -1 (err) if any write failed. */
+/* Flushes, closes the file if the writer opened it; -1 (err) if any write failed. */
 int stream_close_write(stream_writer *w);
 /* Uncompressed bytes written so far (for benchmarks). */
 unsigned long long stream_bytes_written(const stream_writer *w);
