@@ -33,8 +33,11 @@ $(BIN)/%: src/%.c $(BUILD)/libssd.a $(wildcard lib/*.h) | $(BIN)
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/check.h $(BUILD)/libssd.a | $(BUILD)/tests
 	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libssd.a $(LDLIBS)
 
-$(BUILD)/lib $(BUILD)/tests $(BIN):
+$(BUILD)/lib $(BUILD)/tests $(BUILD)/bench $(BIN):
 	mkdir -p $@
+
+$(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libssd.a | $(BUILD)/bench
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libssd.a $(LDLIBS)
 
 units: $(UNIT_BIN)
 
@@ -57,11 +60,14 @@ demo: all
 	$(BIN)/voc-decode $(DATA) --split train --classes $(CLASSES) --limit 8 \
 	  | $(BIN)/augment --train --size 512 --batch 4 --seed 1 | $(BIN)/tns ls
 
-bench-data: all
-	pipelines/bench-data.sh $(DATA) $(CLASSES)
+bench-data: all $(BUILD)/bench/bench_stream
+	BIN=$(BIN) BENCH=$(BUILD)/bench pipelines/bench-data.sh $(DATA) $(CLASSES)
+
+setup:
+	pipelines/setup-debian.sh
 
 clean:
 	rm -rf build bin
 
-.PHONY: all units test test-quick test-san demo bench-data clean
+.PHONY: all units test test-quick test-san setup demo bench-data clean
 .DELETE_ON_ERROR:
