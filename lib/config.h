@@ -1,0 +1,37 @@
+/* config: pipeline configs (the JSON files in configs/). This module reads the "data" section, which
+ * says how images become network inputs (size, normalisation, training augmentations).
+ * Keys left out keep their defaults (mmdet's SSD-512 settings); a key of the wrong type,
+ * out of range or unknown is an error naming the file and the key path. */
+#ifndef CONFIG_H
+#define CONFIG_H
+
+#include <cjson/cJSON.h>
+
+#define CONFIG_MAX_IOUS 16
+
+typedef struct data_config {
+	int size;              /* network input is size x size */
+	double mean[3], std[3]; /* in output channel order: RGB if to_rgb, else BGR */
+	int to_rgb;            /* 0: the network input is BGR, as an mmdet model trained on cv2 images */
+	/* train.photometric (photometric = 0 when the config says false) */
+	int photometric;
+	double brightness_delta, contrast_range[2], saturation_range[2], hue_delta;
+	/* train.expand */
+	int expand;
+	double expand_ratio[2], expand_prob;
+	/* train.min_iou_crop */
+	int min_iou_crop;
+	int n_min_ious;
+	double min_ious[CONFIG_MAX_IOUS], min_crop_size;
+	double flip_ratio;     /* train.flip_ratio */
+} data_config;
+
+void data_config_default(data_config *c);
+/* Parses a whole JSON file; NULL (err "path: why") if unreadable or not a JSON object. */
+cJSON *config_read(const char *path);
+/* Applies a "data" section over *c; where names the section in messages ("file: data"). */
+int data_config_apply(data_config *c, const cJSON *data, const char *where);
+/* config_read + data_config_apply of its "data" member (absent: defaults stay). */
+int data_config_load(data_config *c, const char *path);
+
+#endif
