@@ -1,0 +1,758 @@
+/* conv2d: naive reference, im2col + OpenBLAS sgemm, and depthwise kernels. */
+#include "layers.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+#include <omp.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include "err.h"
+
+/* Below this many multiply-adds per (image, group) GEMM, running the (image, group)
+ * tasks in parallel with single-threaded GEMMs beats one threaded GEMM at a time. */
+#define CONV_PAR_MACS (1L << 23)
+
+static int conv_out(int in, int k, int s, int p, int dil)
+{
+	int span = dil * (k - 1) + 1;
+	if (in + 2 * p < span)
+		return 0;
+	return (in + 2 * p - span) / s + 1;
+}
+
+static int is_depthwise(const conv2d_desc *d)
+{
+	return d->groups == d->c && d->k == d->c;
+}
+
+static int is_dw3x3(const conv2d_desc *d)
+{
+	return is_depthwise(d) && d->kh == 3 && d->kw == 3 && d->sh == d->sw &&
+	       (d->sh == 1 || d->sh == 2) && d->ph == 1 && d->pw == 1 && d->dh == 1 && d->dw == 1;
+}
+
+/* 1x1, stride 1, no padding: the input is already the GEMM operand. */
+static int is_pointwise(const conv2d_desc *d)
+{
+	return d->kh == 1 && d->kw == 1 && d->sh == 1 && d->sw == 1 && d->ph == 0 && d->pw == 0;
+}
+
+int conv2d_init(conv2d_desc *d)
+{
+	if (d->n < 1 || d->c < 1 || d->h < 1 || d->w < 1 || d->k < 1 || d->kh < 1 || d->kw < 1 ||
+	    d->sh < 1 || d->sw < 1 || d->ph < 0 || d->pw < 0 || d->dh < 1 || d->dw < 1 || d->groups < 1)
+		return err_set("conv2d: bad geometry (n %d c %d h %d w %d k %d kernel %dx%d stride %d,%d pad %d,%d dilation %d,%d groups %d)",
+			       d->n, d->c, d->h, d->w, d->k, d->kh, d->kw, d->sh, d->sw, d->ph, d->pw,
+			       d->dh, d->dw, d->groups);
+	if (d->c % d->groups || d->k % d->groups)
+		return err_set("conv2d: channels %d -> %d not divisible by groups %d", d->c, d->k, d->groups);
+	d->nthreads = omp_get_max_threads();
+	d->oh = conv_out(d->h, d->kh, d->sh, d->ph, d->dh);
+	d->ow = conv_out(d->w, d->kw, d->sw, d->pw, d->dw);
+	if (d->oh < 1 || d->ow < 1)
+		return err_set("conv2d: kernel %dx%d (dilation %d,%d) larger than padded input %dx%d",
+			       d->kh, d->kw, d->dh, d->dw, d->h + 2 * d->ph, d->w + 2 * d->pw);
+	switch (d->algo) {
+	case CONV_AUTO:
+		if (is_dw3x3(d))
+			d->algo = CONV_DW3X3;
+		else if (is_depthwise(d))
+			d->algo = CONV_DW_DIRECT;
+		else {
+			long macs = (long)(d->k / d->groups) * (d->c / d->groups) * d->kh * d->kw *
+				    d->oh * d->ow;
+			int tasks = d->n * d->groups;
+			d->algo = d->nthreads > 1 && tasks > 1 &&
+						  (d->groups > 1 || macs < CONV_PAR_MACS)
+					  ? CONV_GEMM_PAR
+					  : CONV_GEMM;
+		}
+		break;
+	case CONV_GEMM:
+	case CONV_GEMM_PAR:
+		break;
+	case CONV_DW3X3:
+		if (!is_dw3x3(d))
+			return err_set("conv2d: the dw3x3 kernel needs depthwise 3x3, stride 1 or 2, pad 1");
+		break;
+	case CONV_DW_DIRECT:
+		if (!is_depthwise(d))
+			return err_set("conv2d: the direct depthwise kernel needs groups == c == k");
+		break;
+	default:
+		return err_set("conv2d: unknown algo %d", (int)d->algo);
+	}
+	return 0;
+}
+
+static int check_init(const conv2d_desc *d)
+{
+	conv2d_desc t = *d;
+	t.algo = d->algo == CONV_AUTO ? CONV_GEMM : d->algo;
+	if (conv2d_init(&t))
+		return -1;
+	if (t.oh != d->oh || t.ow != d->ow || d->algo == CONV_AUTO || d->nthreads < 1)
+		return err_set("conv2d: descriptor not initialised (call conv2d_init)");
+	return 0;
+}
+
+static size_t round16(size_t n)
+{
+	return (n + 15) & ~(size_t)15;
+}
+
+/* Per-thread scratch of CONV_GEMM_PAR, in floats: col, then dweight and dbias partials. */
+static size_t par_stride(const conv2d_desc *d)
+{
+	size_t ckk = (size_t)(d->c / d->groups) * d->kh * d->kw;
+	size_t col = is_pointwise(d) ? 0 : ckk * d->oh * d->ow;
+	return round16(col) + round16((size_t)d->k * ckk) + round16((size_t)d->k);
+}
+
+size_t conv2d_workspace_size(const conv2d_desc *d)
+{
+	size_t ckk = (size_t)(d->c / d->groups) * d->kh * d->kw;
+	switch (d->algo) {
+	case CONV_GEMM:
+		return is_pointwise(d) ? 0 : ckk * d->oh * d->ow * sizeof(float);
+	case CONV_GEMM_PAR:
+		return (size_t)d->nthreads * par_stride(d) * sizeof(float);
+	default:
+		return 0;
+	}
+}
+
+/* ---------------------------------------------------------------- reference */
+
+int conv2d_forward_ref(float *out, const float *inp, const float *weight, const float *bias,
+		       const conv2d_desc *d)
+{
+	if (check_init(d))
+		return -1;
+	int C = d->c, H = d->h, W = d->w, K = d->k, OH = d->oh, OW = d->ow;
+	int cg = C / d->groups, kg = K / d->groups;
+	for (int n = 0; n < d->n; n++)
+		for (int k = 0; k < K; k++) {
+			int g = k / kg;
+			for (int oy = 0; oy < OH; oy++)
+				for (int ox = 0; ox < OW; ox++) {
+					double acc = bias ? bias[k] : 0.0;
+					for (int ci = 0; ci < cg; ci++) {
+						const float *x = inp + ((size_t)n * C + g * cg + ci) * H * W;
+						const float *wk = weight + ((size_t)k * cg + ci) * d->kh * d->kw;
+						for (int ky = 0; ky < d->kh; ky++) {
+							int iy = oy * d->sh - d->ph + ky * d->dh;
+							if (iy < 0 || iy >= H)
+								continue;
+							for (int kx = 0; kx < d->kw; kx++) {
+								int ix = ox * d->sw - d->pw + kx * d->dw;
+								if (ix < 0 || ix >= W)
+									continue;
+								acc += (double)wk[ky * d->kw + kx] * x[iy * W + ix];
+							}
+						}
+					}
+					out[(((size_t)n * K + k) * OH + oy) * OW + ox] = (float)acc;
+				}
+		}
+	return 0;
+}
+
+int conv2d_backward_ref(float *dinp, float *dweight, float *dbias, const float *dout,
+			const float *inp, const float *weight, const conv2d_desc *d)
+{
+	if (check_init(d))
+		return -1;
+	int C = d->c, H = d->h, W = d->w, K = d->k, OH = d->oh, OW = d->ow;
+	int cg = C / d->groups, kg = K / d->groups;
+	if (dbias)
+		for (int k = 0; k < K; k++) {
+			double acc = 0;
+			for (int n = 0; n < d->n; n++)
+				for (int i = 0; i < OH * OW; i++)
+					acc += dout[((size_t)n * K + k) * OH * OW + i];
+			dbias[k] += (float)acc;
+		}
+	if (dweight)
+		for (int k = 0; k < K; k++)
+			for (int ci = 0; ci < cg; ci++)
+				for (int ky = 0; ky < d->kh; ky++)
+					for (int kx = 0; kx < d->kw; kx++) {
+						int c = k / kg * cg + ci;
+						double acc = 0;
+						for (int n = 0; n < d->n; n++)
+							for (int oy = 0; oy < OH; oy++) {
+								int iy = oy * d->sh - d->ph + ky * d->dh;
+								if (iy < 0 || iy >= H)
+									continue;
+								for (int ox = 0; ox < OW; ox++) {
+									int ix = ox * d->sw - d->pw + kx * d->dw;
+									if (ix < 0 || ix >= W)
+										continue;
+									acc += (double)dout[(((size_t)n * K + k) * OH + oy) * OW + ox] *
+									       inp[(((size_t)n * C + c) * H + iy) * W + ix];
+								}
+							}
+						dweight[((k * cg + ci) * d->kh + ky) * d->kw + kx] += (float)acc;
+					}
+	if (dinp)
+		for (int n = 0; n < d->n; n++)
+			for (int c = 0; c < C; c++) {
+				int g = c / cg, ci = c % cg;
+				for (int iy = 0; iy < H; iy++)
+					for (int ix = 0; ix < W; ix++) {
+						double acc = 0;
+						for (int ky = 0; ky < d->kh; ky++) {
+							int ty = iy + d->ph - ky * d->dh;
+							if (ty < 0 || ty % d->sh || ty / d->sh >= OH)
+								continue;
+							for (int kx = 0; kx < d->kw; kx++) {
+								int tx = ix + d->pw - kx * d->dw;
+								if (tx < 0 || tx % d->sw || tx / d->sw >= OW)
+									continue;
+								int oy = ty / d->sh, ox = tx / d->sw;
+								for (int k = g * kg; k < (g + 1) * kg; k++)
+									acc += (double)weight[((k * cg + ci) * d->kh + ky) * d->kw + kx] *
+									       dout[(((size_t)n * K + k) * OH + oy) * OW + ox];
+							}
+						}
+						dinp[(((size_t)n * C + c) * H + iy) * W + ix] = (float)acc;
+					}
+			}
+	return 0;
+}
+
+/* ---------------------------------------------------------------- im2col + sgemm */
+
+/* The output columns ox whose input column ox*s + off lies in [0, w): [*lo, *hi). */
+static void valid_range(int *lo, int *hi, int off, int s, int w, int ow)
+{
+	int a = off >= 0 ? 0 : (-off + s - 1) / s;
+	int b = w - 1 - off < 0 ? 0 : (w - 1 - off) / s + 1;
+	if (a > ow)
+		a = ow;
+	if (b > ow)
+		b = ow;
+	if (b < a)
+		b = a;
+	*lo = a;
+	*hi = b;
+}
+
+/* col [cg*kh*kw, oh*ow] from inp [cg, h, w]: row (c, ky, kx) holds the input pixel
+ * each output pixel sees through that tap (0 in the padding). */
+static void im2col(float *col, const float *inp, int cg, const conv2d_desc *d, int par)
+{
+	int kk = d->kh * d->kw, H = d->h, W = d->w, OH = d->oh, OW = d->ow;
+#pragma omp parallel for if (par) schedule(static)
+	for (int r = 0; r < cg * kk; r++) {
+		int c = r / kk, ky = r % kk / d->kw, kx = r % d->kw;
+		float *dst = col + (size_t)r * OH * OW;
+		int off = kx * d->dw - d->pw, lo, hi;
+		valid_range(&lo, &hi, off, d->sw, W, OW);
+		for (int oy = 0; oy < OH; oy++, dst += OW) {
+			int iy = oy * d->sh - d->ph + ky * d->dh;
+			if (iy < 0 || iy >= H) {
+				memset(dst, 0, OW * sizeof(float));
+				continue;
+			}
+			const float *src = inp + ((size_t)c * H + iy) * W + off;
+			for (int ox = 0; ox < lo; ox++)
+				dst[ox] = 0;
+			if (d->sw == 1)
+				memcpy(dst + lo, src + lo, (hi - lo) * sizeof(float));
+			else
+				for (int ox = lo; ox < hi; ox++)
+					dst[ox] = src[ox * d->sw];
+			for (int ox = hi; ox < OW; ox++)
+				dst[ox] = 0;
+		}
+	}
+}
+
+/* dinp [cg, h, w] += the col rows scattered back (the transpose of im2col). */
+static void col2im(float *dinp, const float *col, int cg, const conv2d_desc *d, int par)
+{
+	int H = d->h, W = d->w, OH = d->oh, OW = d->ow;
+#pragma omp parallel for if (par) schedule(static)
+	for (int c = 0; c < cg; c++)
+		for (int ky = 0; ky < d->kh; ky++)
+			for (int kx = 0; kx < d->kw; kx++) {
+				const float *src = col + ((size_t)(c * d->kh + ky) * d->kw + kx) * OH * OW;
+				int off = kx * d->dw - d->pw, lo, hi;
+				valid_range(&lo, &hi, off, d->sw, W, OW);
+				for (int oy = 0; oy < OH; oy++, src += OW) {
+					int iy = oy * d->sh - d->ph + ky * d->dh;
+					if (iy < 0 || iy >= H)
+						continue;
+					float *dst = dinp + ((size_t)c * H + iy) * W + off;
+					if (d->sw == 1)
+						for (int ox = lo; ox < hi; ox++)
+							dst[ox] += src[ox];
+					else
+						for (int ox = lo; ox < hi; ox++)
+							dst[ox * d->sw] += src[ox];
+				}
+			}
+}
+
+/* One image, one group: out_g [kg, ohw] = w_g [kg, ckk] . col [ckk, ohw] + bias. */
+static void gemm_fwd_task(float *out, const float *inp, const float *w, const float *bias,
+			  float *col, int cg, int kg, const conv2d_desc *d, int par)
+{
+	int ckk = cg * d->kh * d->kw, ohw = d->oh * d->ow;
+	const float *b = inp;
+	if (!is_pointwise(d)) {
+		im2col(col, inp, cg, d, par);
+		b = col;
+	}
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, kg, ohw, ckk, 1.0f, w, ckk, b, ohw,
+		    0.0f, out, ohw);
+	if (bias)
+		for (int k = 0; k < kg; k++) {
+			float bk = bias[k], *o = out + (size_t)k * ohw;
+			for (int i = 0; i < ohw; i++)
+				o[i] += bk;
+		}
+}
+
+/* One image, one group of the backward. col is scratch of ckk*ohw floats (unused for
+ * pointwise convs); dw, db: where this task's parameter gradients accumulate. */
+static void gemm_bwd_task(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+			  const float *w, float *col, int cg, int kg, const conv2d_desc *d, int par)
+{
+	int ckk = cg * d->kh * d->kw, ohw = d->oh * d->ow;
+	int pw = is_pointwise(d);
+	if (db)
+		for (int k = 0; k < kg; k++) {
+			const float *g = dout + (size_t)k * ohw;
+			float s = 0;
+#pragma omp simd reduction(+ : s)
+			for (int i = 0; i < ohw; i++)
+				s += g[i];
+			db[k] += s;
+		}
+	if (dw) {
+		const float *b = inp;
+		if (!pw) {
+			im2col(col, inp, cg, d, par);
+			b = col;
+		}
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, kg, ckk, ohw, 1.0f, dout, ohw, b,
+			    ohw, 1.0f, dw, ckk);
+	}
+	if (dinp) {
+		if (pw) {
+			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ckk, ohw, kg, 1.0f, w, ckk,
+				    dout, ohw, 0.0f, dinp, ohw);
+		} else {
+			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ckk, ohw, kg, 1.0f, w, ckk,
+				    dout, ohw, 0.0f, col, ohw);
+			memset(dinp, 0, (size_t)cg * d->h * d->w * sizeof(float));
+			col2im(dinp, col, cg, d, par);
+		}
+	}
+}
+
+static int blas_single_begin(void)
+{
+	int save = openblas_get_num_threads();
+	if (save != 1)
+		openblas_set_num_threads(1);
+	return save;
+}
+
+static void blas_single_end(int save)
+{
+	if (save != 1)
+		openblas_set_num_threads(save);
+}
+
+static void gemm_forward(float *out, const float *inp, const float *weight, const float *bias,
+			 float *ws, const conv2d_desc *d)
+{
+	int G = d->groups, cg = d->c / G, kg = d->k / G;
+	size_t isz = (size_t)d->c * d->h * d->w, osz = (size_t)d->k * d->oh * d->ow;
+	size_t wsz = (size_t)kg * cg * d->kh * d->kw, ohw = (size_t)d->oh * d->ow;
+	if (d->algo == CONV_GEMM) {
+		for (int n = 0; n < d->n; n++)
+			for (int g = 0; g < G; g++)
+				gemm_fwd_task(out + n * osz + g * kg * ohw, inp + n * isz + (size_t)g * cg * d->h * d->w,
+					      weight + g * wsz, bias ? bias + g * kg : NULL, ws, cg, kg, d, 1);
+		return;
+	}
+	int save = blas_single_begin();
+	size_t stride = par_stride(d);
+#pragma omp parallel num_threads(d->nthreads)
+	{
+		float *col = ws + omp_get_thread_num() * stride;
+#pragma omp for schedule(dynamic)
+		for (int t = 0; t < d->n * G; t++) {
+			int n = t / G, g = t % G;
+			gemm_fwd_task(out + n * osz + g * kg * ohw, inp + n * isz + (size_t)g * cg * d->h * d->w,
+				      weight + g * wsz, bias ? bias + g * kg : NULL, col, cg, kg, d, 0);
+		}
+	}
+	blas_single_end(save);
+}
+
+static void gemm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+			  const float *inp, const float *weight, float *ws, const conv2d_desc *d)
+{
+	int G = d->groups, cg = d->c / G, kg = d->k / G;
+	size_t isz = (size_t)d->c * d->h * d->w, osz = (size_t)d->k * d->oh * d->ow;
+	size_t wsz = (size_t)kg * cg * d->kh * d->kw, ohw = (size_t)d->oh * d->ow;
+	size_t gisz = (size_t)cg * d->h * d->w;
+	if (d->algo == CONV_GEMM) {
+		for (int n = 0; n < d->n; n++)
+			for (int g = 0; g < G; g++)
+				gemm_bwd_task(dinp ? dinp + n * isz + g * gisz : NULL,
+					      dweight ? dweight + g * wsz : NULL, dbias ? dbias + g * kg : NULL,
+					      dout + n * osz + g * kg * ohw, inp + n * isz + g * gisz,
+					      weight + g * wsz, ws, cg, kg, d, 1);
+		return;
+	}
+	int save = blas_single_begin();
+	size_t stride = par_stride(d), ckk = (size_t)cg * d->kh * d->kw;
+	size_t colsz = round16(is_pointwise(d) ? 0 : ckk * ohw);
+	size_t wall = (size_t)d->k * ckk;
+#pragma omp parallel num_threads(d->nthreads)
+	{
+		int tid = omp_get_thread_num();
+		float *col = ws + tid * stride;
+		float *pdw = col + colsz, *pdb = pdw + round16(wall);
+		if (dweight)
+			memset(pdw, 0, wall * sizeof(float));
+		if (dbias)
+			memset(pdb, 0, d->k * sizeof(float));
+#pragma omp for schedule(static) /* static: the partials sum in a fixed order */
+		for (int t = 0; t < d->n * G; t++) {
+			int n = t / G, g = t % G;
+			gemm_bwd_task(dinp ? dinp + n * isz + g * gisz : NULL, dweight ? pdw + g * wsz : NULL,
+				      dbias ? pdb + g * kg : NULL, dout + n * osz + g * kg * ohw,
+				      inp + n * isz + g * gisz, weight + g * wsz, col, cg, kg, d, 0);
+		}
+		/* implicit barrier: every thread's partials are complete */
+		if (dweight) {
+#pragma omp for schedule(static)
+			for (size_t i = 0; i < wall; i++) {
+				float s = 0;
+				for (int th = 0; th < omp_get_num_threads(); th++)
+					s += ws[th * stride + colsz + i];
+				dweight[i] += s;
+			}
+		}
+		if (dbias) {
+#pragma omp for schedule(static)
+			for (int k = 0; k < d->k; k++) {
+				float s = 0;
+				for (int th = 0; th < omp_get_num_threads(); th++)
+					s += ws[th * stride + colsz + round16(wall) + k];
+				dbias[k] += s;
+			}
+		}
+	}
+	blas_single_end(save);
+}
+
+/* ---------------------------------------------------------------- depthwise, direct */
+
+/* One plane: out [oh, ow] = corr(inp [h, w], w [kh, kw]) + b. Any geometry. */
+static void dw_direct_plane(float *out, const float *inp, const float *w, float b,
+			    const conv2d_desc *d)
+{
+	for (int oy = 0; oy < d->oh; oy++)
+		for (int ox = 0; ox < d->ow; ox++) {
+			float acc = b;
+			for (int ky = 0; ky < d->kh; ky++) {
+				int iy = oy * d->sh - d->ph + ky * d->dh;
+				if (iy < 0 || iy >= d->h)
+					continue;
+				for (int kx = 0; kx < d->kw; kx++) {
+					int ix = ox * d->sw - d->pw + kx * d->dw;
+					if (ix >= 0 && ix < d->w)
+						acc += w[ky * d->kw + kx] * inp[iy * d->w + ix];
+				}
+			}
+			out[oy * d->ow + ox] = acc;
+		}
+}
+
+/* dinp [h, w] = the plane's input gradient (gather form, written). */
+static void dw_direct_plane_dinp(float *dinp, const float *dout, const float *w,
+				 const conv2d_desc *d)
+{
+	for (int iy = 0; iy < d->h; iy++)
+		for (int ix = 0; ix < d->w; ix++) {
+			float acc = 0;
+			for (int ky = 0; ky < d->kh; ky++) {
+				int ty = iy + d->ph - ky * d->dh;
+				if (ty < 0 || ty % d->sh || ty / d->sh >= d->oh)
+					continue;
+				for (int kx = 0; kx < d->kw; kx++) {
+					int tx = ix + d->pw - kx * d->dw;
+					if (tx < 0 || tx % d->sw || tx / d->sw >= d->ow)
+						continue;
+					acc += w[ky * d->kw + kx] * dout[ty / d->sh * d->ow + tx / d->sw];
+				}
+			}
+			dinp[iy * d->w + ix] = acc;
+		}
+}
+
+/* dw [kh, kw] += sum over the plane of dout * the tap's input. */
+static void dw_direct_plane_dw(float *dw, const float *dout, const float *inp, const conv2d_desc *d)
+{
+	for (int ky = 0; ky < d->kh; ky++)
+		for (int kx = 0; kx < d->kw; kx++) {
+			int off = kx * d->dw - d->pw, lo, hi;
+			valid_range(&lo, &hi, off, d->sw, d->w, d->ow);
+			float acc = 0;
+			for (int oy = 0; oy < d->oh; oy++) {
+				int iy = oy * d->sh - d->ph + ky * d->dh;
+				if (iy < 0 || iy >= d->h)
+					continue;
+				const float *g = dout + oy * d->ow, *x = inp + iy * d->w + off;
+				for (int ox = lo; ox < hi; ox++)
+					acc += g[ox] * x[ox * d->sw];
+			}
+			dw[ky * d->kw + kx] += acc;
+		}
+}
+
+/* ---------------------------------------------------------------- depthwise 3x3, AVX-512 */
+
+#if defined(__AVX512F__)
+/* Lanes j (0..15) with 0 <= start + j < limit. */
+static inline __mmask16 range_mask(int start, int limit)
+{
+	int lo = start < 0 ? -start : 0, hi = limit - start;
+	if (hi > 16)
+		hi = 16;
+	if (hi <= lo)
+		return 0;
+	return (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+}
+
+/* Masked-out lanes are never touched (AVX-512 fault suppression), so p may point
+ * before or past the row; it is formed from an integer to keep that out of C's
+ * pointer rules. Masked lanes read as 0, which is the zero padding. */
+static inline __m512 load_masked(__mmask16 m, const float *row, int start)
+{
+	return _mm512_maskz_loadu_ps(m, (const void *)((intptr_t)row + (intptr_t)start * 4));
+}
+
+/* The three horizontal taps (kx = 0, 1, 2) that output columns ox0..ox0+15 see in
+ * input row `row` of width w, for stride s (1 or 2) and pad 1. */
+static inline void load_taps(__m512 t[3], const float *row, int ox0, int s, int w)
+{
+	if (s == 1) {
+		for (int kx = 0; kx < 3; kx++)
+			t[kx] = load_masked(range_mask(ox0 - 1 + kx, w), row, ox0 - 1 + kx);
+	} else {
+		const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+		const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+		int b = 2 * ox0 - 1;
+		__m512 a0 = load_masked(range_mask(b, w), row, b);
+		__m512 a1 = load_masked(range_mask(b + 16, w), row, b + 16);
+		__m512 c0 = load_masked(range_mask(b + 1, w), row, b + 1);
+		__m512 c1 = load_masked(range_mask(b + 17, w), row, b + 17);
+		t[0] = _mm512_permutex2var_ps(a0, even, a1);
+		t[1] = _mm512_permutex2var_ps(a0, odd, a1);
+		t[2] = _mm512_permutex2var_ps(c0, odd, c1);
+	}
+}
+
+/* One plane: out [oh, ow] = corr3x3(inp [h, w], w9) + b, pad 1, stride s. */
+static void dw3x3_plane(float *out, const float *inp, const float *w9, float b, int h, int w,
+			int oh, int ow, int s)
+{
+	__m512 wv[9];
+	for (int i = 0; i < 9; i++)
+		wv[i] = _mm512_set1_ps(w9[i]);
+	for (int oy = 0; oy < oh; oy++) {
+		for (int ox0 = 0; ox0 < ow; ox0 += 16) {
+			__m512 acc = _mm512_set1_ps(b), t[3];
+			for (int ky = 0; ky < 3; ky++) {
+				int iy = oy * s - 1 + ky;
+				if (iy < 0 || iy >= h)
+					continue;
+				load_taps(t, inp + (size_t)iy * w, ox0, s, w);
+				acc = _mm512_fmadd_ps(wv[ky * 3 + 0], t[0], acc);
+				acc = _mm512_fmadd_ps(wv[ky * 3 + 1], t[1], acc);
+				acc = _mm512_fmadd_ps(wv[ky * 3 + 2], t[2], acc);
+			}
+			_mm512_mask_storeu_ps(out + (size_t)oy * ow + ox0, range_mask(ox0, ow), acc);
+		}
+	}
+}
+
+/* dw9 += sum dout * taps, *db += sum dout, over one plane. */
+static void dw3x3_plane_dw(float *dw9, float *db, const float *dout, const float *inp, int h,
+			   int w, int oh, int ow, int s)
+{
+	__m512 acc[9], accb = _mm512_setzero_ps();
+	for (int i = 0; i < 9; i++)
+		acc[i] = _mm512_setzero_ps();
+	for (int oy = 0; oy < oh; oy++)
+		for (int ox0 = 0; ox0 < ow; ox0 += 16) {
+			__mmask16 om = range_mask(ox0, ow);
+			__m512 g = _mm512_maskz_loadu_ps(om, dout + (size_t)oy * ow + ox0), t[3];
+			accb = _mm512_add_ps(accb, g);
+			for (int ky = 0; ky < 3; ky++) {
+				int iy = oy * s - 1 + ky;
+				if (iy < 0 || iy >= h)
+					continue;
+				load_taps(t, inp + (size_t)iy * w, ox0, s, w);
+				for (int kx = 0; kx < 3; kx++)
+					acc[ky * 3 + kx] = _mm512_fmadd_ps(g, _mm512_maskz_mov_ps(om, t[kx]), acc[ky * 3 + kx]);
+			}
+		}
+	for (int i = 0; i < 9; i++)
+		dw9[i] += _mm512_reduce_add_ps(acc[i]);
+	if (db)
+		*db += _mm512_reduce_add_ps(accb);
+}
+
+/* Stride-2 input gradient of one plane, gather form: even input columns 2m get tap
+ * kx=1 of output column m; odd ones 2m+1 get kx=0 of m+1 and kx=2 of m. */
+static void dw3x3_s2_plane_dinp(float *dinp, const float *dout, const float *w9, int h, int w,
+				int oh, int ow)
+{
+	const __m512i lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+	const __m512i hi_idx = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+	for (int iy = 0; iy < h; iy++)
+		for (int m0 = 0; 2 * m0 < w; m0 += 16) {
+			__m512 e = _mm512_setzero_ps(), o = _mm512_setzero_ps();
+			for (int ky = 0; ky < 3; ky++) {
+				int t = iy + 1 - ky;
+				if (t < 0 || t & 1 || t / 2 >= oh)
+					continue;
+				const float *g = dout + (size_t)(t / 2) * ow;
+				__m512 g0 = load_masked(range_mask(m0, ow), g, m0);
+				__m512 g1 = load_masked(range_mask(m0 + 1, ow), g, m0 + 1);
+				e = _mm512_fmadd_ps(_mm512_set1_ps(w9[ky * 3 + 1]), g0, e);
+				o = _mm512_fmadd_ps(_mm512_set1_ps(w9[ky * 3 + 2]), g0, o);
+				o = _mm512_fmadd_ps(_mm512_set1_ps(w9[ky * 3 + 0]), g1, o);
+			}
+			float *dst = dinp + (size_t)iy * w;
+			_mm512_mask_storeu_ps(dst + 2 * m0, range_mask(2 * m0, w),
+					      _mm512_permutex2var_ps(e, lo_idx, o));
+			_mm512_mask_storeu_ps(dst + 2 * m0 + 16, range_mask(2 * m0 + 16, w),
+					      _mm512_permutex2var_ps(e, hi_idx, o));
+		}
+}
+#endif
+
+static void dw_forward(float *out, const float *inp, const float *weight, const float *bias,
+		       const conv2d_desc *d)
+{
+	int C = d->c, kk = d->kh * d->kw;
+	size_t hw = (size_t)d->h * d->w, ohw = (size_t)d->oh * d->ow;
+#pragma omp parallel for schedule(static)
+	for (int p = 0; p < d->n * C; p++) {
+		int c = p % C;
+		float b = bias ? bias[c] : 0.0f;
+#if defined(__AVX512F__)
+		if (d->algo == CONV_DW3X3) {
+			dw3x3_plane(out + p * ohw, inp + p * hw, weight + c * 9, b, d->h, d->w, d->oh, d->ow, d->sh);
+			continue;
+		}
+#endif
+		dw_direct_plane(out + p * ohw, inp + p * hw, weight + (size_t)c * kk, b, d);
+	}
+}
+
+static void dw_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+			const float *inp, const float *weight, const conv2d_desc *d)
+{
+	int C = d->c, kk = d->kh * d->kw;
+	size_t hw = (size_t)d->h * d->w, ohw = (size_t)d->oh * d->ow;
+	if (dweight || dbias) {
+#pragma omp parallel for schedule(static)
+		for (int c = 0; c < C; c++)
+			for (int n = 0; n < d->n; n++) {
+				const float *g = dout + ((size_t)n * C + c) * ohw;
+#if defined(__AVX512F__)
+				if (d->algo == CONV_DW3X3 && dweight) {
+					dw3x3_plane_dw(dweight + c * 9, dbias ? dbias + c : NULL, g,
+						       inp + ((size_t)n * C + c) * hw, d->h, d->w, d->oh, d->ow, d->sh);
+					continue;
+				}
+#endif
+				if (dweight)
+					dw_direct_plane_dw(dweight + (size_t)c * kk, g, inp + ((size_t)n * C + c) * hw, d);
+				if (dbias) {
+					float s = 0;
+					for (size_t i = 0; i < ohw; i++)
+						s += g[i];
+					dbias[c] += s;
+				}
+			}
+	}
+	if (!dinp)
+		return;
+#pragma omp parallel for schedule(static)
+	for (int p = 0; p < d->n * C; p++) {
+		int c = p % C;
+#if defined(__AVX512F__)
+		if (d->algo == CONV_DW3X3) {
+			const float *w9 = weight + c * 9;
+			if (d->sh == 1) {
+				/* stride 1, pad 1: the input gradient is the correlation of dout
+				 * with the kernel rotated by 180 degrees */
+				float r[9];
+				for (int i = 0; i < 9; i++)
+					r[i] = w9[8 - i];
+				dw3x3_plane(dinp + p * hw, dout + p * ohw, r, 0.0f, d->oh, d->ow, d->h, d->w, 1);
+			} else {
+				dw3x3_s2_plane_dinp(dinp + p * hw, dout + p * ohw, w9, d->h, d->w, d->oh, d->ow);
+			}
+			continue;
+		}
+#endif
+		dw_direct_plane_dinp(dinp + p * hw, dout + p * ohw, weight + (size_t)c * kk, d);
+	}
+}
+
+/* ---------------------------------------------------------------- dispatch */
+
+int conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
+		   float *ws, const conv2d_desc *d)
+{
+	if (check_init(d))
+		return -1;
+	if (conv2d_workspace_size(d) && !ws)
+		return err_set("conv2d: workspace missing");
+	switch (d->algo) {
+	case CONV_DW3X3:
+	case CONV_DW_DIRECT:
+		dw_forward(out, inp, weight, bias, d);
+		break;
+	default:
+		gemm_forward(out, inp, weight, bias, ws, d);
+	}
+	return 0;
+}
+
+int conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+		    const float *inp, const float *weight, float *ws, const conv2d_desc *d)
+{
+	if (check_init(d))
+		return -1;
+	if (conv2d_workspace_size(d) && !ws)
+		return err_set("conv2d: workspace missing");
+	switch (d->algo) {
+	case CONV_DW3X3:
+	case CONV_DW_DIRECT:
+		dw_backward(dinp, dweight, dbias, dout, inp, weight, d);
+		break;
+	default:
+		gemm_backward(dinp, dweight, dbias, dout, inp, weight, ws, d);
+	}
+	return 0;
+}

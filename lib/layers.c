@@ -1,0 +1,456 @@
+/* layers: batchnorm, activations, add, concat, upsample, max pool, L2Norm, global pool.
+ * (conv2d lives in conv.c.) */
+#include "layers.h"
+
+#include <math.h>
+#include <string.h>
+
+#include <omp.h>
+
+#include "err.h"
+
+/* Elementwise loops run in parallel only when big enough to pay for the fork. */
+#define PAR_MIN 65536
+
+/* ---------------------------------------------------------------- batchnorm2d */
+
+int batchnorm2d_forward_train(float *out, float *mean, float *rstd, float *var_unbiased,
+			      const float *inp, const float *weight, const float *bias,
+			      float eps, int n, int c, int hw)
+{
+	size_t m = (size_t)n * hw;
+	if (m < 2)
+		return err_set("batchnorm2d: training needs more than one value per channel (n %d, h*w %d)", n, hw);
+#pragma omp parallel for schedule(static) if (m * c >= PAR_MIN)
+	for (int ch = 0; ch < c; ch++) {
+		/* two passes in double: the mean, then the centred sum of squares */
+		double s = 0, ss = 0;
+		for (int b = 0; b < n; b++) {
+			const float *x = inp + ((size_t)b * c + ch) * hw;
+#pragma omp simd reduction(+ : s)
+			for (int i = 0; i < hw; i++)
+				s += x[i];
+		}
+		double mu = s / (double)m;
+		for (int b = 0; b < n; b++) {
+			const float *x = inp + ((size_t)b * c + ch) * hw;
+#pragma omp simd reduction(+ : ss)
+			for (int i = 0; i < hw; i++) {
+				double t = x[i] - mu;
+				ss += t * t;
+			}
+		}
+		float r = (float)(1.0 / sqrt(ss / (double)m + eps));
+		mean[ch] = (float)mu;
+		rstd[ch] = r;
+		if (var_unbiased)
+			var_unbiased[ch] = (float)(ss / (double)(m - 1));
+		float sc = (weight ? weight[ch] : 1.0f) * r;
+		float sh = (bias ? bias[ch] : 0.0f) - (float)mu * sc;
+		for (int b = 0; b < n; b++) {
+			const float *x = inp + ((size_t)b * c + ch) * hw;
+			float *y = out + ((size_t)b * c + ch) * hw;
+#pragma omp simd
+			for (int i = 0; i < hw; i++)
+				y[i] = x[i] * sc + sh;
+		}
+	}
+	return 0;
+}
+
+void batchnorm2d_backward_train(float *dinp, float *dweight, float *dbias, const float *dout,
+				const float *inp, const float *mean, const float *rstd,
+				const float *weight, int n, int c, int hw)
+{
+	size_t m = (size_t)n * hw;
+#pragma omp parallel for schedule(static) if (m * c >= PAR_MIN)
+	for (int ch = 0; ch < c; ch++) {
+		float mu = mean[ch], r = rstd[ch];
+		double sg = 0, sgx = 0; /* sum dy, sum dy * xhat */
+		for (int b = 0; b < n; b++) {
+			const float *x = inp + ((size_t)b * c + ch) * hw;
+			const float *g = dout + ((size_t)b * c + ch) * hw;
+#pragma omp simd reduction(+ : sg, sgx)
+			for (int i = 0; i < hw; i++) {
+				sg += g[i];
+				sgx += (double)g[i] * ((x[i] - mu) * r);
+			}
+		}
+		if (dweight)
+			dweight[ch] += (float)sgx;
+		if (dbias)
+			dbias[ch] += (float)sg;
+		if (!dinp)
+			continue;
+		/* dx = w * rstd * (dy - mean(dy) - xhat * mean(dy * xhat)) */
+		float w = weight ? weight[ch] : 1.0f;
+		float k = w * r, mg = (float)(sg / (double)m), mgx = (float)(sgx / (double)m);
+		for (int b = 0; b < n; b++) {
+			const float *x = inp + ((size_t)b * c + ch) * hw;
+			const float *g = dout + ((size_t)b * c + ch) * hw;
+			float *dx = dinp + ((size_t)b * c + ch) * hw;
+#pragma omp simd
+			for (int i = 0; i < hw; i++)
+				dx[i] = k * (g[i] - mg - (x[i] - mu) * r * mgx);
+		}
+	}
+}
+
+void batchnorm2d_forward_eval(float *out, const float *inp, const float *weight, const float *bias,
+			      const float *running_mean, const float *running_var, float eps,
+			      int n, int c, int hw)
+{
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)n * c * hw >= PAR_MIN)
+	for (int b = 0; b < n; b++)
+		for (int ch = 0; ch < c; ch++) {
+			float r = (float)(1.0 / sqrt((double)running_var[ch] + eps));
+			float sc = (weight ? weight[ch] : 1.0f) * r;
+			float sh = (bias ? bias[ch] : 0.0f) - running_mean[ch] * sc;
+			const float *x = inp + ((size_t)b * c + ch) * hw;
+			float *y = out + ((size_t)b * c + ch) * hw;
+#pragma omp simd
+			for (int i = 0; i < hw; i++)
+				y[i] = x[i] * sc + sh;
+		}
+}
+
+void batchnorm2d_backward_eval(float *dinp, float *dweight, float *dbias, const float *dout,
+			       const float *inp, const float *weight, const float *running_mean,
+			       const float *running_var, float eps, int n, int c, int hw)
+{
+	size_t m = (size_t)n * hw;
+#pragma omp parallel for schedule(static) if (m * c >= PAR_MIN)
+	for (int ch = 0; ch < c; ch++) {
+		float r = (float)(1.0 / sqrt((double)running_var[ch] + eps));
+		float mu = running_mean[ch];
+		float k = (weight ? weight[ch] : 1.0f) * r;
+		double sg = 0, sgx = 0;
+		for (int b = 0; b < n; b++) {
+			const float *x = inp + ((size_t)b * c + ch) * hw;
+			const float *g = dout + ((size_t)b * c + ch) * hw;
+			float *dx = dinp ? dinp + ((size_t)b * c + ch) * hw : NULL;
+			if (dweight || dbias) {
+#pragma omp simd reduction(+ : sg, sgx)
+				for (int i = 0; i < hw; i++) {
+					sg += g[i];
+					sgx += (double)g[i] * ((x[i] - mu) * r);
+				}
+			}
+			if (dx) {
+#pragma omp simd
+				for (int i = 0; i < hw; i++)
+					dx[i] = g[i] * k;
+			}
+		}
+		if (dweight)
+			dweight[ch] += (float)sgx;
+		if (dbias)
+			dbias[ch] += (float)sg;
+	}
+}
+
+/* ---------------------------------------------------------------- elementwise */
+
+void relu_forward(float *out, const float *inp, size_t count)
+{
+#pragma omp parallel for simd schedule(static) if (count >= PAR_MIN)
+	for (size_t i = 0; i < count; i++)
+		out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
+}
+
+void relu_backward(float *dinp, const float *dout, const float *x, size_t count)
+{
+#pragma omp parallel for simd schedule(static) if (count >= PAR_MIN)
+	for (size_t i = 0; i < count; i++)
+		dinp[i] = x[i] > 0.0f ? dout[i] : 0.0f;
+}
+
+void relu6_forward(float *out, const float *inp, size_t count)
+{
+#pragma omp parallel for simd schedule(static) if (count >= PAR_MIN)
+	for (size_t i = 0; i < count; i++) {
+		float v = inp[i] > 0.0f ? inp[i] : 0.0f;
+		out[i] = v < 6.0f ? v : 6.0f;
+	}
+}
+
+void relu6_backward(float *dinp, const float *dout, const float *x, size_t count)
+{
+#pragma omp parallel for simd schedule(static) if (count >= PAR_MIN)
+	for (size_t i = 0; i < count; i++)
+		dinp[i] = x[i] > 0.0f && x[i] < 6.0f ? dout[i] : 0.0f;
+}
+
+void add_forward(float *out, const float *a, const float *b, size_t count)
+{
+#pragma omp parallel for simd schedule(static) if (count >= PAR_MIN)
+	for (size_t i = 0; i < count; i++)
+		out[i] = a[i] + b[i];
+}
+
+void add_backward(float *da, float *db, const float *dout, size_t count)
+{
+	if (da && da != dout)
+		memcpy(da, dout, count * sizeof(float));
+	if (db && db != dout)
+		memcpy(db, dout, count * sizeof(float));
+}
+
+/* ---------------------------------------------------------------- concat */
+
+void concat_forward(float *out, const float *const *inps, const int *chans, int ninp,
+		    int n, int hw)
+{
+	int ctot = 0;
+	for (int i = 0; i < ninp; i++)
+		ctot += chans[i];
+	for (int b = 0; b < n; b++) {
+		int off = 0;
+		for (int i = 0; i < ninp; i++) {
+			size_t len = (size_t)chans[i] * hw;
+			memcpy(out + ((size_t)b * ctot + off) * hw, inps[i] + b * len, len * sizeof(float));
+			off += chans[i];
+		}
+	}
+}
+
+void concat_backward(float *const *dinps, const float *dout, const int *chans, int ninp,
+		     int n, int hw)
+{
+	int ctot = 0;
+	for (int i = 0; i < ninp; i++)
+		ctot += chans[i];
+	for (int b = 0; b < n; b++) {
+		int off = 0;
+		for (int i = 0; i < ninp; i++) {
+			size_t len = (size_t)chans[i] * hw;
+			if (dinps[i])
+				memcpy(dinps[i] + b * len, dout + ((size_t)b * ctot + off) * hw, len * sizeof(float));
+			off += chans[i];
+		}
+	}
+}
+
+/* ---------------------------------------------------------------- nearest upsample */
+
+/* torch's nearest source index: floor(dst * scale) in float, scale = in / out. */
+static int nearest_src(int dst, int in, int out)
+{
+	float scale = (float)in / (float)out;
+	int s = (int)floorf((float)dst * scale);
+	return s < in - 1 ? s : in - 1;
+}
+
+void upsample_nearest_forward(float *out, const float *inp, int n, int c, int h, int w,
+			      int oh, int ow)
+{
+#pragma omp parallel for schedule(static) if ((size_t)n * c * oh * ow >= PAR_MIN)
+	for (int p = 0; p < n * c; p++) {
+		const float *x = inp + (size_t)p * h * w;
+		float *y = out + (size_t)p * oh * ow;
+		for (int oy = 0; oy < oh; oy++) {
+			const float *xr = x + (size_t)nearest_src(oy, h, oh) * w;
+			float *yr = y + (size_t)oy * ow;
+			if (ow == 2 * w)
+				for (int ox = 0; ox < ow; ox++)
+					yr[ox] = xr[ox >> 1];
+			else
+				for (int ox = 0; ox < ow; ox++)
+					yr[ox] = xr[nearest_src(ox, w, ow)];
+		}
+	}
+}
+
+void upsample_nearest_backward(float *dinp, const float *dout, int n, int c, int h, int w,
+			       int oh, int ow)
+{
+#pragma omp parallel for schedule(static) if ((size_t)n * c * oh * ow >= PAR_MIN)
+	for (int p = 0; p < n * c; p++) {
+		float *dx = dinp + (size_t)p * h * w;
+		const float *g = dout + (size_t)p * oh * ow;
+		memset(dx, 0, (size_t)h * w * sizeof(float));
+		for (int oy = 0; oy < oh; oy++) {
+			float *dr = dx + (size_t)nearest_src(oy, h, oh) * w;
+			const float *gr = g + (size_t)oy * ow;
+			for (int ox = 0; ox < ow; ox++)
+				dr[nearest_src(ox, w, ow)] += gr[ox];
+		}
+	}
+}
+
+/* ---------------------------------------------------------------- max pool */
+
+/* torch's pooling_output_shape (dilation 1) */
+static int pool_out(int in, int k, int s, int p, int ceil_mode)
+{
+	int num = in + 2 * p - k + (ceil_mode ? s - 1 : 0);
+	if (num < 0)
+		return 0;
+	int o = num / s + 1;
+	/* the last window must start inside the input or the left padding */
+	if (ceil_mode && (o - 1) * s >= in + p)
+		o--;
+	return o;
+}
+
+int maxpool2d_init(pool2d_desc *d)
+{
+	if (d->n < 1 || d->c < 1 || d->h < 1 || d->w < 1 || d->kh < 1 || d->kw < 1 || d->sh < 1 ||
+	    d->sw < 1 || d->ph < 0 || d->pw < 0)
+		return err_set("maxpool2d: bad geometry");
+	if (2 * d->ph > d->kh || 2 * d->pw > d->kw)
+		return err_set("maxpool2d: pad %d,%d exceeds half the kernel %dx%d", d->ph, d->pw, d->kh, d->kw);
+	d->oh = pool_out(d->h, d->kh, d->sh, d->ph, d->ceil_mode);
+	d->ow = pool_out(d->w, d->kw, d->sw, d->pw, d->ceil_mode);
+	if (d->oh < 1 || d->ow < 1)
+		return err_set("maxpool2d: output %dx%d is empty", d->oh, d->ow);
+	return 0;
+}
+
+void maxpool2d_forward(float *out, int32_t *argmax, const float *inp, const pool2d_desc *d)
+{
+	int H = d->h, W = d->w, OH = d->oh, OW = d->ow;
+#pragma omp parallel for schedule(static) if ((size_t)d->n * d->c * H * W >= PAR_MIN)
+	for (int p = 0; p < d->n * d->c; p++) {
+		const float *x = inp + (size_t)p * H * W;
+		for (int oy = 0; oy < OH; oy++) {
+			int y0 = oy * d->sh - d->ph, y1 = y0 + d->kh;
+			if (y1 > H)
+				y1 = H;
+			if (y0 < 0)
+				y0 = 0;
+			for (int ox = 0; ox < OW; ox++) {
+				int x0 = ox * d->sw - d->pw, x1 = x0 + d->kw;
+				if (x1 > W)
+					x1 = W;
+				if (x0 < 0)
+					x0 = 0;
+				float best = -INFINITY;
+				int at = y0 * W + x0;
+				for (int y = y0; y < y1; y++)
+					for (int xx = x0; xx < x1; xx++) {
+						float v = x[y * W + xx];
+						if (v > best || isnan(v)) {
+							best = v;
+							at = y * W + xx;
+							if (isnan(v))
+								goto done;
+						}
+					}
+done:
+				out[((size_t)p * OH + oy) * OW + ox] = best;
+				if (argmax)
+					argmax[((size_t)p * OH + oy) * OW + ox] = at;
+			}
+		}
+	}
+}
+
+void maxpool2d_backward(float *dinp, const float *dout, const int32_t *argmax,
+			const pool2d_desc *d)
+{
+	size_t hw = (size_t)d->h * d->w, ohw = (size_t)d->oh * d->ow;
+#pragma omp parallel for schedule(static) if ((size_t)d->n * d->c * hw >= PAR_MIN)
+	for (int p = 0; p < d->n * d->c; p++) {
+		float *dx = dinp + p * hw;
+		const float *g = dout + p * ohw;
+		const int32_t *a = argmax + p * ohw;
+		memset(dx, 0, hw * sizeof(float));
+		for (size_t i = 0; i < ohw; i++)
+			dx[a[i]] += g[i];
+	}
+}
+
+/* ---------------------------------------------------------------- L2Norm */
+
+/* For one pixel column: y_c = w_c x_c / nrm with nrm = sqrt(S) + eps, S = sum x^2.
+ * dx_j = w_j g_j / nrm - x_j / (sqrt(S) nrm^2) * sum_c w_c g_c x_c. */
+void l2norm_forward(float *out, const float *inp, const float *weight, float eps,
+		    int n, int c, int hw)
+{
+#pragma omp parallel for schedule(static) if ((size_t)n * c * hw >= PAR_MIN)
+	for (int b = 0; b < n; b++) {
+		const float *x = inp + (size_t)b * c * hw;
+		float *y = out + (size_t)b * c * hw;
+		for (int i = 0; i < hw; i++) {
+			float s = 0;
+			for (int ch = 0; ch < c; ch++)
+				s += x[(size_t)ch * hw + i] * x[(size_t)ch * hw + i];
+			float inv = 1.0f / (sqrtf(s) + eps);
+			for (int ch = 0; ch < c; ch++)
+				y[(size_t)ch * hw + i] = weight[ch] * x[(size_t)ch * hw + i] * inv;
+		}
+	}
+}
+
+void l2norm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+		     const float *weight, float eps, int n, int c, int hw)
+{
+	/* dweight partials per thread, summed in thread order so the result is the same
+	 * from run to run (a few KiB of stack; one thread if that would be too much) */
+	int nth = (size_t)n * c * hw >= PAR_MIN ? omp_get_max_threads() : 1;
+	if ((size_t)nth * c > 16384)
+		nth = 1;
+	double part[(size_t)nth * c];
+	memset(part, 0, sizeof part);
+#pragma omp parallel num_threads(nth)
+	{
+		double *acc = part + (size_t)omp_get_thread_num() * c;
+		long npix = (long)n * hw;
+#pragma omp for schedule(static)
+		for (long p = 0; p < npix; p++) {
+			size_t base = (size_t)(p / hw) * c * hw + p % hw;
+			const float *x = inp + base, *g = dout + base;
+			float s = 0, wgx = 0;
+			for (int ch = 0; ch < c; ch++) {
+				float xv = x[(size_t)ch * hw];
+				s += xv * xv;
+				wgx += weight[ch] * g[(size_t)ch * hw] * xv;
+			}
+			float rt = sqrtf(s), inv = 1.0f / (rt + eps);
+			if (dweight)
+				for (int ch = 0; ch < c; ch++)
+					acc[ch] += (double)g[(size_t)ch * hw] * x[(size_t)ch * hw] * inv;
+			if (!dinp)
+				continue;
+			/* at S = 0 the norm's derivative is undefined; take 0 there */
+			float k = rt > 0 ? wgx * inv * inv / rt : 0.0f;
+			float *dx = dinp + base;
+			for (int ch = 0; ch < c; ch++)
+				dx[(size_t)ch * hw] = weight[ch] * g[(size_t)ch * hw] * inv - x[(size_t)ch * hw] * k;
+		}
+	}
+	if (dweight)
+		for (int ch = 0; ch < c; ch++) {
+			double s = 0;
+			for (int t = 0; t < nth; t++)
+				s += part[(size_t)t * c + ch];
+			dweight[ch] += (float)s;
+		}
+}
+
+/* ---------------------------------------------------------------- global average pool */
+
+void avgpool_global_forward(float *out, const float *inp, int n, int c, int hw)
+{
+#pragma omp parallel for schedule(static) if ((size_t)n * c * hw >= PAR_MIN)
+	for (int p = 0; p < n * c; p++) {
+		const float *x = inp + (size_t)p * hw;
+		double s = 0;
+#pragma omp simd reduction(+ : s)
+		for (int i = 0; i < hw; i++)
+			s += x[i];
+		out[p] = (float)(s / hw);
+	}
+}
+
+void avgpool_global_backward(float *dinp, const float *dout, int n, int c, int hw)
+{
+#pragma omp parallel for schedule(static) if ((size_t)n * c * hw >= PAR_MIN)
+	for (int p = 0; p < n * c; p++) {
+		float v = dout[p] / (float)hw;
+		float *dx = dinp + (size_t)p * hw;
+		for (int i = 0; i < hw; i++)
+			dx[i] = v;
+	}
+}

@@ -1,0 +1,152 @@
+/* layers: the network's layer kernels, forward and backward, fp32 NCHW.
+ *
+ * Conventions (llm.c style): plain functions, outputs first, dimensions last; the
+ * shapes are in the comment above each function. Backward mirrors forward:
+ *   - the input gradient is written (=), never accumulated; pass NULL to skip it
+ *     (e.g. for the first layer);
+ *   - parameter gradients accumulate (+=), so zeroing them is the caller's job;
+ *     NULL skips one.
+ * Kernels never allocate, print or exit. The ones that can fail (bad shapes) return
+ * -1 with err_set(); the others cannot fail and return nothing.
+ * Each conv has a naive direct-loop twin (_ref) that is the oracle of the tests.
+ * Threads: OpenMP over batch/channels; conv's large GEMMs go to OpenBLAS's own threads
+ * (the conv code sets OpenBLAS to one thread around its own parallel regions). */
+#ifndef LAYERS_H
+#define LAYERS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- conv2d ---- */
+
+enum conv_algo {
+	CONV_AUTO = 0,        /* conv2d_init picks one of the others */
+	CONV_GEMM,            /* im2col + one threaded sgemm per image and group */
+	CONV_GEMM_PAR,        /* (image, group) tasks in parallel, single-threaded sgemm each */
+	CONV_DW3X3,           /* depthwise 3x3, stride 1 or 2, pad 1, dilation 1: vectorised */
+	CONV_DW_DIRECT,       /* depthwise (groups == C == K), any geometry: direct loops */
+};
+
+typedef struct conv2d_desc {
+	int n, c, h, w;       /* input  [n, c, h, w] */
+	int k;                /* output channels: output [n, k, oh, ow] */
+	int kh, kw;           /* kernel; weight [k, c/groups, kh, kw], bias [k] */
+	int sh, sw;           /* stride */
+	int ph, pw;           /* zero padding, both sides of each axis */
+	int dh, dw;           /* dilation */
+	int groups;
+	/* filled by conv2d_init */
+	int oh, ow;
+	enum conv_algo algo;  /* set before conv2d_init to force one (tests, benchmarks) */
+	int nthreads;         /* omp_get_max_threads() at init: the workspace is sized for it */
+} conv2d_desc;
+
+/* Checks the geometry (c and k divisible by groups, positive sizes, output >= 1, a
+ * forced algo applicable) and fills oh, ow and algo. 0, or -1 (err). */
+int conv2d_init(conv2d_desc *d);
+/* Bytes of scratch the fast kernels need for d (forward and backward share it). May be 0. */
+size_t conv2d_workspace_size(const conv2d_desc *d);
+/* out [n,k,oh,ow] = conv(inp [n,c,h,w], weight [k,c/g,kh,kw]) + bias [k] (bias may be NULL).
+ * ws: conv2d_workspace_size(d) bytes, 64-byte aligned (NULL if that is 0). */
+int conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
+		   float *ws, const conv2d_desc *d);
+/* dinp [n,c,h,w] = (written), dweight [k,c/g,kh,kw] +=, dbias [k] +=, from dout [n,k,oh,ow].
+ * Any of dinp, dweight, dbias may be NULL. inp is needed for dweight, weight for dinp. */
+int conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+		    const float *inp, const float *weight, float *ws, const conv2d_desc *d);
+/* Naive direct loops, same contract (no workspace, single thread, double accumulation). */
+int conv2d_forward_ref(float *out, const float *inp, const float *weight, const float *bias,
+		       const conv2d_desc *d);
+int conv2d_backward_ref(float *dinp, float *dweight, float *dbias, const float *dout,
+			const float *inp, const float *weight, const conv2d_desc *d);
+
+/* ---- batchnorm2d (per channel over n and h*w; hw = h*w) ---- */
+
+/* Training mode: normalise with the batch mean and biased variance.
+ * out, inp [n,c,hw]; weight, bias [c] (NULL: 1 and 0). Writes mean [c] and rstd [c]
+ * (1/sqrt(biased var + eps), kept for backward) and, if var_unbiased is not NULL,
+ * the unbiased batch variance [c] that torch folds into running_var (momentum 0.1).
+ * -1 (err) if n*hw < 2, as torch refuses it. */
+int batchnorm2d_forward_train(float *out, float *mean, float *rstd, float *var_unbiased,
+			      const float *inp, const float *weight, const float *bias,
+			      float eps, int n, int c, int hw);
+/* dinp [n,c,hw] (written), dweight [c] +=, dbias [c] += through the batch statistics.
+ * mean, rstd: as written by the forward. */
+void batchnorm2d_backward_train(float *dinp, float *dweight, float *dbias, const float *dout,
+				const float *inp, const float *mean, const float *rstd,
+				const float *weight, int n, int c, int hw);
+/* Eval mode: running_mean, running_var [c]. */
+void batchnorm2d_forward_eval(float *out, const float *inp, const float *weight, const float *bias,
+			      const float *running_mean, const float *running_var, float eps,
+			      int n, int c, int hw);
+void batchnorm2d_backward_eval(float *dinp, float *dweight, float *dbias, const float *dout,
+			       const float *inp, const float *weight, const float *running_mean,
+			       const float *running_var, float eps, int n, int c, int hw);
+
+/* ---- elementwise (count = number of elements; in place allowed: out == inp) ---- */
+
+void relu_forward(float *out, const float *inp, size_t count);
+/* x: the forward's input or its output (same mask): dinp = dout where x > 0. */
+void relu_backward(float *dinp, const float *dout, const float *x, size_t count);
+void relu6_forward(float *out, const float *inp, size_t count);
+/* dinp = dout where 0 < x < 6, else 0 (torch's hardtanh backward: 0 at exactly 0 and 6);
+ * x: the forward's input or its output. */
+void relu6_backward(float *dinp, const float *dout, const float *x, size_t count);
+/* out = a + b */
+void add_forward(float *out, const float *a, const float *b, size_t count);
+/* da = dout, db = dout (either may be NULL or equal to dout) */
+void add_backward(float *da, float *db, const float *dout, size_t count);
+
+/* ---- concat along channels ---- */
+
+/* out [n, sum(chans), hw] = cat(inps[i] [n, chans[i], hw]) */
+void concat_forward(float *out, const float *const *inps, const int *chans, int ninp,
+		    int n, int hw);
+/* dinps[i] [n, chans[i], hw] = slices of dout; NULL entries are skipped. */
+void concat_backward(float *const *dinps, const float *dout, const int *chans, int ninp,
+		     int n, int hw);
+
+/* ---- nearest upsample, as F.interpolate(size=(oh, ow), mode='nearest') ---- */
+
+/* out [n,c,oh,ow], inp [n,c,h,w]; source index floor(dst * (float)in / out), as torch. */
+void upsample_nearest_forward(float *out, const float *inp, int n, int c, int h, int w,
+			      int oh, int ow);
+/* dinp [n,c,h,w] (written) = sum of dout over each source pixel's copies. */
+void upsample_nearest_backward(float *dinp, const float *dout, int n, int c, int h, int w,
+			       int oh, int ow);
+
+/* ---- max pool 2d, as nn.MaxPool2d (padding counts as -inf, dilation 1) ---- */
+
+typedef struct pool2d_desc {
+	int n, c, h, w;
+	int kh, kw, sh, sw, ph, pw;
+	int ceil_mode;
+	int oh, ow;           /* filled by maxpool2d_init */
+} pool2d_desc;
+
+/* Checks (pad <= kernel/2 as torch requires) and fills oh, ow. 0 or -1 (err). */
+int maxpool2d_init(pool2d_desc *d);
+/* out [n,c,oh,ow]; argmax [n,c,oh,ow] (may be NULL when no backward follows): index
+ * y*w + x of the window's first maximum (NaN wins) within its input plane. */
+void maxpool2d_forward(float *out, int32_t *argmax, const float *inp, const pool2d_desc *d);
+/* dinp [n,c,h,w] (written) = dout routed to the argmax of each window. */
+void maxpool2d_backward(float *dinp, const float *dout, const int32_t *argmax,
+			const pool2d_desc *d);
+
+/* ---- L2Norm over channels (mmdet SSD VGG): out = weight[c] * x / (sqrt(sum_c x^2) + eps) */
+
+/* out, inp [n,c,hw]; weight [c]; eps: mmdet uses 1e-10. */
+void l2norm_forward(float *out, const float *inp, const float *weight, float eps,
+		    int n, int c, int hw);
+/* dinp (written), dweight [c] +=. */
+void l2norm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+		     const float *weight, float eps, int n, int c, int hw);
+
+/* ---- global average pool ---- */
+
+/* out [n,c] = mean over hw of inp [n,c,hw] */
+void avgpool_global_forward(float *out, const float *inp, int n, int c, int hw);
+/* dinp [n,c,hw] (written) = dout [n,c] / hw */
+void avgpool_global_backward(float *dinp, const float *dout, int n, int c, int hw);
+
+#endif
