@@ -1441,8 +1441,10 @@ static int load_archive_images(voc_dataset *d, int ai, struct item **sorted, lon
 		size_t plen;
 		char *id;
 		int ext;
-		if (classify(name, d->split, &plen, &id, &ext) != E_IMAGE)
+		if (classify(name, d->split, &plen, &id, &ext) != E_IMAGE) {
+			free(id);
 			continue;
+		}
 		struct item key = {.root = -1, .id = id};
 		for (int i = 0; i < d->nroots; i++)
 			if (d->roots[i].archive == ai && !d->roots[i].dir && strlen(d->roots[i].prefix) == plen &&
