@@ -232,6 +232,7 @@ def streams(rng):
         image_record(rng, 25, 25, 5, 5, 1, ndiff=2),
     ]
     tnsfile.write(f"{OUT}/images.tns", recs)
+    tnsfile.write(f"{OUT}/note.tns", [recs[2]])
     good = image_record(rng, 8, 8, 1, 0, 0)
     k, t, m = image_record(rng, 8, 8, 2, 1, 0)
     tnsfile.write(f"{OUT}/bad-nolabels.tns", [good, (k, {a: b for a, b in t.items() if a != "labels"}, m)])
