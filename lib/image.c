@@ -233,8 +233,8 @@ static int png_run(const unsigned char *buf, size_t len, unsigned char *chw, int
 		png_set_strip_16(png);
 	if (color == PNG_COLOR_TYPE_GRAY || color == PNG_COLOR_TYPE_GRAY_ALPHA)
 		png_set_gray_to_rgb(png);
-	if (color & PNG_COLOR_MASK_ALPHA)
-		png_set_strip_alpha(png);
+	/* alpha from the colour type, or from a tRNS chunk expanded along with a palette */
+	png_set_strip_alpha(png);
 	png_set_interlace_handling(png);
 	png_read_update_info(png, info);
 	if (png_get_channels(png, info) != 3 || png_get_rowbytes(png, info) != (size_t)w * 3)

@@ -629,6 +629,8 @@ static int add_root(voc_dataset *d, const char *name, const char *dir, int archi
 	rt->archive = archive;
 	rt->name = xstrdup(name);
 	rt->dir = dir ? xstrdup(dir) : NULL;
+	for (size_t n = rt->dir ? strlen(rt->dir) : 0; n > 1 && rt->dir[n - 1] == '/'; n--)
+		rt->dir[n - 1] = 0;
 	rt->prefix = prefix ? xstrdup(prefix) : NULL;
 	d->nroots++;
 	if (!rt->name || (dir && !rt->dir) || (prefix && !rt->prefix))
@@ -800,6 +802,10 @@ static enum entry_kind classify(const char *path, const char *split, size_t *ple
 {
 	static const char *const marks[] = {"Annotations/", "JPEGImages/", "ImageSets/"};
 	*id = NULL;
+	/* the resource-fork shadows macOS puts into zips */
+	const char *slash = strrchr(path, '/');
+	if (!strncmp(path, "__MACOSX/", 9) || !strncmp(slash ? slash + 1 : path, "._", 2))
+		return E_NONE;
 	for (const char *p = path; *p; p = strchr(p, '/') ? strchr(p, '/') + 1 : p + strlen(p)) {
 		for (int m = 0; m < 3; m++) {
 			size_t ml = strlen(marks[m]);
@@ -1477,6 +1483,8 @@ static int select_and_load(voc_reader *r)
 {
 	voc_dataset *d = r->d;
 	long nwanted = 0;
+	if (!r->p.images || !d->narchives)
+		return 0;
 	for (int e = 0; e < r->p.epochs && nwanted < r->nsel; e++) {
 		if (e > 0 && !r->p.shuffle)
 			break;
@@ -1488,8 +1496,6 @@ static int select_and_load(voc_reader *r)
 			}
 	}
 	r->order_epoch = -1;
-	if (!r->p.images || !d->narchives)
-		return 0;
 	struct item **sorted = malloc((size_t)(nwanted ? nwanted : 1) * sizeof *sorted);
 	if (!sorted)
 		return err_set("out of memory");

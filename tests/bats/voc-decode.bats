@@ -83,7 +83,7 @@ EOF
 	[ "$output" = "ok" ]
 }
 
-@test "pixels equal PIL's decode (JPEG RGB, grayscale, CMYK, progressive; PNG palette, RGBA, LA, 16-bit)" {
+@test "pixels equal PIL's decode (JPEG RGB, grayscale, CMYK, progressive; PNG palette, tRNS, RGBA, LA, 1-bit, 16-bit, interlaced)" {
 	mkdir -p "$T/r/Annotations" "$T/r/JPEGImages" "$T/r/ImageSets/Main"
 	"$PY" - "$T/r" <<'EOF'
 import sys
@@ -101,7 +101,21 @@ im.convert("P", palette=Image.ADAPTIVE).save(f"{r}/JPEGImages/pal.png")
 im.convert("RGBA").save(f"{r}/JPEGImages/rgba.png")
 im.convert("LA").save(f"{r}/JPEGImages/la.png")
 Image.fromarray(base[..., 0].astype(np.uint16) * 257).save(f"{r}/JPEGImages/g16.png")
-ids = ["rgb", "gray", "cmyk", "prog", "pal", "rgba", "la", "g16"]
+im.convert("P", palette=Image.ADAPTIVE).save(f"{r}/JPEGImages/palt.png", transparency=3)
+im.convert("1").save(f"{r}/JPEGImages/bw.png")
+# PIL cannot write Adam7: an interlaced RGB PNG by hand
+import struct, zlib
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+raw = b""
+for x0, y0, dx, dy in [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]:
+    sub = base[y0::dy, x0::dx]
+    if sub.size:
+        raw += b"".join(b"\0" + row.tobytes() for row in sub)
+ihdr = struct.pack(">IIBBBBB", 53, 37, 8, 2, 0, 0, 1)
+open(f"{r}/JPEGImages/adam7.png", "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) +
+    chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+ids = ["rgb", "gray", "cmyk", "prog", "pal", "rgba", "la", "g16", "palt", "bw", "adam7"]
 open(f"{r}/ImageSets/Main/trainval.txt", "w").write("\n".join(ids) + "\n")
 for i in ids:
     open(f"{r}/Annotations/{i}.xml", "w").write(
@@ -117,6 +131,8 @@ from PIL import Image
 import tnsfile
 for kind, t, m in tnsfile.read(sys.argv[1]):
     img = Image.open(f"{sys.argv[2]}/{m['file'].split('/', 1)[1]}")
+    if m["id"] == "adam7":
+        assert img.info.get("interlace") == 1
     if m["id"] == "g16":   # 16-bit keeps the high byte
         ref = np.repeat((np.asarray(img).astype(np.uint32) >> 8)[None], 3, 0)
     else:
@@ -131,7 +147,7 @@ EOF
 	[ "$status" -eq 0 ]
 	[ "${lines[3]}" = "prog r/JPEGImages/prog.jpeg" ]
 	[ "${lines[4]}" = "pal r/JPEGImages/pal.png" ]
-	[ "${#lines[@]}" -eq 8 ]
+	[ "${#lines[@]}" -eq 11 ]
 }
 
 @test "default classes are the 20 VOC classes" {
@@ -188,7 +204,9 @@ import os, zipfile
 with zipfile.ZipFile('$T/a.zip', 'w', zipfile.ZIP_DEFLATED) as z:
     for d, _, fs in sorted(os.walk('bccd')):
         for f in sorted(fs):
-            z.write(os.path.join(d, f))")
+            z.write(os.path.join(d, f))
+    # what macOS adds to zips: must be ignored
+    z.writestr('__MACOSX/bccd/Annotations/._BloodImage_00007.xml', b'junk')")
 	for a in a.tar a.tar.gz a.tgz a.zip; do
 		decode "$T/$a" --threads 2 >"$T/$a.tns"
 		cmp "$T/dir.tns" "$T/$a.tns"
