@@ -203,7 +203,7 @@ void aug_boxes_flip(float *boxes, int n, int width)
 
 /* ---------------------------------------------------------------- pixels */
 
-void aug_rgb2hsv(const float rgb[3], float hsv[3])
+static inline void rgb2hsv_px(const float rgb[3], float hsv[3])
 {
 	float r = rgb[0], g = rgb[1], b = rgb[2];
 	float v = r, vmin = r;
@@ -232,7 +232,7 @@ void aug_rgb2hsv(const float rgb[3], float hsv[3])
 	hsv[2] = v;
 }
 
-void aug_hsv2rgb(const float hsv[3], float rgb[3])
+static inline void hsv2rgb_px(const float hsv[3], float rgb[3])
 {
 	float h = hsv[0], s = hsv[1], v = hsv[2];
 	if (s == 0) {
@@ -240,7 +240,8 @@ void aug_hsv2rgb(const float hsv[3], float rgb[3])
 		return;
 	}
 	h *= 6.f / 360.f;
-	h = fmodf(h, 6.f);
+	if (h < 0 || h >= 6.f) /* rare: H is in [0, 360] but for rounding */
+		h = fmodf(h, 6.f);
 	if (h < 0)
 		h += 6.f;
 	int sector = (int)floorf(h);
@@ -264,6 +265,16 @@ void aug_hsv2rgb(const float hsv[3], float rgb[3])
 	rgb[2] = b;
 }
 
+void aug_rgb2hsv(const float rgb[3], float hsv[3])
+{
+	rgb2hsv_px(rgb, hsv);
+}
+
+void aug_hsv2rgb(const float hsv[3], float rgb[3])
+{
+	hsv2rgb_px(hsv, rgb);
+}
+
 void aug_photometric(float *img, int w, int h, ptrdiff_t stride, ptrdiff_t plane, const aug_photo *p, int on)
 {
 	if (!on)
@@ -277,7 +288,7 @@ void aug_photometric(float *img, int w, int h, ptrdiff_t stride, ptrdiff_t plane
 			for (int c = 0; c < 3 && p->contrast && p->contrast_first; c++)
 				px[c] *= p->alpha;
 			/* mmdet always goes through HSV, even when neither S nor H changes */
-			aug_rgb2hsv(px, hsv);
+			rgb2hsv_px(px, hsv);
 			if (p->saturation)
 				hsv[1] *= p->sat;
 			if (p->hue) {
@@ -287,7 +298,7 @@ void aug_photometric(float *img, int w, int h, ptrdiff_t stride, ptrdiff_t plane
 				if (hsv[0] < 0.f)
 					hsv[0] += 360.f;
 			}
-			aug_hsv2rgb(hsv, px);
+			hsv2rgb_px(hsv, px);
 			for (int c = 0; c < 3 && p->contrast && !p->contrast_first; c++)
 				px[c] *= p->alpha;
 			c0[x] = px[p->perm[0]];
@@ -708,16 +719,18 @@ done:
 
 /* ---------------------------------------------------------------- pool */
 
+/* A FIFO of submitted jobs served by nthreads - 1 helper threads; a thread waiting for
+ * its jobs serves the queue too, so one thread alone still makes progress. */
 struct aug_pool {
-	int nthreads;     /* running, the caller included */
+	int nthreads;     /* helpers running + the caller */
 	int nworks;
 	pthread_t *threads;
-	aug_work **works; /* one per thread; [0] is the caller's */
+	aug_work **works; /* one per thread; [0] is for whoever waits */
 	pthread_mutex_t mu;
 	pthread_cond_t work_cv, done_cv;
-	aug_job *jobs;
-	const aug_opts *opts;
-	int njobs, next, done, quit;
+	aug_job **queue;  /* queued jobs are queue[head..tail) */
+	int head, tail, cap;
+	int quit;
 };
 
 struct worker_arg {
@@ -725,25 +738,19 @@ struct worker_arg {
 	int id;
 };
 
-static void run_job(aug_pool *p, int i, int id)
+/* Runs the next queued job; called with the mutex held, returns with it held. */
+static void serve_one(aug_pool *p, int id)
 {
-	aug_job *j = &p->jobs[i];
-	j->rc = aug_one(&j->out, &j->in, p->opts, p->works[id]);
+	aug_job *j = p->queue[p->head++];
+	if (p->head == p->tail)
+		p->head = p->tail = 0;
+	pthread_mutex_unlock(&p->mu);
+	j->rc = aug_one(&j->out, &j->in, j->opts, p->works[id]);
 	if (j->rc < 0)
 		snprintf(j->err, sizeof j->err, "%s", err_msg());
-}
-
-/* Takes jobs until none is left; called with the mutex held, returns with it held. */
-static void take_jobs(aug_pool *p, int id)
-{
-	while (p->next < p->njobs) {
-		int i = p->next++;
-		pthread_mutex_unlock(&p->mu);
-		run_job(p, i, id);
-		pthread_mutex_lock(&p->mu);
-		if (++p->done == p->njobs)
-			pthread_cond_signal(&p->done_cv);
-	}
+	pthread_mutex_lock(&p->mu);
+	j->done = 1;
+	pthread_cond_broadcast(&p->done_cv);
 }
 
 static void *worker(void *arg)
@@ -753,11 +760,11 @@ static void *worker(void *arg)
 	free(arg);
 	pthread_mutex_lock(&p->mu);
 	for (;;) {
-		while (!p->quit && p->next >= p->njobs)
+		while (!p->quit && p->head == p->tail)
 			pthread_cond_wait(&p->work_cv, &p->mu);
 		if (p->quit)
 			break;
-		take_jobs(p, id);
+		serve_one(p, id);
 	}
 	pthread_mutex_unlock(&p->mu);
 	return NULL;
@@ -819,27 +826,59 @@ void aug_pool_free(aug_pool *p)
 	pthread_mutex_destroy(&p->mu);
 	pthread_cond_destroy(&p->work_cv);
 	pthread_cond_destroy(&p->done_cv);
+	free(p->queue);
 	free(p->works);
 	free(p->threads);
 	free(p);
 }
 
-int aug_pool_run(aug_pool *p, aug_job *jobs, int n, const aug_opts *o)
+int aug_pool_submit(aug_pool *p, aug_job *jobs, int n, const aug_opts *o)
 {
 	pthread_mutex_lock(&p->mu);
-	p->jobs = jobs;
-	p->opts = o;
-	p->njobs = n;
-	p->next = 0;
-	p->done = 0;
+	if (p->tail + n > p->cap) {
+		int cap = p->cap ? p->cap : 64;
+		while (cap < p->tail + n)
+			cap *= 2;
+		aug_job **q = realloc(p->queue, (size_t)cap * sizeof *q);
+		if (!q) {
+			pthread_mutex_unlock(&p->mu);
+			return err_set("out of memory");
+		}
+		p->queue = q;
+		p->cap = cap;
+	}
+	for (int i = 0; i < n; i++) {
+		jobs[i].opts = o;
+		jobs[i].done = 0;
+		jobs[i].rc = 0;
+		jobs[i].err[0] = 0;
+		p->queue[p->tail++] = &jobs[i];
+	}
 	pthread_cond_broadcast(&p->work_cv);
-	take_jobs(p, 0);
-	while (p->done < p->njobs)
-		pthread_cond_wait(&p->done_cv, &p->mu);
-	p->njobs = p->next = p->done = 0;
+	pthread_mutex_unlock(&p->mu);
+	return 0;
+}
+
+int aug_pool_wait(aug_pool *p, aug_job *jobs, int n)
+{
+	pthread_mutex_lock(&p->mu);
+	for (int i = 0; i < n; i++)
+		while (!jobs[i].done) {
+			if (p->head < p->tail)
+				serve_one(p, 0);
+			else
+				pthread_cond_wait(&p->done_cv, &p->mu);
+		}
 	pthread_mutex_unlock(&p->mu);
 	for (int i = 0; i < n; i++)
 		if (jobs[i].rc < 0)
 			return err_set("%s", jobs[i].err);
 	return 0;
+}
+
+int aug_pool_run(aug_pool *p, aug_job *jobs, int n, const aug_opts *o)
+{
+	if (aug_pool_submit(p, jobs, n, o) < 0)
+		return -1;
+	return aug_pool_wait(p, jobs, n);
 }

@@ -138,7 +138,9 @@ int aug_apply(aug_target *t, const aug_image *im, const aug_photo *p, int pon, c
 typedef struct aug_job {
 	aug_image in;
 	aug_target out;
-	int rc;
+	/* set by the pool */
+	const aug_opts *opts;
+	int done, rc;
 	char err[256];
 } aug_job;
 
@@ -151,10 +153,16 @@ int aug_batch_end(record *b, aug_job *jobs, int n, const aug_opts *o);
 /* Frees the jobs' box arrays (for an error path); idempotent. */
 void aug_jobs_release(aug_job *jobs, int n);
 
-/* A pool of nthreads - 1 helper threads; the calling thread works too. */
+/* A FIFO of jobs served by nthreads - 1 helper threads; a thread waiting in
+ * aug_pool_wait serves it too. Results do not depend on which thread ran a job. */
 typedef struct aug_pool aug_pool;
 aug_pool *aug_pool_new(int nthreads);
-/* aug_one on every job, in parallel; -1 (err of the first failing job) if any failed. */
+/* Queues aug_one for every job and returns at once; the jobs must stay put until waited for. */
+int aug_pool_submit(aug_pool *p, aug_job *jobs, int n, const aug_opts *o);
+/* Until every one of the jobs is done; -1 (err of the first failing job) if any failed.
+ * One thread waits at a time. */
+int aug_pool_wait(aug_pool *p, aug_job *jobs, int n);
+/* submit + wait. */
 int aug_pool_run(aug_pool *p, aug_job *jobs, int n, const aug_opts *o);
 void aug_pool_free(aug_pool *p);
 

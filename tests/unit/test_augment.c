@@ -473,7 +473,7 @@ static void test_fused_vs_slow(void)
 				aug_geom g = {.w = w, .h = h, .size = S};
 				aug_draw_expand(&g, &r, &o.cfg);
 				float bx[16];
-				memcpy(bx, ti.boxes, sizeof bx);
+				memcpy(bx, ti.boxes, (size_t)ti.im.n * 4 * sizeof *bx);
 				aug_boxes_shift(bx, ti.im.n, (float)g.left, (float)g.top);
 				aug_draw_crop(&g, &r, &o.cfg, bx, ti.im.n);
 				g.flip = (int)rng_randint(&r, 2);
