@@ -245,10 +245,9 @@ static void valid_range(int *lo, int *hi, int off, int s, int w, int ow)
 
 /* col [cg*kh*kw, oh*ow] from inp [cg, h, w]: row (c, ky, kx) holds the input pixel
  * each output pixel sees through that tap (0 in the padding). */
-static void im2col(float *col, const float *inp, int cg, const conv2d_desc *d, int par)
+static void im2col(float *col, const float *inp, int cg, const conv2d_desc *d)
 {
 	int kk = d->kh * d->kw, H = d->h, W = d->w, OH = d->oh, OW = d->ow;
-#pragma omp parallel for if (par) schedule(static)
 	for (int r = 0; r < cg * kk; r++) {
 		int c = r / kk, ky = r % kk / d->kw, kx = r % d->kw;
 		float *dst = col + (size_t)r * OH * OW;
@@ -275,10 +274,9 @@ static void im2col(float *col, const float *inp, int cg, const conv2d_desc *d, i
 }
 
 /* dinp [cg, h, w] += the col rows scattered back (the transpose of im2col). */
-static void col2im(float *dinp, const float *col, int cg, const conv2d_desc *d, int par)
+static void col2im(float *dinp, const float *col, int cg, const conv2d_desc *d)
 {
 	int H = d->h, W = d->w, OH = d->oh, OW = d->ow;
-#pragma omp parallel for if (par) schedule(static)
 	for (int c = 0; c < cg; c++)
 		for (int ky = 0; ky < d->kh; ky++)
 			for (int kx = 0; kx < d->kw; kx++) {
@@ -302,12 +300,12 @@ static void col2im(float *dinp, const float *col, int cg, const conv2d_desc *d, 
 
 /* One image, one group: out_g [kg, ohw] = w_g [kg, ckk] . col [ckk, ohw] + bias. */
 static void gemm_fwd_task(float *out, const float *inp, const float *w, const float *bias,
-			  float *col, int cg, int kg, const conv2d_desc *d, int par)
+			  float *col, int cg, int kg, const conv2d_desc *d)
 {
 	int ckk = cg * d->kh * d->kw, ohw = d->oh * d->ow;
 	const float *b = inp;
 	if (!is_pointwise(d)) {
-		im2col(col, inp, cg, d, par);
+		im2col(col, inp, cg, d);
 		b = col;
 	}
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, kg, ohw, ckk, 1.0f, w, ckk, b, ohw,
@@ -323,7 +321,7 @@ static void gemm_fwd_task(float *out, const float *inp, const float *w, const fl
 /* One image, one group of the backward. col is scratch of ckk*ohw floats (unused for
  * pointwise convs); dw, db: where this task's parameter gradients accumulate. */
 static void gemm_bwd_task(float *dinp, float *dw, float *db, const float *dout, const float *inp,
-			  const float *w, float *col, int cg, int kg, const conv2d_desc *d, int par)
+			  const float *w, float *col, int cg, int kg, const conv2d_desc *d)
 {
 	int ckk = cg * d->kh * d->kw, ohw = d->oh * d->ow;
 	int pw = is_pointwise(d);
@@ -339,7 +337,7 @@ static void gemm_bwd_task(float *dinp, float *dw, float *db, const float *dout, 
 	if (dw) {
 		const float *b = inp;
 		if (!pw) {
-			im2col(col, inp, cg, d, par);
+			im2col(col, inp, cg, d);
 			b = col;
 		}
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, kg, ckk, ohw, 1.0f, dout, ohw, b,
@@ -353,7 +351,7 @@ static void gemm_bwd_task(float *dinp, float *dw, float *db, const float *dout, 
 			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ckk, ohw, kg, 1.0f, w, ckk,
 				    dout, ohw, 0.0f, col, ohw);
 			memset(dinp, 0, (size_t)cg * d->h * d->w * sizeof(float));
-			col2im(dinp, col, cg, d, par);
+			col2im(dinp, col, cg, d);
 		}
 	}
 }
@@ -382,7 +380,7 @@ static void gemm_forward(float *out, const float *inp, const float *weight, cons
 		for (int n = 0; n < d->n; n++)
 			for (int g = 0; g < G; g++)
 				gemm_fwd_task(out + n * osz + g * kg * ohw, inp + n * isz + (size_t)g * cg * d->h * d->w,
-					      weight + g * wsz, bias ? bias + g * kg : NULL, ws, cg, kg, d, 1);
+					      weight + g * wsz, bias ? bias + g * kg : NULL, ws, cg, kg, d);
 		return;
 	}
 	int save = blas_single_begin();
@@ -394,7 +392,7 @@ static void gemm_forward(float *out, const float *inp, const float *weight, cons
 		for (int t = 0; t < d->n * G; t++) {
 			int n = t / G, g = t % G;
 			gemm_fwd_task(out + n * osz + g * kg * ohw, inp + n * isz + (size_t)g * cg * d->h * d->w,
-				      weight + g * wsz, bias ? bias + g * kg : NULL, col, cg, kg, d, 0);
+				      weight + g * wsz, bias ? bias + g * kg : NULL, col, cg, kg, d);
 		}
 	}
 	blas_single_end(save);
@@ -413,7 +411,7 @@ static void gemm_backward(float *dinp, float *dweight, float *dbias, const float
 				gemm_bwd_task(dinp ? dinp + n * isz + g * gisz : NULL,
 					      dweight ? dweight + g * wsz : NULL, dbias ? dbias + g * kg : NULL,
 					      dout + n * osz + g * kg * ohw, inp + n * isz + g * gisz,
-					      weight + g * wsz, ws, cg, kg, d, 1);
+					      weight + g * wsz, ws, cg, kg, d);
 		return;
 	}
 	int save = blas_single_begin();
@@ -434,7 +432,7 @@ static void gemm_backward(float *dinp, float *dweight, float *dbias, const float
 			int n = t / G, g = t % G;
 			gemm_bwd_task(dinp ? dinp + n * isz + g * gisz : NULL, dweight ? pdw + g * wsz : NULL,
 				      dbias ? pdb + g * kg : NULL, dout + n * osz + g * kg * ohw,
-				      inp + n * isz + g * gisz, weight + g * wsz, col, cg, kg, d, 0);
+				      inp + n * isz + g * gisz, weight + g * wsz, col, cg, kg, d);
 		}
 		/* implicit barrier: every thread's partials are complete */
 		if (dweight) {
@@ -527,8 +525,10 @@ static void dw_direct_plane_dw(float *dw, const float *dout, const float *inp, c
 /* ---------------------------------------------------------------- depthwise 3x3, AVX-512 */
 
 #if defined(__AVX512F__)
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
 /* Lanes j (0..15) with 0 <= start + j < limit. */
-static inline __mmask16 range_mask(int start, int limit)
+static ALWAYS_INLINE __mmask16 range_mask(int start, int limit)
 {
 	int lo = start < 0 ? -start : 0, hi = limit - start;
 	if (hi > 16)
@@ -538,84 +538,160 @@ static inline __mmask16 range_mask(int start, int limit)
 	return (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
 }
 
-/* Masked-out lanes are never touched (AVX-512 fault suppression), so p may point
- * before or past the row; it is formed from an integer to keep that out of C's
+/* Masked-out lanes are never touched (AVX-512 fault suppression), so the address may
+ * lie before or past the row; it is formed from an integer to keep that out of C's
  * pointer rules. Masked lanes read as 0, which is the zero padding. */
-static inline __m512 load_masked(__mmask16 m, const float *row, int start)
+static ALWAYS_INLINE __m512 load_masked(__mmask16 m, const float *row, int start)
 {
 	return _mm512_maskz_loadu_ps(m, (const void *)((intptr_t)row + (intptr_t)start * 4));
 }
 
-/* The three horizontal taps (kx = 0, 1, 2) that output columns ox0..ox0+15 see in
- * input row `row` of width w, for stride s (1 or 2) and pad 1. */
-static inline void load_taps(__m512 t[3], const float *row, int ox0, int s, int w)
+/* The loads that make the three horizontal taps (kx = 0, 1, 2) of output columns
+ * ox0..ox0+15 in an input row of width w, pad 1: stride 1 needs three shifted loads,
+ * stride 2 two pairs of loads split into even and odd lanes. The masks depend only on
+ * the column, so they are computed once per chunk and reused for every row. */
+typedef struct tapmask {
+	__mmask16 a, b, c, d;
+	int start;
+} tapmask;
+
+typedef struct taps3 {
+	__m512 t0, t1, t2;
+} taps3;
+
+static ALWAYS_INLINE tapmask tap_masks(int ox0, int s, int w)
 {
+	tapmask m;
 	if (s == 1) {
-		for (int kx = 0; kx < 3; kx++)
-			t[kx] = load_masked(range_mask(ox0 - 1 + kx, w), row, ox0 - 1 + kx);
+		m.start = ox0 - 1;
+		m.a = range_mask(ox0 - 1, w);
+		m.b = range_mask(ox0, w);
+		m.c = range_mask(ox0 + 1, w);
+		m.d = 0;
+	} else {
+		m.start = 2 * ox0 - 1;
+		m.a = range_mask(m.start, w);
+		m.b = range_mask(m.start + 16, w);
+		m.c = range_mask(m.start + 1, w);
+		m.d = range_mask(m.start + 17, w);
+	}
+	return m;
+}
+
+static ALWAYS_INLINE taps3 load_taps(const float *row, tapmask m, int s)
+{
+	taps3 t;
+	if (s == 1) {
+		t.t0 = load_masked(m.a, row, m.start);
+		t.t1 = load_masked(m.b, row, m.start + 1);
+		t.t2 = load_masked(m.c, row, m.start + 2);
 	} else {
 		const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
 		const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-		int b = 2 * ox0 - 1;
-		__m512 a0 = load_masked(range_mask(b, w), row, b);
-		__m512 a1 = load_masked(range_mask(b + 16, w), row, b + 16);
-		__m512 c0 = load_masked(range_mask(b + 1, w), row, b + 1);
-		__m512 c1 = load_masked(range_mask(b + 17, w), row, b + 17);
-		t[0] = _mm512_permutex2var_ps(a0, even, a1);
-		t[1] = _mm512_permutex2var_ps(a0, odd, a1);
-		t[2] = _mm512_permutex2var_ps(c0, odd, c1);
+		__m512 a0 = load_masked(m.a, row, m.start), a1 = load_masked(m.b, row, m.start + 16);
+		__m512 c0 = load_masked(m.c, row, m.start + 1), c1 = load_masked(m.d, row, m.start + 17);
+		t.t0 = _mm512_permutex2var_ps(a0, even, a1);
+		t.t1 = _mm512_permutex2var_ps(a0, odd, a1);
+		t.t2 = _mm512_permutex2var_ps(c0, odd, c1);
 	}
+	return t;
 }
 
-/* One plane: out [oh, ow] = corr3x3(inp [h, w], w9) + b, pad 1, stride s. */
-static void dw3x3_plane(float *out, const float *inp, const float *w9, float b, int h, int w,
-			int oh, int ow, int s)
+static ALWAYS_INLINE __m512 fma_row(__m512 acc, taps3 t, __m512 w0, __m512 w1, __m512 w2)
 {
-	__m512 wv[9];
-	for (int i = 0; i < 9; i++)
-		wv[i] = _mm512_set1_ps(w9[i]);
-	for (int oy = 0; oy < oh; oy++) {
-		for (int ox0 = 0; ox0 < ow; ox0 += 16) {
-			__m512 acc = _mm512_set1_ps(b), t[3];
-			for (int ky = 0; ky < 3; ky++) {
-				int iy = oy * s - 1 + ky;
-				if (iy < 0 || iy >= h)
-					continue;
-				load_taps(t, inp + (size_t)iy * w, ox0, s, w);
-				acc = _mm512_fmadd_ps(wv[ky * 3 + 0], t[0], acc);
-				acc = _mm512_fmadd_ps(wv[ky * 3 + 1], t[1], acc);
-				acc = _mm512_fmadd_ps(wv[ky * 3 + 2], t[2], acc);
-			}
-			_mm512_mask_storeu_ps(out + (size_t)oy * ow + ox0, range_mask(ox0, ow), acc);
+	acc = _mm512_fmadd_ps(w0, t.t0, acc);
+	acc = _mm512_fmadd_ps(w1, t.t1, acc);
+	return _mm512_fmadd_ps(w2, t.t2, acc);
+}
+
+/* One plane: out [oh, ow] = corr3x3(inp [h, w], w9) + b, pad 1, stride s (a constant
+ * in each instantiation below). */
+static ALWAYS_INLINE void dw3x3_plane_impl(float *out, const float *inp, const float *w9, float b,
+					   int h, int w, int oh, int ow, int s)
+{
+	const __m512 w0 = _mm512_set1_ps(w9[0]), w1 = _mm512_set1_ps(w9[1]), w2 = _mm512_set1_ps(w9[2]);
+	const __m512 w3 = _mm512_set1_ps(w9[3]), w4 = _mm512_set1_ps(w9[4]), w5 = _mm512_set1_ps(w9[5]);
+	const __m512 w6 = _mm512_set1_ps(w9[6]), w7 = _mm512_set1_ps(w9[7]), w8 = _mm512_set1_ps(w9[8]);
+	const __m512 bv = _mm512_set1_ps(b);
+	for (int ox0 = 0; ox0 < ow; ox0 += 16) {
+		tapmask m = tap_masks(ox0, s, w);
+		__mmask16 om = range_mask(ox0, ow);
+		for (int oy = 0; oy < oh; oy++) {
+			int iy = oy * s - 1;
+			__m512 acc = bv;
+			if (iy >= 0)
+				acc = fma_row(acc, load_taps(inp + (size_t)iy * w, m, s), w0, w1, w2);
+			acc = fma_row(acc, load_taps(inp + (size_t)(iy + 1) * w, m, s), w3, w4, w5);
+			if (iy + 2 < h)
+				acc = fma_row(acc, load_taps(inp + (size_t)(iy + 2) * w, m, s), w6, w7, w8);
+			_mm512_mask_storeu_ps(out + (size_t)oy * ow + ox0, om, acc);
 		}
 	}
 }
 
 /* dw9 += sum dout * taps, *db += sum dout, over one plane. */
+static ALWAYS_INLINE void dw3x3_plane_dw_impl(float *dw9, float *db, const float *dout,
+					      const float *inp, int h, int w, int oh, int ow, int s)
+{
+	__m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
+	       a7 = a0, a8 = a0, ab = a0;
+	for (int ox0 = 0; ox0 < ow; ox0 += 16) {
+		tapmask m = tap_masks(ox0, s, w);
+		__mmask16 om = range_mask(ox0, ow);
+		for (int oy = 0; oy < oh; oy++) {
+			int iy = oy * s - 1;
+			__m512 g = _mm512_maskz_loadu_ps(om, dout + (size_t)oy * ow + ox0);
+			/* taps of lanes past the row end are zeroed so an inf there cannot
+			 * turn 0 * inf into a NaN */
+			taps3 t;
+			ab = _mm512_add_ps(ab, g);
+			if (iy >= 0) {
+				t = load_taps(inp + (size_t)iy * w, m, s);
+				a0 = _mm512_fmadd_ps(g, _mm512_maskz_mov_ps(om, t.t0), a0);
+				a1 = _mm512_fmadd_ps(g, _mm512_maskz_mov_ps(om, t.t1), a1);
+				a2 = _mm512_fmadd_ps(g, _mm512_maskz_mov_ps(om, t.t2), a2);
+			}
+			t = load_taps(inp + (size_t)(iy + 1) * w, m, s);
+			a3 = _mm512_fmadd_ps(g, _mm512_maskz_mov_ps(om, t.t0), a3);
+			a4 = _mm512_fmadd_ps(g, _mm512_maskz_mov_ps(om, t.t1), a4);
+			a5 = _mm512_fmadd_ps(g, _mm512_maskz_mov_ps(om, t.t2), a5);
+			if (iy + 2 < h) {
+				t = load_taps(inp + (size_t)(iy + 2) * w, m, s);
+				a6 = _mm512_fmadd_ps(g, _mm512_maskz_mov_ps(om, t.t0), a6);
+				a7 = _mm512_fmadd_ps(g, _mm512_maskz_mov_ps(om, t.t1), a7);
+				a8 = _mm512_fmadd_ps(g, _mm512_maskz_mov_ps(om, t.t2), a8);
+			}
+		}
+	}
+	dw9[0] += _mm512_reduce_add_ps(a0);
+	dw9[1] += _mm512_reduce_add_ps(a1);
+	dw9[2] += _mm512_reduce_add_ps(a2);
+	dw9[3] += _mm512_reduce_add_ps(a3);
+	dw9[4] += _mm512_reduce_add_ps(a4);
+	dw9[5] += _mm512_reduce_add_ps(a5);
+	dw9[6] += _mm512_reduce_add_ps(a6);
+	dw9[7] += _mm512_reduce_add_ps(a7);
+	dw9[8] += _mm512_reduce_add_ps(a8);
+	if (db)
+		*db += _mm512_reduce_add_ps(ab);
+}
+
+static void dw3x3_plane(float *out, const float *inp, const float *w9, float b, int h, int w,
+			int oh, int ow, int s)
+{
+	if (s == 1)
+		dw3x3_plane_impl(out, inp, w9, b, h, w, oh, ow, 1);
+	else
+		dw3x3_plane_impl(out, inp, w9, b, h, w, oh, ow, 2);
+}
+
 static void dw3x3_plane_dw(float *dw9, float *db, const float *dout, const float *inp, int h,
 			   int w, int oh, int ow, int s)
 {
-	__m512 acc[9], accb = _mm512_setzero_ps();
-	for (int i = 0; i < 9; i++)
-		acc[i] = _mm512_setzero_ps();
-	for (int oy = 0; oy < oh; oy++)
-		for (int ox0 = 0; ox0 < ow; ox0 += 16) {
-			__mmask16 om = range_mask(ox0, ow);
-			__m512 g = _mm512_maskz_loadu_ps(om, dout + (size_t)oy * ow + ox0), t[3];
-			accb = _mm512_add_ps(accb, g);
-			for (int ky = 0; ky < 3; ky++) {
-				int iy = oy * s - 1 + ky;
-				if (iy < 0 || iy >= h)
-					continue;
-				load_taps(t, inp + (size_t)iy * w, ox0, s, w);
-				for (int kx = 0; kx < 3; kx++)
-					acc[ky * 3 + kx] = _mm512_fmadd_ps(g, _mm512_maskz_mov_ps(om, t[kx]), acc[ky * 3 + kx]);
-			}
-		}
-	for (int i = 0; i < 9; i++)
-		dw9[i] += _mm512_reduce_add_ps(acc[i]);
-	if (db)
-		*db += _mm512_reduce_add_ps(accb);
+	if (s == 1)
+		dw3x3_plane_dw_impl(dw9, db, dout, inp, h, w, oh, ow, 1);
+	else
+		dw3x3_plane_dw_impl(dw9, db, dout, inp, h, w, oh, ow, 2);
 }
 
 /* Stride-2 input gradient of one plane, gather form: even input columns 2m get tap

@@ -1,0 +1,197 @@
+/* bench_layers: GFLOP/s of the conv kernels on MobileNetV2-SSD / RegNetX layer shapes
+ * (512x512 input, batch 8), forward and backward, beside OpenBLAS's sgemm on a large
+ * square GEMM in the same run; plus GB/s of a few memory-bound layers.
+ * bench/bench_layers_torch.py times the same shapes in PyTorch.
+ *
+ * Build and run from the repository root, after `make build/libssd.a`:
+ *   cc -std=c11 -D_GNU_SOURCE -O2 -march=native -fopenmp -Ilib \
+ *      $(pkg-config --cflags openblas) bench/bench_layers.c build/libssd.a \
+ *      $(pkg-config --libs libzstd libcjson openblas) -lm -o build/bench_layers
+ *   build/bench_layers [-n batch] [-t seconds per case] [filter]
+ * Backward GFLOP/s count dinp + dweight (twice the forward's FLOPs). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cblas.h>
+#include <omp.h>
+
+#include "err.h"
+#include "layers.h"
+#include "tensor.h"
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static double min_secs = 1.0;
+
+/* Best time of repeated runs (after one warm-up), at least min_secs in total. */
+#define TIME_BEST(best, stmt)                                        \
+	do {                                                         \
+		stmt;                                                \
+		double tb_end_ = now() + min_secs;                   \
+		best = 1e30;                                         \
+		int tb_reps_ = 0;                                    \
+		while (tb_reps_ < 3 || now() < tb_end_) {            \
+			double tb_t0_ = now();                       \
+			stmt;                                        \
+			double tb_dt_ = now() - tb_t0_;              \
+			if (tb_dt_ < best)                           \
+				best = tb_dt_;                       \
+			tb_reps_++;                                  \
+		}                                                    \
+	} while (0)
+
+static float *buf(size_t n)
+{
+	float *p = aligned_zalloc(n * sizeof(float) + 64);
+	if (!p) {
+		fprintf(stderr, "bench_layers: out of memory\n");
+		exit(1);
+	}
+	for (size_t i = 0; i < n; i++)
+		p[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+	return p;
+}
+
+static void bench_sgemm(int n)
+{
+	float *a = buf((size_t)n * n), *b = buf((size_t)n * n), *c = buf((size_t)n * n);
+	double t;
+	TIME_BEST(t, cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n,
+				 0.0f, c, n));
+	printf("%-40s %8.2f ms  %7.1f GFLOP/s\n", "sgemm 2048^3 (OpenBLAS)", t * 1e3, 2.0 * n * n * n / t * 1e-9);
+	free(a);
+	free(b);
+	free(c);
+}
+
+static const char *algo_names[] = {"auto", "gemm", "gemm_par", "dw3x3", "dw_direct"};
+
+static void bench_conv(const char *name, const char *filter, conv2d_desc d)
+{
+	if (filter && !strstr(name, filter))
+		return;
+	if (conv2d_init(&d)) {
+		fprintf(stderr, "%s: %s\n", name, err_msg());
+		return;
+	}
+	size_t xs = (size_t)d.n * d.c * d.h * d.w, ys = (size_t)d.n * d.k * d.oh * d.ow;
+	size_t wsz = (size_t)d.k * (d.c / d.groups) * d.kh * d.kw;
+	float *x = buf(xs), *w = buf(wsz), *b = buf(d.k), *y = buf(ys), *dy = buf(ys);
+	float *dx = buf(xs), *dw = buf(wsz), *db = buf(d.k);
+	size_t wss = conv2d_workspace_size(&d);
+	float *ws = wss ? buf(wss / sizeof(float)) : NULL;
+	double flops = 2.0 * ys * (d.c / d.groups) * d.kh * d.kw, tf, tb;
+	TIME_BEST(tf, conv2d_forward(y, x, w, b, ws, &d));
+	TIME_BEST(tb, conv2d_backward(dx, dw, db, dy, x, w, ws, &d));
+	printf("%-40s fwd %8.2f ms %7.1f GFLOP/s   bwd %8.2f ms %7.1f GFLOP/s  [%s]\n", name, tf * 1e3,
+	       flops / tf * 1e-9, tb * 1e3, 2 * flops / tb * 1e-9, algo_names[d.algo]);
+	free(x);
+	free(w);
+	free(b);
+	free(y);
+	free(dy);
+	free(dx);
+	free(dw);
+	free(db);
+	free(ws);
+}
+
+static void conv_all_algos(const char *name, const char *filter, conv2d_desc d)
+{
+	char nm[96];
+	for (int a = CONV_AUTO; a <= CONV_DW_DIRECT; a++) {
+		conv2d_desc t = d;
+		t.algo = a;
+		if (conv2d_init(&t))
+			continue;
+		if (a == CONV_AUTO)
+			snprintf(nm, sizeof nm, "%s", name);
+		else
+			snprintf(nm, sizeof nm, "  %s as %s", name, algo_names[a]);
+		d.algo = a;
+		bench_conv(nm, filter, d);
+	}
+}
+
+static void bench_mem(const char *filter, int n)
+{
+	if (filter && !strstr("relu6 bn", filter))
+		return;
+	int c = 192, hw = 128 * 128;
+	size_t sz = (size_t)n * c * hw;
+	float *x = buf(sz), *y = buf(sz), *dy = buf(sz), *dx = buf(sz);
+	float *g = buf(c), *bb = buf(c), *mean = buf(c), *rstd = buf(c), *var = buf(c), *dg = buf(c), *dbb = buf(c);
+	double t;
+	TIME_BEST(t, memcpy(y, x, sz * sizeof(float)));
+	printf("%-40s %8.2f ms  %7.1f GB/s\n", "memcpy 8x192x128x128 (reference)", t * 1e3, 2.0 * sz * 4 / t * 1e-9);
+	TIME_BEST(t, relu6_forward(y, x, sz));
+	printf("%-40s %8.2f ms  %7.1f GB/s\n", "relu6 fwd 8x192x128x128", t * 1e3, 2.0 * sz * 4 / t * 1e-9);
+	TIME_BEST(t, relu6_backward(dx, dy, x, sz));
+	printf("%-40s %8.2f ms  %7.1f GB/s\n", "relu6 bwd 8x192x128x128", t * 1e3, 3.0 * sz * 4 / t * 1e-9);
+	TIME_BEST(t, batchnorm2d_forward_train(y, mean, rstd, var, x, g, bb, 1e-5f, n, c, hw));
+	printf("%-40s %8.2f ms  %7.1f GB/s\n", "bn train fwd 8x192x128x128", t * 1e3, 4.0 * sz * 4 / t * 1e-9);
+	TIME_BEST(t, batchnorm2d_backward_train(dx, dg, dbb, dy, x, mean, rstd, g, n, c, hw));
+	printf("%-40s %8.2f ms  %7.1f GB/s\n", "bn train bwd 8x192x128x128", t * 1e3, 5.0 * sz * 4 / t * 1e-9);
+	free(x);
+	free(y);
+	free(dy);
+	free(dx);
+	free(g);
+	free(bb);
+	free(mean);
+	free(rstd);
+	free(var);
+	free(dg);
+	free(dbb);
+}
+
+int main(int argc, char **argv)
+{
+	int n = 8, all = 0;
+	const char *filter = NULL;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "-n") && i + 1 < argc)
+			n = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "-t") && i + 1 < argc)
+			min_secs = atof(argv[++i]);
+		else if (!strcmp(argv[i], "-a"))
+			all = 1;
+		else
+			filter = argv[i];
+	}
+	printf("threads: OpenMP %d, OpenBLAS %d; batch %d\n", omp_get_max_threads(), openblas_get_num_threads(), n);
+	if (!filter || strstr("sgemm", filter))
+		bench_sgemm(2048);
+	struct {
+		const char *name;
+		conv2d_desc d;
+	} cases[] = {
+		{"stem 3x3 s2 3->32 @512", {.c = 3, .h = 512, .w = 512, .k = 32, .kh = 3, .kw = 3, .sh = 2, .sw = 2, .ph = 1, .pw = 1, .groups = 1}},
+		{"pw 1x1 32->192 @128", {.c = 32, .h = 128, .w = 128, .k = 192, .kh = 1, .kw = 1, .sh = 1, .sw = 1, .groups = 1}},
+		{"pw 1x1 192->32 @128", {.c = 192, .h = 128, .w = 128, .k = 32, .kh = 1, .kw = 1, .sh = 1, .sw = 1, .groups = 1}},
+		{"dw 3x3 s1 192 @128", {.c = 192, .h = 128, .w = 128, .k = 192, .kh = 3, .kw = 3, .sh = 1, .sw = 1, .ph = 1, .pw = 1, .groups = 192}},
+		{"dw 3x3 s2 192 @128", {.c = 192, .h = 128, .w = 128, .k = 192, .kh = 3, .kw = 3, .sh = 2, .sw = 2, .ph = 1, .pw = 1, .groups = 192}},
+		{"dw 3x3 s2 96 @256", {.c = 96, .h = 256, .w = 256, .k = 96, .kh = 3, .kw = 3, .sh = 2, .sw = 2, .ph = 1, .pw = 1, .groups = 96}},
+		{"regnet 3x3 g8 128 @64", {.c = 128, .h = 64, .w = 64, .k = 128, .kh = 3, .kw = 3, .sh = 1, .sw = 1, .ph = 1, .pw = 1, .groups = 8}},
+		{"fpn 3x3 256->256 @32", {.c = 256, .h = 32, .w = 32, .k = 256, .kh = 3, .kw = 3, .sh = 1, .sw = 1, .ph = 1, .pw = 1, .groups = 1}},
+		{"head 3x3 s1 96->24 @64", {.c = 96, .h = 64, .w = 64, .k = 24, .kh = 3, .kw = 3, .sh = 1, .sw = 1, .ph = 1, .pw = 1, .groups = 1}},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		conv2d_desc d = cases[i].d;
+		d.n = n;
+		d.dh = d.dw = 1;
+		if (all)
+			conv_all_algos(cases[i].name, filter, d);
+		else
+			bench_conv(cases[i].name, filter, d);
+	}
+	bench_mem(filter, n);
+	return 0;
+}
