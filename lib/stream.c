@@ -435,41 +435,163 @@ fail:
 	return rc;
 }
 
+/* ---------------------------------------------------------------- encoding */
+
+int stream_resolve_level(int level)
+{
+	if (level == STREAM_LEVEL_DEFAULT) {
+		const char *env = getenv("TNS_LEVEL");
+		level = env && *env ? atoi(env) : 1;
+	}
+	return level < ZSTD_minCLevel() ? ZSTD_minCLevel() : level > ZSTD_maxCLevel() ? ZSTD_maxCLevel() : level;
+}
+
+static ZSTD_CCtx *new_cctx(int level)
+{
+	ZSTD_CCtx *c = ZSTD_createCCtx();
+	if (!c) {
+		err_set("out of memory");
+		return NULL;
+	}
+	ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, stream_resolve_level(level));
+	ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
+	ZSTD_CCtx_setParameter(c, ZSTD_c_contentSizeFlag, 1);
+	return c;
+}
+
+/* The header JSON of r, with each tensor's offset; *data_len gets the data section size. */
+static char *header_json(const record *r, size_t *data_len)
+{
+	cJSON *h = cJSON_CreateObject(), *arr = NULL;
+	char *json = NULL;
+	*data_len = 0;
+	if (!h || !cJSON_AddStringToObject(h, "kind", r->kind) ||
+	    !cJSON_AddItemReferenceToObject(h, "meta", r->meta) || !(arr = cJSON_AddArrayToObject(h, "tensors")))
+		goto out;
+	for (int i = 0; i < r->ntensors; i++) {
+		const tensor *t = &r->tensors[i];
+		cJSON *jt = cJSON_CreateObject();
+		if (!jt || !cJSON_AddItemToArray(arr, jt) || !cJSON_AddStringToObject(jt, "name", t->name) ||
+		    !cJSON_AddStringToObject(jt, "dtype", dtype_name(t->dtype))) {
+			cJSON_Delete(jt);
+			goto out;
+		}
+		cJSON *shape = cJSON_AddArrayToObject(jt, "shape");
+		for (int d = 0; shape && d < t->ndim; d++)
+			cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t->shape[d]));
+		if (!shape || cJSON_GetArraySize(shape) != t->ndim ||
+		    !cJSON_AddNumberToObject(jt, "offset", (double)*data_len))
+			goto out;
+		*data_len += align64(tensor_nbytes(t));
+	}
+	json = cJSON_PrintUnformatted(h);
+out:
+	cJSON_Delete(h);
+	if (!json)
+		err_set("out of memory");
+	return json;
+}
+
+/* Compresses n bytes (p NULL: zeros) into out; end finishes the frame. out is large
+ * enough for the whole frame (ZSTD_compressBound), so no flushing is needed. */
+static int feed(ZSTD_CCtx *c, ZSTD_outBuffer *out, const void *p, size_t n, int end)
+{
+	static const unsigned char zeros[64];
+	ZSTD_inBuffer in = {p ? p : zeros, n, 0};
+	for (;;) {
+		size_t left = ZSTD_compressStream2(c, out, &in, end ? ZSTD_e_end : ZSTD_e_continue);
+		if (ZSTD_isError(left))
+			return err_set("compression failed: %s", ZSTD_getErrorName(left));
+		if (end ? left == 0 : in.pos == in.size)
+			return 0;
+		if (out->pos == out->size)
+			return err_set("compression failed: frame larger than its bound");
+	}
+}
+
+/* Encodes r as one frame into a new buffer *frame (*len bytes); *raw gets the
+ * decoded size. Streams the pieces so tensor data is never copied into a body. */
+static int encode(ZSTD_CCtx *c, const record *r, unsigned char **frame, size_t *len, size_t *raw)
+{
+	size_t data_len;
+	char *json = header_json(r, &data_len);
+	if (!json)
+		return -1;
+	size_t hlen = strlen(json), pre = align64(PREFIX_LEN + hlen), total = pre + data_len;
+	unsigned char prefix[PREFIX_LEN] = {'T', 'N', 'S', '1', (unsigned char)hlen, (unsigned char)(hlen >> 8),
+					    (unsigned char)(hlen >> 16), (unsigned char)(hlen >> 24)};
+	ZSTD_outBuffer out = {malloc(ZSTD_compressBound(total)), ZSTD_compressBound(total), 0};
+	int rc = -1;
+	if (!out.dst) {
+		err_set("out of memory");
+		goto done;
+	}
+	ZSTD_CCtx_reset(c, ZSTD_reset_session_only);
+	ZSTD_CCtx_setPledgedSrcSize(c, total);
+	if (feed(c, &out, prefix, PREFIX_LEN, 0) < 0 || feed(c, &out, json, hlen, 0) < 0)
+		goto done;
+	for (size_t pad = pre - PREFIX_LEN - hlen; pad > 0; pad -= pad > 64 ? 64 : pad)
+		if (feed(c, &out, NULL, pad > 64 ? 64 : pad, 0) < 0)
+			goto done;
+	for (int i = 0; i < r->ntensors; i++) {
+		size_t n = tensor_nbytes(&r->tensors[i]);
+		if (feed(c, &out, r->tensors[i].data, n, 0) < 0 || feed(c, &out, NULL, align64(n) - n, 0) < 0)
+			goto done;
+	}
+	if (feed(c, &out, NULL, 0, 1) < 0)
+		goto done;
+	*frame = out.dst;
+	*len = out.pos;
+	*raw = total;
+	out.dst = NULL;
+	rc = 0;
+done:
+	if (rc < 0)
+		ZSTD_CCtx_reset(c, ZSTD_reset_session_only);
+	free(out.dst);
+	cJSON_free(json);
+	return rc;
+}
+
+int record_encode(record *r, int level)
+{
+	ZSTD_CCtx *c = new_cctx(level);
+	unsigned char *frame;
+	size_t len, raw;
+	if (!c)
+		return -1;
+	int rc = encode(c, r, &frame, &len, &raw);
+	ZSTD_freeCCtx(c);
+	if (rc < 0)
+		return -1;
+	free(r->frame);
+	r->frame = frame;
+	r->frame_len = len;
+	return 0;
+}
+
 /* ---------------------------------------------------------------- writing */
 
 struct stream_writer {
 	FILE *f;
 	int owns_file;
 	char name[256];
+	int level;
 	ZSTD_CCtx *cctx;
-	unsigned char *out;
-	size_t out_cap;
 	unsigned long long written;
 	int failed;
 };
 
 stream_writer *stream_writer_new(FILE *f, const char *name, int level)
 {
-	if (level == STREAM_LEVEL_DEFAULT) {
-		const char *env = getenv("TNS_LEVEL");
-		level = env && *env ? atoi(env) : 1;
-	}
 	stream_writer *w = calloc(1, sizeof *w);
-	if (!w || !(w->cctx = ZSTD_createCCtx()) || !(w->out = malloc(w->out_cap = ZSTD_CStreamOutSize()))) {
-		if (w)
-			ZSTD_freeCCtx(w->cctx);
+	if (!w || !(w->cctx = new_cctx(level))) {
 		free(w);
 		err_set("out of memory");
 		return NULL;
 	}
-	if (level < ZSTD_minCLevel())
-		level = ZSTD_minCLevel();
-	if (level > ZSTD_maxCLevel())
-		level = ZSTD_maxCLevel();
-	ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_compressionLevel, level);
-	ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_checksumFlag, 1);
-	ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_contentSizeFlag, 1);
 	w->f = f;
+	w->level = stream_resolve_level(level);
 	snprintf(w->name, sizeof w->name, "%s", name);
 	return w;
 }
@@ -491,106 +613,37 @@ stream_writer *stream_open_write(const char *path, int level)
 	return w;
 }
 
-static int put_raw(stream_writer *w, const void *p, size_t n)
+int stream_writer_level(const stream_writer *w)
 {
-	if (n && fwrite(p, 1, n, w->f) != n) {
+	return w->level;
+}
+
+/* Writes a whole frame and flushes, so a reader at the end of a FIFO gets it now. */
+static int put_frame(stream_writer *w, const unsigned char *p, size_t n)
+{
+	if ((n && fwrite(p, 1, n, w->f) != n) || fflush(w->f) != 0) {
 		w->failed = 1;
 		return err_set("%s: write error: %s", w->name, strerror(errno));
 	}
 	return 0;
 }
 
-/* Feeds n bytes (p NULL: zeros) to the compressor; end finishes the frame. */
-static int feed(stream_writer *w, const void *p, size_t n, int end)
-{
-	static const unsigned char zeros[64];
-	ZSTD_inBuffer in = {p ? p : zeros, n, 0};
-	ZSTD_EndDirective mode = end ? ZSTD_e_end : ZSTD_e_continue;
-	for (;;) {
-		ZSTD_outBuffer o = {w->out, w->out_cap, 0};
-		size_t left = ZSTD_compressStream2(w->cctx, &o, &in, mode);
-		if (ZSTD_isError(left))
-			return err_set("%s: compression failed: %s", w->name, ZSTD_getErrorName(left));
-		if (put_raw(w, w->out, o.pos) < 0)
-			return -1;
-		if (end ? left == 0 : in.pos == in.size)
-			return 0;
-	}
-}
-
 int stream_write(stream_writer *w, const record *r)
 {
-	size_t data_len = 0;
-	cJSON *h = cJSON_CreateObject(), *arr = NULL;
-	char *json = NULL;
-	int rc = -1;
-	if (!h || !cJSON_AddStringToObject(h, "kind", r->kind) ||
-	    !cJSON_AddItemReferenceToObject(h, "meta", r->meta) || !(arr = cJSON_AddArrayToObject(h, "tensors")))
-		goto oom;
-	for (int i = 0; i < r->ntensors; i++) {
-		const tensor *t = &r->tensors[i];
-		cJSON *jt = cJSON_CreateObject(), *shape = cJSON_CreateArray();
-		if (!jt || !shape) {
-			cJSON_Delete(jt);
-			cJSON_Delete(shape);
-			goto oom;
-		}
-		cJSON_AddItemToArray(arr, jt);
-		cJSON_AddItemToObject(jt, "shape", shape);
-		cJSON_AddStringToObject(jt, "name", t->name);
-		cJSON_AddStringToObject(jt, "dtype", dtype_name(t->dtype));
-		for (int d = 0; d < t->ndim; d++)
-			cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t->shape[d]));
-		cJSON_AddNumberToObject(jt, "offset", (double)data_len);
-		data_len += align64(tensor_nbytes(t));
-	}
-	if (!(json = cJSON_PrintUnformatted(h)))
-		goto oom;
-	size_t hlen = strlen(json);
-	size_t pre = align64(PREFIX_LEN + hlen);
-	unsigned char prefix[PREFIX_LEN] = {'T', 'N', 'S', '1', (unsigned char)hlen, (unsigned char)(hlen >> 8),
-					    (unsigned char)(hlen >> 16), (unsigned char)(hlen >> 24)};
-	ZSTD_CCtx_reset(w->cctx, ZSTD_reset_session_only);
-	ZSTD_CCtx_setPledgedSrcSize(w->cctx, pre + data_len);
-	if (feed(w, prefix, PREFIX_LEN, 0) < 0 || feed(w, json, hlen, 0) < 0 ||
-	    feed(w, NULL, pre - PREFIX_LEN - hlen, 0) < 0)
-		goto out;
-	for (int i = 0; i < r->ntensors; i++) {
-		size_t n = tensor_nbytes(&r->tensors[i]);
-		if (feed(w, r->tensors[i].data, n, 0) < 0 || feed(w, NULL, align64(n) - n, 0) < 0)
-			goto out;
-	}
-	if (feed(w, NULL, 0, 1) < 0)
-		goto out;
-	if (fflush(w->f) != 0) {
-		err_set("%s: write error: %s", w->name, strerror(errno));
-		w->failed = 1;
-		goto out;
-	}
-	w->written += pre + data_len;
-	rc = 0;
-	goto out;
-oom:
-	err_set("out of memory");
-out:
-	if (rc < 0)
-		ZSTD_CCtx_reset(w->cctx, ZSTD_reset_session_only);
-	cJSON_free(json);
-	cJSON_Delete(h);
+	unsigned char *frame;
+	size_t len, raw;
+	if (encode(w->cctx, r, &frame, &len, &raw) < 0)
+		return err_wrap("%s", w->name);
+	int rc = put_frame(w, frame, len);
+	free(frame);
+	if (rc == 0)
+		w->written += raw;
 	return rc;
 }
 
 int stream_pass(stream_writer *w, const record *r)
 {
-	if (!r->frame)
-		return stream_write(w, r);
-	if (put_raw(w, r->frame, r->frame_len) < 0)
-		return -1;
-	if (fflush(w->f) != 0) {
-		w->failed = 1;
-		return err_set("%s: write error: %s", w->name, strerror(errno));
-	}
-	return 0;
+	return r->frame ? put_frame(w, r->frame, r->frame_len) : stream_write(w, r);
 }
 
 unsigned long long stream_bytes_written(const stream_writer *w)
@@ -602,17 +655,14 @@ int stream_close_write(stream_writer *w)
 {
 	if (!w)
 		return 0;
-	int rc = w->failed ? -1 : 0;
+	int rc = w->failed ? err_set("%s: earlier write failed", w->name) : 0;
 	if (w->owns_file) {
 		if (fclose(w->f) != 0 && rc == 0)
 			rc = err_set("%s: close: %s", w->name, strerror(errno));
 	} else if (fflush(w->f) != 0 && rc == 0) {
 		rc = err_set("%s: write error: %s", w->name, strerror(errno));
 	}
-	if (rc < 0 && w->failed)
-		err_set("%s: earlier write failed", w->name);
 	ZSTD_freeCCtx(w->cctx);
-	free(w->out);
 	free(w);
 	return rc;
 }

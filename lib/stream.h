@@ -35,6 +35,10 @@ tensor *record_add(record *r, const char *name, enum dtype dt, int ndim, const i
 tensor *record_find(const record *r, const char *name);
 /* record_find that also checks dtype and rank (ndim < 0: any rank); NULL (err) otherwise. */
 tensor *record_expect(const record *r, const char *name, enum dtype dt, int ndim);
+/* Encodes r into its frame now (thread-safe: workers can compress in parallel); a
+ * later stream_pass() writes that frame. Call it last: changes made after it are not
+ * in the frame. level as for stream_writer_new(). 0, or -1 (err). */
+int record_encode(record *r, int level);
 /* Meta accessors: a missing or mistyped key gives the default. */
 double meta_num(const record *r, const char *key, double dflt);
 const char *meta_str(const record *r, const char *key, const char *dflt);
@@ -65,9 +69,15 @@ typedef struct stream_writer stream_writer;
 stream_writer *stream_open_write(const char *path, int level);
 /* Writes to an open file it does not own. */
 stream_writer *stream_writer_new(FILE *f, const char *name, int level);
+/* Encodes and writes the record's current content. */
 int stream_write(stream_writer *w, const record *r);
-/* Writes a record read from a stream unchanged (its original frame); encodes it otherwise. */
+/* Writes the record's frame as it is (the frame it was read with, or the one
+ * record_encode() made); encodes it if it has none. For records passed on unchanged. */
 int stream_pass(stream_writer *w, const record *r);
+/* The writer's resolved zstd level (for record_encode() in workers). */
+int stream_writer_level(const stream_writer *w);
+/* STREAM_LEVEL_DEFAULT -> $TNS_LEVEL or 1, clamped to zstd's range. */
+int stream_resolve_level(int level);
 /* Flushes, closes the file if the writer opened it; -1 (err) if any write failed. */
 int stream_close_write(stream_writer *w);
 /* Uncompressed bytes written so far (for benchmarks). */

@@ -51,6 +51,16 @@ long arg_long(const char *opt, const char *s, long lo, long hi)
 	return v;
 }
 
+unsigned long long arg_u64(const char *opt, const char *s)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s || *end || *s == '-')
+		usage_error("%s: '%s' is not an integer in [0, 2^64-1]", opt, s);
+	return v;
+}
+
 double arg_double(const char *opt, const char *s, double lo, double hi)
 {
 	char *end;

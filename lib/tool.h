@@ -20,6 +20,7 @@ _Noreturn void usage_error(const char *fmt, ...) ERR_PRINTF(1, 2);
 
 /* Numeric options: the whole string must parse and lie in [lo, hi], else usage_error. */
 long arg_long(const char *opt, const char *s, long lo, long hi);
+unsigned long long arg_u64(const char *opt, const char *s);
 double arg_double(const char *opt, const char *s, double lo, double hi);
 /* "k/N" with 0 <= k < N. */
 void arg_shard(const char *opt, const char *s, int *k, int *n);

@@ -104,6 +104,14 @@ static void test_roundtrip(void)
 	fclose(f);
 	CHECK(blen == len && memcmp(buf, bytes, len) == 0);
 	free(buf);
+	/* a record encoded ahead (as worker threads do) passes as the same bytes */
+	record *fresh = sample(1);
+	CHECK(record_encode(fresh, 1) == 0 && fresh->frame != NULL);
+	size_t one_len;
+	unsigned char *one = encode(&fresh, 1, 1, &one_len);
+	CHECK(fresh->frame_len == one_len && memcmp(fresh->frame, one, one_len) == 0);
+	free(one);
+	record_free(fresh);
 	/* a record changed after reading is re-encoded, not passed stale */
 	int64_t one[1] = {1};
 	record_add(out[0], "extra", DT_U8, 1, one);
