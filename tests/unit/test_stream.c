@@ -108,9 +108,9 @@ static void test_roundtrip(void)
 	record *fresh = sample(1);
 	CHECK(record_encode(fresh, 1) == 0 && fresh->frame != NULL);
 	size_t one_len;
-	unsigned char *one = encode(&fresh, 1, 1, &one_len);
-	CHECK(fresh->frame_len == one_len && memcmp(fresh->frame, one, one_len) == 0);
-	free(one);
+	unsigned char *ahead = encode(&fresh, 1, 1, &one_len);
+	CHECK(fresh->frame_len == one_len && memcmp(fresh->frame, ahead, one_len) == 0);
+	free(ahead);
 	record_free(fresh);
 	/* a record changed after reading is re-encoded, not passed stale */
 	int64_t one[1] = {1};
