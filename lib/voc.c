@@ -1379,6 +1379,9 @@ static int build_record(voc_reader *r, const struct job *j, record **out)
 		err_set("out of memory");
 		goto out;
 	}
+	/* compressing here puts it on the decoding threads too */
+	if (r->p.encode && record_encode(rec, r->p.level) < 0)
+		goto out;
 	*out = rec;
 	rec = NULL;
 	rc = 0;

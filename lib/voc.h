@@ -96,6 +96,8 @@ typedef struct voc_plan {
 	int shard_k, shard_n; /* keep positions p with p % shard_n == shard_k */
 	int threads;          /* decoding threads; 1 decodes in the caller's thread */
 	int images;           /* 0: no image tensor, nothing decoded (listing) */
+	int encode;           /* records come encoded (record_encode) at zstd level `level`, */
+	int level;            /* ready for stream_pass() */
 } voc_plan;
 
 typedef struct voc_reader voc_reader;

@@ -108,13 +108,15 @@ int main(int argc, char **argv)
 	if (!classes)
 		die_err();
 	plan.classes = classes;
+	plan.encode = !list;
+	plan.level = stream_resolve_level(STREAM_LEVEL_DEFAULT);
 	voc_dataset *d = voc_open(argc - optind, argv + optind, split);
 	if (!d)
 		die_err();
 	voc_reader *rd = voc_reader_new(d, &plan);
 	if (!rd)
 		die_err();
-	stream_writer *w = list ? NULL : stream_writer_new(stdout, "stdout", STREAM_LEVEL_DEFAULT);
+	stream_writer *w = list ? NULL : stream_writer_new(stdout, "stdout", plan.level);
 	if (!list && !w)
 		die_err();
 
@@ -134,7 +136,7 @@ int main(int argc, char **argv)
 		tally(&sum, r);
 		if (list)
 			printf("%s\t%lld\n", meta_str(r, "id", "?"), (long long)record_find(r, "labels")->shape[0]);
-		else if (stream_write(w, r) < 0)
+		else if (stream_pass(w, r) < 0)
 			rc = -1;
 		record_free(r);
 		if (rc < 0)
