@@ -738,6 +738,21 @@ struct worker_arg {
 	int id;
 };
 
+/* Completes and encodes a batch whose images are all done (no lock held). A failure is
+ * reported through the first job. */
+static void complete_batch(aug_batch *b, const aug_opts *o)
+{
+	for (int i = 0; i < b->n; i++)
+		if (b->jobs[i].rc < 0) {
+			aug_jobs_release(b->jobs, b->n);
+			return;
+		}
+	if (aug_batch_end(b->rec, b->jobs, b->n, o) < 0 || (b->level != AUG_NO_ENCODE && record_encode(b->rec, b->level) < 0)) {
+		b->jobs[0].rc = -1;
+		snprintf(b->jobs[0].err, sizeof b->jobs[0].err, "%s", err_msg());
+	}
+}
+
 /* Runs the next queued job; called with the mutex held, returns with it held. */
 static void serve_one(aug_pool *p, int id)
 {
@@ -749,7 +764,17 @@ static void serve_one(aug_pool *p, int id)
 	if (j->rc < 0)
 		snprintf(j->err, sizeof j->err, "%s", err_msg());
 	pthread_mutex_lock(&p->mu);
-	j->done = 1;
+	aug_batch *b = j->batch;
+	if (!b) {
+		j->done = 1;
+	} else if (--b->left == 0) {
+		/* the last image of its batch: finish the record here, then release every job */
+		pthread_mutex_unlock(&p->mu);
+		complete_batch(b, j->opts);
+		pthread_mutex_lock(&p->mu);
+		for (int i = 0; i < b->n; i++)
+			b->jobs[i].done = 1;
+	}
 	pthread_cond_broadcast(&p->done_cv);
 }
 
@@ -832,7 +857,7 @@ void aug_pool_free(aug_pool *p)
 	free(p);
 }
 
-int aug_pool_submit(aug_pool *p, aug_job *jobs, int n, const aug_opts *o)
+static int submit(aug_pool *p, aug_job *jobs, int n, const aug_opts *o, aug_batch *b)
 {
 	pthread_mutex_lock(&p->mu);
 	if (p->tail + n > p->cap) {
@@ -847,8 +872,11 @@ int aug_pool_submit(aug_pool *p, aug_job *jobs, int n, const aug_opts *o)
 		p->queue = q;
 		p->cap = cap;
 	}
+	if (b)
+		b->left = n;
 	for (int i = 0; i < n; i++) {
 		jobs[i].opts = o;
+		jobs[i].batch = b;
 		jobs[i].done = 0;
 		jobs[i].rc = 0;
 		jobs[i].err[0] = 0;
@@ -857,6 +885,18 @@ int aug_pool_submit(aug_pool *p, aug_job *jobs, int n, const aug_opts *o)
 	pthread_cond_broadcast(&p->work_cv);
 	pthread_mutex_unlock(&p->mu);
 	return 0;
+}
+
+int aug_pool_submit(aug_pool *p, aug_job *jobs, int n, const aug_opts *o)
+{
+	return submit(p, jobs, n, o, NULL);
+}
+
+int aug_pool_submit_batch(aug_pool *p, aug_batch *b, const aug_opts *o)
+{
+	if (b->n == 0) /* nothing would complete it */
+		return err_set("empty batch");
+	return submit(p, b->jobs, b->n, o, b);
 }
 
 int aug_pool_wait(aug_pool *p, aug_job *jobs, int n)

@@ -135,14 +135,27 @@ int aug_apply(aug_target *t, const aug_image *im, const aug_photo *p, int pon, c
 
 /* ---- batches ---- */
 
+typedef struct aug_batch aug_batch;
+
 typedef struct aug_job {
 	aug_image in;
 	aug_target out;
 	/* set by the pool */
 	const aug_opts *opts;
+	aug_batch *batch; /* submitted with aug_pool_submit_batch, else NULL */
 	int done, rc;
 	char err[256];
 } aug_job;
+
+/* One batch record in the making, for aug_pool_submit_batch. */
+#define AUG_NO_ENCODE (-100000)
+struct aug_batch {
+	record *rec;  /* from aug_batch_begin */
+	aug_job *jobs;
+	int n;
+	int level;    /* record_encode() level once complete, or AUG_NO_ENCODE */
+	int left;     /* private: jobs still running */
+};
 
 /* A "batch" record for the n images (jobs[i].in set), its image tensor allocated and each
  * job's target pointing into it (box arrays allocated); NULL (err) on no memory. */
@@ -162,6 +175,10 @@ int aug_pool_submit(aug_pool *p, aug_job *jobs, int n, const aug_opts *o);
 /* Until every one of the jobs is done; -1 (err of the first failing job) if any failed.
  * One thread waits at a time. */
 int aug_pool_wait(aug_pool *p, aug_job *jobs, int n);
+/* Submits a batch's jobs; the thread that finishes its last image completes the record
+ * (aug_batch_end) and encodes its frame, so records are compressed in parallel too.
+ * aug_pool_wait on b->jobs returns once all that is done; then stream_pass(b->rec). */
+int aug_pool_submit_batch(aug_pool *p, aug_batch *b, const aug_opts *o);
 /* submit + wait. */
 int aug_pool_run(aug_pool *p, aug_job *jobs, int n, const aug_opts *o);
 void aug_pool_free(aug_pool *p);

@@ -42,7 +42,7 @@ typedef struct group {
 	record **recs;
 	aug_job *jobs;
 	int *ends;
-	record **out; /* the batch records of a submitted group */
+	aug_batch *out; /* the batch records of a submitted group */
 	int n, closed, nb;
 } group;
 
@@ -73,17 +73,18 @@ static void close_batch(group *g)
 	}
 }
 
-/* Waits for a submitted group and writes its batches in order. */
-static void finish(group *g, aug_pool *pool, const aug_opts *o, stream_writer *w)
+/* Waits for a submitted group and writes its batches (completed and encoded by the
+ * workers) in order. */
+static void finish(group *g, aug_pool *pool, stream_writer *w)
 {
 	if (!g->closed)
 		return;
 	if (aug_pool_wait(pool, g->jobs, g->closed) < 0)
 		die_err();
-	for (int b = 0, start = 0; b < g->nb; start = g->ends[b++]) {
-		if (aug_batch_end(g->out[b], g->jobs + start, g->ends[b] - start, o) < 0 || stream_write(w, g->out[b]) < 0)
+	for (int b = 0; b < g->nb; b++) {
+		if (stream_pass(w, g->out[b].rec) < 0)
 			die_err();
-		record_free(g->out[b]);
+		record_free(g->out[b].rec);
 	}
 	for (int i = 0; i < g->closed; i++)
 		record_free(g->recs[i]);
@@ -97,12 +98,15 @@ static void submit(group **fill, group **busy, aug_pool *pool, const aug_opts *o
 	group *f = *fill, *b = *busy;
 	if (!f->closed)
 		return;
-	for (int k = 0, start = 0; k < f->nb; start = f->ends[k++])
-		if (!(f->out[k] = aug_batch_begin(f->jobs + start, f->ends[k] - start, o)))
+	for (int k = 0, start = 0; k < f->nb; start = f->ends[k++]) {
+		aug_batch *bt = &f->out[k];
+		bt->jobs = f->jobs + start;
+		bt->n = f->ends[k] - start;
+		bt->level = stream_writer_level(w);
+		if (!(bt->rec = aug_batch_begin(bt->jobs, bt->n, o)) || aug_pool_submit_batch(pool, bt, o) < 0)
 			die_err();
-	if (aug_pool_submit(pool, f->jobs, f->closed, o) < 0)
-		die_err();
-	finish(b, pool, o, w);
+	}
+	finish(b, pool, w);
 	int left = f->n - f->closed;
 	memcpy(b->recs, f->recs + f->closed, (size_t)left * sizeof *b->recs);
 	memcpy(b->jobs, f->jobs + f->closed, (size_t)left * sizeof *b->jobs);
@@ -184,7 +188,7 @@ int main(int argc, char **argv)
 		if (strcmp(r->kind, "image") != 0) {
 			close_batch(fill);
 			submit(&fill, &busy, pool, &o, out);
-			finish(busy, pool, &o, out);
+			finish(busy, pool, out);
 			if (stream_pass(out, r) < 0)
 				die_err();
 			record_free(r);
@@ -207,7 +211,7 @@ int main(int argc, char **argv)
 		die_err();
 	close_batch(fill);
 	submit(&fill, &busy, pool, &o, out);
-	finish(busy, pool, &o, out);
+	finish(busy, pool, out);
 	if (stream_close_write(out) < 0)
 		die_err();
 	stream_close_read(in);

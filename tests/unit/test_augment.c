@@ -662,6 +662,27 @@ static void test_batches_and_threads(void)
 		}
 		aug_pool_free(pool);
 	}
+	/* batches completed by the workers (aug_pool_submit_batch) equal the plain path, and
+	 * two batches in flight at once do not disturb each other */
+	{
+		aug_pool *pool = aug_pool_new(3);
+		aug_job jobs[2][N];
+		aug_batch bt[2];
+		for (int k = 0; k < 2; k++) {
+			for (int i = 0; i < N; i++)
+				jobs[k][i].in = imgs[i].im;
+			bt[k] = (aug_batch){.jobs = jobs[k], .n = N, .level = k ? 1 : AUG_NO_ENCODE};
+			bt[k].rec = aug_batch_begin(jobs[k], N, &o);
+			CHECK(bt[k].rec && aug_pool_submit_batch(pool, &bt[k], &o) == 0);
+		}
+		CHECK(aug_pool_wait(pool, jobs[1], N) == 0 && aug_pool_wait(pool, jobs[0], N) == 0);
+		CHECK(same_records(ref, bt[0].rec) && same_records(ref, bt[1].rec));
+		CHECK(!bt[0].rec->frame && bt[1].rec->frame && bt[1].rec->frame_len > 0);
+		record_free(bt[0].rec);
+		record_free(bt[1].rec);
+		aug_pool_free(pool);
+	}
+
 	/* contract: shapes, padding, nbox, meta */
 	const tensor *img = record_find(ref, "image"), *bx = record_find(ref, "boxes"), *lb = record_find(ref, "labels"),
 		     *nb = record_find(ref, "nbox");
