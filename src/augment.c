@@ -126,7 +126,7 @@ int main(int argc, char **argv)
 					     {0}};
 	int mode = -1, c;
 	long size = 0, batch = 8, threads = 0;
-	long long seed = 0;
+	unsigned long long seed = 0;
 	const char *config = NULL;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
@@ -139,7 +139,7 @@ int main(int argc, char **argv)
 		case 'c': config = optarg; break;
 		case 's': size = arg_long("--size", optarg, 1, 8192); break;
 		case 'b': batch = arg_long("--batch", optarg, 1, 4096); break;
-		case 'S': seed = arg_long("--seed", optarg, 0, 0x7fffffffffffffffL); break;
+		case 'S': seed = arg_u64("--seed", optarg); break;
 		case 'T': threads = arg_long("--threads", optarg, 1, 256); break;
 		case 'h': usage(); return 0;
 		default: usage_error("bad option");
