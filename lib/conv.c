@@ -12,9 +12,12 @@
 
 #include "err.h"
 
-/* Below this many multiply-adds per (image, group) GEMM, running the (image, group)
- * tasks in parallel with single-threaded GEMMs beats one threaded GEMM at a time. */
+/* Running the (image, group) tasks in parallel with single-threaded GEMMs beats one
+ * threaded GEMM at a time for grouped convs, for GEMMs with few rows (output channels
+ * per group; OpenBLAS splits those poorly, e.g. the 3->32 stem or a 96->24 head) and
+ * for small GEMMs (measured with bench/bench_layers.c on 2 cores). */
 #define CONV_PAR_MACS (1L << 23)
+#define CONV_PAR_ROWS 64
 
 static int conv_out(int in, int k, int s, int p, int dil)
 {
@@ -67,7 +70,7 @@ int conv2d_init(conv2d_desc *d)
 				    d->oh * d->ow;
 			int tasks = d->n * d->groups;
 			d->algo = d->nthreads > 1 && tasks > 1 &&
-						  (d->groups > 1 || macs < CONV_PAR_MACS)
+						  (d->groups > 1 || d->k < CONV_PAR_ROWS || macs < CONV_PAR_MACS)
 					  ? CONV_GEMM_PAR
 					  : CONV_GEMM;
 		}

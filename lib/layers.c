@@ -330,14 +330,12 @@ void maxpool2d_forward(float *out, int32_t *argmax, const float *inp, const pool
 				for (int y = y0; y < y1; y++)
 					for (int xx = x0; xx < x1; xx++) {
 						float v = x[y * W + xx];
+						/* as torch: the first maximum, but the last NaN */
 						if (v > best || isnan(v)) {
 							best = v;
 							at = y * W + xx;
-							if (isnan(v))
-								goto done;
 						}
 					}
-done:
 				out[((size_t)p * OH + oy) * OW + ox] = best;
 				if (argmax)
 					argmax[((size_t)p * OH + oy) * OW + ox] = at;

@@ -127,7 +127,7 @@ typedef struct pool2d_desc {
 /* Checks (pad <= kernel/2 as torch requires) and fills oh, ow. 0 or -1 (err). */
 int maxpool2d_init(pool2d_desc *d);
 /* out [n,c,oh,ow]; argmax [n,c,oh,ow] (may be NULL when no backward follows): index
- * y*w + x of the window's first maximum (NaN wins) within its input plane. */
+ * y*w + x of the window's first maximum (or its last NaN, as torch) within its input plane. */
 void maxpool2d_forward(float *out, int32_t *argmax, const float *inp, const pool2d_desc *d);
 /* dinp [n,c,h,w] (written) = dout routed to the argmax of each window. */
 void maxpool2d_backward(float *dinp, const float *dout, const int32_t *argmax,

@@ -540,6 +540,14 @@ static void run_errors(void)
 	CHECK(batchnorm2d_forward_train(y, &m, &r, NULL, x, NULL, NULL, 1e-5f, 1, 1, 1) == -1);
 	pool2d_desc p = {.n = 1, .c = 1, .h = 4, .w = 4, .kh = 2, .kw = 2, .sh = 2, .sw = 2, .ph = 2};
 	CHECK(maxpool2d_init(&p) == -1); /* pad more than half the kernel */
+	/* NaN propagates and, as in torch, the window's last NaN takes the gradient */
+	pool2d_desc q = {.n = 1, .c = 1, .h = 2, .w = 2, .kh = 2, .kw = 2, .sh = 2, .sw = 2};
+	float xq[4] = {1, NAN, NAN, 5}, yq, gq = 1, dq[4];
+	int32_t aq;
+	CHECK(maxpool2d_init(&q) == 0 && q.oh == 1 && q.ow == 1);
+	maxpool2d_forward(&yq, &aq, xq, &q);
+	maxpool2d_backward(dq, &gq, &aq, &q);
+	CHECK(isnan(yq) && aq == 2 && dq[2] == 1 && dq[0] == 0 && dq[1] == 0 && dq[3] == 0);
 }
 
 int main(void)
