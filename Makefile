@@ -1,6 +1,6 @@
 # ssd-tools: SSD detectors as a pipeline of small Unix tools. See README.md.
 
-TOOLS   := tns
+TOOLS   := tns voc-decode augment
 PKGS    := libzstd libcjson libarchive libjpeg libpng expat openblas
 ARCH    ?= -march=native
 OPT     ?= -O2

@@ -129,13 +129,18 @@ int aug_draw_crop(aug_geom *g, rng *r, const data_config *c, const float *boxes,
 
 /* ---------------------------------------------------------------- boxes */
 
-int aug_boxes_drop_difficult(float *boxes, int32_t *labels, const uint8_t *difficult, int n)
+void aug_mark_difficult(int32_t *labels, const uint8_t *difficult, int n)
 {
-	if (!difficult)
-		return n;
+	for (int i = 0; difficult && i < n; i++)
+		if (difficult[i])
+			labels[i] = -1 - labels[i];
+}
+
+int aug_boxes_drop_marked(float *boxes, int32_t *labels, int n)
+{
 	int k = 0;
 	for (int i = 0; i < n; i++) {
-		if (difficult[i])
+		if (labels[i] < 0)
 			continue;
 		memmove(boxes + 4 * k, boxes + 4 * i, 4 * sizeof *boxes);
 		labels[k++] = labels[i];
@@ -473,14 +478,15 @@ int aug_apply(aug_target *t, const aug_image *im, const aug_photo *p, int pon, c
 
 	memcpy(t->boxes, im->boxes, (size_t)im->n * 4 * sizeof *t->boxes);
 	memcpy(t->labels, im->labels, (size_t)im->n * sizeof *t->labels);
-	int n = aug_boxes_drop_difficult(t->boxes, t->labels, im->difficult, im->n);
+	aug_mark_difficult(t->labels, im->difficult, im->n);
+	int n = im->n;
 	aug_boxes_shift(t->boxes, n, (float)g->left, (float)g->top);
 	if (g->crop)
 		n = aug_boxes_crop(t->boxes, t->labels, n, g->x0, g->y0, g->x1, g->y1);
 	aug_boxes_resize(t->boxes, n, g->x1 - g->x0, g->y1 - g->y0, S);
 	if (g->flip)
 		aug_boxes_flip(t->boxes, n, S);
-	t->n = n;
+	t->n = aug_boxes_drop_marked(t->boxes, t->labels, n);
 	t->geom = *g;
 
 	load_padded(wk, im->pixels, im->w, im->h, nm.fill);
@@ -551,10 +557,8 @@ int aug_one(aug_target *t, const aug_image *im, const aug_opts *o, aug_work *wk)
 	/* the crop is drawn against the boxes as they are on the canvas; t's arrays are
 	 * scratch here, aug_apply recomputes them from the input */
 	memcpy(t->boxes, im->boxes, (size_t)im->n * 4 * sizeof *t->boxes);
-	memcpy(t->labels, im->labels, (size_t)im->n * sizeof *t->labels);
-	int n = aug_boxes_drop_difficult(t->boxes, t->labels, im->difficult, im->n);
-	aug_boxes_shift(t->boxes, n, (float)g.left, (float)g.top);
-	aug_draw_crop(&g, &r, c, t->boxes, n);
+	aug_boxes_shift(t->boxes, im->n, (float)g.left, (float)g.top);
+	aug_draw_crop(&g, &r, c, t->boxes, im->n);
 	g.flip = rng_double(&r) < c->flip_ratio;
 	return aug_apply(t, im, &p, c->photometric, &g, o, wk);
 }

@@ -78,8 +78,12 @@ void aug_resize_ref(float *dst, int dw, int dh, const float *src, int sw, int sh
 
 /* ---- boxes ([n,4] x1 y1 x2 y2 pixels; functions return the new count) ---- */
 
-/* Drops boxes with difficult[i] != 0 (difficult may be NULL), keeping labels aligned. */
-int aug_boxes_drop_difficult(float *boxes, int32_t *labels, const uint8_t *difficult, int n);
+/* Training keeps difficult boxes through the geometry, as mmdet keeps gt_bboxes_ignore
+ * in the crop's IoU and centre checks, and drops them at the end (SSD does not train
+ * on them). They travel marked by a negative label, -1 - label (difficult may be NULL). */
+void aug_mark_difficult(int32_t *labels, const uint8_t *difficult, int n);
+/* Drops the marked boxes, keeping the labels aligned. */
+int aug_boxes_drop_marked(float *boxes, int32_t *labels, int n);
 void aug_boxes_shift(float *boxes, int n, float dx, float dy);
 /* MinIoURandomCrop's box step: keep boxes whose centre is strictly inside the patch,
  * clip them to it and shift by (-x0, -y0). */

@@ -115,9 +115,10 @@ def normalize(img):
 
 
 def train_geometry(img, boxes, labels, difficult, g):
-    """Expand (materialised), crop, resize, flip, normalise with explicit parameters."""
-    keep = difficult == 0
-    boxes, labels = boxes[keep].astype(F32), labels[keep]
+    """Expand (materialised), crop, resize, flip, normalise with explicit parameters.
+    Difficult boxes go through the geometry (mmdet's gt_bboxes_ignore) and are dropped
+    at the end."""
+    boxes, labels, difficult = boxes.astype(F32), labels.copy(), difficult.copy()
     _, h, w = img.shape
     canvas = np.empty((3, g["ch"], g["cw"]), F32)
     canvas[:] = MEAN.astype(F32).reshape(3, 1, 1)
@@ -127,7 +128,7 @@ def train_geometry(img, boxes, labels, difficult, g):
     if g["crop"]:
         c = (boxes[:, :2] + boxes[:, 2:]) / F32(2)
         m = (c[:, 0] > x0) & (c[:, 1] > y0) & (c[:, 0] < x1) & (c[:, 1] < y1)
-        boxes, labels = boxes[m].copy(), labels[m]
+        boxes, labels, difficult = boxes[m].copy(), labels[m], difficult[m]
         boxes[:, 2:] = boxes[:, 2:].clip(max=np.array([x1, y1], F32))
         boxes[:, :2] = boxes[:, :2].clip(min=np.array([x0, y0], F32))
         boxes = boxes - np.array([x0, y0, x0, y0], F32)
@@ -144,7 +145,8 @@ def train_geometry(img, boxes, labels, difficult, g):
         fl[:, 0] = s - boxes[:, 2]
         fl[:, 2] = s - boxes[:, 0]
         boxes = fl
-    return normalize(out), boxes.astype(F32), labels.astype(np.int32)
+    keep = difficult == 0
+    return normalize(out), boxes[keep].astype(F32), labels[keep].astype(np.int32)
 
 
 def test_image(rng, h, w):

@@ -164,13 +164,16 @@ static void test_boxes(void)
 	aug_boxes_shift(e, 1, 17, 9);
 	CHECK(e[0] == 18.5f && e[1] == 11 && e[2] == 20 && e[3] == 13.25f);
 
-	/* drop difficult keeps the labels aligned */
+	/* difficult boxes are marked, survive the geometry, then dropped with labels aligned */
 	float d[12] = {0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5};
-	int32_t dl[3] = {7, 8, 9};
+	int32_t dl[3] = {7, 0, 9};
 	uint8_t dd[3] = {0, 1, 0};
-	CHECK(aug_boxes_drop_difficult(d, dl, dd, 3) == 2);
+	aug_mark_difficult(dl, dd, 3);
+	CHECK(dl[0] == 7 && dl[1] == -1 && dl[2] == 9);
+	CHECK(aug_boxes_drop_marked(d, dl, 3) == 2);
 	CHECK(d[4] == 4 && d[7] == 5 && dl[0] == 7 && dl[1] == 9);
-	CHECK(aug_boxes_drop_difficult(d, dl, NULL, 2) == 2);
+	aug_mark_difficult(dl, NULL, 2);
+	CHECK(aug_boxes_drop_marked(d, dl, 2) == 2);
 
 	/* crop: patch (10,20)-(50,60). Centres strictly inside are kept, clipped, shifted */
 	float c[6 * 4] = {
