@@ -1,6 +1,7 @@
 #include "stream.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -553,16 +554,34 @@ done:
 	return rc;
 }
 
+/* One compression context per thread, kept: a fresh one per record costs its
+ * allocation and page faults every time. */
+static pthread_key_t cctx_key;
+static pthread_once_t cctx_once = PTHREAD_ONCE_INIT;
+
+static void cctx_free(void *c)
+{
+	ZSTD_freeCCtx(c);
+}
+
+static void cctx_key_init(void)
+{
+	pthread_key_create(&cctx_key, cctx_free);
+}
+
 int record_encode(record *r, int level)
 {
-	ZSTD_CCtx *c = new_cctx(level);
+	pthread_once(&cctx_once, cctx_key_init);
+	ZSTD_CCtx *c = pthread_getspecific(cctx_key);
+	if (!c) {
+		if (!(c = new_cctx(level)))
+			return -1;
+		pthread_setspecific(cctx_key, c);
+	}
+	ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, stream_resolve_level(level));
 	unsigned char *frame;
 	size_t len, raw;
-	if (!c)
-		return -1;
-	int rc = encode(c, r, &frame, &len, &raw);
-	ZSTD_freeCCtx(c);
-	if (rc < 0)
+	if (encode(c, r, &frame, &len, &raw) < 0)
 		return -1;
 	free(r->frame);
 	r->frame = frame;
