@@ -155,7 +155,7 @@ void relu_forward(float *out, const float *inp, size_t count)
 {
 #pragma omp parallel for simd schedule(static) if (count >= PAR_MIN)
 	for (size_t i = 0; i < count; i++)
-		out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
+		out[i] = inp[i] < 0.0f ? 0.0f : inp[i]; /* NaN and -0 pass, as torch */
 }
 
 void relu_backward(float *dinp, const float *dout, const float *x, size_t count)
@@ -169,8 +169,8 @@ void relu6_forward(float *out, const float *inp, size_t count)
 {
 #pragma omp parallel for simd schedule(static) if (count >= PAR_MIN)
 	for (size_t i = 0; i < count; i++) {
-		float v = inp[i] > 0.0f ? inp[i] : 0.0f;
-		out[i] = v < 6.0f ? v : 6.0f;
+		float v = inp[i] < 0.0f ? 0.0f : inp[i];
+		out[i] = v > 6.0f ? 6.0f : v;
 	}
 }
 

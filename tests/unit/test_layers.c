@@ -548,6 +548,12 @@ static void run_errors(void)
 	maxpool2d_forward(&yq, &aq, xq, &q);
 	maxpool2d_backward(dq, &gq, &aq, &q);
 	CHECK(isnan(yq) && aq == 2 && dq[2] == 1 && dq[0] == 0 && dq[1] == 0 && dq[3] == 0);
+	/* relu and relu6 pass NaN through, as torch */
+	float xn[2] = {NAN, 7}, yn[2];
+	relu_forward(yn, xn, 2);
+	CHECK(isnan(yn[0]) && yn[1] == 7);
+	relu6_forward(yn, xn, 2);
+	CHECK(isnan(yn[0]) && yn[1] == 6);
 }
 
 int main(void)
