@@ -36,6 +36,9 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/check.h $(BUILD)/libssd.a | $(BUILD)
 $(BUILD)/lib $(BUILD)/tests $(BUILD)/bench $(BIN):
 	mkdir -p $@
 
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libssd.a | $(BUILD)/bench
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libssd.a $(LDLIBS)
+
 $(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libssd.a | $(BUILD)/bench
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libssd.a $(LDLIBS)
 
@@ -63,11 +66,19 @@ demo: all
 bench-data: all $(BUILD)/bench/bench_stream
 	BIN=$(BIN) BENCH=$(BUILD)/bench pipelines/bench-data.sh $(DATA) $(CLASSES)
 
+# Layer kernels against OpenBLAS's sgemm peak and torch (if Debian's python3-torch is there).
+bench-layers: $(BUILD)/bench/bench_layers
+	$(BUILD)/bench/bench_layers
+	if /usr/bin/python3 -c 'import torch' 2>/dev/null; then /usr/bin/python3 bench/bench_layers_torch.py; \
+	else echo "(python3-torch not installed: no torch comparison)"; fi
+
+bench: bench-data bench-layers
+
 setup:
 	pipelines/setup-debian.sh
 
 clean:
 	rm -rf build bin
 
-.PHONY: all units test test-quick test-san setup demo bench-data clean
+.PHONY: all units test test-quick test-san setup demo bench bench-data bench-layers clean
 .DELETE_ON_ERROR:
