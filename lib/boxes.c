@@ -75,18 +75,23 @@ void box_decode(float *boxes, const float *anchors, const float *deltas, int64_t
 }
 
 int64_t box_nms(int64_t *keep, const float *boxes, const int64_t *order, int64_t n, float iou_thr,
-		unsigned char *removed)
+		int64_t max_keep)
 {
+	/* a box is checked against the kept ones only: the same result as suppressing with
+	 * every kept box in turn, and at most n x max_keep IoUs */
 	int64_t nkeep = 0;
-	memset(removed, 0, (size_t)n);
-	for (int64_t i = 0; i < n; i++) {
-		if (removed[i])
-			continue;
-		const float *a = boxes + 4 * order[i];
-		keep[nkeep++] = order[i];
-		for (int64_t j = i + 1; j < n; j++)
-			if (!removed[j] && box_iou(a, boxes + 4 * order[j], 0.0f) > iou_thr)
-				removed[j] = 1;
+	for (int64_t i = 0; i < n && nkeep < max_keep; i++) {
+		const float *b = boxes + 4 * order[i];
+		int suppressed = 0;
+		for (int64_t k = 0; k < nkeep && !suppressed; k++) {
+			const float *a = boxes + 4 * keep[k];
+			/* disjoint boxes (the common case) cannot suppress: skip the division */
+			if (a[0] >= b[2] || b[0] >= a[2] || a[1] >= b[3] || b[1] >= a[3])
+				continue;
+			suppressed = box_iou(a, b, 0.0f) > iou_thr;
+		}
+		if (!suppressed)
+			keep[nkeep++] = order[i];
 	}
 	return nkeep;
 }

@@ -29,8 +29,9 @@ void box_decode(float *boxes, const float *anchors, const float *deltas, int64_t
 
 /* Greedy NMS over boxes[order[i]], i < n, order sorted by score descending: keeps a box
  * unless an earlier kept box overlaps it with IoU > iou_thr (extra = 0). Writes the kept
- * entries of order to keep (in order) and returns their count. removed: n bytes scratch. */
+ * entries of order to keep (in order) and returns their count; stops once max_keep are
+ * kept (the first max_keep of the full result: later boxes cannot change them). */
 int64_t box_nms(int64_t *keep, const float *boxes, const int64_t *order, int64_t n, float iou_thr,
-		unsigned char *removed);
+		int64_t max_keep);
 
 #endif

@@ -242,7 +242,7 @@ struct detector {
 	scored *sel;          /* top-k selection, per-class lists, kept list */
 	scored *kept;
 	int64_t *order, *keep;
-	unsigned char *removed;
+	unsigned char *picked; /* per-level top-k flags */
 	/* output */
 	float *out_boxes, *out_scores;
 	int32_t *out_labels;
@@ -277,11 +277,11 @@ static void free_scratch(detector *d)
 	free(d->kept);
 	free(d->order);
 	free(d->keep);
-	free(d->removed);
+	free(d->picked);
 	d->probs = d->maxs = d->cand_anchor = d->cand_delta = d->cand_box = NULL;
 	d->cand = d->order = d->keep = NULL;
 	d->sel = d->kept = NULL;
-	d->removed = NULL;
+	d->picked = NULL;
 	d->cap_a = d->cap_p = 0;
 }
 
@@ -322,9 +322,9 @@ static int reserve(detector *d, int64_t A, int C)
 	d->kept = malloc(k * sizeof *d->kept);
 	d->order = malloc(a * sizeof *d->order);
 	d->keep = malloc(a * sizeof *d->keep);
-	d->removed = malloc(a);
+	d->picked = malloc(a);
 	if (!d->probs || !d->maxs || !d->cand || !d->cand_anchor || !d->cand_delta || !d->cand_box || !d->sel ||
-	    !d->kept || !d->order || !d->keep || !d->removed) {
+	    !d->kept || !d->order || !d->keep || !d->picked) {
 		free_scratch(d);
 		return err_set("out of memory (%lld anchors x %d classes)", (long long)A, C);
 	}
@@ -388,7 +388,7 @@ int detector_run(detector *d, int size, const float *cls, const float *reg, int6
 				d->sel[i].key = first + i;
 			}
 			qsort(d->sel, (size_t)n, sizeof *d->sel, by_score_then_key);
-			unsigned char *picked = d->removed; /* scratch, before NMS needs it */
+			unsigned char *picked = d->picked;
 			memset(picked, 0, (size_t)n);
 			for (int64_t i = 0; i < t->nms_pre; i++)
 				picked[d->sel[i].key - first] = 1;
@@ -422,16 +422,19 @@ int detector_run(detector *d, int size, const float *cls, const float *reg, int6
 			if (s > thr)
 				d->sel[n++] = (scored){s, 0, i};
 		}
-		qsort(d->sel, (size_t)n, sizeof *d->sel, by_score_then_key);
+		if (n)
+			qsort(d->sel, (size_t)n, sizeof *d->sel, by_score_then_key);
 		for (int64_t i = 0; i < n; i++)
 			d->order[i] = d->sel[i].key;
-		int64_t nk = box_nms(d->keep, d->cand_box, d->order, n, iou, d->removed);
+		/* a class's boxes beyond its max_per_img best cannot make the overall best */
+		int64_t nk = box_nms(d->keep, d->cand_box, d->order, n, iou, t->max_per_img);
 		for (int64_t i = 0; i < nk; i++)
 			d->kept[nkept++] = (scored){d->probs[d->keep[i] * C + c], c, d->keep[i]};
 	}
 
 	/* 5: best max_per_img over all classes */
-	qsort(d->kept, (size_t)nkept, sizeof *d->kept, by_score_then_key);
+	if (nkept)
+		qsort(d->kept, (size_t)nkept, sizeof *d->kept, by_score_then_key);
 	int64_t nout = nkept < t->max_per_img ? nkept : t->max_per_img;
 	for (int64_t i = 0; i < nout; i++) {
 		memcpy(d->out_boxes + 4 * i, d->cand_box + 4 * d->kept[i].key, 4 * sizeof(float));
@@ -475,9 +478,11 @@ static record *dets_record(const detections *dt, const float *gt, const int32_t 
 		record_free(o);
 		return NULL;
 	}
-	memcpy(b->data, dt->boxes, (size_t)dt->n * 4 * sizeof(float));
-	memcpy(s->data, dt->scores, (size_t)dt->n * sizeof(float));
-	memcpy(l->data, dt->labels, (size_t)dt->n * sizeof(int32_t));
+	if (dt->n) {
+		memcpy(b->data, dt->boxes, (size_t)dt->n * 4 * sizeof(float));
+		memcpy(s->data, dt->scores, (size_t)dt->n * sizeof(float));
+		memcpy(l->data, dt->labels, (size_t)dt->n * sizeof(int32_t));
+	}
 	if (G) {
 		memcpy(tb->data, gt, (size_t)G * 4 * sizeof(float));
 		memcpy(tl->data, gl, (size_t)G * sizeof(int32_t));

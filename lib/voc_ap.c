@@ -179,8 +179,10 @@ int map_add_gt(map_eval *m, const char *id, int64_t index, const float *boxes, c
 		free(im.gt_difficult);
 		return err_set("out of memory");
 	}
-	memcpy(im.gt_boxes, boxes, (size_t)n * 4 * sizeof(float));
-	memcpy(im.gt_labels, labels, (size_t)n * sizeof(int32_t));
+	if (n) {
+		memcpy(im.gt_boxes, boxes, (size_t)n * 4 * sizeof(float));
+		memcpy(im.gt_labels, labels, (size_t)n * sizeof(int32_t));
+	}
 	if (difficult)
 		for (int64_t i = 0; i < n; i++)
 			im.gt_difficult[i] = difficult[i] != 0;
@@ -263,7 +265,8 @@ int map_add_dets(map_eval *m, const char *id, const float *boxes, const float *s
 	for (int64_t i = 0; i < n; i++)
 		m->order[i] = i;
 	dets_view view = {scores, labels};
-	qsort_r(m->order, (size_t)n, sizeof *m->order, by_label_score, &view);
+	if (n)
+		qsort_r(m->order, (size_t)n, sizeof *m->order, by_label_score, &view);
 
 	for (int64_t lo = 0, hi; lo < n; lo = hi) {
 		int c = labels[m->order[lo]];
@@ -278,7 +281,8 @@ int map_add_dets(map_eval *m, const char *id, const float *boxes, const float *s
 		for (int64_t g = 0; g < im->ngt; g++)
 			if (im->gt_labels[g] == c && im->gt_difficult[g])
 				m->gt_idx[ng++] = g;
-		memset(m->covered, 0, (size_t)ng);
+		if (ng)
+			memset(m->covered, 0, (size_t)ng);
 		for (int64_t k = lo; k < hi; k++) {
 			int64_t i = m->order[k];
 			float best = -1;
@@ -382,7 +386,8 @@ int map_compute(map_eval *m, enum map_mode mode, map_class *out, double *mean_ap
 	}
 	for (int64_t i = 0; i < m->nimg; i++)
 		perm[i] = i;
-	qsort_r(perm, (size_t)m->nimg, sizeof *perm, by_index_id, m->img);
+	if (m->nimg)
+		qsort_r(perm, (size_t)m->nimg, sizeof *perm, by_index_id, m->img);
 	for (int64_t r = 0; r < m->nimg; r++)
 		m->img[perm[r]].rank = r;
 	free(perm);
@@ -391,7 +396,8 @@ int map_compute(map_eval *m, enum map_mode mode, map_class *out, double *mean_ap
 	int counted = 0;
 	for (int c = 0; c < m->nclasses; c++) {
 		det_list *l = &m->cls[c];
-		qsort_r(l->v, (size_t)l->n, sizeof *l->v, by_score_image, m->img);
+		if (l->n)
+			qsort_r(l->v, (size_t)l->n, sizeof *l->v, by_score_image, m->img);
 		out[c].gts = m->gts[c];
 		out[c].dets = l->n;
 		out[c].ap = class_ap(l->v, l->n, m->gts[c], mode, &out[c].recall, rec, prec);

@@ -1,4 +1,5 @@
 /* map-eval: dets records in, mmdetection's VOC mAP table out (and JSON). */
+#include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,11 +123,14 @@ int main(int argc, char **argv)
 	if (json_file) {
 		cJSON *j = map_json(m, res, names, mode, mean_ap);
 		char *text = j ? cJSON_Print(j) : NULL;
-		FILE *f = text ? fopen(json_file, "w") : NULL;
 		if (!j || !text)
 			die("out of memory");
-		if (!f || fprintf(f, "%s\n", text) < 0 || fclose(f) != 0)
-			die("%s: cannot write", json_file);
+		FILE *f = fopen(json_file, "w");
+		if (!f)
+			die("%s: %s", json_file, strerror(errno));
+		int bad = fprintf(f, "%s\n", text) < 0;
+		if (fclose(f) != 0 || bad)
+			die("%s: write error", json_file);
 		free(text);
 		cJSON_Delete(j);
 	}

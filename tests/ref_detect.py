@@ -14,6 +14,8 @@ bats tests compare against (CI has no numpy):
                        without gts, a class without dets, images without dets)
   eval_bccd.tns        dets records: the BCCD test split's gts with perturbed boxes as dets
                        (the last 5 images have no dets)
+  bad_*.tns            broken pred records (reg f32[1,392,3], no meta.size, size 96 with
+                       the anchors of 64)
   oracle_bccd.tns      pred records at S=320 whose logits / deltas encode the BCCD test gts
   cases.json           which pred gives which dets with which parameters, and the expected
                        eval results (mAP, per-class gts, dets, recall, ap) per case, mode
@@ -459,6 +461,14 @@ def main():
     tnsfile.write(os.path.join(OUT, "pred_320.tns"), [rec])
     tnsfile.write(os.path.join(OUT, "dets_320.tns"), expected_dets(ims, outs, 3))
     cases["pred"].append(dict(pred="pred_320.tns", dets="dets_320.tns", test=DEFAULT_TEST))
+    # broken preds for the bats tests (S=64, 2 classes, 1 image)
+    rng = np.random.default_rng(4)
+    good = pred_record(ims[:1], 64, rng.normal(0, 1, (1, 392, 3)), rng.normal(0, 1, (1, 392, 4)))
+    bad = dict(good[1], reg=good[1]["reg"][:, :, :3].copy())
+    tnsfile.write(os.path.join(OUT, "bad_reg.tns"), [good, ("pred", bad, good[2])])
+    tnsfile.write(os.path.join(OUT, "bad_nosize.tns"), [("pred", good[1], {k: v for k, v in good[2].items()
+                                                                           if k != "size"})])
+    tnsfile.write(os.path.join(OUT, "bad_anchors.tns"), [("pred", good[1], dict(good[2], size=96))])
     print("pred cases:", [(c["dets"], sum(len(r[1]["scores"]) for r in tnsfile.read(os.path.join(OUT, c["dets"]))
                                            if r[0] == "dets")) for c in cases["pred"]])
 

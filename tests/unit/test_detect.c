@@ -190,15 +190,20 @@ static void test_iou_nms(void)
 	/* NMS: IoU exactly at the threshold does not suppress; above it does */
 	float boxes[5 * 4] = {0, 0, 10, 10, 5, 0, 15, 10, 1, 0, 11, 10, 20, 20, 30, 30, 0, 0, 10, 10};
 	int64_t order[5] = {0, 1, 2, 3, 4}, keep[5];
-	unsigned char removed[5];
-	int64_t n = box_nms(keep, boxes, order, 5, (float)(1.0 / 3), removed);
+	int64_t n = box_nms(keep, boxes, order, 5, (float)(1.0 / 3), 5);
 	CHECK(n == 3 && keep[0] == 0 && keep[1] == 1 && keep[2] == 3);
-	n = box_nms(keep, boxes, order, 5, 0.3f, removed);
+	n = box_nms(keep, boxes, order, 5, 0.3f, 5);
 	CHECK(n == 2 && keep[0] == 0 && keep[1] == 3);
+	/* only kept boxes suppress: B (IoU 7/13 with A) goes, C (IoU 7/13 with B, 1/4 with A) stays */
+	float chain[3 * 4] = {0, 0, 10, 10, 3, 0, 13, 10, 6, 0, 16, 10};
+	n = box_nms(keep, chain, order, 3, 0.5f, 5);
+	CHECK(n == 2 && keep[0] == 0 && keep[1] == 2);
+	n = box_nms(keep, boxes, order, 5, 0.3f, 1);
+	CHECK(n == 1 && keep[0] == 0);
 	int64_t order2[3] = {4, 0, 3};
-	n = box_nms(keep, boxes, order2, 3, 0.5f, removed);
+	n = box_nms(keep, boxes, order2, 3, 0.5f, 5);
 	CHECK(n == 2 && keep[0] == 4 && keep[1] == 3);
-	CHECK(box_nms(keep, boxes, order, 0, 0.5f, removed) == 0);
+	CHECK(box_nms(keep, boxes, order, 0, 0.5f, 5) == 0);
 }
 
 static void test_coder(void)
