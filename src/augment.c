@@ -1,6 +1,5 @@
 /* augment: image records in, batch records out (SSD train augmentation or eval resize). */
 #include <getopt.h>
-#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -165,10 +164,6 @@ int main(int argc, char **argv)
 		threads = default_threads();
 
 	refuse_terminal_stdout();
-	/* batch tensors are tens of MB: keep freed ones in the heap for the next batch rather
-	 * than unmapping them and faulting fresh zeroed pages in every time (~15% of the time) */
-	mallopt(M_MMAP_THRESHOLD, 1 << 30);
-	mallopt(M_TRIM_THRESHOLD, 1 << 30);
 	stream_reader *in = stream_open_read("-");
 	stream_writer *out = stream_writer_new(stdout, "stdout", STREAM_LEVEL_DEFAULT);
 	aug_pool *pool = aug_pool_new((int)threads);
