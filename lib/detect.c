@@ -333,14 +333,76 @@ static int reserve(detector *d, int64_t A, int C)
 	return 0;
 }
 
-static int by_score_then_key(const void *pa, const void *pb)
+/* The order of candidates and detections: score descending, then label, then key. Keys
+ * are unique within a list, so the order is strict and any correct sort gives one result. */
+static inline int before(const scored *a, const scored *b)
 {
-	const scored *a = pa, *b = pb;
 	if (a->score != b->score)
-		return a->score > b->score ? -1 : 1;
+		return a->score > b->score;
 	if (a->label != b->label)
-		return a->label < b->label ? -1 : 1;
-	return (a->key > b->key) - (a->key < b->key);
+		return a->label < b->label;
+	return a->key < b->key;
+}
+
+static inline void swap_scored(scored *a, scored *b)
+{
+	scored t = *a;
+	*a = *b;
+	*b = t;
+}
+
+/* Moves a median-of-three pivot to v[hi] and partitions v[lo..hi] around it; returns the
+ * pivot's final position. */
+static int64_t partition(scored *v, int64_t lo, int64_t hi)
+{
+	int64_t mid = lo + (hi - lo) / 2;
+	if (before(&v[mid], &v[lo]))
+		swap_scored(&v[mid], &v[lo]);
+	if (before(&v[hi], &v[lo]))
+		swap_scored(&v[hi], &v[lo]);
+	if (before(&v[mid], &v[hi]))
+		swap_scored(&v[mid], &v[hi]);
+	int64_t store = lo;
+	for (int64_t i = lo; i < hi; i++)
+		if (before(&v[i], &v[hi]))
+			swap_scored(&v[i], &v[store++]);
+	swap_scored(&v[store], &v[hi]);
+	return store;
+}
+
+/* Sorts v[0..n) (quicksort on the smaller side, insertion sort for short runs; no
+ * allocation, unlike glibc's qsort). */
+static void sort_scored(scored *v, int64_t n)
+{
+	int64_t lo = 0, hi = n - 1;
+	while (hi - lo > 16) {
+		int64_t p = partition(v, lo, hi);
+		if (p - lo < hi - p) {
+			sort_scored(v + lo, p - lo);
+			lo = p + 1;
+		} else {
+			sort_scored(v + p + 1, hi - p);
+			hi = p - 1;
+		}
+	}
+	for (int64_t i = lo + 1; i <= hi; i++)
+		for (int64_t j = i; j > lo && before(&v[j], &v[j - 1]); j--)
+			swap_scored(&v[j], &v[j - 1]);
+}
+
+/* Reorders v[0..n) so that v[0..k) are its k first in sort order (in no particular order). */
+static void select_first(scored *v, int64_t n, int64_t k)
+{
+	int64_t lo = 0, hi = n - 1;
+	while (lo < hi) {
+		int64_t p = partition(v, lo, hi);
+		if (p == k - 1 || p == k)
+			return;
+		if (p < k)
+			lo = p + 1;
+		else
+			hi = p - 1;
+	}
 }
 
 /* Softmax of one anchor's C+1 logits x: the foreground part into p[0..C) when p is not
@@ -387,7 +449,7 @@ int detector_run(detector *d, int size, const float *cls, const float *reg, int6
 				d->sel[i].label = 0;
 				d->sel[i].key = first + i;
 			}
-			qsort(d->sel, (size_t)n, sizeof *d->sel, by_score_then_key);
+			select_first(d->sel, n, t->nms_pre);
 			unsigned char *picked = d->picked;
 			memset(picked, 0, (size_t)n);
 			for (int64_t i = 0; i < t->nms_pre; i++)
@@ -422,8 +484,7 @@ int detector_run(detector *d, int size, const float *cls, const float *reg, int6
 			if (s > thr)
 				d->sel[n++] = (scored){s, 0, i};
 		}
-		if (n)
-			qsort(d->sel, (size_t)n, sizeof *d->sel, by_score_then_key);
+		sort_scored(d->sel, n);
 		for (int64_t i = 0; i < n; i++)
 			d->order[i] = d->sel[i].key;
 		/* a class's boxes beyond its max_per_img best cannot make the overall best */
@@ -433,8 +494,7 @@ int detector_run(detector *d, int size, const float *cls, const float *reg, int6
 	}
 
 	/* 5: best max_per_img over all classes */
-	if (nkept)
-		qsort(d->kept, (size_t)nkept, sizeof *d->kept, by_score_then_key);
+	sort_scored(d->kept, nkept);
 	int64_t nout = nkept < t->max_per_img ? nkept : t->max_per_img;
 	for (int64_t i = 0; i < nout; i++) {
 		memcpy(d->out_boxes + 4 * i, d->cand_box + 4 * d->kept[i].key, 4 * sizeof(float));
