@@ -1,6 +1,6 @@
 # ssd-tools: SSD detectors as a pipeline of small Unix tools. See README.md.
 
-TOOLS   := tns voc-decode augment
+TOOLS   := tns voc-decode augment ssd-decode map-eval
 PKGS    := libzstd libcjson libarchive libjpeg libpng expat openblas
 ARCH    ?= -march=native
 OPT     ?= -O2
@@ -39,9 +39,6 @@ $(BUILD)/lib $(BUILD)/tests $(BUILD)/bench $(BIN):
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libssd.a | $(BUILD)/bench
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libssd.a $(LDLIBS)
 
-$(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libssd.a | $(BUILD)/bench
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libssd.a $(LDLIBS)
-
 units: $(UNIT_BIN)
 
 # Unit tests and bats tests against this build.
@@ -72,7 +69,11 @@ bench-layers: $(BUILD)/bench/bench_layers
 	if /usr/bin/python3 -c 'import torch' 2>/dev/null; then /usr/bin/python3 bench/bench_layers_torch.py; \
 	else echo "(python3-torch not installed: no torch comparison)"; fi
 
-bench: bench-data bench-layers
+# ssd-decode per image at 512 and map-eval on a VOC07-test-sized set of generated dets.
+bench-eval: all $(BUILD)/bench/gen_dets $(BUILD)/bench/gen_pred
+	BIN=$(BIN) BENCH=$(BUILD)/bench pipelines/bench-eval.sh $(DATA) $(CLASSES)
+
+bench: bench-data bench-layers bench-eval
 
 setup:
 	pipelines/setup-debian.sh
@@ -80,5 +81,5 @@ setup:
 clean:
 	rm -rf build bin
 
-.PHONY: all units test test-quick test-san setup demo bench bench-data bench-layers clean
+.PHONY: all units test test-quick test-san setup demo bench bench-data bench-layers bench-eval clean
 .DELETE_ON_ERROR:

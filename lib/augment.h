@@ -1,7 +1,8 @@
 /* augment: SSD data augmentation and collation, with mmdetection 2.x semantics.
  *
- * Train:  drop difficult boxes, PhotoMetricDistortion, Expand, MinIoURandomCrop,
- *         Resize (cv2 INTER_LINEAR, keep_ratio false), RandomFlip, Normalize.
+ * Train:  PhotoMetricDistortion, Expand, MinIoURandomCrop, Resize (cv2 INTER_LINEAR,
+ *         keep_ratio false), RandomFlip, Normalize; difficult boxes count in the crop's
+ *         checks (mmdet's gt_bboxes_ignore) and are dropped from the batch.
  * Eval:   Resize + Normalize; boxes stay in original pixels (with difficult flags) and a
  *         scale_factor says how to map them.
  * Each random step is split in a draw (parameters from an rng) and an application (pure,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench-eval: what evaluation costs. Times map-eval on a generated dets stream of VOC07
 # test's size (4,952 images, 20 classes, 200 dets and ~3 gts per image) and ssd-decode per
-# image at SIZE (default 512) on generated preds (tests/bench/gen_pred: the gts of a real
+# image at SIZE (default 512) on generated preds (bench/gen_pred: the gts of a real
 # dataset's test split encoded on the anchors, plus noise, 20 classes), then checks the
 # chain on real data: voc-decode | augment --eval | gen_pred | ssd-decode | map-eval
 # with noise-free preds must find (nearly) every gt.
