@@ -1,0 +1,123 @@
+/* graph: the engine's inside, shared by graph.c (nodes, memory plan, forward, backward)
+ * and model.c (config -> nodes, parameter records). Not a public header: tools use
+ * model.h. A graph is a list of nodes in execution order; node i produces value i. */
+#ifndef GRAPH_H
+#define GRAPH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "layers.h"
+#include "model.h"
+
+enum op {
+	OP_INPUT,    /* the image, node 0 */
+	OP_CONV,     /* conv2d, optional bias */
+	OP_BN,       /* batchnorm2d */
+	OP_RELU,
+	OP_RELU6,
+	OP_ADD,      /* in[0] + in[1] */
+	OP_CONCAT,   /* along channels */
+	OP_UPSAMPLE, /* nearest, to the spatial size of node ref */
+	OP_MAXPOOL,
+	OP_L2NORM,
+	OP_FLATTEN,  /* NCHW inputs with A*K channels -> [n, sum(h*w*A), K], concatenated */
+	OP_COUNT
+};
+
+#define GRAPH_MAXIN 8
+
+typedef struct gnode {
+	enum op op;
+	char name[TENSOR_NAMELEN]; /* module name, e.g. "backbone.features.0.0" */
+	enum model_part part;
+	int nin, in[GRAPH_MAXIN];
+	int c;                     /* output channels (flatten: K) */
+	int n, h, w;               /* output shape at the planned size (flatten: h = rows, w = 1) */
+	/* conv */
+	int k, stride, pad, dil, groups;
+	int pw, pb;                /* parameter indices, -1 none (conv, bn, l2norm weights) */
+	conv2d_desc cd;
+	/* bn */
+	int prm, prv;              /* running mean / var parameters */
+	float eps;
+	float *mean, *rstd, *varu; /* [c] batch statistics of the last training forward */
+	/* upsample */
+	int ref;
+	/* maxpool */
+	pool2d_desc pd;
+	int32_t *argmax;
+	/* plan */
+	int nconsumers, last_consumer;
+	int store, gstore, tmp;    /* storage ids, -1 none */
+	int first_writer[GRAPH_MAXIN]; /* this node's backward writes in[i]'s gradient first */
+	int galias[GRAPH_MAXIN];   /* in[i]'s gradient is this node's output gradient */
+	int fold;                  /* inference: conv whose BN (next node) is folded into it */
+	size_t foff;               /* its folded weights and bias, into model.folded */
+	int skip;                  /* inference: a folded BN, nothing to do */
+} gnode;
+
+typedef struct storage {
+	size_t bytes;
+	int birth, death;          /* steps: forward of node i is i, its backward 2F-1-i */
+	int buf;
+	float *ptr;
+} storage;
+
+struct model {
+	char name[128];
+	int num_classes;
+	float bn_eps;
+	int nnodes, cap;
+	gnode *nodes;
+	int nparams, pcap;
+	model_param *params_info;
+	float *params, *grads;     /* one allocation each, model_param.offset into them */
+	size_t nfloats;
+	float *bnstats;            /* mean, rstd, varu of every BN */
+	float *folded;             /* inference: BN-folded conv weights and biases */
+	size_t nfolded;
+	int folded_dirty;
+	int noutputs;
+	int outputs[4];
+	char output_names[4][16];
+	/* plan */
+	int planned, pn, ph, pw, train, input_grad;
+	int nstores, scap;
+	storage *stores;
+	int nbufs;
+	float **bufs;
+	size_t *bufsize;
+	float *ws;
+	size_t ws_bytes;
+	const float *ext_input;
+	float *const *ext_out;
+	const float *const *ext_dout;
+	float *ext_dinput;
+	/* profile */
+	int profile;
+	double prof_fwd[OP_COUNT + 2], prof_bwd[OP_COUNT + 2];
+	long prof_calls;
+};
+
+/* ---- building (model.c's builders call these; each returns the node id or -1) ---- */
+int g_input(model *m, int c);
+int g_conv(model *m, const char *name, int in, int cout, int k, int stride, int groups, int bias);
+int g_bn(model *m, const char *name, int in);
+int g_act(model *m, enum op op, const char *name, int in);
+int g_add(model *m, const char *name, int a, int b);
+int g_concat(model *m, const char *name, const int *ins, int nin);
+int g_upsample_to(model *m, const char *name, int in, int ref);
+int g_maxpool(model *m, const char *name, int in, int k, int stride, int pad, int ceil_mode);
+int g_l2norm(model *m, const char *name, int in, float scale);
+int g_flatten(model *m, const char *name, const int *ins, int nin, int cols);
+int g_output(model *m, const char *name, int node);
+/* Allocates parameters, gradients and BN statistics once the graph is complete. */
+int g_finish(model *m);
+/* Output shapes of every node for input [n, c, h, w]; -1 (err) naming the node. */
+int g_shapes(model *m, int n, int h, int w);
+const char *graph_op_name(enum op op);
+/* Frees what graph.c allocated (the plan, nodes, parameters). */
+void graph_free(model *m);
+
+#endif

@@ -1,0 +1,374 @@
+/* test_model: the network engine against PyTorch (fixtures from tests/ref_model.py).
+ *
+ * tiny.tns (tests/fixtures/model/tiny.json, a reduced-width ssd_mobilenet_fpn_lite at
+ * 80x80, batch 4): train-mode outputs, every parameter gradient, the image gradient, BN
+ * batch statistics, eval-mode outputs. counts.json: parameters, GMACs and anchors of the
+ * full config at 512 and 320. Plus config and params errors. Tolerances (relative =
+ * max|c - t| / max(max|t|, 1e-12) per tensor): outputs 1e-4, gradients 1e-3. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "check.h"
+#include "config.h"
+#include "err.h"
+#include "model.h"
+#include "stream.h"
+#include "tensor.h"
+
+#define FIX "tests/fixtures/model/"
+
+/* max|c - t| / max(max|t|, floor, 1e-12) */
+static double rel_diff_floor(const float *c, const float *t, size_t n, double floor_)
+{
+	double md = 0, mt = floor_ > 1e-12 ? floor_ : 1e-12;
+	for (size_t i = 0; i < n; i++) {
+		double d = fabs((double)c[i] - t[i]);
+		if (!(d <= md))
+			md = isnan(d) ? INFINITY : d;
+		if (fabs(t[i]) > mt)
+			mt = fabs(t[i]);
+	}
+	return md / mt;
+}
+
+static double rel_diff(const float *c, const float *t, size_t n)
+{
+	return rel_diff_floor(c, t, n, 0);
+}
+
+static double max_abs(const tensor *t)
+{
+	double m = 0;
+	for (int64_t i = 0; i < tensor_numel(t); i++)
+		if (fabs(tensor_get(t, i)) > m)
+			m = fabs(tensor_get(t, i));
+	return m;
+}
+
+/* Compares and prints one tensor; returns its relative difference. scale: a floor for
+ * the denominator (0: none). */
+static double compare_scaled(const char *what, const float *c, const tensor *t, double tol, int verbose,
+			     double scale)
+{
+	double r = rel_diff_floor(c, t->data, (size_t)tensor_numel(t), scale);
+	if (verbose || r > tol)
+		printf("  %-58s rel %.2e%s\n", what, r, r > tol ? "  FAIL" : "");
+	CHECK_MSG(r <= tol, "%s: relative difference %.3g > %.g", what, r, tol);
+	return r;
+}
+
+static double compare(const char *what, const float *c, const tensor *t, double tol, int verbose)
+{
+	return compare_scaled(what, c, t, tol, verbose, 0);
+}
+
+static record *records[8];
+static int nrecords;
+
+static void read_fixture(void)
+{
+	stream_reader *s = stream_open_read(FIX "tiny.tns");
+	CHECK_MSG(s != NULL, "%s", err_msg());
+	if (!s)
+		exit(check_done("test_model"));
+	record *r;
+	while (nrecords < 8 && stream_read(s, &r) > 0)
+		records[nrecords++] = r;
+	stream_close_read(s);
+	CHECK(nrecords == 6);
+	if (nrecords != 6)
+		exit(check_done("test_model"));
+}
+
+static void test_parity(void)
+{
+	record *params = records[0], *batch = records[1], *pred = records[2], *grad = records[3],
+	       *grads = records[4], *epred = records[5];
+	model *m = model_load(FIX "tiny.json");
+	CHECK_MSG(m != NULL, "%s", err_msg());
+	if (!m)
+		return;
+	CHECK_MSG(model_load_params(m, params) == 0, "%s", err_msg());
+	tensor *img = record_find(batch, "image");
+	int n = (int)img->shape[0], S = (int)img->shape[2];
+	CHECK_MSG(model_plan(m, n, S, S, 1, 1) == 0, "%s", err_msg());
+	int64_t sh[2][3];
+	float *out[2], *dimg = malloc((size_t)tensor_numel(img) * sizeof(float));
+	for (int i = 0; i < 2; i++) {
+		model_output_shape(m, i, sh[i]);
+		tensor *t = record_find(pred, model_output_name(m, i));
+		CHECK(t && t->shape[0] == sh[i][0] && t->shape[1] == sh[i][1] && t->shape[2] == sh[i][2]);
+		out[i] = malloc((size_t)(sh[i][0] * sh[i][1] * sh[i][2]) * sizeof(float));
+	}
+	printf("tiny (%s, batch %d, %dx%d), train mode:\n", model_name(m), n, S, S);
+	CHECK_MSG(model_forward(m, img->data, out) == 0, "%s", err_msg());
+	for (int i = 0; i < 2; i++)
+		compare(model_output_name(m, i), out[i], record_find(pred, model_output_name(m, i)), 1e-4, 1);
+	const float *dout[2] = {record_find(grad, "cls")->data, record_find(grad, "reg")->data};
+	CHECK_MSG(model_backward(m, dout, dimg) == 0, "%s", err_msg());
+	compare("d image", dimg, record_find(grads, "image"), 1e-3, 1);
+
+	/* every parameter gradient and BN statistic, from the grads record the tool writes */
+	record *g = model_grads_record(m);
+	CHECK(g != NULL);
+	double worst[3][2] = {{0}}; /* part x (weights, bn stats) */
+	int counted = 0, per_part[3] = {0};
+	for (int i = 0; g && i < g->ntensors; i++) {
+		tensor *c = &g->tensors[i], *t = record_find(grads, c->name);
+		CHECK_MSG(t != NULL, "reference has no %s", c->name);
+		if (!t)
+			continue;
+		CHECK(tensor_numel(t) == tensor_numel(c));
+		int stat = strstr(c->name, ".batch_") != NULL;
+		/* a BN bias whose output feeds a bias-free linear layer and then a training BN
+		 * has a gradient that is zero in exact arithmetic (the BN removes any constant
+		 * shift): both sides are rounding noise. Such biases are measured against their
+		 * layer's gradient scale, the weight's */
+		double scale = 0;
+		char sib[TENSOR_NAMELEN + 8];
+		size_t len = strlen(c->name);
+		if (len > 5 && !strcmp(c->name + len - 5, ".bias")) {
+			snprintf(sib, sizeof sib, "%.*s.weight", (int)(len - 5), c->name);
+			tensor *w = record_find(grads, sib);
+			if (w)
+				scale = max_abs(w);
+		}
+		double r = compare_scaled(c->name, c->data, t, stat ? 1e-4 : 1e-3, 0, scale);
+		int part = !strncmp(c->name, "neck", 4) ? 1 : !strncmp(c->name, "bbox_head", 9) ? 2 : 0;
+		if (r > worst[part][stat])
+			worst[part][stat] = r;
+		counted++;
+		per_part[part]++;
+	}
+	CHECK(g && counted + 1 == records[4]->ntensors); /* + the image gradient */
+	static const char *const parts[3] = {"backbone", "neck", "bbox_head"};
+	for (int p = 0; p < 3; p++)
+		printf("  %-9s (%3d tensors) max rel: parameter grads %.2e, BN batch mean/var %.2e\n", parts[p],
+		       per_part[p], worst[p][0], worst[p][1]);
+	record_free(g);
+
+	/* eval mode, running statistics (BN folded into the convs) */
+	CHECK_MSG(model_plan(m, n, S, S, 0, 0) == 0, "%s", err_msg());
+	CHECK_MSG(model_forward(m, img->data, out) == 0, "%s", err_msg());
+	printf("tiny, eval mode:\n");
+	for (int i = 0; i < 2; i++)
+		compare(model_output_name(m, i), out[i], record_find(epred, model_output_name(m, i)), 1e-4, 1);
+
+	/* a second train step on the same plan gives the same gradients (no stale state) */
+	CHECK(model_plan(m, n, S, S, 1, 0) == 0);
+	CHECK(model_forward(m, img->data, out) == 0);
+	CHECK(model_backward(m, dout, NULL) == 0);
+	CHECK(model_forward(m, img->data, out) == 0);
+	CHECK(model_backward(m, dout, NULL) == 0);
+	const model_param *p0 = model_param_at(m, 0);
+	tensor *t0 = record_find(grads, p0->name);
+	CHECK(rel_diff(model_grads(m) + 0, t0->data, p0->count) <= 1e-3);
+
+	for (int i = 0; i < 2; i++)
+		free(out[i]);
+	free(dimg);
+	model_free(m);
+}
+
+static cJSON *counts_json(void)
+{
+	cJSON *j = config_read(FIX "counts.json");
+	CHECK_MSG(j != NULL, "%s", err_msg());
+	return j;
+}
+
+static void test_counts(void)
+{
+	cJSON *j = counts_json();
+	if (!j)
+		return;
+	static const char *const cases[] = {"ssd_mobilenet_fpn_512", "ssd_mobilenet_fpn_320", "tiny_80"};
+	static const char *const parts[3] = {"backbone", "neck", "bbox_head"};
+	for (int k = 0; k < 3; k++) {
+		const cJSON *c = cJSON_GetObjectItem(j, cases[k]);
+		const char *cfg = cJSON_GetObjectItem(c, "config")->valuestring;
+		char path[256];
+		snprintf(path, sizeof path, "%s%s", strstr(cfg, "tiny") ? FIX : "", strstr(cfg, "tiny") ? "tiny.json" : cfg);
+		model *m = model_load(path);
+		CHECK_MSG(m != NULL, "%s", err_msg());
+		if (!m)
+			continue;
+		int S = cJSON_GetObjectItem(c, "size")->valueint;
+		model_counts mc;
+		CHECK(model_count(m, S, S, &mc) == 0);
+		const cJSON *pp = cJSON_GetObjectItem(c, "params"), *mm = cJSON_GetObjectItem(c, "macs");
+		for (int p = 0; p < 3; p++) {
+			CHECK_MSG(mc.params[p] == (int64_t)cJSON_GetObjectItem(pp, parts[p])->valuedouble,
+				  "%s %s params %lld", cases[k], parts[p], (long long)mc.params[p]);
+			CHECK_MSG(mc.macs[p] == (int64_t)cJSON_GetObjectItem(mm, parts[p])->valuedouble,
+				  "%s %s MACs %lld", cases[k], parts[p], (long long)mc.macs[p]);
+		}
+		CHECK(mc.params_total == (int64_t)cJSON_GetObjectItem(c, "params_total")->valuedouble);
+		CHECK(mc.macs_total == (int64_t)cJSON_GetObjectItem(c, "macs_total")->valuedouble);
+		CHECK(mc.anchors == cJSON_GetObjectItem(c, "anchors")->valueint);
+		CHECK(mc.params_total == model_trainable_count(m));
+		int tensors = cJSON_GetObjectItem(c, "tensors")->valueint;
+		CHECK(model_nparams(m) == tensors);
+		printf("%s: %d nodes, %d convs, %lld params, %.4f GMACs (backbone %.4f, neck %.4f, head %.4f), %lld anchors\n",
+		       cases[k], mc.nodes, mc.convs, (long long)mc.params_total, mc.macs_total / 1e9, mc.macs[0] / 1e9,
+		       mc.macs[1] / 1e9, mc.macs[2] / 1e9, (long long)mc.anchors);
+		if (k == 0) {
+			/* torchvision's names */
+			CHECK(!strcmp(model_param_at(m, 0)->name, "backbone.features.0.0.weight"));
+			int found = 0;
+			for (int i = 0; i < model_nparams(m); i++)
+				found += !strcmp(model_param_at(m, i)->name, "backbone.features.17.conv.3.running_var") ||
+					 !strcmp(model_param_at(m, i)->name, "neck.fpn_convs.5.1.1.weight") ||
+					 !strcmp(model_param_at(m, i)->name, "bbox_head.reg_convs.5.1.bias");
+			CHECK(found == 3);
+			/* a plan for batch 1 gives the anchor count as rows */
+			CHECK(model_plan(m, 1, S, S, 0, 0) == 0);
+			int64_t sh[3];
+			model_output_shape(m, 0, sh);
+			CHECK(sh[0] == 1 && sh[1] == 24560 && sh[2] == 21);
+			model_output_shape(m, 1, sh);
+			CHECK(sh[1] == 24560 && sh[2] == 4);
+		}
+		model_free(m);
+	}
+	cJSON_Delete(j);
+}
+
+/* model_new on a config text; returns the error message or "" */
+static const char *try_config(const char *json)
+{
+	static char msg[512];
+	cJSON *j = cJSON_Parse(json);
+	if (!j)
+		return "bad test json";
+	model *m = model_new(cJSON_GetObjectItem(j, "model"), "t: model");
+	snprintf(msg, sizeof msg, "%s", m ? "" : err_msg());
+	model_free(m);
+	cJSON_Delete(j);
+	return msg;
+}
+
+#define BASE_BB "\"backbone\": {\"type\": \"MobileNetV2\", \"width_mult\": 0.25}"
+#define BASE_NECK "\"neck\": {\"type\": \"FPN\", \"in_channels\": [8, 8, 24, 80], \"out_channels\": 16, \"start_level\": 1, \"num_outs\": 6}"
+#define BASE_HEAD "\"head\": {\"type\": \"SSDHead\"}"
+
+static void test_config_errors(void)
+{
+	const char *e;
+	e = try_config("{\"model\": {\"num_classes\": 3, " BASE_BB ", " BASE_NECK ", " BASE_HEAD "}}");
+	CHECK_MSG(!*e, "%s", e);
+	e = try_config("{\"model\": {\"num_classes\": 3, \"frobnicate\": 1, " BASE_BB ", " BASE_NECK ", " BASE_HEAD "}}");
+	CHECK_MSG(strstr(e, "t: model.frobnicate: unknown key") != NULL, "%s", e);
+	e = try_config("{\"model\": {\"num_classes\": 3, \"backbone\": {\"type\": \"MobileNetV2\", \"depth\": 3}, " BASE_NECK
+		       ", " BASE_HEAD "}}");
+	CHECK_MSG(strstr(e, "t: model.backbone.depth: unknown key") != NULL, "%s", e);
+	e = try_config("{\"model\": {\"num_classes\": \"3\", " BASE_BB ", " BASE_NECK ", " BASE_HEAD "}}");
+	CHECK_MSG(strstr(e, "t: model.num_classes: expected an integer") != NULL, "%s", e);
+	e = try_config("{\"model\": {\"num_classes\": 3, \"backbone\": {\"type\": \"MobileNetV2\", \"width_mult\": \"x\"}, "
+		       BASE_NECK ", " BASE_HEAD "}}");
+	CHECK_MSG(strstr(e, "t: model.backbone.width_mult: expected a number") != NULL, "%s", e);
+	e = try_config("{\"model\": {\"num_classes\": 3, \"backbone\": {\"type\": \"ResNet7\"}, " BASE_NECK ", " BASE_HEAD
+		       "}}");
+	CHECK_MSG(strstr(e, "unknown backbone 'ResNet7'") != NULL, "%s", e);
+	e = try_config("{\"model\": {\"num_classes\": 3, " BASE_BB ", \"neck\": {\"type\": \"FPN\", \"in_channels\": [8, 8, "
+		       "24, 96], \"out_channels\": 16, \"num_outs\": 4}, " BASE_HEAD "}}");
+	CHECK_MSG(strstr(e, "t: model.neck.in_channels[3]: 96, the backbone gives 80 channels") != NULL, "%s", e);
+	e = try_config("{\"model\": {\"num_classes\": 3, " BASE_BB ", " BASE_NECK ", \"head\": {\"type\": \"SSDHead\"}, "
+		       "\"anchors\": {\"strides\": [8, 16, 32], \"ratios\": [[2], [2], [2]]}}}");
+	CHECK_MSG(strstr(e, "anchors has 3 levels, the neck gives 6") != NULL, "%s", e);
+	e = try_config("{\"model\": {\"num_classes\": 3, " BASE_BB ", " BASE_NECK "}}");
+	CHECK_MSG(strstr(e, "t: model.head: missing") != NULL, "%s", e);
+	e = try_config("{\"model\": {\"num_classes\": 3, " BASE_BB ", " BASE_NECK ", \"head\": {\"type\": \"SSDHead\", "
+		       "\"use_depthwise\": 1}}}");
+	CHECK_MSG(strstr(e, "t: model.head.use_depthwise: expected true or false") != NULL, "%s", e);
+	/* 2 + 2 len(ratios) anchors per location */
+	cJSON *j = cJSON_Parse("{\"num_classes\": 3, " BASE_BB ", " BASE_NECK ", " BASE_HEAD
+			       ", \"anchors\": {\"ratios\": [[2], [2], [2, 3], [2, 3], [2], [2, 3]]}}");
+	model *m = model_new(j, "t");
+	CHECK_MSG(m != NULL, "%s", err_msg());
+	model_counts mc;
+	if (m && model_count(m, 512, 512, &mc) == 0)
+		CHECK(mc.anchors == 64 * 64 * 4 + 32 * 32 * 4 + 16 * 16 * 6 + 8 * 8 * 6 + 4 * 4 * 4 + 2 * 2 * 6);
+	model_free(m);
+	cJSON_Delete(j);
+}
+
+static void test_params_errors(void)
+{
+	model *m = model_load(FIX "tiny.json");
+	if (!m)
+		return;
+	model_init_params(m, 7);
+	record *r = model_params_record(m, 3);
+	CHECK(r && meta_num(r, "step", -1) == 3 && !strcmp(meta_str(r, "config", ""), "tiny"));
+	CHECK(model_load_params(m, r) == 0);
+	/* default init: conv weights within 1/sqrt(fan_in), BN 1 / 0 / 0 / 1 */
+	int ok = 1;
+	for (int i = 0; i < model_nparams(m); i++) {
+		const model_param *p = model_param_at(m, i);
+		const float *d = model_param_data(m, i);
+		for (size_t k = 0; k < p->count; k++) {
+			if (p->conv)
+				ok &= fabsf(d[k]) <= 1.0f / sqrtf((float)p->fan_in) && d[k] != 0;
+			else
+				ok &= d[k] == (p->kind == PK_WEIGHT || p->kind == PK_RUNNING_VAR ? 1.0f : 0.0f);
+		}
+	}
+	CHECK(ok);
+	/* the same seed gives the same params, another seed others */
+	model *m2 = model_load(FIX "tiny.json");
+	model_init_params(m2, 7);
+	CHECK(!memcmp(model_param_data(m2, 0), model_param_data(m, 0), model_param_at(m, 0)->count * sizeof(float)));
+	model_init_params(m2, 8);
+	CHECK(memcmp(model_param_data(m2, 0), model_param_data(m, 0), model_param_at(m, 0)->count * sizeof(float)));
+	model_free(m2);
+
+	/* missing */
+	record *bad = record_new("params");
+	for (int i = 1; i < r->ntensors; i++) {
+		tensor *t = record_add(bad, r->tensors[i].name, DT_F32, r->tensors[i].ndim, r->tensors[i].shape);
+		memcpy(t->data, r->tensors[i].data, tensor_nbytes(t));
+	}
+	CHECK(model_load_params(m, bad) < 0);
+	CHECK_MSG(strstr(err_msg(), "missing tensor 'backbone.features.0.0.weight' (f32[8,3,3,3])") != NULL, "%s",
+		  err_msg());
+	/* mis-shaped */
+	int64_t s[4] = {8, 3, 3, 2};
+	record_add(bad, "backbone.features.0.0.weight", DT_F32, 4, s);
+	CHECK(model_load_params(m, bad) < 0);
+	CHECK_MSG(strstr(err_msg(), "'backbone.features.0.0.weight' is f32[8,3,3,2], expected f32[8,3,3,3]") != NULL,
+		  "%s", err_msg());
+	record_free(bad);
+	/* extra (num_batches_tracked is fine) */
+	int64_t one[1] = {1};
+	record_add(r, "backbone.features.0.1.num_batches_tracked", DT_I32, 0, one);
+	CHECK_MSG(model_load_params(m, r) == 0, "%s", err_msg());
+	record_add(r, "neck.extra.weight", DT_F32, 1, one);
+	CHECK(model_load_params(m, r) < 0);
+	CHECK_MSG(strstr(err_msg(), "unexpected tensor 'neck.extra.weight'") != NULL, "%s", err_msg());
+	record_free(r);
+	/* wrong kind */
+	r = record_new("batch");
+	CHECK(model_load_params(m, r) < 0 && strstr(err_msg(), "expected a params record"));
+	record_free(r);
+	/* a training plan refuses BN over a single value per channel */
+	CHECK(model_plan(m, 1, 64, 64, 1, 0) < 0);
+	CHECK_MSG(strstr(err_msg(), "batch norm training needs more than one value") != NULL, "%s", err_msg());
+	CHECK(model_plan(m, 1, 64, 64, 0, 0) == 0);
+	model_free(m);
+}
+
+int main(void)
+{
+	read_fixture();
+	test_parity();
+	test_counts();
+	test_config_errors();
+	test_params_errors();
+	for (int i = 0; i < nrecords; i++)
+		record_free(records[i]);
+	return check_done("test_model");
+}
