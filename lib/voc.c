@@ -1210,6 +1210,9 @@ static int next_planned(voc_reader *r, struct job *j)
 		if (r->order_epoch != r->epoch) {
 			epoch_order(r, r->epoch);
 			r->pos = r->p.shard_k;
+			/* resuming: the first position at or after skip_to that is this shard's */
+			if (r->epoch == r->p.start_epoch && r->p.skip_to > r->pos)
+				r->pos += (r->p.skip_to - r->pos + r->p.shard_n - 1) / r->p.shard_n * r->p.shard_n;
 		}
 		if (r->pos >= r->nsel) {
 			r->epoch++;
@@ -1488,8 +1491,8 @@ static int select_and_load(voc_reader *r)
 	long nwanted = 0;
 	if (!r->p.images || !d->narchives)
 		return 0;
-	for (int e = 0; e < r->p.epochs && nwanted < r->nsel; e++) {
-		if (e > 0 && !r->p.shuffle)
+	for (int e = r->p.start_epoch; e < r->p.epochs && nwanted < r->nsel; e++) {
+		if (e > r->p.start_epoch && !r->p.shuffle)
 			break;
 		epoch_order(r, e);
 		for (long p = r->p.shard_k; p < r->nsel; p += r->p.shard_n)
@@ -1543,7 +1546,8 @@ void voc_reader_free(voc_reader *r)
 
 voc_reader *voc_reader_new(voc_dataset *d, const voc_plan *p)
 {
-	if (!p->classes || p->epochs < 1 || p->shard_n < 1 || p->shard_k < 0 || p->shard_k >= p->shard_n) {
+	if (!p->classes || p->epochs < 1 || p->shard_n < 1 || p->shard_k < 0 || p->shard_k >= p->shard_n ||
+	    p->start_epoch < 0 || p->skip_to < 0) {
 		err_set("bad reading plan");
 		return NULL;
 	}
@@ -1559,6 +1563,7 @@ voc_reader *voc_reader_new(voc_dataset *d, const voc_plan *p)
 	r->p = *p;
 	r->nsel = p->limit >= 0 && p->limit < d->nitems ? p->limit : d->nitems;
 	r->order_epoch = -1;
+	r->epoch = p->start_epoch;
 	r->nth = p->threads > 1 ? p->threads : 0;
 	r->window = r->nth ? 4L * r->nth : 1;
 	r->order = malloc((size_t)(r->nsel ? r->nsel : 1) * sizeof *r->order);

@@ -89,7 +89,9 @@ const char *voc_root_name(const voc_dataset *d, int i);
 /* ---- reading ---- */
 typedef struct voc_plan {
 	const voc_classes *classes;
-	int epochs;           /* >= 1 */
+	int epochs;           /* >= 1: epochs 0..epochs-1 */
+	int start_epoch;      /* resuming: begin with this epoch ... */
+	long skip_to;         /* ... at this position of its order (earlier ones were trained on) */
 	long limit;           /* first `limit` images of the split order; < 0: all */
 	int shuffle;          /* reorder every epoch with voc_epoch_seed(seed, epoch) */
 	uint64_t seed;

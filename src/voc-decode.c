@@ -24,7 +24,9 @@ static void usage(void)
 	       "  --classes FILE   class names, one per line (default: the 20 VOC classes)\n"
 	       "  --shuffle        shuffle every epoch (seeded, the same order on any machine)\n"
 	       "  --seed S         shuffle seed (default 0)\n"
-	       "  --epochs N       emit N passes over the selection (default 1)\n"
+	       "  --epochs N       emit N passes over the selection (default 1): epochs 0..N-1\n"
+	       "  --resume E:P     start at epoch E, position P of its order (resuming a training run\n"
+	       "                   that has seen positions < P of epoch E)\n"
 	       "  --limit N        use only the first N images of the split order\n"
 	       "  --shard k/N      keep positions p (after ordering) with p %% N == k\n"
 	       "  --threads N      decoding threads (default: online CPUs or $TNS_THREADS);\n"
@@ -67,13 +69,14 @@ static void print_summary(const struct summary *s, const voc_classes *c)
 int main(int argc, char **argv)
 {
 	tool_init("voc-decode");
-	enum { O_SPLIT = 256, O_CLASSES, O_SHUFFLE, O_SEED, O_EPOCHS, O_LIMIT, O_SHARD, O_THREADS, O_SKIP, O_LIST };
+	enum { O_SPLIT = 256, O_CLASSES, O_SHUFFLE, O_SEED, O_EPOCHS, O_LIMIT, O_SHARD, O_THREADS, O_SKIP, O_LIST, O_RESUME };
 	static const struct option opts[] = {
 		{"split", required_argument, 0, O_SPLIT},   {"classes", required_argument, 0, O_CLASSES},
 		{"shuffle", no_argument, 0, O_SHUFFLE},     {"seed", required_argument, 0, O_SEED},
 		{"epochs", required_argument, 0, O_EPOCHS}, {"limit", required_argument, 0, O_LIMIT},
 		{"shard", required_argument, 0, O_SHARD},   {"threads", required_argument, 0, O_THREADS},
 		{"skip-bad", no_argument, 0, O_SKIP},       {"list", no_argument, 0, O_LIST},
+		{"resume", required_argument, 0, O_RESUME},
 		{"verbose", no_argument, 0, 'v'},           {"help", no_argument, 0, 'h'},
 		{0}};
 	const char *split = "trainval", *classes_file = NULL;
@@ -85,12 +88,21 @@ int main(int argc, char **argv)
 		case O_SPLIT: split = optarg; break;
 		case O_CLASSES: classes_file = optarg; break;
 		case O_SHUFFLE: plan.shuffle = 1; break;
-		case O_SEED: plan.seed = (uint64_t)arg_long("--seed", optarg, 0, LONG_MAX); break;
+		case O_SEED: plan.seed = arg_u64("--seed", optarg); break;
 		case O_EPOCHS: plan.epochs = (int)arg_long("--epochs", optarg, 1, 1000000); break;
 		case O_LIMIT: plan.limit = arg_long("--limit", optarg, 0, LONG_MAX); break;
 		case O_SHARD: arg_shard("--shard", optarg, &plan.shard_k, &plan.shard_n); break;
 		case O_THREADS: plan.threads = (int)arg_long("--threads", optarg, 1, 256); break;
 		case O_SKIP: skip_bad = 1; break;
+		case O_RESUME: {
+			char *colon = strchr(optarg, ':');
+			if (!colon)
+				usage_error("--resume: '%s' is not EPOCH:POSITION", optarg);
+			*colon = 0;
+			plan.start_epoch = (int)arg_long("--resume", optarg, 0, 1000000);
+			plan.skip_to = arg_long("--resume", colon + 1, 0, LONG_MAX);
+			break;
+		}
 		case O_LIST: list = 1; break;
 		case 'v': verbose = 1; break;
 		case 'h': usage(); return 0;
@@ -100,6 +112,8 @@ int main(int argc, char **argv)
 	}
 	if (optind >= argc)
 		usage_error("missing VOC root, directory or archive");
+	if (plan.start_epoch >= plan.epochs)
+		usage_error("--resume: epoch %d is not before --epochs %d", plan.start_epoch, plan.epochs);
 	if (!list)
 		refuse_terminal_stdout();
 	plan.images = !list;

@@ -485,3 +485,22 @@ Image.open(sys.argv[1]).save(sys.argv[2])" "$DATA/JPEGImages/BloodImage_00011.jp
 		[[ "$stderr" == "voc-decode: "* ]]
 	done
 }
+
+@test "--resume E:P continues an epoch where a stopped run left it (also per shard)" {
+	common=(--classes "$CLS" --split test --shuffle --seed 3 --epochs 3)
+	"$BIN/voc-decode" "$DATA" "${common[@]}" | "$BIN/tns" cat --json | jq -c '[.meta.epoch, .meta.index, .meta.id]' >"$T/full"
+	"$BIN/voc-decode" "$DATA" "${common[@]}" --resume 1:50 | "$BIN/tns" cat --json | jq -c '[.meta.epoch, .meta.index, .meta.id]' >"$T/rest"
+	[ "$(wc -l <"$T/full")" -eq 216 ]
+	[ "$(wc -l <"$T/rest")" -eq 94 ]
+	tail -n 94 "$T/full" | cmp - "$T/rest"
+	for k in 0 1 2; do
+		"$BIN/voc-decode" "$DATA" "${common[@]}" --shard "$k/3" | "$BIN/tns" cat --json | jq -c '[.meta.epoch, .meta.index]' |
+			jq -sc 'map(select(.[0] > 1 or (.[0] == 1 and .[1] >= 50)))[]' >"$T/a$k"
+		"$BIN/voc-decode" "$DATA" "${common[@]}" --shard "$k/3" --resume 1:50 | "$BIN/tns" cat --json | jq -c '[.meta.epoch, .meta.index]' >"$T/b$k"
+		cmp "$T/a$k" "$T/b$k"
+	done
+	run "$BIN/voc-decode" "$DATA" "${common[@]}" --resume 3:0
+	[ "$status" -eq 2 ]
+	run "$BIN/voc-decode" "$DATA" "${common[@]}" --resume 1
+	[ "$status" -eq 2 ]
+}
