@@ -689,6 +689,11 @@ int model_count(model *m, int h, int w, model_counts *c)
 	return 0;
 }
 
+int model_num_classes(const model *m)
+{
+	return m->num_classes;
+}
+
 int model_noutputs(const model *m)
 {
 	return m->noutputs;
@@ -722,5 +727,92 @@ int model_node_info(const model *m, int i, const char **name, const char **op, c
 	*params = node_params(m, nd);
 	*macs = node_macs(nd);
 	*part = nd->part;
+	return 0;
+}
+
+/* ---------------------------------------------------------------- records of the tool */
+
+int model_batch_image(const record *batch, const tensor **image)
+{
+	const tensor *t = record_expect(batch, "image", DT_F32, 4);
+	if (!t)
+		return -1;
+	if (t->shape[1] != 3 || t->shape[0] < 1 || t->shape[2] < 1 || t->shape[3] < 1)
+		return err_set("image: expected f32[N,3,H,W], got [%lld,%lld,%lld,%lld]", (long long)t->shape[0],
+			       (long long)t->shape[1], (long long)t->shape[2], (long long)t->shape[3]);
+	*image = t;
+	return 0;
+}
+
+record *model_pred_record(const model *m, const record *batch, float **outputs)
+{
+	const tensor *img;
+	if (model_batch_image(batch, &img) < 0)
+		return NULL;
+	record *p = record_new("pred");
+	if (!p)
+		return NULL;
+	for (int i = 0; i < m->noutputs; i++) {
+		int64_t sh[3];
+		model_output_shape(m, i, sh);
+		tensor *t = record_add(p, m->output_names[i], DT_F32, 3, sh);
+		if (!t)
+			goto fail;
+		outputs[i] = t->data;
+	}
+	for (int k = 0; k < batch->ntensors; k++) {
+		const tensor *s = &batch->tensors[k];
+		if (!strcmp(s->name, "image"))
+			continue;
+		if (record_find(p, s->name)) {
+			err_set("batch tensor '%s' clashes with a model output", s->name);
+			goto fail;
+		}
+		tensor *t = record_add(p, s->name, s->dtype, s->ndim, s->shape);
+		if (!t)
+			goto fail;
+		memcpy(t->data, s->data, tensor_nbytes(s));
+	}
+	cJSON *meta = cJSON_Duplicate(batch->meta, 1);
+	if (!meta) {
+		err_set("out of memory");
+		goto fail;
+	}
+	cJSON_Delete(p->meta);
+	p->meta = meta;
+	cJSON *size = cJSON_GetObjectItemCaseSensitive(meta, "size");
+	if (cJSON_IsNumber(size)) {
+		cJSON_SetNumberValue(size, (double)img->shape[2]);
+	} else {
+		cJSON_DeleteItemFromObjectCaseSensitive(meta, "size");
+		if (!cJSON_AddNumberToObject(meta, "size", (double)img->shape[2])) {
+			err_set("out of memory");
+			goto fail;
+		}
+	}
+	return p;
+fail:
+	record_free(p);
+	return NULL;
+}
+
+int model_grad_tensors(const model *m, const record *grad, const float **doutputs)
+{
+	if (strcmp(grad->kind, "grad"))
+		return err_set("expected a grad record, got '%s'", grad->kind);
+	char a[96], b[96];
+	for (int i = 0; i < m->noutputs; i++) {
+		int64_t sh[3];
+		model_output_shape(m, i, sh);
+		const tensor *t = record_find(grad, m->output_names[i]);
+		tensor want = {.dtype = DT_F32, .ndim = 3, .shape = {sh[0], sh[1], sh[2]}};
+		if (!t)
+			return err_set("no tensor '%s' (expected %s)", m->output_names[i], tensor_describe(&want, a, sizeof a));
+		if (t->dtype != DT_F32 || t->ndim != 3 || t->shape[0] != sh[0] || t->shape[1] != sh[1] ||
+		    t->shape[2] != sh[2])
+			return err_set("tensor '%s' is %s, expected %s", m->output_names[i], tensor_describe(t, a, sizeof a),
+				       tensor_describe(&want, b, sizeof b));
+		doutputs[i] = t->data;
+	}
 	return 0;
 }

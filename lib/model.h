@@ -86,6 +86,7 @@ typedef struct model_counts {
 /* Output shapes and counts for one image of h x w; -1 (err) if the geometry fails. */
 int model_count(model *m, int h, int w, model_counts *c);
 int model_noutputs(const model *m);
+int model_num_classes(const model *m);
 const char *model_output_name(const model *m, int i);
 /* Per-node description for --summary: name, op, output shape "[c,h,w]", params, MACs
  * per image; valid after model_count() or model_plan(). 0, or -1 past the last node. */
@@ -120,6 +121,18 @@ const float *model_grads(const model *m);
 /* A "grads" record: one tensor per trainable parameter (named as it) and per BN layer
  * "<bn>.batch_mean" and "<bn>.batch_var" (unbiased) of the last training forward. */
 record *model_grads_record(const model *m);
+
+/* ---- the forward tool's records ---- */
+
+/* The batch's "image" f32[N,3,H,W]; -1 (err) otherwise. */
+int model_batch_image(const record *batch, const tensor **image);
+/* A "pred" record for a batch (after model_plan for its shape): the outputs ("cls",
+ * "reg") allocated, their data pointers in outputs[] for model_forward; every other
+ * tensor of the batch but "image" copied; the batch's meta plus "size" (H). */
+record *model_pred_record(const model *m, const record *batch, float **outputs);
+/* The dLoss/doutput tensors of a "grad" record, checked against the plan's output
+ * shapes; -1 (err) naming a missing or mis-shaped tensor. */
+int model_grad_tensors(const model *m, const record *grad, const float **doutputs);
 
 /* Per-op-type time of forward and backward since the last reset (profile on). */
 #define MODEL_PROF_MAX 16

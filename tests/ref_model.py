@@ -257,6 +257,21 @@ def tiny_fixture(cfg_path, name, size, batch, seed=1):
     return model
 
 
+def bats_fixtures():
+    """Records for tests/bats/forward.bats. grad_128: grads for the full config at 128x128
+    (1538 anchors), a batch of 2 (constant values keep the file tiny); grad_128_bad: reg
+    with 3 columns; bad_batch: a batch whose image is u8."""
+    A, C1 = 1538, 21
+    good = ("grad", {"cls": np.full((2, A, C1), 1e-3, np.float32),
+                     "reg": np.full((2, A, 4), -1e-3, np.float32)}, {"step": 0})
+    bad = ("grad", {"cls": np.full((2, A, C1), 1e-3, np.float32),
+                    "reg": np.zeros((2, A, 3), np.float32)}, {"step": 0})
+    tnsfile.write(os.path.join(OUT, "grad_128.tns"), [good, good], level=19)
+    tnsfile.write(os.path.join(OUT, "grad_128_bad.tns"), [bad], level=19)
+    tnsfile.write(os.path.join(OUT, "bad_batch.tns"),
+                  [("batch", {"image": np.zeros((1, 3, 8, 8), np.uint8)}, {"size": 8})], level=19)
+
+
 def main():
     check = "--check" in sys.argv
     torch.set_num_threads(2)
@@ -276,6 +291,7 @@ def main():
         return
     json.dump(out, open(os.path.join(OUT, "counts.json"), "w"), indent=1)
     tiny_fixture(tiny, "tiny", 80, 4)
+    bats_fixtures()
     print("wrote", OUT)
 
 

@@ -1,0 +1,286 @@
+/* forward: batch records in, pred records out (the network of a config); backward when training. */
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include <cblas.h>
+#include <omp.h>
+
+#include "config.h"
+#include "model.h"
+#include "stream.h"
+#include "tool.h"
+
+static void usage(void)
+{
+	printf("usage: forward --config FILE --weights PARAMS [--train --grad FIFO] [options] < batches > preds\n"
+	       "       forward --config FILE --summary [--size N]\n"
+	       "       forward --config FILE --init [--seed S] > params\n"
+	       "\n"
+	       "Runs the network of a config's \"model\" section (docs/models.md) on batch records\n"
+	       "(augment). Records of any other kind pass through unchanged, in order.\n"
+	       "\n"
+	       "  --config FILE   pipeline config with a \"model\" section\n"
+	       "  --weights P     params records (file or FIFO): one before the first batch; with\n"
+	       "                  --train one before every batch (the optimizer's latest)\n"
+	       "  --train         BN uses batch statistics; after each pred record, read one grad\n"
+	       "                  record from --grad, run backward and write a grads record\n"
+	       "  --grad FIFO     grad records (loss): cls f32[N,A,C+1], reg f32[N,A,4] = dLoss/dpred\n"
+	       "  --threads N     threads for the kernels and OpenBLAS (default: online CPUs or\n"
+	       "                  $TNS_THREADS)\n"
+	       "  --profile       time per layer type, and peak memory, on stderr at the end\n"
+	       "  --summary       print layers, parameters and GMACs per part at --size (default the\n"
+	       "                  config's data.size) and exit\n"
+	       "  --init          write a params record with PyTorch's default initialisation\n"
+	       "  --seed S        seed of --init (default 0)\n"
+	       "  -h, --help      this help\n"
+	       "\n"
+	       "In (kind \"batch\"): image f32[N,3,S,S] and any other tensors (ground truth).\n"
+	       "Out (kind \"pred\"): cls f32[N,A,C+1] class logits (background last), reg f32[N,A,4]\n"
+	       "box deltas, in mmdet's anchor order; every batch tensor but image copied; meta of the\n"
+	       "batch plus size. With --train, after each pred: kind \"grads\", one tensor per\n"
+	       "trainable parameter (named as in params) and <bn>.batch_mean, <bn>.batch_var\n"
+	       "(unbiased) per BN layer; meta step (of the params used) and ids.\n");
+}
+
+typedef struct opts {
+	const char *config, *weights, *grad;
+	int train, summary, init, profile;
+	long threads, size;
+	unsigned long long seed;
+} opts;
+
+static void summary(model *m, const char *config, int size)
+{
+	if (!size) {
+		data_config dc;
+		data_config_default(&dc);
+		if (data_config_load(&dc, config) < 0)
+			die_err();
+		size = dc.size;
+	}
+	model_counts c;
+	if (model_count(m, size, size, &c) < 0)
+		die_err();
+	printf("%s at %dx%d: %d layers (%d convs)\n\n", model_name(m), size, size, c.nodes, c.convs);
+	printf("%-40s %-8s %-16s %10s %10s\n", "layer", "op", "output", "params", "MMACs");
+	for (int i = 0;; i++) {
+		const char *name, *op;
+		char shape[64];
+		int64_t p, mac;
+		enum model_part part;
+		if (model_node_info(m, i, &name, &op, shape, sizeof shape, &p, &mac, &part) < 0)
+			break;
+		printf("%-40s %-8s %-16s %10lld %10.2f\n", name, op, shape, (long long)p, mac / 1e6);
+	}
+	printf("\n%-10s %12s %10s\n", "part", "params", "GMACs");
+	for (int k = 0; k < PART_COUNT; k++)
+		printf("%-10s %12lld %10.4f\n", model_part_name(k), (long long)c.params[k], c.macs[k] / 1e9);
+	printf("%-10s %12lld %10.4f\n", "total", (long long)c.params_total, c.macs_total / 1e9);
+	printf("\nanchors %lld: cls [N,%lld,%d], reg [N,%lld,4]\n", (long long)c.anchors, (long long)c.anchors,
+	       model_num_classes(m) + 1, (long long)c.anchors);
+}
+
+static void profile_report(const model *m)
+{
+	model_profile p;
+	model_get_profile(m, &p);
+	double tf = 0, tb = 0;
+	for (int i = 0; i < p.n; i++) {
+		tf += p.fwd[i];
+		tb += p.bwd[i];
+	}
+	fprintf(stderr, "forward: profile over %ld batches (seconds, share of forward+backward)\n", p.calls);
+	fprintf(stderr, "  %-10s %9s %9s %7s\n", "op", "forward", "backward", "share");
+	for (int i = 0; i < p.n; i++)
+		fprintf(stderr, "  %-10s %9.3f %9.3f %6.1f%%\n", p.op[i], p.fwd[i], p.bwd[i],
+			100 * (p.fwd[i] + p.bwd[i]) / (tf + tb > 0 ? tf + tb : 1));
+	fprintf(stderr, "  %-10s %9.3f %9.3f\n", "total", tf, tb);
+	struct rusage ru;
+	if (!getrusage(RUSAGE_SELF, &ru))
+		fprintf(stderr, "  peak RSS %.1f MiB\n", ru.ru_maxrss / 1024.0);
+}
+
+/* The next params record of the weights stream into the model; returns its step. */
+static double next_params(model *m, stream_reader **w, const char *path, long batch_no)
+{
+	if (!*w && !(*w = stream_open_read(path)))
+		die_err();
+	record *p;
+	int rc = stream_read(*w, &p);
+	if (rc < 0)
+		die_err();
+	if (rc == 0)
+		die("--weights %s: no params record for batch %ld (stream ended after %ld records)", path, batch_no,
+		    stream_count(*w));
+	if (model_load_params(m, p) < 0) {
+		err_wrap("--weights %s: record %ld", path, stream_count(*w));
+		die_err();
+	}
+	double step = meta_num(p, "step", 0);
+	record_free(p);
+	return step;
+}
+
+int main(int argc, char **argv)
+{
+	tool_init("forward");
+	enum { O_CONFIG = 256, O_WEIGHTS, O_TRAIN, O_GRAD, O_THREADS, O_SUMMARY, O_PROFILE, O_INIT, O_SEED, O_SIZE };
+	static const struct option lopts[] = {
+		{"config", required_argument, 0, O_CONFIG},   {"weights", required_argument, 0, O_WEIGHTS},
+		{"train", no_argument, 0, O_TRAIN},           {"grad", required_argument, 0, O_GRAD},
+		{"threads", required_argument, 0, O_THREADS}, {"summary", no_argument, 0, O_SUMMARY},
+		{"profile", no_argument, 0, O_PROFILE},       {"init", no_argument, 0, O_INIT},
+		{"seed", required_argument, 0, O_SEED},       {"size", required_argument, 0, O_SIZE},
+		{"help", no_argument, 0, 'h'},                {0}};
+	opts o = {0};
+	int c;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":h", lopts, NULL)) != -1) {
+		switch (c) {
+		case O_CONFIG: o.config = optarg; break;
+		case O_WEIGHTS: o.weights = optarg; break;
+		case O_TRAIN: o.train = 1; break;
+		case O_GRAD: o.grad = optarg; break;
+		case O_THREADS: o.threads = arg_long("--threads", optarg, 1, 256); break;
+		case O_SUMMARY: o.summary = 1; break;
+		case O_PROFILE: o.profile = 1; break;
+		case O_INIT: o.init = 1; break;
+		case O_SEED: o.seed = arg_u64("--seed", optarg); break;
+		case O_SIZE: o.size = arg_long("--size", optarg, 1, 8192); break;
+		case 'h': usage(); return 0;
+		case ':': usage_error("option '%s' needs an argument", argv[optind - 1]);
+		default: usage_error("unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		usage_error("unexpected argument '%s'", argv[optind]);
+	if (!o.config)
+		usage_error("--config is required");
+	if (o.summary + o.init > 1)
+		usage_error("--summary and --init exclude each other");
+	if (!o.summary && !o.init && !o.weights)
+		usage_error("--weights is required");
+	if (o.train != !!o.grad)
+		usage_error("--train and --grad go together");
+	if (o.weights && !strcmp(o.weights, "-"))
+		usage_error("--weights cannot be stdin (batches come there)");
+
+	model *m = model_load(o.config);
+	if (!m)
+		die_err();
+	if (o.summary) {
+		summary(m, o.config, (int)o.size);
+		model_free(m);
+		close_stdout();
+		return 0;
+	}
+	refuse_terminal_stdout();
+	stream_writer *out = stream_writer_new(stdout, "stdout", STREAM_LEVEL_DEFAULT);
+	if (!out)
+		die_err();
+	if (o.init) {
+		model_init_params(m, o.seed);
+		record *p = model_params_record(m, 0);
+		if (!p || stream_write(out, p) < 0 || stream_close_write(out) < 0)
+			die_err();
+		record_free(p);
+		model_free(m);
+		close_stdout();
+		return 0;
+	}
+
+	int threads = o.threads ? (int)o.threads : default_threads();
+	omp_set_num_threads(threads);
+	openblas_set_num_threads(threads);
+	model_set_profile(m, o.profile);
+
+	stream_reader *in = stream_open_read("-"), *w = NULL, *g = NULL;
+	if (!in)
+		die_err();
+	long batches = 0;
+	int pn = 0, ph = 0, pw = 0;
+	double step = 0;
+	record *r;
+	int rc;
+	while ((rc = stream_read(in, &r)) > 0) {
+		if (strcmp(r->kind, "batch")) {
+			if (stream_pass(out, r) < 0)
+				die_err();
+			record_free(r);
+			continue;
+		}
+		batches++;
+		const tensor *img;
+		if (model_batch_image(r, &img) < 0) {
+			err_wrap("stdin: record %ld", stream_count(in));
+			die_err();
+		}
+		if (o.train || batches == 1)
+			step = next_params(m, &w, o.weights, batches);
+		int n = (int)img->shape[0], h = (int)img->shape[2], wd = (int)img->shape[3];
+		if (n != pn || h != ph || wd != pw) {
+			if (model_plan(m, n, h, wd, o.train, 0) < 0) {
+				err_wrap("stdin: record %ld: input [%d,3,%d,%d]", stream_count(in), n, h, wd);
+				die_err();
+			}
+			pn = n, ph = h, pw = wd;
+		}
+		float *outs[4];
+		record *pred = model_pred_record(m, r, outs);
+		if (!pred || model_forward(m, img->data, outs) < 0) {
+			err_wrap("stdin: record %ld", stream_count(in));
+			die_err();
+		}
+		if (stream_write(out, pred) < 0)
+			die_err();
+		record_free(pred);
+		if (o.train) {
+			if (!g && !(g = stream_open_read(o.grad))) {
+				err_wrap("--grad");
+				die_err();
+			}
+			record *gr;
+			int grc = stream_read(g, &gr);
+			if (grc < 0) {
+				err_wrap("--grad");
+				die_err();
+			}
+			if (grc == 0)
+				die("--grad: record %ld: missing (the stream ended; expected the grad of batch %ld)",
+				    stream_count(g) + 1, batches);
+			const float *douts[4];
+			if (model_grad_tensors(m, gr, douts) < 0 || model_backward(m, douts, NULL) < 0) {
+				err_wrap("--grad: record %ld", stream_count(g));
+				die_err();
+			}
+			record *gs = model_grads_record(m);
+			if (!gs)
+				die_err();
+			cJSON_AddNumberToObject(gs->meta, "step", step);
+			const cJSON *ids = cJSON_GetObjectItemCaseSensitive(r->meta, "ids");
+			if (ids)
+				cJSON_AddItemToObject(gs->meta, "ids", cJSON_Duplicate(ids, 1));
+			if (stream_write(out, gs) < 0)
+				die_err();
+			record_free(gs);
+			record_free(gr);
+		}
+		record_free(r);
+	}
+	if (rc < 0)
+		die_err();
+	if (stream_close_write(out) < 0)
+		die_err();
+	if (o.profile)
+		profile_report(m);
+	stream_close_read(in);
+	if (w)
+		stream_close_read(w);
+	if (g)
+		stream_close_read(g);
+	model_free(m);
+	close_stdout();
+	return 0;
+}
