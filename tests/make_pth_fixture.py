@@ -1,0 +1,106 @@
+#!/usr/bin/python3
+"""Writes the .pth fixtures of tests/unit/test_pth.c and tests/bats/sgd-step.bats.
+
+No pretrained weights can be downloaded here, so the import is tested on state dicts
+made with torch and saved as torch.save saves them:
+
+  mbv2_w025.pth   torchvision.models.mobilenet_v2(width_mult=0.25, num_classes=10),
+                  seeded random init, BN statistics moved by two training-mode
+                  forwards (num_batches_tracked = 2): torchvision's keys and layout.
+  mbv2_w025.json  per key: dtype, shape and the FNV-1a 64 hash of the tensor's bytes
+                  as tns stores them (int64 narrowed to int32), so the C test checks
+                  every tensor bit for bit without a second copy of the weights.
+  mbv2_w025_head.tns  the first 24 tensors in full (tests/tnsfile.py), to show values.
+  odd.pth         what else torch.save emits: a transposed (strided) view, two views
+                  of one storage, a slice at an offset, f16, bf16, int64, 0-d and empty
+                  tensors, inside an mmcv-style {"meta": ..., "state_dict": ...}.
+  odd_p4.pth      the same with pickle protocol 4 (FRAME, SHORT_BINUNICODE, MEMOIZE).
+  odd.tns         odd.pth's state dict, contiguous (f16 and bf16 as f32; ints as i32).
+
+Run: /usr/bin/python3 tests/make_pth_fixture.py  (Debian's python3-torch, torchvision)
+"""
+import collections
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+import torchvision
+
+sys.path.insert(0, os.path.dirname(__file__))
+import tnsfile  # noqa: E402
+
+OUT = os.path.join(os.path.dirname(__file__), "fixtures", "pth")
+
+
+def fnv1a64(data):
+    h = 0xCBF29CE484222325
+    for b in data:
+        h ^= b
+        h = (h * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def as_tns(t):
+    """The numpy array the C reader should produce for tensor t."""
+    t = t.detach().contiguous()
+    if t.dtype == torch.int64:
+        a = t.numpy()
+        assert np.all(np.abs(a) < 2**31)
+        return a.astype(np.int32)
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(np.uint16)  # raw bits
+    return t.numpy()
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    torch.manual_seed(5)
+    model = torchvision.models.mobilenet_v2(width_mult=0.25, num_classes=10)
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(2, 3, 64, 64))
+    sd = model.state_dict()
+    torch.save(sd, os.path.join(OUT, "mbv2_w025.pth"))
+    dtype = {torch.float32: "f32", torch.int64: "i32"}
+    meta = [{"name": k, "dtype": dtype[v.dtype], "shape": list(v.shape),
+             "fnv1a64": "%016x" % fnv1a64(as_tns(v).tobytes())} for k, v in sd.items()]
+    with open(os.path.join(OUT, "mbv2_w025.json"), "w") as f:
+        json.dump(meta, f, indent=0)
+        f.write("\n")
+    head = {k: as_tns(v) for k, v in list(sd.items())[:24]}
+    tnsfile.write(os.path.join(OUT, "mbv2_w025_head.tns"), [("params", head, {"source": "mbv2_w025.pth"})])
+
+    g = torch.Generator().manual_seed(7)
+    base = torch.randn(6, 4, generator=g)
+    shared = torch.arange(10, dtype=torch.float32)
+    odd = collections.OrderedDict()
+    odd["transposed"] = base.t()                      # stride (1, 4)
+    odd["shared.a"] = shared[:4]
+    odd["shared.b"] = shared[3:9].view(2, 3)          # offset 3 into the same storage
+    odd["half"] = torch.randn(3, 2, generator=g).half()
+    odd["bf16"] = torch.randn(5, generator=g).bfloat16()
+    odd["steps"] = torch.tensor(123456789, dtype=torch.int64)
+    odd["neg"] = torch.tensor([-3, 0, 2**31 - 1], dtype=torch.int64)
+    odd["scalar"] = torch.tensor(2.5)
+    odd["empty"] = torch.zeros(0, 3)
+    odd["deep"] = torch.randn(1, 2, 1, 3, 1, 2, 1, 2, generator=g)
+    ckpt = {"meta": {"epoch": 3, "lr": [0.04, 1e-5], "name": "odd", "ok": True, "none": None},
+            "state_dict": odd}
+    torch.save(ckpt, os.path.join(OUT, "odd.pth"))
+    torch.save(ckpt, os.path.join(OUT, "odd_p4.pth"), pickle_protocol=4)
+    flat = {}
+    for k, v in odd.items():
+        if v.dtype in (torch.float16, torch.bfloat16):
+            flat[k] = v.float().numpy()
+        else:
+            flat[k] = as_tns(v)
+    tnsfile.write(os.path.join(OUT, "odd.tns"), [("params", flat, {"source": "odd.pth"})])
+    # what the bf16 bits are, for the C test (bf16 has no numpy dtype in tnsfile)
+    print("wrote", OUT, "mbv2_w025.pth: %d bytes" % os.path.getsize(os.path.join(OUT, "mbv2_w025.pth")))
+
+
+if __name__ == "__main__":
+    main()
