@@ -33,7 +33,8 @@ void data_config_default(data_config *c)
 	c->flip_ratio = 0.5;
 }
 
-cJSON *config_read(const char *path)
+/* One JSON file, not following "base". */
+static cJSON *read_json(const char *path)
 {
 	FILE *f = fopen(path, "rb");
 	if (!f) {
@@ -90,6 +91,67 @@ cJSON *config_read(const char *path)
 		return NULL;
 	}
 	return j;
+}
+
+/* Merges over into base: objects member by member, anything else replaces. Takes over. */
+static void merge_into(cJSON *base, cJSON *over)
+{
+	cJSON *item;
+	while ((item = over->child)) {
+		cJSON_DetachItemViaPointer(over, item);
+		cJSON *old = cJSON_GetObjectItemCaseSensitive(base, item->string);
+		if (old && cJSON_IsObject(old) && cJSON_IsObject(item)) {
+			merge_into(old, item);
+		} else if (old) {
+			cJSON_ReplaceItemViaPointer(base, old, item);
+		} else {
+			cJSON_AddItemToObject(base, item->string, item);
+		}
+	}
+	cJSON_Delete(over);
+}
+
+static cJSON *read_with_bases(const char *path, int depth)
+{
+	cJSON *j = read_json(path);
+	if (!j)
+		return NULL;
+	const cJSON *b = cJSON_GetObjectItemCaseSensitive(j, "base");
+	if (!b)
+		return j;
+	if (!cJSON_IsString(b) || !b->valuestring[0]) {
+		cJSON_Delete(j);
+		err_set("%s: base: expected a file name", path);
+		return NULL;
+	}
+	if (depth >= 8) {
+		cJSON_Delete(j);
+		err_set("%s: base: more than 8 levels (a loop?)", path);
+		return NULL;
+	}
+	/* a relative base is next to the file that names it */
+	char bpath[4096];
+	const char *slash = strrchr(path, '/');
+	int dir = b->valuestring[0] == '/' || !slash ? 0 : (int)(slash - path + 1);
+	if ((size_t)snprintf(bpath, sizeof bpath, "%.*s%s", dir, path, b->valuestring) >= sizeof bpath) {
+		cJSON_Delete(j);
+		err_set("%s: base: path too long", path);
+		return NULL;
+	}
+	cJSON *base = read_with_bases(bpath, depth + 1);
+	if (!base) {
+		cJSON_Delete(j);
+		err_wrap("%s: base", path);
+		return NULL;
+	}
+	cJSON_DeleteItemFromObjectCaseSensitive(j, "base");
+	merge_into(base, j);
+	return base;
+}
+
+cJSON *config_read(const char *path)
+{
+	return read_with_bases(path, 0);
 }
 
 /* Every member of o must be one of known (NULL-terminated). */

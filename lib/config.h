@@ -27,7 +27,10 @@ typedef struct data_config {
 } data_config;
 
 void data_config_default(data_config *c);
-/* Parses a whole JSON file; NULL (err "path: why") if unreadable or not a JSON object. */
+/* Parses a config file; NULL (err "path: why") if unreadable or not a JSON object.
+ * A config may name another as "base" (a path relative to its own directory), as
+ * mmdet's _base_: the base is read first and this file's members are merged over it,
+ * objects member by member, anything else (numbers, arrays, strings) replaced. */
 cJSON *config_read(const char *path);
 /* Applies a "data" section over *c; where names the section in messages ("file: data"). */
 int data_config_apply(data_config *c, const cJSON *data, const char *where);
