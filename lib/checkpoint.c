@@ -1,5 +1,6 @@
 #include "checkpoint.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -85,6 +86,9 @@ int checkpoint_save(train_state *t, const char *dir, const char *name)
 	int fd = mkstemp(tmp);
 	if (fd < 0)
 		return err_set("%s: %s", tmp, strerror(errno));
+	mode_t mask = umask(0); /* mkstemp makes 0600; a checkpoint is an ordinary file */
+	umask(mask);
+	fchmod(fd, 0666 & ~mask);
 	FILE *f = fdopen(fd, "wb");
 	if (!f) {
 		err_set("%s: %s", tmp, strerror(errno));
@@ -172,6 +176,23 @@ record *params_read(const char *path)
 		err_set("%s: no params record", path);
 	stream_close_read(s);
 	return rc > 0 ? r : NULL;
+}
+
+int checkpoint_clean(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return err_set("%s: %s", dir, strerror(errno));
+	struct dirent *e;
+	int n = 0;
+	while ((e = readdir(d))) {
+		char path[4096];
+		if (strncmp(e->d_name, ".tmp-", 5) != 0 || (size_t)snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= sizeof path)
+			continue;
+		n += unlink(path) == 0;
+	}
+	closedir(d);
+	return n;
 }
 
 int make_dirs(const char *path)

@@ -38,6 +38,8 @@ int checkpoint_load(train_state *t, const char *path);
 /* The first "params" record of a stream (a params file, a checkpoint or any stream
  * holding one); NULL (err) if there is none. */
 record *params_read(const char *path);
+/* Removes temp files a killed run left in dir (".tmp-*"); returns how many. */
+int checkpoint_clean(const char *dir);
 /* Like mkdir -p. */
 int make_dirs(const char *path);
 /* Keeps only the lines of a metrics.jsonl whose "step" is <= step (the steps a resumed

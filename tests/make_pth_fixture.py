@@ -11,6 +11,9 @@ made with torch and saved as torch.save saves them:
                   as tns stores them (int64 narrowed to int32), so the C test checks
                   every tensor bit for bit without a second copy of the weights.
   mbv2_w025_head.tns  the first 24 tensors in full (tests/tnsfile.py), to show values.
+  mbv2_w025_init*.tns  zero params of a model with this backbone ("backbone." + key,
+                  and two neck tensors); _missing lacks one key, _shape has one
+                  mis-shaped (for sgd-step --pretrained).
   odd.pth         what else torch.save emits: a transposed (strided) view, two views
                   of one storage, a slice at an offset, f16, bf16, int64, 0-d and empty
                   tensors, inside an mmcv-style {"meta": ..., "state_dict": ...}.
@@ -70,6 +73,19 @@ def main():
     with open(os.path.join(OUT, "mbv2_w025.json"), "w") as f:
         json.dump(meta, f, indent=0)
         f.write("\n")
+    # params records of a model whose backbone is this network (zeros: they compress to
+    # nothing), one missing a key, one with a key of another shape
+    init = {"backbone." + k: np.zeros(v.shape, np.float32) if v.dtype == torch.float32 else np.zeros_like(as_tns(v))
+            for k, v in sd.items() if not k.startswith("classifier.")}
+    init["neck.lateral_convs.0.conv.weight"] = np.zeros((16, 8, 1, 1), np.float32)
+    init["neck.lateral_convs.0.conv.bias"] = np.zeros(16, np.float32)
+    tnsfile.write(os.path.join(OUT, "mbv2_w025_init.tns"), [("params", init, {"step": 0, "config": "mbv2"})])
+    missing = dict(init)
+    del missing["backbone.features.4.conv.1.1.running_mean"]
+    tnsfile.write(os.path.join(OUT, "mbv2_w025_init_missing.tns"), [("params", missing, {"step": 0})])
+    shaped = dict(init)
+    shaped["backbone.features.2.conv.2.weight"] = np.zeros((8, 24, 1, 1), np.float32)
+    tnsfile.write(os.path.join(OUT, "mbv2_w025_init_shape.tns"), [("params", shaped, {"step": 0})])
     head = {k: as_tns(v) for k, v in list(sd.items())[:24]}
     tnsfile.write(os.path.join(OUT, "mbv2_w025_head.tns"), [("params", head, {"source": "mbv2_w025.pth"})])
 

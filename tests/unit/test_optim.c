@@ -125,8 +125,16 @@ static void test_set(const char *set, int ckpt_at, const char *dir)
 		return;
 	snprintf(path, sizeof path, FIX "%s_init.tns", set);
 	int ni = read_all(path, &init);
-	snprintf(path, sizeof path, FIX "%s_steps.tns", set);
+	record **b;
+	snprintf(path, sizeof path, FIX "%s_steps_a.tns", set);
 	int ns = read_all(path, &steps);
+	snprintf(path, sizeof path, FIX "%s_steps_b.tns", set);
+	int nb = read_all(path, &b);
+	CHECK(ns > 0 && nb > 0);
+	steps = realloc(steps, (size_t)(ns + nb) * sizeof *steps);
+	memcpy(steps + ns, b, (size_t)nb * sizeof *b);
+	ns += nb;
+	free(b);
 	snprintf(path, sizeof path, FIX "%s_expect.tns", set);
 	int ne = read_all(path, &expect);
 	CHECK(ni == 1 && ns == 2 * ne && ne > 0);

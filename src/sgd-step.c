@@ -1,0 +1,373 @@
+/* sgd-step: the training loop's optimizer and the single owner of its state. */
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "checkpoint.h"
+#include "config.h"
+#include "optim.h"
+#include "pth.h"
+#include "stream.h"
+#include "tool.h"
+
+static void usage(void)
+{
+	printf("usage: sgd-step --init PARAMS [--pretrained FILE.pth] [options] < loss+grads\n"
+	       "       sgd-step --resume [options] < loss+grads\n"
+	       "\n"
+	       "Owns the weights, the BN running statistics and the optimizer state of a training run.\n"
+	       "Sends the initial params, then reads \"loss\" and \"grads\" records (loss passes forward's\n"
+	       "grads through) and for every grads record does one step of torch.optim.SGD with the LR\n"
+	       "of mmcv's schedule and sends the new params. Checkpoints go to the run directory.\n"
+	       "Records of any other kind are ignored.\n"
+	       "\n"
+	       "  --config FILE         its \"name\" and \"train\" section (optimizer, lr_config, epochs,\n"
+	       "                        batch, checkpoint_every, bn_momentum); default TI's recipe\n"
+	       "  --init FILE           initial params: the first params record of FILE (forward --init,\n"
+	       "                        a checkpoint, any params stream)\n"
+	       "  --pretrained F.pth    a torch.save state dict (torchvision MobileNetV2) loaded over\n"
+	       "                        --init: key K sets PREFIX+K, classifier.* is dropped\n"
+	       "  --pretrained-prefix P  (default \"backbone.\")\n"
+	       "  --resume              continue from RUN/latest.tns (same state, same later steps)\n"
+	       "  --params PATH         write params records here (file or FIFO), flushed each\n"
+	       "  --run DIR             run directory (default runs/<config name>)\n"
+	       "  --checkpoint-every N  steps between checkpoints (default train.checkpoint_every, 500;\n"
+	       "                        0: only at epoch ends and the end)\n"
+	       "  --log-every N         progress line on stderr every N steps (default 20; 0: none)\n"
+	       "  --lr X                base learning rate (overrides train.optimizer.lr; not rescaled)\n"
+	       "  --epochs N            epochs of the run (cosine by epoch, ETA)\n"
+	       "  --iters-per-epoch N   steps per epoch (progress, ETA, by-iteration schedules)\n"
+	       "  --max-steps N         stop after step N (a clean end: last checkpoint, params closed)\n"
+	       "  --seed N              the data seed, recorded in checkpoints for resuming the data\n"
+	       "  -h, --help            this help\n"
+	       "\n"
+	       "In: \"loss\" records (meta loss, loss_cls, loss_bbox, num_pos, images, epoch, ...), each\n"
+	       "followed by a \"grads\" record: one f32 tensor per trainable parameter, named as it, and\n"
+	       "<bn>.batch_mean, <bn>.batch_var (unbiased) per BN layer. A grads record alone is a step\n"
+	       "too. Out (--params): kind \"params\", every parameter, meta step and epoch.\n"
+	       "Run directory: iter_<step>.tns every N steps, epoch_<e>.tns after epoch e (1-based) ends\n"
+	       "(the epoch in the meta changes, or the input ends after a full epoch), latest.tns, all\n"
+	       "written to a temp file and renamed; metrics.jsonl, one JSON line per step.\n"
+	       "Environment: TNS_LEVEL (zstd level).\n");
+}
+
+typedef struct opts {
+	const char *config, *init, *pretrained, *prefix, *params, *run;
+	int resume;
+	long checkpoint_every, log_every, epochs, iters_per_epoch, max_steps;
+	double lr;
+	unsigned long long seed;
+} opts;
+
+static void parse(int argc, char **argv, opts *o)
+{
+	enum { O_CONFIG = 256, O_INIT, O_PRE, O_PREFIX, O_RESUME, O_PARAMS, O_RUN, O_CKPT, O_LOG, O_LR, O_EPOCHS, O_IPE,
+	       O_MAX, O_SEED };
+	static const struct option longopts[] = {
+		{"config", required_argument, 0, O_CONFIG},      {"init", required_argument, 0, O_INIT},
+		{"pretrained", required_argument, 0, O_PRE},     {"pretrained-prefix", required_argument, 0, O_PREFIX},
+		{"resume", no_argument, 0, O_RESUME},            {"params", required_argument, 0, O_PARAMS},
+		{"run", required_argument, 0, O_RUN},            {"checkpoint-every", required_argument, 0, O_CKPT},
+		{"log-every", required_argument, 0, O_LOG},      {"lr", required_argument, 0, O_LR},
+		{"epochs", required_argument, 0, O_EPOCHS},      {"iters-per-epoch", required_argument, 0, O_IPE},
+		{"max-steps", required_argument, 0, O_MAX},      {"seed", required_argument, 0, O_SEED},
+		{"help", no_argument, 0, 'h'},                   {0}};
+	int c;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+		switch (c) {
+		case O_CONFIG: o->config = optarg; break;
+		case O_INIT: o->init = optarg; break;
+		case O_PRE: o->pretrained = optarg; break;
+		case O_PREFIX: o->prefix = optarg; break;
+		case O_RESUME: o->resume = 1; break;
+		case O_PARAMS: o->params = optarg; break;
+		case O_RUN: o->run = optarg; break;
+		case O_CKPT: o->checkpoint_every = arg_long("--checkpoint-every", optarg, 0, 1L << 40); break;
+		case O_LOG: o->log_every = arg_long("--log-every", optarg, 0, 1L << 40); break;
+		case O_LR: o->lr = arg_double("--lr", optarg, 0, 1e3); break;
+		case O_EPOCHS: o->epochs = arg_long("--epochs", optarg, 1, 1L << 30); break;
+		case O_IPE: o->iters_per_epoch = arg_long("--iters-per-epoch", optarg, 1, 1L << 40); break;
+		case O_MAX: o->max_steps = arg_long("--max-steps", optarg, 1, 1L << 40); break;
+		case O_SEED: o->seed = arg_u64("--seed", optarg); break;
+		case 'h': usage(); exit(0);
+		case ':': usage_error("option '%s' needs an argument", argv[optind - 1]);
+		default: usage_error("unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		usage_error("unexpected argument '%s'", argv[optind]);
+	if (o->resume && (o->init || o->pretrained))
+		usage_error("--resume continues a run: it takes no --init or --pretrained");
+	if (!o->resume && !o->init)
+		usage_error("--init PARAMS (the model's params, e.g. from forward --init) or --resume is needed");
+}
+
+/* The run: state, settings and the outputs of the loop. */
+typedef struct run {
+	train_state t;
+	optim_config c;
+	opts o;
+	char dir[4096];
+	long max_iters, iters_per_epoch, saved_step;
+	stream_writer *params;
+	FILE *metrics;
+	double start, last, step_time; /* step_time: smoothed seconds per step */
+	cJSON *loss;                   /* the meta of the loss record before the next grads */
+} run;
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void save(run *r, const char *name)
+{
+	if (checkpoint_save(&r->t, r->dir, name) < 0 || checkpoint_save(&r->t, r->dir, "latest.tns") < 0)
+		die_err();
+	r->saved_step = r->t.step;
+}
+
+static void save_step(run *r)
+{
+	char name[64];
+	snprintf(name, sizeof name, "iter_%ld.tns", r->t.step);
+	save(r, name);
+}
+
+static void save_epoch(run *r)
+{
+	char name[64];
+	snprintf(name, sizeof name, "epoch_%ld.tns", r->t.epoch + 1);
+	save(r, name);
+}
+
+static void send_params(run *r)
+{
+	record *p = train_state_params(&r->t);
+	if (r->params && (!p || stream_write(r->params, p) < 0))
+		die_err();
+}
+
+/* A number for metrics.jsonl: JSON has no NaN or infinity. */
+static void json_num(FILE *f, const char *key, double v)
+{
+	if (isfinite(v))
+		fprintf(f, ",\"%s\":%.9g", key, v);
+	else
+		fprintf(f, ",\"%s\":null", key);
+}
+
+static void log_step(run *r, double images, double dt)
+{
+	double loss = NAN, cls = NAN, reg = NAN, pos = NAN;
+	if (r->loss) {
+		const cJSON *v;
+		loss = cJSON_IsNumber(v = cJSON_GetObjectItem(r->loss, "loss")) ? v->valuedouble : NAN;
+		cls = cJSON_IsNumber(v = cJSON_GetObjectItem(r->loss, "loss_cls")) ? v->valuedouble : NAN;
+		reg = cJSON_IsNumber(v = cJSON_GetObjectItem(r->loss, "loss_bbox")) ? v->valuedouble : NAN;
+		pos = cJSON_IsNumber(v = cJSON_GetObjectItem(r->loss, "num_pos")) ? v->valuedouble : NAN;
+	}
+	r->step_time = r->step_time > 0 ? 0.9 * r->step_time + 0.1 * dt : dt;
+	double ips = dt > 0 ? images / dt : NAN;
+	double eta = r->max_iters > 0 ? (double)(r->max_iters - r->t.step) * r->step_time : NAN;
+	fprintf(r->metrics, "{\"step\":%ld,\"epoch\":%ld", r->t.step, r->t.epoch);
+	json_num(r->metrics, "lr", r->t.lr);
+	json_num(r->metrics, "loss", loss);
+	json_num(r->metrics, "loss_cls", cls);
+	json_num(r->metrics, "loss_bbox", reg);
+	json_num(r->metrics, "num_pos", pos);
+	json_num(r->metrics, "images", images);
+	json_num(r->metrics, "images_per_s", ips);
+	json_num(r->metrics, "eta_s", eta);
+	fputs("}\n", r->metrics);
+	if (fflush(r->metrics) != 0)
+		die("%s/metrics.jsonl: write error", r->dir);
+	if (!r->o.log_every || r->t.step % r->o.log_every)
+		return;
+	char total[32] = "?", eta_s[32] = "-";
+	if (r->iters_per_epoch > 0)
+		snprintf(total, sizeof total, "%ld", r->iters_per_epoch);
+	if (isfinite(eta))
+		snprintf(eta_s, sizeof eta_s, "%ld:%02ld:%02ld", (long)eta / 3600, (long)eta / 60 % 60, (long)eta % 60);
+	fprintf(stderr, "epoch %ld iter %ld/%s loss %.3g (cls %.3g reg %.3g) lr %.4f %.1f img/s ETA %s\n", r->t.epoch + 1,
+		r->t.epoch_steps, total, loss, cls, reg, r->t.lr, images / r->step_time, eta_s);
+}
+
+/* One grads record: epoch bookkeeping, the step, params out, metrics, checkpoints. */
+static void step(run *r, const record *grads, const char *where)
+{
+	double epoch = r->loss && cJSON_IsNumber(cJSON_GetObjectItem(r->loss, "epoch"))
+			       ? cJSON_GetObjectItem(r->loss, "epoch")->valuedouble
+			       : meta_num(grads, "epoch", (double)r->t.epoch);
+	if (epoch < 0 || epoch != floor(epoch) || epoch > 1e9)
+		die("%s: bad epoch %g in the meta", where, epoch);
+	if ((long)epoch != r->t.epoch) {
+		if (r->t.epoch_steps > 0) {
+			save_epoch(r);
+			if (!r->o.iters_per_epoch)
+				r->iters_per_epoch = r->t.epoch_steps;
+		}
+		r->t.epoch = (long)epoch;
+		r->t.epoch_steps = 0;
+		r->t.epoch_images = 0;
+	}
+	double lr = lr_at(&r->c, r->t.step, r->t.epoch, r->max_iters);
+	if (sgd_step(r->t.opt, grads, lr, &r->c) < 0)
+		die("%s: %s", where, err_msg());
+	double images = r->loss && cJSON_IsNumber(cJSON_GetObjectItem(r->loss, "images"))
+				? cJSON_GetObjectItem(r->loss, "images")->valuedouble
+				: meta_num(grads, "images", (double)r->c.batch);
+	r->t.step++;
+	r->t.epoch_steps++;
+	r->t.images += images;
+	r->t.epoch_images += images;
+	r->t.lr = lr;
+	send_params(r);
+	double t = now();
+	log_step(r, images, t - r->last);
+	r->last = t;
+	if (r->c.checkpoint_every && r->t.step % r->c.checkpoint_every == 0)
+		save_step(r);
+	cJSON_Delete(r->loss);
+	r->loss = NULL;
+}
+
+static void start(run *r)
+{
+	const opts *o = &r->o;
+	char name[128] = "";
+	optim_config_default(&r->c);
+	if (o->config) {
+		cJSON *j = config_read(o->config);
+		if (!j)
+			die_err();
+		const cJSON *n = cJSON_GetObjectItem(j, "name"), *tr = cJSON_GetObjectItem(j, "train");
+		if (cJSON_IsString(n))
+			snprintf(name, sizeof name, "%s", n->valuestring);
+		char where[4200];
+		snprintf(where, sizeof where, "%s: train", o->config);
+		if (tr && optim_config_apply(&r->c, tr, where) < 0)
+			die_err();
+		cJSON_Delete(j);
+	}
+	if (o->lr > 0)
+		r->c.lr = o->lr;
+	if (o->epochs)
+		r->c.epochs = o->epochs;
+	if (o->checkpoint_every >= 0)
+		r->c.checkpoint_every = o->checkpoint_every;
+	r->iters_per_epoch = o->iters_per_epoch;
+	r->max_iters = o->max_steps ? o->max_steps : r->iters_per_epoch * r->c.epochs;
+	if (optim_config_check(&r->c, r->max_iters) < 0)
+		die_err();
+
+	record *init = NULL;
+	if (!o->resume) {
+		if (!(init = params_read(o->init)))
+			die_err();
+		if (!name[0])
+			snprintf(name, sizeof name, "%s", meta_str(init, "config", "default"));
+	}
+	if (o->run)
+		snprintf(r->dir, sizeof r->dir, "%s", o->run);
+	else
+		snprintf(r->dir, sizeof r->dir, "runs/%s", name[0] ? name : "default");
+	if (make_dirs(r->dir) < 0 || checkpoint_clean(r->dir) < 0)
+		die_err();
+	char path[4200];
+	snprintf(path, sizeof path, "%s/metrics.jsonl", r->dir);
+	if (o->resume) {
+		char latest[4200];
+		snprintf(latest, sizeof latest, "%s/latest.tns", r->dir);
+		if (checkpoint_load(&r->t, latest) < 0)
+			die("cannot resume: %s", err_msg());
+		if (metrics_trim(path, r->t.step) < 0)
+			die_err();
+		fprintf(stderr, "%s: resuming %s at step %ld, epoch %ld (%.0f images into it)\n", tool_name, latest, r->t.step,
+			r->t.epoch, r->t.epoch_images);
+	} else {
+		if (o->pretrained) {
+			record *sd = pth_read(o->pretrained);
+			pth_summary s;
+			if (!sd)
+				die_err();
+			if (pth_load_into(init, sd, o->prefix ? o->prefix : "backbone.", "classifier.", &s) < 0)
+				die("%s: %s", o->pretrained, err_msg());
+			fprintf(stderr, "%s: %s: loaded %d tensors, %d model tensors not in the file\n", tool_name, o->pretrained,
+				s.loaded, s.not_in_file);
+			record_free(sd);
+		}
+		if (!(r->t.opt = sgd_new(init)))
+			die("%s: %s", o->init, err_msg());
+		record_free(init);
+		r->t.seed = o->seed;
+		snprintf(r->t.config, sizeof r->t.config, "%s", name);
+		if (metrics_trim(path, 0) < 0) /* a fresh run starts a fresh log */
+			die_err();
+	}
+	r->saved_step = o->resume ? r->t.step : -1;
+	if (!(r->metrics = fopen(path, "a")))
+		die("%s: cannot append", path);
+	if (o->params && !(r->params = stream_open_write(o->params, STREAM_LEVEL_DEFAULT)))
+		die_err();
+	send_params(r); /* version 0, or the resumed state */
+}
+
+int main(int argc, char **argv)
+{
+	tool_init("sgd-step");
+	run r = {.o = {.checkpoint_every = -1, .log_every = 20}};
+	parse(argc, argv, &r.o);
+	/* a reader of --params that goes away is an EPIPE error with a message, not a silent death */
+	signal(SIGPIPE, SIG_IGN);
+	start(&r);
+	r.start = r.last = now();
+
+	stream_reader *in = stream_open_read("-");
+	if (!in)
+		die_err();
+	record *rec;
+	int rc = 0;
+	long others = 0;
+	while ((!r.o.max_steps || r.t.step < r.o.max_steps) && (rc = stream_read(in, &rec)) > 0) {
+		char where[64];
+		snprintf(where, sizeof where, "stdin: record %ld", stream_count(in));
+		if (!strcmp(rec->kind, "loss")) {
+			cJSON_Delete(r.loss);
+			if (!(r.loss = cJSON_Duplicate(rec->meta, 1)))
+				die("out of memory");
+		} else if (!strcmp(rec->kind, "grads")) {
+			step(&r, rec, where);
+		} else {
+			others++;
+		}
+		record_free(rec);
+	}
+	if (!r.o.max_steps || r.t.step < r.o.max_steps) {
+		if (rc < 0)
+			die("%s (last checkpoint: %s/latest.tns, step %ld)", err_msg(), r.dir, r.saved_step);
+	}
+	/* the end: the last state is saved, as epoch_<e> too when the epoch is complete */
+	if (r.t.step != r.saved_step) {
+		if (r.iters_per_epoch > 0 && r.t.epoch_steps == r.iters_per_epoch)
+			save_epoch(&r);
+		else
+			save_step(&r);
+	}
+	if (stream_close_write(r.params) < 0)
+		die_err();
+	if (fclose(r.metrics) != 0)
+		die("%s/metrics.jsonl: write error", r.dir);
+	stream_close_read(in);
+	fprintf(stderr, "%s: %ld steps done (epoch %ld), %.0f images, %.1f s; %s/latest.tns%s\n", tool_name, r.t.step,
+		r.t.epoch + 1, r.t.images, now() - r.start, r.dir, others ? " (other records ignored)" : "");
+	cJSON_Delete(r.loss);
+	sgd_free(r.t.opt);
+	return 0;
+}
