@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# bench-model: images/s of `forward` (inference at batch 1 and 8, train step at batch 8)
+# at 512 and 320, beside PyTorch on the same model (tests/bench_model_torch.py, 2 threads,
+# NCHW and channels_last), in the same run, with the ratios to torch's best layout.
+# Our figures are the tool's wall time over BATCHES batches (stream decode/encode and the
+# first batch's allocation included) and the compute time from --profile.
+# Usage: BIN=bin pipelines/bench-model.sh [CONFIG] [DATA] [CLASSES]
+set -euo pipefail
+cfg=${1:-configs/ssd_mobilenet_fpn.json} data=${2:-../shared/data/bccd} classes=${3:-configs/bccd.classes}
+BIN=${BIN:-bin} BATCHES=${BATCHES:-3} THREADS=${THREADS:-2} PY=${PY:-/usr/bin/python3}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+"$BIN/forward" --config "$cfg" --init --seed 1 >"$tmp/params.tns"
+printf 'forward vs torch, %s, %d threads, %d CPUs, %d batches per case\n\n' "$cfg" "$THREADS" "$(nproc)" "$BATCHES"
+
+results=$tmp/results
+: >"$results"
+# case: mode batch size
+run_case() {
+	local mode=$1 b=$2 s=$3 n=$(($2 * BATCHES))
+	"$BIN/voc-decode" "$data" --split trainval --classes "$classes" --limit "$n" \
+		| "$BIN/augment" --eval --size "$s" --batch "$b" >"$tmp/batch.tns"
+	local args=(--config "$cfg" --threads "$THREADS" --profile)
+	if [ "$mode" = train ]; then
+		for _ in $(seq "$BATCHES"); do cat "$tmp/params.tns"; done >"$tmp/weights.tns"
+		local A
+		A=$("$BIN/forward" --config "$cfg" --summary --size "$s" | sed -n 's/^anchors \([0-9]*\):.*/\1/p')
+		"$PY" - "$tmp/grad.tns" "$b" "$A" "$BATCHES" <<-'EOF'
+		import sys, numpy as np
+		sys.path.insert(0, "tests")
+		import tnsfile
+		path, b, A, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+		g = ("grad", {"cls": np.full((b, A, 21), 1e-3, np.float32), "reg": np.full((b, A, 4), 1e-3, np.float32)}, {})
+		tnsfile.write(path, [g] * k, level=1)
+		EOF
+		args+=(--weights "$tmp/weights.tns" --train --grad "$tmp/grad.tns")
+	else
+		args+=(--weights "$tmp/params.tns")
+	fi
+	local t0 t1
+	t0=$(date +%s.%N)
+	"$BIN/forward" "${args[@]}" <"$tmp/batch.tns" >/dev/null 2>"$tmp/prof"
+	t1=$(date +%s.%N)
+	awk -v m="$mode" -v b="$b" -v s="$s" -v n="$n" -v t0="$t0" -v t1="$t1" '
+		/^  total/ { c = $2 + $3 } /peak RSS/ { rss = $3 }
+		END { printf "ours  %-5s size %3d batch %d: %6.2f img/s wall, %6.2f img/s compute, peak RSS %s MiB\n",
+		      m, s, b, n / (t1 - t0), n / c, rss }' "$tmp/prof" | tee -a "$results"
+	[ -n "${PROFILE:-}" ] && sed 's/^/    /' "$tmp/prof"
+	return 0
+}
+run_case infer 1 512
+run_case infer 8 512
+run_case train 8 512
+run_case train 8 320
+echo
+if "$PY" -c 'import torch' 2>/dev/null; then
+	"$PY" tests/bench_model_torch.py "$cfg" --threads "$THREADS" --iters "$BATCHES" | tee -a "$results"
+	echo
+	awk '
+		/^ours/ { key = $2 " " $4 " " $6; ours[key] = $7 + 0; comp[key] = $10 + 0; order[++n] = key }
+		/^torch/ { key = $2 " " $5 " " $7; if ($8 + 0 > best[key]) { best[key] = $8 + 0; lay[key] = $3 } }
+		END { for (i = 1; i <= n; i++) { k = order[i]
+		        if (best[k]) printf "%-22s ours/torch(%s) %.2fx wall, %.2fx compute\n", k, lay[k], ours[k] / best[k], comp[k] / best[k] } }' "$results"
+else
+	echo "(no torch: PyTorch side skipped)"
+fi
