@@ -38,13 +38,13 @@ static void members_free(zip_members *z)
 	free(z->m);
 }
 
-/* Reads the current member whole (its declared size is not trusted). */
-static int read_member(struct archive *a, member *m, size_t *total)
+/* Reads the current member whole (its declared size is only a first guess). */
+static int read_member(struct archive *a, member *m, size_t declared, size_t *total)
 {
-	size_t cap = 0;
+	size_t cap = 0, first = declared < (1u << 26) ? declared + 1 : 1u << 26;
 	for (;;) {
-		if (cap - m->len < 65536) {
-			size_t ncap = cap ? 2 * cap : 65536;
+		if (cap == m->len) {
+			size_t ncap = cap ? 2 * cap : first;
 			if (ncap > ENTRY_MAX + 65536)
 				return err_set("%s: member larger than %zu bytes", m->name, ENTRY_MAX);
 			unsigned char *p = realloc(m->data, ncap);
@@ -88,7 +88,8 @@ static int read_members(struct archive *a, zip_members *z)
 		memset(m, 0, sizeof *m);
 		if (!(m->name = strdup(name)))
 			return err_set("out of memory");
-		if (read_member(a, m, &total) < 0)
+		la_int64_t size = archive_entry_size_is_set(e) ? archive_entry_size(e) : 0;
+		if (read_member(a, m, size > 0 ? (size_t)size : 4096, &total) < 0)
 			return -1;
 	}
 	if (rc != ARCHIVE_EOF)

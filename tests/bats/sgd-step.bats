@@ -170,8 +170,13 @@ sgd() {
 		'$BIN/sgd-step' --config '$F/cosine.json' --run '$T/run' --init '$F/cosine_init.tns' --params '$T/params'"
 	[ "$status" -eq 1 ]
 	[[ "$output" == *"sgd-step: $T/params: write error: Broken pipe"* ]]
-	run "$BIN/tns" ls "$T/run/latest.tns"
-	[ "$status" -eq 0 ]
+	# whatever checkpoints were made before are whole (there may be none yet)
+	run ls -A "$T/run"
+	[[ "$output" != *.tmp* ]]
+	for f in "$T"/run/*.tns; do
+		[ -e "$f" ] || continue
+		"$BIN/tns" ls "$f" >/dev/null
+	done
 }
 
 @test "sgd-step: --max-steps stops cleanly; grads alone are steps; other records are ignored" {
