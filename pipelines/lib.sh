@@ -1,0 +1,26 @@
+# Shell helpers the pipeline scripts share. Source it; it sets nothing else.
+
+# config_json FILE: the config with its "base" chain merged, as lib/config.c reads it
+# (jq's * merges objects member by member and replaces everything else, the same rule).
+config_json() {
+	local f=$1 base
+	base=$(jq -r '.base // empty' "$f") || return 1
+	if [ -z "$base" ]; then
+		cat "$f"
+		return
+	fi
+	case $base in /*) ;; *) base=$(dirname "$f")/$base ;; esac
+	jq -s '.[0] * (.[1] | del(.base))' <(config_json "$base") "$f"
+}
+
+# cfg KEY DEFAULT: a value of the merged config in $CFG_JSON (jq path), or DEFAULT.
+cfg() {
+	local v
+	v=$(jq -r "$1 // empty" <<<"$CFG_JSON")
+	echo "${v:-$2}"
+}
+
+# say ...: a progress line on stderr, named after the script.
+say() {
+	echo "${0##*/}: $*" >&2
+}

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# train: float training as one pipeline of tools (design.md section 3):
+#
+#   voc-decode | augment --train | forward --train | loss | sgd-step
+#                                    ^   ^           |        |
+#                                    |   +- grad fifo+        |
+#                                    +----- params fifo ------+
+#
+# usage: pipelines/train.sh CONFIG
+# environment (all optional): BIN (tools, default bin), RUN (run directory, default
+# runs/<config name>), DATA, CLASSES, SPLIT (default: the config's dataset section),
+# EPOCHS, BATCH, SIZE, LR, SEED (default 0), THREADS, INIT (params file), PRETRAINED
+# (.pth), RESUME (auto: resume if RUN has a checkpoint (default), 0: start over, 1: must
+# resume), MAX_STEPS.
+# The run directory gets checkpoints (latest.tns, iter_*.tns, epoch_*.tns),
+# metrics.jsonl and train.log. Running the same command again resumes.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+cfg_file=${1:?usage: train.sh CONFIG}
+BIN=${BIN:-bin}
+CFG_JSON=$(config_json "$cfg_file")
+name=$(cfg .name "$(basename "$cfg_file" .json)")
+run=${RUN:-runs/$name}
+data=${DATA:-$(cfg .dataset.root "")}
+classes=${CLASSES:-$(cfg .dataset.classes "")}
+split=${SPLIT:-$(cfg .dataset.train_split trainval)}
+epochs=${EPOCHS:-$(cfg .train.epochs 24)}
+batch=${BATCH:-$(cfg .train.batch 8)}
+seed=${SEED:-0}
+[ -n "$data" ] || { say "no data: set DATA or the config's dataset.root"; exit 2; }
+mkdir -p "$run"
+
+images=$("$BIN/voc-decode" "$data" --split "$split" ${classes:+--classes "$classes"} --list | wc -l)
+[ "$images" -gt 0 ] || { say "$data: no images in split $split"; exit 1; }
+iters=$(((images + batch - 1) / batch))
+
+# start or resume
+decode_resume=() state=()
+if [ "${RESUME:-auto}" != 0 ] && [ -f "$run/latest.tns" ]; then
+	meta=$("$BIN/tns" cat --json "$run/latest.tns" | jq -s '.[] | select(.kind == "optim") | .meta')
+	e=$(jq -r .epoch <<<"$meta") p=$(jq -r .epoch_images <<<"$meta") s=$(jq -r .step <<<"$meta")
+	seed=$(jq -r .seed <<<"$meta")
+	if [ "$p" -ge "$images" ]; then e=$((e + 1)) p=0; fi
+	if [ "$e" -ge "$epochs" ]; then
+		say "$run: already trained $epochs epochs (step $s); nothing to do"
+		exit 0
+	fi
+	say "resuming $run at step $s: epoch $((e + 1)), image $p of $images"
+	decode_resume=(--resume "$e:$p")
+	state=(--resume)
+elif [ "${RESUME:-auto}" = 1 ]; then
+	say "$run: no checkpoint to resume from"
+	exit 1
+else
+	init=${INIT:-$run/init.tns}
+	if [ -z "${INIT:-}" ]; then
+		"$BIN/forward" --config "$cfg_file" --init --seed "$seed" >"$init.tmp" && mv "$init.tmp" "$init"
+	fi
+	state=(--init "$init" ${PRETRAINED:+--pretrained "$PRETRAINED"})
+fi
+
+fifos=$(mktemp -d "${TMPDIR:-/tmp}/train.XXXXXX")
+mkfifo "$fifos/params" "$fifos/grad"
+trap 'rm -rf "$fifos"' EXIT
+exec 2> >(tee -a "$run/train.log" >&2)
+
+say "$name: $images images, batch $batch, $iters steps per epoch, $epochs epochs -> $run"
+stages=(voc-decode augment forward loss sgd-step)
+set +e
+"$BIN/voc-decode" "$data" --split "$split" ${classes:+--classes "$classes"} --shuffle --seed "$seed" \
+	--epochs "$epochs" "${decode_resume[@]}" |
+	"$BIN/augment" --train --config "$cfg_file" --batch "$batch" --seed "$seed" ${SIZE:+--size "$SIZE"} |
+	"$BIN/forward" --config "$cfg_file" --train --weights "$fifos/params" --grad "$fifos/grad" \
+		${THREADS:+--threads "$THREADS"} |
+	"$BIN/loss" --config "$cfg_file" --grad "$fifos/grad" |
+	"$BIN/sgd-step" --config "$cfg_file" --run "$run" --params "$fifos/params" "${state[@]}" \
+		--epochs "$epochs" --iters-per-epoch "$iters" --seed "$seed" ${LR:+--lr "$LR"} \
+		${MAX_STEPS:+--max-steps "$MAX_STEPS"}
+status=("${PIPESTATUS[@]}")
+set -e
+# Every stage stops when one dies (EOF, a closed FIFO or SIGPIPE reaches the others);
+# name the ones that failed, leaving out SIGPIPE (141), which only follows another.
+failed=()
+for i in "${!stages[@]}"; do
+	st=${status[$i]}
+	[ "$st" -eq 0 ] || [ "$st" -eq 141 ] && continue
+	if [ "$st" -gt 128 ]; then failed+=("${stages[$i]} (killed by signal $((st - 128)))"); else failed+=("${stages[$i]} (exit $st)"); fi
+done
+if [ ${#failed[@]} -gt 0 ]; then
+	say "failed: ${failed[*]}; the last checkpoint is $run/latest.tns (run the same command to resume)"
+	exit 1
+fi
+say "done: $run/latest.tns"
