@@ -52,16 +52,29 @@ test-san:
 # What CI runs: the tests on the normal build, then again under ASan+UBSan.
 test: test-quick test-san
 
+# ---- training and evaluation: make train PIPELINE=<configs/NAME.json> [EPOCHS= BATCH= SIZE=
+# DATA= CLASSES= LR= SEED= RUN= NP= CKPT=]; the data comes from the config's "dataset"
+# section unless DATA (and CLASSES) say otherwise. See pipelines/train.sh, eval.sh.
+PIPELINE ?= ssd_mobilenet_fpn_bccd
+RUN_ENV = BIN=$(BIN) RUN=$(RUN) DATA=$(DATA) CLASSES=$(CLASSES) EPOCHS=$(EPOCHS) BATCH=$(BATCH) \
+	SIZE=$(SIZE) LR=$(LR) SEED=$(SEED) THREADS=$(THREADS) MAX_STEPS=$(MAX_STEPS) NP=$(NP) CKPT=$(CKPT)
+
+train: all
+	$(RUN_ENV) pipelines/train.sh configs/$(PIPELINE).json
+
+eval: all
+	$(RUN_ENV) pipelines/eval.sh configs/$(PIPELINE).json
+
 # ---- demo and benchmarks on the real data in ../shared/data
-DATA    ?= ../shared/data/bccd
-CLASSES ?= configs/bccd.classes
+BENCH_DATA    ?= ../shared/data/bccd
+BENCH_CLASSES ?= configs/bccd.classes
 
 demo: all
-	$(BIN)/voc-decode $(DATA) --split train --classes $(CLASSES) --limit 8 \
+	$(BIN)/voc-decode $(BENCH_DATA) --split train --classes $(BENCH_CLASSES) --limit 8 \
 	  | $(BIN)/augment --train --size 512 --batch 4 --seed 1 | $(BIN)/tns ls
 
 bench-data: all $(BUILD)/bench/bench_stream
-	BIN=$(BIN) BENCH=$(BUILD)/bench pipelines/bench-data.sh $(DATA) $(CLASSES)
+	BIN=$(BIN) BENCH=$(BUILD)/bench pipelines/bench-data.sh $(BENCH_DATA) $(BENCH_CLASSES)
 
 # Layer kernels against OpenBLAS's sgemm peak and torch (if Debian's python3-torch is there).
 bench-layers: $(BUILD)/bench/bench_layers
@@ -71,9 +84,13 @@ bench-layers: $(BUILD)/bench/bench_layers
 
 # ssd-decode per image at 512 and map-eval on a VOC07-test-sized set of generated dets.
 bench-eval: all $(BUILD)/bench/gen_dets $(BUILD)/bench/gen_pred
-	BIN=$(BIN) BENCH=$(BUILD)/bench pipelines/bench-eval.sh $(DATA) $(CLASSES)
+	BIN=$(BIN) BENCH=$(BUILD)/bench pipelines/bench-eval.sh $(BENCH_DATA) $(BENCH_CLASSES)
 
-bench: bench-data bench-layers bench-eval
+# The network: images/s for inference and a train step, ours and torch's, side by side.
+bench-model: all
+	BIN=$(BIN) pipelines/bench-model.sh
+
+bench: bench-data bench-layers bench-eval bench-model
 
 setup:
 	pipelines/setup-debian.sh
@@ -81,5 +98,5 @@ setup:
 clean:
 	rm -rf build bin
 
-.PHONY: all units test test-quick test-san setup demo bench bench-data bench-layers bench-eval clean
+.PHONY: all units test test-quick test-san setup demo train eval bench bench-data bench-layers bench-eval bench-model clean
 .DELETE_ON_ERROR:

@@ -273,6 +273,16 @@ int main(int argc, char **argv)
 		die_err();
 	if (stream_close_write(out) < 0)
 		die_err();
+	/* the optimizer answers the last grads with params nobody will use: take them, so
+	 * its write completes instead of meeting a closed FIFO */
+	if (o.train && w) {
+		record *last;
+		if (stream_read(w, &last) < 0) {
+			err_wrap("--weights");
+			die_err();
+		}
+		record_free(last);
+	}
 	if (o.profile)
 		profile_report(m);
 	stream_close_read(in);

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# eval: the mAP of a checkpoint on the test split, as one pipeline of tools:
+#
+#   voc-decode --split test | augment --eval | forward | ssd-decode | map-eval
+#
+# usage: pipelines/eval.sh CONFIG
+# environment (all optional): BIN, RUN (default runs/<config name>), CKPT (default
+# RUN/latest.tns), DATA, CLASSES, SPLIT (default the config's dataset.test_split or
+# test), SIZE, BATCH (default 8), NP (shards run side by side, default 1), THREADS,
+# MODE (11points or area).
+# Writes RUN/eval.json and RUN/eval.txt (mmdet's table). With NP=N, N pipelines run on
+# --shard k/N and map-eval reads their dets together: the same mAP as one pipeline.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+cfg_file=${1:?usage: eval.sh CONFIG}
+BIN=${BIN:-bin}
+CFG_JSON=$(config_json "$cfg_file")
+name=$(cfg .name "$(basename "$cfg_file" .json)")
+run=${RUN:-runs/$name}
+ckpt=${CKPT:-$run/latest.tns}
+data=${DATA:-$(cfg .dataset.root "")}
+classes=${CLASSES:-$(cfg .dataset.classes "")}
+split=${SPLIT:-$(cfg .dataset.test_split test)}
+np=${NP:-1}
+[ -n "$data" ] || { say "no data: set DATA or the config's dataset.root"; exit 2; }
+[ -f "$ckpt" ] || { say "$ckpt: no such checkpoint (train first, or set CKPT)"; exit 1; }
+mkdir -p "$run"
+dets=$(mktemp -d "${TMPDIR:-/tmp}/eval.XXXXXX")
+trap 'rm -rf "$dets"' EXIT
+
+images=$("$BIN/voc-decode" "$data" --split "$split" ${classes:+--classes "$classes"} --list | wc -l)
+say "$name: $images images of $split, checkpoint $ckpt, $np shard(s)"
+# threads per shard: the machine's CPUs shared out
+threads=${THREADS:-$(( $(nproc) / np > 0 ? $(nproc) / np : 1 ))}
+pids=()
+for ((k = 0; k < np; k++)); do
+	(
+		set -o pipefail
+		"$BIN/voc-decode" "$data" --split "$split" ${classes:+--classes "$classes"} --shard "$k/$np" \
+			--threads "$threads" |
+			"$BIN/augment" --eval --config "$cfg_file" --batch "${BATCH:-8}" ${SIZE:+--size "$SIZE"} \
+				--threads "$threads" |
+			"$BIN/forward" --config "$cfg_file" --weights "$ckpt" --threads "$threads" |
+			"$BIN/ssd-decode" --config "$cfg_file" >"$dets/shard$k.tns"
+	) &
+	pids+=($!)
+done
+failed=0
+for k in "${!pids[@]}"; do
+	wait "${pids[$k]}" || { say "shard $k/$np failed"; failed=1; }
+done
+[ "$failed" -eq 0 ] || exit 1
+"$BIN/map-eval" ${classes:+--classes "$classes"} ${MODE:+--mode "$MODE"} --json "$run/eval.json.tmp" \
+	"$dets"/shard*.tns | tee "$run/eval.txt.tmp"
+mv "$run/eval.json.tmp" "$run/eval.json"
+mv "$run/eval.txt.tmp" "$run/eval.txt"
+say "wrote $run/eval.txt and $run/eval.json"
