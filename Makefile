@@ -69,9 +69,14 @@ eval: all
 BENCH_DATA    ?= ../shared/data/bccd
 BENCH_CLASSES ?= configs/bccd.classes
 
+# A short real run: records through the data stages, then a few minutes of training on
+# BCCD from scratch (DEMO_EPOCHS at 320x320) and the mAP table of the result.
+DEMO_EPOCHS ?= 4
 demo: all
 	$(BIN)/voc-decode $(BENCH_DATA) --split train --classes $(BENCH_CLASSES) --limit 8 \
-	  | $(BIN)/augment --train --size 512 --batch 4 --seed 1 | $(BIN)/tns ls
+	  | $(BIN)/augment --train --size 320 --batch 4 --seed 1 | $(BIN)/tns ls
+	BIN=$(BIN) RUN=runs/demo EPOCHS=$(DEMO_EPOCHS) pipelines/train.sh configs/ssd_mobilenet_fpn_bccd.json
+	BIN=$(BIN) RUN=runs/demo pipelines/eval.sh configs/ssd_mobilenet_fpn_bccd.json
 
 bench-data: all $(BUILD)/bench/bench_stream
 	BIN=$(BIN) BENCH=$(BUILD)/bench pipelines/bench-data.sh $(BENCH_DATA) $(BENCH_CLASSES)
