@@ -1,0 +1,132 @@
+/* loss: pred records (SSD head outputs + ground truth) in; the loss as "loss" records on
+ * stdout and its gradient as "grad" records to --grad (the training loop's FIFO). */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ssd_loss.h"
+#include "stream.h"
+#include "tool.h"
+
+static void usage(void)
+{
+	printf("usage: loss [--config FILE] [--grad PATH] < preds > losses\n"
+	       "\n"
+	       "mmdetection 2.x's SSDHead training loss: MaxIoUAssigner (each gt also takes its best\n"
+	       "anchor), DeltaXYWH targets, softmax cross-entropy with hard negative mining and\n"
+	       "smooth-L1, both normalised by the batch's positive count. For every pred record it\n"
+	       "writes the gradient w.r.t. cls and reg to --grad (flushed at once), then a loss record\n"
+	       "to stdout. Records of any other kind pass through unchanged, in order, after the\n"
+	       "loss record of the pred before them. Without --grad: loss records only (validation).\n"
+	       "\n"
+	       "  --config FILE   read \"model\": anchors, bbox_coder (as ssd-decode) and train:\n"
+	       "                  {pos_iou_thr 0.5, neg_iou_thr 0.5, min_pos_iou 0.0, neg_pos_ratio 3,\n"
+	       "                  smoothl1_beta 1.0} (the defaults: TI's ssd_mobilenet_fpn settings)\n"
+	       "  --grad PATH     write grad records there (a file or FIFO; opened when the first\n"
+	       "                  pred record has been read)\n"
+	       "  -h, --help      this help\n"
+	       "\n"
+	       "In (kind \"pred\", from forward in training mode): cls f32[N,A,C+1] (logits, background\n"
+	       "last), reg f32[N,A,4], ground truth in network-input pixels boxes f32[N,M,4], labels\n"
+	       "i32[N,M] (0..C-1, padding -1), nbox i32[N] (as augment --train makes them); meta size\n"
+	       "(S; A must be the anchor count at S: 24560 at 512, 9620 at 320), and ids, indices,\n"
+	       "epoch, step when present. Boxes without area are left out of the matching.\n"
+	       "Out, to --grad (kind \"grad\"): cls f32[N,A,C+1], reg f32[N,A,4] = dloss/dpred; meta\n"
+	       "ids, step. To stdout (kind \"loss\", no tensors): meta loss_cls, loss_bbox, loss,\n"
+	       "num_pos, num_neg (hard negatives kept), images, and epoch, ids, indices, step.\n"
+	       "Hard-negative ties go to the lower anchor index. Non-finite logits or deltas are an\n"
+	       "error. Environment: TNS_LEVEL (zstd level), TNS_THREADS (images in parallel).\n");
+}
+
+/* A grad FIFO that was never opened is opened and closed at the end, so a reader
+ * blocked in open() sees end of stream; nobody there (ENXIO) is fine. A regular path
+ * becomes an empty stream. */
+static void touch_grad(const char *path)
+{
+	struct stat st;
+	int fifo = stat(path, &st) == 0 && S_ISFIFO(st.st_mode);
+	int fd = fifo ? open(path, O_WRONLY | O_NONBLOCK) : open(path, O_WRONLY | O_CREAT | O_TRUNC, 0666);
+	if (fd < 0 && !(fifo && errno == ENXIO))
+		die("%s: %s", path, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+}
+
+int main(int argc, char **argv)
+{
+	tool_init("loss");
+	enum { O_CONFIG = 256, O_GRAD };
+	static const struct option opts[] = {{"config", required_argument, 0, O_CONFIG},
+					     {"grad", required_argument, 0, O_GRAD},
+					     {"help", no_argument, 0, 'h'},
+					     {0}};
+	const char *config = NULL, *grad_path = NULL;
+	int c;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+		switch (c) {
+		case O_CONFIG: config = optarg; break;
+		case O_GRAD: grad_path = optarg; break;
+		case 'h': usage(); return 0;
+		case ':': usage_error("option '%s' needs an argument", argv[optind - 1]);
+		default: usage_error("unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		usage_error("unexpected argument '%s'", argv[optind]);
+	if (grad_path && !*grad_path)
+		usage_error("--grad: empty path");
+
+	model_config m;
+	loss_params p;
+	model_config_default(&m);
+	loss_params_default(&p);
+	if (config && loss_config_load(&m, &p, config) < 0)
+		die_err();
+
+	/* a grad reader that goes away must be an error message, not a silent SIGPIPE */
+	signal(SIGPIPE, SIG_IGN);
+	refuse_terminal_stdout();
+	stream_reader *in = stream_open_read("-");
+	stream_writer *out = stream_writer_new(stdout, "stdout", STREAM_LEVEL_DEFAULT), *gw = NULL;
+	ssd_loss *l = ssd_loss_new(&m, &p, default_threads());
+	if (!in || !out || !l)
+		die_err();
+	record *r;
+	int rc;
+	while ((rc = stream_read(in, &r)) > 0) {
+		if (strcmp(r->kind, "pred") != 0) {
+			rc = stream_pass(out, r);
+		} else {
+			record *g = NULL, *lr = NULL;
+			if (grad_path && !gw && !(gw = stream_open_write(grad_path, STREAM_LEVEL_DEFAULT)))
+				die_err();
+			rc = ssd_loss_record(l, r, gw ? &g : NULL, &lr);
+			if (rc < 0)
+				err_wrap("%s: record %ld", stream_name(in), stream_count(in));
+			else if ((!gw || (rc = stream_write(gw, g)) == 0))
+				rc = stream_write(out, lr);
+			record_free(g);
+			record_free(lr);
+		}
+		record_free(r);
+		if (rc < 0)
+			die_err();
+	}
+	if (rc < 0)
+		die_err();
+	if (gw && stream_close_write(gw) < 0)
+		die_err();
+	if (grad_path && !gw)
+		touch_grad(grad_path);
+	if (stream_close_write(out) < 0)
+		die_err();
+	stream_close_read(in);
+	ssd_loss_free(l);
+	close_stdout();
+	return 0;
+}
