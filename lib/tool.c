@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 const char *tool_name = "tns";
@@ -103,6 +104,28 @@ void close_stdout(void)
 		die("stdout: write error: %s", strerror(errno));
 	if (fclose(stdout) != 0)
 		die("stdout: close: %s", strerror(errno));
+}
+
+static double seconds(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+void progress(long done, long total, const char *unit, int final)
+{
+	static double start, last;
+	double now = seconds();
+	if (start == 0)
+		start = last = now;
+	if (!final && now - last < 2)
+		return;
+	last = now;
+	fprintf(stderr, "%s: %ld", tool_name, done);
+	if (total > 0)
+		fprintf(stderr, " of %ld", total);
+	fprintf(stderr, " %s (%.1f %s/s)\n", unit, now > start ? done / (now - start) : 0.0, unit);
 }
 
 int default_threads(void)

@@ -29,6 +29,9 @@ void arg_shard(const char *opt, const char *s, int *k, int *n);
 void refuse_terminal_stdout(void);
 /* Flushes and checks stdout at exit, so a full disk or closed pipe is an error. */
 void close_stdout(void);
+/* "tool: N unit[ of TOTAL] (R unit/s)" on stderr at most every 2 s, and always when
+ * final is set (total <= 0: unknown). */
+void progress(long done, long total, const char *unit, int final);
 /* Worker threads to use by default: online CPUs, or $TNS_THREADS. */
 int default_threads(void);
 

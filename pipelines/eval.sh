@@ -42,7 +42,8 @@ for ((k = 0; k < np; k++)); do
 			"$BIN/augment" --eval --config "$cfg_file" --batch "${BATCH:-8}" ${SIZE:+--size "$SIZE"} \
 				--threads "$threads" |
 			"$BIN/forward" --config "$cfg_file" --weights "$ckpt" --threads "$threads" |
-			"$BIN/ssd-decode" --config "$cfg_file" >"$dets/shard$k.tns"
+			"$BIN/ssd-decode" --config "$cfg_file" --progress $(((images - k + np - 1) / np)) \
+				>"$dets/shard$k.tns"
 	) &
 	pids+=($!)
 done

@@ -1,5 +1,6 @@
 /* ssd-decode: pred records (SSD head outputs) in, one dets record per image out. */
 #include <getopt.h>
+#include <limits.h>
 #include <string.h>
 
 #include "detect.h"
@@ -21,6 +22,7 @@ static void usage(void)
 	       "  --nms-iou X        NMS suppresses IoU > X (default 0.45 or model.test.nms_iou)\n"
 	       "  --max-per-img N    at most N detections per image (default 200)\n"
 	       "  --nms-pre N        per level, the N best anchors only (default 1000; 0: all)\n"
+	       "  --progress TOTAL   images done (of TOTAL; 0: unknown) on stderr every 2 s\n"
 	       "  -h, --help         this help\n"
 	       "\n"
 	       "In (kind \"pred\"): cls f32[N,A,C+1] (background last), reg f32[N,A,4], scale_factor\n"
@@ -47,15 +49,17 @@ static int emit(void *ctx, record *dets)
 int main(int argc, char **argv)
 {
 	tool_init("ssd-decode");
-	enum { O_CONFIG = 256, O_SCORE, O_IOU, O_MAX, O_PRE };
+	enum { O_CONFIG = 256, O_SCORE, O_IOU, O_MAX, O_PRE, O_PROGRESS };
 	static const struct option opts[] = {
 		{"config", required_argument, 0, O_CONFIG},    {"score-thr", required_argument, 0, O_SCORE},
 		{"nms-iou", required_argument, 0, O_IOU},      {"max-per-img", required_argument, 0, O_MAX},
 		{"nms-pre", required_argument, 0, O_PRE},      {"help", no_argument, 0, 'h'},
+		{"progress", required_argument, 0, O_PROGRESS},
 		{0}};
 	const char *config = NULL;
 	double score = -1, iou = -1;
-	long max = 0, pre = -2;
+	long max = 0, pre = -2, total = 0;
+	int show = 0;
 	int c;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
@@ -65,6 +69,7 @@ int main(int argc, char **argv)
 		case O_IOU: iou = arg_double("--nms-iou", optarg, 0, 1); break;
 		case O_MAX: max = arg_long("--max-per-img", optarg, 1, 1 << 30); break;
 		case O_PRE: pre = arg_long("--nms-pre", optarg, 0, 1 << 30); break;
+		case O_PROGRESS: total = arg_long("--progress", optarg, 0, LONG_MAX); show = 1; break;
 		case 'h': usage(); return 0;
 		case ':': usage_error("option '%s' needs an argument", argv[optind - 1]);
 		default: usage_error("unknown option '%s'", argv[optind - 1]);
@@ -104,9 +109,13 @@ int main(int argc, char **argv)
 		record_free(r);
 		if (rc < 0)
 			die_err();
+		if (show)
+			progress(images, total, "images", 0);
 	}
 	if (rc < 0 || stream_close_write(out) < 0)
 		die_err();
+	if (show)
+		progress(images, total, "images", 1);
 	stream_close_read(in);
 	detector_free(d);
 	close_stdout();
