@@ -65,6 +65,10 @@ train: all
 eval: all
 	$(RUN_ENV) pipelines/eval.sh configs/$(PIPELINE).json
 
+# Loss and mAP curves of a run (evaluates its epoch checkpoints once each) -> RUN/curves.png
+plot: all
+	$(RUN_ENV) pipelines/plot.sh configs/$(PIPELINE).json
+
 # ---- demo and benchmarks on the real data in ../shared/data
 BENCH_DATA    ?= ../shared/data/bccd
 BENCH_CLASSES ?= configs/bccd.classes
@@ -103,5 +107,5 @@ setup:
 clean:
 	rm -rf build bin
 
-.PHONY: all units test test-quick test-san setup demo train eval bench bench-data bench-layers bench-eval bench-model clean
+.PHONY: all units test test-quick test-san setup demo train eval plot bench bench-data bench-layers bench-eval bench-model clean
 .DELETE_ON_ERROR:

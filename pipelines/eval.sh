@@ -7,8 +7,8 @@
 # environment (all optional): BIN, RUN (default runs/<config name>), CKPT (default
 # RUN/latest.tns), DATA, CLASSES, SPLIT (default the config's dataset.test_split or
 # test), SIZE, BATCH (default 8), NP (shards run side by side, default 1), THREADS,
-# MODE (11points or area).
-# Writes RUN/eval.json and RUN/eval.txt (mmdet's table). With NP=N, N pipelines run on
+# MODE (11points or area), OUT (default RUN/eval).
+# Writes OUT.json and OUT.txt (mmdet's table). With NP=N, N pipelines run on
 # --shard k/N and map-eval reads their dets together: the same mAP as one pipeline.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -23,6 +23,7 @@ data=${DATA:-$(cfg .dataset.root "")}
 classes=${CLASSES:-$(cfg .dataset.classes "")}
 split=${SPLIT:-$(cfg .dataset.test_split test)}
 np=${NP:-1}
+out=${OUT:-$run/eval}
 [ -n "$data" ] || { say "no data: set DATA or the config's dataset.root"; exit 2; }
 [ -f "$ckpt" ] || { say "$ckpt: no such checkpoint (train first, or set CKPT)"; exit 1; }
 mkdir -p "$run"
@@ -52,8 +53,9 @@ for k in "${!pids[@]}"; do
 	wait "${pids[$k]}" || { say "shard $k/$np failed"; failed=1; }
 done
 [ "$failed" -eq 0 ] || exit 1
-"$BIN/map-eval" ${classes:+--classes "$classes"} ${MODE:+--mode "$MODE"} --json "$run/eval.json.tmp" \
-	"$dets"/shard*.tns | tee "$run/eval.txt.tmp"
-mv "$run/eval.json.tmp" "$run/eval.json"
-mv "$run/eval.txt.tmp" "$run/eval.txt"
-say "wrote $run/eval.txt and $run/eval.json"
+mkdir -p "$(dirname "$out")"
+"$BIN/map-eval" ${classes:+--classes "$classes"} ${MODE:+--mode "$MODE"} --json "$out.json.tmp" \
+	"$dets"/shard*.tns | tee "$out.txt.tmp"
+mv "$out.json.tmp" "$out.json"
+mv "$out.txt.tmp" "$out.txt"
+say "wrote $out.txt and $out.json"

@@ -9,6 +9,7 @@ pkgs=(
 	libjpeg62-turbo-dev libpng-dev libexpat1-dev   # images and annotations
 	libopenblas-dev              # sgemm for the convolutions
 	bats jq                      # shell tests
+	gnuplot-nox                  # make plot
 	python3 python3-numpy python3-pil python3-zstandard   # tests that build odd images and read streams
 )
 sudo=
