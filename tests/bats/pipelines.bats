@@ -28,9 +28,12 @@ params_of() { # the params record of a checkpoint, as bytes
 	! ls "$R"/.tmp* 2>/dev/null
 }
 
-@test "train: stopped and run again with the same command, the weights are bit-identical" {
+@test "train: the loss falls; stopped and run again with the same command, the weights are bit-identical" {
 	RUN=$R/whole run pipelines/train.sh $CFG
 	[ "$status" -eq 0 ]
+	# two epochs on a fixed set: the last 6 steps' mean loss is well below the first 6 steps'
+	jq -s -e '(.[:6] | map(.loss) | add / 6) as $a | (.[-6:] | map(.loss) | add / 6) as $b | $b < 0.8 * $a' \
+		"$R/whole/metrics.jsonl"
 	# stop after 7 steps (mid-epoch, between checkpoints), then the same command resumes
 	RUN=$R/split MAX_STEPS=7 run pipelines/train.sh $CFG
 	[ "$status" -eq 0 ]
