@@ -302,6 +302,33 @@ static inline float row_lse(const float *x, int n, float *m, float *s)
 	return mx + logf(sum);
 }
 
+/* row_lse of rows 0..nb-1 (nb <= LSE_BLOCK) of x[., K], K <= LSE_MAXK: the block is
+ * transposed first so that the max and the exps run across rows, LSE_BLOCK lanes wide,
+ * instead of along rows of an odd length like 21. */
+#define LSE_BLOCK 16
+#define LSE_MAXK 256
+static void block_lse(float *lse, const float *x, int nb, int K)
+{
+	float t[LSE_MAXK][LSE_BLOCK], m[LSE_BLOCK], s[LSE_BLOCK];
+	for (int j = 0; j < K; j++)
+		for (int i = 0; i < LSE_BLOCK; i++)
+			t[j][i] = i < nb ? x[(int64_t)i * K + j] : 0.0f;
+	for (int i = 0; i < LSE_BLOCK; i++) {
+		m[i] = -FLT_MAX; /* inputs are finite (checked) */
+		s[i] = 0;
+	}
+	for (int j = 0; j < K; j++)
+#pragma omp simd
+		for (int i = 0; i < LSE_BLOCK; i++)
+			m[i] = t[j][i] > m[i] ? t[j][i] : m[i];
+	for (int j = 0; j < K; j++)
+#pragma omp simd
+		for (int i = 0; i < LSE_BLOCK; i++)
+			s[i] += exp_neg(t[j][i] - m[i]);
+	for (int i = 0; i < nb; i++)
+		lse[i] = m[i] + logf(s[i]);
+}
+
 static int all_finite(const float *x, int64_t n)
 {
 	int bad = 0;
@@ -390,12 +417,19 @@ static void image_loss(ssd_loss *l, const loss_batch *b, int64_t n, double ntp, 
 		return;
 	double pos_ce = 0, bbox = 0;
 	int64_t nneg = 0;
+	float *lse_all = s->max_iou; /* free once step 1 is done */
+	if (K <= LSE_MAXK)
+		for (int64_t a = 0; a < A; a += LSE_BLOCK)
+			block_lse(lse_all + a, cls + a * K, A - a < LSE_BLOCK ? (int)(A - a) : LSE_BLOCK, K);
 	for (int64_t a = 0; a < A; a++) {
 		if (as[a] < 0)
 			continue;
 		const float *x = cls + a * K;
-		float m, sum;
-		float lse = row_lse(x, K, &m, &sum);
+		float m = 0, sum = 1, lse;
+		if (K <= LSE_MAXK && as[a] == 0)
+			lse = lse_all[a];
+		else
+			lse = row_lse(x, K, &m, &sum);
 		if (as[a] == 0) {
 			s->neg[nneg].ce = lse - x[C];
 			s->neg[nneg++].idx = (int32_t)a;

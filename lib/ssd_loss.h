@@ -80,7 +80,7 @@ typedef struct loss_result {
 
 typedef struct ssd_loss ssd_loss;
 
-/* nthreads: images of a batch in parallel (1: serial; <= 0: default_threads-like). */
+/* nthreads: images of a batch in parallel (values below 1 mean 1). */
 ssd_loss *ssd_loss_new(const model_config *m, const loss_params *p, int nthreads);
 void ssd_loss_free(ssd_loss *l);
 /* The anchors at input size S (made once per size); NULL (err) if the config gives none. */
