@@ -58,6 +58,17 @@ static void touch_grad(const char *path)
 		close(fd);
 }
 
+/* A failed write to stdout: if its reader went away, end as any pipeline stage does
+ * (SIGPIPE, no message: the stage that died has said why); else the error. */
+static _Noreturn void die_stdout(int saved_errno)
+{
+	if (saved_errno == EPIPE) {
+		signal(SIGPIPE, SIG_DFL);
+		raise(SIGPIPE);
+	}
+	die_err();
+}
+
 int main(int argc, char **argv)
 {
 	tool_init("loss");
@@ -90,7 +101,8 @@ int main(int argc, char **argv)
 	if (config && loss_config_load(&m, &p, config) < 0)
 		die_err();
 
-	/* a grad reader that goes away must be an error message, not a silent SIGPIPE */
+	/* a grad reader that goes away (forward died) must be an error message, not a
+	 * silent SIGPIPE; stdout's reader going away still ends us by SIGPIPE (die_stdout) */
 	signal(SIGPIPE, SIG_IGN);
 	refuse_terminal_stdout();
 	stream_reader *in = stream_open_read("-");
@@ -104,8 +116,10 @@ int main(int argc, char **argv)
 	record *r;
 	int rc;
 	while ((rc = stream_read(in, &r)) > 0) {
+		int out_rc = 0;
 		if (strcmp(r->kind, "pred") != 0) {
-			rc = stream_pass(out, r);
+			errno = 0;
+			out_rc = stream_pass(out, r);
 		} else {
 			record *g = NULL, *lr = NULL;
 			if (grad_path && !gw && !(gw = stream_open_write(grad_path, STREAM_LEVEL_DEFAULT)))
@@ -113,12 +127,16 @@ int main(int argc, char **argv)
 			rc = ssd_loss_record(l, r, gw ? &g : NULL, &lr);
 			if (rc < 0)
 				err_wrap("%s: record %ld", stream_name(in), stream_count(in));
-			else if ((!gw || (rc = stream_write(gw, g)) == 0))
-				rc = stream_write(out, lr);
+			else if (!gw || (rc = stream_write(gw, g)) == 0) {
+				errno = 0;
+				out_rc = stream_write(out, lr);
+			}
 			record_free(g);
 			record_free(lr);
 		}
 		record_free(r);
+		if (out_rc < 0)
+			die_stdout(errno);
 		if (rc < 0)
 			die_err();
 	}
@@ -128,8 +146,9 @@ int main(int argc, char **argv)
 		die_err();
 	if (grad_path && !gw)
 		touch_grad(grad_path);
+	errno = 0;
 	if (stream_close_write(out) < 0)
-		die_err();
+		die_stdout(errno);
 	stream_close_read(in);
 	ssd_loss_free(l);
 	close_stdout();

@@ -231,3 +231,10 @@ zero_pred() {
 	run headers "$BATS_TEST_TMPDIR/grad.tns"
 	[ "${lines[0]}" = '["grad",{"ids":["BloodImage_00001","BloodImage_00003","BloodImage_00004","BloodImage_00005"]},["cls:f32[4,9620,4]","reg:f32[4,9620,4]"]]' ]
 }
+
+@test "loss: a stdout reader that goes away ends loss by SIGPIPE, quietly, as any stage" {
+	for i in $(seq 20); do cat "$F/small.tns"; done >"$BATS_TEST_TMPDIR/many.tns"
+	run bash -c "'$BIN/loss' <'$BATS_TEST_TMPDIR/many.tns' 2>'$BATS_TEST_TMPDIR/err' | (exec 0<&-; true); echo \${PIPESTATUS[0]}"
+	[ "$output" = 141 ]
+	[ ! -s "$BATS_TEST_TMPDIR/err" ]
+}
