@@ -116,12 +116,14 @@ static double seconds(void)
 void progress(long done, long total, const char *unit, int final)
 {
 	static double start, last;
+	static long shown = -1;
 	double now = seconds();
 	if (start == 0)
 		start = last = now;
-	if (!final && now - last < 2)
+	if (final ? done == shown : now - last < 2)
 		return;
 	last = now;
+	shown = done;
 	fprintf(stderr, "%s: %ld", tool_name, done);
 	if (total > 0)
 		fprintf(stderr, " of %ld", total);
