@@ -154,8 +154,9 @@ cJSON *config_read(const char *path)
 	return read_with_bases(path, 0);
 }
 
-/* Every member of o must be one of known (NULL-terminated). */
-static int check_keys(const cJSON *o, const char *where, const char *const *known)
+/* ------------------------------------------------------------------ JSON helpers */
+
+int cfg_check_keys(const cJSON *o, const char *where, const char *const *known)
 {
 	const cJSON *it;
 	cJSON_ArrayForEach(it, o) {
@@ -163,7 +164,7 @@ static int check_keys(const cJSON *o, const char *where, const char *const *know
 		for (int i = 0; known[i] && !ok; i++)
 			ok = it->string && !strcmp(it->string, known[i]);
 		if (!ok) {
-			char list[256] = "";
+			char list[512] = "";
 			for (int i = 0; known[i]; i++)
 				snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", known[i]);
 			return err_set("%s.%s: unknown key (known: %s)", where, it->string ? it->string : "?", list);
@@ -172,75 +173,138 @@ static int check_keys(const cJSON *o, const char *where, const char *const *know
 	return 0;
 }
 
-/* An optional number in [lo, hi]: a missing key leaves *out alone. */
-static int get_num(const cJSON *o, const char *key, const char *where, double lo, double hi, double *out)
+static int in_range(const cJSON *v, double lo, double hi, int integer)
+{
+	return cJSON_IsNumber(v) && isfinite(v->valuedouble) && v->valuedouble >= lo && v->valuedouble <= hi &&
+	       (!integer || v->valuedouble == floor(v->valuedouble));
+}
+
+/* "where.key[index]: expected a number in [lo, hi]"; index < 0: no index, key NULL: no key. */
+static int range_error(const char *where, const char *key, int index, double lo, double hi, int integer)
+{
+	char at[16] = "";
+	if (index >= 0)
+		snprintf(at, sizeof at, "[%d]", index);
+	const char *dot = key ? "." : "", *name = key ? key : "";
+	if (integer) /* bounds in full: 1073741824, not 1.07374e+09 */
+		return err_set("%s%s%s%s: expected an integer in [%.0f, %.0f]", where, dot, name, at, lo, hi);
+	return err_set("%s%s%s%s: expected a number in [%g, %g]", where, dot, name, at, lo, hi);
+}
+
+/* cfg_num, or cfg_int when integer. */
+static int get_number(const cJSON *o, const char *key, const char *where, double lo, double hi, int integer,
+		      double *out)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
 	if (!v)
 		return 0;
-	if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble < lo || v->valuedouble > hi)
-		return err_set("%s.%s: expected a number in [%g, %g]", where, key, lo, hi);
+	if (!in_range(v, lo, hi, integer))
+		return range_error(where, key, -1, lo, hi, integer);
 	*out = v->valuedouble;
 	return 0;
 }
 
-/* An optional array of n numbers in [lo, hi] (n < 0: 1..-n of them, count in *count). */
-static int get_nums(const cJSON *o, const char *key, const char *where, int n, double lo, double hi, double *out,
-		    int *count)
+int cfg_num(const cJSON *o, const char *key, const char *where, double lo, double hi, double *out)
+{
+	return get_number(o, key, where, lo, hi, 0, out);
+}
+
+int cfg_int(const cJSON *o, const char *key, const char *where, int lo, int hi, int *out)
+{
+	double v = *out;
+	if (get_number(o, key, where, lo, hi, 1, &v) < 0)
+		return -1;
+	*out = (int)v;
+	return 0;
+}
+
+int cfg_bool(const cJSON *o, const char *key, const char *where, int *out)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
 	if (!v)
 		return 0;
+	if (!cJSON_IsBool(v))
+		return err_set("%s.%s: expected true or false", where, key);
+	*out = cJSON_IsTrue(v);
+	return 0;
+}
+
+/* cfg_nums (dout) or cfg_ints (iout): checks every element before writing any. */
+static int get_array(const cJSON *o, const char *key, const char *where, int min, int max, double lo, double hi,
+		     double *dout, int *iout, int *count)
+{
+	const cJSON *v = key ? cJSON_GetObjectItemCaseSensitive(o, key) : o;
+	if (!v)
+		return 0;
+	const char *dot = key ? "." : "", *name = key ? key : "", *what = iout ? "integers" : "numbers";
 	int len = cJSON_IsArray(v) ? cJSON_GetArraySize(v) : -1;
-	if (n >= 0 ? len != n : (len < 1 || len > -n)) {
-		if (n >= 0)
-			return err_set("%s.%s: expected an array of %d numbers", where, key, n);
-		return err_set("%s.%s: expected an array of 1 to %d numbers", where, key, -n);
+	if (len < min || len > max) {
+		if (min == max)
+			return err_set("%s%s%s: expected an array of %d %s", where, dot, name, min, what);
+		return err_set("%s%s%s: expected an array of %d to %d %s", where, dot, name, min, max, what);
 	}
-	double tmp[CONFIG_MAX_IOUS];
 	int i = 0;
 	const cJSON *it;
 	cJSON_ArrayForEach(it, v) {
-		if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble) || it->valuedouble < lo || it->valuedouble > hi)
-			return err_set("%s.%s[%d]: expected a number in [%g, %g]", where, key, i, lo, hi);
-		tmp[i++] = it->valuedouble;
+		if (!in_range(it, lo, hi, iout != NULL))
+			return range_error(where, key, i, lo, hi, iout != NULL);
+		i++;
 	}
-	memcpy(out, tmp, (size_t)len * sizeof *out);
+	i = 0;
+	cJSON_ArrayForEach(it, v) {
+		if (iout)
+			iout[i++] = (int)it->valuedouble;
+		else
+			dout[i++] = it->valuedouble;
+	}
 	if (count)
 		*count = len;
 	return 0;
 }
 
+int cfg_nums(const cJSON *o, const char *key, const char *where, int min, int max, double lo, double hi,
+	     double *out, int *count)
+{
+	return get_array(o, key, where, min, max, lo, hi, out, NULL, count);
+}
+
+int cfg_ints(const cJSON *o, const char *key, const char *where, int min, int max, int lo, int hi, int *out,
+	     int *count)
+{
+	return get_array(o, key, where, min, max, lo, hi, NULL, out, count);
+}
+
+int cfg_object(const cJSON *o, const char *key, const char *where, int *on, const cJSON **out)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+	*out = NULL;
+	if (!v)
+		return 0;
+	if (on && cJSON_IsFalse(v)) {
+		*on = 0;
+		return 0;
+	}
+	if (!cJSON_IsObject(v))
+		return err_set("%s.%s: expected an object%s", where, key, on ? ", or false to turn it off" : "");
+	if (on)
+		*on = 1;
+	*out = v;
+	return 0;
+}
+
+/* ------------------------------------------------------------------ data section */
+
 /* A [lo, hi] pair with lo <= hi. */
 static int get_range(const cJSON *o, const char *key, const char *where, double lo, double hi, double *out)
 {
 	double r[2] = {out[0], out[1]};
-	if (get_nums(o, key, where, 2, lo, hi, r, NULL) < 0)
+	if (cfg_nums(o, key, where, 2, 2, lo, hi, r, NULL) < 0)
 		return -1;
 	if (r[0] > r[1])
 		return err_set("%s.%s: expected [low, high] with low <= high", where, key);
 	out[0] = r[0];
 	out[1] = r[1];
 	return 0;
-}
-
-/* A sub-section that may be an object or false (turns the step off); *on says which. */
-static const cJSON *get_section(const cJSON *o, const char *key, const char *where, int *on, int *bad)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-	*bad = 0;
-	if (!v)
-		return NULL;
-	if (cJSON_IsFalse(v)) {
-		*on = 0;
-		return NULL;
-	}
-	if (!cJSON_IsObject(v)) {
-		*bad = err_set("%s.%s: expected an object, or false to turn it off", where, key);
-		return NULL;
-	}
-	*on = 1;
-	return v;
 }
 
 static int apply_train(data_config *c, const cJSON *t, const char *where)
@@ -250,30 +314,30 @@ static int apply_train(data_config *c, const cJSON *t, const char *where)
 	static const char *const ekeys[] = {"ratio_range", "prob", NULL};
 	static const char *const ckeys[] = {"min_ious", "min_crop_size", NULL};
 	char sub[640];
-	int bad;
-	if (check_keys(t, where, keys) < 0 || get_num(t, "flip_ratio", where, 0, 1, &c->flip_ratio) < 0)
+	const cJSON *p, *e, *m;
+	if (cfg_check_keys(t, where, keys) < 0 || cfg_num(t, "flip_ratio", where, 0, 1, &c->flip_ratio) < 0)
 		return -1;
 
-	const cJSON *p = get_section(t, "photometric", where, &c->photometric, &bad);
 	snprintf(sub, sizeof sub, "%s.photometric", where);
-	if (bad || (p && (check_keys(p, sub, pkeys) < 0 ||
-			  get_num(p, "brightness_delta", sub, 0, 255, &c->brightness_delta) < 0 ||
-			  get_range(p, "contrast_range", sub, 0, 100, c->contrast_range) < 0 ||
-			  get_range(p, "saturation_range", sub, 0, 100, c->saturation_range) < 0 ||
-			  get_num(p, "hue_delta", sub, 0, 180, &c->hue_delta) < 0)))
+	if (cfg_object(t, "photometric", where, &c->photometric, &p) < 0 ||
+	    (p && (cfg_check_keys(p, sub, pkeys) < 0 ||
+		   cfg_num(p, "brightness_delta", sub, 0, 255, &c->brightness_delta) < 0 ||
+		   get_range(p, "contrast_range", sub, 0, 100, c->contrast_range) < 0 ||
+		   get_range(p, "saturation_range", sub, 0, 100, c->saturation_range) < 0 ||
+		   cfg_num(p, "hue_delta", sub, 0, 180, &c->hue_delta) < 0)))
 		return -1;
 
-	const cJSON *e = get_section(t, "expand", where, &c->expand, &bad);
 	snprintf(sub, sizeof sub, "%s.expand", where);
-	if (bad || (e && (check_keys(e, sub, ekeys) < 0 || get_range(e, "ratio_range", sub, 1, 16, c->expand_ratio) < 0 ||
-			  get_num(e, "prob", sub, 0, 1, &c->expand_prob) < 0)))
+	if (cfg_object(t, "expand", where, &c->expand, &e) < 0 ||
+	    (e && (cfg_check_keys(e, sub, ekeys) < 0 || get_range(e, "ratio_range", sub, 1, 16, c->expand_ratio) < 0 ||
+		   cfg_num(e, "prob", sub, 0, 1, &c->expand_prob) < 0)))
 		return -1;
 
-	const cJSON *m = get_section(t, "min_iou_crop", where, &c->min_iou_crop, &bad);
 	snprintf(sub, sizeof sub, "%s.min_iou_crop", where);
-	if (bad || (m && (check_keys(m, sub, ckeys) < 0 ||
-			  get_nums(m, "min_ious", sub, -CONFIG_MAX_IOUS, 0, 1, c->min_ious, &c->n_min_ious) < 0 ||
-			  get_num(m, "min_crop_size", sub, 0.01, 1, &c->min_crop_size) < 0)))
+	if (cfg_object(t, "min_iou_crop", where, &c->min_iou_crop, &m) < 0 ||
+	    (m && (cfg_check_keys(m, sub, ckeys) < 0 ||
+		   cfg_nums(m, "min_ious", sub, 1, CONFIG_MAX_IOUS, 0, 1, c->min_ious, &c->n_min_ious) < 0 ||
+		   cfg_num(m, "min_crop_size", sub, 0.01, 1, &c->min_crop_size) < 0)))
 		return -1;
 	return 0;
 }
@@ -283,29 +347,23 @@ int data_config_apply(data_config *c, const cJSON *data, const char *where)
 	static const char *const keys[] = {"size", "mean", "std", "to_rgb", "train", NULL};
 	if (!cJSON_IsObject(data))
 		return err_set("%s: expected an object", where);
-	if (check_keys(data, where, keys) < 0)
+	if (cfg_check_keys(data, where, keys) < 0)
 		return -1;
 	data_config n = *c;
 	double size = n.size;
-	if (get_num(data, "size", where, 1, 8192, &size) < 0)
+	if (cfg_num(data, "size", where, 1, 8192, &size) < 0)
 		return -1;
 	if (size != floor(size))
 		return err_set("%s.size: expected an integer", where);
 	n.size = (int)size;
-	if (get_nums(data, "mean", where, 3, -1e6, 1e6, n.mean, NULL) < 0 ||
-	    get_nums(data, "std", where, 3, 1e-6, 1e6, n.std, NULL) < 0)
+	const cJSON *train;
+	if (cfg_nums(data, "mean", where, 3, 3, -1e6, 1e6, n.mean, NULL) < 0 ||
+	    cfg_nums(data, "std", where, 3, 3, 1e-6, 1e6, n.std, NULL) < 0 ||
+	    cfg_bool(data, "to_rgb", where, &n.to_rgb) < 0 || cfg_object(data, "train", where, NULL, &train) < 0)
 		return -1;
-	const cJSON *rgb = cJSON_GetObjectItemCaseSensitive(data, "to_rgb");
-	if (rgb && !cJSON_IsBool(rgb))
-		return err_set("%s.to_rgb: expected true or false", where);
-	if (rgb)
-		n.to_rgb = cJSON_IsTrue(rgb);
-	const cJSON *train = cJSON_GetObjectItemCaseSensitive(data, "train");
 	if (train) {
 		char sub[512];
 		snprintf(sub, sizeof sub, "%s.train", where);
-		if (!cJSON_IsObject(train))
-			return err_set("%s: expected an object", sub);
 		if (apply_train(&n, train, sub) < 0)
 			return -1;
 	}

@@ -37,4 +37,29 @@ int data_config_apply(data_config *c, const cJSON *data, const char *where);
 /* config_read + data_config_apply of its "data" member (absent: defaults stay). */
 int data_config_load(data_config *c, const char *path);
 
+/* ---- JSON helpers for config sections ----
+ * Shared by every module that reads a section (data, model, train). where is the
+ * section's path in messages ("file: model.neck"); errors read "where.key: expected ...".
+ * A missing key is not an error: *out (and *count) keep their defaults and 0 is returned;
+ * on error (-1, err set) they are left alone too. */
+
+/* Every member of o must be one of known (NULL-terminated). */
+int cfg_check_keys(const cJSON *o, const char *where, const char *const *known);
+/* A finite number in [lo, hi]. */
+int cfg_num(const cJSON *o, const char *key, const char *where, double lo, double hi, double *out);
+/* An integer in [lo, hi]. */
+int cfg_int(const cJSON *o, const char *key, const char *where, int lo, int hi, int *out);
+/* true or false, as 1 or 0. */
+int cfg_bool(const cJSON *o, const char *key, const char *where, int *out);
+/* An array of min..max numbers in [lo, hi] (min == max: exactly that many); its length
+ * goes to *count unless count is NULL. key NULL: o is the array and where names it. */
+int cfg_nums(const cJSON *o, const char *key, const char *where, int min, int max, double lo, double hi,
+	     double *out, int *count);
+/* The same for integers in [lo, hi]. */
+int cfg_ints(const cJSON *o, const char *key, const char *where, int min, int max, int lo, int hi, int *out,
+	     int *count);
+/* A sub-object: *out = it, else NULL (always set). With on, false is accepted too (a step
+ * turned off): *on = 0 for false, 1 for an object, unchanged if absent. */
+int cfg_object(const cJSON *o, const char *key, const char *where, int *on, const cJSON **out);
+
 #endif

@@ -21,103 +21,22 @@ void model_config_default(model_config *m)
 	m->test.max_per_img = 200;
 }
 
-static int known_keys(const cJSON *o, const char *where, const char *const *known)
-{
-	const cJSON *it;
-	cJSON_ArrayForEach(it, o) {
-		int ok = 0;
-		for (int i = 0; known[i] && !ok; i++)
-			ok = !strcmp(it->string, known[i]);
-		if (!ok) {
-			char list[256] = "";
-			for (int i = 0; known[i]; i++)
-				snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", known[i]);
-			return err_set("%s.%s: unknown key (known: %s)", where, it->string, list);
-		}
-	}
-	return 0;
-}
-
-static int is_num(const cJSON *v, double lo, double hi)
-{
-	return cJSON_IsNumber(v) && isfinite(v->valuedouble) && v->valuedouble >= lo && v->valuedouble <= hi;
-}
-
-/* An optional number (integer if integer) in [lo, hi]; a missing key leaves *out alone. */
-static int get_num(const cJSON *o, const char *key, const char *where, double lo, double hi, int integer,
-		   double *out)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-	if (!v)
-		return 0;
-	if (!is_num(v, lo, hi) || (integer && v->valuedouble != floor(v->valuedouble)))
-		return err_set("%s.%s: expected %s in [%g, %g]", where, key, integer ? "an integer" : "a number", lo, hi);
-	*out = v->valuedouble;
-	return 0;
-}
-
-static int get_int(const cJSON *o, const char *key, const char *where, int lo, int hi, int *out)
-{
-	double d = *out;
-	if (get_num(o, key, where, lo, hi, 1, &d) < 0)
-		return -1;
-	*out = (int)d;
-	return 0;
-}
-
-/* An array of exactly n (n > 0) or 1..-n (n < 0) numbers in [lo, hi]; returns the count. */
-static int num_array(const cJSON *v, const char *where, int n, double lo, double hi, int integer, double *out)
-{
-	int len = cJSON_IsArray(v) ? cJSON_GetArraySize(v) : -1;
-	if (n > 0 ? len != n : (len < 1 || len > -n)) {
-		if (n > 0)
-			return err_set("%s: expected an array of %d numbers", where, n);
-		return err_set("%s: expected an array of 1 to %d %s", where, -n, integer ? "integers" : "numbers");
-	}
-	int i = 0;
-	const cJSON *it;
-	cJSON_ArrayForEach(it, v) {
-		if (!is_num(it, lo, hi) || (integer && it->valuedouble != floor(it->valuedouble)))
-			return err_set("%s[%d]: expected %s in [%g, %g]", where, i, integer ? "an integer" : "a number", lo, hi);
-		out[i++] = it->valuedouble;
-	}
-	return len;
-}
-
-static const cJSON *get_object(const cJSON *o, const char *key, const char *where, char *sub, size_t len, int *bad)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-	*bad = 0;
-	snprintf(sub, len, "%s.%s", where, key);
-	if (v && !cJSON_IsObject(v)) {
-		*bad = err_set("%s: expected an object", sub);
-		return NULL;
-	}
-	return v;
-}
-
 static int apply_anchors(anchor_config *a, const cJSON *o, const char *where)
 {
 	static const char *const keys[] = {"strides", "ratios", "basesize_ratio_range", "scale_major", "center_offset",
 					   NULL};
 	char sub[640];
-	if (known_keys(o, where, keys) < 0)
+	if (cfg_check_keys(o, where, keys) < 0)
 		return -1;
 	anchor_config n = *a;
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "strides");
-	if (v) {
-		double s[ANCHOR_MAX_LEVELS];
-		snprintf(sub, sizeof sub, "%s.strides", where);
-		int len = num_array(v, sub, -ANCHOR_MAX_LEVELS, 1, 4096, 1, s);
-		if (len < 0)
-			return -1;
-		if (len < 3)
-			return err_set("%s: expected at least 3 levels", sub);
-		n.nlevels = len;
-		for (int k = 0; k < len; k++)
-			n.strides[k] = (int)s[k];
-	}
-	v = cJSON_GetObjectItemCaseSensitive(o, "ratios");
+	int nstrides = 0, nrange = 0;
+	if (cfg_ints(o, "strides", where, 1, ANCHOR_MAX_LEVELS, 1, 4096, n.strides, &nstrides) < 0)
+		return -1;
+	if (nstrides && nstrides < 3)
+		return err_set("%s.strides: expected at least 3 levels", where);
+	if (nstrides)
+		n.nlevels = nstrides;
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "ratios");
 	if (v) {
 		snprintf(sub, sizeof sub, "%s.ratios", where);
 		if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != n.nlevels)
@@ -125,31 +44,24 @@ static int apply_anchors(anchor_config *a, const cJSON *o, const char *where)
 		for (int k = 0; k < n.nlevels; k++) {
 			char item[700];
 			snprintf(item, sizeof item, "%s[%d]", sub, k);
-			int len = num_array(cJSON_GetArrayItem(v, k), item, -ANCHOR_MAX_RATIOS, 1e-3, 1e3, 0, n.ratios[k]);
-			if (len < 0)
+			if (cfg_nums(cJSON_GetArrayItem(v, k), NULL, item, 1, ANCHOR_MAX_RATIOS, 1e-3, 1e3, n.ratios[k],
+				     &n.nratios[k]) < 0)
 				return -1;
-			n.nratios[k] = len;
 		}
 	} else if (n.nlevels != a->nlevels) {
 		return err_set("%s: strides has %d levels: give ratios for them too", where, n.nlevels);
 	}
-	v = cJSON_GetObjectItemCaseSensitive(o, "basesize_ratio_range");
-	if (v) {
-		double r[2];
-		snprintf(sub, sizeof sub, "%s.basesize_ratio_range", where);
-		if (num_array(v, sub, 2, 0.01, 1, 0, r) < 0)
-			return -1;
-		if (r[0] >= r[1])
-			return err_set("%s: expected [min, max] with min < max", sub);
+	double r[2];
+	if (cfg_nums(o, "basesize_ratio_range", where, 2, 2, 0.01, 1, r, &nrange) < 0)
+		return -1;
+	if (nrange && r[0] >= r[1])
+		return err_set("%s.basesize_ratio_range: expected [min, max] with min < max", where);
+	if (nrange) {
 		n.basesize_min = r[0];
 		n.basesize_max = r[1];
 	}
-	v = cJSON_GetObjectItemCaseSensitive(o, "scale_major");
-	if (v && !cJSON_IsBool(v))
-		return err_set("%s.scale_major: expected true or false", where);
-	if (v)
-		n.scale_major = cJSON_IsTrue(v);
-	if (get_num(o, "center_offset", where, 0, 1, 0, &n.center_offset) < 0)
+	if (cfg_bool(o, "scale_major", where, &n.scale_major) < 0 ||
+	    cfg_num(o, "center_offset", where, 0, 1, &n.center_offset) < 0)
 		return -1;
 	*a = n;
 	return 0;
@@ -158,19 +70,10 @@ static int apply_anchors(anchor_config *a, const cJSON *o, const char *where)
 static int apply_coder(box_coder *c, const cJSON *o, const char *where)
 {
 	static const char *const keys[] = {"means", "stds", "wh_ratio_clip", NULL};
-	char sub[640];
-	if (known_keys(o, where, keys) < 0)
-		return -1;
 	box_coder n = *c;
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "means");
-	snprintf(sub, sizeof sub, "%s.means", where);
-	if (v && num_array(v, sub, 4, -1e3, 1e3, 0, n.means) < 0)
-		return -1;
-	v = cJSON_GetObjectItemCaseSensitive(o, "stds");
-	snprintf(sub, sizeof sub, "%s.stds", where);
-	if (v && num_array(v, sub, 4, 1e-6, 1e3, 0, n.stds) < 0)
-		return -1;
-	if (get_num(o, "wh_ratio_clip", where, 1e-6, 1, 0, &n.wh_ratio_clip) < 0)
+	if (cfg_check_keys(o, where, keys) < 0 || cfg_nums(o, "means", where, 4, 4, -1e3, 1e3, n.means, NULL) < 0 ||
+	    cfg_nums(o, "stds", where, 4, 4, 1e-6, 1e3, n.stds, NULL) < 0 ||
+	    cfg_num(o, "wh_ratio_clip", where, 1e-6, 1, &n.wh_ratio_clip) < 0)
 		return -1;
 	*c = n;
 	return 0;
@@ -180,10 +83,10 @@ static int apply_test(detect_params *t, const cJSON *o, const char *where)
 {
 	static const char *const keys[] = {"nms_pre", "score_thr", "nms_iou", "max_per_img", NULL};
 	detect_params n = *t;
-	if (known_keys(o, where, keys) < 0 || get_int(o, "nms_pre", where, -1, 1 << 30, &n.nms_pre) < 0 ||
-	    get_num(o, "score_thr", where, 0, 1, 0, &n.score_thr) < 0 ||
-	    get_num(o, "nms_iou", where, 0, 1, 0, &n.nms_iou) < 0 ||
-	    get_int(o, "max_per_img", where, 1, 1 << 30, &n.max_per_img) < 0)
+	if (cfg_check_keys(o, where, keys) < 0 || cfg_int(o, "nms_pre", where, -1, 1 << 30, &n.nms_pre) < 0 ||
+	    cfg_num(o, "score_thr", where, 0, 1, &n.score_thr) < 0 ||
+	    cfg_num(o, "nms_iou", where, 0, 1, &n.nms_iou) < 0 ||
+	    cfg_int(o, "max_per_img", where, 1, 1 << 30, &n.max_per_img) < 0)
 		return -1;
 	*t = n;
 	return 0;
@@ -195,15 +98,15 @@ int model_config_apply(model_config *m, const cJSON *model, const char *where)
 		return err_set("%s: expected an object", where);
 	model_config n = *m;
 	char sub[600];
-	int bad;
-	const cJSON *o = get_object(model, "anchors", where, sub, sizeof sub, &bad);
-	if (bad || (o && apply_anchors(&n.anchors, o, sub) < 0))
+	const cJSON *o;
+	snprintf(sub, sizeof sub, "%s.anchors", where);
+	if (cfg_object(model, "anchors", where, NULL, &o) < 0 || (o && apply_anchors(&n.anchors, o, sub) < 0))
 		return -1;
-	o = get_object(model, "bbox_coder", where, sub, sizeof sub, &bad);
-	if (bad || (o && apply_coder(&n.coder, o, sub) < 0))
+	snprintf(sub, sizeof sub, "%s.bbox_coder", where);
+	if (cfg_object(model, "bbox_coder", where, NULL, &o) < 0 || (o && apply_coder(&n.coder, o, sub) < 0))
 		return -1;
-	o = get_object(model, "test", where, sub, sizeof sub, &bad);
-	if (bad || (o && apply_test(&n.test, o, sub) < 0))
+	snprintf(sub, sizeof sub, "%s.test", where);
+	if (cfg_object(model, "test", where, NULL, &o) < 0 || (o && apply_test(&n.test, o, sub) < 0))
 		return -1;
 	*m = n;
 	return 0;

@@ -14,94 +14,6 @@
 
 /* ---------------------------------------------------------------- config helpers */
 
-static int check_keys(const cJSON *o, const char *where, const char *const *known)
-{
-	const cJSON *it;
-	cJSON_ArrayForEach(it, o) {
-		int ok = 0;
-		for (int i = 0; known[i] && !ok; i++)
-			ok = it->string && !strcmp(it->string, known[i]);
-		if (!ok) {
-			char list[512] = "";
-			for (int i = 0; known[i]; i++)
-				snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", known[i]);
-			return err_set("%s.%s: unknown key (known: %s)", where, it->string ? it->string : "?", list);
-		}
-	}
-	return 0;
-}
-
-static const cJSON *get_obj(const cJSON *o, const char *key, const char *where, int required)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-	if (!v) {
-		if (required)
-			err_set("%s.%s: missing", where, key);
-		return NULL;
-	}
-	if (!cJSON_IsObject(v)) {
-		err_set("%s.%s: expected an object", where, key);
-		return NULL;
-	}
-	return v;
-}
-
-/* An optional integer in [lo, hi]; *out keeps its default when the key is missing. */
-static int get_int(const cJSON *o, const char *key, const char *where, int lo, int hi, int *out)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-	if (!v)
-		return 0;
-	if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < lo ||
-	    v->valuedouble > hi)
-		return err_set("%s.%s: expected an integer in [%d, %d]", where, key, lo, hi);
-	*out = (int)v->valuedouble;
-	return 0;
-}
-
-static int get_num(const cJSON *o, const char *key, const char *where, double lo, double hi, double *out)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-	if (!v)
-		return 0;
-	if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble < lo || v->valuedouble > hi)
-		return err_set("%s.%s: expected a number in [%g, %g]", where, key, lo, hi);
-	*out = v->valuedouble;
-	return 0;
-}
-
-static int get_bool(const cJSON *o, const char *key, const char *where, int *out)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-	if (!v)
-		return 0;
-	if (!cJSON_IsBool(v))
-		return err_set("%s.%s: expected true or false", where, key);
-	*out = cJSON_IsTrue(v);
-	return 0;
-}
-
-/* An optional array of 1..max integers in [lo, hi]; *n = its length. */
-static int get_ints(const cJSON *o, const char *key, const char *where, int max, int lo, int hi, int *out, int *n)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-	if (!v)
-		return 0;
-	int len = cJSON_IsArray(v) ? cJSON_GetArraySize(v) : -1;
-	if (len < 1 || len > max)
-		return err_set("%s.%s: expected an array of 1 to %d integers", where, key, max);
-	int i = 0;
-	const cJSON *it;
-	cJSON_ArrayForEach(it, v) {
-		if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) || it->valuedouble < lo ||
-		    it->valuedouble > hi)
-			return err_set("%s.%s[%d]: expected an integer in [%d, %d]", where, key, i, lo, hi);
-		out[i++] = (int)it->valuedouble;
-	}
-	*n = len;
-	return 0;
-}
-
 /* The "type" string, required. */
 static const char *get_type(const cJSON *o, const char *where)
 {
@@ -155,8 +67,8 @@ static int build_mobilenet_v2(model *m, const cJSON *cfg, const char *where, int
 					  {6, 96, 3, 1}, {6, 160, 3, 2}, {6, 320, 1, 1}};
 	double wm = 1.0;
 	int idx[MAX_FEATS] = {3, 6, 13, 17}, nidx = 4;
-	if (check_keys(cfg, where, keys) < 0 || get_num(cfg, "width_mult", where, 0.05, 4, &wm) < 0 ||
-	    get_ints(cfg, "out_indices", where, MAX_FEATS, 0, 17, idx, &nidx) < 0)
+	if (cfg_check_keys(cfg, where, keys) < 0 || cfg_num(cfg, "width_mult", where, 0.05, 4, &wm) < 0 ||
+	    cfg_ints(cfg, "out_indices", where, 1, MAX_FEATS, 0, 17, idx, &nidx) < 0)
 		return -1;
 	for (int i = 1; i < nidx; i++)
 		if (idx[i] <= idx[i - 1])
@@ -234,12 +146,13 @@ static int build_fpn(model *m, const cJSON *cfg, const char *where, const feats 
 	static const char *const keys[] = {"type", "in_channels", "out_channels", "start_level", "num_outs",
 					   "add_extra_convs", "relu_before_extra_convs", "use_depthwise", NULL};
 	int inch[MAX_FEATS], nin = 0, oc = 0, start = 0, nouts = 0, relu_extra = 0, dw = 1;
-	if (check_keys(cfg, where, keys) < 0 || get_ints(cfg, "in_channels", where, MAX_FEATS, 1, 65536, inch, &nin) < 0 ||
-	    get_int(cfg, "out_channels", where, 1, 65536, &oc) < 0 ||
-	    get_int(cfg, "start_level", where, 0, MAX_FEATS - 1, &start) < 0 ||
-	    get_int(cfg, "num_outs", where, 1, MAX_FEATS, &nouts) < 0 ||
-	    get_bool(cfg, "relu_before_extra_convs", where, &relu_extra) < 0 ||
-	    get_bool(cfg, "use_depthwise", where, &dw) < 0)
+	if (cfg_check_keys(cfg, where, keys) < 0 ||
+	    cfg_ints(cfg, "in_channels", where, 1, MAX_FEATS, 1, 65536, inch, &nin) < 0 ||
+	    cfg_int(cfg, "out_channels", where, 1, 65536, &oc) < 0 ||
+	    cfg_int(cfg, "start_level", where, 0, MAX_FEATS - 1, &start) < 0 ||
+	    cfg_int(cfg, "num_outs", where, 1, MAX_FEATS, &nouts) < 0 ||
+	    cfg_bool(cfg, "relu_before_extra_convs", where, &relu_extra) < 0 ||
+	    cfg_bool(cfg, "use_depthwise", where, &dw) < 0)
 		return -1;
 	if (!nin || !oc || !nouts)
 		return err_set("%s: in_channels, out_channels and num_outs are required", where);
@@ -320,8 +233,9 @@ static int build_ssd_head(model *m, const cJSON *cfg, const char *where, const f
 {
 	static const char *const keys[] = {"type", "in_channels", "use_depthwise", NULL};
 	int inch[MAX_FEATS], nin = 0, dw = 1;
-	if (check_keys(cfg, where, keys) < 0 || get_ints(cfg, "in_channels", where, MAX_FEATS, 1, 65536, inch, &nin) < 0 ||
-	    get_bool(cfg, "use_depthwise", where, &dw) < 0)
+	if (cfg_check_keys(cfg, where, keys) < 0 ||
+	    cfg_ints(cfg, "in_channels", where, 1, MAX_FEATS, 1, 65536, inch, &nin) < 0 ||
+	    cfg_bool(cfg, "use_depthwise", where, &dw) < 0)
 		return -1;
 	if (!dw)
 		return err_set("%s.use_depthwise: only the lite (depthwise) head is supported so far", where);
@@ -361,9 +275,9 @@ static int build_ssd_head(model *m, const cJSON *cfg, const char *where, const f
 
 model *model_new(const cJSON *sec, const char *where)
 {
-	/* anchors, bbox_coder and test belong to detect.h, which checks them */
+	/* anchors, bbox_coder and test belong to detect.h, train to ssd_loss.h: they check them */
 	static const char *const keys[] = {"num_classes", "bn_eps", "backbone", "neck", "head",
-					   "anchors",     "bbox_coder", "test", NULL};
+					   "anchors",     "bbox_coder", "test", "train", NULL};
 	model *m = calloc(1, sizeof *m);
 	if (!m) {
 		err_set("out of memory");
@@ -378,18 +292,26 @@ model *model_new(const cJSON *sec, const char *where)
 		err_set("%s: expected an object", where);
 		goto fail;
 	}
-	if (check_keys(sec, where, keys) < 0 || get_int(sec, "num_classes", where, 1, 100000, &m->num_classes) < 0 ||
-	    get_num(sec, "bn_eps", where, 0, 1, &eps) < 0 || model_config_apply(&det, sec, where) < 0)
+	if (cfg_check_keys(sec, where, keys) < 0 ||
+	    cfg_int(sec, "num_classes", where, 1, 100000, &m->num_classes) < 0 ||
+	    cfg_num(sec, "bn_eps", where, 0, 1, &eps) < 0 || model_config_apply(&det, sec, where) < 0)
 		goto fail;
 	if (!m->num_classes) {
 		err_set("%s.num_classes: missing", where);
 		goto fail;
 	}
 	m->bn_eps = (float)eps;
-	const cJSON *bb = get_obj(sec, "backbone", where, 1), *nk = bb ? get_obj(sec, "neck", where, 1) : NULL,
-		    *hd = nk ? get_obj(sec, "head", where, 1) : NULL;
-	if (!hd)
-		goto fail;
+	static const char *const parts[PART_COUNT] = {"backbone", "neck", "head"};
+	const cJSON *part[PART_COUNT];
+	for (int i = 0; i < PART_COUNT; i++) {
+		if (cfg_object(sec, parts[i], where, NULL, &part[i]) < 0)
+			goto fail;
+		if (!part[i]) {
+			err_set("%s.%s: missing", where, parts[i]);
+			goto fail;
+		}
+	}
+	const cJSON *bb = part[PART_BACKBONE], *nk = part[PART_NECK], *hd = part[PART_HEAD];
 	int input = g_input(m, 3);
 	feats bf = {0}, nf = {0};
 	snprintf(sub, sizeof sub, "%s.backbone", where);

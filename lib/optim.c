@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "err.h"
 
 /* ---------------------------------------------------------------- config */
@@ -28,53 +29,14 @@ void optim_config_default(optim_config *c)
 	c->bn_momentum = 0.1;
 }
 
-static int check_keys(const cJSON *o, const char *where, const char *const *known)
-{
-	const cJSON *it;
-	cJSON_ArrayForEach(it, o) {
-		int ok = 0;
-		for (int i = 0; known[i] && !ok; i++)
-			ok = it->string && !strcmp(it->string, known[i]);
-		if (!ok) {
-			char list[256] = "";
-			for (int i = 0; known[i]; i++)
-				snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", known[i]);
-			return err_set("%s.%s: unknown key (known: %s)", where, it->string ? it->string : "?", list);
-		}
-	}
-	return 0;
-}
-
-static int get_num(const cJSON *o, const char *key, const char *where, double lo, double hi, double *out)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-	if (!v)
-		return 0;
-	if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble < lo || v->valuedouble > hi)
-		return err_set("%s.%s: expected a number in [%g, %g]", where, key, lo, hi);
-	*out = v->valuedouble;
-	return 0;
-}
-
 static int get_long(const cJSON *o, const char *key, const char *where, long lo, long hi, long *out)
 {
 	double v = (double)*out;
-	if (get_num(o, key, where, (double)lo, (double)hi, &v) < 0)
+	if (cfg_num(o, key, where, (double)lo, (double)hi, &v) < 0)
 		return -1;
 	if (v != floor(v))
 		return err_set("%s.%s: expected an integer", where, key);
 	*out = (long)v;
-	return 0;
-}
-
-static int get_bool(const cJSON *o, const char *key, const char *where, int *out)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-	if (!v)
-		return 0;
-	if (!cJSON_IsBool(v))
-		return err_set("%s.%s: expected true or false", where, key);
-	*out = cJSON_IsTrue(v);
 	return 0;
 }
 
@@ -107,12 +69,10 @@ static int apply_optimizer(optim_config *c, const cJSON *o, const char *where)
 	static const char *const types[] = {"SGD", NULL};
 	static const int tvals[] = {0};
 	int type = 0;
-	if (!cJSON_IsObject(o))
-		return err_set("%s: expected an object", where);
-	return check_keys(o, where, keys) < 0 || get_choice(o, "type", where, types, tvals, -1, &type) < 0 ||
-			       get_num(o, "lr", where, 0, 1e3, &c->lr) < 0 ||
-			       get_num(o, "momentum", where, 0, 1, &c->momentum) < 0 ||
-			       get_num(o, "weight_decay", where, 0, 1, &c->weight_decay) < 0
+	return cfg_check_keys(o, where, keys) < 0 || get_choice(o, "type", where, types, tvals, -1, &type) < 0 ||
+			       cfg_num(o, "lr", where, 0, 1e3, &c->lr) < 0 ||
+			       cfg_num(o, "momentum", where, 0, 1, &c->momentum) < 0 ||
+			       cfg_num(o, "weight_decay", where, 0, 1, &c->weight_decay) < 0
 		       ? -1
 		       : 0;
 }
@@ -125,14 +85,12 @@ static int apply_lr_config(optim_config *c, const cJSON *o, const char *where)
 	static const int pvals[] = {LR_COSINE, LR_COSINE, LR_STEP, LR_FIXED};
 	static const char *const warmups[] = {"linear", "constant", "exp", NULL};
 	static const int wvals[] = {WARMUP_LINEAR, WARMUP_CONSTANT, WARMUP_EXP};
-	if (!cJSON_IsObject(o))
-		return err_set("%s: expected an object", where);
 	int policy = (int)c->policy, warmup = (int)c->warmup;
-	if (check_keys(o, where, keys) < 0 || get_choice(o, "policy", where, policies, pvals, -1, &policy) < 0 ||
+	if (cfg_check_keys(o, where, keys) < 0 || get_choice(o, "policy", where, policies, pvals, -1, &policy) < 0 ||
 	    get_choice(o, "warmup", where, warmups, wvals, WARMUP_NONE, &warmup) < 0 ||
 	    get_long(o, "warmup_iters", where, 0, 1L << 40, &c->warmup_iters) < 0 ||
-	    get_num(o, "warmup_ratio", where, 0, 1, &c->warmup_ratio) < 0 ||
-	    get_num(o, "gamma", where, 0, 1e3, &c->gamma) < 0 || get_bool(o, "by_epoch", where, &c->by_epoch) < 0)
+	    cfg_num(o, "warmup_ratio", where, 0, 1, &c->warmup_ratio) < 0 ||
+	    cfg_num(o, "gamma", where, 0, 1e3, &c->gamma) < 0 || cfg_bool(o, "by_epoch", where, &c->by_epoch) < 0)
 		return -1;
 	c->policy = (enum lr_policy)policy;
 	c->warmup = (enum lr_warmup)warmup;
@@ -141,7 +99,7 @@ static int apply_lr_config(optim_config *c, const cJSON *o, const char *where)
 	const cJSON *ml = cJSON_GetObjectItemCaseSensitive(o, "min_lr");
 	if (mr && ml && c->policy == LR_COSINE)
 		return err_set("%s: give min_lr or min_lr_ratio, not both", where);
-	if (get_num(o, "min_lr_ratio", where, 0, 1, &c->min_lr_ratio) < 0 || get_num(o, "min_lr", where, 0, 1e3, &c->min_lr) < 0)
+	if (cfg_num(o, "min_lr_ratio", where, 0, 1, &c->min_lr_ratio) < 0 || cfg_num(o, "min_lr", where, 0, 1e3, &c->min_lr) < 0)
 		return -1;
 	if (mr)
 		c->min_lr = -1;
@@ -178,18 +136,17 @@ int optim_config_apply(optim_config *c, const cJSON *train, const char *where)
 		return err_set("%s: expected an object", where);
 	optim_config n = *c;
 	char sub[512];
-	if (check_keys(train, where, keys) < 0 || get_long(train, "epochs", where, 1, 1L << 30, &n.epochs) < 0 ||
+	if (cfg_check_keys(train, where, keys) < 0 || get_long(train, "epochs", where, 1, 1L << 30, &n.epochs) < 0 ||
 	    get_long(train, "batch", where, 1, 1L << 20, &n.batch) < 0 ||
 	    get_long(train, "checkpoint_every", where, 0, 1L << 40, &n.checkpoint_every) < 0 ||
-	    get_num(train, "bn_momentum", where, 0, 1, &n.bn_momentum) < 0)
+	    cfg_num(train, "bn_momentum", where, 0, 1, &n.bn_momentum) < 0)
 		return -1;
-	const cJSON *o = cJSON_GetObjectItemCaseSensitive(train, "optimizer");
+	const cJSON *o;
 	snprintf(sub, sizeof sub, "%s.optimizer", where);
-	if (o && apply_optimizer(&n, o, sub) < 0)
+	if (cfg_object(train, "optimizer", where, NULL, &o) < 0 || (o && apply_optimizer(&n, o, sub) < 0))
 		return -1;
-	const cJSON *l = cJSON_GetObjectItemCaseSensitive(train, "lr_config");
 	snprintf(sub, sizeof sub, "%s.lr_config", where);
-	if (l && apply_lr_config(&n, l, sub) < 0)
+	if (cfg_object(train, "lr_config", where, NULL, &o) < 0 || (o && apply_lr_config(&n, o, sub) < 0))
 		return -1;
 	*c = n;
 	return 0;
