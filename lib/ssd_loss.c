@@ -23,44 +23,20 @@ void loss_params_default(loss_params *p)
 	p->smoothl1_beta = 1.0;
 }
 
-/* An optional number in [lo, hi] (an integer if integer); a missing key leaves *out. */
-static int train_num(const cJSON *o, const char *key, const char *where, double lo, double hi, int integer,
-		     double *out)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-	if (!v)
-		return 0;
-	if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble < lo || v->valuedouble > hi ||
-	    (integer && v->valuedouble != floor(v->valuedouble)))
-		return err_set("%s.%s: expected %s in [%g, %g]", where, key, integer ? "an integer" : "a number", lo, hi);
-	*out = v->valuedouble;
-	return 0;
-}
-
 int loss_params_apply(loss_params *p, const cJSON *train, const char *where)
 {
-	static const char *const keys[] = {"pos_iou_thr", "neg_iou_thr", "min_pos_iou", "neg_pos_ratio", "smoothl1_beta"};
+	static const char *const keys[] = {"pos_iou_thr",   "neg_iou_thr",   "min_pos_iou",
+					   "neg_pos_ratio", "smoothl1_beta", NULL};
 	if (!cJSON_IsObject(train))
 		return err_set("%s: expected an object", where);
-	const cJSON *it;
-	cJSON_ArrayForEach(it, train) {
-		size_t i = 0;
-		while (i < sizeof keys / sizeof *keys && strcmp(it->string, keys[i]))
-			i++;
-		if (i == sizeof keys / sizeof *keys)
-			return err_set("%s.%s: unknown key (known: pos_iou_thr, neg_iou_thr, min_pos_iou, neg_pos_ratio, "
-				       "smoothl1_beta)",
-				       where, it->string);
-	}
 	loss_params n = *p;
-	double ratio = n.neg_pos_ratio;
-	if (train_num(train, "pos_iou_thr", where, 0, 1, 0, &n.pos_iou_thr) < 0 ||
-	    train_num(train, "neg_iou_thr", where, 0, 1, 0, &n.neg_iou_thr) < 0 ||
-	    train_num(train, "min_pos_iou", where, 0, 1, 0, &n.min_pos_iou) < 0 ||
-	    train_num(train, "neg_pos_ratio", where, 0, 1000, 1, &ratio) < 0 ||
-	    train_num(train, "smoothl1_beta", where, 1e-6, 1e6, 0, &n.smoothl1_beta) < 0)
+	if (cfg_check_keys(train, where, keys) < 0 ||
+	    cfg_num(train, "pos_iou_thr", where, 0, 1, &n.pos_iou_thr) < 0 ||
+	    cfg_num(train, "neg_iou_thr", where, 0, 1, &n.neg_iou_thr) < 0 ||
+	    cfg_num(train, "min_pos_iou", where, 0, 1, &n.min_pos_iou) < 0 ||
+	    cfg_int(train, "neg_pos_ratio", where, 0, 1000, &n.neg_pos_ratio) < 0 ||
+	    cfg_num(train, "smoothl1_beta", where, 1e-6, 1e6, &n.smoothl1_beta) < 0)
 		return -1;
-	n.neg_pos_ratio = (int)ratio;
 	*p = n;
 	return 0;
 }
