@@ -45,6 +45,7 @@ plot "$tmp/loss.tsv" using 1:2 with lines lw 1 lc rgb "#999999" title "loss", \
      "" using 1:4 with lines lw 1 title "reg"
 set xlabel "epoch"
 set ylabel "mAP (VOC07 11-point)"
+set key bottom right
 set yrange [0:*]
 $( [ -s "$tmp/map.tsv" ] && echo "plot \"$tmp/map.tsv\" using 1:2 with linespoints pt 7 title \"mAP\"" || echo 'set label "no epoch checkpoints" at graph 0.3,0.5; plot [0:1][0:1] 2 notitle' )
 unset multiplot
