@@ -413,21 +413,6 @@ int detector_run(detector *d, int size, const float *cls, const float *reg, int6
 
 /* ------------------------------------------------------------------ records */
 
-static const tensor *expect_shape(const record *r, const char *name, enum dtype dt, int ndim, const int64_t *shape)
-{
-	const tensor *t = record_expect(r, name, dt, ndim);
-	if (!t)
-		return NULL;
-	for (int i = 0; i < ndim; i++)
-		if (shape[i] >= 0 && t->shape[i] != shape[i]) {
-			char have[128];
-			err_set("%s record: tensor '%s' is %s, expected dimension %d to be %lld", r->kind, name,
-				tensor_describe(t, have, sizeof have), i, (long long)shape[i]);
-			return NULL;
-		}
-	return t;
-}
-
 static record *dets_record(const detections *dt, const float *gt, const int32_t *gl, const uint8_t *gd, int64_t G)
 {
 	record *o = record_new("dets");
@@ -468,19 +453,19 @@ int detect_pred_record(detector *d, const record *pred, long *images, int (*emit
 	if (C > 1000000)
 		return err_set("pred record: tensor 'cls' has %lld columns", (long long)C + 1);
 	const tensor *reg, *sf, *osz, *gb = NULL, *gl = NULL, *gn = NULL, *gd = NULL;
-	if (!(reg = expect_shape(pred, "reg", DT_F32, 3, (int64_t[]){N, A, 4})) ||
-	    !(sf = expect_shape(pred, "scale_factor", DT_F32, 2, (int64_t[]){N, 4})) ||
-	    !(osz = expect_shape(pred, "orig_size", DT_I32, 2, (int64_t[]){N, 2})))
+	if (!(reg = record_expect_shape(pred, "reg", DT_F32, 3, (int64_t[]){N, A, 4})) ||
+	    !(sf = record_expect_shape(pred, "scale_factor", DT_F32, 2, (int64_t[]){N, 4})) ||
+	    !(osz = record_expect_shape(pred, "orig_size", DT_I32, 2, (int64_t[]){N, 2})))
 		return -1;
 	int64_t M = 0;
 	if (record_find(pred, "boxes")) {
-		if (!(gb = expect_shape(pred, "boxes", DT_F32, 3, (int64_t[]){N, -1, 4})))
+		if (!(gb = record_expect_shape(pred, "boxes", DT_F32, 3, (int64_t[]){N, -1, 4})))
 			return -1;
 		M = gb->shape[1];
-		if (!(gl = expect_shape(pred, "labels", DT_I32, 2, (int64_t[]){N, M})) ||
-		    !(gn = expect_shape(pred, "nbox", DT_I32, 1, (int64_t[]){N})))
+		if (!(gl = record_expect_shape(pred, "labels", DT_I32, 2, (int64_t[]){N, M})) ||
+		    !(gn = record_expect_shape(pred, "nbox", DT_I32, 1, (int64_t[]){N})))
 			return -1;
-		if (record_find(pred, "difficult") && !(gd = expect_shape(pred, "difficult", DT_U8, 2, (int64_t[]){N, M})))
+		if (record_find(pred, "difficult") && !(gd = record_expect_shape(pred, "difficult", DT_U8, 2, (int64_t[]){N, M})))
 			return -1;
 	}
 	const cJSON *size = cJSON_GetObjectItemCaseSensitive(pred->meta, "size");

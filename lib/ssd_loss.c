@@ -629,20 +629,6 @@ int ssd_loss_run(ssd_loss *l, int size, const loss_batch *b, float *dcls, float 
 
 /* ------------------------------------------------------------------ records */
 
-static const tensor *expect_shape(const record *r, const char *name, enum dtype dt, int ndim, const int64_t *shape)
-{
-	const tensor *t = record_expect(r, name, dt, ndim);
-	if (!t)
-		return err_wrap("pred record"), NULL;
-	for (int i = 0; i < ndim; i++)
-		if (shape[i] >= 0 && t->shape[i] != shape[i]) {
-			char d[128];
-			return err_set("pred record: tensor '%s' is %s; dimension %d should be %lld", name,
-				       tensor_describe(t, d, sizeof d), i, (long long)shape[i]), NULL;
-		}
-	return t;
-}
-
 /* Copies meta[key] from src to dst if present. */
 static int copy_meta(cJSON *dst, const cJSON *src, const char *key)
 {
@@ -670,10 +656,10 @@ int ssd_loss_record(ssd_loss *l, const record *pred, record **grad, record **los
 		return err_set("pred record: tensor 'cls' has %lld columns, expected C + 1 >= 2 (classes, then background)",
 			       (long long)C + 1);
 	const tensor *reg, *bx, *lb, *nb;
-	if (!(reg = expect_shape(pred, "reg", DT_F32, 3, (int64_t[]){N, A, 4})) ||
-	    !(bx = expect_shape(pred, "boxes", DT_F32, 3, (int64_t[]){N, -1, 4})) ||
-	    !(lb = expect_shape(pred, "labels", DT_I32, 2, (int64_t[]){N, bx->shape[1]})) ||
-	    !(nb = expect_shape(pred, "nbox", DT_I32, 1, (int64_t[]){N})))
+	if (!(reg = record_expect_shape(pred, "reg", DT_F32, 3, (int64_t[]){N, A, 4})) ||
+	    !(bx = record_expect_shape(pred, "boxes", DT_F32, 3, (int64_t[]){N, -1, 4})) ||
+	    !(lb = record_expect_shape(pred, "labels", DT_I32, 2, (int64_t[]){N, bx->shape[1]})) ||
+	    !(nb = record_expect_shape(pred, "nbox", DT_I32, 1, (int64_t[]){N})))
 		return -1;
 	const cJSON *meta = pred->meta, *size = cJSON_GetObjectItemCaseSensitive(meta, "size");
 	if (!cJSON_IsNumber(size) || size->valuedouble < 1 || size->valuedouble > 65536 ||

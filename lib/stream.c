@@ -143,6 +143,19 @@ tensor *record_expect(const record *r, const char *name, enum dtype dt, int ndim
 	return t;
 }
 
+tensor *record_expect_shape(const record *r, const char *name, enum dtype dt, int ndim, const int64_t *shape)
+{
+	tensor *t = record_expect(r, name, dt, ndim);
+	for (int i = 0; t && i < ndim; i++)
+		if (shape[i] >= 0 && t->shape[i] != shape[i]) {
+			char have[128];
+			err_set("%s record: tensor '%s' is %s, expected dimension %d to be %lld", r->kind, name,
+				tensor_describe(t, have, sizeof have), i, (long long)shape[i]);
+			return NULL;
+		}
+	return t;
+}
+
 double meta_num(const record *r, const char *key, double dflt)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->meta, key);

@@ -35,6 +35,8 @@ tensor *record_add(record *r, const char *name, enum dtype dt, int ndim, const i
 tensor *record_find(const record *r, const char *name);
 /* record_find that also checks dtype and rank (ndim < 0: any rank); NULL (err) otherwise. */
 tensor *record_expect(const record *r, const char *name, enum dtype dt, int ndim);
+/* record_expect that also checks each dimension i with shape[i] >= 0 (-1: any size). */
+tensor *record_expect_shape(const record *r, const char *name, enum dtype dt, int ndim, const int64_t *shape);
 /* Encodes r into its frame now (thread-safe: workers can compress in parallel); a
  * later stream_pass() writes that frame. Call it last: changes made after it are not
  * in the frame. level as for stream_writer_new(). 0, or -1 (err). */

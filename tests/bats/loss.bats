@@ -184,8 +184,8 @@ zero_pred() {
 	check bad_label.tns "image 0 (img001): box 1 has label 20, expected 0..19"
 	check bad_nan.tns "image 1 (img004): non-finite value in 'cls'"
 	check bad_box.tns "image 1 (img004): box 0 is"
-	check bad_noreg.tns "pred record: pred record has no tensor 'reg'"
-	check bad_regshape.tns "pred record: tensor 'reg' is f32[2,392,3]; dimension 2 should be 4"
+	check bad_noreg.tns "pred record has no tensor 'reg'"
+	check bad_regshape.tns "pred record: tensor 'reg' is f32[2,392,3], expected dimension 2 to be 4"
 	check bad_nosize.tns "pred record: meta.size"
 	check bad_anchors.tns "392 anchors in the pred, but the anchor config gives 880 at input size 96"
 	check bad_frame.tns 'pred record: meta.boxes_frame is "original"'
