@@ -150,3 +150,12 @@ void anchors_free(anchor_set *a)
 	free(a->boxes);
 	free(a);
 }
+
+const anchor_set *anchors_cached(anchor_set **cache, const anchor_config *c, int size)
+{
+	if (*cache && (*cache)->size == size)
+		return *cache;
+	anchors_free(*cache);
+	*cache = anchors_new(c, size);
+	return *cache;
+}

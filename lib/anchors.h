@@ -60,5 +60,8 @@ typedef struct anchor_set {
  * range not giving L - 1 sizes, a min without a first-level rule) or no memory. */
 anchor_set *anchors_new(const anchor_config *c, int size);
 void anchors_free(anchor_set *a);
+/* The anchors at input size `size`, kept in *cache and rebuilt only when the size
+ * changes (tools see one size per run, sometimes a few). NULL (err) on failure. */
+const anchor_set *anchors_cached(anchor_set **cache, const anchor_config *c, int size);
 
 #endif

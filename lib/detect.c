@@ -202,11 +202,7 @@ void detector_free(detector *d)
 
 const anchor_set *detector_anchors(detector *d, int size)
 {
-	if (d->anchors && d->anchors->size == size)
-		return d->anchors;
-	anchors_free(d->anchors);
-	d->anchors = anchors_new(&d->m.anchors, size);
-	return d->anchors;
+	return anchors_cached(&d->anchors, &d->m.anchors, size);
 }
 
 static int reserve(detector *d, int64_t A, int C)

@@ -496,11 +496,7 @@ void ssd_loss_free(ssd_loss *l)
 
 const anchor_set *ssd_loss_anchors(ssd_loss *l, int size)
 {
-	if (l->anchors && l->anchors->size == size)
-		return l->anchors;
-	anchors_free(l->anchors);
-	l->anchors = anchors_new(&l->m.anchors, size);
-	return l->anchors;
+	return anchors_cached(&l->anchors, &l->m.anchors, size);
 }
 
 /* Grows the buffers to N images of A anchors and M boxes. */
