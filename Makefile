@@ -30,7 +30,7 @@ $(BUILD)/libssd.a: $(LIB_OBJ)
 $(BIN)/%: src/%.c $(BUILD)/libssd.a $(wildcard lib/*.h) | $(BIN)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libssd.a $(LDLIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c tests/unit/check.h $(BUILD)/libssd.a | $(BUILD)/tests
+$(BUILD)/tests/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(BUILD)/libssd.a | $(BUILD)/tests
 	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libssd.a $(LDLIBS)
 
 $(BUILD)/lib $(BUILD)/tests $(BUILD)/bench $(BIN):

@@ -7,39 +7,13 @@
 #include <string.h>
 
 #include "check.h"
+#include "fixture.h"
 #include "config.h"
 #include "detect.h"
 #include "err.h"
 #include "stream.h"
 
 #define FIX "tests/fixtures/detect/"
-
-static int read_all(const char *path, record ***out)
-{
-	stream_reader *s = stream_open_read(path);
-	int n = 0, rc;
-	record *r, **v = NULL;
-	if (!s) {
-		fprintf(stderr, "%s\n", err_msg());
-		return -1;
-	}
-	while ((rc = stream_read(s, &r)) > 0) {
-		v = realloc(v, (size_t)(n + 1) * sizeof *v);
-		v[n++] = r;
-	}
-	if (rc < 0)
-		fprintf(stderr, "%s\n", err_msg());
-	stream_close_read(s);
-	*out = v;
-	return rc < 0 ? -1 : n;
-}
-
-static void free_all(record **v, int n)
-{
-	for (int i = 0; i < n; i++)
-		record_free(v[i]);
-	free(v);
-}
 
 static const float *f32(const record *r, const char *name, int64_t *n)
 {

@@ -9,39 +9,13 @@
 #include <time.h>
 
 #include "check.h"
+#include "fixture.h"
 #include "err.h"
 #include "rng.h"
 #include "ssd_loss.h"
 #include "stream.h"
 
 #define FIX "tests/fixtures/loss/"
-
-static int read_all(const char *path, record ***out)
-{
-	stream_reader *s = stream_open_read(path);
-	int n = 0, rc;
-	record *r, **v = NULL;
-	if (!s) {
-		fprintf(stderr, "%s\n", err_msg());
-		return -1;
-	}
-	while ((rc = stream_read(s, &r)) > 0) {
-		v = realloc(v, (size_t)(n + 1) * sizeof *v);
-		v[n++] = r;
-	}
-	if (rc < 0)
-		fprintf(stderr, "%s\n", err_msg());
-	stream_close_read(s);
-	*out = v;
-	return rc < 0 ? -1 : n;
-}
-
-static void free_all(record **v, int n)
-{
-	for (int i = 0; i < n; i++)
-		record_free(v[i]);
-	free(v);
-}
 
 static const void *data(const record *r, const char *name, enum dtype dt)
 {

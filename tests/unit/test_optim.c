@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fixture.h"
 #include "checkpoint.h"
 #include "config.h"
 #include "err.h"
@@ -16,33 +17,6 @@
 #include "stream.h"
 
 #define FIX "tests/fixtures/optim/"
-
-static int read_all(const char *path, record ***out)
-{
-	stream_reader *s = stream_open_read(path);
-	int n = 0, rc;
-	record *r, **v = NULL;
-	if (!s) {
-		fprintf(stderr, "%s\n", err_msg());
-		return -1;
-	}
-	while ((rc = stream_read(s, &r)) > 0) {
-		v = realloc(v, (size_t)(n + 1) * sizeof *v);
-		v[n++] = r;
-	}
-	if (rc < 0)
-		fprintf(stderr, "%s\n", err_msg());
-	stream_close_read(s);
-	*out = v;
-	return rc < 0 ? -1 : n;
-}
-
-static void free_all(record **v, int n)
-{
-	for (int i = 0; i < n; i++)
-		record_free(v[i]);
-	free(v);
-}
 
 static int load_train(optim_config *c, const char *path)
 {
