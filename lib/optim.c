@@ -241,16 +241,6 @@ static int is_trainable(const tensor *t)
 	return t->dtype == DT_F32 && !param_is_running_stat(t->name);
 }
 
-static int same_shape(const tensor *a, const tensor *b)
-{
-	if (a->ndim != b->ndim)
-		return 0;
-	for (int i = 0; i < a->ndim; i++)
-		if (a->shape[i] != b->shape[i])
-			return 0;
-	return 1;
-}
-
 static int find_index(const record *r, const char *name)
 {
 	for (int i = 0; i < r->ntensors; i++)
@@ -325,7 +315,7 @@ sgd *sgd_new(const record *params)
 		char var[TENSOR_NAMELEN + 16];
 		snprintf(var, sizeof var, "%.*s.running_var", (int)(strlen(t->name) - strlen(".running_mean")), t->name);
 		int v = find_index(params, var);
-		if (t->dtype != DT_F32 || v < 0 || params->tensors[v].dtype != DT_F32 || !same_shape(t, &params->tensors[v])) {
+		if (t->dtype != DT_F32 || v < 0 || params->tensors[v].dtype != DT_F32 || !tensor_same_shape(t, &params->tensors[v])) {
 			err_set("params: '%s' needs an f32 '%s' of its shape", t->name, var);
 			sgd_free(s);
 			return NULL;
@@ -379,7 +369,7 @@ sgd *sgd_from_checkpoint(const record *params, const record *optim)
 	for (int k = 0; k < s->ntrain; k++) {
 		tensor *m = &s->momentum->tensors[k];
 		const tensor *b = record_find(optim, m->name);
-		if (!b || b->dtype != DT_F32 || !same_shape(b, m)) {
+		if (!b || b->dtype != DT_F32 || !tensor_same_shape(b, m)) {
 			err_set("checkpoint: no f32 momentum buffer '%s' of its parameter's shape", m->name);
 			sgd_free(s);
 			return NULL;
@@ -431,7 +421,7 @@ static int match_grads(sgd *s, const record *g)
 			if (b == s->nbn)
 				return err_set("grads: '%s' names no BN layer with running statistics", t->name);
 			const tensor *rm = &s->params->tensors[s->bn[b].mean];
-			if (t->dtype != DT_F32 || !same_shape(t, rm))
+			if (t->dtype != DT_F32 || !tensor_same_shape(t, rm))
 				return err_set("grads: '%s' is %s, its running statistics are %s", t->name,
 					       tensor_describe(t, d1, sizeof d1), tensor_describe(rm, d2, sizeof d2));
 			*(is_mean ? &s->bmean[b] : &s->bvar[b]) = i;
@@ -444,7 +434,7 @@ static int match_grads(sgd *s, const record *g)
 		if (k == s->ntrain)
 			return err_set("grads: '%s' is not a trainable parameter", t->name);
 		const tensor *p = &s->params->tensors[s->train[k]];
-		if (t->dtype != DT_F32 || !same_shape(t, p))
+		if (t->dtype != DT_F32 || !tensor_same_shape(t, p))
 			return err_set("grads: '%s' is %s, the parameter is %s", t->name, tensor_describe(t, d1, sizeof d1),
 				       tensor_describe(p, d2, sizeof d2));
 		s->grad_of[k] = i;

@@ -867,16 +867,6 @@ static int is_batches_tracked(const char *name)
 	return n >= k && !strcmp(name + n - k, ".num_batches_tracked");
 }
 
-static int same_shape(const tensor *a, const tensor *b)
-{
-	if (a->ndim != b->ndim)
-		return 0;
-	for (int i = 0; i < a->ndim; i++)
-		if (a->shape[i] != b->shape[i])
-			return 0;
-	return 1;
-}
-
 /* The params tensor state-dict tensor t goes to; NULL when skipped, *bad on error. */
 static tensor *target_of(record *params, const tensor *t, const char *prefix, const char *drop, int *bad)
 {
@@ -890,7 +880,7 @@ static tensor *target_of(record *params, const tensor *t, const char *prefix, co
 		*bad = err_set("key '%s': the model has no tensor '%s'", t->name, name);
 		return NULL;
 	}
-	if (!same_shape(p, t) || !(p->dtype == t->dtype || (p->dtype == DT_F32 && (t->dtype == DT_F16 || t->dtype == DT_BF16)))) {
+	if (!tensor_same_shape(p, t) || !(p->dtype == t->dtype || (p->dtype == DT_F32 && (t->dtype == DT_F16 || t->dtype == DT_BF16)))) {
 		*bad = err_set("key '%s': %s in the file, %s in the model ('%s')", t->name, tensor_describe(t, d1, sizeof d1),
 			       tensor_describe(p, d2, sizeof d2), name);
 		return NULL;

@@ -48,6 +48,16 @@ size_t tensor_nbytes(const tensor *t)
 	return (size_t)tensor_numel(t) * dtype_size(t->dtype);
 }
 
+int tensor_same_shape(const tensor *a, const tensor *b)
+{
+	if (a->ndim != b->ndim)
+		return 0;
+	for (int i = 0; i < a->ndim; i++)
+		if (a->shape[i] != b->shape[i])
+			return 0;
+	return 1;
+}
+
 char *tensor_describe(const tensor *t, char *buf, size_t len)
 {
 	size_t n = (size_t)snprintf(buf, len, "%s[", dtype_name(t->dtype));

@@ -29,6 +29,8 @@ int dtype_parse(const char *s, enum dtype *out);
 
 int64_t tensor_numel(const tensor *t);
 size_t tensor_nbytes(const tensor *t);
+/* 1 if a and b have the same rank and dimensions (dtypes aside). */
+int tensor_same_shape(const tensor *a, const tensor *b);
 /* "f32[2,3,4]" into buf; returns buf. */
 char *tensor_describe(const tensor *t, char *buf, size_t len);
 /* Element i (flat index) of any dtype, as a double. */
