@@ -13,14 +13,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
-cfg_file=${1:?usage: eval.sh CONFIG}
-BIN=${BIN:-bin}
-CFG_JSON=$(config_json "$cfg_file")
-name=$(cfg .name "$(basename "$cfg_file" .json)")
-run=${RUN:-runs/$name}
+load_config "${1:?usage: eval.sh CONFIG}"
 ckpt=${CKPT:-$run/latest.tns}
-data=${DATA:-$(cfg .dataset.root "")}
-classes=${CLASSES:-$(cfg .dataset.classes "")}
 split=${SPLIT:-$(cfg .dataset.test_split test)}
 np=${NP:-1}
 out=${OUT:-$run/eval}

@@ -20,6 +20,19 @@ cfg() {
 	echo "${v:-$2}"
 }
 
+# load_config CONFIG: what every run script starts from. Sets cfg_file, BIN (default
+# bin), CFG_JSON (the merged config), name, run (RUN or runs/<name>), and data and
+# classes (DATA / CLASSES, else the config's dataset section; empty if neither).
+load_config() {
+	cfg_file=$1
+	BIN=${BIN:-bin}
+	CFG_JSON=$(config_json "$cfg_file")
+	name=$(cfg .name "$(basename "$cfg_file" .json)")
+	run=${RUN:-runs/$name}
+	data=${DATA:-$(cfg .dataset.root "")}
+	classes=${CLASSES:-$(cfg .dataset.classes "")}
+}
+
 # say ...: a progress line on stderr, named after the script.
 say() {
 	echo "${0##*/}: $*" >&2

@@ -7,10 +7,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
-cfg_file=${1:?usage: plot.sh CONFIG}
-CFG_JSON=$(config_json "$cfg_file")
-name=$(cfg .name "$(basename "$cfg_file" .json)")
-run=${RUN:-runs/$name}
+load_config "${1:?usage: plot.sh CONFIG}"
 [ -s "$run/metrics.jsonl" ] || { say "$run/metrics.jsonl: no training metrics (train first)"; exit 1; }
 command -v gnuplot >/dev/null || { say "gnuplot is not installed (make setup installs it)"; exit 1; }
 tmp=$(mktemp -d)

@@ -17,13 +17,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
-cfg_file=${1:?usage: train.sh CONFIG}
-BIN=${BIN:-bin}
-CFG_JSON=$(config_json "$cfg_file")
-name=$(cfg .name "$(basename "$cfg_file" .json)")
-run=${RUN:-runs/$name}
-data=${DATA:-$(cfg .dataset.root "")}
-classes=${CLASSES:-$(cfg .dataset.classes "")}
+load_config "${1:?usage: train.sh CONFIG}"
 split=${SPLIT:-$(cfg .dataset.train_split trainval)}
 epochs=${EPOCHS:-$(cfg .train.epochs 24)}
 batch=${BATCH:-$(cfg .train.batch 8)}
