@@ -2,6 +2,7 @@
 # bench-data: images/s of the data stages on a real VOC dataset, and the cost of the
 # stream framing. Usage: BIN=bin BENCH=build/bench pipelines/bench-data.sh DATA CLASSES [SIZE]
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 data=${1:?usage: bench-data.sh DATA CLASSES [SIZE]} classes=${2:?classes file} size=${3:-512}
 BIN=${BIN:-bin} BENCH=${BENCH:-build/bench}
 tmp=$(mktemp -d)
@@ -10,15 +11,6 @@ trap 'rm -rf "$tmp"' EXIT
 split=trainval
 n=$("$BIN/voc-decode" "$data" --split $split --classes "$classes" --list | wc -l)
 printf 'data: %s, split %s, %d images, %d CPUs, size %d\n\n' "$data" "$split" "$n" "$(nproc)" "$size"
-
-# seconds for one run of a pipeline given as a string
-timed() {
-	local t0 t1
-	t0=$(date +%s.%N)
-	bash -c "set -o pipefail; $1" > /dev/null
-	t1=$(date +%s.%N)
-	awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }'
-}
 
 row() { # label, pipeline
 	local t

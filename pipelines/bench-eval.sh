@@ -7,6 +7,7 @@
 # with noise-free preds must find (nearly) every gt.
 # Usage: BIN=bin BENCH=build/bench pipelines/bench-eval.sh [DATA [CLASSES [SIZE]]]
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 data=${1:-../shared/data/bccd} classes=${2:-configs/bccd.classes} size=${3:-512}
 BIN=${BIN:-bin} BENCH=${BENCH:-build/bench}
 for t in gen_dets gen_pred; do
@@ -15,15 +16,6 @@ done
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 ncls=$(grep -c . "$classes")
-
-# seconds for one run of a command given as a string
-timed() {
-	local t0 t1
-	t0=$(date +%s.%N)
-	bash -c "set -o pipefail; $1" >/dev/null
-	t1=$(date +%s.%N)
-	awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'
-}
 
 echo "map-eval on 4952 generated images (20 classes, 200 dets, ~3 gts each), $(nproc) CPUs:"
 t=$(timed "'$BENCH/gen_dets' 4952 20 200 3 > '$tmp/dets.tns'")

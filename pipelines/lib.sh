@@ -33,6 +33,16 @@ load_config() {
 	classes=${CLASSES:-$(cfg .dataset.classes "")}
 }
 
+# timed PIPELINE: the seconds one run of a shell pipeline (a string) takes, its output
+# discarded; a failing stage fails the call.
+timed() {
+	local t0 t1
+	t0=$(date +%s.%N)
+	bash -c "set -o pipefail; $1" >/dev/null
+	t1=$(date +%s.%N)
+	awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'
+}
+
 # say ...: a progress line on stderr, named after the script.
 say() {
 	echo "${0##*/}: $*" >&2
