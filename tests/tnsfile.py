@@ -45,6 +45,21 @@ def write(path, records, level=3):
             f.write(encode(kind, tensors, meta, level))
 
 
+def decode(body):
+    """One record's decompressed bytes as (kind, {name: array}, meta)."""
+    (hlen,) = struct.unpack("<I", body[4:8])
+    assert body[:4] == b"TNS1"
+    h = json.loads(body[8:8 + hlen])
+    base = _align(8 + hlen)
+    tensors = {}
+    for t in h["tensors"]:
+        dt = np.dtype(DTYPES[t["dtype"]]).newbyteorder("<")
+        n = int(np.prod(t["shape"], dtype=np.int64))
+        a = np.frombuffer(body, dtype=dt, count=n, offset=base + t["offset"])
+        tensors[t["name"]] = a.reshape(t["shape"]).copy()
+    return h["kind"], tensors, h.get("meta", {})
+
+
 def read(path):
     """List of (kind, {name: array}, meta)."""
     out = []
@@ -54,15 +69,27 @@ def read(path):
         obj = dctx.decompressobj()
         body = obj.decompress(data)
         data = obj.unused_data
-        (hlen,) = struct.unpack("<I", body[4:8])
-        assert body[:4] == b"TNS1"
-        h = json.loads(body[8:8 + hlen])
-        base = _align(8 + hlen)
-        tensors = {}
-        for t in h["tensors"]:
-            dt = np.dtype(DTYPES[t["dtype"]]).newbyteorder("<")
-            n = int(np.prod(t["shape"], dtype=np.int64))
-            a = np.frombuffer(body, dtype=dt, count=n, offset=base + t["offset"])
-            tensors[t["name"]] = a.reshape(t["shape"]).copy()
-        out.append((h["kind"], tensors, h.get("meta", {})))
+        out.append(decode(body))
     return out
+
+
+def stream(f, chunk=1 << 20):
+    """The records of a binary file object (a pipe, stdin) one at a time, as read()
+    gives them, each as soon as its frame is complete."""
+    get = getattr(f, "read1", f.read)
+    dctx = zstandard.ZstdDecompressor()
+    data = b""
+    while True:
+        if not data:
+            data = get(chunk)
+            if not data:
+                return
+        obj = dctx.decompressobj()
+        parts = [obj.decompress(data)]
+        while not obj.eof:
+            data = get(chunk)
+            if not data:
+                raise EOFError("tns stream: truncated record")
+            parts.append(obj.decompress(data))
+        data = obj.unused_data
+        yield decode(b"".join(parts))
