@@ -13,7 +13,7 @@
 #include "tensor.h"
 
 static const char *const op_names[OP_COUNT] = {
-	"input", "conv", "bn", "relu", "relu6", "add", "concat", "upsample", "maxpool", "l2norm", "flatten",
+	"input", "conv", "bn", "relu", "relu6", "add", "concat", "upsample", "maxpool", "l2norm", "flatten", "fq",
 };
 
 /* Profile classes: the ops, with convs split into 1x1, depthwise and other. */
@@ -278,19 +278,10 @@ int g_finish(model *m)
 		off += (m->params_info[i].count + 15) & ~(size_t)15;
 	}
 	m->nfloats = off;
-	for (int i = 0; i < m->nnodes; i++) {
-		gnode *nd = &m->nodes[i];
-		nd->nconsumers = 0;
-		nd->last_consumer = -1;
-		if (nd->op == OP_BN)
-			nstat += 3 * (size_t)nd->c;
-	}
 	for (int i = 0; i < m->nnodes; i++)
-		for (int j = 0; j < m->nodes[i].nin; j++) {
-			gnode *src = &m->nodes[m->nodes[i].in[j]];
-			src->nconsumers++;
-			src->last_consumer = i;
-		}
+		if (m->nodes[i].op == OP_BN)
+			nstat += 3 * (size_t)m->nodes[i].c;
+	g_count_consumers(m);
 	for (int i = 1; i < m->nnodes; i++)
 		if (!m->nodes[i].nconsumers && !is_output(m, i))
 			return err_set("graph: %s: output not used", m->nodes[i].name);
@@ -311,6 +302,20 @@ int g_finish(model *m)
 		s += 3 * nd->c;
 	}
 	return 0;
+}
+
+void g_count_consumers(model *m)
+{
+	for (int i = 0; i < m->nnodes; i++) {
+		m->nodes[i].nconsumers = 0;
+		m->nodes[i].last_consumer = -1;
+	}
+	for (int i = 0; i < m->nnodes; i++)
+		for (int j = 0; j < m->nodes[i].nin; j++) {
+			gnode *src = &m->nodes[m->nodes[i].in[j]];
+			src->nconsumers++;
+			src->last_consumer = i;
+		}
 }
 
 /* ---------------------------------------------------------------- shapes */
@@ -441,6 +446,9 @@ static void free_plan(model *m)
 	free(m->folded);
 	m->folded = NULL;
 	m->nfolded = 0;
+	free(m->fgrad);
+	m->fgrad = NULL;
+	m->fgrad_floats = 0;
 	m->planned = 0;
 }
 
@@ -453,7 +461,7 @@ static int needs_output(enum op op)
 /* Does op's backward read its input? */
 static int needs_input(enum op op)
 {
-	return op == OP_CONV || op == OP_BN || op == OP_L2NORM;
+	return op == OP_CONV || op == OP_BN || op == OP_L2NORM || op == OP_FQ;
 }
 
 static int can_inplace(const model *m, const gnode *nd, int in)
@@ -467,6 +475,7 @@ static int can_inplace(const model *m, const gnode *nd, int in)
 	case OP_ADD:
 		return !m->train || !needs_output(src->op);
 	case OP_BN:
+	case OP_FQ:
 		return !m->train;
 	default:
 		return 0;
@@ -479,23 +488,33 @@ static size_t r16(size_t n)
 }
 
 /* Inference: a conv whose only consumer is the next node, a BN, takes the BN into its
- * weights (w * gamma / sqrt(var + eps), bias beta - mean * that); the BN is skipped. */
+ * weights (quant_fold_bn); the BN is skipped. A quantised model runs every conv on its
+ * folded, quantised weights, in training too (QAT: BN folded with its running
+ * statistics, which stay frozen). */
 static void plan_folds(model *m)
 {
-	size_t nf = 0;
+	size_t nf = 0, fg = 0;
 	for (int i = 0; i < m->nnodes; i++)
-		m->nodes[i].fold = m->nodes[i].skip = 0;
+		m->nodes[i].fold = m->nodes[i].fold_bn = m->nodes[i].skip = 0;
 	for (int i = 0; i < m->nnodes; i++) {
 		gnode *nd = &m->nodes[i];
-		if (m->train || nd->op != OP_CONV || nd->nconsumers != 1 || i + 1 >= m->nnodes ||
-		    m->nodes[i + 1].op != OP_BN || m->nodes[i + 1].in[0] != i)
+		if (nd->op != OP_CONV)
+			continue;
+		int bn = nd->nconsumers == 1 && i + 1 < m->nnodes && m->nodes[i + 1].op == OP_BN &&
+			 m->nodes[i + 1].in[0] == i;
+		if (!m->nqp && (m->train || !bn))
 			continue;
 		nd->fold = 1;
+		nd->fold_bn = bn;
 		nd->foff = nf;
-		m->nodes[i + 1].skip = 1;
-		nf += r16(m->params_info[nd->pw].count) + r16((size_t)nd->c);
+		m->nodes[i + 1].skip = bn;
+		size_t f = r16(m->params_info[nd->pw].count) + r16((size_t)nd->c);
+		nf += f;
+		if (f > fg)
+			fg = f;
 	}
 	m->nfolded = nf;
+	m->fgrad_floats = m->train ? fg : 0;
 }
 
 /* Assigns buffers to storages: in birth order, each takes the free buffer that fits it
@@ -628,7 +647,8 @@ int model_plan(model *m, int n, int h, int w, int train, int input_grad)
 				if (src->last_consumer == i) {
 					nd->first_writer[j] = 1;
 					int alias = src->nconsumers == 1 && nd->gstore >= 0 &&
-						    (nd->op == OP_ADD || nd->op == OP_RELU || nd->op == OP_RELU6);
+						    (nd->op == OP_ADD || nd->op == OP_RELU || nd->op == OP_RELU6 ||
+						     nd->skip);
 					if (nd->in[j] == 0)
 						alias = 0; /* the caller's buffer */
 					if (alias) {
@@ -664,6 +684,8 @@ int model_plan(model *m, int n, int h, int w, int train, int input_grad)
 	if (ws && !(m->ws = aligned_zalloc(ws)))
 		return -1;
 	if (m->nfolded && !(m->folded = aligned_zalloc(m->nfolded * sizeof(float))))
+		return -1;
+	if (m->fgrad_floats && !(m->fgrad = aligned_zalloc(m->fgrad_floats * sizeof(float))))
 		return -1;
 	m->folded_dirty = 1;
 	m->pn = n;
@@ -716,6 +738,11 @@ static float *grad_of(const model *m, int id)
 	return m->stores[nd->gstore].ptr;
 }
 
+static size_t cnt(const gnode *nd)
+{
+	return node_floats(nd);
+}
+
 static const float *P(const model *m, int p)
 {
 	return p < 0 ? NULL : m->params + m->params_info[p].offset;
@@ -726,25 +753,96 @@ static float *G(const model *m, int p)
 	return p < 0 ? NULL : m->grads + m->params_info[p].offset;
 }
 
-static void refold(model *m)
+void g_refold(model *m)
 {
 	for (int i = 0; i < m->nnodes; i++) {
 		gnode *nd = &m->nodes[i];
 		if (!nd->fold)
 			continue;
-		const gnode *bn = &m->nodes[i + 1];
 		const float *w = P(m, nd->pw), *b = P(m, nd->pb);
-		const float *g = P(m, bn->pw), *beta = P(m, bn->pb), *rm = P(m, bn->prm), *rv = P(m, bn->prv);
-		size_t per = m->params_info[nd->pw].count / (size_t)nd->c;
-		float *fw = m->folded + nd->foff, *fb = fw + r16(m->params_info[nd->pw].count);
-		for (int k = 0; k < nd->c; k++) {
-			float sc = g[k] * (float)(1.0 / sqrt((double)rv[k] + bn->eps));
-			for (size_t j = 0; j < per; j++)
-				fw[k * per + j] = w[k * per + j] * sc;
-			fb[k] = beta[k] + ((b ? b[k] : 0.0f) - rm[k]) * sc;
+		size_t wc = m->params_info[nd->pw].count, c = (size_t)nd->c;
+		float *fw = m->folded + nd->foff, *fb = fw + r16(wc);
+		memcpy(fw, w, wc * sizeof(float));
+		if (nd->fold_bn) {
+			const gnode *bn = &m->nodes[i + 1];
+			quant_fold_bn(fw, c, wc / c, b, P(m, bn->pw), P(m, bn->pb), P(m, bn->prm), P(m, bn->prv), bn->eps,
+				      fb);
+		} else if (b) {
+			memcpy(fb, b, c * sizeof(float));
+		} else {
+			memset(fb, 0, c * sizeof(float));
+		}
+		if (m->qapply) {
+			nd->wfrac = quant_weight_frac(fw, wc, m->qbits);
+			quant_round(fw, wc, nd->wfrac, m->qbits, NULL, fw);
+			quant_round(fb, c, nd->wfrac + nd->xfrac, 2 * m->qbits, NULL, fb);
 		}
 	}
 	m->folded_dirty = 0;
+}
+
+/* The gradient of a folded conv's weights and bias (gw, gb) taken back to the conv's
+ * and its BN's parameters through W' = W s, b' = (b - mean) s + beta, s = gamma / sigma;
+ * quantisation passes the gradient straight through. */
+static void unfold_grads(model *m, const gnode *nd, const float *gw, const float *gb)
+{
+	size_t wc = m->params_info[nd->pw].count, c = (size_t)nd->c, per = wc / c;
+	float *dw = G(m, nd->pw), *db = G(m, nd->pb);
+	if (!nd->fold_bn) {
+		memcpy(dw, gw, wc * sizeof(float));
+		if (db)
+			memcpy(db, gb, c * sizeof(float));
+		return;
+	}
+	const gnode *bn = nd + 1;
+	const float *w = P(m, nd->pw), *b = P(m, nd->pb), *g = P(m, bn->pw), *rm = P(m, bn->prm), *rv = P(m, bn->prv);
+	float *dg = G(m, bn->pw), *dbeta = G(m, bn->pb);
+#pragma omp parallel for schedule(static) if (wc >= 65536)
+	for (size_t k = 0; k < c; k++) {
+		float sigma = sqrtf(rv[k] + bn->eps), s = g[k] / sigma, b0 = (b ? b[k] : 0.0f) - rm[k];
+		double dot = 0;
+		for (size_t j = 0; j < per; j++) {
+			dot += (double)gw[k * per + j] * w[k * per + j];
+			dw[k * per + j] = gw[k * per + j] * s;
+		}
+		if (db)
+			db[k] = gb[k] * s;
+		dbeta[k] = gb[k];
+		dg[k] = (float)((dot + (double)gb[k] * b0) / sigma);
+	}
+}
+
+/* Fake quantisation of a point: records the batch range of its input, then quantises
+ * (ranges loaded) or passes it on. */
+static void fq_forward(model *m, const gnode *nd, const float *x, float *y)
+{
+	size_t n = cnt(nd);
+	if (m->qstats)
+		quant_batch_range(x, n, m->qstat + 2 * nd->qp);
+	if (!m->qapply) {
+		if (y != x)
+			memcpy(y, x, n * sizeof(float));
+		return;
+	}
+	const qact *a = &m->qa[nd->qp];
+	const size_t chunk = 1 << 16;
+#pragma omp parallel for schedule(static) if (n > chunk)
+	for (size_t o = 0; o < n; o += chunk)
+		quant_act(x + o, n - o < chunk ? n - o : chunk, a, y + o, NULL);
+}
+
+static void fq_backward(model *m, const gnode *nd, const float *x, const float *dy, float *dx)
+{
+	size_t n = cnt(nd);
+	if (!m->qapply) {
+		memcpy(dx, dy, n * sizeof(float));
+		return;
+	}
+	const qact *a = &m->qa[nd->qp];
+	const size_t chunk = 1 << 16;
+#pragma omp parallel for schedule(static) if (n > chunk)
+	for (size_t o = 0; o < n; o += chunk)
+		quant_act_backward(x + o, dy + o, n - o < chunk ? n - o : chunk, a, dx + o);
 }
 
 /* out [n, rows, K] rows from (y, x, a) of each input [n, A*K, h, w] (NHWC order). */
@@ -788,11 +886,6 @@ static void flatten_backward(model *m, const gnode *nd, const float *dout, float
 	}
 }
 
-static size_t cnt(const gnode *nd)
-{
-	return node_floats(nd);
-}
-
 static int forward_node(model *m, int i)
 {
 	gnode *nd = &m->nodes[i];
@@ -820,7 +913,10 @@ static int forward_node(model *m, int i)
 		relu_forward(y, x, cnt(nd));
 		return 0;
 	case OP_RELU6:
-		relu6_forward(y, x, cnt(nd));
+		if (nd->as_relu && m->qapply)
+			relu_forward(y, x, cnt(nd));
+		else
+			relu6_forward(y, x, cnt(nd));
 		return 0;
 	case OP_ADD:
 		add_forward(y, x, act(m, nd->in[1]), cnt(nd));
@@ -847,6 +943,9 @@ static int forward_node(model *m, int i)
 	case OP_FLATTEN:
 		flatten_forward(m, nd, y);
 		return 0;
+	case OP_FQ:
+		fq_forward(m, nd, x, y);
+		return 0;
 	default:
 		return err_set("%s: unknown op", nd->name);
 	}
@@ -858,8 +957,8 @@ int model_forward(model *m, const float *input, float *const *outputs)
 		return err_set("model: not planned");
 	m->ext_input = input;
 	m->ext_out = outputs;
-	if (!m->train && m->folded_dirty)
-		refold(m);
+	if (m->folded_dirty && m->nfolded)
+		g_refold(m);
 	for (int i = 1; i < m->nnodes; i++) {
 		double t0 = m->profile ? omp_get_wtime() : 0;
 		if (forward_node(m, i) < 0)
@@ -911,10 +1010,21 @@ static int backward_node(model *m, int i)
 	switch (nd->op) {
 	case OP_CONV:
 		dx = dst_of(m, nd, 0);
-		if (conv2d_backward(dx, G(m, nd->pw), G(m, nd->pb), dy, x, P(m, nd->pw), m->ws, &nd->cd) < 0)
+		if (nd->fold) {
+			const float *fw = m->folded + nd->foff;
+			size_t wc = m->params_info[nd->pw].count;
+			float *gw = m->fgrad, *gb = gw + r16(wc);
+			memset(gw, 0, (r16(wc) + (size_t)nd->c) * sizeof(float));
+			if (conv2d_backward(dx, gw, gb, dy, x, fw, m->ws, &nd->cd) < 0)
+				return -1;
+			unfold_grads(m, nd, gw, gb);
+		} else if (conv2d_backward(dx, G(m, nd->pw), G(m, nd->pb), dy, x, P(m, nd->pw), m->ws, &nd->cd) < 0) {
 			return -1;
+		}
 		break;
 	case OP_BN:
+		if (nd->skip)
+			return 0; /* folded: its gradient is its conv's (aliased) */
 		dx = dst_of(m, nd, 0);
 		batchnorm2d_backward_train(dx, G(m, nd->pw), G(m, nd->pb), dy, x, nd->mean, nd->rstd, P(m, nd->pw), nd->n,
 					   nd->c, hw);
@@ -923,7 +1033,7 @@ static int backward_node(model *m, int i)
 	case OP_RELU6:
 		dx = dst_of(m, nd, 0);
 		if (dx) {
-			if (nd->op == OP_RELU)
+			if (nd->op == OP_RELU || (nd->as_relu && m->qapply))
 				relu_backward(dx, dy, act(m, i), cnt(nd));
 			else
 				relu6_backward(dx, dy, act(m, i), cnt(nd));
@@ -974,6 +1084,11 @@ static int backward_node(model *m, int i)
 			finish_dst(m, nd, j);
 		}
 		return 0;
+	case OP_FQ:
+		dx = dst_of(m, nd, 0);
+		if (dx)
+			fq_backward(m, nd, x, dy, dx);
+		break;
 	default:
 		return err_set("%s: unknown op", nd->name);
 	}
@@ -1039,4 +1154,8 @@ void graph_free(model *m)
 	free(m->params);
 	free(m->grads);
 	free(m->bnstats);
+	free(m->qnode);
+	free(m->qrange);
+	free(m->qstat);
+	free(m->qa);
 }

@@ -9,6 +9,7 @@
 
 #include "layers.h"
 #include "model.h"
+#include "quant.h"
 
 enum op {
 	OP_INPUT,    /* the image, node 0 */
@@ -22,6 +23,7 @@ enum op {
 	OP_MAXPOOL,
 	OP_L2NORM,
 	OP_FLATTEN,  /* NCHW inputs with A*K channels -> [n, sum(h*w*A), K], concatenated */
+	OP_FQ,       /* fake quantisation of a quantisation point (model_quantize inserts them) */
 	OP_COUNT
 };
 
@@ -52,9 +54,15 @@ typedef struct gnode {
 	int store, gstore, tmp;    /* storage ids, -1 none */
 	int first_writer[GRAPH_MAXIN]; /* this node's backward writes in[i]'s gradient first */
 	int galias[GRAPH_MAXIN];   /* in[i]'s gradient is this node's output gradient */
-	int fold;                  /* inference: conv whose BN (next node) is folded into it */
+	int fold;                  /* conv running on its folded (and quantised) weights and bias */
+	int fold_bn;               /* ... with the BN of the next node folded in */
 	size_t foff;               /* its folded weights and bias, into model.folded */
-	int skip;                  /* inference: a folded BN, nothing to do */
+	int skip;                  /* a folded BN, nothing to do */
+	/* quantisation */
+	int qp;                    /* fq: the point's index */
+	int nonneg;                /* the value is >= 0 by construction (after relu, ...) */
+	int as_relu;               /* relu6 feeding a point: the point's range clips instead */
+	int wfrac, xfrac;          /* conv: fraction bits of its weights and of its input */
 } gnode;
 
 typedef struct storage {
@@ -78,6 +86,16 @@ struct model {
 	float *folded;             /* inference: BN-folded conv weights and biases */
 	size_t nfolded;
 	int folded_dirty;
+	/* quantisation (qmodel.c): points are the fq nodes */
+	int qbits, nqp;
+	int qapply;                /* ranges loaded: fq nodes quantise, convs use quantised weights */
+	int qstats;                /* fq nodes record the batch range of their input */
+	int *qnode;                /* [nqp] the fq node of each point */
+	float *qrange, *qstat;     /* [nqp][2] running ranges; the last forward's batch ranges */
+	qact *qa;                  /* [nqp] quantisers of the loaded ranges */
+	long qbatches;             /* batches behind qrange */
+	float *fgrad;              /* training a folded conv: gradient of its folded weights, bias */
+	size_t fgrad_floats;
 	int noutputs;
 	int outputs[4];
 	char output_names[4][16];
@@ -116,7 +134,11 @@ int g_output(model *m, const char *name, int node);
 int g_finish(model *m);
 /* Output shapes of every node for input [n, c, h, w]; -1 (err) naming the node. */
 int g_shapes(model *m, int n, int h, int w);
+/* Consumer counts and last consumers of every node (after building or rewiring). */
+void g_count_consumers(model *m);
 const char *graph_op_name(enum op op);
+/* Folds (and with ranges loaded, quantises) every folded conv's weights and bias. */
+void g_refold(model *m);
 /* Frees what graph.c allocated (the plan, nodes, parameters). */
 void graph_free(model *m);
 

@@ -540,8 +540,8 @@ record *model_grads_record(const model *m)
 	}
 	for (int i = 0; i < m->nnodes; i++) {
 		const gnode *nd = &m->nodes[i];
-		if (nd->op != OP_BN)
-			continue;
+		if (nd->op != OP_BN || nd->skip)
+			continue; /* a BN folded for quantisation keeps its running statistics */
 		char name[TENSOR_NAMELEN + 16];
 		int64_t s[1] = {nd->c};
 		snprintf(name, sizeof name, "%s.batch_mean", nd->name);

@@ -134,6 +134,39 @@ record *model_pred_record(const model *m, const record *batch, float **outputs);
  * shapes; -1 (err) naming a missing or mis-shaped tensor. */
 int model_grad_tensors(const model *m, const record *grad, const float **doutputs);
 
+/* ---- quantisation (TI's power-of-2 fixed point: quant.h, docs/quantisation.md) ----
+ *
+ * model_quantize() inserts a fake-quantisation point after every quantised value: the
+ * input, each conv (after its BN and activation when they follow it), add, concat,
+ * maxpool, l2norm; upsample and the flatten of the outputs keep their input's. Points
+ * are named as the node they follow ("input", "backbone.features.0.2", ...). Without
+ * ranges the points pass values on (and record batch ranges when stats are on); with
+ * ranges loaded, forward fake-quantises: every conv runs on its BN-folded weights and
+ * bias, quantised, and every point rounds and clips its value; backward is the
+ * straight-through estimator, the BN folded with its running statistics (frozen). */
+
+/* Before model_plan(); bits 2..16. */
+int model_quantize(model *m, int bits);
+int model_quant_points(const model *m);
+const char *model_quant_point_name(const model *m, int i);
+/* A "ranges" record: one f32[2] (min, max) per point, by name, meta "batches". */
+int model_load_ranges(model *m, const record *ranges);
+record *model_ranges_record(const model *m);
+/* Stats on: each forward records, per point, the trimmed range of its batch. */
+void model_set_stats(model *m, int on);
+/* A "stats" record of the last forward: one f32[2] per point. */
+record *model_stats_record(const model *m);
+/* A "qparams" record of the loaded params and ranges (fakequant): per conv
+ * "<conv>.weight"/".bias" f32 (folded, dequantised), "<conv>.weight_q"/".bias_q" (the
+ * integers: i8/i16 weights, i16/i32 bias) and "<conv>.frac" i32[3] (fraction bits of
+ * weight, input, bias); per point "<point>.act" i32[3] (frac, qmin, qmax) and
+ * "<point>.clip" f32[2]. Meta bits, config. Needs a plan (any shape). */
+record *model_qparams_record(model *m);
+
+/* Running ranges (f32[2] per point, meta "batches") updated by one stats record
+ * (quant_range_update, by name); ranges may start empty (no tensors, batches 0). */
+int ranges_update(record *ranges, const record *stats);
+
 /* Per-op-type time of forward and backward since the last reset (profile on). */
 #define MODEL_PROF_MAX 16
 typedef struct model_profile {

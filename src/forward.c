@@ -27,6 +27,14 @@ static void usage(void)
 	       "  --train         BN uses batch statistics; after each pred record, read one grad\n"
 	       "                  record from --grad, run backward and write a grads record\n"
 	       "  --grad FIFO     grad records (loss): cls f32[N,A,C+1], reg f32[N,A,4] = dLoss/dpred\n"
+	       "  --quant         fake-quantised forward (and backward: QAT), TI's power-of-2 fixed\n"
+	       "                  point (docs/quantisation.md); ranges from --ranges, else a ranges\n"
+	       "                  record must follow each params record of --weights\n"
+	       "  --ranges FILE   activation ranges (a ranges record, from calib-ranges)\n"
+	       "  --bits N        quantisation bits, 8 (default) or 16\n"
+	       "  --stats         record every quantisation point's range in each batch: without\n"
+	       "                  --train a stats record replaces each pred record (for\n"
+	       "                  calib-ranges); with --train one follows each grads record\n"
 	       "  --threads N     threads for the kernels and OpenBLAS (default: online CPUs or\n"
 	       "                  $TNS_THREADS)\n"
 	       "  --profile       time per layer type, and peak memory, on stderr at the end\n"
@@ -45,9 +53,9 @@ static void usage(void)
 }
 
 typedef struct opts {
-	const char *config, *weights, *grad;
-	int train, summary, init, profile;
-	long threads, size;
+	const char *config, *weights, *grad, *ranges;
+	int train, summary, init, profile, quant, stats;
+	long threads, size, bits;
 	unsigned long long seed;
 } opts;
 
@@ -102,8 +110,9 @@ static void profile_report(const model *m)
 		fprintf(stderr, "  peak RSS %.1f MiB\n", ru.ru_maxrss / 1024.0);
 }
 
-/* The next params record of the weights stream into the model; returns its step. */
-static double next_params(model *m, stream_reader **w, const char *path, long batch_no)
+/* The next record of the weights stream into the model (params, or with ranges the
+ * ranges record that must follow it); returns its step. */
+static double next_params(model *m, stream_reader **w, const char *path, long batch_no, int ranges)
 {
 	if (!*w && !(*w = stream_open_read(path)))
 		die_err();
@@ -112,9 +121,9 @@ static double next_params(model *m, stream_reader **w, const char *path, long ba
 	if (rc < 0)
 		die_err();
 	if (rc == 0)
-		die("--weights %s: no params record for batch %ld (stream ended after %ld records)", path, batch_no,
-		    stream_count(*w));
-	if (model_load_params(m, p) < 0) {
+		die("--weights %s: no %s record for batch %ld (stream ended after %ld records)", path,
+		    ranges ? "ranges" : "params", batch_no, stream_count(*w));
+	if ((ranges ? model_load_ranges(m, p) : model_load_params(m, p)) < 0) {
 		err_wrap("--weights %s: record %ld", path, stream_count(*w));
 		die_err();
 	}
@@ -123,18 +132,45 @@ static double next_params(model *m, stream_reader **w, const char *path, long ba
 	return step;
 }
 
+static void load_ranges(model *m, const char *path)
+{
+	stream_reader *r = stream_open_read(path);
+	record *rec;
+	int rc = r ? stream_read(r, &rec) : -1;
+	if (rc == 0)
+		die("--ranges %s: no ranges record", path);
+	if (rc < 0 || model_load_ranges(m, rec) < 0) {
+		err_wrap("--ranges %s", path);
+		die_err();
+	}
+	record_free(rec);
+	stream_close_read(r);
+}
+
+/* The batch's meta (index, ids, epoch ...) on a record made for it. */
+static void copy_batch_meta(record *to, const record *batch)
+{
+	cJSON *it;
+	cJSON_ArrayForEach(it, batch->meta)
+		if (!cJSON_GetObjectItemCaseSensitive(to->meta, it->string))
+			cJSON_AddItemToObject(to->meta, it->string, cJSON_Duplicate(it, 1));
+}
+
 int main(int argc, char **argv)
 {
 	tool_init("forward");
-	enum { O_CONFIG = 256, O_WEIGHTS, O_TRAIN, O_GRAD, O_THREADS, O_SUMMARY, O_PROFILE, O_INIT, O_SEED, O_SIZE };
+	enum { O_CONFIG = 256, O_WEIGHTS, O_TRAIN, O_GRAD, O_THREADS, O_SUMMARY, O_PROFILE, O_INIT, O_SEED, O_SIZE,
+	       O_QUANT, O_RANGES, O_BITS, O_STATS };
 	static const struct option lopts[] = {
 		{"config", required_argument, 0, O_CONFIG},   {"weights", required_argument, 0, O_WEIGHTS},
 		{"train", no_argument, 0, O_TRAIN},           {"grad", required_argument, 0, O_GRAD},
 		{"threads", required_argument, 0, O_THREADS}, {"summary", no_argument, 0, O_SUMMARY},
 		{"profile", no_argument, 0, O_PROFILE},       {"init", no_argument, 0, O_INIT},
 		{"seed", required_argument, 0, O_SEED},       {"size", required_argument, 0, O_SIZE},
+		{"quant", no_argument, 0, O_QUANT},           {"ranges", required_argument, 0, O_RANGES},
+		{"bits", required_argument, 0, O_BITS},       {"stats", no_argument, 0, O_STATS},
 		{"help", no_argument, 0, 'h'},                {0}};
-	opts o = {0};
+	opts o = {.bits = 8};
 	int c;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":h", lopts, NULL)) != -1) {
@@ -149,6 +185,10 @@ int main(int argc, char **argv)
 		case O_INIT: o.init = 1; break;
 		case O_SEED: o.seed = arg_u64("--seed", optarg); break;
 		case O_SIZE: o.size = arg_long("--size", optarg, 1, 8192); break;
+		case O_QUANT: o.quant = 1; break;
+		case O_RANGES: o.ranges = optarg; break;
+		case O_BITS: o.bits = arg_long("--bits", optarg, 2, 16); break;
+		case O_STATS: o.stats = 1; break;
 		case 'h': usage(); return 0;
 		case ':': usage_error("option '%s' needs an argument", argv[optind - 1]);
 		default: usage_error("unknown option '%s'", argv[optind - 1]);
@@ -166,6 +206,10 @@ int main(int argc, char **argv)
 		usage_error("--train and --grad go together");
 	if (o.weights && !strcmp(o.weights, "-"))
 		usage_error("--weights cannot be stdin (batches come there)");
+	if (o.ranges && !o.quant)
+		usage_error("--ranges goes with --quant");
+	if ((o.summary || o.init) && (o.quant || o.stats))
+		usage_error("--quant and --stats are for running the network");
 
 	model *m = model_load(o.config);
 	if (!m)
@@ -195,6 +239,12 @@ int main(int argc, char **argv)
 	omp_set_num_threads(threads);
 	openblas_set_num_threads(threads);
 	model_set_profile(m, o.profile);
+	if ((o.quant || o.stats) && model_quantize(m, (int)o.bits) < 0)
+		die_err();
+	model_set_stats(m, o.stats);
+	if (o.ranges)
+		load_ranges(m, o.ranges);
+	int stream_ranges = o.quant && !o.ranges; /* a ranges record follows each params record */
 
 	stream_reader *in = stream_open_read("-"), *w = NULL, *g = NULL;
 	if (!in)
@@ -217,8 +267,11 @@ int main(int argc, char **argv)
 			err_wrap("stdin: record %ld", stream_count(in));
 			die_err();
 		}
-		if (o.train || batches == 1)
-			step = next_params(m, &w, o.weights, batches);
+		if (o.train || batches == 1) {
+			step = next_params(m, &w, o.weights, batches, 0);
+			if (stream_ranges)
+				next_params(m, &w, o.weights, batches, 1);
+		}
 		int n = (int)img->shape[0], h = (int)img->shape[2], wd = (int)img->shape[3];
 		if (n != pn || h != ph || wd != pw) {
 			if (model_plan(m, n, h, wd, o.train, 0) < 0) {
@@ -232,6 +285,13 @@ int main(int argc, char **argv)
 		if (!pred || model_forward(m, img->data, outs) < 0) {
 			err_wrap("stdin: record %ld", stream_count(in));
 			die_err();
+		}
+		if (o.stats && !o.train) {
+			/* calibration: the stats replace the pred */
+			record_free(pred);
+			if (!(pred = model_stats_record(m)))
+				die_err();
+			copy_batch_meta(pred, r);
 		}
 		if (stream_write(out, pred) < 0)
 			die_err();
@@ -265,6 +325,15 @@ int main(int argc, char **argv)
 			if (stream_write(out, gs) < 0)
 				die_err();
 			record_free(gs);
+			if (o.stats) {
+				record *st = model_stats_record(m);
+				if (!st)
+					die_err();
+				cJSON_AddNumberToObject(st->meta, "step", step);
+				if (stream_write(out, st) < 0)
+					die_err();
+				record_free(st);
+			}
 			record_free(gr);
 		}
 		record_free(r);
@@ -275,7 +344,7 @@ int main(int argc, char **argv)
 		die_err();
 	/* the optimizer answers the last grads with params nobody will use: take them, so
 	 * its write completes instead of meeting a closed FIFO */
-	if (o.train && w) {
+	for (int k = 0; o.train && w && k < 1 + stream_ranges; k++) {
 		record *last;
 		if (stream_read(w, &last) < 0) {
 			err_wrap("--weights");

@@ -1,0 +1,327 @@
+/* qmodel: the graph's quantisation points, ranges, stats and quantised parameters
+ * (model.h, quant.h; docs/quantisation.md). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "graph.h"
+#include "quant.h"
+#include "stream.h"
+
+/* Is node i's value quantised? Every value a layer computes, except a conv or BN whose
+ * only consumer is the BN or activation fused with it (the point follows that), an
+ * upsample (it keeps its input's) and the flattened outputs (made of head convs). */
+static int is_point(const model *m, int i)
+{
+	const gnode *nd = &m->nodes[i];
+	switch (nd->op) {
+	case OP_CONV:
+	case OP_BN: {
+		if (nd->nconsumers != 1 || i + 1 >= m->nnodes || m->nodes[i + 1].in[0] != i)
+			return 1;
+		enum op next = m->nodes[i + 1].op;
+		return !((next == OP_BN && nd->op == OP_CONV) || next == OP_RELU || next == OP_RELU6);
+	}
+	case OP_INPUT:
+	case OP_RELU:
+	case OP_RELU6:
+	case OP_ADD:
+	case OP_CONCAT:
+	case OP_MAXPOOL:
+	case OP_L2NORM:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+/* Non-negative by construction: after relu, and what only moves such values. */
+static int nonneg(const model *m, const gnode *nd)
+{
+	switch (nd->op) {
+	case OP_RELU:
+	case OP_RELU6:
+		return 1;
+	case OP_MAXPOOL:
+	case OP_UPSAMPLE:
+	case OP_ADD:
+	case OP_CONCAT:
+		for (int j = 0; j < nd->nin; j++)
+			if (!m->nodes[nd->in[j]].nonneg)
+				return 0;
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+int model_quantize(model *m, int bits)
+{
+	if (bits < 2 || bits > 16)
+		return err_set("quantise: %d bits (2 to 16)", bits);
+	if (m->nqp)
+		return err_set("quantise: the model is quantised already");
+	if (m->planned)
+		return err_set("quantise: before planning");
+	int F = m->nnodes, np = 0;
+	int *map = malloc((size_t)F * sizeof *map), *point = calloc((size_t)F, sizeof *point);
+	gnode *nn = malloc((size_t)2 * F * sizeof *nn);
+	if (!map || !point || !nn) {
+		free(map);
+		free(point);
+		free(nn);
+		return err_set("out of memory");
+	}
+	for (int i = 0; i < F; i++) {
+		m->nodes[i].nonneg = nonneg(m, &m->nodes[i]);
+		np += point[i] = is_point(m, i);
+	}
+	int k = 0;
+	for (int i = 0; i < F; i++) {
+		gnode *nd = &nn[k];
+		*nd = m->nodes[i];
+		for (int j = 0; j < nd->nin; j++)
+			nd->in[j] = map[nd->in[j]];
+		if (nd->ref >= 0)
+			nd->ref = map[nd->ref];
+		nd->qp = -1;
+		map[i] = k++;
+		if (!point[i])
+			continue;
+		nd->as_relu = nd->op == OP_RELU6;
+		gnode *q = &nn[k];
+		memset(q, 0, sizeof *q);
+		q->op = OP_FQ;
+		strcpy(q->name, nd->name);
+		q->part = nd->part;
+		q->nin = 1;
+		q->in[0] = map[i];
+		q->c = nd->c;
+		q->nonneg = nd->nonneg;
+		q->pw = q->pb = q->prm = q->prv = q->ref = -1;
+		q->store = q->gstore = q->tmp = -1;
+		map[i] = k++;
+	}
+	for (int i = 0; i < m->noutputs; i++)
+		m->outputs[i] = map[m->outputs[i]];
+	free(m->nodes);
+	m->nodes = nn;
+	m->nnodes = m->cap = k;
+	free(map);
+	free(point);
+	g_count_consumers(m);
+
+	m->qbits = bits;
+	m->nqp = np;
+	m->qnode = malloc((size_t)np * sizeof *m->qnode);
+	m->qrange = calloc((size_t)np * 2, sizeof *m->qrange);
+	m->qstat = calloc((size_t)np * 2, sizeof *m->qstat);
+	m->qa = calloc((size_t)np, sizeof *m->qa);
+	if (!m->qnode || !m->qrange || !m->qstat || !m->qa)
+		return err_set("out of memory");
+	for (int i = 0, p = 0; i < m->nnodes; i++)
+		if (m->nodes[i].op == OP_FQ) {
+			m->nodes[i].qp = p;
+			m->qnode[p++] = i;
+		}
+	/* each conv's input point (through upsamples), for its bias scale */
+	for (int i = 0; i < m->nnodes; i++) {
+		gnode *nd = &m->nodes[i];
+		if (nd->op != OP_CONV)
+			continue;
+		int s = nd->in[0];
+		while (m->nodes[s].op == OP_UPSAMPLE)
+			s = m->nodes[s].in[0];
+		if (m->nodes[s].op != OP_FQ)
+			return err_set("quantise: %s: input %s is not quantised", nd->name, m->nodes[s].name);
+		nd->qp = m->nodes[s].qp;
+	}
+	return 0;
+}
+
+int model_quant_points(const model *m)
+{
+	return m->nqp;
+}
+
+const char *model_quant_point_name(const model *m, int i)
+{
+	return i >= 0 && i < m->nqp ? m->nodes[m->qnode[i]].name : NULL;
+}
+
+void model_set_stats(model *m, int on)
+{
+	m->qstats = on;
+}
+
+int model_load_ranges(model *m, const record *r)
+{
+	if (!m->nqp)
+		return err_set("ranges: the model is not quantised");
+	if (strcmp(r->kind, "ranges"))
+		return err_set("expected a ranges record, got '%s'", r->kind);
+	if (r->ntensors != m->nqp)
+		return err_set("ranges: %d tensors for the %d quantisation points of %s", r->ntensors, m->nqp,
+			       model_name(m));
+	static const int64_t two[1] = {2};
+	for (int p = 0; p < m->nqp; p++) {
+		const tensor *t = record_expect_shape(r, model_quant_point_name(m, p), DT_F32, 1, two);
+		if (!t)
+			return err_wrap("ranges");
+		const float *v = t->data;
+		if (!(v[0] <= v[1]))
+			return err_set("ranges: %s: min %g above max %g", t->name, v[0], v[1]);
+		memcpy(m->qrange + 2 * p, v, 2 * sizeof(float));
+	}
+	m->qbatches = (long)meta_num(r, "batches", 0);
+	for (int p = 0; p < m->nqp; p++)
+		m->qa[p] = quant_act_params(m->qrange + 2 * p, m->qbits, !m->nodes[m->qnode[p]].nonneg);
+	for (int i = 0; i < m->nnodes; i++)
+		if (m->nodes[i].op == OP_CONV)
+			m->nodes[i].xfrac = m->qa[m->nodes[i].qp].frac;
+	m->qapply = 1;
+	m->folded_dirty = 1;
+	return 0;
+}
+
+static record *points_record(const model *m, const char *kind, const float *v)
+{
+	record *r = record_new(kind);
+	if (!r)
+		return NULL;
+	static const int64_t two[1] = {2};
+	for (int p = 0; p < m->nqp; p++) {
+		tensor *t = record_add(r, model_quant_point_name(m, p), DT_F32, 1, two);
+		if (!t) {
+			record_free(r);
+			return NULL;
+		}
+		memcpy(t->data, v + 2 * p, 2 * sizeof(float));
+	}
+	cJSON_AddStringToObject(r->meta, "config", model_name(m));
+	return r;
+}
+
+record *model_ranges_record(const model *m)
+{
+	record *r = points_record(m, "ranges", m->qrange);
+	if (r)
+		cJSON_AddNumberToObject(r->meta, "batches", (double)m->qbatches);
+	return r;
+}
+
+record *model_stats_record(const model *m)
+{
+	return points_record(m, "stats", m->qstat);
+}
+
+/* A tensor "<name>.<suffix>" (too long a name is record_add's error). */
+static tensor *add(record *r, const char *name, const char *suffix, enum dtype dt, int ndim, const int64_t *shape)
+{
+	char nm[TENSOR_NAMELEN + 16];
+	snprintf(nm, sizeof nm, "%s.%s", name, suffix);
+	return record_add(r, nm, dt, ndim, shape);
+}
+
+static tensor *add_i32(record *r, const char *name, const char *suffix, int n, const int32_t *v)
+{
+	int64_t s[1] = {n};
+	tensor *t = add(r, name, suffix, DT_I32, 1, s);
+	if (t)
+		memcpy(t->data, v, (size_t)n * sizeof(int32_t));
+	return t;
+}
+
+/* Integers of dequantised values dq = q * 2^-frac, into a tensor of the narrowest
+ * dtype that holds qbits. */
+static tensor *add_ints(record *r, const char *name, const char *suffix, int ndim, const int64_t *shape,
+			const float *dq, size_t n, int frac, int qbits)
+{
+	enum dtype dt = qbits <= 8 ? DT_I8 : qbits <= 16 ? DT_I16 : DT_I32;
+	tensor *t = add(r, name, suffix, dt, ndim, shape);
+	if (!t)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		int32_t q = (int32_t)ldexpf(dq[i], frac);
+		if (dt == DT_I8)
+			((int8_t *)t->data)[i] = (int8_t)q;
+		else if (dt == DT_I16)
+			((int16_t *)t->data)[i] = (int16_t)q;
+		else
+			((int32_t *)t->data)[i] = q;
+	}
+	return t;
+}
+
+record *model_qparams_record(model *m)
+{
+	if (!m->qapply || !m->planned)
+		return err_set("qparams: needs ranges and a plan"), NULL;
+	g_refold(m);
+	record *r = record_new("qparams");
+	if (!r)
+		return NULL;
+	for (int i = 0; i < m->nnodes; i++) {
+		const gnode *nd = &m->nodes[i];
+		if (nd->op != OP_CONV)
+			continue;
+		const model_param *pw = &m->params_info[nd->pw];
+		const float *fw = m->folded + nd->foff, *fb = fw + ((pw->count + 15) & ~(size_t)15);
+		int64_t cs[1] = {nd->c};
+		tensor *t = add(r, nd->name, "weight", DT_F32, pw->ndim, pw->shape);
+		if (!t)
+			goto fail;
+		memcpy(t->data, fw, pw->count * sizeof(float));
+		if (!(t = add(r, nd->name, "bias", DT_F32, 1, cs)))
+			goto fail;
+		memcpy(t->data, fb, (size_t)nd->c * sizeof(float));
+		int32_t frac[3] = {nd->wfrac, nd->xfrac, nd->wfrac + nd->xfrac};
+		if (!add_ints(r, nd->name, "weight_q", pw->ndim, pw->shape, fw, pw->count, nd->wfrac, m->qbits) ||
+		    !add_ints(r, nd->name, "bias_q", 1, cs, fb, (size_t)nd->c, frac[2], 2 * m->qbits) ||
+		    !add_i32(r, nd->name, "frac", 3, frac))
+			goto fail;
+	}
+	for (int p = 0; p < m->nqp; p++) {
+		const qact *a = &m->qa[p];
+		int32_t v[3] = {a->frac, a->qmin, a->qmax};
+		const char *name = model_quant_point_name(m, p);
+		int64_t two[1] = {2};
+		tensor *t = add_i32(r, name, "act", 3, v);
+		if (!t || !(t = add(r, name, "clip", DT_F32, 1, two)))
+			goto fail;
+		((float *)t->data)[0] = a->lo;
+		((float *)t->data)[1] = a->hi;
+	}
+	cJSON_AddNumberToObject(r->meta, "bits", m->qbits);
+	cJSON_AddStringToObject(r->meta, "config", model_name(m));
+	return r;
+fail:
+	record_free(r);
+	return NULL;
+}
+
+int ranges_update(record *ranges, const record *stats)
+{
+	if (strcmp(stats->kind, "stats"))
+		return err_set("expected a stats record, got '%s'", stats->kind);
+	long n = (long)meta_num(ranges, "batches", 0);
+	if (n > 0 && ranges->ntensors != stats->ntensors)
+		return err_set("stats: %d points, the ranges have %d", stats->ntensors, ranges->ntensors);
+	static const int64_t two[1] = {2};
+	for (int k = 0; k < stats->ntensors; k++) {
+		const tensor *s = &stats->tensors[k];
+		if (!record_expect_shape(stats, s->name, DT_F32, 1, two))
+			return err_wrap("stats");
+		tensor *t = record_find(ranges, s->name);
+		if (!t && n > 0)
+			return err_set("stats: point '%s' is not in the ranges", s->name);
+		if (!t && !(t = record_add(ranges, s->name, DT_F32, 1, two)))
+			return -1;
+		quant_range_update(t->data, n, s->data);
+	}
+	cJSON_DeleteItemFromObjectCaseSensitive(ranges->meta, "batches");
+	cJSON_AddNumberToObject(ranges->meta, "batches", (double)(n + 1));
+	return 0;
+}

@@ -1,0 +1,108 @@
+/* calib-ranges: stats records (forward --stats) in; the running activation ranges out. */
+#include <getopt.h>
+#include <string.h>
+
+#include "model.h"
+#include "stream.h"
+#include "tool.h"
+
+static void usage(void)
+{
+	printf("usage: calib-ranges [--init RANGES] [--every N] < stats > ranges\n"
+	       "\n"
+	       "Activation ranges as TI's quantisation calibrates them: each stats record (forward\n"
+	       "--stats: per quantisation point the range of one batch, 0.01%% of each tail trimmed\n"
+	       "by a histogram) is averaged into the running range of its point, cumulatively for\n"
+	       "the first 1000 batches, then as an exponential moving average with factor 0.001.\n"
+	       "Writes one ranges record at the end (forward --quant --ranges and fakequant read it;\n"
+	       "the power-of-2 clip is taken there). Records of other kinds pass through, in order.\n"
+	       "\n"
+	       "  --init RANGES   continue from these ranges (and their batch count)\n"
+	       "  --every N       also write the ranges after every N stats records\n"
+	       "  -h, --help      this help\n"
+	       "\n"
+	       "In (kind \"stats\"): one f32[2] (min, max) per point, named by the point. Out (kind\n"
+	       "\"ranges\"): the same tensors, meta batches (stats averaged) and config.\n");
+}
+
+static record *read_init(const char *path)
+{
+	stream_reader *r = stream_open_read(path);
+	record *rec = NULL;
+	int rc = r ? stream_read(r, &rec) : -1;
+	if (rc == 0)
+		die("--init %s: no ranges record", path);
+	if (rc < 0)
+		die_err();
+	if (strcmp(rec->kind, "ranges"))
+		die("--init %s: expected a ranges record, got '%s'", path, rec->kind);
+	stream_close_read(r);
+	return rec;
+}
+
+int main(int argc, char **argv)
+{
+	tool_init("calib-ranges");
+	enum { O_INIT = 256, O_EVERY };
+	static const struct option lopts[] = {{"init", required_argument, 0, O_INIT},
+					      {"every", required_argument, 0, O_EVERY},
+					      {"help", no_argument, 0, 'h'},
+					      {0}};
+	const char *init = NULL;
+	long every = 0;
+	int c;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":h", lopts, NULL)) != -1) {
+		switch (c) {
+		case O_INIT: init = optarg; break;
+		case O_EVERY: every = arg_long("--every", optarg, 1, 1L << 40); break;
+		case 'h': usage(); return 0;
+		case ':': usage_error("option '%s' needs an argument", argv[optind - 1]);
+		default: usage_error("unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		usage_error("unexpected argument '%s'", argv[optind]);
+	refuse_terminal_stdout();
+
+	record *ranges = init ? read_init(init) : record_new("ranges");
+	if (!ranges)
+		die_err();
+	stream_reader *in = stream_open_read("-");
+	stream_writer *out = stream_writer_new(stdout, "stdout", STREAM_LEVEL_DEFAULT);
+	if (!in || !out)
+		die_err();
+	long seen = 0;
+	record *r;
+	int rc;
+	while ((rc = stream_read(in, &r)) > 0) {
+		if (strcmp(r->kind, "stats")) {
+			if (stream_pass(out, r) < 0)
+				die_err();
+			record_free(r);
+			continue;
+		}
+		if (ranges_update(ranges, r) < 0) {
+			err_wrap("stdin: record %ld", stream_count(in));
+			die_err();
+		}
+		const char *cfg = meta_str(r, "config", NULL);
+		if (cfg && !meta_str(ranges, "config", NULL))
+			cJSON_AddStringToObject(ranges->meta, "config", cfg);
+		record_free(r);
+		if (every && ++seen % every == 0 && stream_write(out, ranges) < 0)
+			die_err();
+	}
+	if (rc < 0)
+		die_err();
+	if (meta_num(ranges, "batches", 0) == 0)
+		die("stdin: no stats records (forward --stats makes them)");
+	if ((!every || seen % every) && stream_write(out, ranges) < 0)
+		die_err();
+	if (stream_close_write(out) < 0)
+		die_err();
+	stream_close_read(in);
+	record_free(ranges);
+	close_stdout();
+	return 0;
+}
