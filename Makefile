@@ -99,7 +99,12 @@ bench-eval: all $(BUILD)/bench/gen_dets $(BUILD)/bench/gen_pred
 bench-model: all
 	BIN=$(BIN) pipelines/bench-model.sh
 
-bench: bench-data bench-layers bench-eval bench-model
+# The training loop's price: forward | loss | sgd-step with its FIFOs against the same
+# steps in one process (bench/bench_train_step), on the same batches. See docs/stream-format.md.
+bench-loop: all $(BUILD)/bench/bench_train_step
+	BIN=$(BIN) BENCH=$(BUILD)/bench pipelines/bench-loop.sh $(BENCH_DATA) $(BENCH_CLASSES)
+
+bench: bench-data bench-layers bench-eval bench-model bench-loop
 
 setup:
 	pipelines/setup-debian.sh
@@ -107,5 +112,5 @@ setup:
 clean:
 	rm -rf build bin
 
-.PHONY: all units test test-quick test-san setup demo train eval plot bench bench-data bench-layers bench-eval bench-model clean
+.PHONY: all units test test-quick test-san setup demo train eval plot bench bench-data bench-layers bench-eval bench-model bench-loop clean
 .DELETE_ON_ERROR:
