@@ -24,10 +24,15 @@ int quant_weight_frac(const float *w, size_t n, int bits)
 size_t quant_round(const float *w, size_t n, int frac, int qbits, int32_t *q, float *dq)
 {
 	const double lo = -ldexp(1, qbits - 1), hi = ldexp(1, qbits - 1) - 1;
+	/* 2^frac and 2^-frac are normal f32 multipliers for |frac| <= 126; subnormal weights
+	 * give frac up to 164 (2^frac = inf would make 0 * s NaN), so beyond that ldexpf,
+	 * exact as well. */
+	const int mul = frac >= -126 && frac <= 126;
 	const float s = ldexpf(1, frac), inv = ldexpf(1, -frac);
 	size_t sat = 0;
 	for (size_t i = 0; i < n; i++) {
-		double v = roundf(w[i] * s); /* half away from zero; exact: s is a power of 2 */
+		/* half away from zero; exact: s is a power of 2 */
+		double v = roundf(mul ? w[i] * s : ldexpf(w[i], frac));
 		if (v < lo || v > hi) {
 			v = v < lo ? lo : hi;
 			sat++;
@@ -35,7 +40,7 @@ size_t quant_round(const float *w, size_t n, int frac, int qbits, int32_t *q, fl
 		if (q)
 			q[i] = (int32_t)v;
 		if (dq)
-			dq[i] = (float)v * inv;
+			dq[i] = mul ? (float)v * inv : ldexpf((float)v, -frac);
 	}
 	return sat;
 }
