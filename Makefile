@@ -53,17 +53,23 @@ test-san:
 test: test-quick test-san
 
 # ---- training and evaluation: make train PIPELINE=<configs/NAME.json> [EPOCHS= BATCH= SIZE=
-# DATA= CLASSES= LR= SEED= RUN= NP= CKPT=]; the data comes from the config's "dataset"
+# DATA= CLASSES= LR= SEED= RUN= NP= CKPT= QUANTIZE=1 BITS= RANGES= ITERS=]; the data comes from the config's "dataset"
 # section unless DATA (and CLASSES) say otherwise. See pipelines/train.sh, eval.sh.
 PIPELINE ?= ssd_mobilenet_fpn_bccd
 RUN_ENV = BIN=$(BIN) RUN=$(RUN) DATA=$(DATA) CLASSES=$(CLASSES) EPOCHS=$(EPOCHS) BATCH=$(BATCH) \
-	SIZE=$(SIZE) LR=$(LR) SEED=$(SEED) THREADS=$(THREADS) MAX_STEPS=$(MAX_STEPS) NP=$(NP) CKPT=$(CKPT)
+	SIZE=$(SIZE) LR=$(LR) SEED=$(SEED) THREADS=$(THREADS) MAX_STEPS=$(MAX_STEPS) NP=$(NP) CKPT=$(CKPT) \
+	QUANTIZE=$(QUANTIZE) BITS=$(BITS) RANGES=$(RANGES) ITERS=$(ITERS)
 
 train: all
 	$(RUN_ENV) pipelines/train.sh configs/$(PIPELINE).json
 
 eval: all
 	$(RUN_ENV) pipelines/eval.sh configs/$(PIPELINE).json
+
+# PTQ: activation ranges of a float checkpoint -> RUN/ranges.tns, RUN/qparams.tns; then
+# make eval QUANTIZE=1 gives the quantised mAP, make train QUANTIZE=1 the QAT.
+calibrate: all
+	$(RUN_ENV) pipelines/calibrate.sh configs/$(PIPELINE).json
 
 # Loss and mAP curves of a run (evaluates its epoch checkpoints once each) -> RUN/curves.png
 plot: all
@@ -112,5 +118,5 @@ setup:
 clean:
 	rm -rf build bin
 
-.PHONY: all units test test-quick test-san setup demo train eval plot bench bench-data bench-layers bench-eval bench-model bench-loop clean
+.PHONY: all units test test-quick test-san setup demo train eval calibrate plot bench bench-data bench-layers bench-eval bench-model bench-loop clean
 .DELETE_ON_ERROR:

@@ -99,7 +99,10 @@ int checkpoint_save(train_state *t, const char *dir, const char *name)
 	stream_writer *w = stream_writer_new(f, tmp, STREAM_LEVEL_DEFAULT);
 	int rc = w ? 0 : -1;
 	if (rc == 0)
-		rc = stream_write(w, params) < 0 || stream_write(w, optim) < 0 ? -1 : 0;
+		rc = stream_write(w, params) < 0 || (t->ranges && stream_write(w, t->ranges) < 0) ||
+				     stream_write(w, optim) < 0
+			     ? -1
+			     : 0;
 	if (stream_close_write(w) < 0)
 		rc = -1;
 	if (rc == 0 && fsync(fileno(f)) < 0)
@@ -118,11 +121,16 @@ int checkpoint_save(train_state *t, const char *dir, const char *name)
 int checkpoint_load(train_state *t, const char *path)
 {
 	stream_reader *s = stream_open_read(path);
-	record *params = NULL, *optim = NULL;
+	record *params = NULL, *optim = NULL, *ranges = NULL;
 	int rc = -1;
 	if (!s)
 		return -1;
 	int a = stream_read(s, &params), b = a > 0 ? stream_read(s, &optim) : a;
+	if (b > 0 && !strcmp(optim->kind, "ranges")) {
+		ranges = optim;
+		optim = NULL;
+		b = stream_read(s, &optim);
+	}
 	if (a < 0 || b < 0) /* the stream's message names the file and the record */
 		goto out;
 	if (a == 0 || b == 0) {
@@ -153,8 +161,11 @@ int checkpoint_load(train_state *t, const char *path)
 	t->lr = meta_num(optim, "lr", 0);
 	t->seed = strtoull(seed->valuestring, NULL, 10);
 	snprintf(t->config, sizeof t->config, "%s", meta_str(optim, "config", ""));
+	t->ranges = ranges;
+	ranges = NULL;
 	rc = 0;
 out:
+	record_free(ranges);
 	record_free(params);
 	record_free(optim);
 	stream_close_read(s);

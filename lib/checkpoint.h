@@ -1,7 +1,9 @@
 /* checkpoint: a training run's state on disk, in its run directory.
  *
- * A checkpoint file is a tns stream of two records:
+ * A checkpoint file is a tns stream of two or three records:
  *   1. "params": every parameter (what forward --weights reads), meta step, epoch, ...
+ *   (2. "ranges": quantisation-aware training only, the activation ranges: what
+ *      forward --quant reads after the params)
  *   2. "optim":  the momentum buffers (one per trainable tensor; none before the first
  *      step) and the run's position, meta {"step", "epoch", "epoch_steps", "images",
  *      "epoch_images", "lr", "seed" (decimal string: 64 bits), "config"}.
@@ -24,6 +26,7 @@ typedef struct train_state {
 	double lr;             /* lr of the last step */
 	unsigned long long seed; /* the run's data seed, recorded for resuming the data side */
 	char config[128];      /* config name */
+	record *ranges;        /* QAT: the activation ranges (owned), else NULL */
 } train_state;
 
 /* The params record with meta step and epoch set to the state's (keys added at the

@@ -8,6 +8,9 @@
 # RUN/latest.tns), DATA, CLASSES, SPLIT (default the config's dataset.test_split or
 # test), SIZE, BATCH (default 8), NP (shards run side by side, default 1), THREADS,
 # MODE (11points or area), OUT (default RUN/eval).
+# QUANTIZE=1: the fake-quantised model (forward --quant, BITS default 8): a QAT
+# checkpoint carries its ranges, else RANGES (default RUN/ranges.tns, from
+# pipelines/calibrate.sh) is the PTQ; OUT defaults to RUN/eval_quant.
 # Writes OUT.json and OUT.txt (mmdet's table). With NP=N, N pipelines run on
 # --shard k/N and map-eval reads their dets together: the same mAP as one pipeline.
 set -euo pipefail
@@ -17,7 +20,16 @@ load_config "${1:?usage: eval.sh CONFIG}"
 ckpt=${CKPT:-$run/latest.tns}
 split=${SPLIT:-$(cfg .dataset.test_split test)}
 np=${NP:-1}
-out=${OUT:-$run/eval}
+quant=()
+if [ "${QUANTIZE:-0}" = 1 ]; then
+	quant=(--quant --bits "${BITS:-8}")
+	if ! "$BIN/tns" ls "$ckpt" | awk '$2 == "ranges" { found = 1 } END { exit !found }'; then
+		ranges=${RANGES:-$run/ranges.tns}
+		[ -f "$ranges" ] || { say "$ranges: no activation ranges (make calibrate first, or set RANGES)"; exit 1; }
+		quant+=(--ranges "$ranges")
+	fi
+fi
+out=${OUT:-$run/eval$([ ${#quant[@]} -gt 0 ] && echo _quant)}
 [ -n "$data" ] || { say "no data: set DATA or the config's dataset.root"; exit 2; }
 [ -f "$ckpt" ] || { say "$ckpt: no such checkpoint (train first, or set CKPT)"; exit 1; }
 mkdir -p "$run"
@@ -25,7 +37,7 @@ dets=$(mktemp -d "${TMPDIR:-/tmp}/eval.XXXXXX")
 trap 'rm -rf "$dets"' EXIT
 
 images=$("$BIN/voc-decode" "$data" --split "$split" ${classes:+--classes "$classes"} --list | wc -l)
-say "$name: $images images of $split, checkpoint $ckpt, $np shard(s)"
+say "$name: $images images of $split, checkpoint $ckpt, $np shard(s)${quant:+, quantised: ${quant[*]}}"
 # threads per shard: the machine's CPUs shared out
 threads=${THREADS:-$(( $(nproc) / np > 0 ? $(nproc) / np : 1 ))}
 pids=()
@@ -36,7 +48,7 @@ for ((k = 0; k < np; k++)); do
 			--threads "$threads" |
 			"$BIN/augment" --eval --config "$cfg_file" --batch "${BATCH:-8}" ${SIZE:+--size "$SIZE"} \
 				--threads "$threads" |
-			"$BIN/forward" --config "$cfg_file" --weights "$ckpt" --threads "$threads" |
+			"$BIN/forward" --config "$cfg_file" --weights "$ckpt" --threads "$threads" "${quant[@]}" |
 			"$BIN/ssd-decode" --config "$cfg_file" --progress $(((images - k + np - 1) / np)) \
 				>"$dets/shard$k.tns"
 	) &

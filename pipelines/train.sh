@@ -12,6 +12,12 @@
 # EPOCHS, BATCH, SIZE, LR, SEED (default 0), THREADS, INIT (params file), PRETRAINED
 # (.pth), RESUME (auto: resume if RUN has a checkpoint (default), 0: start over, 1: must
 # resume), MAX_STEPS.
+# QUANTIZE=1 (or "quantize": true in the config): quantisation-aware training (QAT) of a
+# float run: RUN (the QAT run) defaults to runs/<name>_qat, INIT to runs/<name>/latest.tns, the
+# starting activation ranges RANGES to runs/<name>/ranges.tns (made by
+# pipelines/calibrate.sh when missing); EPOCHS and LR default to the config's
+# qat.epochs and qat.lr (else a quarter of the epochs and a tenth of the LR). forward
+# runs fake-quantised (--quant --stats), sgd-step owns the ranges (--quant).
 # The run directory gets checkpoints (latest.tns, iter_*.tns, epoch_*.tns),
 # metrics.jsonl and train.log. Running the same command again resumes.
 set -euo pipefail
@@ -19,7 +25,26 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 load_config "${1:?usage: train.sh CONFIG}"
 split=${SPLIT:-$(cfg .dataset.train_split trainval)}
-epochs=${EPOCHS:-$(cfg .train.epochs 24)}
+quant=${QUANTIZE:-$(cfg .quantize 0)}
+case $quant in 1 | true) quant=1 ;; *) quant=0 ;; esac
+fwd_quant=() sgd_quant=() lr=${LR:-}
+if [ "$quant" = 1 ]; then
+	float_run=runs/$name
+	run=${RUN:-runs/${name}_qat}
+	epochs=${EPOCHS:-$(cfg .qat.epochs $(($(cfg .train.epochs 24) / 4 > 0 ? $(cfg .train.epochs 24) / 4 : 1)))}
+	lr=${LR:-$(cfg .qat.lr "$(jq -rn --argjson l "$(cfg .train.optimizer.lr 0.04)" '$l / 10')")}
+	INIT=${INIT:-$float_run/latest.tns}
+	ranges=${RANGES:-$float_run/ranges.tns}
+	[ -f "$INIT" ] || { say "QAT starts from a float checkpoint: $INIT missing (train without QUANTIZE first, or set INIT)"; exit 1; }
+	if [ ! -f "$ranges" ] && [ ! -f "$run/latest.tns" ]; then
+		say "no activation ranges at $ranges: calibrating $INIT first"
+		RUN=$float_run CKPT=$INIT OUT=$(dirname "$ranges") "$here/calibrate.sh" "$cfg_file"
+	fi
+	fwd_quant=(--quant --stats ${BITS:+--bits "$BITS"})
+	sgd_quant=(--quant)
+else
+	epochs=${EPOCHS:-$(cfg .train.epochs 24)}
+fi
 batch=${BATCH:-$(cfg .train.batch 8)}
 seed=${SEED:-0}
 [ -n "$data" ] || { say "no data: set DATA or the config's dataset.root"; exit 2; }
@@ -42,7 +67,7 @@ if [ "${RESUME:-auto}" != 0 ] && [ -f "$run/latest.tns" ]; then
 	fi
 	say "resuming $run at step $s: epoch $((e + 1)), image $p of $images"
 	decode_resume=(--resume "$e:$p")
-	state=(--resume)
+	state=(--resume "${sgd_quant[@]}")
 elif [ "${RESUME:-auto}" = 1 ]; then
 	say "$run: no checkpoint to resume from"
 	exit 1
@@ -52,6 +77,7 @@ else
 		"$BIN/forward" --config "$cfg_file" --init --seed "$seed" >"$init.tmp" && mv "$init.tmp" "$init"
 	fi
 	state=(--init "$init" ${PRETRAINED:+--pretrained "$PRETRAINED"})
+	[ "$quant" = 1 ] && state+=("${sgd_quant[@]}" --ranges "$ranges")
 fi
 
 fifos=$(mktemp -d "${TMPDIR:-/tmp}/train.XXXXXX")
@@ -59,17 +85,17 @@ mkfifo "$fifos/params" "$fifos/grad"
 trap 'rm -rf "$fifos"' EXIT
 exec 2> >(tee -a "$run/train.log" >&2)
 
-say "$name: $images images, batch $batch, $iters steps per epoch, $epochs epochs -> $run"
+say "$name: $images images, batch $batch, $iters steps per epoch, $epochs epochs$([ "$quant" = 1 ] && echo ", quantisation-aware from $INIT") -> $run"
 stages=(voc-decode augment forward loss sgd-step)
 set +e
 "$BIN/voc-decode" "$data" --split "$split" ${classes:+--classes "$classes"} --shuffle --seed "$seed" \
 	--epochs "$epochs" "${decode_resume[@]}" |
 	"$BIN/augment" --train --config "$cfg_file" --batch "$batch" --seed "$seed" ${SIZE:+--size "$SIZE"} |
 	"$BIN/forward" --config "$cfg_file" --train --weights "$fifos/params" --grad "$fifos/grad" \
-		${THREADS:+--threads "$THREADS"} |
+		${THREADS:+--threads "$THREADS"} "${fwd_quant[@]}" |
 	"$BIN/loss" --config "$cfg_file" --grad "$fifos/grad" |
 	"$BIN/sgd-step" --config "$cfg_file" --run "$run" --params "$fifos/params" "${state[@]}" \
-		--epochs "$epochs" --iters-per-epoch "$iters" --seed "$seed" ${LR:+--lr "$LR"} \
+		--epochs "$epochs" --iters-per-epoch "$iters" --seed "$seed" ${lr:+--lr "$lr"} \
 		${MAX_STEPS:+--max-steps "$MAX_STEPS"}
 status=("${PIPESTATUS[@]}")
 set -e

@@ -8,7 +8,7 @@
 
 static void usage(void)
 {
-	printf("usage: calib-ranges [--init RANGES] [--every N] < stats > ranges\n"
+	printf("usage: calib-ranges [--init RANGES] [--every N] [--batches N] < stats > ranges\n"
 	       "\n"
 	       "Activation ranges as TI's quantisation calibrates them: each stats record (forward\n"
 	       "--stats: per quantisation point the range of one batch, 0.01%% of each tail trimmed\n"
@@ -19,6 +19,7 @@ static void usage(void)
 	       "\n"
 	       "  --init RANGES   continue from these ranges (and their batch count)\n"
 	       "  --every N       also write the ranges after every N stats records\n"
+	       "  --batches N     stop after N stats records (the stages before it then end too)\n"
 	       "  -h, --help      this help\n"
 	       "\n"
 	       "In (kind \"stats\"): one f32[2] (min, max) per point, named by the point. Out (kind\n"
@@ -43,19 +44,21 @@ static record *read_init(const char *path)
 int main(int argc, char **argv)
 {
 	tool_init("calib-ranges");
-	enum { O_INIT = 256, O_EVERY };
+	enum { O_INIT = 256, O_EVERY, O_BATCHES };
 	static const struct option lopts[] = {{"init", required_argument, 0, O_INIT},
 					      {"every", required_argument, 0, O_EVERY},
+					      {"batches", required_argument, 0, O_BATCHES},
 					      {"help", no_argument, 0, 'h'},
 					      {0}};
 	const char *init = NULL;
-	long every = 0;
+	long every = 0, max_batches = 0;
 	int c;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":h", lopts, NULL)) != -1) {
 		switch (c) {
 		case O_INIT: init = optarg; break;
 		case O_EVERY: every = arg_long("--every", optarg, 1, 1L << 40); break;
+		case O_BATCHES: max_batches = arg_long("--batches", optarg, 1, 1L << 40); break;
 		case 'h': usage(); return 0;
 		case ':': usage_error("option '%s' needs an argument", argv[optind - 1]);
 		default: usage_error("unknown option '%s'", argv[optind - 1]);
@@ -74,8 +77,8 @@ int main(int argc, char **argv)
 		die_err();
 	long seen = 0;
 	record *r;
-	int rc;
-	while ((rc = stream_read(in, &r)) > 0) {
+	int rc = 0;
+	while ((!max_batches || seen < max_batches) && (rc = stream_read(in, &r)) > 0) {
 		if (strcmp(r->kind, "stats")) {
 			if (stream_pass(out, r) < 0)
 				die_err();
@@ -90,7 +93,8 @@ int main(int argc, char **argv)
 		if (cfg && !meta_str(ranges, "config", NULL))
 			cJSON_AddStringToObject(ranges->meta, "config", cfg);
 		record_free(r);
-		if (every && ++seen % every == 0 && stream_write(out, ranges) < 0)
+		seen++;
+		if (every && seen % every == 0 && stream_write(out, ranges) < 0)
 			die_err();
 	}
 	if (rc < 0)

@@ -34,7 +34,7 @@ static void usage(void)
 	       "  --bits N        quantisation bits, 8 (default) or 16\n"
 	       "  --stats         record every quantisation point's range in each batch: without\n"
 	       "                  --train a stats record replaces each pred record (for\n"
-	       "                  calib-ranges); with --train one follows each grads record\n"
+	       "                  calib-ranges); with --train one precedes each grads record\n"
 	       "  --threads N     threads for the kernels and OpenBLAS (default: online CPUs or\n"
 	       "                  $TNS_THREADS)\n"
 	       "  --profile       time per layer type, and peak memory, on stderr at the end\n"
@@ -315,6 +315,16 @@ int main(int argc, char **argv)
 				err_wrap("--grad: record %ld", stream_count(g));
 				die_err();
 			}
+			if (o.stats) {
+				/* before the grads: the optimizer updates the ranges as it steps */
+				record *st = model_stats_record(m);
+				if (!st)
+					die_err();
+				cJSON_AddNumberToObject(st->meta, "step", step);
+				if (stream_write(out, st) < 0)
+					die_err();
+				record_free(st);
+			}
 			record *gs = model_grads_record(m);
 			if (!gs)
 				die_err();
@@ -325,15 +335,6 @@ int main(int argc, char **argv)
 			if (stream_write(out, gs) < 0)
 				die_err();
 			record_free(gs);
-			if (o.stats) {
-				record *st = model_stats_record(m);
-				if (!st)
-					die_err();
-				cJSON_AddNumberToObject(st->meta, "step", step);
-				if (stream_write(out, st) < 0)
-					die_err();
-				record_free(st);
-			}
 			record_free(gr);
 		}
 		record_free(r);

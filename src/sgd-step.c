@@ -8,6 +8,7 @@
 
 #include "checkpoint.h"
 #include "config.h"
+#include "model.h"
 #include "optim.h"
 #include "pth.h"
 #include "stream.h"
@@ -42,6 +43,13 @@ static void usage(void)
 	       "  --iters-per-epoch N   steps per epoch (progress, ETA, by-iteration schedules)\n"
 	       "  --max-steps N         stop after step N (a clean end: last checkpoint, params closed)\n"
 	       "  --seed N              the data seed, recorded in checkpoints for resuming the data\n"
+	       "  --quant               quantisation-aware training: owns the activation ranges too,\n"
+	       "                        sends a ranges record after every params record and keeps\n"
+	       "                        it in the checkpoints; each \"stats\" record (forward --train\n"
+	       "                        --stats) updates them (calib-ranges' average) until the\n"
+	       "                        0-based epoch --freeze-ranges (default epochs/2 + 1, as TI)\n"
+	       "  --ranges FILE         the starting ranges (calib-ranges) of --quant, unless resuming\n"
+	       "  --freeze-ranges E     see --quant\n"
 	       "  -h, --help            this help\n"
 	       "\n"
 	       "In: \"loss\" records (meta loss, loss_cls, loss_bbox, num_pos, images, epoch, ...), each\n"
@@ -55,9 +63,9 @@ static void usage(void)
 }
 
 typedef struct opts {
-	const char *config, *init, *pretrained, *prefix, *params, *run;
-	int resume;
-	long checkpoint_every, log_every, epochs, iters_per_epoch, max_steps;
+	const char *config, *init, *pretrained, *prefix, *params, *run, *ranges;
+	int resume, quant;
+	long checkpoint_every, log_every, epochs, iters_per_epoch, max_steps, freeze_ranges;
 	double lr;
 	unsigned long long seed;
 } opts;
@@ -65,7 +73,7 @@ typedef struct opts {
 static void parse(int argc, char **argv, opts *o)
 {
 	enum { O_CONFIG = 256, O_INIT, O_PRE, O_PREFIX, O_RESUME, O_PARAMS, O_RUN, O_CKPT, O_LOG, O_LR, O_EPOCHS, O_IPE,
-	       O_MAX, O_SEED };
+	       O_MAX, O_SEED, O_QUANT, O_RANGES, O_FREEZE };
 	static const struct option longopts[] = {
 		{"config", required_argument, 0, O_CONFIG},      {"init", required_argument, 0, O_INIT},
 		{"pretrained", required_argument, 0, O_PRE},     {"pretrained-prefix", required_argument, 0, O_PREFIX},
@@ -74,6 +82,8 @@ static void parse(int argc, char **argv, opts *o)
 		{"log-every", required_argument, 0, O_LOG},      {"lr", required_argument, 0, O_LR},
 		{"epochs", required_argument, 0, O_EPOCHS},      {"iters-per-epoch", required_argument, 0, O_IPE},
 		{"max-steps", required_argument, 0, O_MAX},      {"seed", required_argument, 0, O_SEED},
+		{"quant", no_argument, 0, O_QUANT},              {"ranges", required_argument, 0, O_RANGES},
+		{"freeze-ranges", required_argument, 0, O_FREEZE},
 		{"help", no_argument, 0, 'h'},                   {0}};
 	int c;
 	opterr = 0;
@@ -93,6 +103,9 @@ static void parse(int argc, char **argv, opts *o)
 		case O_IPE: o->iters_per_epoch = arg_long("--iters-per-epoch", optarg, 1, 1L << 40); break;
 		case O_MAX: o->max_steps = arg_long("--max-steps", optarg, 1, 1L << 40); break;
 		case O_SEED: o->seed = arg_u64("--seed", optarg); break;
+		case O_QUANT: o->quant = 1; break;
+		case O_RANGES: o->ranges = optarg; break;
+		case O_FREEZE: o->freeze_ranges = arg_long("--freeze-ranges", optarg, 0, 1L << 30); break;
 		case 'h': usage(); exit(0);
 		case ':': usage_error("option '%s' needs an argument", argv[optind - 1]);
 		default: usage_error("unknown option '%s'", argv[optind - 1]);
@@ -104,6 +117,10 @@ static void parse(int argc, char **argv, opts *o)
 		usage_error("--resume continues a run: it takes no --init or --pretrained");
 	if (!o->resume && !o->init)
 		usage_error("--init PARAMS (the model's params, e.g. from forward --init) or --resume is needed");
+	if (o->quant && !o->resume && !o->ranges)
+		usage_error("--quant needs --ranges (calib-ranges' output) unless resuming");
+	if ((o->ranges || o->freeze_ranges >= 0) && !o->quant)
+		usage_error("--ranges and --freeze-ranges go with --quant");
 }
 
 /* The run: state, settings and the outputs of the loop. */
@@ -117,6 +134,8 @@ typedef struct run {
 	FILE *metrics;
 	double start, last, step_time; /* step_time: smoothed seconds per step */
 	cJSON *loss;                   /* the meta of the loss record before the next grads */
+	record *stats;                 /* QAT: the stats record before the next grads */
+	long freeze_ranges;            /* QAT: 0-based epoch from which the ranges stay */
 } run;
 
 static double now(void)
@@ -150,7 +169,7 @@ static void save_epoch(run *r)
 static void send_params(run *r)
 {
 	record *p = train_state_params(&r->t);
-	if (r->params && (!p || stream_write(r->params, p) < 0))
+	if (r->params && (!p || stream_write(r->params, p) < 0 || (r->t.ranges && stream_write(r->params, r->t.ranges) < 0)))
 		die_err();
 }
 
@@ -228,6 +247,14 @@ static void step(run *r, const record *grads, const char *where)
 	r->t.images += images;
 	r->t.epoch_images += images;
 	r->t.lr = lr;
+	if (r->o.quant) {
+		if (!r->stats)
+			die("%s: no stats record before these grads (forward --train --stats makes them)", where);
+		if (r->t.epoch < r->freeze_ranges && ranges_update(r->t.ranges, r->stats) < 0)
+			die("%s: %s", where, err_msg());
+		record_free(r->stats);
+		r->stats = NULL;
+	}
 	send_params(r);
 	double t = now();
 	log_step(r, images, t - r->last);
@@ -291,6 +318,9 @@ static void start(run *r)
 			die_err();
 		fprintf(stderr, "%s: resuming %s at step %ld, epoch %ld (%.0f images into it)\n", tool_name, latest, r->t.step,
 			r->t.epoch, r->t.epoch_images);
+		if (o->quant != !!r->t.ranges)
+			die("cannot resume: %s %s activation ranges; %s", latest, r->t.ranges ? "has" : "has no",
+			    o->quant ? "--quant needs them" : "add --quant to continue quantisation-aware training");
 	} else {
 		if (o->pretrained) {
 			record *sd = pth_read(o->pretrained);
@@ -310,12 +340,24 @@ static void start(run *r)
 		}
 		if (!(r->t.opt = sgd_new(init)))
 			die("%s: %s", o->init, err_msg());
+		if (o->quant) {
+			stream_reader *rs = stream_open_read(o->ranges);
+			int rrc = rs ? stream_read(rs, &r->t.ranges) : -1;
+			if (rrc == 0)
+				die("--ranges %s: no ranges record", o->ranges);
+			if (rrc < 0)
+				die_err();
+			if (strcmp(r->t.ranges->kind, "ranges"))
+				die("--ranges %s: expected a ranges record, got '%s'", o->ranges, r->t.ranges->kind);
+			stream_close_read(rs);
+		}
 		record_free(init);
 		r->t.seed = o->seed;
 		snprintf(r->t.config, sizeof r->t.config, "%s", name);
 		if (metrics_trim(path, 0) < 0) /* a fresh run starts a fresh log */
 			die_err();
 	}
+	r->freeze_ranges = o->freeze_ranges >= 0 ? o->freeze_ranges : r->c.epochs / 2 + 1;
 	r->saved_step = o->resume ? r->t.step : -1;
 	if (!(r->metrics = fopen(path, "a")))
 		die("%s: cannot append", path);
@@ -327,7 +369,7 @@ static void start(run *r)
 int main(int argc, char **argv)
 {
 	tool_init("sgd-step");
-	run r = {.o = {.checkpoint_every = -1, .log_every = 20}};
+	run r = {.o = {.checkpoint_every = -1, .log_every = 20, .freeze_ranges = -1}};
 	parse(argc, argv, &r.o);
 	/* a reader of --params that goes away is an EPIPE error with a message, not a silent death */
 	signal(SIGPIPE, SIG_IGN);
@@ -349,6 +391,10 @@ int main(int argc, char **argv)
 				die("out of memory");
 		} else if (!strcmp(rec->kind, "grads")) {
 			step(&r, rec, where);
+		} else if (!strcmp(rec->kind, "stats") && r.o.quant) {
+			record_free(r.stats);
+			r.stats = rec;
+			continue;
 		} else {
 			others++;
 		}
@@ -373,6 +419,8 @@ int main(int argc, char **argv)
 	fprintf(stderr, "%s: %ld steps done (epoch %ld), %.0f images, %.1f s; %s/latest.tns%s\n", tool_name, r.t.step,
 		r.t.epoch + 1, r.t.images, now() - r.start, r.dir, others ? " (other records ignored)" : "");
 	cJSON_Delete(r.loss);
+	record_free(r.stats);
+	record_free(r.t.ranges);
 	sgd_free(r.t.opt);
 	return 0;
 }

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# calibrate: post-training quantisation (PTQ) of a float checkpoint, as one pipeline:
+#
+#   voc-decode | augment | forward --stats | calib-ranges --batches ITERS > ranges.tns
+#   fakequant --weights CKPT --ranges ranges.tns > qparams.tns
+#
+# The activation ranges are TI's: per batch each quantisation point's range with 0.01% of
+# each tail trimmed, averaged over the batches (cumulatively, then EMA 0.001); weights
+# and biases need no data (fakequant, or forward --quant, quantise them).
+# usage: pipelines/calibrate.sh CONFIG
+# environment (all optional): BIN, RUN (default runs/<config name>), CKPT (default
+# RUN/latest.tns), DATA, CLASSES, SPLIT (default the config's dataset.train_split or
+# trainval), ITERS (batches, default 1000 as TI's; the data repeats as needed), BATCH
+# (default the config's train.batch or 8), SIZE, AUG (train (default): the training
+# augmentation, as TI calibrates on training data; eval: plain resize), BITS (8), SEED,
+# THREADS, OUT (default RUN). Writes OUT/ranges.tns and OUT/qparams.tns.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+load_config "${1:?usage: calibrate.sh CONFIG}"
+ckpt=${CKPT:-$run/latest.tns}
+split=${SPLIT:-$(cfg .dataset.train_split trainval)}
+batch=${BATCH:-$(cfg .train.batch 8)}
+iters=${ITERS:-1000}
+aug=${AUG:-train}
+out=${OUT:-$run}
+[ -n "$data" ] || { say "no data: set DATA or the config's dataset.root"; exit 2; }
+[ -f "$ckpt" ] || { say "$ckpt: no such checkpoint (train first, or set CKPT)"; exit 1; }
+case $aug in train | eval) ;; *) say "AUG=$aug: train or eval"; exit 2 ;; esac
+mkdir -p "$out"
+
+images=$("$BIN/voc-decode" "$data" --split "$split" ${classes:+--classes "$classes"} --list | wc -l)
+[ "$images" -gt 0 ] || { say "$data: no images in split $split"; exit 1; }
+per_epoch=$(((images + batch - 1) / batch))
+epochs=$(((iters + per_epoch - 1) / per_epoch))
+say "$name: ranges from $iters batches of $batch ($images images of $split, $aug augmentation), checkpoint $ckpt"
+set +e
+"$BIN/voc-decode" "$data" --split "$split" ${classes:+--classes "$classes"} --shuffle --seed "${SEED:-0}" \
+	--epochs "$epochs" |
+	"$BIN/augment" "--$aug" --config "$cfg_file" --batch "$batch" --seed "${SEED:-0}" ${SIZE:+--size "$SIZE"} |
+	"$BIN/forward" --config "$cfg_file" --weights "$ckpt" --stats ${THREADS:+--threads "$THREADS"} |
+	"$BIN/calib-ranges" --batches "$iters" >"$out/ranges.tns.tmp"
+status=("${PIPESTATUS[@]}")
+set -e
+# calib-ranges ends after ITERS batches and the stages before it then meet a closed
+# pipe (SIGPIPE, 141): not a failure
+for i in 0 1 2 3; do
+	st=${status[$i]}
+	if [ "$st" -ne 0 ] && [ "$st" -ne 141 ]; then
+		rm -f "$out/ranges.tns.tmp"
+		say "failed: stage $((i + 1)) of voc-decode | augment | forward | calib-ranges (exit $st)"
+		exit 1
+	fi
+done
+mv "$out/ranges.tns.tmp" "$out/ranges.tns"
+"$BIN/fakequant" --config "$cfg_file" --weights "$ckpt" --ranges "$out/ranges.tns" --bits "${BITS:-8}" \
+	>"$out/qparams.tns.tmp"
+mv "$out/qparams.tns.tmp" "$out/qparams.tns"
+say "wrote $out/ranges.tns ($("$BIN/tns" cat --json "$out/ranges.tns" | jq .meta.batches) batches) and $out/qparams.tns"
