@@ -775,7 +775,8 @@ void g_refold(model *m)
 		if (m->qapply) {
 			nd->wfrac = quant_weight_frac(fw, wc, m->qbits);
 			quant_round(fw, wc, nd->wfrac, m->qbits, NULL, fw);
-			quant_round(fb, c, nd->wfrac + nd->xfrac, 2 * m->qbits, NULL, fb);
+			nd->bfrac = quant_bias_frac(fb, c, nd->wfrac + nd->xfrac, 2 * m->qbits);
+			quant_round(fb, c, nd->bfrac, 2 * m->qbits, NULL, fb);
 		}
 	}
 	m->folded_dirty = 0;

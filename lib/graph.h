@@ -62,7 +62,7 @@ typedef struct gnode {
 	int qp;                    /* fq: the point's index */
 	int nonneg;                /* the value is >= 0 by construction (after relu, ...) */
 	int as_relu;               /* relu6 feeding a point: the point's range clips instead */
-	int wfrac, xfrac;          /* conv: fraction bits of its weights and of its input */
+	int wfrac, xfrac, bfrac;   /* conv: fraction bits of its weights, its input, its bias */
 } gnode;
 
 typedef struct storage {

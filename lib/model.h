@@ -159,7 +159,7 @@ record *model_stats_record(const model *m);
 /* A "qparams" record of the loaded params and ranges (fakequant): per conv
  * "<conv>.weight"/".bias" f32 (folded, dequantised), "<conv>.weight_q"/".bias_q" (the
  * integers: i8/i16 weights, i16/i32 bias) and "<conv>.frac" i32[3] (fraction bits of
- * weight, input, bias); per point "<point>.act" i32[3] (frac, qmin, qmax) and
+ * weight, input, bias; bias <= weight + input: TIDL's bias split); per point "<point>.act" i32[3] (frac, qmin, qmax) and
  * "<point>.clip" f32[2]. Meta bits, config. Needs a plan (any shape). */
 record *model_qparams_record(model *m);
 

@@ -277,7 +277,7 @@ record *model_qparams_record(model *m)
 		if (!(t = add(r, nd->name, "bias", DT_F32, 1, cs)))
 			goto fail;
 		memcpy(t->data, fb, (size_t)nd->c * sizeof(float));
-		int32_t frac[3] = {nd->wfrac, nd->xfrac, nd->wfrac + nd->xfrac};
+		int32_t frac[3] = {nd->wfrac, nd->xfrac, nd->bfrac};
 		if (!add_ints(r, nd->name, "weight_q", pw->ndim, pw->shape, fw, pw->count, nd->wfrac, m->qbits) ||
 		    !add_ints(r, nd->name, "bias_q", 1, cs, fb, (size_t)nd->c, frac[2], 2 * m->qbits) ||
 		    !add_i32(r, nd->name, "frac", 3, frac))

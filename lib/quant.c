@@ -13,12 +13,24 @@ int quant_pow2_exp(float x)
 	return m == 0.5f ? e - 1 : e;
 }
 
-int quant_weight_frac(const float *w, size_t n, int bits)
+static float max_abs(const float *x, size_t n)
 {
 	float mx = 0;
 	for (size_t i = 0; i < n; i++)
-		mx = fmaxf(mx, fabsf(w[i]));
-	return bits - 1 - quant_pow2_exp(mx);
+		mx = fmaxf(mx, fabsf(x[i]));
+	return mx;
+}
+
+int quant_weight_frac(const float *w, size_t n, int bits)
+{
+	return bits - 1 - quant_pow2_exp(max_abs(w, n));
+}
+
+int quant_bias_frac(const float *b, size_t n, int acc_frac, int bias_bits)
+{
+	float mx = max_abs(b, n);
+	int fit = bias_bits - 1 - quant_pow2_exp(mx);
+	return mx > 0 && fit < acc_frac ? fit : acc_frac;
 }
 
 size_t quant_round(const float *w, size_t n, int frac, int qbits, int32_t *q, float *dq)
@@ -49,6 +61,8 @@ qact quant_act_params(const float range[2], int bits, int is_signed)
 {
 	qact a;
 	int e = quant_pow2_exp(fmaxf(fabsf(range[0]), fabsf(range[1])));
+	if (e < bits - 127)
+		e = bits - 127; /* a range below 2^-119 or so: keep 2^frac a finite f32 */
 	if (is_signed) {
 		a.frac = bits - 1 - e;
 		a.qmin = -(int32_t)(1u << (bits - 1));
@@ -69,7 +83,10 @@ void quant_act(const float *x, size_t n, const qact *a, float *y, int32_t *q)
 	const float s = a->scale, inv = ldexpf(1, -a->frac), qmin = (float)a->qmin, qmax = (float)a->qmax;
 	for (size_t i = 0; i < n; i++) {
 		float v = floorf(x[i] * s + 0.5f);
-		v = v < qmin ? qmin : v > qmax ? qmax : v; /* NaN becomes qmax: never seen in practice */
+		if (!(v <= qmax)) /* NaN too: qmax */
+			v = qmax;
+		else if (v < qmin)
+			v = qmin;
 		if (q)
 			q[i] = (int32_t)v;
 		y[i] = v * inv;

@@ -8,13 +8,17 @@
  *   frexp); e(0) = 0 (an all-zero tensor quantises to 0 at any scale).
  * - Weights (bits b): e = e(max|w|), frac = b-1-e, q = clamp(round_half_away(w * 2^frac),
  *   -2^(b-1), 2^(b-1)-1), computed in f32 (w * 2^frac is exact).
- * - Bias: quantised at the accumulator's scale, frac = frac_weight + frac_input,
- *   q = clamp(round_half_away(b * 2^frac), -2^(bb-1), 2^(bb-1)-1) with bb = 2b bias bits
- *   (16 for 8-bit, 32 for 16-bit): saturated, as TIDL does.
+ * - Bias: bb = 2b bits (16 for 8-bit, 32 for 16-bit), at the accumulator's scale,
+ *   frac = frac_weight + frac_input, unless the largest |b| (> 0) does not fit bb bits there:
+ *   then TIDL's bias split, frac = the weight rule's frac of the bias at bb bits (the
+ *   accumulator adds q << (acc frac - frac)); q = clamp(round_half_away(b * 2^frac),
+ *   -2^(bb-1), 2^(bb-1)-1) (quant_round). Saturation then only takes the one rounding
+ *   that reaches +2^(bb-1).
  * - Activations (bits b) from a running range (min, max): e = e(max(|min|, |max|));
  *   unsigned (after ReLU/ReLU6 and what keeps them non-negative): frac = b-e, q in
  *   [0, 2^b-1]; signed: frac = b-1-e, q in [-2^(b-1), 2^(b-1)-1];
- *   q = clamp(floor(x * 2^frac + 0.5)), computed in f32 as floorf(x * s + 0.5f).
+ *   q = clamp(floor(x * 2^frac + 0.5)), computed in f32 as floorf(x * s + 0.5f); a NaN
+ *   becomes qmax. e is at least b-127 (frac <= 127: 2^frac stays a finite f32).
  *   Fake quantisation outputs q * 2^-frac; its backward (straight-through estimator)
  *   passes the gradient where qmin * 2^-frac <= x <= qmax * 2^-frac, else 0.
  * - Ranges of one batch tensor: a histogram of QUANT_BINS bins over [mn, mx] trims
@@ -37,6 +41,8 @@ int quant_pow2_exp(float x);
 
 /* Fraction bits of a weight tensor's scale (e of its largest magnitude). */
 int quant_weight_frac(const float *w, size_t n, int bits);
+/* A bias's fraction bits (the rule above) for an accumulator of acc_frac. */
+int quant_bias_frac(const float *b, size_t n, int acc_frac, int bias_bits);
 /* Weights or bias at frac with qbits-bit saturation: integers into q (may be NULL) and
  * the dequantised values into dq (may be NULL; may equal w). Returns the number of
  * values that saturated. */

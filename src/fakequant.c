@@ -27,7 +27,8 @@ static void usage(void)
 	       "\n"
 	       "Out (kind \"qparams\", meta bits, config): per conv <conv>.weight, <conv>.bias f32\n"
 	       "(folded, dequantised), <conv>.weight_q i8 (i16 at 16 bits), <conv>.bias_q i16 (i32),\n"
-	       "<conv>.frac i32[3] = fraction bits of weight, input, bias (value = q * 2^-frac); per\n"
+	       "<conv>.frac i32[3] = fraction bits of weight, input, bias (value = q * 2^-frac; the\n"
+	       "bias has fewer than weight + input only where it does not fit: TIDL's bias split); per\n"
 	       "quantisation point <point>.act i32[3] = (frac, qmin, qmax), <point>.clip f32[2].\n");
 }
 

@@ -281,8 +281,25 @@ static void run_file(const char *name)
 		free_all(v, n);
 }
 
+/* The bias split rule, by hand: the accumulator's fraction bits while the largest
+ * bias fits the bias bits there, else the bias's own weight-rule bits. */
+static void bias_split(void)
+{
+	const float small[3] = {0.25f, -0.5f, 0.125f}, big[2] = {3.0f, -1.0f}, zero[2] = {0, 0};
+	CHECK(quant_bias_frac(small, 3, 12, 16) == 12);    /* 0.5 * 2^12 fits 16 bits */
+	CHECK(quant_bias_frac(small, 3, 17, 16) == 16);    /* 0.5 -> e = -1: 15 + 1 */
+	CHECK(quant_bias_frac(big, 2, 20, 16) == 13);      /* 3 -> e = 2: 15 - 2 */
+	CHECK(quant_bias_frac(big, 2, 29, 32) == 29);
+	CHECK(quant_bias_frac(big, 2, 31, 32) == 29);
+	CHECK(quant_bias_frac(zero, 2, 40, 16) == 40);     /* zeros fit anywhere */
+	int32_t q[2];
+	CHECK(quant_round(big, 2, quant_bias_frac(big, 2, 20, 16), 16, q, NULL) == 0 && q[0] == 24576 &&
+	      q[1] == -8192);
+}
+
 int main(void)
 {
+	bias_split();
 	const char *files[] = {"pow2_exp", "weight", "round", "act", "batch_range", "range_update", "fold_bn",
 			       "bias_calib"};
 	for (size_t i = 0; i < sizeof files / sizeof *files; i++)
