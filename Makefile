@@ -95,6 +95,12 @@ export-tidl: all
 plot: all
 	$(RUN_ENV) pipelines/plot.sh configs/$(PIPELINE).json
 
+# The same recipe in PyTorch from the same init and batches (Debian's python3-torch; not in CI):
+# docs/training.md. make eval RUN=<that RUN> scores it with our tools.
+train-torch: all
+	/usr/bin/python3 bench/train_torch.py train configs/$(PIPELINE).json --init $(or $(INIT),runs/$(PIPELINE)/init.tns) \
+	  --run $(or $(RUN),runs/$(PIPELINE)_torch) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SEED),--seed $(SEED))
+
 # ---- demo and benchmarks on the real data in ../shared/data
 BENCH_DATA    ?= ../shared/data/bccd
 BENCH_CLASSES ?= configs/bccd.classes
@@ -138,5 +144,5 @@ setup:
 clean:
 	rm -rf build bin
 
-.PHONY: all units test test-quick test-san setup demo train eval calibrate export-tidl plot bench bench-data bench-layers bench-eval bench-model bench-loop clean
+.PHONY: all units test test-quick test-san setup demo train eval calibrate export-tidl plot train-torch bench bench-data bench-layers bench-eval bench-model bench-loop clean
 .DELETE_ON_ERROR:
