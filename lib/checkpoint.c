@@ -74,15 +74,15 @@ static int fsync_dir(const char *dir)
 	return rc;
 }
 
-int checkpoint_save(train_state *t, const char *dir, const char *name)
+int records_save(const char *path, record *const *recs, int n)
 {
-	char tmp[4096], path[4096];
-	if ((size_t)snprintf(tmp, sizeof tmp, "%s/.tmp-XXXXXX", dir) >= sizeof tmp ||
-	    (size_t)snprintf(path, sizeof path, "%s/%s", dir, name) >= sizeof path)
-		return err_set("%s: path too long", dir);
-	record *params = train_state_params(t), *optim = sgd_momentum(t->opt);
-	if (!params || stamp_optim(t, optim) < 0)
-		return -1;
+	char tmp[4096], dir[4096];
+	const char *slash = strrchr(path, '/');
+	if ((size_t)snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".") >= sizeof dir ||
+	    (size_t)snprintf(tmp, sizeof tmp, "%s/.tmp-XXXXXX", dir) >= sizeof tmp)
+		return err_set("%s: path too long", path);
+	if (slash == path)
+		strcpy(dir, "/");
 	int fd = mkstemp(tmp);
 	if (fd < 0)
 		return err_set("%s: %s", tmp, strerror(errno));
@@ -98,11 +98,9 @@ int checkpoint_save(train_state *t, const char *dir, const char *name)
 	}
 	stream_writer *w = stream_writer_new(f, tmp, STREAM_LEVEL_DEFAULT);
 	int rc = w ? 0 : -1;
-	if (rc == 0)
-		rc = stream_write(w, params) < 0 || (t->ranges && stream_write(w, t->ranges) < 0) ||
-				     stream_write(w, optim) < 0
-			     ? -1
-			     : 0;
+	for (int i = 0; rc == 0 && i < n; i++)
+		if (recs[i] && stream_write(w, recs[i]) < 0)
+			rc = -1;
 	if (stream_close_write(w) < 0)
 		rc = -1;
 	if (rc == 0 && fsync(fileno(f)) < 0)
@@ -116,6 +114,18 @@ int checkpoint_save(train_state *t, const char *dir, const char *name)
 		return -1;
 	}
 	return fsync_dir(dir);
+}
+
+int checkpoint_save(train_state *t, const char *dir, const char *name)
+{
+	char path[4096];
+	if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) >= sizeof path)
+		return err_set("%s: path too long", dir);
+	record *params = train_state_params(t), *optim = sgd_momentum(t->opt);
+	if (!params || stamp_optim(t, optim) < 0)
+		return -1;
+	record *recs[3] = {params, t->ranges, optim};
+	return records_save(path, recs, 3);
 }
 
 int checkpoint_load(train_state *t, const char *path)

@@ -33,6 +33,9 @@ typedef struct train_state {
  * end of the meta when missing, so the meta reads the same after a resume). */
 record *train_state_params(train_state *t);
 
+/* Writes records (NULL entries skipped) to path atomically: a temp file in its
+ * directory, fsync, rename, fsync of the directory. */
+int records_save(const char *path, record *const *recs, int n);
 /* Writes the checkpoint as dir/name atomically. */
 int checkpoint_save(train_state *t, const char *dir, const char *name);
 /* Reads a checkpoint file into *t (t->opt is new; the caller frees it). */

@@ -887,6 +887,21 @@ static void flatten_backward(model *m, const gnode *nd, const float *dout, float
 	}
 }
 
+/* mean[c] over n and hw of x [n, c, hw], in double */
+static void channel_means(float *mean, const float *x, int n, int c, int hw)
+{
+#pragma omp parallel for schedule(static)
+	for (int k = 0; k < c; k++) {
+		double s = 0;
+		for (int b = 0; b < n; b++) {
+			const float *p = x + ((size_t)b * c + k) * hw;
+			for (int j = 0; j < hw; j++)
+				s += p[j];
+		}
+		mean[k] = (float)(s / ((double)n * hw));
+	}
+}
+
 static int forward_node(model *m, int i)
 {
 	gnode *nd = &m->nodes[i];
@@ -895,12 +910,18 @@ static int forward_node(model *m, int i)
 	float *y = act_w(m, i);
 	int hw = nd->h * nd->w;
 	switch (nd->op) {
-	case OP_CONV:
+	case OP_CONV: {
+		int rc;
 		if (nd->fold) {
 			const float *fw = m->folded + nd->foff, *fb = fw + r16(m->params_info[nd->pw].count);
-			return conv2d_forward(y, x, fw, fb, m->ws, &nd->cd);
+			rc = conv2d_forward(y, x, fw, fb, m->ws, &nd->cd);
+		} else {
+			rc = conv2d_forward(y, x, P(m, nd->pw), P(m, nd->pb), m->ws, &nd->cd);
 		}
-		return conv2d_forward(y, x, P(m, nd->pw), P(m, nd->pb), m->ws, &nd->cd);
+		if (rc == 0 && m->qmeans)
+			channel_means(nd->cmean, y, nd->n, nd->c, hw);
+		return rc;
+	}
 	case OP_BN:
 		if (nd->skip)
 			return 0;
@@ -1159,4 +1180,5 @@ void graph_free(model *m)
 	free(m->qrange);
 	free(m->qstat);
 	free(m->qa);
+	free(m->cmeans);
 }

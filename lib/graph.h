@@ -63,6 +63,7 @@ typedef struct gnode {
 	int nonneg;                /* the value is >= 0 by construction (after relu, ...) */
 	int as_relu;               /* relu6 feeding a point: the point's range clips instead */
 	int wfrac, xfrac, bfrac;   /* conv: fraction bits of its weights, its input, its bias */
+	float *cmean;              /* conv: per channel mean of its (folded) output, last forward */
 } gnode;
 
 typedef struct storage {
@@ -90,6 +91,8 @@ struct model {
 	int qbits, nqp;
 	int qapply;                /* ranges loaded: fq nodes quantise, convs use quantised weights */
 	int qstats;                /* fq nodes record the batch range of their input */
+	int qmeans;                /* convs record their channel means (bias calibration) */
+	float *cmeans;             /* the convs' cmean storage */
 	int *qnode;                /* [nqp] the fq node of each point */
 	float *qrange, *qstat;     /* [nqp][2] running ranges; the last forward's batch ranges */
 	qact *qa;                  /* [nqp] quantisers of the loaded ranges */

@@ -163,6 +163,17 @@ record *model_stats_record(const model *m);
  * "<point>.clip" f32[2]. Meta bits, config. Needs a plan (any shape). */
 record *model_qparams_record(model *m);
 
+/* PTQ bias calibration (TI's): the batch through the float model, then through the
+ * quantised one (into outputs). Returns a "stats" record: the float pass's batch
+ * ranges, and per conv with a bias to correct "<param>.mean_float" and
+ * "<param>.mean_quant", the channel means of the conv's folded output in either pass,
+ * named by the parameter that takes the correction (its BN's bias when folded, else
+ * its own). Needs ranges; leaves stats collection off. */
+record *model_bias_calib_forward(model *m, const float *input, float *const *outputs);
+/* bias += (mean_float - mean_quant) * 0.05 * 0.5^epoch for each pair in stats
+ * (quant_bias_calibrate); returns how many biases changed, or -1 (err). */
+int bias_calib_update(record *params, const record *stats, int epoch);
+
 /* Running ranges (f32[2] per point, meta "batches") updated by one stats record
  * (quant_range_update, by name); ranges may start empty (no tensors, batches 0). */
 int ranges_update(record *ranges, const record *stats);

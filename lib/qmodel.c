@@ -126,11 +126,19 @@ int model_quantize(model *m, int bits)
 			m->nodes[i].qp = p;
 			m->qnode[p++] = i;
 		}
+	size_t nmean = 0;
+	for (int i = 0; i < m->nnodes; i++)
+		if (m->nodes[i].op == OP_CONV)
+			nmean += (size_t)m->nodes[i].c;
+	if (!(m->cmeans = calloc(nmean ? nmean : 1, sizeof *m->cmeans)))
+		return err_set("out of memory");
 	/* each conv's input point (through upsamples), for its bias scale */
-	for (int i = 0; i < m->nnodes; i++) {
+	for (int i = 0, off = 0; i < m->nnodes; i++) {
 		gnode *nd = &m->nodes[i];
 		if (nd->op != OP_CONV)
 			continue;
+		nd->cmean = m->cmeans + off;
+		off += nd->c;
 		int s = nd->in[0];
 		while (m->nodes[s].op == OP_UPSAMPLE)
 			s = m->nodes[s].in[0];
@@ -302,16 +310,28 @@ fail:
 	return NULL;
 }
 
+/* A bias calibration tensor of a stats record (model_bias_calib_forward), not a range. */
+static int is_mean(const char *name)
+{
+	size_t n = strlen(name);
+	return n > 11 && (!strcmp(name + n - 11, ".mean_float") || !strcmp(name + n - 11, ".mean_quant"));
+}
+
 int ranges_update(record *ranges, const record *stats)
 {
 	if (strcmp(stats->kind, "stats"))
 		return err_set("expected a stats record, got '%s'", stats->kind);
 	long n = (long)meta_num(ranges, "batches", 0);
-	if (n > 0 && ranges->ntensors != stats->ntensors)
-		return err_set("stats: %d points, the ranges have %d", stats->ntensors, ranges->ntensors);
+	int points = 0;
+	for (int k = 0; k < stats->ntensors; k++)
+		points += !is_mean(stats->tensors[k].name);
+	if (n > 0 && ranges->ntensors != points)
+		return err_set("stats: %d points, the ranges have %d", points, ranges->ntensors);
 	static const int64_t two[1] = {2};
 	for (int k = 0; k < stats->ntensors; k++) {
 		const tensor *s = &stats->tensors[k];
+		if (is_mean(s->name))
+			continue;
 		if (!record_expect_shape(stats, s->name, DT_F32, 1, two))
 			return err_wrap("stats");
 		tensor *t = record_find(ranges, s->name);
@@ -324,4 +344,88 @@ int ranges_update(record *ranges, const record *stats)
 	cJSON_DeleteItemFromObjectCaseSensitive(ranges->meta, "batches");
 	cJSON_AddNumberToObject(ranges->meta, "batches", (double)(n + 1));
 	return 0;
+}
+
+/* The parameter that takes a conv's bias correction: its BN's bias when folded, else
+ * its own bias; -1 for neither. Valid after a plan (folds). */
+static int bias_param(const model *m, const gnode *nd)
+{
+	return nd->fold_bn ? (nd + 1)->pb : nd->pb;
+}
+
+record *model_bias_calib_forward(model *m, const float *input, float *const *outputs)
+{
+	if (!m->qapply)
+		return err_set("bias calibration: needs ranges"), NULL;
+	int *pos = malloc((size_t)m->nnodes * sizeof *pos);
+	if (!pos)
+		return err_set("out of memory"), NULL;
+	/* the float model, then the quantised one; the stats are the float pass's */
+	m->qmeans = 1;
+	m->qstats = 1;
+	m->qapply = 0;
+	m->folded_dirty = 1;
+	int rc = model_forward(m, input, outputs);
+	record *stats = rc == 0 ? model_stats_record(m) : NULL;
+	if (!stats)
+		rc = -1;
+	int np = 0;
+	for (int i = 0; rc == 0 && i < m->nnodes; i++) {
+		const gnode *nd = &m->nodes[i];
+		int p = nd->op == OP_CONV ? bias_param(m, nd) : -1;
+		if (p < 0)
+			continue;
+		int64_t s[1] = {nd->c};
+		tensor *t = add(stats, m->params_info[p].name, "mean_float", DT_F32, 1, s);
+		if (!t) {
+			rc = -1;
+			break;
+		}
+		memcpy(t->data, nd->cmean, (size_t)nd->c * sizeof(float));
+		pos[np++] = i;
+	}
+	m->qstats = 0;
+	m->qapply = 1;
+	m->folded_dirty = 1;
+	if (rc == 0)
+		rc = model_forward(m, input, outputs);
+	for (int k = 0; rc == 0 && k < np; k++) {
+		const gnode *nd = &m->nodes[pos[k]];
+		int64_t s[1] = {nd->c};
+		tensor *t = add(stats, m->params_info[bias_param(m, nd)].name, "mean_quant", DT_F32, 1, s);
+		if (!t)
+			rc = -1;
+		else
+			memcpy(t->data, nd->cmean, (size_t)nd->c * sizeof(float));
+	}
+	m->qmeans = 0;
+	free(pos);
+	if (rc < 0) {
+		record_free(stats);
+		return NULL;
+	}
+	return stats;
+}
+
+int bias_calib_update(record *params, const record *stats, int epoch)
+{
+	static const char suffix[] = ".mean_float";
+	int n = 0;
+	for (int k = 0; k < stats->ntensors; k++) {
+		const tensor *mf = &stats->tensors[k];
+		size_t len = strlen(mf->name), sl = sizeof suffix - 1;
+		if (len <= sl || strcmp(mf->name + len - sl, suffix))
+			continue;
+		char name[TENSOR_NAMELEN + 16];
+		snprintf(name, sizeof name, "%.*s.mean_quant", (int)(len - sl), mf->name);
+		const tensor *mq = record_find(stats, name);
+		snprintf(name, sizeof name, "%.*s", (int)(len - sl), mf->name);
+		tensor *b = record_find(params, name);
+		if (!mq || !b || b->dtype != DT_F32 || mf->dtype != DT_F32 || mq->dtype != DT_F32 ||
+		    tensor_numel(b) != tensor_numel(mf) || tensor_numel(mq) != tensor_numel(mf))
+			return err_set("stats: %s: no matching mean_quant or bias parameter '%s'", mf->name, name);
+		quant_bias_calibrate(b->data, (size_t)tensor_numel(b), mf->data, mq->data, epoch);
+		n++;
+	}
+	return n;
 }

@@ -13,7 +13,17 @@
 # trainval), ITERS (batches, default 1000 as TI's; the data repeats as needed), BATCH
 # (default the config's train.batch or 8), SIZE, AUG (train (default): the training
 # augmentation, as TI calibrates on training data; eval: plain resize), BITS (8), SEED,
-# THREADS, OUT (default RUN). Writes OUT/ranges.tns and OUT/qparams.tns.
+# THREADS, OUT (default RUN), BIAS_ITERS (default ITERS; 0: none).
+# Then TI's bias calibration, a loop like training's:
+#
+#   voc-decode | augment | tns head -n BIAS_ITERS | forward --stats --quant --bias-calib | calib-ranges
+#                                                     ^                                     |
+#                                                     +------ params + ranges fifo ---------+
+#
+# each batch runs float and quantised, and calib-ranges moves every conv's bias by
+# (mean_float - mean_quant) * 0.05 * 0.5^pass while the ranges keep averaging.
+# Writes OUT/ptq.tns (calibrated params + ranges: eval QUANTIZE=1 takes it),
+# OUT/ranges.tns and OUT/qparams.tns.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -52,8 +62,39 @@ for i in 0 1 2 3; do
 		exit 1
 	fi
 done
+bias_iters=${BIAS_ITERS:-$iters}
+final=$ckpt
+if [ "$bias_iters" -gt 0 ]; then
+	epochs=$(((bias_iters + per_epoch - 1) / per_epoch))
+	say "bias calibration over $bias_iters batches"
+	fifos=$(mktemp -d "${TMPDIR:-/tmp}/calibrate.XXXXXX")
+	trap 'rm -rf "$fifos"' EXIT
+	mkfifo "$fifos/params"
+	set +e
+	"$BIN/voc-decode" "$data" --split "$split" ${classes:+--classes "$classes"} --shuffle \
+		--seed "$((${SEED:-0} + 1))" --epochs "$epochs" |
+		"$BIN/augment" "--$aug" --config "$cfg_file" --batch "$batch" --seed "$((${SEED:-0} + 1))" \
+			${SIZE:+--size "$SIZE"} |
+		"$BIN/tns" head -n "$bias_iters" |
+		"$BIN/forward" --config "$cfg_file" --weights "$fifos/params" --stats --quant --bias-calib \
+			--bits "${BITS:-8}" ${THREADS:+--threads "$THREADS"} |
+		"$BIN/calib-ranges" --init "$out/ranges.tns.tmp" --weights "$ckpt" --params "$fifos/params" \
+			--save "$out/ptq.tns" >"$out/ranges2.tns.tmp"
+	status=("${PIPESTATUS[@]}")
+	set -e
+	for i in 0 1 2 3 4; do
+		st=${status[$i]}
+		if [ "$st" -ne 0 ] && { [ "$st" -ne 141 ] || [ "$i" -ge 3 ]; }; then
+			rm -f "$out"/*.tns.tmp
+			say "failed: bias calibration stage $((i + 1)) (exit $st)"
+			exit 1
+		fi
+	done
+	mv "$out/ranges2.tns.tmp" "$out/ranges.tns.tmp"
+	final=$out/ptq.tns
+fi
 mv "$out/ranges.tns.tmp" "$out/ranges.tns"
-"$BIN/fakequant" --config "$cfg_file" --weights "$ckpt" --ranges "$out/ranges.tns" --bits "${BITS:-8}" \
+"$BIN/fakequant" --config "$cfg_file" --weights "$final" --ranges "$out/ranges.tns" --bits "${BITS:-8}" \
 	>"$out/qparams.tns.tmp"
 mv "$out/qparams.tns.tmp" "$out/qparams.tns"
-say "wrote $out/ranges.tns ($("$BIN/tns" cat --json "$out/ranges.tns" | jq .meta.batches) batches) and $out/qparams.tns"
+say "wrote $([ "$final" != "$ckpt" ] && echo "$final, ")$out/ranges.tns ($("$BIN/tns" cat --json "$out/ranges.tns" | jq .meta.batches) batches) and $out/qparams.tns"

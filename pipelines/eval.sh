@@ -8,9 +8,10 @@
 # RUN/latest.tns), DATA, CLASSES, SPLIT (default the config's dataset.test_split or
 # test), SIZE, BATCH (default 8), NP (shards run side by side, default 1), THREADS,
 # MODE (11points or area), OUT (default RUN/eval).
-# QUANTIZE=1: the fake-quantised model (forward --quant, BITS default 8): a QAT
-# checkpoint carries its ranges, else RANGES (default RUN/ranges.tns, from
-# pipelines/calibrate.sh) is the PTQ; OUT defaults to RUN/eval_quant.
+# QUANTIZE=1: the fake-quantised model (forward --quant, BITS default 8). CKPT defaults
+# to RUN/ptq.tns when pipelines/calibrate.sh made one (bias-calibrated params and
+# ranges); a QAT checkpoint carries its ranges too; otherwise RANGES (default
+# RUN/ranges.tns) goes with CKPT. OUT defaults to RUN/eval_quant.
 # Writes OUT.json and OUT.txt (mmdet's table). With NP=N, N pipelines run on
 # --shard k/N and map-eval reads their dets together: the same mAP as one pipeline.
 set -euo pipefail
@@ -18,6 +19,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 load_config "${1:?usage: eval.sh CONFIG}"
 ckpt=${CKPT:-$run/latest.tns}
+if [ "${QUANTIZE:-0}" = 1 ] && [ -z "${CKPT:-}" ] && [ -f "$run/ptq.tns" ]; then
+	ckpt=$run/ptq.tns
+fi
 split=${SPLIT:-$(cfg .dataset.test_split test)}
 np=${NP:-1}
 quant=()

@@ -2,6 +2,7 @@
 #include <getopt.h>
 #include <string.h>
 
+#include "checkpoint.h"
 #include "model.h"
 #include "stream.h"
 #include "tool.h"
@@ -9,6 +10,7 @@
 static void usage(void)
 {
 	printf("usage: calib-ranges [--init RANGES] [--every N] [--batches N] < stats > ranges\n"
+	       "       calib-ranges --init RANGES --weights CKPT --params FIFO --save FILE [--batches N]\n"
 	       "\n"
 	       "Activation ranges as TI's quantisation calibrates them: each stats record (forward\n"
 	       "--stats: per quantisation point the range of one batch, 0.01%% of each tail trimmed\n"
@@ -20,6 +22,16 @@ static void usage(void)
 	       "  --init RANGES   continue from these ranges (and their batch count)\n"
 	       "  --every N       also write the ranges after every N stats records\n"
 	       "  --batches N     stop after N stats records (the stages before it then end too)\n"
+	       "\n"
+	       "PTQ bias calibration (TI's), with forward --stats --quant --bias-calib in a loop:\n"
+	       "calib-ranges owns the params and sends them, then the ranges, to --params before\n"
+	       "the first batch and after each stats record; each stats record's channel means\n"
+	       "correct the biases: bias += (mean_float - mean_quant) * 0.05 * 0.5^epoch (epoch\n"
+	       "of the batch's meta). At the end --save gets params and ranges (a checkpoint that\n"
+	       "forward --quant --weights reads), written atomically.\n"
+	       "  --weights CKPT  the float params (first params record)\n"
+	       "  --params FIFO   where params and ranges go\n"
+	       "  --save FILE     the calibrated params and ranges\n"
 	       "  -h, --help      this help\n"
 	       "\n"
 	       "In (kind \"stats\"): one f32[2] (min, max) per point, named by the point. Out (kind\n"
@@ -44,13 +56,16 @@ static record *read_init(const char *path)
 int main(int argc, char **argv)
 {
 	tool_init("calib-ranges");
-	enum { O_INIT = 256, O_EVERY, O_BATCHES };
+	enum { O_INIT = 256, O_EVERY, O_BATCHES, O_WEIGHTS, O_PARAMS, O_SAVE };
 	static const struct option lopts[] = {{"init", required_argument, 0, O_INIT},
 					      {"every", required_argument, 0, O_EVERY},
 					      {"batches", required_argument, 0, O_BATCHES},
+					      {"weights", required_argument, 0, O_WEIGHTS},
+					      {"params", required_argument, 0, O_PARAMS},
+					      {"save", required_argument, 0, O_SAVE},
 					      {"help", no_argument, 0, 'h'},
 					      {0}};
-	const char *init = NULL;
+	const char *init = NULL, *weights = NULL, *params_path = NULL, *save = NULL;
 	long every = 0, max_batches = 0;
 	int c;
 	opterr = 0;
@@ -59,6 +74,9 @@ int main(int argc, char **argv)
 		case O_INIT: init = optarg; break;
 		case O_EVERY: every = arg_long("--every", optarg, 1, 1L << 40); break;
 		case O_BATCHES: max_batches = arg_long("--batches", optarg, 1, 1L << 40); break;
+		case O_WEIGHTS: weights = optarg; break;
+		case O_PARAMS: params_path = optarg; break;
+		case O_SAVE: save = optarg; break;
 		case 'h': usage(); return 0;
 		case ':': usage_error("option '%s' needs an argument", argv[optind - 1]);
 		default: usage_error("unknown option '%s'", argv[optind - 1]);
@@ -66,11 +84,20 @@ int main(int argc, char **argv)
 	}
 	if (optind < argc)
 		usage_error("unexpected argument '%s'", argv[optind]);
+	if ((weights || params_path || save) && !(weights && params_path && save && init))
+		usage_error("bias calibration needs --init, --weights, --params and --save together");
 	refuse_terminal_stdout();
 
 	record *ranges = init ? read_init(init) : record_new("ranges");
 	if (!ranges)
 		die_err();
+	record *params = NULL;
+	stream_writer *pw = NULL;
+	if (weights) {
+		if (!(params = params_read(weights)) || !(pw = stream_open_write(params_path, STREAM_LEVEL_DEFAULT)) ||
+		    stream_write(pw, params) < 0 || stream_write(pw, ranges) < 0)
+			die_err();
+	}
 	stream_reader *in = stream_open_read("-");
 	stream_writer *out = stream_writer_new(stdout, "stdout", STREAM_LEVEL_DEFAULT);
 	if (!in || !out)
@@ -85,10 +112,16 @@ int main(int argc, char **argv)
 			record_free(r);
 			continue;
 		}
-		if (ranges_update(ranges, r) < 0) {
+		int corrected = params ? bias_calib_update(params, r, (int)meta_num(r, "epoch", 0)) : 0;
+		if (ranges_update(ranges, r) < 0 || corrected < 0) {
 			err_wrap("stdin: record %ld", stream_count(in));
 			die_err();
 		}
+		if (params && corrected == 0)
+			die("stdin: record %ld: stats without channel means (forward --bias-calib makes them)",
+			    stream_count(in));
+		if (pw && (stream_write(pw, params) < 0 || stream_write(pw, ranges) < 0))
+			die_err();
 		const char *cfg = meta_str(r, "config", NULL);
 		if (cfg && !meta_str(ranges, "config", NULL))
 			cJSON_AddStringToObject(ranges->meta, "config", cfg);
@@ -105,6 +138,12 @@ int main(int argc, char **argv)
 		die_err();
 	if (stream_close_write(out) < 0)
 		die_err();
+	if (params) {
+		record *both[2] = {params, ranges};
+		if (records_save(save, both, 2) < 0 || stream_close_write(pw) < 0)
+			die_err();
+		record_free(params);
+	}
 	stream_close_read(in);
 	record_free(ranges);
 	close_stdout();

@@ -35,6 +35,10 @@ static void usage(void)
 	       "  --stats         record every quantisation point's range in each batch: without\n"
 	       "                  --train a stats record replaces each pred record (for\n"
 	       "                  calib-ranges); with --train one precedes each grads record\n"
+	       "  --bias-calib    PTQ bias calibration (with --stats --quant, no --ranges): each\n"
+	       "                  batch runs float then quantised, and its stats record adds the\n"
+	       "                  channel means of every conv's output in both; params and\n"
+	       "                  ranges are read before every batch (calib-ranges --params)\n"
 	       "  --threads N     threads for the kernels and OpenBLAS (default: online CPUs or\n"
 	       "                  $TNS_THREADS)\n"
 	       "  --profile       time per layer type, and peak memory, on stderr at the end\n"
@@ -54,7 +58,7 @@ static void usage(void)
 
 typedef struct opts {
 	const char *config, *weights, *grad, *ranges;
-	int train, summary, init, profile, quant, stats;
+	int train, summary, init, profile, quant, stats, bias_calib;
 	long threads, size, bits;
 	unsigned long long seed;
 } opts;
@@ -160,7 +164,7 @@ int main(int argc, char **argv)
 {
 	tool_init("forward");
 	enum { O_CONFIG = 256, O_WEIGHTS, O_TRAIN, O_GRAD, O_THREADS, O_SUMMARY, O_PROFILE, O_INIT, O_SEED, O_SIZE,
-	       O_QUANT, O_RANGES, O_BITS, O_STATS };
+	       O_QUANT, O_RANGES, O_BITS, O_STATS, O_BIAS };
 	static const struct option lopts[] = {
 		{"config", required_argument, 0, O_CONFIG},   {"weights", required_argument, 0, O_WEIGHTS},
 		{"train", no_argument, 0, O_TRAIN},           {"grad", required_argument, 0, O_GRAD},
@@ -169,6 +173,7 @@ int main(int argc, char **argv)
 		{"seed", required_argument, 0, O_SEED},       {"size", required_argument, 0, O_SIZE},
 		{"quant", no_argument, 0, O_QUANT},           {"ranges", required_argument, 0, O_RANGES},
 		{"bits", required_argument, 0, O_BITS},       {"stats", no_argument, 0, O_STATS},
+		{"bias-calib", no_argument, 0, O_BIAS},
 		{"help", no_argument, 0, 'h'},                {0}};
 	opts o = {.bits = 8};
 	int c;
@@ -189,6 +194,7 @@ int main(int argc, char **argv)
 		case O_RANGES: o.ranges = optarg; break;
 		case O_BITS: o.bits = arg_long("--bits", optarg, 2, 16); break;
 		case O_STATS: o.stats = 1; break;
+		case O_BIAS: o.bias_calib = 1; break;
 		case 'h': usage(); return 0;
 		case ':': usage_error("option '%s' needs an argument", argv[optind - 1]);
 		default: usage_error("unknown option '%s'", argv[optind - 1]);
@@ -210,6 +216,8 @@ int main(int argc, char **argv)
 		usage_error("--ranges goes with --quant");
 	if ((o.summary || o.init) && (o.quant || o.stats))
 		usage_error("--quant and --stats are for running the network");
+	if (o.bias_calib && (!o.stats || !o.quant || o.ranges || o.train))
+		usage_error("--bias-calib goes with --stats --quant (ranges from --weights), without --train");
 
 	model *m = model_load(o.config);
 	if (!m)
@@ -267,7 +275,8 @@ int main(int argc, char **argv)
 			err_wrap("stdin: record %ld", stream_count(in));
 			die_err();
 		}
-		if (o.train || batches == 1) {
+		int per_batch = o.train || o.bias_calib; /* the owner answers every batch */
+		if (per_batch || batches == 1) {
 			step = next_params(m, &w, o.weights, batches, 0);
 			if (stream_ranges)
 				next_params(m, &w, o.weights, batches, 1);
@@ -282,11 +291,17 @@ int main(int argc, char **argv)
 		}
 		float *outs[4];
 		record *pred = model_pred_record(m, r, outs);
-		if (!pred || model_forward(m, img->data, outs) < 0) {
+		record *bstats = NULL;
+		if (!pred || (o.bias_calib ? !(bstats = model_bias_calib_forward(m, img->data, outs))
+					   : model_forward(m, img->data, outs) < 0)) {
 			err_wrap("stdin: record %ld", stream_count(in));
 			die_err();
 		}
-		if (o.stats && !o.train) {
+		if (bstats) {
+			record_free(pred);
+			pred = bstats;
+			copy_batch_meta(pred, r);
+		} else if (o.stats && !o.train) {
 			/* calibration: the stats replace the pred */
 			record_free(pred);
 			if (!(pred = model_stats_record(m)))
@@ -345,7 +360,7 @@ int main(int argc, char **argv)
 		die_err();
 	/* the optimizer answers the last grads with params nobody will use: take them, so
 	 * its write completes instead of meeting a closed FIFO */
-	for (int k = 0; o.train && w && k < 1 + stream_ranges; k++) {
+	for (int k = 0; (o.train || o.bias_calib) && w && k < 1 + stream_ranges; k++) {
 		record *last;
 		if (stream_read(w, &last) < 0) {
 			err_wrap("--weights");

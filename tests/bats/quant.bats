@@ -196,13 +196,22 @@ setup() {
 }
 
 @test "calibrate + eval QUANTIZE=1: PTQ ranges, qparams and a quantised mAP table" {
-	RUN=$T/r CKPT=$F/latest.tns ITERS=3 BATCH=4 run pipelines/calibrate.sh $CFG
+	RUN=$T/r CKPT=$F/latest.tns ITERS=3 BIAS_ITERS=0 BATCH=4 run pipelines/calibrate.sh $CFG
 	[ "$status" -eq 0 ]
 	[[ "$output" == *"wrote $T/r/ranges.tns (3 batches)"* ]]
-	[ -f "$T/r/qparams.tns" ] && ! ls "$T/r"/*.tmp 2>/dev/null
+	[ -f "$T/r/qparams.tns" ] && [ ! -e "$T/r/ptq.tns" ] && ! ls "$T/r"/*.tmp 2>/dev/null
 	RUN=$T/r CKPT=$F/latest.tns QUANTIZE=1 run pipelines/eval.sh $CFG
 	[ "$status" -eq 0 ]
 	[[ "$output" == *"| mAP "* ]] && [ -f "$T/r/eval_quant.json" ]
+	# with bias calibration (2 more batches, the ranges go on averaging): ptq.tns, which
+	# eval QUANTIZE=1 then takes
+	RUN=$T/r CKPT=$F/latest.tns ITERS=3 BIAS_ITERS=2 BATCH=4 run pipelines/calibrate.sh $CFG
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"wrote $T/r/ptq.tns, $T/r/ranges.tns (5 batches)"* ]]
+	! ls "$T/r"/*.tmp "$T/r"/.tmp* 2>/dev/null
+	RUN=$T/r QUANTIZE=1 run pipelines/eval.sh $CFG
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"checkpoint $T/r/ptq.tns"*"| mAP "* ]]
 	# a missing checkpoint or missing ranges are named
 	RUN=$T/none CKPT=$T/none.tns run pipelines/calibrate.sh $CFG
 	[ "$status" -eq 1 ]
@@ -213,7 +222,7 @@ setup() {
 }
 
 @test "train QUANTIZE=1: QAT runs, its checkpoints carry the ranges, a stopped run resumes bit-identically" {
-	RUN=$T/r CKPT=$F/latest.tns ITERS=3 BATCH=4 pipelines/calibrate.sh $CFG 2>/dev/null
+	RUN=$T/r CKPT=$F/latest.tns ITERS=3 BIAS_ITERS=0 BATCH=4 pipelines/calibrate.sh $CFG 2>/dev/null
 	q=(INIT=$F/latest.tns RANGES=$T/r/ranges.tns QUANTIZE=1 EPOCHS=2 BATCH=4)
 	run env "${q[@]}" RUN=$T/whole MAX_STEPS=6 pipelines/train.sh $CFG
 	[ "$status" -eq 0 ]
@@ -237,5 +246,49 @@ setup() {
 	[ "$status" -eq 1 ]
 	[[ "$output" == *"has activation ranges"*"add --quant"* ]]
 	run "$BIN/sgd-step" --config $CFG --init "$F/latest.tns" --quant </dev/null
+	[ "$status" -eq 2 ]
+}
+
+@test "bias calibration: forward --bias-calib gives channel means, calib-ranges moves the biases by TI's rule" {
+	"$BIN/calib-ranges" <"$S" >"$T/r.tns"
+	"$BIN/tns" head -n 1 "$F/latest.tns" | cat - "$T/r.tns" >"$T/w.tns"
+	"$BIN/tns" head -n 1 "$B" >"$T/b1.tns"
+	"$BIN/forward" --config $CFG --weights "$T/w.tns" --stats --quant --bias-calib <"$T/b1.tns" >"$T/st.tns"
+	run "$BIN/tns" ls "$T/st.tns"
+	[[ "$output" == *"stats"*"backbone.features.0.1.bias.mean_float"*"backbone.features.0.1.bias.mean_quant"* ]]
+	[[ "$output" == *"bbox_head.cls_convs.0.1.bias.mean_float"* ]]
+	"$BIN/calib-ranges" --init "$T/r.tns" --weights "$F/latest.tns" --params "$T/sent.tns" --save "$T/ptq.tns" \
+		<"$T/st.tns" >"$T/r2.tns"
+	"$PY" - "$T" <<-'EOF'
+	import sys
+	sys.path.insert(0, "tests")
+	import numpy as np, tnsfile
+	d = sys.argv[1]
+	(_, st, meta), = tnsfile.read(f"{d}/st.tns")
+	sent = list(tnsfile.read(f"{d}/sent.tns"))
+	assert [r[0] for r in sent] == ["params", "ranges", "params", "ranges"]
+	p0, p1 = sent[0][1], sent[2][1]
+	f = np.float32(0.05 * 0.5 ** meta.get("epoch", 0))
+	moved = 0
+	for k in st:
+	    if not k.endswith(".mean_float"):
+	        continue
+	    b = k[: -len(".mean_float")]
+	    want = p0[b] + (st[k] - st[b + ".mean_quant"]) * f
+	    assert (p1[b] == want).all(), b
+	    moved += int((p1[b] != p0[b]).any())
+	assert moved > 10, moved
+	# nothing else changed, and --save holds the last params and ranges
+	assert all((p1[k] == p0[k]).all() for k in p0 if k + ".mean_float" not in st)
+	saved = list(tnsfile.read(f"{d}/ptq.tns"))
+	assert [r[0] for r in saved] == ["params", "ranges"]
+	assert all((saved[0][1][k] == p1[k]).all() for k in p1)
+	EOF
+	# stats without means are refused in this mode
+	run "$BIN/calib-ranges" --init "$T/r.tns" --weights "$F/latest.tns" --params "$T/x.tns" --save "$T/x2.tns" <"$S"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"stats without channel means"* ]]
+	[ ! -e "$T/x2.tns" ]
+	run "$BIN/forward" --config $CFG --weights "$T/w.tns" --stats --bias-calib <"$T/b1.tns"
 	[ "$status" -eq 2 ]
 }
