@@ -101,8 +101,10 @@ void quant_act_backward(const float *x, const float *dy, size_t n, const qact *a
 
 void quant_batch_range(const float *x, size_t n, float out[2])
 {
+	/* counts and extrema are order-free: threads split the tensor, results are exact */
 	float mn = INFINITY, mx = -INFINITY;
 	size_t valid = 0;
+#pragma omp parallel for reduction(min : mn) reduction(max : mx) reduction(+ : valid) schedule(static) if (n >= 65536)
 	for (size_t i = 0; i < n; i++) {
 		if (isnan(x[i]))
 			continue;
@@ -119,14 +121,21 @@ void quant_batch_range(const float *x, size_t n, float out[2])
 		out[1] = mx;
 		return;
 	}
-	static _Thread_local size_t hist[QUANT_BINS];
-	memset(hist, 0, sizeof hist);
+	size_t hist[QUANT_BINS] = {0};
 	const double dmn = mn, w = ((double)mx - dmn) / QUANT_BINS;
-	for (size_t i = 0; i < n; i++) {
-		if (isnan(x[i]))
-			continue;
-		int b = (int)(((double)x[i] - dmn) / w);
-		hist[b < QUANT_BINS ? b : QUANT_BINS - 1]++;
+#pragma omp parallel if (n >= 65536)
+	{
+		size_t local[QUANT_BINS] = {0};
+#pragma omp for schedule(static)
+		for (size_t i = 0; i < n; i++) {
+			if (isnan(x[i]))
+				continue;
+			int b = (int)(((double)x[i] - dmn) / w);
+			local[b < QUANT_BINS ? b : QUANT_BINS - 1]++;
+		}
+#pragma omp critical
+		for (int b = 0; b < QUANT_BINS; b++)
+			hist[b] += local[b];
 	}
 	const size_t t = valid / QUANT_TRIM_DIV;
 	size_t cum = 0;

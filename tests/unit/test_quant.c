@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <omp.h>
+
 #include "check.h"
 #include "err.h"
 #include "fixture.h"
@@ -297,9 +299,29 @@ static void bias_split(void)
 	      q[1] == -8192);
 }
 
+/* Threads split big tensors: the range must not depend on how many. */
+static void range_threads(void)
+{
+	size_t n = 300000;
+	float *x = malloc(n * sizeof *x), r1[2], r2[2];
+	uint64_t st = 12345;
+	for (size_t i = 0; i < n; i++) {
+		st = st * 6364136223846793005ull + 1442695040888963407ull;
+		x[i] = (float)((double)(st >> 11) / 9007199254740992.0 - 0.3) * (i % 97 == 0 ? 40.0f : 1.0f);
+	}
+	omp_set_num_threads(1);
+	quant_batch_range(x, n, r1);
+	omp_set_num_threads(2);
+	quant_batch_range(x, n, r2);
+	CHECK_MSG(r1[0] == r2[0] && r1[1] == r2[1], "range with 1 and 2 threads: (%g, %g) vs (%g, %g)", r1[0], r1[1],
+		  r2[0], r2[1]);
+	free(x);
+}
+
 int main(void)
 {
 	bias_split();
+	range_threads();
 	const char *files[] = {"pow2_exp", "weight", "round", "act", "batch_range", "range_update", "fold_bn",
 			       "bias_calib"};
 	for (size_t i = 0; i < sizeof files / sizeof *files; i++)
