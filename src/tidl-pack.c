@@ -1,0 +1,234 @@
+/* tidl-pack: a trained model (float or quantised) as ONNX + TIDL's SSD meta-architecture
+ * prototxt, with a short summary on stdout. */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "checkpoint.h"
+#include "config.h"
+#include "detect.h"
+#include "model.h"
+#include "onnx_export.h"
+#include "stream.h"
+#include "tidl_prototxt.h"
+#include "tool.h"
+
+static void usage(void)
+{
+	printf("usage: tidl-pack --config FILE --weights CKPT [--quant [--ranges R] [--bits N]]\n"
+	       "                 [--onnx FILE] [--prototxt FILE] [options] > summary.txt\n"
+	       "\n"
+	       "Exports a model for TI's TIDL (docs/export.md): the network as ONNX (BN folded;\n"
+	       "quantised: power-of-2 weights and a Clip to each activation's power-of-2 range, as\n"
+	       "TI's QAT export) with one output per head conv and level (cls_k, reg_k), and the\n"
+	       "TIDLMetaArch \"ssd\" prototxt whose prior boxes are the training anchors (checked\n"
+	       "numerically). A summary of what was written goes to stdout.\n"
+	       "\n"
+	       "  --config FILE      pipeline config (\"model\", \"data\" sections)\n"
+	       "  --weights CKPT     params (the first params record: a checkpoint is fine)\n"
+	       "  --quant            export the quantised model; ranges from --ranges, else the\n"
+	       "                     ranges record of CKPT (a QAT checkpoint)\n"
+	       "  --ranges R         activation ranges (calib-ranges' output, make calibrate)\n"
+	       "  --bits N           8 (default) or 16\n"
+	       "  --onnx FILE        ONNX output (default model.onnx)\n"
+	       "  --prototxt FILE    meta-architecture output (default model.prototxt)\n"
+	       "  --opset N          11 (default) or 9 for older TIDL\n"
+	       "  --old-tidl         one prototxt `output` (older TIDL rejects the repeated field)\n"
+	       "  --size S           input size (default: the config's data.size)\n"
+	       "  --confidence X     detection_output_param.confidence_threshold (default 0.3)\n"
+	       "  --top-k N          nms_param.top_k (default 200)\n"
+	       "  --keep-top-k N     keep_top_k (default the config's model.test.max_per_img, 200)\n"
+	       "  --round            validation only, not for TIDL: quantised points also round to\n"
+	       "                     their grids in the graph, so ONNX Runtime computes forward --quant\n"
+	       "  -h, --help         this help\n");
+}
+
+/* The first record of kind in path, NULL if it has none (dies on a read error). */
+static record *first_of(const char *path, const char *opt, const char *kind)
+{
+	stream_reader *r = stream_open_read(path);
+	if (!r) {
+		err_wrap("%s", opt);
+		die_err();
+	}
+	record *rec = NULL;
+	int rc;
+	while ((rc = stream_read(r, &rec)) > 0 && strcmp(rec->kind, kind)) {
+		record_free(rec);
+		rec = NULL;
+	}
+	if (rc < 0) {
+		err_wrap("%s", opt);
+		die_err();
+	}
+	stream_close_read(r);
+	return rec;
+}
+
+static void print_summary(const model *m, const char *config, const char *weights, const char *ranges, int bits,
+			  const char *onnx, const onnx_info *oi, const char *prototxt, const tidl_ssd *s,
+			  double prior_diff, const data_config *dc)
+{
+	printf("model: %s (%s), weights %s, ", model_name(m), config, weights);
+	if (ranges)
+		printf("quantised to %d bits, ranges %s\n", bits, ranges);
+	else
+		printf("float\n");
+	printf("onnx: %s, opset %d (IR %lld), %d nodes, %d initializers, %lld weights, %d range Clips, %zu bytes\n",
+	       onnx, oi->opset, (long long)oi->ir_version, oi->nnodes, oi->ninitializers, (long long)oi->weights,
+	       oi->nclips, oi->bytes);
+	printf("input: input f32[%lld,%lld,%lld,%lld], %s, (pixel - mean) / std: mean %g %g %g, std %g %g %g\n",
+	       (long long)oi->input_shape[0], (long long)oi->input_shape[1], (long long)oi->input_shape[2],
+	       (long long)oi->input_shape[3], dc->to_rgb ? "RGB" : "BGR", dc->mean[0], dc->mean[1], dc->mean[2],
+	       dc->std[0], dc->std[1], dc->std[2]);
+	printf("outputs (NCHW; channel a*K+j is anchor a's value j):\n");
+	for (int k = 0; k < oi->noutputs; k++)
+		printf("  %-6s f32[%lld,%lld,%lld,%lld]\n", oi->output_name[k], (long long)oi->output_shape[k][0],
+		       (long long)oi->output_shape[k][1], (long long)oi->output_shape[k][2],
+		       (long long)oi->output_shape[k][3]);
+	printf("prototxt: %s, %d levels, num_classes %d (background %d), %s; prior boxes equal the anchors to "
+	       "%.3g px\n",
+	       prototxt, s->nlevels, s->num_classes, s->background_label_id,
+	       s->single_output ? "one output (old TIDL)" : "outputs dets, labels", prior_diff);
+	for (int k = 0; k < s->nlevels; k++) {
+		const tidl_prior *p = &s->prior[k];
+		printf("  level %d: %s %s, %dx%d, min_size %g max_size %g step %g ratios", k, s->class_input[k],
+		       s->box_input[k], p->feat_h, p->feat_w, p->min_size, p->max_size, p->step);
+		for (int i = 0; i < p->nratios; i++)
+			printf(" %g", p->ratio[i]);
+		printf("\n");
+	}
+	if (!ranges)
+		return;
+	printf("ranges (%d points: clip lo hi, fraction bits):\n", model_quant_points(m));
+	for (int p = 0; p < model_quant_points(m); p++) {
+		float lo, hi;
+		int frac;
+		if (onnx_point_clip(m, p, &lo, &hi, &frac) == 0)
+			printf("  %-40s %12.6g %12.6g %3d\n", model_quant_point_name(m, p), lo, hi, frac);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	tool_init("tidl-pack");
+	enum { O_CONFIG = 256, O_WEIGHTS, O_QUANT, O_RANGES, O_BITS, O_ONNX, O_PROTO, O_OPSET, O_OLD, O_SIZE, O_CONF,
+	       O_TOPK, O_KEEP, O_ROUND };
+	static const struct option lopts[] = {
+		{"config", required_argument, 0, O_CONFIG}, {"weights", required_argument, 0, O_WEIGHTS},
+		{"quant", no_argument, 0, O_QUANT},         {"ranges", required_argument, 0, O_RANGES},
+		{"bits", required_argument, 0, O_BITS},     {"onnx", required_argument, 0, O_ONNX},
+		{"prototxt", required_argument, 0, O_PROTO}, {"opset", required_argument, 0, O_OPSET},
+		{"old-tidl", no_argument, 0, O_OLD},        {"size", required_argument, 0, O_SIZE},
+		{"confidence", required_argument, 0, O_CONF}, {"top-k", required_argument, 0, O_TOPK},
+		{"keep-top-k", required_argument, 0, O_KEEP}, {"round", no_argument, 0, O_ROUND},
+		{"help", no_argument, 0, 'h'},              {0}};
+	const char *config = NULL, *weights = NULL, *ranges = NULL, *onnx = "model.onnx", *prototxt = "model.prototxt";
+	int quant = 0, old = 0, round_act = 0;
+	long bits = 8, opset = 11, size = 0, topk = 200, keep = 0;
+	double conf = 0.3;
+	int c;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":h", lopts, NULL)) != -1) {
+		switch (c) {
+		case O_CONFIG: config = optarg; break;
+		case O_WEIGHTS: weights = optarg; break;
+		case O_QUANT: quant = 1; break;
+		case O_RANGES: ranges = optarg; break;
+		case O_BITS: bits = arg_long("--bits", optarg, 2, 16); break;
+		case O_ONNX: onnx = optarg; break;
+		case O_PROTO: prototxt = optarg; break;
+		case O_OPSET:
+			opset = arg_long("--opset", optarg, 9, 11);
+			if (opset == 10)
+				usage_error("--opset: 9 or 11");
+			break;
+		case O_OLD: old = 1; break;
+		case O_SIZE: size = arg_long("--size", optarg, 1, 8192); break;
+		case O_CONF: conf = arg_double("--confidence", optarg, 0, 1); break;
+		case O_TOPK: topk = arg_long("--top-k", optarg, 1, 100000); break;
+		case O_KEEP: keep = arg_long("--keep-top-k", optarg, 1, 1000000); break;
+		case O_ROUND: round_act = 1; break;
+		case 'h': usage(); return 0;
+		case ':': usage_error("option '%s' needs an argument", argv[optind - 1]);
+		default: usage_error("unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		usage_error("unexpected argument '%s'", argv[optind]);
+	if (!config || !weights)
+		usage_error("--config and --weights are required");
+	if (ranges && !quant)
+		usage_error("--ranges goes with --quant");
+	if (round_act && !quant)
+		usage_error("--round goes with --quant");
+
+	model *m = model_load(config);
+	model_config mc;
+	data_config dc;
+	model_config_default(&mc);
+	data_config_default(&dc);
+	if (!m || model_config_load(&mc, config) < 0 || data_config_load(&dc, config) < 0)
+		die_err();
+	if (quant && model_quantize(m, (int)bits) < 0)
+		die_err();
+	record *p = params_read(weights);
+	if (!p || model_load_params(m, p) < 0) {
+		err_wrap("--weights %s", weights);
+		die_err();
+	}
+	record_free(p);
+	const char *from = NULL;
+	if (quant) {
+		from = ranges ? ranges : weights;
+		record *rg = first_of(from, ranges ? "--ranges" : "--weights", "ranges");
+		if (!rg)
+			die("--quant: %s has no ranges record (give --ranges from calib-ranges, or a QAT checkpoint)", from);
+		if (model_load_ranges(m, rg) < 0) {
+			err_wrap("%s %s", ranges ? "--ranges" : "--weights", from);
+			die_err();
+		}
+		record_free(rg);
+	}
+	for (int i = 0; i < 4; i++)
+		if (mc.coder.means[i] != 0)
+			die("%s: model.bbox_coder.means must be 0 for caffe's CENTER_SIZE decoding", config);
+	int S = size ? (int)size : dc.size;
+	if (model_plan(m, 1, S, S, 0, 0) < 0)
+		die_err();
+
+	onnx_options oo = {.opset = (int)opset, .batch = 1, .round = round_act};
+	onnx_info oi;
+	if (onnx_export(m, &oo, onnx, &oi) < 0)
+		die_err();
+
+	tidl_ssd s = {.in_width = S, .in_height = S, .num_classes = model_num_classes(m) + 1,
+		      .background_label_id = model_num_classes(m), .nms_threshold = mc.test.nms_iou,
+		      .confidence_threshold = conf, .top_k = (int)topk,
+		      .keep_top_k = keep ? (int)keep : mc.test.max_per_img,
+		      .single_output = old};
+	double prior_diff;
+	if (tidl_priors(&mc.anchors, S, s.prior, &s.nlevels, &prior_diff) < 0)
+		die_err();
+	if (2 * s.nlevels != oi.noutputs)
+		die("%s: %d anchor levels for %d head outputs", config, s.nlevels, oi.noutputs);
+	for (int k = 0; k < s.nlevels; k++) {
+		s.class_input[k] = oi.output_name[k];
+		s.box_input[k] = oi.output_name[s.nlevels + k];
+		if (strncmp(s.class_input[k], "cls_", 4) || strncmp(s.box_input[k], "reg_", 4))
+			die("%s: head outputs %s, %s: expected cls_%d, reg_%d", config, s.class_input[k], s.box_input[k], k,
+			    k);
+	}
+	for (int i = 0; i < 4; i++)
+		s.variance[i] = mc.coder.stds[i];
+	FILE *f = fopen(prototxt, "w");
+	if (!f)
+		die("%s: %m", prototxt);
+	if (tidl_prototxt_write(f, &s) < 0 || fclose(f) != 0)
+		die("%s: write failed", prototxt);
+
+	print_summary(m, config, weights, from, (int)bits, onnx, &oi, prototxt, &s, prior_diff, &dc);
+	model_free(m);
+	close_stdout();
+	return 0;
+}
