@@ -1,0 +1,172 @@
+#!/usr/bin/env bats
+# tidl-pack and make export-tidl (pipelines/export.sh), validated by real consumers:
+# Debian's python3-onnx checker and ONNX Runtime (onnxruntime-node, tests/ort_run.js),
+# through tests/onnx_check.py. The reduced-width model on BCCD at 96x96
+# (tests/fixtures/pipeline/tiny_bccd.json), a few training steps, 8 test images.
+
+load helpers
+
+CFG=tests/fixtures/pipeline/tiny_bccd.json
+PY=/usr/bin/python3
+
+setup_file() {
+	cd "$ROOT"
+	export BIN THREADS=2
+	D=$BATS_FILE_TMPDIR
+	RUN=$D/float EPOCHS=1 MAX_STEPS=4 pipelines/train.sh $CFG 2>/dev/null
+	"$BIN/voc-decode" "$BCCD" --split test --classes configs/bccd.classes --limit 8 |
+		"$BIN/augment" --eval --config $CFG --batch 4 >"$D/batches.tns"
+	"$BIN/forward" --config $CFG --weights "$D/float/latest.tns" <"$D/batches.tns" >"$D/pred.tns"
+	"$BIN/forward" --config $CFG --weights "$D/float/latest.tns" --stats <"$D/batches.tns" |
+		"$BIN/calib-ranges" >"$D/ranges.tns"
+	# a QAT checkpoint holds params then ranges: the same records, concatenated
+	cat "$D/float/latest.tns" "$D/ranges.tns" >"$D/qat.tns"
+	"$BIN/forward" --config $CFG --weights "$D/float/latest.tns" --quant --ranges "$D/ranges.tns" \
+		<"$D/batches.tns" >"$D/qpred.tns"
+	"$BIN/fakequant" --config $CFG --weights "$D/float/latest.tns" --ranges "$D/ranges.tns" >"$D/qparams.tns"
+}
+
+setup() {
+	cd "$ROOT"
+	export BIN THREADS=2
+	D=$BATS_FILE_TMPDIR
+	T=$BATS_TEST_TMPDIR
+}
+
+@test "float export: the ONNX checker passes, ONNX Runtime equals forward, prototxt detections equal ssd-decode's" {
+	run "$BIN/tidl-pack" --config $CFG --weights "$D/float/latest.tns" --onnx "$T/m.onnx" \
+		--prototxt "$T/m.prototxt" --confidence 0.2 --top-k 100000 --keep-top-k 100000
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"float"*"opset 11"*"0 range Clips"* ]]
+	[[ "$output" == *"input f32[1,3,96,96]"*"cls_0  f32[1,16,12,12]"*"reg_5  f32[1,16,1,1]"* ]]
+	[[ "$output" == *"prior boxes equal the anchors"* ]]
+	run "$PY" tests/onnx_check.py check "$T/m.onnx" 11
+	[ "$status" -eq 0 ]
+	[[ "$output" == *'"checker": "ok"'*'"ops": ["Add", "Clip", "Conv", "Relu", "Resize"]'* ]]
+	# mmdet's decoding at the prototxt's settings: every anchor, score > 0.2, NMS 0.45, no
+	# cap (a barely trained model has many equal scores: a cap would cut among them)
+	"$BIN/ssd-decode" --config $CFG --score-thr 0.2 --nms-pre 0 --nms-iou 0.45 --max-per-img 100000 \
+		<"$D/pred.tns" >"$T/dets.tns"
+	run "$PY" tests/onnx_check.py compare "$T/m.onnx" --batches "$D/batches.tns" --pred "$D/pred.tns" \
+		--prototxt "$T/m.prototxt" --dets "$T/dets.tns"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$(jq '.cls.max_rel <= 1e-4 and .reg.max_rel <= 1e-4 and .dets.equal and .dets.count > 0' <<<"$output")" = true ]
+}
+
+@test "quantised export (QAT checkpoint): a Clip per point; with --round ONNX Runtime computes forward --quant" {
+	run "$BIN/tidl-pack" --config $CFG --weights "$D/qat.tns" --quant --onnx "$T/q.onnx" --prototxt "$T/q.prototxt"
+	[ "$status" -eq 0 ]
+	points=$("$BIN/tns" cat --json "$D/ranges.tns" | jq '.tensors | length')
+	[[ "$output" == *"quantised to 8 bits, ranges $D/qat.tns"*"$points range Clips"* ]]
+	[[ "$output" == *"ranges ($points points"*"input "*"bbox_head.reg_convs.5.1 "* ]]
+	run "$PY" tests/onnx_check.py check "$T/q.onnx" 11
+	[ "$status" -eq 0 ]
+	# the export TIDL gets only clips (TIDL rounds, in integers; ONNX Runtime does not):
+	# a few steps apart at most from the simulation, which rounds at every point
+	run "$PY" tests/onnx_check.py compare "$T/q.onnx" --batches "$D/batches.tns" --pred "$D/qpred.tns" \
+		--qparams "$D/qparams.tns" --max-steps 2
+	echo "$output"
+	[ "$status" -eq 0 ]
+	# with the rounding in the graph, the same weights and ranges give forward --quant's outputs
+	"$BIN/tidl-pack" --config $CFG --weights "$D/qat.tns" --quant --round --onnx "$T/qr.onnx" \
+		--prototxt "$T/qr.prototxt" >/dev/null
+	run "$PY" tests/onnx_check.py check "$T/qr.onnx" 11
+	[ "$status" -eq 0 ]
+	run "$PY" tests/onnx_check.py compare "$T/qr.onnx" --batches "$D/batches.tns" --pred "$D/qpred.tns" \
+		--qparams "$D/qparams.tns" --max-steps 1
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$(jq '.cls.equal_on_grid > 0.999 and .reg.equal_on_grid > 0.999' <<<"$output")" = true ]
+	# the ranges given apart: the same file
+	"$BIN/tidl-pack" --config $CFG --weights "$D/float/latest.tns" --quant --ranges "$D/ranges.tns" \
+		--onnx "$T/q2.onnx" --prototxt "$T/q2.prototxt" >/dev/null
+	cmp "$T/q.onnx" "$T/q2.onnx"
+}
+
+@test "opset 9 and old TIDL: Clip attributes, Upsample, one prototxt output" {
+	run "$BIN/tidl-pack" --config $CFG --weights "$D/qat.tns" --quant --opset 9 --old-tidl \
+		--onnx "$T/q9.onnx" --prototxt "$T/q9.prototxt"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"opset 9 (IR 4)"*"one output (old TIDL)"* ]]
+	run "$PY" tests/onnx_check.py check "$T/q9.onnx" 9
+	[ "$status" -eq 0 ]
+	[[ "$output" == *'"Upsample"'* ]]
+	[ "$(grep -c '^  output:' "$T/q9.prototxt")" -eq 1 ]
+	run "$PY" tests/onnx_check.py compare "$T/q9.onnx" --batches "$D/batches.tns" --pred "$D/qpred.tns" \
+		--qparams "$D/qparams.tns" --max-steps 2
+	[ "$status" -eq 0 ]
+}
+
+@test "prototxt: TIDL's SSD meta-architecture from the training anchors" {
+	"$BIN/tidl-pack" --config $CFG --weights "$D/float/latest.tns" --onnx "$T/m.onnx" --prototxt "$T/m.prototxt" \
+		>/dev/null
+	p=$T/m.prototxt
+	[ "$(head -2 "$p")" = $'name: "ssd"\ncaffe_ssd {' ]
+	[ "$(grep -c 'box_input: "reg_' "$p")" -eq 6 ]
+	[ "$(grep -c 'class_input: "cls_' "$p")" -eq 6 ]
+	[ "$(grep -c 'prior_box_param {' "$p")" -eq 6 ]
+	[ "$(grep -c '^  output:' "$p")" -eq 2 ]
+	grep -q '^  in_width: 96$' "$p"
+	grep -q '^    num_classes: 4$' "$p"
+	grep -q '^    background_label_id: 3$' "$p"
+	[ "$(grep -A3 'nms_param {' "$p" | tr -d ' \n')" = "nms_param{nms_threshold:0.45top_k:200}" ]
+	grep -q '^    keep_top_k: 200$' "$p"
+	grep -q '^    share_location: true$' "$p"
+	grep -q '^    code_type: CENTER_SIZE$' "$p"
+	grep -q '^    confidence_threshold: 0.3$' "$p"
+	grep -q '^  framework: "MMDetection"$' "$p"
+	# mmdet's sizes at 96: level 0 (4%, 10%) of S, then 10% .. in steps of 20%
+	[ "$(grep -A2 'prior_box_param' "$p" | grep -m2 -E 'min_size|max_size' | tr -d ' \n')" = "min_size:3.0max_size:9.0" ]
+	# the first level has ratio 2 only, the second 2 and 3
+	[ "$(awk '/prior_box_param/ { k++ } /aspect_ratio/ { a[k] = a[k] $2 } END { print a[1] "," a[2] }' "$p")" = "2,23" ]
+}
+
+@test "tidl-pack: bad inputs are clear errors" {
+	# params of another model
+	"$BIN/forward" --config tests/fixtures/model/tiny.json --init >"$T/p.tns"
+	run "$BIN/tidl-pack" --config configs/ssd_mobilenet_fpn_bccd.json --weights "$T/p.tns" --onnx "$T/x.onnx"
+	[ "$status" -eq 1 ]
+	[[ "$output" == "tidl-pack: --weights $T/p.tns: "* ]]
+	[ ! -e "$T/x.onnx" ]
+	# a float checkpoint has no ranges
+	run "$BIN/tidl-pack" --config $CFG --weights "$D/float/latest.tns" --quant --onnx "$T/x.onnx"
+	[ "$status" -eq 1 ]
+	[[ "$output" == "tidl-pack: --quant: $D/float/latest.tns has no ranges record"* ]]
+	run "$BIN/tidl-pack" --config $CFG --weights "$T/missing.tns"
+	[ "$status" -eq 1 ]
+	[[ "$output" == "tidl-pack: --weights $T/missing.tns: "* ]]
+	run "$BIN/tidl-pack" --config $CFG --weights "$D/float/latest.tns" --onnx /nonexistent/m.onnx
+	[ "$status" -eq 1 ]
+	[[ "$output" == "tidl-pack: /nonexistent/m.onnx: No such file or directory" ]]
+	run "$BIN/tidl-pack" --config $CFG --weights "$D/float/latest.tns" --opset 10
+	[ "$status" -eq 2 ]
+	run "$BIN/tidl-pack" --config $CFG --weights "$D/float/latest.tns" --ranges "$D/ranges.tns"
+	[ "$status" -eq 2 ]
+	[[ "$output" == *"--ranges goes with --quant"* ]]
+	run "$BIN/tidl-pack" --config $CFG --weights "$D/float/latest.tns" --round
+	[ "$status" -eq 2 ]
+	run "$BIN/tidl-pack" --config $CFG
+	[ "$status" -eq 2 ]
+	run "$BIN/tidl-pack" --help
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"--quant"*"--opset"*"--old-tidl"* ]]
+}
+
+# make export-tidl is pipelines/export.sh with the make variables in its environment
+@test "export-tidl: model.onnx, model.prototxt and the summary in the run directory" {
+	cp -r "$D/float" "$T/run"
+	RUN=$T/run run pipelines/export.sh $CFG
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ -s "$T/run/model.onnx" ] && [ -s "$T/run/model.prototxt" ]
+	[[ "$(cat "$T/run/export.txt")" == *"onnx: $T/run/model.onnx, opset 11"* ]]
+	# quantised from a float checkpoint: no ranges yet is an error, make calibrate's are used
+	RUN=$T/run QUANTIZE=1 run pipelines/export.sh $CFG
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"has no ranges record"* ]]
+	cp "$D/ranges.tns" "$T/run/ranges.tns"
+	RUN=$T/run QUANTIZE=1 OPSET=9 run pipelines/export.sh $CFG
+	[ "$status" -eq 0 ]
+	[[ "$(cat "$T/run/export.txt")" == *"ranges $T/run/ranges.tns"*"opset 9"* ]]
+}
