@@ -502,7 +502,9 @@ static void plan_folds(model *m)
 			continue;
 		int bn = nd->nconsumers == 1 && i + 1 < m->nnodes && m->nodes[i + 1].op == OP_BN &&
 			 m->nodes[i + 1].in[0] == i;
-		if (!m->nqp && (m->train || !bn))
+		/* training folds only to quantise (QAT): stats alone keep BN training */
+		int quant = m->nqp && (!m->train || m->qapply);
+		if (!quant && (m->train || !bn))
 			continue;
 		nd->fold = 1;
 		nd->fold_bn = bn;

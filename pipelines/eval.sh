@@ -33,7 +33,7 @@ if [ "${QUANTIZE:-0}" = 1 ]; then
 		quant+=(--ranges "$ranges")
 	fi
 fi
-out=${OUT:-$run/eval$([ ${#quant[@]} -gt 0 ] && echo _quant)}
+out=${OUT:-$run/eval$([ ${#quant[@]} -eq 0 ] || echo _quant)}
 [ -n "$data" ] || { say "no data: set DATA or the config's dataset.root"; exit 2; }
 [ -f "$ckpt" ] || { say "$ckpt: no such checkpoint (train first, or set CKPT)"; exit 1; }
 mkdir -p "$run"
