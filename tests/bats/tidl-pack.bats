@@ -98,6 +98,24 @@ setup() {
 	[ "$status" -eq 0 ]
 }
 
+@test "odd feature sizes (80x80: the FPN upsamples 3x3 to 5x5): Resize by sizes; opset 9 refuses" {
+	C=tests/fixtures/model/tiny.json
+	"$BIN/forward" --config $C --init >"$T/p.tns"
+	"$BIN/voc-decode" "$BCCD" --split test --classes configs/bccd.classes --limit 2 |
+		"$BIN/augment" --eval --size 80 --batch 2 >"$T/b.tns"
+	"$BIN/forward" --config $C --weights "$T/p.tns" <"$T/b.tns" >"$T/pred.tns"
+	"$BIN/tidl-pack" --config $C --weights "$T/p.tns" --size 80 --onnx "$T/m.onnx" --prototxt "$T/m.prototxt" \
+		>/dev/null
+	run "$PY" tests/onnx_check.py check "$T/m.onnx" 11
+	[ "$status" -eq 0 ]
+	run "$PY" tests/onnx_check.py compare "$T/m.onnx" --batches "$T/b.tns" --pred "$T/pred.tns"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	run "$BIN/tidl-pack" --config $C --weights "$T/p.tns" --size 80 --opset 9 --onnx "$T/m9.onnx"
+	[ "$status" -eq 1 ]
+	[[ "$output" == "tidl-pack: neck.top_down.2.upsample: opset 9: upsampling 3x3 to 5x5 is no integer factor"* ]]
+}
+
 @test "prototxt: TIDL's SSD meta-architecture from the training anchors" {
 	"$BIN/tidl-pack" --config $CFG --weights "$D/float/latest.tns" --onnx "$T/m.onnx" --prototxt "$T/m.prototxt" \
 		>/dev/null
