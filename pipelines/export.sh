@@ -6,14 +6,18 @@
 #
 # usage: pipelines/export.sh CONFIG
 # environment (all optional): BIN, RUN (default runs/<config name>), CKPT (default
-# RUN/latest.tns), QUANTIZE=1 (the quantised model: ranges from RANGES, else the
-# checkpoint's own (QAT), else RUN/ranges.tns (make calibrate)), BITS (8), OPSET (11, or
+# RUN/latest.tns; with QUANTIZE=1 RUN/ptq.tns when make calibrate made one: its
+# bias-calibrated params and ranges), QUANTIZE=1 (the quantised model: ranges from
+# RANGES, else the checkpoint's own (QAT, ptq.tns), else RUN/ranges.tns), BITS (8), OPSET (11, or
 # 9 for older TIDL), OLD_TIDL=1 (one prototxt output), SIZE, OUT (default RUN).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 load_config "${1:?usage: export.sh CONFIG}"
 ckpt=${CKPT:-$run/latest.tns}
+if [ "${QUANTIZE:-0}" = 1 ] && [ -z "${CKPT:-}" ] && [ -f "$run/ptq.tns" ]; then
+	ckpt=$run/ptq.tns
+fi
 out=${OUT:-$run}
 [ -f "$ckpt" ] || { say "$ckpt: no such checkpoint (train first, or set CKPT)"; exit 1; }
 quant=()

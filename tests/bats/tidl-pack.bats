@@ -188,4 +188,9 @@ setup() {
 	RUN=$T/run QUANTIZE=1 OPSET=9 run pipelines/export.sh $CFG
 	[ "$status" -eq 0 ]
 	[[ "$(cat "$T/run/export.txt")" == *"ranges $T/run/ranges.tns"*"opset 9"* ]]
+	# make calibrate's bias-calibrated ptq.tns (params + ranges) comes first, as for eval
+	cp "$D/qat.tns" "$T/run/ptq.tns"
+	RUN=$T/run QUANTIZE=1 run pipelines/export.sh $CFG
+	[ "$status" -eq 0 ]
+	[[ "$(cat "$T/run/export.txt")" == *"weights $T/run/ptq.tns, quantised to 8 bits, ranges $T/run/ptq.tns"* ]]
 }
