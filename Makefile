@@ -85,9 +85,9 @@ calibrate: all
 	$(RUN_ENV) pipelines/calibrate.sh configs/$(PIPELINE).json
 
 # TIDL export -> RUN/model.onnx, RUN/model.prototxt, RUN/export.txt (pipelines/export.sh,
-# docs/export.md): the float model of CKPT, or with QUANTIZE=1 the QAT/PTQ one (its ranges:
-# RANGES, the checkpoint's, else RUN/ranges.tns). OPSET=9 for older TIDL, OLD_TIDL=1 for
-# a prototxt with one output.
+# docs/export.md): the float model of CKPT, or with QUANTIZE=1 the QAT/PTQ one (CKPT, else
+# RUN/ptq.tns if calibrated; ranges: RANGES, the checkpoint's, else RUN/ranges.tns).
+# OPSET=9 for older TIDL, OLD_TIDL=1 for a prototxt with one output.
 export-tidl: all
 	$(RUN_ENV) OPSET=$(OPSET) OLD_TIDL=$(OLD_TIDL) pipelines/export.sh configs/$(PIPELINE).json
 
