@@ -1183,4 +1183,5 @@ void graph_free(model *m)
 	free(m->qstat);
 	free(m->qa);
 	free(m->cmeans);
+	free(m->fparams);
 }

@@ -93,6 +93,7 @@ struct model {
 	int qstats;                /* fq nodes record the batch range of their input */
 	int qmeans;                /* convs record their channel means (bias calibration) */
 	float *cmeans;             /* the convs' cmean storage */
+	float *fparams;            /* bias calibration: the float model's params, kept */
 	int *qnode;                /* [nqp] the fq node of each point */
 	float *qrange, *qstat;     /* [nqp][2] running ranges; the last forward's batch ranges */
 	qact *qa;                  /* [nqp] quantisers of the loaded ranges */

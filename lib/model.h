@@ -163,8 +163,9 @@ record *model_stats_record(const model *m);
  * "<point>.clip" f32[2]. Meta bits, config. Needs a plan (any shape). */
 record *model_qparams_record(model *m);
 
-/* PTQ bias calibration (TI's): the batch through the float model, then through the
- * quantised one (into outputs). Returns a "stats" record: the float pass's batch
+/* PTQ bias calibration (TI's): the batch through the float model (the params of the
+ * first call, kept: the uncorrected reference), then through the quantised one with
+ * the current params (into outputs). Returns a "stats" record: the float pass's batch
  * ranges, and per conv with a bias to correct "<param>.mean_float" and
  * "<param>.mean_quant", the channel means of the conv's folded output in either pass,
  * named by the parameter that takes the correction (its BN's bias when folded, else

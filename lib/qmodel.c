@@ -360,12 +360,23 @@ record *model_bias_calib_forward(model *m, const float *input, float *const *out
 	int *pos = malloc((size_t)m->nnodes * sizeof *pos);
 	if (!pos)
 		return err_set("out of memory"), NULL;
-	/* the float model, then the quantised one; the stats are the float pass's */
+	/* the float model as it was before any correction (else both passes move together
+	 * and the biases drift), then the quantised one; the stats are the float pass's */
+	if (!m->fparams) {
+		if (!(m->fparams = malloc(m->nfloats * sizeof(float)))) {
+			free(pos);
+			return err_set("out of memory"), NULL;
+		}
+		memcpy(m->fparams, m->params, m->nfloats * sizeof(float));
+	}
+	float *current = m->params;
+	m->params = m->fparams;
 	m->qmeans = 1;
 	m->qstats = 1;
 	m->qapply = 0;
 	m->folded_dirty = 1;
 	int rc = model_forward(m, input, outputs);
+	m->params = current;
 	record *stats = rc == 0 ? model_stats_record(m) : NULL;
 	if (!stats)
 		rc = -1;
