@@ -59,6 +59,11 @@ long stream_count(const stream_reader *s);
 const char *stream_name(const stream_reader *s);
 /* Largest decoded record accepted (default 2 GiB, or $TNS_MAX_RECORD bytes). */
 void stream_set_limit(stream_reader *s, size_t bytes);
+/* Records of kinds not in kinds (NULL-terminated, kept by the caller; NULL: every kind,
+ * the default) are read but not decoded: only their header is, so they come back with
+ * kind, meta and frame but no tensors, for stream_pass() (a tool in the training loop
+ * passing the 10 MB grads records on). Their data is checked by whoever decodes them. */
+void stream_decode_only(stream_reader *s, const char *const *kinds);
 /* Closes the file too if the reader opened it. */
 void stream_close_read(stream_reader *s);
 

@@ -113,6 +113,9 @@ int main(int argc, char **argv)
 	ssd_loss *l = ssd_loss_new(&m, &p, threads && *threads ? default_threads() : 1);
 	if (!in || !out || !l)
 		die_err();
+	/* forward's grads records (10 MB at 320) only pass through here: no decoding */
+	static const char *const decoded[] = {"pred", NULL};
+	stream_decode_only(in, decoded);
 	record *r;
 	int rc;
 	while ((rc = stream_read(in, &r)) > 0) {
