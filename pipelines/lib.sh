@@ -33,6 +33,14 @@ load_config() {
 	classes=${CLASSES:-$(cfg .dataset.classes "")}
 }
 
+# loop_level: the zstd level of the training loop's own streams (pred, grad, grads and
+# params: ~10 MB of floats each way per step at 320): TNS_LEVEL, else -1. Level 1 would
+# shrink them by ~10% at a third of the speed, on the loop's critical path
+# (docs/stream-format.md, "The cost of the pipes").
+loop_level() {
+	echo "${TNS_LEVEL:--1}"
+}
+
 # timed PIPELINE: the seconds one run of a shell pipeline (a string) takes, its output
 # discarded; a failing stage fails the call.
 timed() {

@@ -11,7 +11,8 @@
 # runs/<config name>), DATA, CLASSES, SPLIT (default: the config's dataset section),
 # EPOCHS, BATCH, SIZE, LR, SEED (default 0), THREADS, INIT (params file), PRETRAINED
 # (.pth), RESUME (auto: resume if RUN has a checkpoint (default), 0: start over, 1: must
-# resume), MAX_STEPS.
+# resume), MAX_STEPS, TNS_LEVEL (zstd level of forward, loss and sgd-step's streams and
+# checkpoints; default -1, see loop_level in lib.sh).
 # QUANTIZE=1 (or "quantize": true in the config): quantisation-aware training (QAT) of a
 # float run: RUN (the QAT run) defaults to runs/<name>_qat, INIT to runs/<name>/latest.tns, the
 # starting activation ranges RANGES to runs/<name>/ranges.tns (made by
@@ -87,14 +88,15 @@ exec 2> >(tee -a "$run/train.log" >&2)
 
 say "$name: $images images, batch $batch, $iters steps per epoch, $epochs epochs$([ "$quant" = 1 ] && echo ", quantisation-aware from $INIT") -> $run"
 stages=(voc-decode augment forward loss sgd-step)
+level=$(loop_level) # the loop's own streams: fast zstd (lib.sh)
 set +e
 "$BIN/voc-decode" "$data" --split "$split" ${classes:+--classes "$classes"} --shuffle --seed "$seed" \
 	--epochs "$epochs" "${decode_resume[@]}" |
 	"$BIN/augment" --train --config "$cfg_file" --batch "$batch" --seed "$seed" ${SIZE:+--size "$SIZE"} |
-	"$BIN/forward" --config "$cfg_file" --train --weights "$fifos/params" --grad "$fifos/grad" \
+	TNS_LEVEL=$level "$BIN/forward" --config "$cfg_file" --train --weights "$fifos/params" --grad "$fifos/grad" \
 		${THREADS:+--threads "$THREADS"} "${fwd_quant[@]}" |
-	"$BIN/loss" --config "$cfg_file" --grad "$fifos/grad" |
-	"$BIN/sgd-step" --config "$cfg_file" --run "$run" --params "$fifos/params" "${state[@]}" \
+	TNS_LEVEL=$level "$BIN/loss" --config "$cfg_file" --grad "$fifos/grad" |
+	TNS_LEVEL=$level "$BIN/sgd-step" --config "$cfg_file" --run "$run" --params "$fifos/params" "${state[@]}" \
 		--epochs "$epochs" --iters-per-epoch "$iters" --seed "$seed" ${lr:+--lr "$lr"} \
 		${MAX_STEPS:+--max-steps "$MAX_STEPS"}
 status=("${PIPESTATUS[@]}")
