@@ -4,80 +4,122 @@
 #      loss and its gradient, backward, SGD step with BN statistics, new params into the
 #      model; the same library calls as the tools, without the streams between them);
 #  (b) through the tool loop, wired as pipelines/train.sh wires it:
-#      cat batches | forward --train | loss | sgd-step, grads and params back on two FIFOs.
-# A step's time is (a) what bench_train_step prints, (b) the time between two params
-# records sent, from sgd-step's metrics.jsonl; the first WARMUP steps (planning, first
-# touch of the buffers) are left out. Runs alternate a, b, a, b, ... (REPS each) so load
-# from other jobs falls on both; a run's figure is BATCH / its median step time, and the
-# table shows the medians over runs and the loop's overhead: time per image of (b) over (a).
-# The losses of both must agree (same batches, same initial params): a check that both
-# did the same work.
+#      cat batches | forward --train | loss | sgd-step, grads and params back on two FIFOs,
+#      the three writing at the loop's zstd level (loop_level in lib.sh).
+# The two alternate step by step (bench_train_step relays the loop's params records from
+# sgd-step to forward and runs its own step k while the loop waits for params k; the
+# relay adds one pipe hop of ~1 ms to each loop step), so that the load of other jobs on
+# the machine falls on both alike. PACED=0 alternates whole runs instead, the loop
+# unchanged (its step time from sgd-step's metrics.jsonl): a, b, a, b, ...
+# The first WARMUP steps (planning, first touch of the buffers) are left out; a run's
+# figure is BATCH / its median step time, its overhead the median over its steps of
+# (b's time / a's time - 1); the table shows the medians over REPS runs. The losses of
+# both must agree (same batches, same initial params): both did the same work. Beside
+# them, the stream work the loop adds to a step (its records encoded and decoded once, in
+# memory; bench_train_step) and its share of an in-process step.
 # Usage: BIN=bin BENCH=build/bench pipelines/bench-loop.sh [DATA [CLASSES]]
 # Environment: CONFIG (configs/ssd_mobilenet_fpn_bccd.json), SIZES ("320 512"), BATCH (8),
-# STEPS (14; 512: STEPS_512, 8), WARMUP (2), REPS (3), THREADS (forward's), TNS_LEVEL.
+# STEPS (12; at 512 STEPS_512, 8), WARMUP (2), REPS (3), PACED (1), THREADS (forward's),
+# TNS_LEVEL (the loop's, loop_level).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 data=${1:-../shared/data/bccd} classes=${2:-configs/bccd.classes}
 BENCH=${BENCH:-build/bench}
 load_config "${CONFIG:-configs/ssd_mobilenet_fpn_bccd.json}"
-sizes=${SIZES:-320 512} batch=${BATCH:-8} warmup=${WARMUP:-2} reps=${REPS:-3}
+sizes=${SIZES:-320 512} batch=${BATCH:-8} warmup=${WARMUP:-2} reps=${REPS:-3} paced=${PACED:-1}
 [ -x "$BENCH/bench_train_step" ] || make -s "$BENCH/bench_train_step" >/dev/null
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-mkfifo "$tmp/params" "$tmp/grad"
+mkfifo "$tmp/params" "$tmp/grad" "$tmp/relayed"
 "$BIN/forward" --config "$cfg_file" --init --seed 1 >"$tmp/init.tns"
+level=$(loop_level)
 
-# steps_ips FILE: images/s at the median of the step times in FILE (one a line), warm-up left out.
-steps_ips() {
-	tail -n +$((warmup + 1)) "$1" | sort -g | awk -v b="$batch" '{ t[NR] = $1 } END { printf "%.3f", b / t[int((NR + 1) / 2)] }'
-}
-
-# in_process SIZE: run (a); step times to $tmp/a.steps, losses to $tmp/a.loss
-in_process() {
-	"$BENCH/bench_train_step" "$cfg_file" "$tmp/init.tns" "$tmp/batches.tns" "$warmup" >/dev/null 2>"$tmp/a.log" ||
-		{ cat "$tmp/a.log" >&2; return 1; }
-	sed -n 's/^step [0-9]*: \([0-9.]*\) s, loss \(.*\)/\1/p' "$tmp/a.log" >"$tmp/a.steps"
-	sed -n 's/^step [0-9]*: .*, loss \(.*\)/\1/p' "$tmp/a.log" | awk '{ printf "%.5g\n", $1 }' >"$tmp/a.loss"
-}
-
-# tool_loop STEPS: run (b) as train.sh wires it; step times to $tmp/b.steps, losses to $tmp/b.loss
+# tool_loop STEPS WEIGHTS: the loop as train.sh wires it, forward reading params from
+# WEIGHTS (the params FIFO, or the relay's); its log to $tmp/b.log
 tool_loop() {
 	rm -rf "$tmp/run"
 	cat "$tmp/batches.tns" |
-		"$BIN/forward" --config "$cfg_file" --train --weights "$tmp/params" --grad "$tmp/grad" \
+		TNS_LEVEL=$level "$BIN/forward" --config "$cfg_file" --train --weights "$2" --grad "$tmp/grad" \
 			${THREADS:+--threads "$THREADS"} |
-		"$BIN/loss" --config "$cfg_file" --grad "$tmp/grad" |
-		"$BIN/sgd-step" --config "$cfg_file" --run "$tmp/run" --params "$tmp/params" --init "$tmp/init.tns" \
-			--epochs 1 --iters-per-epoch "$1" --checkpoint-every 0 --log-every 0 --seed 1 2>"$tmp/b.log" ||
-		{ cat "$tmp/b.log" >&2; return 1; }
-	jq -r '.images / .images_per_s' "$tmp/run/metrics.jsonl" >"$tmp/b.steps"
+		TNS_LEVEL=$level "$BIN/loss" --config "$cfg_file" --grad "$tmp/grad" |
+		TNS_LEVEL=$level "$BIN/sgd-step" --config "$cfg_file" --run "$tmp/run" --params "$tmp/params" \
+			--init "$tmp/init.tns" --epochs 1 --iters-per-epoch "$1" --checkpoint-every 0 --log-every 0 \
+			--seed 1 2>"$tmp/b.log"
+}
+
+# in_process [FROM TO]: bench_train_step (relaying FROM to TO); its output to $tmp/a.out,
+# its step times to $tmp/a.steps (and the loop's to $tmp/b.steps), losses to $tmp/a.loss
+in_process() {
+	TNS_LEVEL=$level "$BENCH/bench_train_step" "$cfg_file" "$tmp/init.tns" "$tmp/batches.tns" "$warmup" "$@" \
+		>"$tmp/a.out" 2>"$tmp/a.log" || { cat "$tmp/a.log" >&2; return 1; }
+	sed -n 's/^step [0-9]*: \([0-9.]*\) s, .*/\1/p' "$tmp/a.log" >"$tmp/a.steps"
+	sed -n 's/^loop step [0-9]*: \([0-9.]*\) s/\1/p' "$tmp/a.log" >"$tmp/b.steps"
+	sed -n 's/^step [0-9]*: .*, loss \(.*\)/\1/p' "$tmp/a.log" | awk '{ printf "%.5g\n", $1 }' >"$tmp/a.loss"
+}
+
+# run STEPS: one run of both, paced or one after the other; step times in $tmp/{a,b}.steps
+run() {
+	if [ "$paced" = 1 ]; then
+		tool_loop "$1" "$tmp/relayed" &
+		local pid=$! f
+		if ! in_process "$tmp/params" "$tmp/relayed"; then
+			# a stage still blocked opening a FIFO gets a peer that goes away: EOF or EPIPE
+			for f in "$tmp/params" "$tmp/relayed" "$tmp/grad"; do
+				exec 3<>"$f" 3>&-
+			done
+			wait "$pid" || true
+			return 1
+		fi
+		wait "$pid" || { cat "$tmp/b.log" >&2; return 1; }
+	else
+		in_process
+		tool_loop "$1" "$tmp/params" || { cat "$tmp/b.log" >&2; return 1; }
+		jq -r '.images / .images_per_s' "$tmp/run/metrics.jsonl" >"$tmp/b.steps"
+	fi
 	jq -r '.loss' "$tmp/run/metrics.jsonl" | awk '{ printf "%.5g\n", $1 }' >"$tmp/b.loss"
 }
 
-printf 'bench-loop: %s, batch %d, %d CPUs, TNS_LEVEL %s, %d runs of each, alternating\n' "$cfg_file" "$batch" \
-	"$(nproc)" "${TNS_LEVEL:-default}" "$reps"
+# median: the median of the numbers on stdin (the lower middle one for an even count)
+median() {
+	sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+}
+
+# ips FILE: images/s at the median of the step times in FILE, warm-up left out
+ips() {
+	tail -n +$((warmup + 1)) "$1" | median | awk -v n="$batch" '{ printf "%.3f", n / $1 }'
+}
+
+# overhead: the median over the steps of b's time / a's time - 1, in percent
+overhead() {
+	paste "$tmp/a.steps" "$tmp/b.steps" | tail -n +$((warmup + 1)) | awk '{ print 100 * ($2 / $1 - 1) }' | median
+}
+
+printf 'bench-loop: %s, batch %d, %d CPUs, the loop'"'"'s streams at zstd level %s, %d runs, alternating %s\n' \
+	"$cfg_file" "$batch" "$(nproc)" "$level" "$reps" "$([ "$paced" = 1 ] && echo "every step" || echo runs)"
 summary=()
 for size in $sizes; do
-	steps=${STEPS:-14}
+	steps=${STEPS:-12}
 	[ "$size" -ge 512 ] && steps=${STEPS_512:-8}
 	"$BIN/voc-decode" "$data" --split trainval --classes "$classes" --limit $((steps * batch)) |
 		"$BIN/augment" --train --config "$cfg_file" --size "$size" --batch "$batch" --seed 1 >"$tmp/batches.tns"
 	printf '\nsize %d: %d steps, the first %d left out\n' "$size" "$steps" "$warmup"
-	a=() b=()
+	a=() b=() o=() w=()
 	for r in $(seq "$reps"); do
-		in_process
-		a+=("$(steps_ips "$tmp/a.steps")")
-		tool_loop "$steps"
-		b+=("$(steps_ips "$tmp/b.steps")")
+		run "$steps"
+		a+=("$(ips "$tmp/a.steps")") b+=("$(ips "$tmp/b.steps")") o+=("$(overhead)")
+		w+=("$(sed -n 's/^stream work per step: .* ms at level 1, \([0-9.]*\) ms at level .*/\1/p' "$tmp/a.out")")
 		same=yes
 		cmp -s "$tmp/a.loss" "$tmp/b.loss" || same="NO (the two did not compute the same steps)"
-		printf '  run %d: in-process %6.3f images/s, tool loop %6.3f images/s, same losses: %s\n' "$r" \
-			"${a[-1]}" "${b[-1]}" "$same"
+		printf '  run %d: in-process %6.3f images/s, tool loop %6.3f images/s, overhead %+6.1f%%, same losses: %s\n' \
+			"$r" "${a[-1]}" "${b[-1]}" "${o[-1]}" "$same"
 	done
-	ma=$(printf '%s\n' "${a[@]}" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
-	mb=$(printf '%s\n' "${b[@]}" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
-	summary+=("$(awk -v s="$size" -v a="$ma" -v b="$mb" \
-		'BEGIN { printf "%-6d %14.3f %14.3f %+9.1f%%", s, a, b, 100 * (a / b - 1) }')")
+	sed 's/^/  /' "$tmp/a.out" | tail -n 1
+	ma=$(printf '%s\n' "${a[@]}" | median) mw=$(printf '%s\n' "${w[@]}" | median)
+	summary+=("$(printf '%-6d %14.3f %14.3f %+9.1f%% %10.1f ms (%.1f%%)' "$size" "$ma" \
+		"$(printf '%s\n' "${b[@]}" | median)" "$(printf '%s\n' "${o[@]}" | median)" "$mw" \
+		"$(awk -v w="$mw" -v a="$ma" -v n="$batch" 'BEGIN { print w / 10 / (n / a) }')")")
 done
-printf '\n%-6s %14s %14s %10s   (images/s, medians over runs)\n' size in-process "tool loop" overhead
+printf '\n%-6s %14s %14s %10s %21s\n' size "in-process" "tool loop" overhead "stream work"
 printf '%s\n' "${summary[@]}"
+printf '(images/s and overhead: medians over the runs; stream work: the loop'"'"'s records encoded and decoded\n'
+printf 'once per step at level %s, in memory, and its share of the in-process step)\n' "$level"
