@@ -19,7 +19,7 @@ static const char *const op_names[OP_COUNT] = {
 /* Profile classes: the ops, with convs split into 1x1, depthwise and other. */
 enum { PROF_CONV1X1 = OP_COUNT, PROF_CONVDW };
 
-static int prof_class(const gnode *nd)
+int g_prof_class(const gnode *nd)
 {
 	if (nd->op != OP_CONV)
 		return nd->op;
@@ -782,6 +782,7 @@ void g_refold(model *m)
 		}
 	}
 	m->folded_dirty = 0;
+	m->fold_gen++;
 }
 
 /* The gradient of a folded conv's weights and bias (gw, gb) taken back to the conv's
@@ -988,7 +989,7 @@ int model_forward(model *m, const float *input, float *const *outputs)
 		if (forward_node(m, i) < 0)
 			return err_wrap("%s", m->nodes[i].name);
 		if (m->profile)
-			m->prof_fwd[prof_class(&m->nodes[i])] += omp_get_wtime() - t0;
+			m->prof_fwd[g_prof_class(&m->nodes[i])] += omp_get_wtime() - t0;
 	}
 	if (m->profile)
 		m->prof_calls++;
@@ -1133,7 +1134,7 @@ int model_backward(model *m, const float *const *doutputs, float *dinput)
 		if (backward_node(m, i) < 0)
 			rc = err_wrap("%s: backward", m->nodes[i].name);
 		if (m->profile)
-			m->prof_bwd[prof_class(&m->nodes[i])] += omp_get_wtime() - t0;
+			m->prof_bwd[g_prof_class(&m->nodes[i])] += omp_get_wtime() - t0;
 	}
 	return rc;
 }
@@ -1172,6 +1173,7 @@ const char *graph_op_name(enum op op)
 
 void graph_free(model *m)
 {
+	qexec_free(m->qx, m->nnodes);
 	free_plan(m);
 	free(m->nodes);
 	free(m->params_info);

@@ -98,6 +98,8 @@ struct model {
 	float *qrange, *qstat;     /* [nqp][2] running ranges; the last forward's batch ranges */
 	qact *qa;                  /* [nqp] quantisers of the loaded ranges */
 	long qbatches;             /* batches behind qrange */
+	long fold_gen;             /* g_refold() calls: forward --int8 rebuilds its integers */
+	struct qexec *qx;          /* forward --int8's plan (qexec.c) */
 	float *fgrad;              /* training a folded conv: gradient of its folded weights, bias */
 	size_t fgrad_floats;
 	int noutputs;
@@ -141,6 +143,9 @@ int g_shapes(model *m, int n, int h, int w);
 /* Consumer counts and last consumers of every node (after building or rewiring). */
 void g_count_consumers(model *m);
 const char *graph_op_name(enum op op);
+/* A node's profile class (an op, convs split into 1x1, depthwise, other). */
+int g_prof_class(const gnode *nd);
+void qexec_free(struct qexec *x, int nnodes);
 /* Folds (and with ranges loaded, quantises) every folded conv's weights and bias. */
 void g_refold(model *m);
 /* Frees what graph.c allocated (the plan, nodes, parameters). */

@@ -234,7 +234,7 @@ void concat_backward(float *const *dinps, const float *dout, const int *chans, i
 /* ---------------------------------------------------------------- nearest upsample */
 
 /* torch's nearest source index: floor(dst * scale) in float, scale = in / out. */
-static int nearest_src(int dst, int in, int out)
+int upsample_nearest_src(int dst, int in, int out)
 {
 	float scale = (float)in / (float)out;
 	int s = (int)floorf((float)dst * scale);
@@ -249,14 +249,14 @@ void upsample_nearest_forward(float *out, const float *inp, int n, int c, int h,
 		const float *x = inp + (size_t)p * h * w;
 		float *y = out + (size_t)p * oh * ow;
 		for (int oy = 0; oy < oh; oy++) {
-			const float *xr = x + (size_t)nearest_src(oy, h, oh) * w;
+			const float *xr = x + (size_t)upsample_nearest_src(oy, h, oh) * w;
 			float *yr = y + (size_t)oy * ow;
 			if (ow == 2 * w)
 				for (int ox = 0; ox < ow; ox++)
 					yr[ox] = xr[ox >> 1];
 			else
 				for (int ox = 0; ox < ow; ox++)
-					yr[ox] = xr[nearest_src(ox, w, ow)];
+					yr[ox] = xr[upsample_nearest_src(ox, w, ow)];
 		}
 	}
 }
@@ -270,10 +270,10 @@ void upsample_nearest_backward(float *dinp, const float *dout, int n, int c, int
 		const float *g = dout + (size_t)p * oh * ow;
 		memset(dx, 0, (size_t)h * w * sizeof(float));
 		for (int oy = 0; oy < oh; oy++) {
-			float *dr = dx + (size_t)nearest_src(oy, h, oh) * w;
+			float *dr = dx + (size_t)upsample_nearest_src(oy, h, oh) * w;
 			const float *gr = g + (size_t)oy * ow;
 			for (int ox = 0; ox < ow; ox++)
-				dr[nearest_src(ox, w, ow)] += gr[ox];
+				dr[upsample_nearest_src(ox, w, ow)] += gr[ox];
 		}
 	}
 }

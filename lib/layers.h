@@ -109,6 +109,8 @@ void concat_backward(float *const *dinps, const float *dout, const int *chans, i
 /* ---- nearest upsample, as F.interpolate(size=(oh, ow), mode='nearest') ---- */
 
 /* out [n,c,oh,ow], inp [n,c,h,w]; source index floor(dst * (float)in / out), as torch. */
+/* torch's nearest source index of dst (out values from in). */
+int upsample_nearest_src(int dst, int in, int out);
 void upsample_nearest_forward(float *out, const float *inp, int n, int c, int h, int w,
 			      int oh, int ow);
 /* dinp [n,c,h,w] (written) = sum of dout over each source pixel's copies. */

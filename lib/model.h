@@ -175,6 +175,12 @@ record *model_bias_calib_forward(model *m, const float *input, float *const *out
  * (quant_bias_calibrate); returns how many biases changed, or -1 (err). */
 int bias_calib_update(record *params, const record *stats, int epoch);
 
+/* Integer-only inference (forward --int8; lib/qexec.c, lib/qlayers.h): the quantised
+ * model (ranges loaded, 8 bits or fewer, an inference plan) on int8/uint8 activations,
+ * int8 weights and int32 accumulators; outputs as model_forward's, equal to the
+ * fake-quantised forward's. -1 (err) naming a layer without an integer kernel. */
+int model_forward_int8(model *m, const float *input, float *const *outputs);
+
 /* Running ranges (f32[2] per point, meta "batches") updated by one stats record
  * (quant_range_update, by name); ranges may start empty (no tensors, batches 0). */
 int ranges_update(record *ranges, const record *stats);

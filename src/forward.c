@@ -32,6 +32,9 @@ static void usage(void)
 	       "                  record must follow each params record of --weights\n"
 	       "  --ranges FILE   activation ranges (a ranges record, from calib-ranges)\n"
 	       "  --bits N        quantisation bits, 8 (default) or 16\n"
+	       "  --int8          the quantised model (as --quant, 8 bits) on integers only: int8\n"
+	       "                  activations and weights, int32 sums, power-of-2 shifts; outputs\n"
+	       "                  equal to --quant's (docs/quantisation.md)\n"
 	       "  --stats         record every quantisation point's range in each batch: without\n"
 	       "                  --train a stats record replaces each pred record (for\n"
 	       "                  calib-ranges); with --train one precedes each grads record\n"
@@ -58,7 +61,7 @@ static void usage(void)
 
 typedef struct opts {
 	const char *config, *weights, *grad, *ranges;
-	int train, summary, init, profile, quant, stats, bias_calib;
+	int train, summary, init, profile, quant, stats, bias_calib, int8;
 	long threads, size, bits;
 	unsigned long long seed;
 } opts;
@@ -164,7 +167,7 @@ int main(int argc, char **argv)
 {
 	tool_init("forward");
 	enum { O_CONFIG = 256, O_WEIGHTS, O_TRAIN, O_GRAD, O_THREADS, O_SUMMARY, O_PROFILE, O_INIT, O_SEED, O_SIZE,
-	       O_QUANT, O_RANGES, O_BITS, O_STATS, O_BIAS };
+	       O_QUANT, O_RANGES, O_BITS, O_STATS, O_BIAS, O_INT8 };
 	static const struct option lopts[] = {
 		{"config", required_argument, 0, O_CONFIG},   {"weights", required_argument, 0, O_WEIGHTS},
 		{"train", no_argument, 0, O_TRAIN},           {"grad", required_argument, 0, O_GRAD},
@@ -173,7 +176,7 @@ int main(int argc, char **argv)
 		{"seed", required_argument, 0, O_SEED},       {"size", required_argument, 0, O_SIZE},
 		{"quant", no_argument, 0, O_QUANT},           {"ranges", required_argument, 0, O_RANGES},
 		{"bits", required_argument, 0, O_BITS},       {"stats", no_argument, 0, O_STATS},
-		{"bias-calib", no_argument, 0, O_BIAS},
+		{"bias-calib", no_argument, 0, O_BIAS},       {"int8", no_argument, 0, O_INT8},
 		{"help", no_argument, 0, 'h'},                {0}};
 	opts o = {.bits = 8};
 	int c;
@@ -195,6 +198,7 @@ int main(int argc, char **argv)
 		case O_BITS: o.bits = arg_long("--bits", optarg, 2, 16); break;
 		case O_STATS: o.stats = 1; break;
 		case O_BIAS: o.bias_calib = 1; break;
+		case O_INT8: o.int8 = o.quant = 1; break;
 		case 'h': usage(); return 0;
 		case ':': usage_error("option '%s' needs an argument", argv[optind - 1]);
 		default: usage_error("unknown option '%s'", argv[optind - 1]);
@@ -212,6 +216,8 @@ int main(int argc, char **argv)
 		usage_error("--train and --grad go together");
 	if (o.weights && !strcmp(o.weights, "-"))
 		usage_error("--weights cannot be stdin (batches come there)");
+	if (o.int8 && (o.train || o.stats || o.bits > 8))
+		usage_error("--int8 is inference of an 8-bit model: no --train, --stats or --bits above 8");
 	if (o.ranges && !o.quant)
 		usage_error("--ranges goes with --quant");
 	if ((o.summary || o.init) && (o.quant || o.stats))
@@ -293,7 +299,7 @@ int main(int argc, char **argv)
 		record *pred = model_pred_record(m, r, outs);
 		record *bstats = NULL;
 		if (!pred || (o.bias_calib ? !(bstats = model_bias_calib_forward(m, img->data, outs))
-					   : model_forward(m, img->data, outs) < 0)) {
+					   : (o.int8 ? model_forward_int8 : model_forward)(m, img->data, outs) < 0)) {
 			err_wrap("stdin: record %ld", stream_count(in));
 			die_err();
 		}

@@ -292,3 +292,22 @@ setup() {
 	run "$BIN/forward" --config $CFG --weights "$T/w.tns" --stats --bias-calib <"$T/b1.tns"
 	[ "$status" -eq 2 ]
 }
+
+@test "forward --int8: outputs bit-equal to --quant's; inference of an 8-bit model only" {
+	"$BIN/calib-ranges" <"$S" >"$T/ranges.tns"
+	"$BIN/forward" --config $CFG --weights "$F/latest.tns" --quant --ranges "$T/ranges.tns" <"$B" >"$T/sim.tns"
+	"$BIN/forward" --config $CFG --weights "$F/latest.tns" --int8 --ranges "$T/ranges.tns" <"$B" >"$T/int.tns"
+	cmp "$T/sim.tns" "$T/int.tns"
+	# one thread: the same bytes
+	"$BIN/forward" --config $CFG --weights "$F/latest.tns" --int8 --ranges "$T/ranges.tns" --threads 1 <"$B" |
+		cmp - "$T/int.tns"
+	run "$BIN/forward" --config $CFG --weights "$F/latest.tns" --int8 --ranges "$T/ranges.tns" --bits 16 <"$B"
+	[ "$status" -eq 2 ]
+	[[ "$output" == "forward: --int8 is inference of an 8-bit model"* ]]
+	run "$BIN/forward" --config $CFG --weights "$F/latest.tns" --int8 --train --grad /dev/null <"$B"
+	[ "$status" -eq 2 ]
+	# without ranges there is nothing to run on integers
+	run "$BIN/forward" --config $CFG --weights "$F/latest.tns" --int8 <"$B"
+	[ "$status" -eq 1 ]
+	[[ "$output" == "forward: "*"ranges"* ]]
+}

@@ -28,6 +28,8 @@
  *   mask, a ReLU6 left in place or BN weights without their gradient through the fold
  *   move gradients by 1e-2 to 1 (see ref_qmodel.py). No BN batch statistics in the grads
  *   record; a second step on the same plan gives the same gradients bit for bit.
+ * - forward --int8 (model_forward_int8) on the inference plan: every output bit-equal
+ *   to the fake-quantised forward; refused on a training plan.
  * Run from the repository root. */
 #include <math.h>
 #include <stdint.h>
@@ -306,12 +308,29 @@ static void test_quantised(void)
 	CHECK_MSG(model_forward(m, img->data, inf.v) == 0, "%s", err_msg());
 	compare_outputs("inference vs the reference", &inf, NULL);
 
+	/* forward --int8: the same model on integers, bit-equal to the simulation */
+	outbuf i8;
+	out_alloc(m, &i8);
+	for (int i = 0; i < 2; i++)
+		memset(i8.v[i], 0xff, out_count(&i8, i) * sizeof(float)); /* NaNs: every value must be written */
+	CHECK_MSG(model_forward_int8(m, img->data, i8.v) == 0, "%s", err_msg());
+	for (int i = 0; i < 2; i++) {
+		size_t differ = 0;
+		for (size_t j = 0; j < out_count(&i8, i); j++)
+			differ += memcmp(&i8.v[i][j], &inf.v[i][j], sizeof(float)) != 0;
+		CHECK_MSG(differ == 0, "int8 output %d: %zu of %zu values differ from the simulation", i, differ,
+			  out_count(&i8, i));
+		printf("  int8 vs the simulation, output %d: %zu of %zu values differ\n", i, differ, out_count(&i8, i));
+	}
+	out_free(&i8);
+
 	/* QAT: the training plan, stats on */
 	CHECK_MSG(model_plan(m, n, S, S, 1, 1) == 0, "%s", err_msg());
 	model_set_stats(m, 1);
 	out_alloc(m, &o);
 	float *dimg = calloc((size_t)tensor_numel(img), sizeof(float));
 	CHECK_MSG(model_forward(m, img->data, o.v) == 0, "%s", err_msg());
+	CHECK(model_forward_int8(m, img->data, o.v) < 0); /* inference only */
 	compare_outputs("training vs the reference", &o, NULL);
 	compare_outputs("training vs inference", &o, &inf);
 	record *st = model_stats_record(m);

@@ -1,0 +1,354 @@
+/* qexec: the quantised model on integers (model_forward_int8; kernels in qlayers.c).
+ *
+ * Every quantisation point of the graph (the fq nodes model_quantize inserted) holds
+ * bytes with the point's frac; an upsample holds its input's. A point is computed from
+ * what produced it: a conv (with its folded BN and its ReLU/ReLU6, which the point's
+ * unsigned clip carries out), an add, a concat, a maxpool or the input image. The
+ * flattened outputs are dequantised to f32. Conv weights and biases are the simulation's
+ * own (graph.c's folded and quantised ones, times 2^frac: exact integers), so both
+ * paths run the same model. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <omp.h>
+
+#include "err.h"
+#include "graph.h"
+#include "qlayers.h"
+
+enum qkind { QK_NONE, QK_INPUT, QK_CONV, QK_ADD, QK_CONCAT, QK_MAXPOOL, QK_UPSAMPLE, QK_FLATTEN };
+
+typedef struct qnode {
+	enum qkind kind;
+	int src;                 /* QK_CONV: the conv node; others: the producer */
+	size_t off;              /* into qexec.act: this node's bytes (points, upsamples) */
+	int frac, sgn;
+	int32_t lo, hi;
+	qconv conv;
+	int8_t *weight;          /* QK_CONV: [k][rp] */
+	int64_t *bias, *gemm_bias;
+} qnode;
+
+struct qexec {
+	int n, h, w;             /* the plan it was made for */
+	long fold_gen;           /* the folded weights its integers come from */
+	qnode *q;                /* [nnodes] */
+	uint8_t *act;
+	uint8_t *ws;
+	size_t ws_bytes;
+};
+
+static size_t count(const gnode *nd)
+{
+	return (size_t)nd->n * nd->c * nd->h * nd->w;
+}
+
+void qexec_free(struct qexec *x, int nnodes)
+{
+	if (!x)
+		return;
+	for (int i = 0; x->q && i < nnodes; i++) {
+		free(x->q[i].weight);
+		free(x->q[i].bias);
+		free(x->q[i].gemm_bias);
+	}
+	free(x->q);
+	free(x->act);
+	free(x->ws);
+	free(x);
+}
+
+/* The conv behind point i (through its folded BN and activation), or -1. */
+static int conv_of(const model *m, int p, int *act)
+{
+	const gnode *nd = &m->nodes[p];
+	*act = nd->op == OP_RELU || nd->op == OP_RELU6;
+	if (*act)
+		nd = &m->nodes[p = nd->in[0]];
+	if (nd->op == OP_BN && nd->skip)
+		nd = &m->nodes[p = nd->in[0]];
+	return nd->op == OP_CONV && nd->fold ? p : -1;
+}
+
+/* What each node does; the bytes of every value. */
+static int classify(model *m, struct qexec *x, size_t *act_bytes)
+{
+	size_t off = 0;
+	for (int i = 0; i < m->nnodes; i++) {
+		gnode *nd = &m->nodes[i];
+		qnode *q = &x->q[i];
+		q->kind = QK_NONE;
+		q->src = nd->nin ? nd->in[0] : -1;
+		if (nd->op == OP_UPSAMPLE) {
+			if (x->q[q->src].kind == QK_NONE)
+				return err_set("%s: upsample of an unquantised value", nd->name);
+			q->kind = QK_UPSAMPLE;
+			q->frac = x->q[q->src].frac;
+			q->sgn = x->q[q->src].sgn;
+		} else if (nd->op == OP_FLATTEN) {
+			q->kind = QK_FLATTEN;
+			for (int j = 0; j < nd->nin; j++)
+				if (x->q[nd->in[j]].kind == QK_NONE)
+					return err_set("%s: output of an unquantised value", nd->name);
+			continue;
+		} else if (nd->op == OP_FQ) {
+			const qact *a = &m->qa[nd->qp];
+			const gnode *p = &m->nodes[q->src];
+			int act, conv = conv_of(m, q->src, &act);
+			q->frac = a->frac;
+			q->sgn = a->qmin < 0;
+			q->lo = a->qmin;
+			q->hi = a->qmax;
+			if (conv >= 0) {
+				if (act && q->sgn)
+					return err_set("%s: an activation into a signed point", nd->name);
+				q->kind = QK_CONV;
+				q->src = conv;
+			} else if (p->op == OP_INPUT) {
+				q->kind = QK_INPUT;
+			} else if (p->op == OP_ADD) {
+				q->kind = QK_ADD;
+			} else if (p->op == OP_CONCAT) {
+				q->kind = QK_CONCAT;
+			} else if (p->op == OP_MAXPOOL) {
+				q->kind = QK_MAXPOOL;
+			} else {
+				return err_set("%s: no integer kernel for %s", p->name, graph_op_name(p->op));
+			}
+			for (int j = 0; j < p->nin && q->kind != QK_INPUT && q->kind != QK_CONV; j++)
+				if (x->q[p->in[j]].kind == QK_NONE)
+					return err_set("%s: input %s is not quantised", p->name, m->nodes[p->in[j]].name);
+		} else {
+			continue;
+		}
+		q->off = off;
+		off += (count(nd) + 63) & ~(size_t)63;
+	}
+	*act_bytes = off;
+	return 0;
+}
+
+/* The integer weights and bias of point i's conv, from the simulation's folded ones. */
+static int make_conv(model *m, struct qexec *x, int i)
+{
+	qnode *q = &x->q[i];
+	const gnode *nd = &m->nodes[q->src], *in = &m->nodes[nd->in[0]];
+	const qnode *qin = &x->q[nd->in[0]];
+	const conv2d_desc *cd = &nd->cd;
+	qconv *d = &q->conv;
+	memset(d, 0, sizeof *d);
+	d->n = cd->n, d->c = cd->c, d->h = cd->h, d->w = cd->w, d->k = cd->k;
+	d->kh = cd->kh, d->kw = cd->kw, d->sh = cd->sh, d->sw = cd->sw, d->ph = cd->ph, d->pw = cd->pw;
+	d->dh = cd->dh, d->dw = cd->dw, d->groups = cd->groups;
+	d->in_sgn = qin->sgn;
+	d->r = d->c / d->groups * d->kh * d->kw;
+	d->rp = (d->r + 3) & ~3;
+	int accfrac = nd->wfrac + qin->frac;
+	if (qin->frac != nd->xfrac || nd->bfrac > accfrac)
+		return err_set("%s: input %s at frac %d, the conv expects %d (bias frac %d)", nd->name, in->name,
+			       qin->frac, nd->xfrac, nd->bfrac);
+	d->shift = accfrac - q->frac;
+	d->lo = q->lo;
+	d->hi = q->hi;
+	size_t k = (size_t)d->k;
+	if (!q->weight) {
+		q->weight = calloc(k * d->rp, 1);
+		q->bias = malloc(k * sizeof *q->bias);
+		q->gemm_bias = malloc(k * sizeof *q->gemm_bias);
+		if (!q->weight || !q->bias || !q->gemm_bias)
+			return err_set("out of memory");
+	}
+	const float *fw = m->folded + nd->foff, *fb = fw + ((m->params_info[nd->pw].count + 15) & ~(size_t)15);
+	for (size_t o = 0; o < k; o++) {
+		for (int j = 0; j < d->r; j++) {
+			float v = ldexpf(fw[o * d->r + j], nd->wfrac), r = rintf(v);
+			if (v != r || r < -128 || r > 127)
+				return err_set("%s: weight %g is not an 8-bit integer at frac %d", nd->name,
+					       (double)fw[o * d->r + j], nd->wfrac);
+			q->weight[o * d->rp + j] = (int8_t)r;
+		}
+		double b = ldexp(fb[o], nd->bfrac), r = rint(b);
+		if (b != r || fabs(r) > 2147483647.0)
+			return err_set("%s: bias %g is not an integer at frac %d", nd->name, (double)fb[o], nd->bfrac);
+		/* a 16-bit bias moved by at most 2 * 16 bits: within int64 */
+		int up = accfrac - nd->bfrac;
+		q->bias[o] = (int64_t)r * ((int64_t)1 << (up < 40 ? up : 40));
+	}
+	d->weight = q->weight;
+	d->bias = q->bias;
+	if (qconv_init(d, q->gemm_bias) < 0)
+		return err_wrap("%s", nd->name);
+	return 0;
+}
+
+static int prepare(model *m)
+{
+	struct qexec *x = m->qx;
+	if (!x || x->n != m->pn || x->h != m->ph || x->w != m->pw) {
+		qexec_free(x, m->nnodes);
+		if (!(x = m->qx = calloc(1, sizeof *x)) || !(x->q = calloc((size_t)m->nnodes, sizeof *x->q)))
+			return err_set("out of memory");
+		size_t bytes = 0;
+		if (classify(m, x, &bytes) < 0)
+			return -1;
+		if (!(x->act = malloc(bytes ? bytes : 1)))
+			return err_set("int8: out of memory for %zu bytes of activations", bytes);
+		x->n = m->pn, x->h = m->ph, x->w = m->pw;
+		x->fold_gen = -1;
+	}
+	if (m->folded_dirty && m->nfolded)
+		g_refold(m);
+	if (x->fold_gen == m->fold_gen)
+		return 0;
+	size_t ws = 0;
+	for (int i = 0; i < m->nnodes; i++) {
+		if (x->q[i].kind != QK_CONV)
+			continue;
+		if (make_conv(m, x, i) < 0)
+			return -1;
+		size_t b = qconv_workspace_size(&x->q[i].conv);
+		ws = b > ws ? b : ws;
+	}
+	if (ws > x->ws_bytes) {
+		free(x->ws);
+		if (!(x->ws = malloc(ws)))
+			return err_set("int8: out of memory for %zu bytes of workspace", ws);
+		x->ws_bytes = ws;
+	}
+	x->fold_gen = m->fold_gen;
+	return 0;
+}
+
+static void quantise_input(uint8_t *out, const float *in, size_t n, const qact *a)
+{
+#pragma omp parallel for schedule(static)
+	for (size_t o = 0; o < n; o += 4096) {
+		float y[4096];
+		int32_t q[4096];
+		size_t c = n - o < 4096 ? n - o : 4096;
+		quant_act(in + o, c, a, y, q);
+		for (size_t i = 0; i < c; i++)
+			out[o + i] = (uint8_t)q[i];
+	}
+}
+
+static void upsample(uint8_t *out, const uint8_t *in, const gnode *nd, const gnode *src)
+{
+	int h = src->h, w = src->w, oh = nd->h, ow = nd->w;
+#pragma omp parallel for schedule(static)
+	for (int p = 0; p < nd->n * nd->c; p++)
+		for (int oy = 0; oy < oh; oy++) {
+			const uint8_t *row = in + ((size_t)p * h + upsample_nearest_src(oy, h, oh)) * w;
+			uint8_t *o = out + ((size_t)p * oh + oy) * ow;
+			if (ow == 2 * w)
+				for (int ox = 0; ox < ow; ox++)
+					o[ox] = row[ox >> 1];
+			else
+				for (int ox = 0; ox < ow; ox++)
+					o[ox] = row[upsample_nearest_src(ox, w, ow)];
+		}
+}
+
+/* out [n, rows, K] from each input [n, A*K, h, w] dequantised (graph.c's flatten order) */
+static void flatten(float *out, const model *m, const gnode *nd)
+{
+	const struct qexec *x = m->qx;
+	int K = nd->c, rows = nd->h;
+	for (int j = 0, r0 = 0; j < nd->nin; j++) {
+		const gnode *s = &m->nodes[nd->in[j]];
+		const qnode *q = &x->q[nd->in[j]];
+		const uint8_t *v = x->act + q->off;
+		int C = s->c, hw = s->h * s->w, sgn = q->sgn;
+		float scale = ldexpf(1.0f, -q->frac);
+#pragma omp parallel for collapse(2) schedule(static)
+		for (int b = 0; b < nd->n; b++)
+			for (int p = 0; p < hw; p++) {
+				const uint8_t *vi = v + (size_t)b * C * hw + p;
+				float *o = out + ((size_t)b * rows + r0 + (size_t)p * (C / K)) * K;
+				for (int c = 0; c < C; c++) {
+					uint8_t u = vi[(size_t)c * hw];
+					o[c] = (float)(sgn ? (int32_t)(int8_t)u : (int32_t)u) * scale;
+				}
+			}
+		r0 += hw * (C / K);
+	}
+}
+
+static int run_node(model *m, int i, const float *input, float *const *outputs)
+{
+	struct qexec *x = m->qx;
+	const gnode *nd = &m->nodes[i];
+	qnode *q = &x->q[i];
+	uint8_t *out = x->act + q->off;
+	const gnode *p = q->src >= 0 ? &m->nodes[q->src] : NULL;
+	switch (q->kind) {
+	case QK_NONE:
+		return 0;
+	case QK_INPUT:
+		quantise_input(out, input, count(nd), &m->qa[nd->qp]);
+		return 0;
+	case QK_CONV:
+		qconv_forward(out, x->act + x->q[p->in[0]].off, x->ws, &q->conv);
+		return 0;
+	case QK_ADD: {
+		const qnode *a = &x->q[p->in[0]], *b = &x->q[p->in[1]];
+		qadd(out, x->act + a->off, a->sgn, a->frac, x->act + b->off, b->sgn, b->frac, count(nd), q->frac, q->lo,
+		     q->hi);
+		return 0;
+	}
+	case QK_CONCAT: {
+		size_t hw = (size_t)nd->h * nd->w;
+		for (int b = 0; b < nd->n; b++)
+			for (int j = 0, c0 = 0; j < p->nin; j++) {
+				const gnode *s = &m->nodes[p->in[j]];
+				const qnode *qs = &x->q[p->in[j]];
+				qrescale(out + ((size_t)b * nd->c + c0) * hw, x->act + qs->off + (size_t)b * s->c * hw, qs->sgn,
+					 (size_t)s->c * hw, qs->frac - q->frac, q->lo, q->hi);
+				c0 += s->c;
+			}
+		return 0;
+	}
+	case QK_MAXPOOL: {
+		const pool2d_desc *d = &p->pd;
+		const qnode *qs = &x->q[p->in[0]];
+		qmaxpool(out, x->act + qs->off, qs->sgn, d->n, d->c, d->h, d->w, d->kh, d->kw, d->sh, d->sw, d->ph, d->pw,
+			 d->oh, d->ow, qs->frac - q->frac, q->lo, q->hi);
+		return 0;
+	}
+	case QK_UPSAMPLE:
+		upsample(out, x->act + x->q[q->src].off, nd, p);
+		return 0;
+	case QK_FLATTEN:
+		for (int o = 0; o < m->noutputs; o++)
+			if (m->outputs[o] == i)
+				flatten(outputs[o], m, nd);
+		return 0;
+	}
+	return err_set("%s: unknown integer step", nd->name);
+}
+
+int model_forward_int8(model *m, const float *input, float *const *outputs)
+{
+	if (!m->planned || m->train)
+		return err_set("int8: the model needs an inference plan");
+	if (!m->qapply)
+		return err_set("int8: the model is not quantised (ranges loaded)");
+	if (m->qbits > 8)
+		return err_set("int8: %d-bit model: the integer path runs 8 bits or fewer", m->qbits);
+	if (prepare(m) < 0)
+		return err_wrap("int8");
+	for (int i = 0; i < m->nnodes; i++) {
+		const qnode *q = &m->qx->q[i];
+		double t0 = m->profile ? omp_get_wtime() : 0;
+		if (run_node(m, i, input, outputs) < 0)
+			return err_wrap("int8");
+		/* a point's time goes to what produced it */
+		if (m->profile && q->kind != QK_NONE)
+			m->prof_fwd[g_prof_class(&m->nodes[q->kind == QK_UPSAMPLE || q->kind == QK_FLATTEN ? i : q->src])] +=
+				omp_get_wtime() - t0;
+	}
+	if (m->profile)
+		m->prof_calls++;
+	return 0;
+}

@@ -1,0 +1,488 @@
+/* qlayers: integer kernels (qlayers.h). */
+#include "qlayers.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <omp.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+#include <immintrin.h>
+#define HAVE_VNNI 1
+#else
+#define HAVE_VNNI 0
+#endif
+
+#include "err.h"
+
+/* The GEMM form of a conv: C [k][p] = W [k][r] . B [r][p], B the input columns (im2col,
+ * or the input itself for a 1x1 stride-1 conv) packed 4 reduction rows at a time,
+ * [r/4][pixels][4] bytes, so that one vpdpbusd adds 4 products per int32 lane; a block
+ * of QC pixels is packed per task, then QM x QN tiles of C are summed in registers. */
+#define QM 6    /* rows (output channels) of a tile */
+#define QN 64   /* pixels of a tile: 4 vectors of 16 int32 */
+#define QC 256  /* pixels packed per task */
+
+/* The accumulators cannot overflow: |q_in| <= 255 (uint8, or int8 + 128), |w| <= 128, so
+ * a sum of r products stays below r * 2^15, within int32 for r < 2^16. */
+#define QMAX_R 65535
+
+/* What qrequant adds before shifting right. */
+static int32_t rounding(int shift)
+{
+	return shift > 0 && shift < 32 ? (int32_t)1 << (shift - 1) : 0;
+}
+
+/* out[i] = clamp((v[i] + add) >> shift, lo, hi): qrequant in int32, for callers that
+ * know v + add stays within it (add carries the rounding, rounding(shift)). */
+static void requant32(uint8_t *out, const int32_t *v, int n, int32_t add, int shift, int32_t lo, int32_t hi)
+{
+#pragma omp simd
+	for (int i = 0; i < n; i++) {
+		int32_t x = (v[i] + add) >> shift; /* arithmetic: floor, as gcc defines it */
+		x = x < lo ? lo : x;
+		out[i] = (uint8_t)(x > hi ? hi : x);
+	}
+}
+
+static int out_size(int in, int k, int s, int p, int d)
+{
+	return (in + 2 * p - d * (k - 1) - 1) / s + 1;
+}
+
+static size_t round_up(size_t n, size_t m)
+{
+	return (n + m - 1) / m * m;
+}
+
+int qconv_init(qconv *d, int64_t *gemm_bias)
+{
+	if (d->n < 1 || d->c < 1 || d->h < 1 || d->w < 1 || d->k < 1 || d->kh < 1 || d->kw < 1 || d->sh < 1 ||
+	    d->sw < 1 || d->ph < 0 || d->pw < 0 || d->dh < 1 || d->dw < 1 || d->groups < 1 || d->c % d->groups ||
+	    d->k % d->groups)
+		return err_set("qconv: bad geometry (c %d k %d kernel %dx%d groups %d)", d->c, d->k, d->kh, d->kw,
+			       d->groups);
+	d->oh = out_size(d->h, d->kh, d->sh, d->ph, d->dh);
+	d->ow = out_size(d->w, d->kw, d->sw, d->pw, d->dw);
+	if (d->oh < 1 || d->ow < 1)
+		return err_set("qconv: kernel larger than the padded input");
+	d->r = d->c / d->groups * d->kh * d->kw;
+	if (d->r > QMAX_R)
+		return err_set("qconv: reduction of %d values could overflow int32 (at most %d)", d->r, QMAX_R);
+	if (d->rp != (int)round_up((size_t)d->r, 4))
+		return err_set("qconv: weight rows of %d bytes, expected %d", d->rp, (int)round_up((size_t)d->r, 4));
+	d->depthwise = d->groups == d->c && d->groups == d->k;
+	d->nthreads = omp_get_max_threads();
+	d->gemm_bias = gemm_bias;
+	/* the int32 epilogue holds acc + bias + rounding below 2^31 */
+	int fast = (HAVE_VNNI || d->depthwise) && d->shift >= 0 && d->shift < 31;
+	for (int k = 0; k < d->k; k++) {
+		int64_t sum = 0, mag = 0;
+		for (int j = 0; j < d->r; j++) {
+			int w = d->weight[(size_t)k * d->rp + j];
+			sum += w;
+			mag += w < 0 ? -w : w;
+		}
+		int64_t b = d->bias[k] - (d->in_sgn && !d->depthwise ? 128 * sum : 0);
+		int64_t bound = mag * 255 + (b < 0 ? -b : b) + (fast ? rounding(d->shift) : 0);
+		if (bound >= INT32_MAX)
+			fast = 0;
+		gemm_bias[k] = b;
+	}
+	d->fast = fast;
+	return 0;
+}
+
+static size_t thread_bytes(const qconv *d)
+{
+	if (d->depthwise)
+		return round_up((size_t)d->h * d->w * sizeof(int16_t), 64) + round_up((size_t)d->ow * sizeof(int32_t), 64);
+	return round_up((size_t)d->rp * QC, 64) + QM * QN * sizeof(int32_t);
+}
+
+size_t qconv_workspace_size(const qconv *d)
+{
+	return (size_t)d->nthreads * thread_bytes(d) + 64;
+}
+
+/* ---------------------------------------------------------------- reference */
+
+static int32_t load(const uint8_t *x, size_t i, int sgn)
+{
+	return sgn ? (int32_t)(int8_t)x[i] : (int32_t)x[i];
+}
+
+void qconv_forward_ref(uint8_t *out, const uint8_t *inp, const qconv *d)
+{
+	int cg = d->c / d->groups, kg = d->k / d->groups;
+	for (int n = 0; n < d->n; n++)
+		for (int k = 0; k < d->k; k++) {
+			int g = k / kg;
+			for (int oy = 0; oy < d->oh; oy++)
+				for (int ox = 0; ox < d->ow; ox++) {
+					int64_t acc = 0;
+					for (int ci = 0; ci < cg; ci++)
+						for (int ky = 0; ky < d->kh; ky++)
+							for (int kx = 0; kx < d->kw; kx++) {
+								int iy = oy * d->sh - d->ph + ky * d->dh;
+								int ix = ox * d->sw - d->pw + kx * d->dw;
+								if (iy < 0 || iy >= d->h || ix < 0 || ix >= d->w)
+									continue;
+								size_t at = (((size_t)n * d->c + g * cg + ci) * d->h + iy) * d->w + ix;
+								int w = d->weight[(size_t)k * d->rp + (ci * d->kh + ky) * d->kw + kx];
+								acc += (int64_t)w * load(inp, at, d->in_sgn);
+							}
+					out[(((size_t)n * d->k + k) * d->oh + oy) * d->ow + ox] =
+						(uint8_t)qrequant(acc + d->bias[k], d->shift, d->lo, d->hi);
+				}
+		}
+}
+
+/* ---------------------------------------------------------------- GEMM form */
+
+/* dst [np][4] = the bytes of rows x, x + stride, x + 2 stride, x + 3 stride, ^ flip:
+ * 16 pixels at a time by two rounds of byte then word interleaving. */
+static void pack4(uint8_t *dst, const uint8_t *x, size_t stride, int np, uint8_t flip)
+{
+	const uint8_t *x1 = x + stride, *x2 = x1 + stride, *x3 = x2 + stride;
+	int p = 0;
+#if defined(__SSE2__)
+	const __m128i f = _mm_set1_epi8((char)flip);
+	for (; p + 16 <= np; p += 16) {
+		__m128i a = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(x + p)), f);
+		__m128i b = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(x1 + p)), f);
+		__m128i c = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(x2 + p)), f);
+		__m128i e = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(x3 + p)), f);
+		__m128i ab0 = _mm_unpacklo_epi8(a, b), ab1 = _mm_unpackhi_epi8(a, b);
+		__m128i ce0 = _mm_unpacklo_epi8(c, e), ce1 = _mm_unpackhi_epi8(c, e);
+		uint8_t *o = dst + 4 * p;
+		_mm_storeu_si128((__m128i *)o, _mm_unpacklo_epi16(ab0, ce0));
+		_mm_storeu_si128((__m128i *)(o + 16), _mm_unpackhi_epi16(ab0, ce0));
+		_mm_storeu_si128((__m128i *)(o + 32), _mm_unpacklo_epi16(ab1, ce1));
+		_mm_storeu_si128((__m128i *)(o + 48), _mm_unpackhi_epi16(ab1, ce1));
+	}
+#endif
+	for (; p < np; p++) {
+		dst[4 * p] = x[p] ^ flip;
+		dst[4 * p + 1] = x1[p] ^ flip;
+		dst[4 * p + 2] = x2[p] ^ flip;
+		dst[4 * p + 3] = x3[p] ^ flip;
+	}
+}
+
+/* bp [rp/4][QC][4] = the columns p0 .. p0+np of image n, group g (the input as uint8:
+ * signed values + 128, so padding is the zero point 128 for them), rows past r zero. */
+static void pack_columns(uint8_t *bp, const uint8_t *inp, const qconv *d, int n, int g, int p0, int np)
+{
+	int cg = d->c / d->groups, khw = d->kh * d->kw, hw = d->h * d->w;
+	uint8_t flip = d->in_sgn ? 0x80 : 0, zero = flip;
+	const uint8_t *x = inp + ((size_t)n * d->c + (size_t)g * cg) * hw;
+	int pointwise = khw == 1 && d->sh == 1 && d->sw == 1 && d->ph == 0 && d->pw == 0;
+	for (int r = 0; r < d->rp; r++) {
+		uint8_t *dst = bp + (size_t)(r >> 2) * QC * 4 + (r & 3);
+		if (r >= d->r) {
+			for (int p = 0; p < np; p++)
+				dst[4 * p] = 0;
+			continue;
+		}
+		int ci = r / khw, ky = r % khw / d->kw, kx = r % d->kw;
+		const uint8_t *xc = x + (size_t)ci * hw;
+		if (pointwise) {
+			if ((r & 3) == 0 && r + 4 <= d->r) {
+				pack4(dst, xc + p0, hw, np, flip);
+				r += 3;
+				continue;
+			}
+			const uint8_t *src = xc + p0;
+			for (int p = 0; p < np; p++)
+				dst[4 * p] = src[p] ^ flip;
+			continue;
+		}
+		for (int p = 0; p < np; p++) {
+			int oy = (p0 + p) / d->ow, ox = (p0 + p) % d->ow;
+			int iy = oy * d->sh - d->ph + ky * d->dh, ix = ox * d->sw - d->pw + kx * d->dw;
+			dst[4 * p] = iy < 0 || iy >= d->h || ix < 0 || ix >= d->w ? zero : xc[(size_t)iy * d->w + ix] ^ flip;
+		}
+	}
+}
+
+#if HAVE_VNNI
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+/* c [mr][QN] = a [mr][rp] . bp's QN columns from j (rp/4 groups of 4 bytes). */
+static ALWAYS_INLINE void tile_vnni(int32_t *c, const int8_t *a, int rp, const uint8_t *bp, const int mr)
+{
+	__m512i acc[QM][4];
+	for (int i = 0; i < mr; i++)
+		for (int v = 0; v < 4; v++)
+			acc[i][v] = _mm512_setzero_si512();
+	for (int r4 = 0; r4 < rp / 4; r4++) {
+		const uint8_t *b = bp + (size_t)r4 * QC * 4;
+		__m512i b0 = _mm512_loadu_si512(b), b1 = _mm512_loadu_si512(b + 64);
+		__m512i b2 = _mm512_loadu_si512(b + 128), b3 = _mm512_loadu_si512(b + 192);
+		for (int i = 0; i < mr; i++) {
+			int32_t w4;
+			memcpy(&w4, a + (size_t)i * rp + 4 * r4, 4);
+			__m512i av = _mm512_set1_epi32(w4);
+			acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], b0, av);
+			acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], b1, av);
+			acc[i][2] = _mm512_dpbusd_epi32(acc[i][2], b2, av);
+			acc[i][3] = _mm512_dpbusd_epi32(acc[i][3], b3, av);
+		}
+	}
+	for (int i = 0; i < mr; i++)
+		for (int v = 0; v < 4; v++)
+			_mm512_storeu_si512(c + i * QN + 16 * v, acc[i][v]);
+}
+
+static void tile(int32_t *c, const int8_t *a, int rp, const uint8_t *bp, int mr)
+{
+	switch (mr) {
+	case 6: tile_vnni(c, a, rp, bp, 6); break;
+	case 5: tile_vnni(c, a, rp, bp, 5); break;
+	case 4: tile_vnni(c, a, rp, bp, 4); break;
+	case 3: tile_vnni(c, a, rp, bp, 3); break;
+	case 2: tile_vnni(c, a, rp, bp, 2); break;
+	default: tile_vnni(c, a, rp, bp, 1); break;
+	}
+}
+
+/* out[t] = requant(c[t] + bias) for t < nv, in int32 (qconv_init checked the bound). */
+static void epilogue_fast(uint8_t *out, const int32_t *c, int nv, int32_t bias, const qconv *d)
+{
+	const __m512i b = _mm512_set1_epi32(bias + rounding(d->shift));
+	const __m512i lo = _mm512_set1_epi32(d->lo), hi = _mm512_set1_epi32(d->hi);
+	for (int t = 0; t < nv; t += 16) {
+		__mmask16 m = nv - t >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (nv - t)) - 1);
+		__m512i v = _mm512_add_epi32(_mm512_loadu_si512(c + t), b);
+		v = _mm512_min_epi32(_mm512_max_epi32(_mm512_srai_epi32(v, (unsigned)d->shift), lo), hi);
+		_mm512_mask_cvtepi32_storeu_epi8(out + t, m, v);
+	}
+}
+#else
+static void tile(int32_t *c, const int8_t *a, int rp, const uint8_t *bp, int mr)
+{
+	for (int i = 0; i < mr; i++) {
+		int32_t *ci = c + i * QN;
+		for (int t = 0; t < QN; t++)
+			ci[t] = 0;
+		for (int r4 = 0; r4 < rp / 4; r4++) {
+			const uint8_t *b = bp + (size_t)r4 * QC * 4;
+			const int8_t *ai = a + (size_t)i * rp + 4 * r4;
+			for (int t = 0; t < QN; t++)
+				ci[t] += ai[0] * b[4 * t] + ai[1] * b[4 * t + 1] + ai[2] * b[4 * t + 2] + ai[3] * b[4 * t + 3];
+		}
+	}
+}
+
+static void epilogue_fast(uint8_t *out, const int32_t *c, int nv, int32_t bias, const qconv *d)
+{
+	(void)out, (void)c, (void)nv, (void)bias, (void)d; /* qconv_init never picks it */
+}
+#endif
+
+static void gemm_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qconv *d)
+{
+	int kg = d->k / d->groups, P = d->oh * d->ow, blocks = (P + QC - 1) / QC;
+	int tasks = d->n * d->groups * blocks;
+	size_t tb = thread_bytes(d);
+	uint8_t *base = (uint8_t *)round_up((size_t)ws, 64);
+#pragma omp parallel for schedule(dynamic, 1)
+	for (int t = 0; t < tasks; t++) {
+		int blk = t % blocks, g = t / blocks % d->groups, n = t / blocks / d->groups;
+		int p0 = blk * QC, np = P - p0 < QC ? P - p0 : QC;
+		uint8_t *bp = base + (size_t)omp_get_thread_num() * tb;
+		int32_t *c = (int32_t *)(bp + round_up((size_t)d->rp * QC, 64));
+		pack_columns(bp, inp, d, n, g, p0, np);
+		for (int k0 = 0; k0 < kg; k0 += QM) {
+			int mr = kg - k0 < QM ? kg - k0 : QM, k = g * kg + k0;
+			const int8_t *a = d->weight + (size_t)k * d->rp;
+			for (int j = 0; j < np; j += QN) {
+				int nv = np - j < QN ? np - j : QN;
+				tile(c, a, d->rp, bp + (size_t)j * 4, mr);
+				for (int i = 0; i < mr; i++) {
+					uint8_t *o = out + (((size_t)n * d->k + k + i) * P + p0 + j);
+					const int32_t *ci = c + i * QN;
+					int64_t b = d->gemm_bias[k + i];
+					if (d->fast) {
+						epilogue_fast(o, ci, nv, (int32_t)b, d);
+						continue;
+					}
+					for (int q = 0; q < nv; q++)
+						o[q] = (uint8_t)qrequant(ci[q] + b, d->shift, d->lo, d->hi);
+				}
+			}
+		}
+	}
+}
+/* ---------------------------------------------------------------- depthwise */
+
+/* One plane per task: the input widened to int16 once, then each output row summed
+ * tap by tap over the columns where the tap lands inside (the compiler vectorises the
+ * column loops), then requantised. */
+static void depthwise_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qconv *d)
+{
+	int H = d->h, W = d->w, OW = d->ow, hw = H * W, ohw = d->oh * OW;
+	size_t tb = thread_bytes(d);
+	uint8_t *base = (uint8_t *)round_up((size_t)ws, 64);
+#pragma omp parallel for schedule(static)
+	for (int t = 0; t < d->n * d->c; t++) {
+		int ch = t % d->c;
+		int16_t *x = (int16_t *)(base + (size_t)omp_get_thread_num() * tb);
+		int32_t *acc = (int32_t *)((uint8_t *)x + round_up((size_t)hw * sizeof(int16_t), 64));
+		const uint8_t *src = inp + (size_t)t * hw;
+		if (d->in_sgn) {
+#pragma omp simd
+			for (int i = 0; i < hw; i++)
+				x[i] = (int8_t)src[i];
+		} else {
+#pragma omp simd
+			for (int i = 0; i < hw; i++)
+				x[i] = src[i];
+		}
+		const int8_t *wt = d->weight + (size_t)ch * d->rp;
+		int64_t bias = d->bias[ch];
+		uint8_t *o = out + (size_t)t * ohw;
+		for (int oy = 0; oy < d->oh; oy++) {
+			memset(acc, 0, (size_t)OW * sizeof *acc);
+			for (int ky = 0; ky < d->kh; ky++) {
+				int iy = oy * d->sh - d->ph + ky * d->dh;
+				if (iy < 0 || iy >= H)
+					continue;
+				const int16_t *row = x + (size_t)iy * W;
+				for (int kx = 0; kx < d->kw; kx++) {
+					int32_t wv = wt[ky * d->kw + kx];
+					int off = kx * d->dw - d->pw; /* ix = ox * sw + off */
+					int lo = off < 0 ? (-off + d->sw - 1) / d->sw : 0;
+					int hi = (W - 1 - off) < 0 ? 0 : (W - 1 - off) / d->sw + 1;
+					if (hi > OW)
+						hi = OW;
+					if (d->sw == 1) {
+#pragma omp simd
+						for (int ox = lo; ox < hi; ox++)
+							acc[ox] += wv * row[ox + off];
+					} else {
+						int sw = d->sw;
+#pragma omp simd
+						for (int ox = lo; ox < hi; ox++)
+							acc[ox] += wv * row[ox * sw + off];
+					}
+				}
+			}
+			uint8_t *orow = o + (size_t)oy * OW;
+			if (d->fast)
+				requant32(orow, acc, OW, (int32_t)bias + rounding(d->shift), d->shift, d->lo, d->hi);
+			else
+				for (int ox = 0; ox < OW; ox++)
+					orow[ox] = (uint8_t)qrequant(acc[ox] + bias, d->shift, d->lo, d->hi);
+		}
+	}
+}
+
+void qconv_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qconv *d)
+{
+	if (d->depthwise)
+		depthwise_forward(out, inp, ws, d);
+	else
+		gemm_forward(out, inp, ws, d);
+}
+
+/* ---------------------------------------------------------------- elementwise */
+
+#define PAR_MIN 65536
+
+
+/* x [n] bytes -> int32 */
+static void widen(int32_t *out, const uint8_t *x, int sgn, int n)
+{
+	if (sgn) {
+#pragma omp simd
+		for (int i = 0; i < n; i++)
+			out[i] = (int8_t)x[i];
+	} else {
+#pragma omp simd
+		for (int i = 0; i < n; i++)
+			out[i] = x[i];
+	}
+}
+
+#define CHUNK 4096
+
+void qrescale(uint8_t *out, const uint8_t *x, int x_sgn, size_t n, int shift, int32_t lo, int32_t hi)
+{
+	int fast = shift >= 0 && shift < 31;
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+	for (size_t o = 0; o < n; o += CHUNK) {
+		int c = n - o < CHUNK ? (int)(n - o) : CHUNK;
+		int32_t v[CHUNK];
+		widen(v, x + o, x_sgn, c);
+		if (fast)
+			requant32(out + o, v, c, rounding(shift), shift, lo, hi);
+		else
+			for (int i = 0; i < c; i++)
+				out[o + i] = (uint8_t)qrequant(v[i], shift, lo, hi);
+	}
+}
+
+void qadd(uint8_t *out, const uint8_t *a, int a_sgn, int fa, const uint8_t *b, int b_sgn, int fb, size_t n,
+	  int fo, int32_t lo, int32_t hi)
+{
+	int f = fa > fb ? fa : fb, sa = f - fa, sb = f - fb, shift = f - fo;
+	/* 8-bit values moved up by at most 2^21 and summed stay within int32 */
+	int fast = sa <= 21 && sb <= 21 && shift >= 0 && shift < 31;
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+	for (size_t o = 0; o < n; o += CHUNK) {
+		int c = n - o < CHUNK ? (int)(n - o) : CHUNK;
+		int32_t va[CHUNK], vb[CHUNK];
+		widen(va, a + o, a_sgn, c);
+		widen(vb, b + o, b_sgn, c);
+		if (fast) {
+#pragma omp simd
+			for (int i = 0; i < c; i++)
+				va[i] = va[i] * (1 << sa) + vb[i] * (1 << sb);
+			requant32(out + o, va, c, rounding(shift), shift, lo, hi);
+			continue;
+		}
+		for (int i = 0; i < c; i++) {
+			int64_t v = (int64_t)va[i] * ((int64_t)1 << (sa < 40 ? sa : 40)) +
+				    (int64_t)vb[i] * ((int64_t)1 << (sb < 40 ? sb : 40));
+			out[o + i] = (uint8_t)qrequant(v, shift, lo, hi);
+		}
+	}
+}
+
+void qmaxpool(uint8_t *out, const uint8_t *x, int x_sgn, int n, int c, int h, int w, int kh, int kw, int sh,
+	      int sw, int ph, int pw, int oh, int ow, int shift, int32_t lo, int32_t hi)
+{
+#pragma omp parallel for schedule(static) if ((size_t)n * c * h * w >= PAR_MIN)
+	for (int p = 0; p < n * c; p++) {
+		const uint8_t *xp = x + (size_t)p * h * w;
+		for (int oy = 0; oy < oh; oy++) {
+			int y0 = oy * sh - ph, y1 = y0 + kh;
+			y0 = y0 < 0 ? 0 : y0;
+			y1 = y1 > h ? h : y1;
+			for (int ox = 0; ox < ow; ox++) {
+				int x0 = ox * sw - pw, x1 = x0 + kw;
+				x0 = x0 < 0 ? 0 : x0;
+				x1 = x1 > w ? w : x1;
+				int32_t best = INT32_MIN;
+				for (int y = y0; y < y1; y++)
+					for (int xx = x0; xx < x1; xx++) {
+						int32_t v = load(xp, (size_t)y * w + xx, x_sgn);
+						best = v > best ? v : best;
+					}
+				out[((size_t)p * oh + oy) * ow + ox] = (uint8_t)qrequant(best, shift, lo, hi);
+			}
+		}
+	}
+}
+
+void qdequant(float *out, const uint8_t *x, int x_sgn, size_t n, int frac)
+{
+	float s = ldexpf(1.0f, -frac);
+	for (size_t i = 0; i < n; i++)
+		out[i] = (float)load(x, i, x_sgn) * s;
+}

@@ -1,0 +1,79 @@
+/* qlayers: the integer kernels of `forward --int8` (lib/qexec.c runs them over the graph).
+ *
+ * Values are 8-bit integers q with a power-of-2 scale: the real value is q * 2^-frac
+ * (quant.h). A tensor is int8 (signed points) or uint8 (points that are non-negative by
+ * construction); both are stored as bytes, the flag `sgn` says which. Weights are int8,
+ * biases int16 with their own frac (TIDL's bias split), accumulators int32.
+ *
+ * The one rounding rule, quant.h's for activations: a value v with frac f goes to frac
+ * g as floor(v * 2^(g-f) + 1/2), then saturates to the point's [qmin, qmax]: qrequant().
+ * The fake-quantised simulation (forward --quant) computes the same in f32, where every
+ * product and sum of an 8-bit model is exact while sums stay within 24 bits, so the two
+ * agree bit for bit (tests/unit/test_qlayers.c against the _ref loops here,
+ * tests/unit/test_qmodel.c against the simulation).
+ *
+ * Kernels never allocate, print or exit. The conv runs on AVX-512 VNNI (vpdpbusd:
+ * u8 x s8 in 4-byte groups, int32 sums) where the build has it, else on portable C. */
+#ifndef QLAYERS_H
+#define QLAYERS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* clamp(floor(v * 2^-shift + 1/2), lo, hi), exact for any shift. */
+static inline int32_t qrequant(int64_t v, int shift, int32_t lo, int32_t hi)
+{
+	if (shift > 0) {
+		/* callers' |v| < 2^61: a shift of 62 or more rounds it to 0 */
+		v = shift >= 62 ? 0 : (v + ((int64_t)1 << (shift - 1))) >> shift;
+	} else if (shift < 0 && v != 0) {
+		/* |v| * 2 or more: beyond any 32-bit clamp once |v| or the factor reaches 2^31 */
+		if (-shift >= 31 || v >= INT32_MAX || v <= INT32_MIN)
+			return v > 0 ? hi : lo;
+		v *= (int64_t)1 << -shift;
+	}
+	return v < lo ? lo : v > hi ? (int32_t)hi : (int32_t)v;
+}
+
+/* An integer conv2d with its requantisation into the next point. */
+typedef struct qconv {
+	int n, c, h, w;          /* input [n, c, h, w], int8 if in_sgn else uint8 */
+	int k, kh, kw, sh, sw, ph, pw, dh, dw, groups;
+	int oh, ow;              /* output [n, k, oh, ow] */
+	int in_sgn;
+	int r, rp;               /* reduction per group c/groups*kh*kw, rounded up to 4 */
+	const int8_t *weight;    /* [k][rp], zero past r */
+	const int64_t *bias;     /* [k] at the accumulator's scale (frac_w + frac_in) */
+	int shift;               /* frac_w + frac_in - frac_out */
+	int32_t lo, hi;          /* the output point's qmin, qmax */
+	/* filled by qconv_init */
+	int depthwise;
+	int fast;                /* the VNNI path with an int32 epilogue (see qconv_init) */
+	int64_t *gemm_bias;      /* [k] (caller's storage, qconv_init fills it): bias less
+				  * 128 * sum(weight) when the input is signed (the GEMM sees
+				  * it as uint8, q + 128) */
+	int nthreads;
+} qconv;
+
+/* Checks the geometry, picks the path, fills oh, ow, gemm_bias [k]. 0 or -1 (err). */
+int qconv_init(qconv *d, int64_t *gemm_bias);
+/* Bytes of workspace qconv_forward needs. */
+size_t qconv_workspace_size(const qconv *d);
+/* out [n, k, oh, ow] bytes from inp [n, c, h, w] bytes. */
+void qconv_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qconv *d);
+/* The naive loop nest, int64 sums: the oracle. */
+void qconv_forward_ref(uint8_t *out, const uint8_t *inp, const qconv *d);
+
+/* out[i] = requant(x[i] at frac fx into frac fo), [lo, hi]; out may equal x. */
+void qrescale(uint8_t *out, const uint8_t *x, int x_sgn, size_t n, int shift, int32_t lo, int32_t hi);
+/* out = requant(a * 2^(f - fa) + b * 2^(f - fb)), f = max(fa, fb), shift f - fo. */
+void qadd(uint8_t *out, const uint8_t *a, int a_sgn, int fa, const uint8_t *b, int b_sgn, int fb, size_t n,
+	  int fo, int32_t lo, int32_t hi);
+/* out [n, c, oh, ow]: the maximum of each window of x [n, c, h, w] (padding never wins),
+ * requantised by shift. */
+void qmaxpool(uint8_t *out, const uint8_t *x, int x_sgn, int n, int c, int h, int w, int kh, int kw, int sh,
+	      int sw, int ph, int pw, int oh, int ow, int shift, int32_t lo, int32_t hi);
+/* x [n] integers at frac -> f32 q * 2^-frac */
+void qdequant(float *out, const uint8_t *x, int x_sgn, size_t n, int frac);
+
+#endif

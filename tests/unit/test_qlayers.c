@@ -1,0 +1,202 @@
+/* test_qlayers: the integer kernels of forward --int8 (lib/qlayers.c) against their
+ * naive loops: qrequant against the rounding rule computed in exact arithmetic, the conv
+ * (GEMM form, VNNI where built, and depthwise) against qconv_forward_ref over odd
+ * geometries (strides, padding, dilation, groups, channel counts that fill no tile,
+ * reductions not a multiple of 4, signed and unsigned inputs, shifts of every sign),
+ * and add, rescale and maxpool against qrequant per value. Every comparison is exact. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <omp.h>
+
+#include "check.h"
+#include "err.h"
+#include "qlayers.h"
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+static uint32_t next(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return (uint32_t)(rng >> 11);
+}
+
+static int uniform(int lo, int hi)
+{
+	return lo + (int)(next() % (uint32_t)(hi - lo + 1));
+}
+
+/* floor(v / 2^shift + 1/2) clamped, in long double (exact for these magnitudes) */
+static int32_t requant_exact(int64_t v, int shift, int32_t lo, int32_t hi)
+{
+	long double x = floorl(ldexpl((long double)v, -shift) + 0.5L);
+	return x < lo ? lo : x > hi ? hi : (int32_t)x;
+}
+
+static void test_requant(void)
+{
+	static const int64_t vals[] = {0, 1, -1, 2, -2, 3, -3, 127, -128, 255, 256, -129, 1023, -1024, 1 << 20,
+				       -(1 << 20), 2147483647LL, -2147483648LL, (1LL << 40) + 7, -(1LL << 40) - 7};
+	int bad = 0, n = 0;
+	for (size_t i = 0; i < sizeof vals / sizeof *vals; i++)
+		for (int shift = -40; shift <= 70; shift++)
+			for (int s = 0; s < 2; s++) {
+				int32_t lo = s ? -128 : 0, hi = s ? 127 : 255;
+				bad += qrequant(vals[i], shift, lo, hi) != requant_exact(vals[i], shift, lo, hi);
+				n++;
+			}
+	for (int i = 0; i < 200000; i++) {
+		int64_t v = (int64_t)(int32_t)next() >> uniform(0, 24);
+		int shift = uniform(-8, 34);
+		bad += qrequant(v, shift, -32768, 32767) != requant_exact(v, shift, -32768, 32767);
+		n++;
+	}
+	CHECK_MSG(bad == 0, "qrequant: %d of %d differ from the exact rule", bad, n);
+	/* ties go up: 2.5 -> 3, -2.5 -> -2 */
+	CHECK(qrequant(5, 1, -128, 127) == 3 && qrequant(-5, 1, -128, 127) == -2);
+}
+
+typedef struct geo {
+	int n, c, h, w, k, kh, kw, s, p, d, g;
+} geo;
+
+static int run_conv(const geo *G, int in_sgn, int shift, int wide_weights)
+{
+	qconv d = {0};
+	d.n = G->n, d.c = G->c, d.h = G->h, d.w = G->w, d.k = G->k, d.kh = G->kh, d.kw = G->kw;
+	d.sh = d.sw = G->s, d.ph = d.pw = G->p, d.dh = d.dw = G->d, d.groups = G->g;
+	d.in_sgn = in_sgn;
+	d.r = G->c / G->g * G->kh * G->kw;
+	d.rp = (d.r + 3) & ~3;
+	d.shift = shift;
+	d.lo = uniform(0, 1) ? -128 : 0;
+	d.hi = d.lo ? 127 : 255;
+	int8_t *w = calloc((size_t)d.k * d.rp, 1);
+	int64_t *bias = malloc((size_t)d.k * sizeof *bias), *gb = malloc((size_t)d.k * sizeof *gb);
+	for (int k = 0; k < d.k; k++) {
+		for (int j = 0; j < d.r; j++)
+			w[(size_t)k * d.rp + j] = (int8_t)(wide_weights ? uniform(-128, 127) : uniform(-20, 20));
+		/* biases up to a 16-bit value moved up by a few bits (TIDL's bias split) */
+		bias[k] = (int64_t)uniform(-32768, 32767) << uniform(0, 6);
+	}
+	d.weight = w;
+	d.bias = bias;
+	if (qconv_init(&d, gb) < 0) {
+		fprintf(stderr, "test_qlayers: %s\n", err_msg());
+		free(w), free(bias), free(gb);
+		return -1;
+	}
+	size_t nin = (size_t)d.n * d.c * d.h * d.w, nout = (size_t)d.n * d.k * d.oh * d.ow;
+	uint8_t *x = malloc(nin), *y = malloc(nout), *ref = malloc(nout), *ws = malloc(qconv_workspace_size(&d));
+	for (size_t i = 0; i < nin; i++)
+		x[i] = (uint8_t)next();
+	qconv_forward(y, x, ws, &d);
+	qconv_forward_ref(ref, x, &d);
+	size_t bad = 0;
+	for (size_t i = 0; i < nout; i++)
+		bad += y[i] != ref[i];
+	CHECK_MSG(bad == 0,
+		  "qconv n%d c%d %dx%d k%d %dx%d s%d p%d d%d g%d %s shift %d (%s%s): %zu of %zu outputs differ", G->n,
+		  G->c, G->h, G->w, G->k, G->kh, G->kw, G->s, G->p, G->d, G->g, in_sgn ? "int8" : "uint8", shift,
+		  d.depthwise ? "depthwise" : "gemm", d.fast ? ", int32 epilogue" : "", bad, nout);
+	int fast = d.fast;
+	free(x), free(y), free(ref), free(ws), free(w), free(bias), free(gb);
+	return fast;
+}
+
+static void test_conv(void)
+{
+	static const geo geos[] = {
+		{1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1},       {2, 3, 17, 13, 7, 3, 3, 2, 1, 1, 1},
+		{1, 16, 9, 11, 24, 1, 1, 1, 0, 1, 1},    {3, 5, 70, 5, 13, 1, 1, 1, 0, 1, 1},
+		{1, 32, 20, 20, 6, 1, 1, 1, 0, 1, 1},    {2, 33, 7, 7, 65, 1, 1, 2, 0, 1, 1},
+		{1, 8, 19, 23, 8, 3, 3, 1, 1, 1, 8},     {2, 12, 10, 9, 12, 3, 3, 2, 1, 1, 12},
+		{1, 7, 6, 6, 7, 5, 5, 1, 2, 1, 7},       {1, 6, 12, 12, 6, 3, 3, 1, 2, 2, 6},
+		{1, 8, 11, 11, 16, 3, 3, 1, 1, 1, 4},    {2, 6, 8, 8, 9, 3, 1, 1, 0, 1, 3},
+		{1, 4, 9, 9, 5, 2, 2, 3, 1, 2, 1},       {1, 96, 16, 16, 24, 1, 1, 1, 0, 1, 1},
+		{1, 3, 40, 40, 32, 3, 3, 2, 1, 1, 1},    {1, 320, 3, 3, 1, 1, 1, 1, 0, 1, 1},
+		{2, 64, 17, 17, 64, 3, 3, 2, 1, 1, 64},  {1, 2, 300, 2, 3, 1, 1, 1, 0, 1, 1},
+	};
+	int fast = 0, slow = 0;
+	for (size_t i = 0; i < sizeof geos / sizeof *geos; i++)
+		for (int sgn = 0; sgn < 2; sgn++) {
+			static const int shifts[] = {-2, 0, 1, 5, 9, 14, 33};
+			for (size_t s = 0; s < sizeof shifts / sizeof *shifts; s++) {
+				int f = run_conv(&geos[i], sgn, shifts[s], (int)(s & 1));
+				CHECK(f >= 0);
+				fast += f == 1;
+				slow += f == 0;
+			}
+		}
+	/* both epilogues ran (the int32 one needs the VNNI build for the GEMM form) */
+	CHECK(slow > 0);
+	CHECK(fast > 0);
+	/* bad geometry is an error */
+	qconv d = {.n = 1, .c = 3, .h = 4, .w = 4, .k = 4, .kh = 3, .kw = 3, .sh = 1, .sw = 1, .dh = 1, .dw = 1,
+		   .groups = 2};
+	int64_t gb[4];
+	CHECK(qconv_init(&d, gb) < 0);
+}
+
+static void test_elementwise(void)
+{
+	enum { N = 70001 };
+	uint8_t *a = malloc(N), *b = malloc(N), *y = malloc(N);
+	for (int i = 0; i < N; i++)
+		a[i] = (uint8_t)next(), b[i] = (uint8_t)next();
+	static const int cases[][5] = {/* fa, fb, fo, a_sgn, b_sgn */
+				       {4, 4, 4, 1, 1}, {7, 3, 5, 0, 1}, {2, 6, 0, 1, 0}, {5, 5, 9, 0, 0},
+				       {0, 30, 12, 1, 1}, {-3, 2, -1, 1, 0}, {6, 6, 7, 1, 1}};
+	for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+		int fa = cases[c][0], fb = cases[c][1], fo = cases[c][2], sa = cases[c][3], sb = cases[c][4];
+		int32_t lo = sa || sb ? -128 : 0, hi = lo ? 127 : 255;
+		qadd(y, a, sa, fa, b, sb, fb, N, fo, lo, hi);
+		int f = fa > fb ? fa : fb, bad = 0;
+		for (int i = 0; i < N; i++) {
+			int64_t va = sa ? (int8_t)a[i] : a[i], vb = sb ? (int8_t)b[i] : b[i];
+			int64_t v = va * ((int64_t)1 << (f - fa)) + vb * ((int64_t)1 << (f - fb));
+			bad += (uint8_t)requant_exact(v, f - fo, lo, hi) != y[i];
+		}
+		CHECK_MSG(bad == 0, "qadd case %zu: %d differ", c, bad);
+		qrescale(y, a, sa, N, fa - fo, lo, hi);
+		bad = 0;
+		for (int i = 0; i < N; i++)
+			bad += (uint8_t)requant_exact(sa ? (int8_t)a[i] : a[i], fa - fo, lo, hi) != y[i];
+		CHECK_MSG(bad == 0, "qrescale case %zu: %d differ", c, bad);
+	}
+	/* maxpool 3x3 stride 2 pad 1 on [2, 3, 9, 8], signed, shift 1: padding never wins */
+	int n = 2, c = 3, h = 9, w = 8, oh = 5, ow = 4;
+	qmaxpool(y, a, 1, n, c, h, w, 3, 3, 2, 2, 1, 1, oh, ow, 1, -128, 127);
+	int bad = 0;
+	for (int p = 0; p < n * c; p++)
+		for (int oy = 0; oy < oh; oy++)
+			for (int ox = 0; ox < ow; ox++) {
+				int best = -1000;
+				for (int y0 = oy * 2 - 1; y0 < oy * 2 + 2; y0++)
+					for (int x0 = ox * 2 - 1; x0 < ox * 2 + 2; x0++)
+						if (y0 >= 0 && y0 < h && x0 >= 0 && x0 < w && (int8_t)a[(p * h + y0) * w + x0] > best)
+							best = (int8_t)a[(p * h + y0) * w + x0];
+				bad += (int8_t)y[(p * oh + oy) * ow + ox] != requant_exact(best, 1, -128, 127);
+			}
+	CHECK_MSG(bad == 0, "qmaxpool: %d differ", bad);
+	float f[4];
+	uint8_t q[4] = {0x80, 0xff, 0x01, 0x7f};
+	qdequant(f, q, 1, 4, 3);
+	CHECK(f[0] == -16.0f && f[1] == -0.125f && f[2] == 0.125f && f[3] == 15.875f);
+	qdequant(f, q, 0, 4, -2);
+	CHECK(f[0] == 512.0f && f[1] == 1020.0f && f[2] == 4.0f && f[3] == 508.0f);
+	free(a), free(b), free(y);
+}
+
+int main(void)
+{
+	omp_set_num_threads(2);
+	test_requant();
+	test_conv();
+	test_elementwise();
+	return check_done("test_qlayers");
+}
