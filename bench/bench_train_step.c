@@ -172,7 +172,7 @@ int main(int argc, char **argv)
 	omp_set_num_threads(threads);
 	openblas_set_num_threads(threads);
 	model *m = model_load(config);
-	record *init = params_read(argv[2]);
+	record *init = stream_read_first(argv[2], "params");
 	if (!m || !init || model_load_params(m, init) < 0)
 		die_err();
 	sgd *opt = sgd_new(init);

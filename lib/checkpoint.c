@@ -182,22 +182,6 @@ out:
 	return rc;
 }
 
-record *params_read(const char *path)
-{
-	stream_reader *s = stream_open_read(path);
-	if (!s)
-		return NULL;
-	record *r = NULL;
-	int rc;
-	while ((rc = stream_read(s, &r)) > 0 && strcmp(r->kind, "params") != 0) {
-		record_free(r);
-		r = NULL;
-	}
-	if (rc == 0)
-		err_set("%s: no params record", path);
-	stream_close_read(s);
-	return rc > 0 ? r : NULL;
-}
 
 int checkpoint_clean(const char *dir)
 {

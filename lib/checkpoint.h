@@ -41,9 +41,6 @@ int checkpoint_save(train_state *t, const char *dir, const char *name);
 /* Reads a checkpoint file into *t (t->opt is new; the caller frees it). */
 int checkpoint_load(train_state *t, const char *path);
 
-/* The first "params" record of a stream (a params file, a checkpoint or any stream
- * holding one); NULL (err) if there is none. */
-record *params_read(const char *path);
 /* Removes temp files a killed run left in dir (".tmp-*"); returns how many. */
 int checkpoint_clean(const char *dir);
 /* Like mkdir -p. */

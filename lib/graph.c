@@ -673,10 +673,11 @@ int model_plan(model *m, int n, int h, int w, int train, int input_grad)
 		for (int i = 1; i < F; i++)
 			extend(m, m->nodes[i].gstore, 2 * F - 1 - i);
 	}
-	if (assign_buffers(m) < 0)
+	/* forward --int8 keeps its own bytes (qexec.c): no float activations or workspace */
+	if (!m->int8_only && assign_buffers(m) < 0)
 		return -1;
 	size_t ws = 0;
-	for (int i = 1; i < F; i++)
+	for (int i = 1; i < F && !m->int8_only; i++)
 		if (m->nodes[i].op == OP_CONV) {
 			size_t b = conv2d_workspace_size(&m->nodes[i].cd);
 			if (b > ws)
@@ -978,8 +979,8 @@ static int forward_node(model *m, int i)
 
 int model_forward(model *m, const float *input, float *const *outputs)
 {
-	if (!m->planned)
-		return err_set("model: not planned");
+	if (!m->planned || m->int8_only)
+		return err_set("model: not planned%s", m->int8_only ? " for the float forward (--int8 only)" : "");
 	m->ext_input = input;
 	m->ext_out = outputs;
 	if (m->folded_dirty && m->nfolded)

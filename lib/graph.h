@@ -100,6 +100,7 @@ struct model {
 	long qbatches;             /* batches behind qrange */
 	long fold_gen;             /* g_refold() calls: forward --int8 rebuilds its integers */
 	struct qexec *qx;          /* forward --int8's plan (qexec.c) */
+	int int8_only;             /* plans without float activations: model_forward_int8 alone */
 	float *fgrad;              /* training a folded conv: gradient of its folded weights, bias */
 	size_t fgrad_floats;
 	int noutputs;

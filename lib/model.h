@@ -180,6 +180,9 @@ int bias_calib_update(record *params, const record *stats, int epoch);
  * int8 weights and int32 accumulators; outputs as model_forward's, equal to the
  * fake-quantised forward's. -1 (err) naming a layer without an integer kernel. */
 int model_forward_int8(model *m, const float *input, float *const *outputs);
+/* On: later plans leave out the float activations and workspace (model_forward_int8
+ * alone runs on them). Before model_plan(). */
+void model_set_int8_only(model *m, int on);
 
 /* Running ranges (f32[2] per point, meta "batches") updated by one stats record
  * (quant_range_update, by name); ranges may start empty (no tensors, batches 0). */

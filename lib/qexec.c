@@ -71,10 +71,81 @@ static int conv_of(const model *m, int p, int *act)
 	return nd->op == OP_CONV && nd->fold ? p : -1;
 }
 
+/* The values step i reads (into ins); returns how many. */
+static int reads(const model *m, const struct qexec *x, int i, int *ins)
+{
+	const qnode *q = &x->q[i];
+	const gnode *nd = &m->nodes[i], *p = q->src >= 0 ? &m->nodes[q->src] : NULL;
+	switch (q->kind) {
+	case QK_CONV:
+		ins[0] = p->in[0];
+		return 1;
+	case QK_ADD:
+	case QK_CONCAT:
+	case QK_MAXPOOL:
+		memcpy(ins, p->in, (size_t)p->nin * sizeof *ins);
+		return p->nin;
+	case QK_UPSAMPLE:
+		ins[0] = q->src;
+		return 1;
+	case QK_FLATTEN:
+		memcpy(ins, nd->in, (size_t)nd->nin * sizeof *ins);
+		return nd->nin;
+	default:
+		return 0;
+	}
+}
+
+/* Offsets of the values in one arena: a value lives from the step that writes it to the
+ * last that reads it, and takes the lowest gap between the live ones that fits it. */
+static int place(const model *m, struct qexec *x, size_t *bytes)
+{
+	int F = m->nnodes, nlive = 0, ins[GRAPH_MAXIN];
+	int *death = malloc((size_t)F * sizeof *death), *live = malloc((size_t)F * sizeof *live);
+	if (!death || !live) {
+		free(death);
+		free(live);
+		return err_set("out of memory");
+	}
+	for (int i = 0; i < F; i++)
+		death[i] = i;
+	for (int i = 0; i < F; i++)
+		for (int j = 0, k = reads(m, x, i, ins); j < k; j++)
+			death[ins[j]] = i;
+	size_t top = 0;
+	for (int i = 0; i < F; i++) {
+		qnode *q = &x->q[i];
+		if (q->kind == QK_NONE || q->kind == QK_FLATTEN)
+			continue;
+		int k = 0; /* drop the values dead before this step; keep the rest sorted by offset */
+		for (int j = 0; j < nlive; j++)
+			if (death[live[j]] >= i)
+				live[k++] = live[j];
+		nlive = k;
+		size_t need = (count(&m->nodes[i]) + 63) & ~(size_t)63, at = 0;
+		int pos = 0;
+		for (; pos < nlive; pos++) {
+			const qnode *o = &x->q[live[pos]];
+			if (o->off >= at + need)
+				break;
+			size_t end = o->off + ((count(&m->nodes[live[pos]]) + 63) & ~(size_t)63);
+			at = end > at ? end : at;
+		}
+		q->off = at;
+		memmove(live + pos + 1, live + pos, (size_t)(nlive - pos) * sizeof *live);
+		live[pos] = i;
+		nlive++;
+		top = at + need > top ? at + need : top;
+	}
+	free(death);
+	free(live);
+	*bytes = top;
+	return 0;
+}
+
 /* What each node does; the bytes of every value. */
 static int classify(model *m, struct qexec *x, size_t *act_bytes)
 {
-	size_t off = 0;
 	for (int i = 0; i < m->nnodes; i++) {
 		gnode *nd = &m->nodes[i];
 		qnode *q = &x->q[i];
@@ -122,11 +193,8 @@ static int classify(model *m, struct qexec *x, size_t *act_bytes)
 		} else {
 			continue;
 		}
-		q->off = off;
-		off += (count(nd) + 63) & ~(size_t)63;
 	}
-	*act_bytes = off;
-	return 0;
+	return place(m, x, act_bytes);
 }
 
 /* The integer weights and bias of point i's conv, from the simulation's folded ones. */
@@ -326,6 +394,11 @@ static int run_node(model *m, int i, const float *input, float *const *outputs)
 		return 0;
 	}
 	return err_set("%s: unknown integer step", nd->name);
+}
+
+void model_set_int8_only(model *m, int on)
+{
+	m->int8_only = on;
 }
 
 int model_forward_int8(model *m, const float *input, float *const *outputs)

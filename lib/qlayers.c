@@ -40,8 +40,17 @@ static int32_t rounding(int shift)
  * know v + add stays within it (add carries the rounding, rounding(shift)). */
 static void requant32(uint8_t *out, const int32_t *v, int n, int32_t add, int shift, int32_t lo, int32_t hi)
 {
-#pragma omp simd
-	for (int i = 0; i < n; i++) {
+	int i = 0;
+#if defined(__AVX512F__)
+	/* full vectors only: masked stores are slow on some cores (Zen 4/5) */
+	const __m512i va = _mm512_set1_epi32(add), vlo = _mm512_set1_epi32(lo), vhi = _mm512_set1_epi32(hi);
+	for (; i + 16 <= n; i += 16) {
+		__m512i x = _mm512_srai_epi32(_mm512_add_epi32(_mm512_loadu_si512(v + i), va), (unsigned)shift);
+		x = _mm512_min_epi32(_mm512_max_epi32(x, vlo), vhi);
+		_mm_storeu_si128((__m128i *)(out + i), _mm512_cvtepi32_epi8(x));
+	}
+#endif
+	for (; i < n; i++) {
 		int32_t x = (v[i] + add) >> shift; /* arithmetic: floor, as gcc defines it */
 		x = x < lo ? lo : x;
 		out[i] = (uint8_t)(x > hi ? hi : x);
@@ -96,10 +105,12 @@ int qconv_init(qconv *d, int64_t *gemm_bias)
 	return 0;
 }
 
+static size_t dw_bytes(const qconv *d);
+
 static size_t thread_bytes(const qconv *d)
 {
 	if (d->depthwise)
-		return round_up((size_t)d->h * d->w * sizeof(int16_t), 64) + round_up((size_t)d->ow * sizeof(int32_t), 64);
+		return dw_bytes(d);
 	return round_up((size_t)d->rp * QC, 64) + QM * QN * sizeof(int32_t);
 }
 
@@ -256,10 +267,12 @@ static void epilogue_fast(uint8_t *out, const int32_t *c, int nv, int32_t bias, 
 	const __m512i b = _mm512_set1_epi32(bias + rounding(d->shift));
 	const __m512i lo = _mm512_set1_epi32(d->lo), hi = _mm512_set1_epi32(d->hi);
 	for (int t = 0; t < nv; t += 16) {
-		__mmask16 m = nv - t >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (nv - t)) - 1);
 		__m512i v = _mm512_add_epi32(_mm512_loadu_si512(c + t), b);
 		v = _mm512_min_epi32(_mm512_max_epi32(_mm512_srai_epi32(v, (unsigned)d->shift), lo), hi);
-		_mm512_mask_cvtepi32_storeu_epi8(out + t, m, v);
+		if (nv - t >= 16) /* masked stores are slow on some cores (Zen 4/5): only the tail */
+			_mm_storeu_si128((__m128i *)(out + t), _mm512_cvtepi32_epi8(v));
+		else
+			_mm512_mask_cvtepi32_storeu_epi8(out + t, (__mmask16)((1u << (nv - t)) - 1), v);
 	}
 }
 #else
@@ -320,64 +333,102 @@ static void gemm_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qc
 }
 /* ---------------------------------------------------------------- depthwise */
 
-/* One plane per task: the input widened to int16 once, then each output row summed
- * tap by tap over the columns where the tap lands inside (the compiler vectorises the
- * column loops), then requantised. */
+/* The depthwise form works on one plane per task, as flat vector loops: the padded
+ * plane is split into its stride x stride phases (int16, phase (a, b) holding the
+ * padded rows a, a + s, ... and columns b, b + s, ...), so that every tap of a strided
+ * conv reads one phase at a fixed offset. The sums run over whole rows of a phase
+ * (qw columns, of which the first ow are outputs; the others are read past and
+ * dropped), so each tap is one loop over oh * qw values. */
+static void dw_geometry(const qconv *d, int *qh, int *qw)
+{
+	*qh = (d->h + 2 * d->ph + d->sh - 1) / d->sh + 1; /* a spare row for the dropped columns */
+	*qw = (d->w + 2 * d->pw + d->sw - 1) / d->sw;
+}
+
+static size_t dw_bytes(const qconv *d)
+{
+	int qh, qw;
+	dw_geometry(d, &qh, &qw);
+	return round_up((size_t)d->sh * d->sw * qh * qw * sizeof(int16_t), 64) +
+	       round_up((size_t)d->oh * qw * sizeof(int32_t), 64);
+}
+
 static void depthwise_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qconv *d)
 {
-	int H = d->h, W = d->w, OW = d->ow, hw = H * W, ohw = d->oh * OW;
-	size_t tb = thread_bytes(d);
+	int H = d->h, W = d->w, OW = d->ow, OH = d->oh, hw = H * W, ohw = OH * OW, sh = d->sh, sw = d->sw;
+	int qh, qw;
+	dw_geometry(d, &qh, &qw);
+	size_t tb = thread_bytes(d), phase = (size_t)qh * qw;
 	uint8_t *base = (uint8_t *)round_up((size_t)ws, 64);
 #pragma omp parallel for schedule(static)
 	for (int t = 0; t < d->n * d->c; t++) {
 		int ch = t % d->c;
-		int16_t *x = (int16_t *)(base + (size_t)omp_get_thread_num() * tb);
-		int32_t *acc = (int32_t *)((uint8_t *)x + round_up((size_t)hw * sizeof(int16_t), 64));
+		int16_t *q = (int16_t *)(base + (size_t)omp_get_thread_num() * tb);
+		int32_t *acc = (int32_t *)((uint8_t *)q + round_up((size_t)sh * sw * phase * sizeof(int16_t), 64));
 		const uint8_t *src = inp + (size_t)t * hw;
-		if (d->in_sgn) {
-#pragma omp simd
-			for (int i = 0; i < hw; i++)
-				x[i] = (int8_t)src[i];
-		} else {
-#pragma omp simd
-			for (int i = 0; i < hw; i++)
-				x[i] = src[i];
-		}
-		const int8_t *wt = d->weight + (size_t)ch * d->rp;
-		int64_t bias = d->bias[ch];
-		uint8_t *o = out + (size_t)t * ohw;
-		for (int oy = 0; oy < d->oh; oy++) {
-			memset(acc, 0, (size_t)OW * sizeof *acc);
-			for (int ky = 0; ky < d->kh; ky++) {
-				int iy = oy * d->sh - d->ph + ky * d->dh;
-				if (iy < 0 || iy >= H)
-					continue;
-				const int16_t *row = x + (size_t)iy * W;
-				for (int kx = 0; kx < d->kw; kx++) {
-					int32_t wv = wt[ky * d->kw + kx];
-					int off = kx * d->dw - d->pw; /* ix = ox * sw + off */
-					int lo = off < 0 ? (-off + d->sw - 1) / d->sw : 0;
-					int hi = (W - 1 - off) < 0 ? 0 : (W - 1 - off) / d->sw + 1;
-					if (hi > OW)
-						hi = OW;
-					if (d->sw == 1) {
-#pragma omp simd
-						for (int ox = lo; ox < hi; ox++)
-							acc[ox] += wv * row[ox + off];
-					} else {
-						int sw = d->sw;
-#pragma omp simd
-						for (int ox = lo; ox < hi; ox++)
-							acc[ox] += wv * row[ox * sw + off];
+		/* zero what the input does not cover: padding and the spare row */
+		for (int a = 0; a < sh; a++)
+			for (int b = 0; b < sw; b++) {
+				int16_t *ph0 = q + ((size_t)a * sw + b) * phase;
+				int j0 = (d->pw - b + sw - 1) / sw, j1 = (W + d->pw - b + sw - 1) / sw;
+				j0 = j0 < 0 ? 0 : j0 > qw ? qw : j0;
+				j1 = j1 < j0 ? j0 : j1 > qw ? qw : j1;
+				for (int r = 0; r < qh; r++) {
+					int py = r * sh + a;
+					int16_t *row = ph0 + (size_t)r * qw;
+					if (py < d->ph || py >= H + d->ph) {
+						memset(row, 0, (size_t)qw * sizeof *row);
+						continue;
 					}
+					memset(row, 0, (size_t)j0 * sizeof *row);
+					memset(row + j1, 0, (size_t)(qw - j1) * sizeof *row);
 				}
 			}
-			uint8_t *orow = o + (size_t)oy * OW;
+		for (int y = 0; y < H; y++) {
+			int py = y + d->ph;
+			const uint8_t *row = src + (size_t)y * W;
+			for (int b = 0; b < sw; b++) {
+				/* the columns x with (x + pw) % sw == b, to phase (py % sh, b) */
+				int x0 = ((b - d->pw) % sw + sw) % sw, n = x0 < W ? (W - 1 - x0) / sw + 1 : 0;
+				int16_t *dst = q + ((size_t)(py % sh) * sw + b) * phase + (size_t)(py / sh) * qw + (x0 + d->pw) / sw;
+				const uint8_t *sx = row + x0;
+				if (d->in_sgn) {
+#pragma omp simd
+					for (int j = 0; j < n; j++)
+						dst[j] = (int8_t)sx[j * sw];
+				} else {
+#pragma omp simd
+					for (int j = 0; j < n; j++)
+						dst[j] = sx[j * sw];
+				}
+			}
+		}
+		const int8_t *wt = d->weight + (size_t)ch * d->rp;
+		int n = OH * qw;
+		for (int ky = 0; ky < d->kh; ky++)
+			for (int kx = 0; kx < d->kw; kx++) {
+				int ty = ky * d->dh, tx = kx * d->dw;
+				const int16_t *p = q + ((size_t)(ty % sh) * sw + tx % sw) * phase + (size_t)(ty / sh) * qw + tx / sw;
+				int32_t wv = wt[ky * d->kw + kx];
+				if (ky == 0 && kx == 0) {
+#pragma omp simd
+					for (int i = 0; i < n; i++)
+						acc[i] = wv * p[i];
+				} else {
+#pragma omp simd
+					for (int i = 0; i < n; i++)
+						acc[i] += wv * p[i];
+				}
+			}
+		int64_t bias = d->bias[ch];
+		uint8_t *o = out + (size_t)t * ohw;
+		for (int oy = 0; oy < OH; oy++) {
+			const int32_t *a = acc + (size_t)oy * qw;
 			if (d->fast)
-				requant32(orow, acc, OW, (int32_t)bias + rounding(d->shift), d->shift, d->lo, d->hi);
+				requant32(o + (size_t)oy * OW, a, OW, (int32_t)bias + rounding(d->shift), d->shift, d->lo, d->hi);
 			else
 				for (int ox = 0; ox < OW; ox++)
-					orow[ox] = (uint8_t)qrequant(acc[ox] + bias, d->shift, d->lo, d->hi);
+					o[(size_t)oy * OW + ox] = (uint8_t)qrequant(a[ox] + bias, d->shift, d->lo, d->hi);
 		}
 	}
 }

@@ -846,3 +846,20 @@ int stream_close_write(stream_writer *w)
 	free(w);
 	return rc;
 }
+
+record *stream_read_first(const char *path, const char *kind)
+{
+	stream_reader *s = stream_open_read(path);
+	if (!s)
+		return NULL;
+	record *r = NULL;
+	int rc;
+	while ((rc = stream_read(s, &r)) > 0 && strcmp(r->kind, kind) != 0) {
+		record_free(r);
+		r = NULL;
+	}
+	if (rc == 0)
+		err_set("%s: no %s record", path, kind);
+	stream_close_read(s);
+	return rc > 0 ? r : NULL;
+}

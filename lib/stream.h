@@ -54,6 +54,9 @@ stream_reader *stream_open_read(const char *path);
 stream_reader *stream_reader_new(FILE *f, const char *name);
 /* 1: *out is the next record (free with record_free); 0: clean end; -1: error (err). */
 int stream_read(stream_reader *s, record **out);
+/* The first record of kind in the stream at path (a file, a FIFO, "-"): NULL (err)
+ * when it has none ("<path>: no <kind> record") or cannot be read. */
+record *stream_read_first(const char *path, const char *kind);
 /* Records read so far. */
 long stream_count(const stream_reader *s);
 const char *stream_name(const stream_reader *s);

@@ -13,10 +13,11 @@
 # unchanged (its step time from sgd-step's metrics.jsonl): a, b, a, b, ...
 # The first WARMUP steps (planning, first touch of the buffers) are left out; a run's
 # figure is BATCH / its median step time, its overhead the median over its steps of
-# (b's time / a's time - 1); the table shows the medians over REPS runs. The losses of
+# (b's time / a's time - 1); the table shows the medians over REPS runs, and the median
+# and quartiles of that ratio over the steps of all runs. The losses of
 # both must agree (same batches, same initial params): both did the same work. Beside
 # them, the stream work the loop adds to a step (its records encoded and decoded once, in
-# memory; bench_train_step) and its share of an in-process step.
+# memory; bench_train_step) and its share of the fastest in-process step.
 # Usage: BIN=bin BENCH=build/bench pipelines/bench-loop.sh [DATA [CLASSES]]
 # Environment: CONFIG (configs/ssd_mobilenet_fpn_bccd.json), SIZES ("320 512"), BATCH (8),
 # STEPS (12; at 512 STEPS_512, 8), WARMUP (2), REPS (3), PACED (1), THREADS (forward's),
@@ -89,9 +90,14 @@ ips() {
 	tail -n +$((warmup + 1)) "$1" | median | awk -v n="$batch" '{ printf "%.3f", n / $1 }'
 }
 
-# overhead: the median over the steps of b's time / a's time - 1, in percent
-overhead() {
-	paste "$tmp/a.steps" "$tmp/b.steps" | tail -n +$((warmup + 1)) | awk '{ print 100 * ($2 / $1 - 1) }' | median
+# ratios: b's time / a's time - 1 of each step, in percent, warm-up left out
+ratios() {
+	paste "$tmp/a.steps" "$tmp/b.steps" | tail -n +$((warmup + 1)) | awk '{ print 100 * ($2 / $1 - 1) }'
+}
+
+# quartiles: the 1st and 3rd quartiles of the numbers on stdin, "q1..q3"
+quartiles() {
+	sort -g | awk '{ v[NR] = $1 } END { printf "%+.1f..%+.1f%%", v[int((NR + 3) / 4)], v[int((3 * NR + 3) / 4)] }'
 }
 
 printf 'bench-loop: %s, batch %d, %d CPUs, the loop'"'"'s streams at zstd level %s, %d runs, alternating %s\n' \
@@ -103,23 +109,29 @@ for size in $sizes; do
 	"$BIN/voc-decode" "$data" --split trainval --classes "$classes" --limit $((steps * batch)) |
 		"$BIN/augment" --train --config "$cfg_file" --size "$size" --batch "$batch" --seed 1 >"$tmp/batches.tns"
 	printf '\nsize %d: %d steps, the first %d left out\n' "$size" "$steps" "$warmup"
-	a=() b=() o=() w=()
+	a=() b=() w=()
+	: >"$tmp/a.all"
+	: >"$tmp/o.all"
 	for r in $(seq "$reps"); do
 		run "$steps"
-		a+=("$(ips "$tmp/a.steps")") b+=("$(ips "$tmp/b.steps")") o+=("$(overhead)")
+		a+=("$(ips "$tmp/a.steps")") b+=("$(ips "$tmp/b.steps")")
+		tail -n +$((warmup + 1)) "$tmp/a.steps" >>"$tmp/a.all"
+		ratios >>"$tmp/o.all"
 		w+=("$(sed -n 's/^stream work per step: .* ms at level 1, \([0-9.]*\) ms at level .*/\1/p' "$tmp/a.out")")
 		same=yes
 		cmp -s "$tmp/a.loss" "$tmp/b.loss" || same="NO (the two did not compute the same steps)"
 		printf '  run %d: in-process %6.3f images/s, tool loop %6.3f images/s, overhead %+6.1f%%, same losses: %s\n' \
-			"$r" "${a[-1]}" "${b[-1]}" "${o[-1]}" "$same"
+			"$r" "${a[-1]}" "${b[-1]}" "$(ratios | median)" "$same"
 	done
 	sed 's/^/  /' "$tmp/a.out" | tail -n 1
-	ma=$(printf '%s\n' "${a[@]}" | median) mw=$(printf '%s\n' "${w[@]}" | median)
-	summary+=("$(printf '%-6d %14.3f %14.3f %+9.1f%% %10.1f ms (%.1f%%)' "$size" "$ma" \
-		"$(printf '%s\n' "${b[@]}" | median)" "$(printf '%s\n' "${o[@]}" | median)" "$mw" \
-		"$(awk -v w="$mw" -v a="$ma" -v n="$batch" 'BEGIN { print w / 10 / (n / a) }')")")
+	mw=$(printf '%s\n' "${w[@]}" | median) fastest=$(sort -g "$tmp/a.all" | head -n 1)
+	summary+=("$(printf '%-6d %12.3f %12.3f %+9.1f%% %16s %10.1f ms (%.1f%%)' "$size" \
+		"$(printf '%s\n' "${a[@]}" | median)" "$(printf '%s\n' "${b[@]}" | median)" "$(median <"$tmp/o.all")" \
+		"$(quartiles <"$tmp/o.all")" "$mw" "$(awk -v w="$mw" -v t="$fastest" 'BEGIN { print w / 10 / t }')")")
 done
-printf '\n%-6s %14s %14s %10s %21s\n' size "in-process" "tool loop" overhead "stream work"
+printf '\n%-6s %12s %12s %10s %16s %21s\n' size "in-process" "tool loop" overhead "(quartiles)" "stream work"
 printf '%s\n' "${summary[@]}"
-printf '(images/s and overhead: medians over the runs; stream work: the loop'"'"'s records encoded and decoded\n'
-printf 'once per step at level %s, in memory, and its share of the in-process step)\n' "$level"
+printf '(images/s: medians over the runs; overhead: median and quartiles over all steps of b'"'"'s time / a'"'"'s\n'
+printf 'time - 1; stream work: the loop'"'"'s records encoded and decoded once per step at level %s, in memory,\n' \
+	"$level"
+printf 'and its share of the fastest in-process step)\n'

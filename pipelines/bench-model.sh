@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench-model: images/s of `forward` (inference at batch 1 and 8, train step at batch 8)
-# at 512 and 320, beside PyTorch on the same model (tests/bench_model_torch.py, 2 threads,
+# at 512 and 320, and of `forward --int8` (the 8-bit model on integers, ranges
+# calibrated on the same batches), beside PyTorch on the same model (tests/bench_model_torch.py, 2 threads,
 # NCHW and channels_last), in the same run, with the ratios to torch's best layout.
 # Our figures are the tool's wall time over BATCHES batches (stream decode/encode and the
 # first batch's allocation included) and the compute time from --profile.
@@ -34,6 +35,10 @@ run_case() {
 		tnsfile.write(path, [g] * k, level=1)
 		EOF
 		args+=(--weights "$tmp/weights.tns" --train --grad "$tmp/grad.tns")
+	elif [ "$mode" = int8 ]; then
+		"$BIN/forward" --config "$cfg" --weights "$tmp/params.tns" --stats <"$tmp/batch.tns" |
+			"$BIN/calib-ranges" >"$tmp/ranges.tns"
+		args+=(--weights "$tmp/params.tns" --int8 --ranges "$tmp/ranges.tns")
 	else
 		args+=(--weights "$tmp/params.tns")
 	fi
@@ -50,6 +55,8 @@ run_case() {
 }
 run_case infer 1 512
 run_case infer 8 512
+run_case int8 1 512
+run_case int8 8 512
 run_case train 8 512
 run_case train 8 320
 echo
@@ -59,8 +66,9 @@ if "$PY" -c 'import torch' 2>/dev/null; then
 	awk '
 		/^ours/ { key = $2 " " $4 " " $6; ours[key] = $7 + 0; comp[key] = $10 + 0; order[++n] = key }
 		/^torch/ { key = $2 " " $5 " " $7; if ($8 + 0 > best[key]) { best[key] = $8 + 0; lay[key] = $3 } }
-		END { for (i = 1; i <= n; i++) { k = order[i]
-		        if (best[k]) printf "%-22s ours/torch(%s) %.2fx wall, %.2fx compute\n", k, lay[k], ours[k] / best[k], comp[k] / best[k] } }' "$results"
+		END { for (i = 1; i <= n; i++) { k = order[i]; t = k; sub(/^int8/, "infer", t)
+		        if (best[t]) printf "%-22s ours/torch(%s) %.2fx wall, %.2fx compute\n", k, lay[t], ours[k] / best[t], comp[k] / best[t]
+		        if (k != t && ours[t]) printf "%-22s int8/float (ours) %.2fx wall, %.2fx compute\n", k, ours[k] / ours[t], comp[k] / comp[t] } }' "$results"
 else
 	echo "(no torch: PyTorch side skipped)"
 fi

@@ -94,7 +94,7 @@ int main(int argc, char **argv)
 	record *params = NULL;
 	stream_writer *pw = NULL;
 	if (weights) {
-		if (!(params = params_read(weights)) || !(pw = stream_open_write(params_path, STREAM_LEVEL_DEFAULT)) ||
+		if (!(params = stream_read_first(weights, "params")) || !(pw = stream_open_write(params_path, STREAM_LEVEL_DEFAULT)) ||
 		    stream_write(pw, params) < 0 || stream_write(pw, ranges) < 0)
 			die_err();
 	}

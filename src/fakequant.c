@@ -32,31 +32,6 @@ static void usage(void)
 	       "quantisation point <point>.act i32[3] = (frac, qmin, qmax), <point>.clip f32[2].\n");
 }
 
-/* The first record of kind in path (a checkpoint holds params, optim, ranges ...). */
-static record *first_of(const char *path, const char *opt, const char *kind)
-{
-	stream_reader *r = stream_open_read(path);
-	if (!r) {
-		err_wrap("%s", opt);
-		die_err();
-	}
-	record *rec;
-	int rc;
-	while ((rc = stream_read(r, &rec)) > 0) {
-		if (!strcmp(rec->kind, kind))
-			break;
-		record_free(rec);
-	}
-	if (rc < 0) {
-		err_wrap("%s", opt);
-		die_err();
-	}
-	if (rc == 0)
-		die("%s %s: no %s record", opt, path, kind);
-	stream_close_read(r);
-	return rec;
-}
-
 int main(int argc, char **argv)
 {
 	tool_init("fakequant");
@@ -89,7 +64,11 @@ int main(int argc, char **argv)
 	model *m = model_load(config);
 	if (!m || model_quantize(m, (int)bits) < 0)
 		die_err();
-	record *p = first_of(weights, "--weights", "params"), *rg = first_of(ranges, "--ranges", "ranges");
+	record *p = stream_read_first(weights, "params"), *rg = p ? stream_read_first(ranges, "ranges") : NULL;
+	if (!p || !rg) {
+		err_wrap("%s", p ? "--ranges" : "--weights");
+		die_err();
+	}
 	if (model_load_params(m, p) < 0) {
 		err_wrap("--weights %s", weights);
 		die_err();

@@ -256,6 +256,7 @@ int main(int argc, char **argv)
 	if ((o.quant || o.stats) && model_quantize(m, (int)o.bits) < 0)
 		die_err();
 	model_set_stats(m, o.stats);
+	model_set_int8_only(m, o.int8);
 	if (o.ranges)
 		load_ranges(m, o.ranges);
 	int stream_ranges = o.quant && !o.ranges; /* a ranges record follows each params record */

@@ -296,7 +296,7 @@ static void start(run *r)
 
 	record *init = NULL;
 	if (!o->resume) {
-		if (!(init = params_read(o->init)))
+		if (!(init = stream_read_first(o->init, "params")))
 			die_err();
 		if (!name[0])
 			snprintf(name, sizeof name, "%s", meta_str(init, "config", "default"));

@@ -43,28 +43,6 @@ static void usage(void)
 	       "  -h, --help         this help\n");
 }
 
-/* The first record of kind in path, NULL if it has none (dies on a read error). */
-static record *first_of(const char *path, const char *opt, const char *kind)
-{
-	stream_reader *r = stream_open_read(path);
-	if (!r) {
-		err_wrap("%s", opt);
-		die_err();
-	}
-	record *rec = NULL;
-	int rc;
-	while ((rc = stream_read(r, &rec)) > 0 && strcmp(rec->kind, kind)) {
-		record_free(rec);
-		rec = NULL;
-	}
-	if (rc < 0) {
-		err_wrap("%s", opt);
-		die_err();
-	}
-	stream_close_read(r);
-	return rec;
-}
-
 static void print_summary(const model *m, const char *config, const char *weights, const char *ranges, int bits,
 			  const char *onnx, const onnx_info *oi, const char *prototxt, const tidl_ssd *s,
 			  double prior_diff, const data_config *dc)
@@ -172,7 +150,7 @@ int main(int argc, char **argv)
 		die_err();
 	if (quant && model_quantize(m, (int)bits) < 0)
 		die_err();
-	record *p = params_read(weights);
+	record *p = stream_read_first(weights, "params");
 	if (!p || model_load_params(m, p) < 0) {
 		err_wrap("--weights %s", weights);
 		die_err();
@@ -181,9 +159,9 @@ int main(int argc, char **argv)
 	const char *from = NULL;
 	if (quant) {
 		from = ranges ? ranges : weights;
-		record *rg = first_of(from, ranges ? "--ranges" : "--weights", "ranges");
+		record *rg = stream_read_first(from, "ranges");
 		if (!rg)
-			die("--quant: %s has no ranges record (give --ranges from calib-ranges, or a QAT checkpoint)", from);
+			die("--quant: %s (give --ranges from calib-ranges, or a QAT checkpoint)", err_msg());
 		if (model_load_ranges(m, rg) < 0) {
 			err_wrap("%s %s", ranges ? "--ranges" : "--weights", from);
 			die_err();

@@ -301,10 +301,10 @@ static void test_checkpoint_files(const char *dir)
 	snprintf(cmd, sizeof cmd, "ls -A %s | grep -q '^\\.tmp'", dir);
 	CHECK(system(cmd) != 0);
 	/* params_read takes the first params record */
-	record *q = params_read(path);
+	record *q = stream_read_first(path, "params");
 	CHECK(q && q->ntensors == 4 && meta_num(q, "epoch", -1) == 2);
 	record_free(q);
-	CHECK(!params_read("/nonexistent") && strstr(err_msg(), "/nonexistent"));
+	CHECK(!stream_read_first("/nonexistent", "params") && strstr(err_msg(), "/nonexistent"));
 	/* a damaged checkpoint is an error */
 	snprintf(cmd, sizeof cmd, "head -c 100 %s/iter_0.tns > %s/cut.tns", dir, dir);
 	CHECK(system(cmd) == 0);

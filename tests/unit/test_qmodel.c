@@ -322,6 +322,16 @@ static void test_quantised(void)
 			  out_count(&i8, i));
 		printf("  int8 vs the simulation, output %d: %zu of %zu values differ\n", i, differ, out_count(&i8, i));
 	}
+	/* the same on a plan without float activations, where the float forward is refused */
+	model_set_int8_only(m, 1);
+	CHECK_MSG(model_plan(m, n, S, S, 0, 0) == 0, "%s", err_msg());
+	out_alloc(m, &o);
+	CHECK_MSG(model_forward_int8(m, img->data, o.v) == 0, "%s", err_msg());
+	for (int i = 0; i < 2; i++)
+		CHECK(memcmp(o.v[i], inf.v[i], out_count(&o, i) * sizeof(float)) == 0);
+	CHECK(model_forward(m, img->data, o.v) < 0);
+	out_free(&o);
+	model_set_int8_only(m, 0);
 	out_free(&i8);
 
 	/* QAT: the training plan, stats on */
