@@ -81,7 +81,7 @@ static int run_conv(const geo *G, int in_sgn, int shift, int wide_weights)
 		for (int j = 0; j < d.r; j++)
 			w[(size_t)k * d.rp + j] = (int8_t)(wide_weights ? uniform(-128, 127) : uniform(-20, 20));
 		/* biases up to a 16-bit value moved up by a few bits (TIDL's bias split) */
-		bias[k] = (int64_t)uniform(-32768, 32767) << uniform(0, 6);
+		bias[k] = (int64_t)uniform(-32768, 32767) * (1 << uniform(0, 6));
 	}
 	d.weight = w;
 	d.bias = bias;
