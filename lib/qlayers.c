@@ -9,8 +9,10 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
+#endif
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
 #define HAVE_VNNI 1
 #else
 #define HAVE_VNNI 0
@@ -87,7 +89,7 @@ int qconv_init(qconv *d, int64_t *gemm_bias)
 	d->nthreads = omp_get_max_threads();
 	d->gemm_bias = gemm_bias;
 	/* the int32 epilogue holds acc + bias + rounding below 2^31 */
-	int fast = (HAVE_VNNI || d->depthwise) && d->shift >= 0 && d->shift < 31;
+	int fast = d->shift >= 0 && d->shift < 31;
 	for (int k = 0; k < d->k; k++) {
 		int64_t sum = 0, mag = 0;
 		for (int j = 0; j < d->r; j++) {
@@ -261,19 +263,59 @@ static void tile(int32_t *c, const int8_t *a, int rp, const uint8_t *bp, int mr)
 	}
 }
 
-/* out[t] = requant(c[t] + bias) for t < nv, in int32 (qconv_init checked the bound). */
-static void epilogue_fast(uint8_t *out, const int32_t *c, int nv, int32_t bias, const qconv *d)
+#elif defined(__AVX2__)
+/* Without VNNI: each pixel's 4 bytes widened to int16 and multiplied by the row's 4
+ * weights with vpmaddwd (two int32 partial sums per pixel, exact: 255 * 128 * 2 fits),
+ * 16 pixels of two rows per pass; hadd joins the partials at the end. */
+static inline __m256i weights4(const int8_t *w)
 {
-	const __m512i b = _mm512_set1_epi32(bias + rounding(d->shift));
-	const __m512i lo = _mm512_set1_epi32(d->lo), hi = _mm512_set1_epi32(d->hi);
-	for (int t = 0; t < nv; t += 16) {
-		__m512i v = _mm512_add_epi32(_mm512_loadu_si512(c + t), b);
-		v = _mm512_min_epi32(_mm512_max_epi32(_mm512_srai_epi32(v, (unsigned)d->shift), lo), hi);
-		if (nv - t >= 16) /* masked stores are slow on some cores (Zen 4/5): only the tail */
-			_mm_storeu_si128((__m128i *)(out + t), _mm512_cvtepi32_epi8(v));
-		else
-			_mm512_mask_cvtepi32_storeu_epi8(out + t, (__mmask16)((1u << (nv - t)) - 1), v);
+	int32_t w4;
+	memcpy(&w4, w, 4);
+	return _mm256_broadcastq_epi64(_mm_cvtepi8_epi16(_mm_cvtsi32_si128(w4)));
+}
+
+/* [p0 .. p7] from the partial sums of pixels 0-3 (lo) and 4-7 (hi) */
+static inline __m256i join8(__m256i lo, __m256i hi)
+{
+	return _mm256_permute4x64_epi64(_mm256_hadd_epi32(lo, hi), _MM_SHUFFLE(3, 1, 2, 0));
+}
+
+static inline __attribute__((always_inline)) void rows_avx2(int32_t *c, const int8_t *a, int rp,
+							      const uint8_t *bp, int j, const int two)
+{
+	__m256i s[2][4];
+	for (int i = 0; i < 2; i++)
+		for (int v = 0; v < 4; v++)
+			s[i][v] = _mm256_setzero_si256();
+	for (int r4 = 0; r4 < rp / 4; r4++) {
+		const uint8_t *x = bp + ((size_t)r4 * QC + j) * 4;
+		__m256i x0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)x));
+		__m256i x1 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(x + 16)));
+		__m256i x2 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(x + 32)));
+		__m256i x3 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(x + 48)));
+		for (int i = 0; i < 1 + two; i++) {
+			__m256i w = weights4(a + (size_t)i * rp + 4 * r4);
+			s[i][0] = _mm256_add_epi32(s[i][0], _mm256_madd_epi16(x0, w));
+			s[i][1] = _mm256_add_epi32(s[i][1], _mm256_madd_epi16(x1, w));
+			s[i][2] = _mm256_add_epi32(s[i][2], _mm256_madd_epi16(x2, w));
+			s[i][3] = _mm256_add_epi32(s[i][3], _mm256_madd_epi16(x3, w));
+		}
 	}
+	for (int i = 0; i < 1 + two; i++) {
+		_mm256_storeu_si256((__m256i *)(c + i * QN + j), join8(s[i][0], s[i][1]));
+		_mm256_storeu_si256((__m256i *)(c + i * QN + j + 8), join8(s[i][2], s[i][3]));
+	}
+}
+
+static void tile(int32_t *c, const int8_t *a, int rp, const uint8_t *bp, int mr)
+{
+	for (int j = 0; j < QN; j += 16)
+		for (int i = 0; i < mr; i += 2) {
+			if (i + 1 < mr)
+				rows_avx2(c + i * QN, a + (size_t)i * rp, rp, bp, j, 1);
+			else
+				rows_avx2(c + i * QN, a + (size_t)i * rp, rp, bp, j, 0);
+		}
 }
 #else
 static void tile(int32_t *c, const int8_t *a, int rp, const uint8_t *bp, int mr)
@@ -291,10 +333,6 @@ static void tile(int32_t *c, const int8_t *a, int rp, const uint8_t *bp, int mr)
 	}
 }
 
-static void epilogue_fast(uint8_t *out, const int32_t *c, int nv, int32_t bias, const qconv *d)
-{
-	(void)out, (void)c, (void)nv, (void)bias, (void)d; /* qconv_init never picks it */
-}
 #endif
 
 static void gemm_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qconv *d)
@@ -321,7 +359,7 @@ static void gemm_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qc
 					const int32_t *ci = c + i * QN;
 					int64_t b = d->gemm_bias[k + i];
 					if (d->fast) {
-						epilogue_fast(o, ci, nv, (int32_t)b, d);
+						requant32(o, ci, nv, (int32_t)b + rounding(d->shift), d->shift, d->lo, d->hi);
 						continue;
 					}
 					for (int q = 0; q < nv; q++)

@@ -12,8 +12,9 @@
  * agree bit for bit (tests/unit/test_qlayers.c against the _ref loops here,
  * tests/unit/test_qmodel.c against the simulation).
  *
- * Kernels never allocate, print or exit. The conv runs on AVX-512 VNNI (vpdpbusd:
- * u8 x s8 in 4-byte groups, int32 sums) where the build has it, else on portable C. */
+ * Kernels never allocate, print or exit. The conv's GEMM runs on AVX-512 VNNI
+ * (vpdpbusd: u8 x s8 in 4-byte groups, int32 sums) where the build has it, else on
+ * AVX2 (vpmaddwd on the bytes widened to int16), else on portable C. */
 #ifndef QLAYERS_H
 #define QLAYERS_H
 
