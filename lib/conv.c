@@ -12,12 +12,11 @@
 
 #include "err.h"
 
-/* Running the (image, group) tasks in parallel with single-threaded GEMMs beats one
- * threaded GEMM at a time for grouped convs, for GEMMs with few rows (output channels
- * per group; OpenBLAS splits those poorly, e.g. the 3->32 stem or a 96->24 head) and
- * for small GEMMs (measured with bench/bench_layers.c on 2 cores). */
-#define CONV_PAR_MACS (1L << 23)
-#define CONV_PAR_ROWS 64
+#if defined(__AVX512F__)
+#define HAVE_GEMM512 1
+#else
+#define HAVE_GEMM512 0
+#endif
 
 static int conv_out(int in, int k, int s, int p, int dil)
 {
@@ -51,6 +50,8 @@ int conv2d_init(conv2d_desc *d)
 		return err_set("conv2d: bad geometry (n %d c %d h %d w %d k %d kernel %dx%d stride %d,%d pad %d,%d dilation %d,%d groups %d)",
 			       d->n, d->c, d->h, d->w, d->k, d->kh, d->kw, d->sh, d->sw, d->ph, d->pw,
 			       d->dh, d->dw, d->groups);
+	if (d->act < CONV_ACT_NONE || d->act > CONV_ACT_RELU6)
+		return err_set("conv2d: unknown activation %d", (int)d->act);
 	if (d->c % d->groups || d->k % d->groups)
 		return err_set("conv2d: channels %d -> %d not divisible by groups %d", d->c, d->k, d->groups);
 	d->nthreads = omp_get_max_threads();
@@ -65,18 +66,14 @@ int conv2d_init(conv2d_desc *d)
 			d->algo = CONV_DW3X3;
 		else if (is_depthwise(d))
 			d->algo = CONV_DW_DIRECT;
-		else {
-			long macs = (long)(d->k / d->groups) * (d->c / d->groups) * d->kh * d->kw *
-				    d->oh * d->ow;
-			int tasks = d->n * d->groups;
-			d->algo = d->nthreads > 1 && tasks > 1 &&
-						  (d->groups > 1 || d->k < CONV_PAR_ROWS || macs < CONV_PAR_MACS)
-					  ? CONV_GEMM_PAR
-					  : CONV_GEMM;
-		}
+		else
+			d->algo = HAVE_GEMM512 ? CONV_GEMM512 : CONV_GEMM;
 		break;
 	case CONV_GEMM:
-	case CONV_GEMM_PAR:
+		break;
+	case CONV_GEMM512:
+		if (!HAVE_GEMM512)
+			return err_set("conv2d: the gemm512 kernel needs an AVX-512 build");
 		break;
 	case CONV_DW3X3:
 		if (!is_dw3x3(d))
@@ -108,21 +105,59 @@ static size_t round16(size_t n)
 	return (n + 15) & ~(size_t)15;
 }
 
-/* Per-thread scratch of CONV_GEMM_PAR, in floats: col, then dweight and dbias partials. */
-static size_t par_stride(const conv2d_desc *d)
+static size_t pw_pack_floats(int kd);
+#define PW_KC 256 /* reduction block of gemm_nt (its kd is a pixel count) */
+#define DOT_L 2048   /* reduction block of the dot form of gemm_nt */
+#define DOT_MAXN 32  /* the dot form for n up to this (measured: 1.2-4x the panels below 32) */
+
+/* Per-thread scratch of the GEMM algos, in floats: col (im2col rows; none for 1x1),
+ * the thread's partial dweight, and (CONV_GEMM512) the packed panels of B. */
+typedef struct scratch {
+	float *col, *pdw, *pack;
+} scratch;
+
+static size_t col_floats(const conv2d_desc *d)
 {
 	size_t ckk = (size_t)(d->c / d->groups) * d->kh * d->kw;
-	size_t col = is_pointwise(d) ? 0 : ckk * d->oh * d->ow;
-	return round16(col) + round16((size_t)d->k * ckk) + round16((size_t)d->k);
+	return round16(is_pointwise(d) ? 0 : ckk * d->oh * d->ow);
+}
+
+static size_t pdw_floats(const conv2d_desc *d)
+{
+	return round16((size_t)d->k * (d->c / d->groups) * d->kh * d->kw);
+}
+
+static size_t pack_floats(const conv2d_desc *d)
+{
+	if (d->algo != CONV_GEMM512)
+		return 0;
+	size_t a = pw_pack_floats((d->c / d->groups) * d->kh * d->kw), b = pw_pack_floats(d->k / d->groups);
+	size_t c = pw_pack_floats(PW_KC), ckk = (size_t)(d->c / d->groups) * d->kh * d->kw;
+	size_t dot = ckk <= DOT_MAXN ? ckk * DOT_L : 0;
+	a = a > b ? a : b;
+	a = a > c ? a : c;
+	return round16(a > dot ? a : dot);
+}
+
+static size_t par_stride(const conv2d_desc *d)
+{
+	return col_floats(d) + pdw_floats(d) + pack_floats(d);
+}
+
+static scratch thread_scratch(float *ws, const conv2d_desc *d, int tid)
+{
+	scratch s;
+	s.col = ws + tid * par_stride(d);
+	s.pdw = s.col + col_floats(d);
+	s.pack = s.pdw + pdw_floats(d);
+	return s;
 }
 
 size_t conv2d_workspace_size(const conv2d_desc *d)
 {
-	size_t ckk = (size_t)(d->c / d->groups) * d->kh * d->kw;
 	switch (d->algo) {
 	case CONV_GEMM:
-		return is_pointwise(d) ? 0 : ckk * d->oh * d->ow * sizeof(float);
-	case CONV_GEMM_PAR:
+	case CONV_GEMM512:
 		return (size_t)d->nthreads * par_stride(d) * sizeof(float);
 	default:
 		return 0;
@@ -130,6 +165,15 @@ size_t conv2d_workspace_size(const conv2d_desc *d)
 }
 
 /* ---------------------------------------------------------------- reference */
+
+static float act_scalar(float v, enum conv_act act)
+{
+	if (act != CONV_ACT_NONE)
+		v = v < 0.0f ? 0.0f : v; /* NaN passes, as torch */
+	if (act == CONV_ACT_RELU6)
+		v = v > 6.0f ? 6.0f : v;
+	return v;
+}
 
 int conv2d_forward_ref(float *out, const float *inp, const float *weight, const float *bias,
 		       const conv2d_desc *d)
@@ -159,7 +203,7 @@ int conv2d_forward_ref(float *out, const float *inp, const float *weight, const 
 							}
 						}
 					}
-					out[(((size_t)n * K + k) * OH + oy) * OW + ox] = (float)acc;
+					out[(((size_t)n * K + k) * OH + oy) * OW + ox] = act_scalar((float)acc, d->act);
 				}
 		}
 	return 0;
@@ -229,7 +273,339 @@ int conv2d_backward_ref(float *dinp, float *dweight, float *dbias, const float *
 	return 0;
 }
 
+/* ---------------------------------------------------------------- GEMM kernel, AVX-512 */
+
+/* Our own single-threaded GEMM for the convs (CONV_GEMM512): on this machine (Zen 5)
+ * OpenBLAS 0.3.21 picks its AVX2 Haswell kernels and reaches ~105 GFLOP/s per core;
+ * this one reaches 200-230 on the 1x1 conv shapes of MobileNetV2 (bench/bench_layers.c).
+ * C [m, n] = A . B with B's columns (the pixels) packed, 64 at a time, into a
+ * contiguous panel [kd][64]: the rows of B are 2^k floats apart in a conv, which
+ * would otherwise fall into a few cache sets. The micro-kernel keeps a 6 x 64 tile
+ * of C in 24 registers and broadcasts A one element at a time, so A may be read
+ * with any strides (W for the forward, W^T for the input gradient) without packing. */
+#define PW_MR 6
+#define PW_NR 64
+
+/* Columns per packed chunk: up to 256 (longer row reads), fewer for a long reduction
+ * so the packed chunk stays about 64 KiB. */
+static int pw_nc(int kd)
+{
+	int nc = (16384 / (kd > 0 ? kd : 1)) & ~(PW_NR - 1);
+	return nc < PW_NR ? PW_NR : nc > 4 * PW_NR ? 4 * PW_NR : nc;
+}
+
+static size_t pw_pack_floats(int kd)
+{
+	return (size_t)kd * pw_nc(kd);
+}
+
+#if defined(__AVX512F__)
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+/* Lanes j (0..15) of vector v of a row of n valid columns. */
+static ALWAYS_INLINE __mmask16 col_mask(int n, int v)
+{
+	int r = n - 16 * v;
+	return r >= 16 ? (__mmask16)0xffff : r <= 0 ? 0 : (__mmask16)((1u << r) - 1);
+}
+
+/* Masked stores are slow on Zen 4/5 (several times a plain store): mask only the
+ * vectors that need it. */
+static ALWAYS_INLINE void store_lanes(float *p, __mmask16 m, __m512 v)
+{
+	if (m == 0xffff)
+		_mm512_storeu_ps(p, v);
+	else
+		_mm512_mask_storeu_ps(p, m, v);
+}
+
+/* bp [kd][64] = b [kd][0 .. nc) (row stride ldb), columns nc..63 zero. */
+static void pw_pack(float *bp, const float *b, size_t ldb, int kd, int nc)
+{
+	if (nc == PW_NR) {
+		for (int k = 0; k < kd; k++, b += ldb, bp += PW_NR) {
+			_mm512_store_ps(bp, _mm512_loadu_ps(b));
+			_mm512_store_ps(bp + 16, _mm512_loadu_ps(b + 16));
+			_mm512_store_ps(bp + 32, _mm512_loadu_ps(b + 32));
+			_mm512_store_ps(bp + 48, _mm512_loadu_ps(b + 48));
+		}
+		return;
+	}
+	__mmask16 m0 = col_mask(nc, 0), m1 = col_mask(nc, 1), m2 = col_mask(nc, 2), m3 = col_mask(nc, 3);
+	for (int k = 0; k < kd; k++, b += ldb, bp += PW_NR) {
+		_mm512_store_ps(bp, _mm512_maskz_loadu_ps(m0, b));
+		_mm512_store_ps(bp + 16, _mm512_maskz_loadu_ps(m1, b + 16));
+		_mm512_store_ps(bp + 32, _mm512_maskz_loadu_ps(m2, b + 32));
+		_mm512_store_ps(bp + 48, _mm512_maskz_loadu_ps(m3, b + 48));
+	}
+}
+
+/* 16 x 16 transpose of r[0..15]. */
+static ALWAYS_INLINE void transpose16(__m512 r[16])
+{
+	__m512 t[16];
+	for (int i = 0; i < 16; i += 2) {
+		t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+		t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+	}
+	for (int i = 0; i < 16; i += 4) {
+		__m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 2]);
+		__m512d c = _mm512_castps_pd(t[i + 1]), e = _mm512_castps_pd(t[i + 3]);
+		r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+		r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+		r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, e));
+		r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, e));
+	}
+	for (int i = 0; i < 8; i++) {
+		int a = i / 4 * 8 + i % 4;
+		t[a] = _mm512_shuffle_f32x4(r[a], r[a + 4], 0x88);
+		t[a + 4] = _mm512_shuffle_f32x4(r[a], r[a + 4], 0xdd);
+	}
+	for (int i = 0; i < 8; i++) {
+		r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+		r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+	}
+}
+
+/* bp [kd][64] = the transpose of b [nc][kd] (row stride ldb): bp[k][j] = b[j][k],
+ * columns nc..63 zero. */
+static void pw_pack_t(float *bp, const float *b, size_t ldb, int kd, int nc)
+{
+	for (int j0 = 0; j0 < PW_NR; j0 += 16) {
+		int rows = nc - j0 < 16 ? nc - j0 : 16;
+		for (int k0 = 0; k0 < kd; k0 += 16) {
+			int kc = kd - k0 < 16 ? kd - k0 : 16;
+			__mmask16 km = col_mask(kc, 0);
+			__m512 r[16];
+			for (int i = 0; i < 16; i++)
+				r[i] = i < rows ? _mm512_maskz_loadu_ps(km, b + (size_t)(j0 + i) * ldb + k0)
+						: _mm512_setzero_ps();
+			transpose16(r);
+			for (int i = 0; i < kc; i++)
+				_mm512_store_ps(bp + (size_t)(k0 + i) * PW_NR + j0, r[i]);
+		}
+	}
+}
+
+/* c [mr, nc] (row stride ldc) = (acc ? c : 0) + sum_k A(i, k) bp[k][.] (+ bias[i], act),
+ * A(i, k) = a[i*am + k*ak]; mr a constant in each instantiation. */
+static ALWAYS_INLINE void pw_ukr(int mr, int kd, const float *a, size_t am, size_t ak,
+				 const float *bp, float *c, size_t ldc, int nc, const float *bias,
+				 int act, int acc)
+{
+	__m512 t[PW_MR][4];
+#pragma GCC unroll 6
+	for (int i = 0; i < mr; i++)
+#pragma GCC unroll 4
+		for (int j = 0; j < 4; j++)
+			t[i][j] = _mm512_setzero_ps();
+	for (int k = 0; k < kd; k++, a += ak, bp += PW_NR) {
+		__m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16);
+		__m512 b2 = _mm512_load_ps(bp + 32), b3 = _mm512_load_ps(bp + 48);
+#pragma GCC unroll 6
+		for (int i = 0; i < mr; i++) {
+			__m512 av = _mm512_set1_ps(a[i * am]);
+			t[i][0] = _mm512_fmadd_ps(av, b0, t[i][0]);
+			t[i][1] = _mm512_fmadd_ps(av, b1, t[i][1]);
+			t[i][2] = _mm512_fmadd_ps(av, b2, t[i][2]);
+			t[i][3] = _mm512_fmadd_ps(av, b3, t[i][3]);
+		}
+	}
+	__mmask16 m[4] = {col_mask(nc, 0), col_mask(nc, 1), col_mask(nc, 2), col_mask(nc, 3)};
+	const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+#pragma GCC unroll 6
+	for (int i = 0; i < mr; i++) {
+		float *ci = c + (size_t)i * ldc;
+		__m512 bv = _mm512_set1_ps(bias ? bias[i] : 0.0f);
+#pragma GCC unroll 4
+		for (int j = 0; j < 4; j++) {
+			__m512 v = _mm512_add_ps(t[i][j], bv);
+			if (acc)
+				v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m[j], ci + 16 * j));
+			/* max(0, v), min(6, v): a NaN passes, as torch's relu */
+			if (act != CONV_ACT_NONE)
+				v = _mm512_max_ps(zero, v);
+			if (act == CONV_ACT_RELU6)
+				v = _mm512_min_ps(six, v);
+			store_lanes(ci + 16 * j, m[j], v);
+		}
+	}
+}
+
+static void pw_ukr_any(int mr, int kd, const float *a, size_t am, size_t ak, const float *bp,
+		       float *c, size_t ldc, int nc, const float *bias, int act, int acc)
+{
+	switch (mr) {
+	case 1: pw_ukr(1, kd, a, am, ak, bp, c, ldc, nc, bias, act, acc); break;
+	case 2: pw_ukr(2, kd, a, am, ak, bp, c, ldc, nc, bias, act, acc); break;
+	case 3: pw_ukr(3, kd, a, am, ak, bp, c, ldc, nc, bias, act, acc); break;
+	case 4: pw_ukr(4, kd, a, am, ak, bp, c, ldc, nc, bias, act, acc); break;
+	case 5: pw_ukr(5, kd, a, am, ak, bp, c, ldc, nc, bias, act, acc); break;
+	default: pw_ukr(6, kd, a, am, ak, bp, c, ldc, nc, bias, act, acc); break;
+	}
+}
+
+/* c [m, n] (ldc) = (acc ? c : 0) + A . b (+ bias per row, act), A(i, k) = a[i*am + k*ak],
+ * b [kd, n] (ldb). bp: pw_pack_floats(kd) floats, 64-byte aligned. */
+static void pw_gemm_nn(float *c, size_t ldc, const float *a, size_t am, size_t ak, const float *b,
+		       size_t ldb, int m, int n, int kd, const float *bias, int act, int acc, float *bp)
+{
+	int ncmax = pw_nc(kd);
+	for (int n0 = 0; n0 < n; n0 += ncmax) {
+		int nc = n - n0 < ncmax ? n - n0 : ncmax, np = (nc + PW_NR - 1) / PW_NR;
+		for (int p = 0; p < np; p++) {
+			int w = nc - p * PW_NR;
+			pw_pack(bp + (size_t)p * kd * PW_NR, b + n0 + p * PW_NR, ldb, kd, w < PW_NR ? w : PW_NR);
+		}
+		for (int i0 = 0; i0 < m; i0 += PW_MR)
+			for (int p = 0; p < np; p++) {
+				int w = nc - p * PW_NR;
+				pw_ukr_any(m - i0, kd, a + (size_t)i0 * am, am, ak, bp + (size_t)p * kd * PW_NR,
+					   c + (size_t)i0 * ldc + n0 + p * PW_NR, ldc, w < PW_NR ? w : PW_NR,
+					   bias ? bias + i0 : NULL, act, acc);
+			}
+	}
+}
+
+/* c [m, n] (ldc) += a [m, kd] (lda) . b [n, kd]^T (ldb). bp: pw_pack_floats(PW_KC) floats. */
+static void pw_gemm_nt(float *c, size_t ldc, const float *a, size_t lda, const float *b, size_t ldb,
+		       int m, int n, int kd, float *bp)
+{
+	int ncmax = pw_nc(PW_KC);
+	for (int k0 = 0; k0 < kd; k0 += PW_KC) {
+		int kc = kd - k0 < PW_KC ? kd - k0 : PW_KC;
+		for (int n0 = 0; n0 < n; n0 += ncmax) {
+			int nc = n - n0 < ncmax ? n - n0 : ncmax, np = (nc + PW_NR - 1) / PW_NR;
+			for (int p = 0; p < np; p++) {
+				int w = nc - p * PW_NR;
+				pw_pack_t(bp + (size_t)p * kc * PW_NR, b + (size_t)(n0 + p * PW_NR) * ldb + k0, ldb,
+					  kc, w < PW_NR ? w : PW_NR);
+			}
+			for (int i0 = 0; i0 < m; i0 += PW_MR)
+				for (int p = 0; p < np; p++) {
+					int w = nc - p * PW_NR;
+					pw_ukr_any(m - i0, kc, a + (size_t)i0 * lda + k0, lda, 1,
+						   bp + (size_t)p * kc * PW_NR, c + (size_t)i0 * ldc + n0 + p * PW_NR,
+						   ldc, w < PW_NR ? w : PW_NR, NULL, CONV_ACT_NONE, 1);
+				}
+		}
+	}
+}
+
+/* c [m, n] += a [m, kd] (lda) . b [n, kd]^T (ldb) for narrow n (the weight gradient
+ * of a conv with few input channels), as dot products along kd: a 4 x 6 tile of
+ * vector accumulators, each reduced at the end of a DOT_L block. The 64-wide panels
+ * of pw_gemm_nt would be mostly padding there. The block of b is copied to bc
+ * (n * DOT_L floats) first: its rows are 2^k floats apart in a conv and would share
+ * a few cache sets. */
+static ALWAYS_INLINE void dot_tile(float *c, size_t ldc, const float *a, size_t lda, const float *bc,
+				   int len, int mr, int nr)
+{
+	__m512 t[4][6];
+#pragma GCC unroll 4
+	for (int i = 0; i < 4; i++)
+#pragma GCC unroll 6
+		for (int j = 0; j < 6; j++)
+			t[i][j] = _mm512_setzero_ps();
+	/* rows past mr, nr repeat the last one; their sums are not stored */
+	const float *ar[4], *br[6];
+	for (int i = 0; i < 4; i++)
+		ar[i] = a + (size_t)(i < mr ? i : mr - 1) * lda;
+	for (int j = 0; j < 6; j++)
+		br[j] = bc + (size_t)(j < nr ? j : nr - 1) * len;
+	for (int p = 0; p < len; p += 16) {
+		__mmask16 m = len - p >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (len - p)) - 1);
+		__m512 bv[6];
+#pragma GCC unroll 6
+		for (int j = 0; j < 6; j++)
+			bv[j] = _mm512_maskz_loadu_ps(m, br[j] + p);
+#pragma GCC unroll 4
+		for (int i = 0; i < 4; i++) {
+			__m512 av = _mm512_maskz_loadu_ps(m, ar[i] + p);
+#pragma GCC unroll 6
+			for (int j = 0; j < 6; j++)
+				t[i][j] = _mm512_fmadd_ps(av, bv[j], t[i][j]);
+		}
+	}
+	for (int i = 0; i < mr; i++)
+		for (int j = 0; j < nr; j++)
+			c[(size_t)i * ldc + j] += _mm512_reduce_add_ps(t[i][j]);
+}
+
+static void pw_gemm_nt_dot(float *c, size_t ldc, const float *a, size_t lda, const float *b, size_t ldb,
+			   int m, int n, int kd, float *bc)
+{
+	for (int k0 = 0; k0 < kd; k0 += DOT_L) {
+		int len = kd - k0 < DOT_L ? kd - k0 : DOT_L;
+		for (int j = 0; j < n; j++)
+			memcpy(bc + (size_t)j * len, b + (size_t)j * ldb + k0, len * sizeof(float));
+		for (int i0 = 0; i0 < m; i0 += 4)
+			for (int j0 = 0; j0 < n; j0 += 6)
+				dot_tile(c + (size_t)i0 * ldc + j0, ldc, a + (size_t)i0 * lda + k0, lda,
+					 bc + (size_t)j0 * len, len, m - i0 < 4 ? m - i0 : 4, n - j0 < 6 ? n - j0 : 6);
+	}
+}
+#endif
+
+/* The two GEMM shapes of a conv, on our kernel (own) or OpenBLAS's sgemm.
+ * gemm_nn: c [m, n] (ldc) = (acc ? c : 0) + op(a) . b (+ bias[i] per row, act), where
+ * op(a) [m, kd] is a [m, kd] (lda) or, with trans_a, a [kd, m]'s transpose; b [kd, n] (ldb). */
+static void gemm_nn(int own, float *c, int ldc, int trans_a, const float *a, int lda, const float *b,
+		    int ldb, int m, int n, int kd, const float *bias, int act, int acc, float *pack)
+{
+#if defined(__AVX512F__)
+	if (own) {
+		pw_gemm_nn(c, ldc, a, trans_a ? 1 : lda, trans_a ? lda : 1, b, ldb, m, n, kd, bias, act, acc,
+			   pack);
+		return;
+	}
+#endif
+	cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, CblasNoTrans, m, n, kd, 1.0f, a,
+		    lda, b, ldb, acc ? 1.0f : 0.0f, c, ldc);
+	if (!bias && act == CONV_ACT_NONE)
+		return;
+	for (int i = 0; i < m; i++) {
+		float bi = bias ? bias[i] : 0.0f, *ci = c + (size_t)i * ldc;
+		for (int j = 0; j < n; j++) {
+			float v = ci[j] + bi;
+			if (act != CONV_ACT_NONE)
+				v = v < 0.0f ? 0.0f : v;
+			if (act == CONV_ACT_RELU6)
+				v = v > 6.0f ? 6.0f : v;
+			ci[j] = v;
+		}
+	}
+}
+
+/* gemm_nt: c [m, n] (ldc) += a [m, kd] (lda) . b [n, kd]^T (ldb) */
+static void gemm_nt(int own, float *c, int ldc, const float *a, int lda, const float *b, int ldb,
+		    int m, int n, int kd, float *pack)
+{
+#if defined(__AVX512F__)
+	if (own && n <= DOT_MAXN) {
+		pw_gemm_nt_dot(c, ldc, a, lda, b, ldb, m, n, kd, pack);
+		return;
+	}
+	if (own) {
+		pw_gemm_nt(c, ldc, a, lda, b, ldb, m, n, kd, pack);
+		return;
+	}
+#endif
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, kd, 1.0f, a, lda, b, ldb, 1.0f, c, ldc);
+}
+
 /* ---------------------------------------------------------------- im2col + sgemm */
+
+/* Threads: every sgemm runs single-threaded inside our own OpenMP tasks, so
+ * OpenBLAS's thread pool is never woken. Two pools on the same cores spin against
+ * each other (OpenBLAS's workers and OpenMP's wait actively for a while after each
+ * call): on 2 cores that made batch-1 inference 3-10x slower than this. A conv's
+ * work is split into tasks (image, group, block); the blocks (ranges of output rows,
+ * or of input channels for the im2col input gradient) split one image's GEMM when
+ * there are fewer (image, group) pairs than threads to keep busy. */
+
+/* Below this many MACs a conv runs on one thread: the fork costs more than it saves. */
+#define CONV_PAR_MIN_MACS (1L << 17)
 
 /* The output columns ox whose input column ox*s + off lies in [0, w): [*lo, *hi). */
 static void valid_range(int *lo, int *hi, int off, int s, int w, int ow)
@@ -246,17 +622,18 @@ static void valid_range(int *lo, int *hi, int off, int s, int w, int ow)
 	*hi = b;
 }
 
-/* col [cg*kh*kw, oh*ow] from inp [cg, h, w]: row (c, ky, kx) holds the input pixel
- * each output pixel sees through that tap (0 in the padding). */
-static void im2col(float *col, const float *inp, int cg, const conv2d_desc *d)
+/* col [cg*kh*kw, (y1-y0)*ow] from inp [cg, h, w]: row (c, ky, kx) holds the input
+ * pixel each output pixel of rows y0..y1 sees through that tap (0 in the padding). */
+static void im2col(float *col, const float *inp, int cg, int y0, int y1, const conv2d_desc *d)
 {
-	int kk = d->kh * d->kw, H = d->h, W = d->w, OH = d->oh, OW = d->ow;
+	int kk = d->kh * d->kw, H = d->h, W = d->w, OW = d->ow;
+	size_t cols = (size_t)(y1 - y0) * OW;
 	for (int r = 0; r < cg * kk; r++) {
 		int c = r / kk, ky = r % kk / d->kw, kx = r % d->kw;
-		float *dst = col + (size_t)r * OH * OW;
+		float *dst = col + (size_t)r * cols;
 		int off = kx * d->dw - d->pw, lo, hi;
 		valid_range(&lo, &hi, off, d->sw, W, OW);
-		for (int oy = 0; oy < OH; oy++, dst += OW) {
+		for (int oy = y0; oy < y1; oy++, dst += OW) {
 			int iy = oy * d->sh - d->ph + ky * d->dh;
 			if (iy < 0 || iy >= H) {
 				memset(dst, 0, OW * sizeof(float));
@@ -276,7 +653,7 @@ static void im2col(float *col, const float *inp, int cg, const conv2d_desc *d)
 	}
 }
 
-/* dinp [cg, h, w] += the col rows scattered back (the transpose of im2col). */
+/* dinp [cg, h, w] += the col [cg*kh*kw, oh*ow] rows scattered back (im2col's transpose). */
 static void col2im(float *dinp, const float *col, int cg, const conv2d_desc *d)
 {
 	int H = d->h, W = d->w, OH = d->oh, OW = d->ow;
@@ -301,62 +678,83 @@ static void col2im(float *dinp, const float *col, int cg, const conv2d_desc *d)
 			}
 }
 
-/* One image, one group: out_g [kg, ohw] = w_g [kg, ckk] . col [ckk, ohw] + bias. */
-static void gemm_fwd_task(float *out, const float *inp, const float *w, const float *bias,
-			  float *col, int cg, int kg, const conv2d_desc *d)
+/* How many blocks each (image, group) pair is cut into so that the tasks divide
+ * evenly over the threads: 2 threads and 1 or 3 images give 2 blocks each. */
+static int n_blocks(const conv2d_desc *d, int extent)
 {
-	int ckk = cg * d->kh * d->kw, ohw = d->oh * d->ow;
-	const float *b = inp;
-	if (!is_pointwise(d)) {
-		im2col(col, inp, cg, d);
-		b = col;
+	int a = d->n * d->groups, b = d->nthreads;
+	while (b) {
+		int r = a % b;
+		a = b;
+		b = r;
 	}
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, kg, ohw, ckk, 1.0f, w, ckk, b, ohw,
-		    0.0f, out, ohw);
-	if (bias)
-		for (int k = 0; k < kg; k++) {
-			float bk = bias[k], *o = out + (size_t)k * ohw;
-			for (int i = 0; i < ohw; i++)
-				o[i] += bk;
-		}
+	int nb = d->nthreads / a;
+	return nb < extent ? nb : extent;
 }
 
-/* One image, one group of the backward. col is scratch of ckk*ohw floats (unused for
- * pointwise convs); dw, db: where this task's parameter gradients accumulate. */
-static void gemm_bwd_task(float *dinp, float *dw, float *db, const float *dout, const float *inp,
-			  const float *w, float *col, int cg, int kg, const conv2d_desc *d)
+static int par_worth(const conv2d_desc *d)
 {
-	int ckk = cg * d->kh * d->kw, ohw = d->oh * d->ow;
-	int pw = is_pointwise(d);
-	if (db)
-		for (int k = 0; k < kg; k++) {
-			const float *g = dout + (size_t)k * ohw;
-			float s = 0;
-#pragma omp simd reduction(+ : s)
-			for (int i = 0; i < ohw; i++)
-				s += g[i];
-			db[k] += s;
-		}
-	if (dw) {
-		const float *b = inp;
-		if (!pw) {
-			im2col(col, inp, cg, d);
-			b = col;
-		}
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, kg, ckk, ohw, 1.0f, dout, ohw, b,
-			    ohw, 1.0f, dw, ckk);
+	long macs = (long)d->n * d->k * (d->c / d->groups) * d->kh * d->kw * d->oh * d->ow;
+	return d->nthreads > 1 && macs >= CONV_PAR_MIN_MACS;
+}
+
+/* Block b of nb over [0, extent). */
+static int block_lo(int b, int nb, int extent)
+{
+	return (int)((long)b * extent / nb);
+}
+
+/* out_g [kg, rows y0..y1] = w_g [kg, ckk] . col [ckk, rows y0..y1] + bias, act, for one
+ * image and group (out, inp at the group's origin). */
+static void gemm_fwd_task(float *out, const float *inp, const float *w, const float *bias,
+			  scratch s, int cg, int kg, int y0, int y1, const conv2d_desc *d)
+{
+	int ckk = cg * d->kh * d->kw, ohw = d->oh * d->ow, c0 = y0 * d->ow, cols = (y1 - y0) * d->ow;
+	const float *b = inp + c0;
+	int ldb = ohw;
+	if (!is_pointwise(d)) {
+		im2col(s.col, inp, cg, y0, y1, d);
+		b = s.col;
+		ldb = cols;
 	}
-	if (dinp) {
-		if (pw) {
-			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ckk, ohw, kg, 1.0f, w, ckk,
-				    dout, ohw, 0.0f, dinp, ohw);
-		} else {
-			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ckk, ohw, kg, 1.0f, w, ckk,
-				    dout, ohw, 0.0f, col, ohw);
-			memset(dinp, 0, (size_t)cg * d->h * d->w * sizeof(float));
-			col2im(dinp, col, cg, d);
-		}
+	gemm_nn(d->algo == CONV_GEMM512, out + c0, ohw, 0, w, ckk, b, ldb, kg, cols, ckk, bias, d->act, 0,
+		s.pack);
+}
+
+/* dw_g [kg, ckk] += dout_g [kg, rows y0..y1] . col [ckk, rows y0..y1]^T */
+static void gemm_dw_task(float *dw, const float *dout, const float *inp, scratch s, int cg, int kg,
+			 int y0, int y1, const conv2d_desc *d)
+{
+	int ckk = cg * d->kh * d->kw, ohw = d->oh * d->ow, c0 = y0 * d->ow, cols = (y1 - y0) * d->ow;
+	const float *b = inp + c0;
+	int ldb = ohw;
+	if (!is_pointwise(d)) {
+		im2col(s.col, inp, cg, y0, y1, d);
+		b = s.col;
+		ldb = cols;
 	}
+	gemm_nt(d->algo == CONV_GEMM512, dw, ckk, dout + c0, ohw, b, ldb, kg, ckk, cols, s.pack);
+}
+
+/* Block b of nb of the input gradient of one image and group: for a 1x1 conv the
+ * columns of rows y0..y1, dinp_g = w_g^T . dout_g; otherwise the group's input
+ * channels ch0..ch1, whose col rows are w_g's columns times dout_g, scattered back. */
+static void gemm_dx_task(float *dinp, const float *dout, const float *w, scratch s, int cg, int kg,
+			 int b, int nb, const conv2d_desc *d)
+{
+	int kk = d->kh * d->kw, ckk = cg * kk, ohw = d->oh * d->ow, own = d->algo == CONV_GEMM512;
+	if (is_pointwise(d)) {
+		int c0 = block_lo(b, nb, d->oh) * d->ow, c1 = block_lo(b + 1, nb, d->oh) * d->ow;
+		gemm_nn(own, dinp + c0, ohw, 1, w, ckk, dout + c0, ohw, cg, c1 - c0, kg, NULL, CONV_ACT_NONE, 0,
+			s.pack);
+		return;
+	}
+	int ch0 = block_lo(b, nb, cg), nc = block_lo(b + 1, nb, cg) - ch0;
+	size_t hw = (size_t)d->h * d->w;
+	gemm_nn(own, s.col, ohw, 1, w + ch0 * kk, ckk, dout, ohw, nc * kk, ohw, kg, NULL, CONV_ACT_NONE, 0,
+		s.pack);
+	memset(dinp + ch0 * hw, 0, nc * hw * sizeof(float));
+	col2im(dinp + ch0 * hw, s.col, nc, d);
 }
 
 static int blas_single_begin(void)
@@ -376,26 +774,21 @@ static void blas_single_end(int save)
 static void gemm_forward(float *out, const float *inp, const float *weight, const float *bias,
 			 float *ws, const conv2d_desc *d)
 {
-	int G = d->groups, cg = d->c / G, kg = d->k / G;
+	int G = d->groups, cg = d->c / G, kg = d->k / G, OH = d->oh;
 	size_t isz = (size_t)d->c * d->h * d->w, osz = (size_t)d->k * d->oh * d->ow;
 	size_t wsz = (size_t)kg * cg * d->kh * d->kw, ohw = (size_t)d->oh * d->ow;
-	if (d->algo == CONV_GEMM) {
-		for (int n = 0; n < d->n; n++)
-			for (int g = 0; g < G; g++)
-				gemm_fwd_task(out + n * osz + g * kg * ohw, inp + n * isz + (size_t)g * cg * d->h * d->w,
-					      weight + g * wsz, bias ? bias + g * kg : NULL, ws, cg, kg, d);
-		return;
-	}
+	size_t gisz = (size_t)cg * d->h * d->w;
+	int nb = n_blocks(d, OH), ntask = d->n * G * nb;
 	int save = blas_single_begin();
-	size_t stride = par_stride(d);
-#pragma omp parallel num_threads(d->nthreads)
+#pragma omp parallel num_threads(d->nthreads) if (par_worth(d))
 	{
-		float *col = ws + omp_get_thread_num() * stride;
+		scratch s = thread_scratch(ws, d, omp_get_thread_num());
 #pragma omp for schedule(dynamic)
-		for (int t = 0; t < d->n * G; t++) {
-			int n = t / G, g = t % G;
-			gemm_fwd_task(out + n * osz + g * kg * ohw, inp + n * isz + (size_t)g * cg * d->h * d->w,
-				      weight + g * wsz, bias ? bias + g * kg : NULL, col, cg, kg, d);
+		for (int t = 0; t < ntask; t++) {
+			int n = t / (G * nb), g = t / nb % G, b = t % nb;
+			gemm_fwd_task(out + n * osz + g * kg * ohw, inp + n * isz + g * gisz, weight + g * wsz,
+				      bias ? bias + g * kg : NULL, s, cg, kg, block_lo(b, nb, OH),
+				      block_lo(b + 1, nb, OH), d);
 		}
 	}
 	blas_single_end(save);
@@ -404,56 +797,55 @@ static void gemm_forward(float *out, const float *inp, const float *weight, cons
 static void gemm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
 			  const float *inp, const float *weight, float *ws, const conv2d_desc *d)
 {
-	int G = d->groups, cg = d->c / G, kg = d->k / G;
+	int G = d->groups, cg = d->c / G, kg = d->k / G, OH = d->oh;
 	size_t isz = (size_t)d->c * d->h * d->w, osz = (size_t)d->k * d->oh * d->ow;
 	size_t wsz = (size_t)kg * cg * d->kh * d->kw, ohw = (size_t)d->oh * d->ow;
-	size_t gisz = (size_t)cg * d->h * d->w;
-	if (d->algo == CONV_GEMM) {
-		for (int n = 0; n < d->n; n++)
-			for (int g = 0; g < G; g++)
-				gemm_bwd_task(dinp ? dinp + n * isz + g * gisz : NULL,
-					      dweight ? dweight + g * wsz : NULL, dbias ? dbias + g * kg : NULL,
-					      dout + n * osz + g * kg * ohw, inp + n * isz + g * gisz,
-					      weight + g * wsz, ws, cg, kg, d);
-		return;
-	}
-	int save = blas_single_begin();
-	size_t stride = par_stride(d), ckk = (size_t)cg * d->kh * d->kw;
-	size_t colsz = round16(is_pointwise(d) ? 0 : ckk * ohw);
+	size_t gisz = (size_t)cg * d->h * d->w, ckk = (size_t)cg * d->kh * d->kw;
 	size_t wall = (size_t)d->k * ckk;
-#pragma omp parallel num_threads(d->nthreads)
+	int nbw = n_blocks(d, OH), nbx = n_blocks(d, is_pointwise(d) ? OH : cg);
+	int ntw = d->n * G * nbw, ntx = d->n * G * nbx;
+	int save = blas_single_begin();
+#pragma omp parallel num_threads(d->nthreads) if (par_worth(d))
 	{
-		int tid = omp_get_thread_num();
-		float *col = ws + tid * stride;
-		float *pdw = col + colsz, *pdb = pdw + round16(wall);
-		if (dweight)
-			memset(pdw, 0, wall * sizeof(float));
-		if (dbias)
-			memset(pdb, 0, d->k * sizeof(float));
-#pragma omp for schedule(static) /* static: the partials sum in a fixed order */
-		for (int t = 0; t < d->n * G; t++) {
-			int n = t / G, g = t % G;
-			gemm_bwd_task(dinp ? dinp + n * isz + g * gisz : NULL, dweight ? pdw + g * wsz : NULL,
-				      dbias ? pdb + g * kg : NULL, dout + n * osz + g * kg * ohw,
-				      inp + n * isz + g * gisz, weight + g * wsz, col, cg, kg, d);
-		}
-		/* implicit barrier: every thread's partials are complete */
-		if (dweight) {
-#pragma omp for schedule(static)
-			for (size_t i = 0; i < wall; i++) {
-				float s = 0;
-				for (int th = 0; th < omp_get_num_threads(); th++)
-					s += ws[th * stride + colsz + i];
-				dweight[i] += s;
+		int nth = omp_get_num_threads();
+		scratch s = thread_scratch(ws, d, omp_get_thread_num());
+		if (dbias) {
+#pragma omp for schedule(static) nowait
+			for (int k = 0; k < d->k; k++) {
+				float v = 0;
+				for (int n = 0; n < d->n; n++) {
+					const float *g = dout + n * osz + k * ohw;
+#pragma omp simd reduction(+ : v)
+					for (size_t i = 0; i < ohw; i++)
+						v += g[i];
+				}
+				dbias[k] += v;
 			}
 		}
-		if (dbias) {
+		if (dweight) {
+			memset(s.pdw, 0, wall * sizeof(float));
+			/* static: each thread's partial sums the same tasks in the same order */
 #pragma omp for schedule(static)
-			for (int k = 0; k < d->k; k++) {
-				float s = 0;
-				for (int th = 0; th < omp_get_num_threads(); th++)
-					s += ws[th * stride + colsz + round16(wall) + k];
-				dbias[k] += s;
+			for (int t = 0; t < ntw; t++) {
+				int n = t / (G * nbw), g = t / nbw % G, b = t % nbw;
+				gemm_dw_task(s.pdw + g * wsz, dout + n * osz + g * kg * ohw, inp + n * isz + g * gisz,
+					     s, cg, kg, block_lo(b, nbw, OH), block_lo(b + 1, nbw, OH), d);
+			}
+			/* implicit barrier: every thread's partial is complete */
+#pragma omp for schedule(static)
+			for (size_t i = 0; i < wall; i++) {
+				float v = 0;
+				for (int th = 0; th < nth; th++)
+					v += thread_scratch(ws, d, th).pdw[i];
+				dweight[i] += v;
+			}
+		}
+		if (dinp) {
+#pragma omp for schedule(dynamic)
+			for (int t = 0; t < ntx; t++) {
+				int n = t / (G * nbx), g = t / nbx % G, b = t % nbx;
+				gemm_dx_task(dinp + n * isz + g * gisz, dout + n * osz + g * kg * ohw, weight + g * wsz,
+					     s, cg, kg, b, nbx, d);
 			}
 		}
 	}
@@ -479,7 +871,7 @@ static void dw_direct_plane(float *out, const float *inp, const float *w, float 
 						acc += w[ky * d->kw + kx] * inp[iy * d->w + ix];
 				}
 			}
-			out[oy * d->ow + ox] = acc;
+			out[oy * d->ow + ox] = act_scalar(acc, d->act);
 		}
 }
 
@@ -528,8 +920,6 @@ static void dw_direct_plane_dw(float *dw, const float *dout, const float *inp, c
 /* ---------------------------------------------------------------- depthwise 3x3, AVX-512 */
 
 #if defined(__AVX512F__)
-#define ALWAYS_INLINE inline __attribute__((always_inline))
-
 /* Lanes j (0..15) with 0 <= start + j < limit. */
 static ALWAYS_INLINE __mmask16 range_mask(int start, int limit)
 {
@@ -549,53 +939,71 @@ static ALWAYS_INLINE __m512 load_masked(__mmask16 m, const float *row, int start
 	return _mm512_maskz_loadu_ps(m, (const void *)((intptr_t)row + (intptr_t)start * 4));
 }
 
-/* The loads that make the three horizontal taps (kx = 0, 1, 2) of output columns
- * ox0..ox0+15 in an input row of width w, pad 1: stride 1 needs three shifted loads,
- * stride 2 two pairs of loads split into even and odd lanes. The masks depend only on
- * the column, so they are computed once per chunk and reused for every row. */
-typedef struct tapmask {
-	__mmask16 a, b, c, d;
-	int start;
-} tapmask;
+/* The 3x3 kernels stream each row in 16-float vectors (vector j = columns 16j..16j+15)
+ * and make the horizontal taps from neighbouring vectors with valignd / vpermt2ps,
+ * so every load is a whole vector at a multiple of 16 columns: loading the shifted
+ * taps directly (one float off) splits most loads over two cache lines and ran at a
+ * third of the speed. Vector j of a row of width w, zero past its end and for a NULL
+ * row (the padding above and below the plane). */
+static ALWAYS_INLINE __m512 row_vec(const float *row, int j, int w)
+{
+	int r = w - 16 * j;
+	if (!row || r <= 0)
+		return _mm512_setzero_ps();
+	if (r >= 16)
+		return _mm512_loadu_ps(row + 16 * j);
+	return _mm512_maskz_loadu_ps((__mmask16)((1u << r) - 1), row + 16 * j);
+}
+
+/* Columns x-1, x, x+1 of the 16 columns of cur, given the vectors before and after. */
+static ALWAYS_INLINE __m512 left_of(__m512 cur, __m512 prev)
+{
+	return _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(cur), _mm512_castps_si512(prev), 15));
+}
+
+static ALWAYS_INLINE __m512 right_of(__m512 cur, __m512 next)
+{
+	return _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(next), _mm512_castps_si512(cur), 1));
+}
 
 typedef struct taps3 {
 	__m512 t0, t1, t2;
 } taps3;
 
-static ALWAYS_INLINE tapmask tap_masks(int ox0, int s, int w)
+/* A sliding window over one input row: the taps kx = 0, 1, 2 of output chunk j
+ * (columns 16j..16j+15, pad 1) for stride 1 or 2. */
+typedef struct rowwin {
+	const float *row;
+	int w;
+	__m512 prev, cur; /* stride 1: vectors j-1 and j; stride 2: prev = tap 2 of chunk j-1 */
+} rowwin;
+
+static ALWAYS_INLINE rowwin win_start(const float *row, int w, int s)
 {
-	tapmask m;
-	if (s == 1) {
-		m.start = ox0 - 1;
-		m.a = range_mask(ox0 - 1, w);
-		m.b = range_mask(ox0, w);
-		m.c = range_mask(ox0 + 1, w);
-		m.d = 0;
-	} else {
-		m.start = 2 * ox0 - 1;
-		m.a = range_mask(m.start, w);
-		m.b = range_mask(m.start + 16, w);
-		m.c = range_mask(m.start + 1, w);
-		m.d = range_mask(m.start + 17, w);
-	}
-	return m;
+	rowwin r = {row, w, _mm512_setzero_ps(), _mm512_setzero_ps()};
+	if (s == 1)
+		r.cur = row_vec(row, 0, w);
+	return r;
 }
 
-static ALWAYS_INLINE taps3 load_taps(const float *row, tapmask m, int s)
+static ALWAYS_INLINE taps3 win_taps(rowwin *r, int j, int s)
 {
 	taps3 t;
 	if (s == 1) {
-		t.t0 = load_masked(m.a, row, m.start);
-		t.t1 = load_masked(m.b, row, m.start + 1);
-		t.t2 = load_masked(m.c, row, m.start + 2);
+		__m512 next = row_vec(r->row, j + 1, r->w);
+		t.t0 = left_of(r->cur, r->prev);
+		t.t1 = r->cur;
+		t.t2 = right_of(r->cur, next);
+		r->prev = r->cur;
+		r->cur = next;
 	} else {
 		const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
 		const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-		__m512 a0 = load_masked(m.a, row, m.start), a1 = load_masked(m.b, row, m.start + 16);
-		__m512 c0 = load_masked(m.c, row, m.start + 1), c1 = load_masked(m.d, row, m.start + 17);
-		t.t0 = _mm512_permutex2var_ps(a0, even, a1);
-		t.t1 = _mm512_permutex2var_ps(a0, odd, a1);
-		t.t2 = _mm512_permutex2var_ps(c0, odd, c1);
+		__m512 a = row_vec(r->row, 2 * j, r->w), b = row_vec(r->row, 2 * j + 1, r->w);
+		t.t1 = _mm512_permutex2var_ps(a, even, b); /* columns 2x */
+		t.t2 = _mm512_permutex2var_ps(a, odd, b);  /* 2x + 1 */
+		t.t0 = left_of(t.t2, r->prev);             /* 2x - 1 */
+		r->prev = t.t2;
 	}
 	return t;
 }
@@ -607,27 +1015,36 @@ static ALWAYS_INLINE __m512 fma_row(__m512 acc, taps3 t, __m512 w0, __m512 w1, _
 	return _mm512_fmadd_ps(w2, t.t2, acc);
 }
 
-/* One plane: out [oh, ow] = corr3x3(inp [h, w], w9) + b, pad 1, stride s (a constant
- * in each instantiation below). */
+/* One plane: out [oh, ow] = corr3x3(inp [h, w], w9) + b, act, pad 1, stride s (a
+ * constant in each instantiation below). Row by row, so memory is read in order;
+ * each output vector sums three row chains (one chain of nine dependent FMAs would
+ * wait on latency). */
 static ALWAYS_INLINE void dw3x3_plane_impl(float *out, const float *inp, const float *w9, float b,
-					   int h, int w, int oh, int ow, int s)
+					   int h, int w, int oh, int ow, int s, enum conv_act act)
 {
+	const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
 	const __m512 w0 = _mm512_set1_ps(w9[0]), w1 = _mm512_set1_ps(w9[1]), w2 = _mm512_set1_ps(w9[2]);
 	const __m512 w3 = _mm512_set1_ps(w9[3]), w4 = _mm512_set1_ps(w9[4]), w5 = _mm512_set1_ps(w9[5]);
 	const __m512 w6 = _mm512_set1_ps(w9[6]), w7 = _mm512_set1_ps(w9[7]), w8 = _mm512_set1_ps(w9[8]);
 	const __m512 bv = _mm512_set1_ps(b);
-	for (int ox0 = 0; ox0 < ow; ox0 += 16) {
-		tapmask m = tap_masks(ox0, s, w);
-		__mmask16 om = range_mask(ox0, ow);
-		for (int oy = 0; oy < oh; oy++) {
-			int iy = oy * s - 1;
-			__m512 acc = bv;
-			if (iy >= 0)
-				acc = fma_row(acc, load_taps(inp + (size_t)iy * w, m, s), w0, w1, w2);
-			acc = fma_row(acc, load_taps(inp + (size_t)(iy + 1) * w, m, s), w3, w4, w5);
-			if (iy + 2 < h)
-				acc = fma_row(acc, load_taps(inp + (size_t)(iy + 2) * w, m, s), w6, w7, w8);
-			_mm512_mask_storeu_ps(out + (size_t)oy * ow + ox0, om, acc);
+	int nch = (ow + 15) / 16;
+	__mmask16 last = range_mask(16 * (nch - 1), ow);
+	for (int oy = 0; oy < oh; oy++) {
+		int iy = oy * s - 1;
+		rowwin r0 = win_start(iy >= 0 ? inp + (size_t)iy * w : NULL, w, s);
+		rowwin r1 = win_start(inp + (size_t)(iy + 1) * w, w, s);
+		rowwin r2 = win_start(iy + 2 < h ? inp + (size_t)(iy + 2) * w : NULL, w, s);
+		float *o = out + (size_t)oy * ow;
+		for (int j = 0; j < nch; j++) {
+			__m512 a = fma_row(bv, win_taps(&r1, j, s), w3, w4, w5);
+			__m512 a0 = fma_row(zero, win_taps(&r0, j, s), w0, w1, w2);
+			__m512 a2 = fma_row(zero, win_taps(&r2, j, s), w6, w7, w8);
+			a = _mm512_add_ps(a, _mm512_add_ps(a0, a2));
+			if (act != CONV_ACT_NONE)
+				a = _mm512_max_ps(zero, a);
+			if (act == CONV_ACT_RELU6)
+				a = _mm512_min_ps(six, a);
+			store_lanes(o + 16 * j, j == nch - 1 ? last : 0xffff, a);
 		}
 	}
 }
@@ -638,32 +1055,41 @@ static ALWAYS_INLINE void dw3x3_plane_dw_impl(float *dw9, float *db, const float
 {
 	__m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
 	       a7 = a0, a8 = a0, ab = a0;
-	for (int ox0 = 0; ox0 < ow; ox0 += 16) {
-		tapmask m = tap_masks(ox0, s, w);
-		__mmask16 om = range_mask(ox0, ow);
-		for (int oy = 0; oy < oh; oy++) {
-			int iy = oy * s - 1;
-			__m512 g = _mm512_maskz_loadu_ps(om, dout + (size_t)oy * ow + ox0);
-			/* taps of lanes past the row end are zeroed so an inf there cannot
-			 * turn 0 * inf into a NaN */
-			taps3 t;
+	int nch = (ow + 15) / 16;
+	__mmask16 last = range_mask(16 * (nch - 1), ow);
+	for (int oy = 0; oy < oh; oy++) {
+		int iy = oy * s - 1;
+		rowwin r0 = win_start(iy >= 0 ? inp + (size_t)iy * w : NULL, w, s);
+		rowwin r1 = win_start(inp + (size_t)(iy + 1) * w, w, s);
+		rowwin r2 = win_start(iy + 2 < h ? inp + (size_t)(iy + 2) * w : NULL, w, s);
+		const float *gr = dout + (size_t)oy * ow;
+		for (int j = 0; j < nch; j++) {
+			__mmask16 m = j == nch - 1 ? last : 0xffff;
+			__m512 g = _mm512_maskz_loadu_ps(m, gr + 16 * j);
+			taps3 t0 = win_taps(&r0, j, s), t1 = win_taps(&r1, j, s), t2 = win_taps(&r2, j, s);
+			if (m != 0xffff) {
+				/* taps of lanes past the row end are zeroed so an inf there
+				 * cannot turn 0 * inf into a NaN */
+				t0.t0 = _mm512_maskz_mov_ps(m, t0.t0);
+				t0.t1 = _mm512_maskz_mov_ps(m, t0.t1);
+				t0.t2 = _mm512_maskz_mov_ps(m, t0.t2);
+				t1.t0 = _mm512_maskz_mov_ps(m, t1.t0);
+				t1.t1 = _mm512_maskz_mov_ps(m, t1.t1);
+				t1.t2 = _mm512_maskz_mov_ps(m, t1.t2);
+				t2.t0 = _mm512_maskz_mov_ps(m, t2.t0);
+				t2.t1 = _mm512_maskz_mov_ps(m, t2.t1);
+				t2.t2 = _mm512_maskz_mov_ps(m, t2.t2);
+			}
 			ab = _mm512_add_ps(ab, g);
-			if (iy >= 0) {
-				t = load_taps(inp + (size_t)iy * w, m, s);
-				a0 = _mm512_fmadd_ps(g, _mm512_maskz_mov_ps(om, t.t0), a0);
-				a1 = _mm512_fmadd_ps(g, _mm512_maskz_mov_ps(om, t.t1), a1);
-				a2 = _mm512_fmadd_ps(g, _mm512_maskz_mov_ps(om, t.t2), a2);
-			}
-			t = load_taps(inp + (size_t)(iy + 1) * w, m, s);
-			a3 = _mm512_fmadd_ps(g, _mm512_maskz_mov_ps(om, t.t0), a3);
-			a4 = _mm512_fmadd_ps(g, _mm512_maskz_mov_ps(om, t.t1), a4);
-			a5 = _mm512_fmadd_ps(g, _mm512_maskz_mov_ps(om, t.t2), a5);
-			if (iy + 2 < h) {
-				t = load_taps(inp + (size_t)(iy + 2) * w, m, s);
-				a6 = _mm512_fmadd_ps(g, _mm512_maskz_mov_ps(om, t.t0), a6);
-				a7 = _mm512_fmadd_ps(g, _mm512_maskz_mov_ps(om, t.t1), a7);
-				a8 = _mm512_fmadd_ps(g, _mm512_maskz_mov_ps(om, t.t2), a8);
-			}
+			a0 = _mm512_fmadd_ps(g, t0.t0, a0);
+			a1 = _mm512_fmadd_ps(g, t0.t1, a1);
+			a2 = _mm512_fmadd_ps(g, t0.t2, a2);
+			a3 = _mm512_fmadd_ps(g, t1.t0, a3);
+			a4 = _mm512_fmadd_ps(g, t1.t1, a4);
+			a5 = _mm512_fmadd_ps(g, t1.t2, a5);
+			a6 = _mm512_fmadd_ps(g, t2.t0, a6);
+			a7 = _mm512_fmadd_ps(g, t2.t1, a7);
+			a8 = _mm512_fmadd_ps(g, t2.t2, a8);
 		}
 	}
 	dw9[0] += _mm512_reduce_add_ps(a0);
@@ -680,12 +1106,16 @@ static ALWAYS_INLINE void dw3x3_plane_dw_impl(float *dw9, float *db, const float
 }
 
 static void dw3x3_plane(float *out, const float *inp, const float *w9, float b, int h, int w,
-			int oh, int ow, int s)
+			int oh, int ow, int s, enum conv_act act)
 {
-	if (s == 1)
-		dw3x3_plane_impl(out, inp, w9, b, h, w, oh, ow, 1);
+	if (s == 1 && act == CONV_ACT_NONE)
+		dw3x3_plane_impl(out, inp, w9, b, h, w, oh, ow, 1, CONV_ACT_NONE);
+	else if (s == 1)
+		dw3x3_plane_impl(out, inp, w9, b, h, w, oh, ow, 1, act);
+	else if (act == CONV_ACT_NONE)
+		dw3x3_plane_impl(out, inp, w9, b, h, w, oh, ow, 2, CONV_ACT_NONE);
 	else
-		dw3x3_plane_impl(out, inp, w9, b, h, w, oh, ow, 2);
+		dw3x3_plane_impl(out, inp, w9, b, h, w, oh, ow, 2, act);
 }
 
 static void dw3x3_plane_dw(float *dw9, float *db, const float *dout, const float *inp, int h,
@@ -698,32 +1128,47 @@ static void dw3x3_plane_dw(float *dw9, float *db, const float *dout, const float
 }
 
 /* Stride-2 input gradient of one plane, gather form: even input columns 2m get tap
- * kx=1 of output column m; odd ones 2m+1 get kx=0 of m+1 and kx=2 of m. */
+ * kx=1 of output column m; odd ones 2m+1 get kx=0 of m+1 and kx=2 of m. Input row iy
+ * gets the dout rows t/2 with t = iy + 1 - ky even: one row (ky = 1) or two (0, 2). */
 static void dw3x3_s2_plane_dinp(float *dinp, const float *dout, const float *w9, int h, int w,
 				int oh, int ow)
 {
 	const __m512i lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
 	const __m512i hi_idx = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-	for (int iy = 0; iy < h; iy++)
-		for (int m0 = 0; 2 * m0 < w; m0 += 16) {
-			__m512 e = _mm512_setzero_ps(), o = _mm512_setzero_ps();
-			for (int ky = 0; ky < 3; ky++) {
-				int t = iy + 1 - ky;
-				if (t < 0 || t & 1 || t / 2 >= oh)
-					continue;
-				const float *g = dout + (size_t)(t / 2) * ow;
-				__m512 g0 = load_masked(range_mask(m0, ow), g, m0);
-				__m512 g1 = load_masked(range_mask(m0 + 1, ow), g, m0 + 1);
-				e = _mm512_fmadd_ps(_mm512_set1_ps(w9[ky * 3 + 1]), g0, e);
-				o = _mm512_fmadd_ps(_mm512_set1_ps(w9[ky * 3 + 2]), g0, o);
-				o = _mm512_fmadd_ps(_mm512_set1_ps(w9[ky * 3 + 0]), g1, o);
-			}
-			float *dst = dinp + (size_t)iy * w;
-			_mm512_mask_storeu_ps(dst + 2 * m0, range_mask(2 * m0, w),
-					      _mm512_permutex2var_ps(e, lo_idx, o));
-			_mm512_mask_storeu_ps(dst + 2 * m0 + 16, range_mask(2 * m0 + 16, w),
-					      _mm512_permutex2var_ps(e, hi_idx, o));
+	int nm = (w + 31) / 32;
+	for (int iy = 0; iy < h; iy++) {
+		const float *g[2] = {NULL, NULL};
+		__m512 wk0[2], wk1[2], wk2[2];
+		int ng = 0;
+		for (int ky = 0; ky < 3; ky++) {
+			int t = iy + 1 - ky;
+			if (t < 0 || t & 1 || t / 2 >= oh)
+				continue;
+			g[ng] = dout + (size_t)(t / 2) * ow;
+			wk0[ng] = _mm512_set1_ps(w9[ky * 3 + 0]);
+			wk1[ng] = _mm512_set1_ps(w9[ky * 3 + 1]);
+			wk2[ng] = _mm512_set1_ps(w9[ky * 3 + 2]);
+			ng++;
 		}
+		float *dst = dinp + (size_t)iy * w;
+		for (int j = 0; j < nm; j++) {
+			__m512 e = _mm512_setzero_ps(), o = _mm512_setzero_ps();
+			for (int r = 0; r < ng; r++) {
+				__m512 g0 = row_vec(g[r], j, ow), g1 = right_of(g0, row_vec(g[r], j + 1, ow));
+				e = _mm512_fmadd_ps(wk1[r], g0, e);
+				o = _mm512_fmadd_ps(wk2[r], g0, o);
+				o = _mm512_fmadd_ps(wk0[r], g1, o);
+			}
+			__m512 lo = _mm512_permutex2var_ps(e, lo_idx, o), hi = _mm512_permutex2var_ps(e, hi_idx, o);
+			if (j < nm - 1) {
+				_mm512_storeu_ps(dst + 32 * j, lo);
+				_mm512_storeu_ps(dst + 32 * j + 16, hi);
+			} else {
+				store_lanes(dst + 32 * j, range_mask(32 * j, w), lo);
+				store_lanes(dst + 32 * j + 16, range_mask(32 * j + 16, w), hi);
+			}
+		}
+	}
 }
 #endif
 
@@ -738,7 +1183,8 @@ static void dw_forward(float *out, const float *inp, const float *weight, const 
 		float b = bias ? bias[c] : 0.0f;
 #if defined(__AVX512F__)
 		if (d->algo == CONV_DW3X3) {
-			dw3x3_plane(out + p * ohw, inp + p * hw, weight + c * 9, b, d->h, d->w, d->oh, d->ow, d->sh);
+			dw3x3_plane(out + p * ohw, inp + p * hw, weight + c * 9, b, d->h, d->w, d->oh, d->ow, d->sh,
+				    d->act);
 			continue;
 		}
 #endif
@@ -787,7 +1233,8 @@ static void dw_backward(float *dinp, float *dweight, float *dbias, const float *
 				float r[9];
 				for (int i = 0; i < 9; i++)
 					r[i] = w9[8 - i];
-				dw3x3_plane(dinp + p * hw, dout + p * ohw, r, 0.0f, d->oh, d->ow, d->h, d->w, 1);
+				dw3x3_plane(dinp + p * hw, dout + p * ohw, r, 0.0f, d->oh, d->ow, d->h, d->w, 1,
+					    CONV_ACT_NONE);
 			} else {
 				dw3x3_s2_plane_dinp(dinp + p * hw, dout + p * ohw, w9, d->h, d->w, d->oh, d->ow);
 			}

@@ -6,6 +6,9 @@
 #include <string.h>
 
 #include <omp.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "err.h"
 
@@ -13,6 +16,150 @@
 #define PAR_MIN 65536
 
 /* ---------------------------------------------------------------- batchnorm2d */
+
+/* Training-mode BN is memory-bound: the forward reads its input twice (the moments,
+ * then the normalisation) and the backward reads dout and the input twice. The
+ * moments are one pass over x - shift (shift: the channel's first value, so that a
+ * large mean does not cancel in sum(x^2) - m mean^2), summed in float lanes over
+ * blocks of BN_BLOCK values and the block sums in double. */
+#define BN_BLOCK 1024
+
+#if defined(__AVX512F__)
+static inline __mmask16 tail_mask(size_t left)
+{
+	return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+}
+
+/* *s1 += sum(x - shift), *s2 += sum((x - shift)^2) over x [n] */
+static void moments(double *s1, double *s2, const float *x, size_t n, float shift)
+{
+	const __m512 k = _mm512_set1_ps(shift);
+	for (size_t i = 0; i < n;) {
+		size_t end = n - i > BN_BLOCK ? i + BN_BLOCK : n;
+		__m512 a1 = _mm512_setzero_ps(), a2 = a1, b1 = a1, b2 = a1;
+		for (; i + 32 <= end; i += 32) {
+			__m512 v = _mm512_sub_ps(_mm512_loadu_ps(x + i), k);
+			__m512 w = _mm512_sub_ps(_mm512_loadu_ps(x + i + 16), k);
+			a1 = _mm512_add_ps(a1, v);
+			a2 = _mm512_fmadd_ps(v, v, a2);
+			b1 = _mm512_add_ps(b1, w);
+			b2 = _mm512_fmadd_ps(w, w, b2);
+		}
+		for (; i < end; i += 16) {
+			__mmask16 m = tail_mask(end - i);
+			__m512 v = _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, x + i), k);
+			a1 = _mm512_add_ps(a1, v);
+			a2 = _mm512_fmadd_ps(v, v, a2);
+		}
+		*s1 += _mm512_reduce_add_ps(_mm512_add_ps(a1, b1));
+		*s2 += _mm512_reduce_add_ps(_mm512_add_ps(a2, b2));
+	}
+}
+
+/* y = x * sc + sh over [n] */
+static void scale_shift(float *y, const float *x, size_t n, float sc, float sh)
+{
+	const __m512 a = _mm512_set1_ps(sc), b = _mm512_set1_ps(sh);
+	size_t i = 0;
+	for (; i + 16 <= n; i += 16)
+		_mm512_storeu_ps(y + i, _mm512_fmadd_ps(_mm512_loadu_ps(x + i), a, b));
+	if (i < n) {
+		__mmask16 m = tail_mask(n - i);
+		_mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + i), a, b));
+	}
+}
+
+/* *sg += sum(g), *sgx += sum(g * (x - mu)) over [n] */
+static void grad_moments(double *sg, double *sgx, const float *g, const float *x, size_t n, float mu)
+{
+	const __m512 k = _mm512_set1_ps(mu);
+	for (size_t i = 0; i < n;) {
+		size_t end = n - i > BN_BLOCK ? i + BN_BLOCK : n;
+		__m512 a1 = _mm512_setzero_ps(), a2 = a1, b1 = a1, b2 = a1;
+		for (; i + 32 <= end; i += 32) {
+			__m512 g0 = _mm512_loadu_ps(g + i), g1 = _mm512_loadu_ps(g + i + 16);
+			a1 = _mm512_add_ps(a1, g0);
+			a2 = _mm512_fmadd_ps(g0, _mm512_sub_ps(_mm512_loadu_ps(x + i), k), a2);
+			b1 = _mm512_add_ps(b1, g1);
+			b2 = _mm512_fmadd_ps(g1, _mm512_sub_ps(_mm512_loadu_ps(x + i + 16), k), b2);
+		}
+		for (; i < end; i += 16) {
+			__mmask16 m = tail_mask(end - i);
+			__m512 g0 = _mm512_maskz_loadu_ps(m, g + i);
+			a1 = _mm512_add_ps(a1, g0);
+			a2 = _mm512_fmadd_ps(g0, _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, x + i), k), a2);
+		}
+		*sg += _mm512_reduce_add_ps(_mm512_add_ps(a1, b1));
+		*sgx += _mm512_reduce_add_ps(_mm512_add_ps(a2, b2));
+	}
+}
+
+/* dx = a * g + b * (x - mu) + c over [n] */
+static void grad_input(float *dx, const float *g, const float *x, size_t n, float a, float b, float c,
+		       float mu)
+{
+	const __m512 va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b), vc = _mm512_set1_ps(c);
+	const __m512 k = _mm512_set1_ps(mu);
+	size_t i = 0;
+	for (; i + 16 <= n; i += 16) {
+		__m512 t = _mm512_fmadd_ps(vb, _mm512_sub_ps(_mm512_loadu_ps(x + i), k), vc);
+		_mm512_storeu_ps(dx + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(g + i), t));
+	}
+	if (i < n) {
+		__mmask16 m = tail_mask(n - i);
+		__m512 t = _mm512_fmadd_ps(vb, _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), k), vc);
+		_mm512_mask_storeu_ps(dx + i, m, _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, g + i), t));
+	}
+}
+#else
+static void moments(double *s1, double *s2, const float *x, size_t n, float shift)
+{
+	for (size_t i = 0; i < n;) {
+		size_t end = n - i > BN_BLOCK ? i + BN_BLOCK : n;
+		float a1 = 0, a2 = 0;
+#pragma omp simd reduction(+ : a1, a2)
+		for (size_t j = i; j < end; j++) {
+			float v = x[j] - shift;
+			a1 += v;
+			a2 += v * v;
+		}
+		*s1 += a1;
+		*s2 += a2;
+		i = end;
+	}
+}
+
+static void scale_shift(float *y, const float *x, size_t n, float sc, float sh)
+{
+#pragma omp simd
+	for (size_t i = 0; i < n; i++)
+		y[i] = x[i] * sc + sh;
+}
+
+static void grad_moments(double *sg, double *sgx, const float *g, const float *x, size_t n, float mu)
+{
+	for (size_t i = 0; i < n;) {
+		size_t end = n - i > BN_BLOCK ? i + BN_BLOCK : n;
+		float a1 = 0, a2 = 0;
+#pragma omp simd reduction(+ : a1, a2)
+		for (size_t j = i; j < end; j++) {
+			a1 += g[j];
+			a2 += g[j] * (x[j] - mu);
+		}
+		*sg += a1;
+		*sgx += a2;
+		i = end;
+	}
+}
+
+static void grad_input(float *dx, const float *g, const float *x, size_t n, float a, float b, float c,
+		       float mu)
+{
+#pragma omp simd
+	for (size_t i = 0; i < n; i++)
+		dx[i] = a * g[i] + (b * (x[i] - mu) + c);
+}
+#endif
 
 int batchnorm2d_forward_train(float *out, float *mean, float *rstd, float *var_unbiased,
 			      const float *inp, const float *weight, const float *bias,
@@ -23,37 +170,23 @@ int batchnorm2d_forward_train(float *out, float *mean, float *rstd, float *var_u
 		return err_set("batchnorm2d: training needs more than one value per channel (n %d, h*w %d)", n, hw);
 #pragma omp parallel for schedule(static) if (m * c >= PAR_MIN)
 	for (int ch = 0; ch < c; ch++) {
-		/* two passes in double: the mean, then the centred sum of squares */
-		double s = 0, ss = 0;
-		for (int b = 0; b < n; b++) {
-			const float *x = inp + ((size_t)b * c + ch) * hw;
-#pragma omp simd reduction(+ : s)
-			for (int i = 0; i < hw; i++)
-				s += x[i];
-		}
-		double mu = s / (double)m;
-		for (int b = 0; b < n; b++) {
-			const float *x = inp + ((size_t)b * c + ch) * hw;
-#pragma omp simd reduction(+ : ss)
-			for (int i = 0; i < hw; i++) {
-				double t = x[i] - mu;
-				ss += t * t;
-			}
-		}
+		float shift = inp[(size_t)ch * hw];
+		double s1 = 0, s2 = 0;
+		for (int b = 0; b < n; b++)
+			moments(&s1, &s2, inp + ((size_t)b * c + ch) * hw, hw, shift);
+		double d = s1 / (double)m, ss = s2 - s1 * d; /* centred sum of squares */
+		if (ss < 0)
+			ss = 0;
+		double mu = shift + d;
 		float r = (float)(1.0 / sqrt(ss / (double)m + eps));
 		mean[ch] = (float)mu;
 		rstd[ch] = r;
 		if (var_unbiased)
 			var_unbiased[ch] = (float)(ss / (double)(m - 1));
 		float sc = (weight ? weight[ch] : 1.0f) * r;
-		float sh = (bias ? bias[ch] : 0.0f) - (float)mu * sc;
-		for (int b = 0; b < n; b++) {
-			const float *x = inp + ((size_t)b * c + ch) * hw;
-			float *y = out + ((size_t)b * c + ch) * hw;
-#pragma omp simd
-			for (int i = 0; i < hw; i++)
-				y[i] = x[i] * sc + sh;
-		}
+		float sh = (float)((bias ? bias[ch] : 0.0f) - mu * sc);
+		for (int b = 0; b < n; b++)
+			scale_shift(out + ((size_t)b * c + ch) * hw, inp + ((size_t)b * c + ch) * hw, hw, sc, sh);
 	}
 	return 0;
 }
@@ -66,16 +199,11 @@ void batchnorm2d_backward_train(float *dinp, float *dweight, float *dbias, const
 #pragma omp parallel for schedule(static) if (m * c >= PAR_MIN)
 	for (int ch = 0; ch < c; ch++) {
 		float mu = mean[ch], r = rstd[ch];
-		double sg = 0, sgx = 0; /* sum dy, sum dy * xhat */
-		for (int b = 0; b < n; b++) {
-			const float *x = inp + ((size_t)b * c + ch) * hw;
-			const float *g = dout + ((size_t)b * c + ch) * hw;
-#pragma omp simd reduction(+ : sg, sgx)
-			for (int i = 0; i < hw; i++) {
-				sg += g[i];
-				sgx += (double)g[i] * ((x[i] - mu) * r);
-			}
-		}
+		double sg = 0, sgc = 0; /* sum dy, sum dy * (x - mean) */
+		for (int b = 0; b < n; b++)
+			grad_moments(&sg, &sgc, dout + ((size_t)b * c + ch) * hw, inp + ((size_t)b * c + ch) * hw, hw,
+				     mu);
+		double sgx = sgc * r; /* sum dy * xhat */
 		if (dweight)
 			dweight[ch] += (float)sgx;
 		if (dbias)
@@ -85,14 +213,9 @@ void batchnorm2d_backward_train(float *dinp, float *dweight, float *dbias, const
 		/* dx = w * rstd * (dy - mean(dy) - xhat * mean(dy * xhat)) */
 		float w = weight ? weight[ch] : 1.0f;
 		float k = w * r, mg = (float)(sg / (double)m), mgx = (float)(sgx / (double)m);
-		for (int b = 0; b < n; b++) {
-			const float *x = inp + ((size_t)b * c + ch) * hw;
-			const float *g = dout + ((size_t)b * c + ch) * hw;
-			float *dx = dinp + ((size_t)b * c + ch) * hw;
-#pragma omp simd
-			for (int i = 0; i < hw; i++)
-				dx[i] = k * (g[i] - mg - (x[i] - mu) * r * mgx);
-		}
+		for (int b = 0; b < n; b++)
+			grad_input(dinp + ((size_t)b * c + ch) * hw, dout + ((size_t)b * c + ch) * hw,
+				   inp + ((size_t)b * c + ch) * hw, hw, k, -k * r * mgx, -k * mg, mu);
 	}
 }
 
@@ -151,6 +274,89 @@ void batchnorm2d_backward_eval(float *dinp, float *dweight, float *dbias, const 
 
 /* ---------------------------------------------------------------- elementwise */
 
+/* Memory-bound: the AVX-512 loops below stream 64 bytes per load; each thread takes
+ * one contiguous slice so the hardware prefetcher sees long runs. The compare forms
+ * keep torch's semantics: relu passes NaN and -0, the backward masks (0 at x == 0
+ * and, for relu6, at x == 6) drop NaN. */
+#if defined(__AVX512F__)
+enum ew_op { EW_RELU, EW_RELU6, EW_RELU_BWD, EW_RELU6_BWD, EW_ADD };
+
+static inline __attribute__((always_inline)) __m512 ew_vec(enum ew_op op, __m512 x, const float *b,
+							     __mmask16 m)
+{
+	const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+	switch (op) {
+	case EW_RELU:
+		return _mm512_max_ps(zero, x);
+	case EW_RELU6:
+		return _mm512_min_ps(six, _mm512_max_ps(zero, x));
+	case EW_RELU_BWD: /* x: the forward's input or output, b: dout */
+		return _mm512_maskz_loadu_ps(m & _mm512_cmp_ps_mask(x, zero, _CMP_GT_OQ), b);
+	case EW_RELU6_BWD:
+		return _mm512_maskz_loadu_ps(m & _mm512_cmp_ps_mask(x, zero, _CMP_GT_OQ) &
+						     _mm512_cmp_ps_mask(x, six, _CMP_LT_OQ),
+					     b);
+	default:
+		return _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, b));
+	}
+}
+
+/* Full vectors unmasked (masked stores are slow on Zen 4/5), the tail masked. */
+static inline __attribute__((always_inline)) void ew_slice(enum ew_op op, float *out, const float *a,
+							    const float *b, size_t lo, size_t hi)
+{
+	size_t i = lo;
+	for (; i + 16 <= hi; i += 16)
+		_mm512_storeu_ps(out + i, ew_vec(op, _mm512_loadu_ps(a + i), b + i, 0xffff));
+	if (i < hi) {
+		__mmask16 m = (__mmask16)((1u << (hi - i)) - 1);
+		_mm512_mask_storeu_ps(out + i, m, ew_vec(op, _mm512_maskz_loadu_ps(m, a + i), b + i, m));
+	}
+}
+
+static inline __attribute__((always_inline)) void ew(enum ew_op op, float *out, const float *a,
+						      const float *b, size_t count)
+{
+	if (count < PAR_MIN) {
+		ew_slice(op, out, a, b, 0, count);
+		return;
+	}
+#pragma omp parallel
+	{
+		size_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+		size_t per = ((count + nt - 1) / nt + 15) & ~(size_t)15, lo = t * per, hi = lo + per;
+		if (hi > count)
+			hi = count;
+		if (lo < hi)
+			ew_slice(op, out, a, b, lo, hi);
+	}
+}
+
+void relu_forward(float *out, const float *inp, size_t count)
+{
+	ew(EW_RELU, out, inp, NULL, count);
+}
+
+void relu_backward(float *dinp, const float *dout, const float *x, size_t count)
+{
+	ew(EW_RELU_BWD, dinp, x, dout, count);
+}
+
+void relu6_forward(float *out, const float *inp, size_t count)
+{
+	ew(EW_RELU6, out, inp, NULL, count);
+}
+
+void relu6_backward(float *dinp, const float *dout, const float *x, size_t count)
+{
+	ew(EW_RELU6_BWD, dinp, x, dout, count);
+}
+
+void add_forward(float *out, const float *a, const float *b, size_t count)
+{
+	ew(EW_ADD, out, a, b, count);
+}
+#else
 void relu_forward(float *out, const float *inp, size_t count)
 {
 #pragma omp parallel for simd schedule(static) if (count >= PAR_MIN)
@@ -187,6 +393,7 @@ void add_forward(float *out, const float *a, const float *b, size_t count)
 	for (size_t i = 0; i < count; i++)
 		out[i] = a[i] + b[i];
 }
+#endif
 
 void add_backward(float *da, float *db, const float *dout, size_t count)
 {

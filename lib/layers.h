@@ -9,8 +9,9 @@
  * Kernels never allocate, print or exit. The ones that can fail (bad shapes) return
  * -1 with err_set(); the others cannot fail and return nothing.
  * Each conv has a naive direct-loop twin (_ref) that is the oracle of the tests.
- * Threads: OpenMP over batch/channels; conv's large GEMMs go to OpenBLAS's own threads
- * (the conv code sets OpenBLAS to one thread around its own parallel regions). */
+ * Threads: OpenMP over batch, channels and rows; conv's GEMMs run single-threaded
+ * inside those tasks (the conv code sets OpenBLAS to one thread around them), so
+ * OpenBLAS's own thread pool is never used. */
 #ifndef LAYERS_H
 #define LAYERS_H
 
@@ -21,10 +22,18 @@
 
 enum conv_algo {
 	CONV_AUTO = 0,        /* conv2d_init picks one of the others */
-	CONV_GEMM,            /* im2col + one threaded sgemm per image and group */
-	CONV_GEMM_PAR,        /* (image, group) tasks in parallel, single-threaded sgemm each */
+	CONV_GEMM,            /* im2col (none for 1x1 stride 1) + OpenBLAS sgemm */
+	CONV_GEMM512,         /* the same with our AVX-512 GEMM kernel (AVX-512 builds only) */
 	CONV_DW3X3,           /* depthwise 3x3, stride 1 or 2, pad 1, dilation 1: vectorised */
 	CONV_DW_DIRECT,       /* depthwise (groups == C == K), any geometry: direct loops */
+};
+
+/* Activation fused into conv2d_forward's output (after the bias). The backward does
+ * not apply it: its dout is the gradient of the output before the activation. */
+enum conv_act {
+	CONV_ACT_NONE = 0,
+	CONV_ACT_RELU,        /* max(0, x), NaN passes (as torch) */
+	CONV_ACT_RELU6,       /* min(max(0, x), 6), NaN passes */
 };
 
 typedef struct conv2d_desc {
@@ -35,6 +44,7 @@ typedef struct conv2d_desc {
 	int ph, pw;           /* zero padding, both sides of each axis */
 	int dh, dw;           /* dilation */
 	int groups;
+	enum conv_act act;    /* 0 (none) unless set */
 	/* filled by conv2d_init */
 	int oh, ow;
 	enum conv_algo algo;  /* set before conv2d_init to force one (tests, benchmarks) */

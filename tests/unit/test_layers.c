@@ -109,7 +109,7 @@ static int M(const char *key)
 
 static const char *algo_name(enum conv_algo a)
 {
-	static const char *names[] = {"auto", "gemm", "gemm_par", "dw3x3", "dw_direct"};
+	static const char *names[] = {"auto", "gemm", "gemm512", "dw3x3", "dw_direct"};
 	return names[a];
 }
 
@@ -123,7 +123,7 @@ static void fixture_conv(void)
 	};
 	int bias = M("bias");
 	const float *b = bias ? T("b") : NULL;
-	enum conv_algo algos[] = {CONV_AUTO, CONV_GEMM, CONV_GEMM_PAR, CONV_DW3X3, CONV_DW_DIRECT};
+	enum conv_algo algos[] = {CONV_AUTO, CONV_GEMM, CONV_GEMM512, CONV_DW3X3, CONV_DW_DIRECT};
 	for (int ai = -1; ai < (int)(sizeof algos / sizeof *algos); ai++) {
 		conv2d_desc d = d0;
 		char what[64];
@@ -164,6 +164,34 @@ static void fixture_conv(void)
 		free(dw);
 		free(db);
 	}
+	/* the fused activations: every algo's output is the reference's through relu / relu6 */
+	size_t ysz = N("y");
+	float *ya = malloc(ysz * sizeof(float));
+	for (int act = CONV_ACT_RELU; act <= CONV_ACT_RELU6; act++) {
+		for (size_t i = 0; i < ysz; i++) {
+			float v = T("y")[i] < 0 ? 0.0f : T("y")[i];
+			ya[i] = act == CONV_ACT_RELU6 && v > 6 ? 6.0f : v;
+		}
+		for (int ai = -1; ai < (int)(sizeof algos / sizeof *algos); ai++) {
+			conv2d_desc d = d0;
+			d.act = act;
+			if (ai >= 0)
+				d.algo = algos[ai];
+			if (conv2d_init(&d))
+				continue;
+			size_t wsz = conv2d_workspace_size(&d);
+			float *ws = wsz ? aligned_zalloc(wsz) : NULL, *y = nan_buf(ysz);
+			CHECK((ai < 0 ? conv2d_forward_ref(y, T("x"), T("w"), b, &d)
+				      : conv2d_forward(y, T("x"), T("w"), b, ws, &d)) == 0);
+			char what[64];
+			snprintf(what, sizeof what, "%s y %s", ai < 0 ? "ref" : algo_name(d.algo),
+				 act == CONV_ACT_RELU ? "relu" : "relu6");
+			cmp(what, y, ya, ysz, TOL_OUT);
+			free(y);
+			free(ws);
+		}
+	}
+	free(ya);
 	/* skipping dinp and the bias gradient leaves the weight gradient right */
 	conv2d_desc d = d0;
 	CHECK(conv2d_init(&d) == 0);
