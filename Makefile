@@ -71,7 +71,7 @@ test: test-quick test-san
 PIPELINE ?= ssd_mobilenet_fpn_bccd
 RUN_ENV = BIN=$(BIN) RUN=$(RUN) DATA=$(DATA) CLASSES=$(CLASSES) EPOCHS=$(EPOCHS) BATCH=$(BATCH) \
 	SIZE=$(SIZE) LR=$(LR) SEED=$(SEED) THREADS=$(THREADS) MAX_STEPS=$(MAX_STEPS) NP=$(NP) CKPT=$(CKPT) \
-	QUANTIZE=$(QUANTIZE) BITS=$(BITS) RANGES=$(RANGES) ITERS=$(ITERS)
+	QUANTIZE=$(QUANTIZE) BITS=$(BITS) RANGES=$(RANGES) ITERS=$(ITERS) INT8=$(INT8)
 
 train: all
 	$(RUN_ENV) pipelines/train.sh configs/$(PIPELINE).json
@@ -106,13 +106,17 @@ BENCH_DATA    ?= ../shared/data/bccd
 BENCH_CLASSES ?= configs/bccd.classes
 
 # A short real run: records through the data stages, then a few minutes of training on
-# BCCD from scratch (DEMO_EPOCHS at 320x320) and the mAP table of the result.
-DEMO_EPOCHS ?= 4
+# BCCD from scratch (DEMO_EPOCHS at 320x320) and the mAP table of the result; 8-bit PTQ
+# (ranges from 20 batches), its mAP on integers (forward --int8), the TIDL export.
+DEMO_EPOCHS ?= 12
 demo: all
 	$(BIN)/voc-decode $(BENCH_DATA) --split train --classes $(BENCH_CLASSES) --limit 8 \
 	  | $(BIN)/augment --train --size 320 --batch 4 --seed 1 | $(BIN)/tns ls
 	BIN=$(BIN) RUN=runs/demo EPOCHS=$(DEMO_EPOCHS) pipelines/train.sh configs/ssd_mobilenet_fpn_bccd.json
 	BIN=$(BIN) RUN=runs/demo pipelines/eval.sh configs/ssd_mobilenet_fpn_bccd.json
+	BIN=$(BIN) RUN=runs/demo ITERS=20 BIAS_ITERS=0 pipelines/calibrate.sh configs/ssd_mobilenet_fpn_bccd.json
+	BIN=$(BIN) RUN=runs/demo QUANTIZE=1 INT8=1 pipelines/eval.sh configs/ssd_mobilenet_fpn_bccd.json
+	BIN=$(BIN) RUN=runs/demo QUANTIZE=1 pipelines/export.sh configs/ssd_mobilenet_fpn_bccd.json
 
 bench-data: all $(BUILD)/bench/bench_stream
 	BIN=$(BIN) BENCH=$(BUILD)/bench pipelines/bench-data.sh $(BENCH_DATA) $(BENCH_CLASSES)

@@ -11,7 +11,9 @@
 # QUANTIZE=1: the fake-quantised model (forward --quant, BITS default 8). CKPT defaults
 # to RUN/ptq.tns when pipelines/calibrate.sh made one (bias-calibrated params and
 # ranges); a QAT checkpoint carries its ranges too; otherwise RANGES (default
-# RUN/ranges.tns) goes with CKPT. OUT defaults to RUN/eval_quant.
+# RUN/ranges.tns) goes with CKPT. OUT defaults to RUN/eval_quant. INT8=1 (with
+# QUANTIZE=1): the same model on integers (forward --int8, 8 bits; the same mAP),
+# OUT RUN/eval_int8.
 # Writes OUT.json and OUT.txt (mmdet's table). With NP=N, N pipelines run on
 # --shard k/N and map-eval reads their dets together: the same mAP as one pipeline.
 set -euo pipefail
@@ -27,13 +29,14 @@ np=${NP:-1}
 quant=()
 if [ "${QUANTIZE:-0}" = 1 ]; then
 	quant=(--quant --bits "${BITS:-8}")
+	[ "${INT8:-0}" = 1 ] && quant=(--int8)
 	if ! "$BIN/tns" ls "$ckpt" | awk '$2 == "ranges" { found = 1 } END { exit !found }'; then
 		ranges=${RANGES:-$run/ranges.tns}
 		[ -f "$ranges" ] || { say "$ranges: no activation ranges (make calibrate first, or set RANGES)"; exit 1; }
 		quant+=(--ranges "$ranges")
 	fi
 fi
-out=${OUT:-$run/eval$([ ${#quant[@]} -eq 0 ] || echo _quant)}
+out=${OUT:-$run/eval$([ ${#quant[@]} -eq 0 ] || { [ "${INT8:-0}" = 1 ] && echo _int8 || echo _quant; })}
 [ -n "$data" ] || { say "no data: set DATA or the config's dataset.root"; exit 2; }
 [ -f "$ckpt" ] || { say "$ckpt: no such checkpoint (train first, or set CKPT)"; exit 1; }
 mkdir -p "$run"
