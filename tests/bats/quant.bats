@@ -203,6 +203,11 @@ setup() {
 	RUN=$T/r CKPT=$F/latest.tns QUANTIZE=1 run pipelines/eval.sh $CFG
 	[ "$status" -eq 0 ]
 	[[ "$output" == *"| mAP "* ]] && [ -f "$T/r/eval_quant.json" ]
+	# on integers (INT8=1): the same table
+	RUN=$T/r CKPT=$F/latest.tns QUANTIZE=1 INT8=1 run pipelines/eval.sh $CFG
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"quantised: --int8"* ]]
+	cmp "$T/r/eval_quant.txt" "$T/r/eval_int8.txt"
 	# with bias calibration (2 more batches, the ranges go on averaging): ptq.tns, which
 	# eval QUANTIZE=1 then takes
 	RUN=$T/r CKPT=$F/latest.tns ITERS=3 BIAS_ITERS=2 BATCH=4 run pipelines/calibrate.sh $CFG
