@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ssd_loss.h"
@@ -45,13 +46,19 @@ static void usage(void)
 }
 
 /* A grad FIFO that was never opened is opened and closed at the end, so a reader
- * blocked in open() sees end of stream; nobody there (ENXIO) is fine. A regular path
- * becomes an empty stream. */
+ * blocked in open() sees end of stream; nobody there (ENXIO) is fine, after a reader
+ * still starting up has had 2 s to reach its open(). A regular path becomes an empty
+ * stream. */
 static void touch_grad(const char *path)
 {
 	struct stat st;
-	int fifo = stat(path, &st) == 0 && S_ISFIFO(st.st_mode);
-	int fd = fifo ? open(path, O_WRONLY | O_NONBLOCK) : open(path, O_WRONLY | O_CREAT | O_TRUNC, 0666);
+	int fifo = stat(path, &st) == 0 && S_ISFIFO(st.st_mode), fd;
+	for (int wait = 0;; wait++) {
+		fd = fifo ? open(path, O_WRONLY | O_NONBLOCK) : open(path, O_WRONLY | O_CREAT | O_TRUNC, 0666);
+		if (fd >= 0 || !fifo || errno != ENXIO || wait == 20)
+			break;
+		nanosleep(&(struct timespec){.tv_nsec = 100000000}, NULL);
+	}
 	if (fd < 0 && !(fifo && errno == ENXIO))
 		die("%s: %s", path, strerror(errno));
 	if (fd >= 0)
