@@ -704,19 +704,26 @@ static int block_lo(int b, int nb, int extent)
 	return (int)((long)b * extent / nb);
 }
 
+/* The GEMM's columns for output rows y0..y1 of one image and group: the input itself
+ * for a 1x1 stride-1 conv (row stride oh*ow into *ldb), else its im2col in s.col. */
+static const float *columns(int *ldb, const float *inp, scratch s, int cg, int y0, int y1, const conv2d_desc *d)
+{
+	if (is_pointwise(d)) {
+		*ldb = d->oh * d->ow;
+		return inp + y0 * d->ow;
+	}
+	im2col(s.col, inp, cg, y0, y1, d);
+	*ldb = (y1 - y0) * d->ow;
+	return s.col;
+}
+
 /* out_g [kg, rows y0..y1] = w_g [kg, ckk] . col [ckk, rows y0..y1] + bias, act, for one
  * image and group (out, inp at the group's origin). */
 static void gemm_fwd_task(float *out, const float *inp, const float *w, const float *bias,
 			  scratch s, int cg, int kg, int y0, int y1, const conv2d_desc *d)
 {
-	int ckk = cg * d->kh * d->kw, ohw = d->oh * d->ow, c0 = y0 * d->ow, cols = (y1 - y0) * d->ow;
-	const float *b = inp + c0;
-	int ldb = ohw;
-	if (!is_pointwise(d)) {
-		im2col(s.col, inp, cg, y0, y1, d);
-		b = s.col;
-		ldb = cols;
-	}
+	int ckk = cg * d->kh * d->kw, ohw = d->oh * d->ow, c0 = y0 * d->ow, cols = (y1 - y0) * d->ow, ldb;
+	const float *b = columns(&ldb, inp, s, cg, y0, y1, d);
 	gemm_nn(d->algo == CONV_GEMM512, out + c0, ohw, 0, w, ckk, b, ldb, kg, cols, ckk, bias, d->act, 0,
 		s.pack);
 }
@@ -725,14 +732,8 @@ static void gemm_fwd_task(float *out, const float *inp, const float *w, const fl
 static void gemm_dw_task(float *dw, const float *dout, const float *inp, scratch s, int cg, int kg,
 			 int y0, int y1, const conv2d_desc *d)
 {
-	int ckk = cg * d->kh * d->kw, ohw = d->oh * d->ow, c0 = y0 * d->ow, cols = (y1 - y0) * d->ow;
-	const float *b = inp + c0;
-	int ldb = ohw;
-	if (!is_pointwise(d)) {
-		im2col(s.col, inp, cg, y0, y1, d);
-		b = s.col;
-		ldb = cols;
-	}
+	int ckk = cg * d->kh * d->kw, ohw = d->oh * d->ow, c0 = y0 * d->ow, cols = (y1 - y0) * d->ow, ldb;
+	const float *b = columns(&ldb, inp, s, cg, y0, y1, d);
 	gemm_nt(d->algo == CONV_GEMM512, dw, ckk, dout + c0, ohw, b, ldb, kg, ckk, cols, s.pack);
 }
 

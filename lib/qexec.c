@@ -327,18 +327,12 @@ static void flatten(float *out, const model *m, const gnode *nd)
 		const gnode *s = &m->nodes[nd->in[j]];
 		const qnode *q = &x->q[nd->in[j]];
 		const uint8_t *v = x->act + q->off;
-		int C = s->c, hw = s->h * s->w, sgn = q->sgn;
-		float scale = ldexpf(1.0f, -q->frac);
+		int C = s->c, hw = s->h * s->w;
 #pragma omp parallel for collapse(2) schedule(static)
 		for (int b = 0; b < nd->n; b++)
-			for (int p = 0; p < hw; p++) {
-				const uint8_t *vi = v + (size_t)b * C * hw + p;
-				float *o = out + ((size_t)b * rows + r0 + (size_t)p * (C / K)) * K;
-				for (int c = 0; c < C; c++) {
-					uint8_t u = vi[(size_t)c * hw];
-					o[c] = (float)(sgn ? (int32_t)(int8_t)u : (int32_t)u) * scale;
-				}
-			}
+			for (int p = 0; p < hw; p++)
+				qdequant(out + ((size_t)b * rows + r0 + (size_t)p * (C / K)) * K, v + (size_t)b * C * hw + p,
+					 (size_t)hw, q->sgn, (size_t)C, q->frac);
 		r0 += hw * (C / K);
 	}
 }

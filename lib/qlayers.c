@@ -569,9 +569,9 @@ void qmaxpool(uint8_t *out, const uint8_t *x, int x_sgn, int n, int c, int h, in
 	}
 }
 
-void qdequant(float *out, const uint8_t *x, int x_sgn, size_t n, int frac)
+void qdequant(float *out, const uint8_t *x, size_t stride, int x_sgn, size_t n, int frac)
 {
 	float s = ldexpf(1.0f, -frac);
 	for (size_t i = 0; i < n; i++)
-		out[i] = (float)load(x, i, x_sgn) * s;
+		out[i] = (float)load(x, i * stride, x_sgn) * s;
 }

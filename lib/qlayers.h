@@ -74,7 +74,7 @@ void qadd(uint8_t *out, const uint8_t *a, int a_sgn, int fa, const uint8_t *b, i
  * requantised by shift. */
 void qmaxpool(uint8_t *out, const uint8_t *x, int x_sgn, int n, int c, int h, int w, int kh, int kw, int sh,
 	      int sw, int ph, int pw, int oh, int ow, int shift, int32_t lo, int32_t hi);
-/* x [n] integers at frac -> f32 q * 2^-frac */
-void qdequant(float *out, const uint8_t *x, int x_sgn, size_t n, int frac);
+/* out [n] = f32 q * 2^-frac of the integers x[0], x[stride], ... (exact) */
+void qdequant(float *out, const uint8_t *x, size_t stride, int x_sgn, size_t n, int frac);
 
 #endif

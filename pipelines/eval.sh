@@ -26,17 +26,17 @@ if [ "${QUANTIZE:-0}" = 1 ] && [ -z "${CKPT:-}" ] && [ -f "$run/ptq.tns" ]; then
 fi
 split=${SPLIT:-$(cfg .dataset.test_split test)}
 np=${NP:-1}
-quant=()
+quant=() suffix=
 if [ "${QUANTIZE:-0}" = 1 ]; then
-	quant=(--quant --bits "${BITS:-8}")
-	[ "${INT8:-0}" = 1 ] && quant=(--int8)
+	quant=(--quant --bits "${BITS:-8}") suffix=_quant
+	[ "${INT8:-0}" = 1 ] && quant=(--int8) suffix=_int8
 	if ! "$BIN/tns" ls "$ckpt" | awk '$2 == "ranges" { found = 1 } END { exit !found }'; then
 		ranges=${RANGES:-$run/ranges.tns}
 		[ -f "$ranges" ] || { say "$ranges: no activation ranges (make calibrate first, or set RANGES)"; exit 1; }
 		quant+=(--ranges "$ranges")
 	fi
 fi
-out=${OUT:-$run/eval$([ ${#quant[@]} -eq 0 ] || { [ "${INT8:-0}" = 1 ] && echo _int8 || echo _quant; })}
+out=${OUT:-$run/eval$suffix}
 [ -n "$data" ] || { say "no data: set DATA or the config's dataset.root"; exit 2; }
 [ -f "$ckpt" ] || { say "$ckpt: no such checkpoint (train first, or set CKPT)"; exit 1; }
 mkdir -p "$run"

@@ -185,9 +185,9 @@ static void test_elementwise(void)
 	CHECK_MSG(bad == 0, "qmaxpool: %d differ", bad);
 	float f[4];
 	uint8_t q[4] = {0x80, 0xff, 0x01, 0x7f};
-	qdequant(f, q, 1, 4, 3);
+	qdequant(f, q, 1, 1, 4, 3);
 	CHECK(f[0] == -16.0f && f[1] == -0.125f && f[2] == 0.125f && f[3] == 15.875f);
-	qdequant(f, q, 0, 4, -2);
+	qdequant(f, q, 1, 0, 4, -2);
 	CHECK(f[0] == 512.0f && f[1] == 1020.0f && f[2] == 4.0f && f[3] == 508.0f);
 	free(a), free(b), free(y);
 }
