@@ -20,10 +20,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 load_config "${1:?usage: eval.sh CONFIG}"
-ckpt=${CKPT:-$run/latest.tns}
-if [ "${QUANTIZE:-0}" = 1 ] && [ -z "${CKPT:-}" ] && [ -f "$run/ptq.tns" ]; then
-	ckpt=$run/ptq.tns
-fi
+ckpt=$(run_checkpoint)
 split=${SPLIT:-$(cfg .dataset.test_split test)}
 np=${NP:-1}
 quant=() suffix=

@@ -14,10 +14,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 load_config "${1:?usage: export.sh CONFIG}"
-ckpt=${CKPT:-$run/latest.tns}
-if [ "${QUANTIZE:-0}" = 1 ] && [ -z "${CKPT:-}" ] && [ -f "$run/ptq.tns" ]; then
-	ckpt=$run/ptq.tns
-fi
+ckpt=$(run_checkpoint)
 out=${OUT:-$run}
 [ -f "$ckpt" ] || { say "$ckpt: no such checkpoint (train first, or set CKPT)"; exit 1; }
 quant=()

@@ -41,6 +41,18 @@ loop_level() {
 	echo "${TNS_LEVEL:--1}"
 }
 
+# run_checkpoint: the checkpoint eval and export use: CKPT, else RUN/latest.tns, or with
+# QUANTIZE=1 RUN/ptq.tns when make calibrate made one (bias-calibrated params + ranges).
+run_checkpoint() {
+	if [ -n "${CKPT:-}" ]; then
+		echo "$CKPT"
+	elif [ "${QUANTIZE:-0}" = 1 ] && [ -f "$run/ptq.tns" ]; then
+		echo "$run/ptq.tns"
+	else
+		echo "$run/latest.tns"
+	fi
+}
+
 # timed PIPELINE: the seconds one run of a shell pipeline (a string) takes, its output
 # discarded; a failing stage fails the call.
 timed() {
