@@ -37,6 +37,12 @@ $(GEN)/onnx.pb-c.o: $(GEN)/onnx.pb-c.c
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 $(BUILD)/lib/onnx_export.o: $(GEN)/onnx.pb-c.h
 
+# MPI (Open MPI) only in lib/dist.c and the tools that use it: data-parallel training
+# (forward) and gathering dets (map-eval). docs/distributed.md
+MPI_PKG := ompi-c
+$(BUILD)/lib/dist.o: ALL_CFLAGS += $(shell pkg-config --cflags $(MPI_PKG))
+$(BIN)/forward $(BIN)/map-eval: LDLIBS += $(shell pkg-config --libs $(MPI_PKG))
+
 $(BUILD)/libssd.a: $(LIB_OBJ)
 	$(AR) rcs $@ $^
 

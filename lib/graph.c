@@ -380,7 +380,8 @@ int g_shapes(model *m, int n, int h, int w)
 		default:
 			break;
 		}
-		if (nd->op == OP_BN && n * nd->h * nd->w < 2 && m->train)
+		/* (with replicas the whole batch counts: bn_forward_synced checks it) */
+		if (nd->op == OP_BN && n * nd->h * nd->w < 2 && m->train && !m->sync)
 			return err_set("%s: batch norm training needs more than one value per channel (n %d, %dx%d)",
 				       nd->name, n, nd->h, nd->w);
 	}
@@ -906,6 +907,65 @@ static void channel_means(float *mean, const float *x, int n, int c, int hw)
 	}
 }
 
+/* Training BN with the statistics of every replica's part of the batch: each part's
+ * count, mean and centred sum of squares, gathered and combined in replica order (so
+ * every replica computes the same bits): M2 = sum M2_r + n_r (mean_r - mean)^2. */
+static int bn_forward_synced(model *m, gnode *nd, float *y, const float *x, int hw)
+{
+	int c = nd->c, R = m->sync->replicas;
+	size_t per = 2 * (size_t)c + 1;
+	double *mine = m->sync_buf, *all = mine + per, *mean = all + (size_t)R * per;
+	batchnorm2d_moments(mine, mine + c, x, nd->n, c, hw);
+	mine[2 * c] = (double)nd->n * hw;
+	if (m->sync->gather(mine, per, all) < 0)
+		return err_wrap("batch statistics over the replicas");
+	double count = 0;
+	for (int r = 0; r < R; r++)
+		count += all[(size_t)r * per + 2 * c];
+	if (count < 2)
+		return err_set("batchnorm2d: training needs more than one value per channel (%g over the replicas)", count);
+	for (int ch = 0; ch < c; ch++) {
+		double mu = 0, m2 = 0;
+		for (int r = 0; r < R; r++)
+			mu += all[(size_t)r * per + 2 * c] * all[(size_t)r * per + ch];
+		mu /= count;
+		for (int r = 0; r < R; r++) {
+			const double *p = all + (size_t)r * per;
+			double d = p[ch] - mu;
+			m2 += p[c + ch] + p[2 * c] * d * d;
+		}
+		mean[ch] = mu;
+		nd->mean[ch] = (float)mu;
+		nd->rstd[ch] = (float)(1.0 / sqrt(m2 / count + nd->eps));
+		nd->varu[ch] = (float)(m2 / (count - 1));
+	}
+	nd->count = count;
+	batchnorm2d_normalise(y, x, mean, nd->rstd, P(m, nd->pw), P(m, nd->pb), nd->n, c, hw);
+	return 0;
+}
+
+/* Its backward: the weight and bias gradients from this part (model_backward sums
+ * them with the rest), the input gradient through the statistics of the whole batch. */
+static int bn_backward_synced(model *m, gnode *nd, float *dx, const float *dy, const float *x, int hw)
+{
+	int c = nd->c;
+	double *sg = m->sync_buf, *sgc = sg + c;
+	batchnorm2d_grad_sums(sg, sgc, dy, x, nd->mean, nd->n, c, hw);
+	float *dw = G(m, nd->pw), *db = G(m, nd->pb);
+	for (int ch = 0; ch < c; ch++) {
+		if (dw)
+			dw[ch] += (float)(sgc[ch] * nd->rstd[ch]);
+		if (db)
+			db[ch] += (float)sg[ch];
+	}
+	if (!dx)
+		return 0;
+	if (m->sync->sum(sg, 2 * (size_t)c) < 0)
+		return err_wrap("BN gradient sums over the replicas");
+	batchnorm2d_grad_input(dx, dy, x, nd->mean, nd->rstd, P(m, nd->pw), sg, sgc, nd->count, nd->n, c, hw);
+	return 0;
+}
+
 static int forward_node(model *m, int i)
 {
 	gnode *nd = &m->nodes[i];
@@ -929,9 +989,13 @@ static int forward_node(model *m, int i)
 	case OP_BN:
 		if (nd->skip)
 			return 0;
-		if (m->train)
+		if (m->train && m->sync)
+			return bn_forward_synced(m, nd, y, x, hw);
+		if (m->train) {
+			nd->count = (double)nd->n * hw;
 			return batchnorm2d_forward_train(y, nd->mean, nd->rstd, nd->varu, x, P(m, nd->pw), P(m, nd->pb),
 							 nd->eps, nd->n, nd->c, hw);
+		}
 		batchnorm2d_forward_eval(y, x, P(m, nd->pw), P(m, nd->pb), P(m, nd->prm), P(m, nd->prv), nd->eps, nd->n,
 					 nd->c, hw);
 		return 0;
@@ -1052,8 +1116,13 @@ static int backward_node(model *m, int i)
 		if (nd->skip)
 			return 0; /* folded: its gradient is its conv's (aliased) */
 		dx = dst_of(m, nd, 0);
-		batchnorm2d_backward_train(dx, G(m, nd->pw), G(m, nd->pb), dy, x, nd->mean, nd->rstd, P(m, nd->pw), nd->n,
-					   nd->c, hw);
+		if (m->sync) {
+			if (bn_backward_synced(m, nd, dx, dy, x, hw) < 0)
+				return -1;
+		} else {
+			batchnorm2d_backward_train(dx, G(m, nd->pw), G(m, nd->pb), dy, x, nd->mean, nd->rstd, P(m, nd->pw),
+						   nd->n, nd->c, hw);
+		}
 		break;
 	case OP_RELU:
 	case OP_RELU6:
@@ -1137,7 +1206,29 @@ int model_backward(model *m, const float *const *doutputs, float *dinput)
 		if (m->profile)
 			m->prof_bwd[g_prof_class(&m->nodes[i])] += omp_get_wtime() - t0;
 	}
+	if (!rc && m->sync && m->sync->sum_f32(m->grads, m->nfloats) < 0)
+		rc = err_wrap("gradients: summing over the replicas");
 	return rc;
+}
+
+int model_set_sync(model *m, const model_sync *s)
+{
+	free(m->sync_buf);
+	m->sync_buf = NULL;
+	m->sync = NULL;
+	if (!s || s->replicas <= 1)
+		return 0;
+	int cmax = 1;
+	for (int i = 0; i < m->nnodes; i++)
+		if (m->nodes[i].op == OP_BN && m->nodes[i].c > cmax)
+			cmax = m->nodes[i].c;
+	/* forward: this replica's moments, every replica's, the combined means;
+	 * backward: the gradient sums */
+	size_t per = 2 * (size_t)cmax + 1;
+	if (!(m->sync_buf = malloc(((size_t)s->replicas + 1) * per * sizeof(double) + 3 * (size_t)cmax * sizeof(double))))
+		return err_set("out of memory");
+	m->sync = s;
+	return 0;
 }
 
 const float *model_grads(const model *m)
@@ -1180,6 +1271,7 @@ void graph_free(model *m)
 	free(m->params_info);
 	free(m->params);
 	free(m->grads);
+	free(m->sync_buf);
 	free(m->bnstats);
 	free(m->qnode);
 	free(m->qrange);

@@ -44,6 +44,7 @@ typedef struct gnode {
 	int prm, prv;              /* running mean / var parameters */
 	float eps;
 	float *mean, *rstd, *varu; /* [c] batch statistics of the last training forward */
+	double count;              /* BN: values per channel behind them (all replicas') */
 	/* upsample */
 	int ref;
 	/* maxpool */
@@ -119,6 +120,9 @@ struct model {
 	float *const *ext_out;
 	const float *const *ext_dout;
 	float *ext_dinput;
+	/* data parallel (model_set_sync) */
+	const struct model_sync *sync;
+	double *sync_buf;
 	/* profile */
 	int profile;
 	double prof_fwd[OP_COUNT + 2], prof_bwd[OP_COUNT + 2];

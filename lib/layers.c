@@ -161,6 +161,48 @@ static void grad_input(float *dx, const float *g, const float *x, size_t n, floa
 }
 #endif
 
+/* One channel ch of [n,c,hw]: its mean and centred sum of squares. */
+static void ch_moments(const float *inp, int n, int c, int hw, int ch, double *mean, double *m2)
+{
+	size_t m = (size_t)n * hw;
+	float shift = inp[(size_t)ch * hw];
+	double s1 = 0, s2 = 0;
+	for (int b = 0; b < n; b++)
+		moments(&s1, &s2, inp + ((size_t)b * c + ch) * hw, hw, shift);
+	double d = s1 / (double)m, ss = s2 - s1 * d;
+	*mean = shift + d;
+	*m2 = ss < 0 ? 0 : ss;
+}
+
+static void ch_normalise(float *out, const float *inp, int n, int c, int hw, int ch, double mu, float r,
+			 const float *weight, const float *bias)
+{
+	float sc = (weight ? weight[ch] : 1.0f) * r;
+	float sh = (float)((bias ? bias[ch] : 0.0f) - mu * sc);
+	for (int b = 0; b < n; b++)
+		scale_shift(out + ((size_t)b * c + ch) * hw, inp + ((size_t)b * c + ch) * hw, hw, sc, sh);
+}
+
+/* sum dy and sum dy * (x - mu) of channel ch */
+static void ch_grad_sums(const float *dout, const float *inp, int n, int c, int hw, int ch, float mu, double *sg,
+			 double *sgc)
+{
+	*sg = *sgc = 0;
+	for (int b = 0; b < n; b++)
+		grad_moments(sg, sgc, dout + ((size_t)b * c + ch) * hw, inp + ((size_t)b * c + ch) * hw, hw, mu);
+}
+
+/* dx = w * rstd * (dy - mean(dy) - xhat * mean(dy * xhat)), the means over count values */
+static void ch_grad_input(float *dinp, const float *dout, const float *inp, int n, int c, int hw, int ch, float mu,
+			  float r, const float *weight, double sg, double sgx, double count)
+{
+	float w = weight ? weight[ch] : 1.0f;
+	float k = w * r, mg = (float)(sg / count), mgx = (float)(sgx / count);
+	for (int b = 0; b < n; b++)
+		grad_input(dinp + ((size_t)b * c + ch) * hw, dout + ((size_t)b * c + ch) * hw,
+			   inp + ((size_t)b * c + ch) * hw, hw, k, -k * r * mgx, -k * mg, mu);
+}
+
 int batchnorm2d_forward_train(float *out, float *mean, float *rstd, float *var_unbiased,
 			      const float *inp, const float *weight, const float *bias,
 			      float eps, int n, int c, int hw)
@@ -170,23 +212,14 @@ int batchnorm2d_forward_train(float *out, float *mean, float *rstd, float *var_u
 		return err_set("batchnorm2d: training needs more than one value per channel (n %d, h*w %d)", n, hw);
 #pragma omp parallel for schedule(static) if (m * c >= PAR_MIN)
 	for (int ch = 0; ch < c; ch++) {
-		float shift = inp[(size_t)ch * hw];
-		double s1 = 0, s2 = 0;
-		for (int b = 0; b < n; b++)
-			moments(&s1, &s2, inp + ((size_t)b * c + ch) * hw, hw, shift);
-		double d = s1 / (double)m, ss = s2 - s1 * d; /* centred sum of squares */
-		if (ss < 0)
-			ss = 0;
-		double mu = shift + d;
+		double mu, ss;
+		ch_moments(inp, n, c, hw, ch, &mu, &ss);
 		float r = (float)(1.0 / sqrt(ss / (double)m + eps));
 		mean[ch] = (float)mu;
 		rstd[ch] = r;
 		if (var_unbiased)
 			var_unbiased[ch] = (float)(ss / (double)(m - 1));
-		float sc = (weight ? weight[ch] : 1.0f) * r;
-		float sh = (float)((bias ? bias[ch] : 0.0f) - mu * sc);
-		for (int b = 0; b < n; b++)
-			scale_shift(out + ((size_t)b * c + ch) * hw, inp + ((size_t)b * c + ch) * hw, hw, sc, sh);
+		ch_normalise(out, inp, n, c, hw, ch, mu, r, weight, bias);
 	}
 	return 0;
 }
@@ -198,25 +231,49 @@ void batchnorm2d_backward_train(float *dinp, float *dweight, float *dbias, const
 	size_t m = (size_t)n * hw;
 #pragma omp parallel for schedule(static) if (m * c >= PAR_MIN)
 	for (int ch = 0; ch < c; ch++) {
-		float mu = mean[ch], r = rstd[ch];
-		double sg = 0, sgc = 0; /* sum dy, sum dy * (x - mean) */
-		for (int b = 0; b < n; b++)
-			grad_moments(&sg, &sgc, dout + ((size_t)b * c + ch) * hw, inp + ((size_t)b * c + ch) * hw, hw,
-				     mu);
-		double sgx = sgc * r; /* sum dy * xhat */
+		double sg, sgc;
+		ch_grad_sums(dout, inp, n, c, hw, ch, mean[ch], &sg, &sgc);
+		double sgx = sgc * rstd[ch]; /* sum dy * xhat */
 		if (dweight)
 			dweight[ch] += (float)sgx;
 		if (dbias)
 			dbias[ch] += (float)sg;
-		if (!dinp)
-			continue;
-		/* dx = w * rstd * (dy - mean(dy) - xhat * mean(dy * xhat)) */
-		float w = weight ? weight[ch] : 1.0f;
-		float k = w * r, mg = (float)(sg / (double)m), mgx = (float)(sgx / (double)m);
-		for (int b = 0; b < n; b++)
-			grad_input(dinp + ((size_t)b * c + ch) * hw, dout + ((size_t)b * c + ch) * hw,
-				   inp + ((size_t)b * c + ch) * hw, hw, k, -k * r * mgx, -k * mg, mu);
+		if (dinp)
+			ch_grad_input(dinp, dout, inp, n, c, hw, ch, mean[ch], rstd[ch], weight, sg, sgx, (double)m);
 	}
+}
+
+void batchnorm2d_moments(double *mean, double *m2, const float *inp, int n, int c, int hw)
+{
+#pragma omp parallel for schedule(static) if ((size_t)n * hw * c >= PAR_MIN)
+	for (int ch = 0; ch < c; ch++)
+		ch_moments(inp, n, c, hw, ch, &mean[ch], &m2[ch]);
+}
+
+void batchnorm2d_normalise(float *out, const float *inp, const double *mean, const float *rstd,
+			   const float *weight, const float *bias, int n, int c, int hw)
+{
+#pragma omp parallel for schedule(static) if ((size_t)n * hw * c >= PAR_MIN)
+	for (int ch = 0; ch < c; ch++)
+		ch_normalise(out, inp, n, c, hw, ch, mean[ch], rstd[ch], weight, bias);
+}
+
+void batchnorm2d_grad_sums(double *sg, double *sgc, const float *dout, const float *inp, const float *mean,
+			   int n, int c, int hw)
+{
+#pragma omp parallel for schedule(static) if ((size_t)n * hw * c >= PAR_MIN)
+	for (int ch = 0; ch < c; ch++)
+		ch_grad_sums(dout, inp, n, c, hw, ch, mean[ch], &sg[ch], &sgc[ch]);
+}
+
+void batchnorm2d_grad_input(float *dinp, const float *dout, const float *inp, const float *mean,
+			    const float *rstd, const float *weight, const double *sg, const double *sgc,
+			    double count, int n, int c, int hw)
+{
+#pragma omp parallel for schedule(static) if ((size_t)n * hw * c >= PAR_MIN)
+	for (int ch = 0; ch < c; ch++)
+		ch_grad_input(dinp, dout, inp, n, c, hw, ch, mean[ch], rstd[ch], weight, sg[ch], sgc[ch] * rstd[ch],
+			      count);
 }
 
 void batchnorm2d_forward_eval(float *out, const float *inp, const float *weight, const float *bias,

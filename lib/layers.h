@@ -85,6 +85,21 @@ int batchnorm2d_forward_train(float *out, float *mean, float *rstd, float *var_u
 void batchnorm2d_backward_train(float *dinp, float *dweight, float *dbias, const float *dout,
 				const float *inp, const float *mean, const float *rstd,
 				const float *weight, int n, int c, int hw);
+/* The same over a batch split across replicas (data-parallel training): each replica
+ * takes its part's per-channel mean and centred sum of squares m2 (doubles), the
+ * replicas combine them (lib/graph.c), then each normalises its part with the
+ * combined mean and rstd. Backward likewise: its part's sums sg = sum dy and
+ * sgc = sum dy * (x - mean), summed over the replicas, then dinp from the sums and the
+ * whole batch's value count per channel. The one-replica functions above compute the
+ * same with the same arithmetic. */
+void batchnorm2d_moments(double *mean, double *m2, const float *inp, int n, int c, int hw);
+void batchnorm2d_normalise(float *out, const float *inp, const double *mean, const float *rstd,
+			   const float *weight, const float *bias, int n, int c, int hw);
+void batchnorm2d_grad_sums(double *sg, double *sgc, const float *dout, const float *inp, const float *mean,
+			   int n, int c, int hw);
+void batchnorm2d_grad_input(float *dinp, const float *dout, const float *inp, const float *mean,
+			    const float *rstd, const float *weight, const double *sg, const double *sgc,
+			    double count, int n, int c, int hw);
 /* Eval mode: running_mean, running_var [c]. */
 void batchnorm2d_forward_eval(float *out, const float *inp, const float *weight, const float *bias,
 			      const float *running_mean, const float *running_var, float eps,

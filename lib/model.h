@@ -118,6 +118,20 @@ int model_forward(model *m, const float *input, float *const *outputs);
 int model_backward(model *m, const float *const *doutputs, float *dinput);
 /* Gradients, laid out as the parameters (BN running-stat slots stay 0). */
 const float *model_grads(const model *m);
+/* Data-parallel training (lib/dist.c over MPI): replicas of the model, each on its own
+ * part of a batch, train as one model on the whole batch. In training forwards BN takes
+ * its statistics over every part (sync BN), its backward sums over every part, and
+ * model_backward() leaves the gradients summed over the replicas (so the caller scales
+ * dLoss/doutput to the whole batch's loss first). sum: x = the sum over replicas, in
+ * place; gather: all[r * n + i] = replica r's mine[i]; both the same on every replica. */
+typedef struct model_sync {
+	int replicas;
+	int (*sum)(double *x, size_t n);
+	int (*sum_f32)(float *x, size_t n);
+	int (*gather)(const double *mine, size_t n, double *all);
+} model_sync;
+/* s NULL: this process alone (the default). s must outlive its use. */
+int model_set_sync(model *m, const model_sync *s);
 /* A "grads" record: one tensor per trainable parameter (named as it) and per BN layer
  * "<bn>.batch_mean" and "<bn>.batch_var" (unbiased) of the last training forward. */
 record *model_grads_record(const model *m);

@@ -710,6 +710,15 @@ int ssd_loss_record(ssd_loss *l, const record *pred, record **grad, record **los
 			goto fail;
 	if (g && (copy_meta(g->meta, meta, "ids") < 0 || copy_meta(g->meta, meta, "step") < 0))
 		goto fail;
+	/* what data-parallel training needs to rescale the gradient to the global batch's
+	 * normaliser and report the global loss (forward --mpi) */
+	if (g && (!cJSON_AddNumberToObject(g->meta, "num_total_pos", (double)res.num_total_pos) ||
+		  !cJSON_AddNumberToObject(g->meta, "loss_cls", res.loss_cls) ||
+		  !cJSON_AddNumberToObject(g->meta, "loss_bbox", res.loss_bbox) ||
+		  !cJSON_AddNumberToObject(g->meta, "num_pos", (double)res.num_pos) ||
+		  !cJSON_AddNumberToObject(g->meta, "num_neg", (double)res.num_neg) ||
+		  !cJSON_AddNumberToObject(g->meta, "images", (double)N)))
+		goto oom;
 	*loss = o;
 	if (grad)
 		*grad = g;

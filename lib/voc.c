@@ -1201,6 +1201,13 @@ static void epoch_order(voc_reader *r, int epoch)
 	r->order_epoch = epoch;
 }
 
+/* The positions of an epoch the shards share out: all, or with even_shards the
+ * largest multiple of the shard count, so every shard gets as many. */
+static long shard_end(const voc_reader *r)
+{
+	return r->p.even_shards ? r->nsel - r->nsel % r->p.shard_n : r->nsel;
+}
+
 /* The next (item, index, epoch) of this shard; 0 when all epochs are planned. */
 static int next_planned(voc_reader *r, struct job *j)
 {
@@ -1214,7 +1221,7 @@ static int next_planned(voc_reader *r, struct job *j)
 			if (r->epoch == r->p.start_epoch && r->p.skip_to > r->pos)
 				r->pos += (r->p.skip_to - r->pos + r->p.shard_n - 1) / r->p.shard_n * r->p.shard_n;
 		}
-		if (r->pos >= r->nsel) {
+		if (r->pos >= shard_end(r)) {
 			r->epoch++;
 			continue;
 		}
@@ -1495,7 +1502,7 @@ static int select_and_load(voc_reader *r)
 		if (e > r->p.start_epoch && !r->p.shuffle)
 			break;
 		epoch_order(r, e);
-		for (long p = r->p.shard_k; p < r->nsel; p += r->p.shard_n)
+		for (long p = r->p.shard_k; p < shard_end(r); p += r->p.shard_n)
 			if (!d->items[r->order[p]].wanted) {
 				d->items[r->order[p]].wanted = 1;
 				nwanted++;

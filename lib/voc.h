@@ -96,6 +96,7 @@ typedef struct voc_plan {
 	int shuffle;          /* reorder every epoch with voc_epoch_seed(seed, epoch) */
 	uint64_t seed;
 	int shard_k, shard_n; /* keep positions p with p % shard_n == shard_k */
+	int even_shards;      /* leave out the last (images per epoch) % shard_n positions */
 	int threads;          /* decoding threads; 1 decodes in the caller's thread */
 	int images;           /* 0: no image tensor, nothing decoded (listing) */
 	int encode;           /* records come encoded (record_encode) at zstd level `level`, */

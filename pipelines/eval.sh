@@ -6,7 +6,7 @@
 # usage: pipelines/eval.sh CONFIG
 # environment (all optional): BIN, RUN (default runs/<config name>), CKPT (default
 # RUN/latest.tns), DATA, CLASSES, SPLIT (default the config's dataset.test_split or
-# test), SIZE, BATCH (default 8), NP (shards run side by side, default 1), THREADS,
+# test), SIZE, BATCH (default 8), NP (MPI ranks, default 1), THREADS,
 # MODE (11points or area), OUT (default RUN/eval).
 # QUANTIZE=1: the fake-quantised model (forward --quant, BITS default 8). CKPT defaults
 # to RUN/ptq.tns when pipelines/calibrate.sh made one (bias-calibrated params and
@@ -14,15 +14,16 @@
 # RUN/ranges.tns) goes with CKPT. OUT defaults to RUN/eval_quant. INT8=1 (with
 # QUANTIZE=1): the same model on integers (forward --int8, 8 bits; the same mAP),
 # OUT RUN/eval_int8.
-# Writes OUT.json and OUT.txt (mmdet's table). With NP=N, N pipelines run on
-# --shard k/N and map-eval reads their dets together: the same mAP as one pipeline.
+# Writes OUT.json and OUT.txt (mmdet's table). With NP=N (or under mpirun -np N), N
+# ranks each run the pipeline on --shard k/N and map-eval --mpi gathers their dets on
+# rank 0, which writes OUT: the same mAP as one pipeline (docs/distributed.md).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 load_config "${1:?usage: eval.sh CONFIG}"
+mpi_ranks "$0" "$@"
 ckpt=$(run_checkpoint)
 split=${SPLIT:-$(cfg .dataset.test_split test)}
-np=${NP:-1}
 quant=() suffix=
 if [ "${QUANTIZE:-0}" = 1 ]; then
 	quant=(--quant --bits "${BITS:-8}") suffix=_quant
@@ -37,35 +38,24 @@ out=${OUT:-$run/eval$suffix}
 [ -n "$data" ] || { say "no data: set DATA or the config's dataset.root"; exit 2; }
 [ -f "$ckpt" ] || { say "$ckpt: no such checkpoint (train first, or set CKPT)"; exit 1; }
 mkdir -p "$run"
-dets=$(mktemp -d "${TMPDIR:-/tmp}/eval.XXXXXX")
-trap 'rm -rf "$dets"' EXIT
 
 images=$("$BIN/voc-decode" "$data" --split "$split" ${classes:+--classes "$classes"} --list | wc -l)
-say "$name: $images images of $split, checkpoint $ckpt, $np shard(s)${quant:+, quantised: ${quant[*]}}"
-# threads per shard: the machine's CPUs shared out
-threads=${THREADS:-$(( $(nproc) / np > 0 ? $(nproc) / np : 1 ))}
-pids=()
-for ((k = 0; k < np; k++)); do
-	(
-		set -o pipefail
-		"$BIN/voc-decode" "$data" --split "$split" ${classes:+--classes "$classes"} --shard "$k/$np" \
-			--threads "$threads" |
-			"$BIN/augment" --eval --config "$cfg_file" --batch "${BATCH:-8}" ${SIZE:+--size "$SIZE"} \
-				--threads "$threads" |
-			"$BIN/forward" --config "$cfg_file" --weights "$ckpt" --threads "$threads" "${quant[@]}" |
-			"$BIN/ssd-decode" --config "$cfg_file" --progress $(((images - k + np - 1) / np)) \
-				>"$dets/shard$k.tns"
-	) &
-	pids+=($!)
-done
-failed=0
-for k in "${!pids[@]}"; do
-	wait "${pids[$k]}" || { say "shard $k/$np failed"; failed=1; }
-done
-[ "$failed" -eq 0 ] || exit 1
+[ "$rank" -ne 0 ] || say "$name: $images images of $split, checkpoint $ckpt$([ "$ranks" -gt 1 ] && echo ", $ranks ranks")${quant:+, quantised: ${quant[*]}}"
+# threads per rank: this host's CPUs shared out among its ranks
+local_ranks=${OMPI_COMM_WORLD_LOCAL_SIZE:-1}
+threads=${THREADS:-$(($(nproc) / local_ranks > 0 ? $(nproc) / local_ranks : 1))}
+shard=() gather=() table=$out.txt.tmp
+[ "$ranks" -le 1 ] || shard=(--shard "$rank/$ranks") gather=(--mpi)
+[ "$rank" -eq 0 ] || table=/dev/null # rank 0 alone writes OUT
 mkdir -p "$(dirname "$out")"
-"$BIN/map-eval" ${classes:+--classes "$classes"} ${MODE:+--mode "$MODE"} --json "$out.json.tmp" \
-	"$dets"/shard*.tns | tee "$out.txt.tmp"
+"$BIN/voc-decode" "$data" --split "$split" ${classes:+--classes "$classes"} "${shard[@]}" --threads "$threads" |
+	"$BIN/augment" --eval --config "$cfg_file" --batch "${BATCH:-8}" ${SIZE:+--size "$SIZE"} --threads "$threads" |
+	"$BIN/forward" --config "$cfg_file" --weights "$ckpt" --threads "$threads" "${quant[@]}" |
+	"$BIN/ssd-decode" --config "$cfg_file" --progress $(((images - rank + ranks - 1) / ranks)) |
+	"$BIN/map-eval" ${classes:+--classes "$classes"} ${MODE:+--mode "$MODE"} --json "$out.json.tmp" "${gather[@]}" \
+		>"$table"
+[ "$rank" -eq 0 ] || exit 0
+cat "$out.txt.tmp"
 mv "$out.json.tmp" "$out.json"
 mv "$out.txt.tmp" "$out.txt"
 say "wrote $out.txt and $out.json"

@@ -33,6 +33,28 @@ load_config() {
 	classes=${CLASSES:-$(cfg .dataset.classes "")}
 }
 
+# mpi_ranks SCRIPT ARGS...: with NP > 1 and not yet a rank of an MPI job, runs SCRIPT
+# ARGS again as NP ranks of Open MPI's mpirun (MPIRUN, default mpirun; MPIRUN_FLAGS for
+# its own options: --hostfile H, --oversubscribe for more ranks than cores ...) with
+# the run settings of this environment passed to every rank, and exits with its
+# status. Otherwise returns. Sets rank and ranks (0 and 1 outside MPI).
+mpi_ranks() {
+	rank=${OMPI_COMM_WORLD_RANK:-0} ranks=${OMPI_COMM_WORLD_SIZE:-1}
+	local np=${NP:-1}
+	if [ "$np" -le 1 ] || [ -n "${OMPI_COMM_WORLD_SIZE:-}" ]; then
+		return 0
+	fi
+	local vars=() v root=()
+	for v in BIN RUN DATA CLASSES SPLIT EPOCHS BATCH SIZE LR SEED THREADS MAX_STEPS CKPT QUANTIZE BITS RANGES \
+		ITERS INT8 INIT PRETRAINED RESUME TNS_LEVEL MODE OUT TMPDIR; do
+		[ -z "${!v:-}" ] || vars+=("$v=${!v}")
+	done
+	[ "$(id -u)" -ne 0 ] || root=(--allow-run-as-root) # containers run as root
+	# --bind-to none: a rank is a pipeline of processes, not one process for one core
+	# shellcheck disable=SC2086
+	exec ${MPIRUN:-mpirun} -np "$np" --bind-to none "${root[@]}" ${MPIRUN_FLAGS:-} env "${vars[@]}" "$@"
+}
+
 # loop_level: the zstd level of the training loop's own streams (pred, grad, grads and
 # params: ~10 MB of floats each way per step at 320): TNS_LEVEL, else -1. Level 1 would
 # shrink them by ~10% at a third of the speed, on the loop's critical path

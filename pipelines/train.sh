@@ -21,10 +21,16 @@
 # runs fake-quantised (--quant --stats), sgd-step owns the ranges (--quant).
 # The run directory gets checkpoints (latest.tns, iter_*.tns, epoch_*.tns),
 # metrics.jsonl and train.log. Running the same command again resumes.
+# NP=N (or under mpirun -np N [--hostfile H] pipelines/train.sh ...): N ranks, where
+# each runs this pipeline on --shard rank/N of each epoch with BATCH/N images per
+# step; forward --mpi combines BN statistics and gradients, so the N ranks train as one
+# process on BATCH would. Rank 0 writes the run directory, which every rank reads when
+# resuming (a shared filesystem across hosts). docs/distributed.md
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 load_config "${1:?usage: train.sh CONFIG}"
+mpi_ranks "$0" "$@"
 split=${SPLIT:-$(cfg .dataset.train_split trainval)}
 quant=${QUANTIZE:-$(cfg .quantize 0)}
 case $quant in 1 | true) quant=1 ;; *) quant=0 ;; esac
@@ -53,6 +59,21 @@ mkdir -p "$run"
 
 images=$("$BIN/voc-decode" "$data" --split "$split" ${classes:+--classes "$classes"} --list | wc -l)
 [ "$images" -gt 0 ] || { say "$data: no images in split $split"; exit 1; }
+dist=() fwd_dist=() sgd_dist=() threads=${THREADS:-}
+if [ "$ranks" -gt 1 ]; then
+	[ "$quant" = 1 ] && { say "QAT on several ranks is not supported yet (forward --mpi --stats)"; exit 2; }
+	[ $((batch % ranks)) -eq 0 ] || { say "BATCH $batch: not a multiple of the $ranks ranks"; exit 2; }
+	batch_rank=$((batch / ranks))
+	images=$((images - images % ranks)) # --even-shards: every rank as many
+	dist=(--shard "$rank/$ranks" --even-shards)
+	fwd_dist=(--mpi)
+	[ "$rank" -eq 0 ] || sgd_dist=(--replica)
+	# the ranks on this host share its CPUs
+	local_ranks=${OMPI_COMM_WORLD_LOCAL_SIZE:-$ranks}
+	threads=${threads:-$(($(nproc) / local_ranks > 0 ? $(nproc) / local_ranks : 1))}
+else
+	batch_rank=$batch
+fi
 iters=$(((images + batch - 1) / batch))
 
 # start or resume
@@ -63,10 +84,10 @@ if [ "${RESUME:-auto}" != 0 ] && [ -f "$run/latest.tns" ]; then
 	seed=$(jq -r .seed <<<"$meta")
 	if [ "$p" -ge "$images" ]; then e=$((e + 1)) p=0; fi
 	if [ "$e" -ge "$epochs" ]; then
-		say "$run: already trained $epochs epochs (step $s); nothing to do"
+		[ "$rank" -ne 0 ] || say "$run: already trained $epochs epochs (step $s); nothing to do"
 		exit 0
 	fi
-	say "resuming $run at step $s: epoch $((e + 1)), image $p of $images"
+	[ "$rank" -ne 0 ] || say "resuming $run at step $s: epoch $((e + 1)), image $p of $images"
 	decode_resume=(--resume "$e:$p")
 	state=(--resume "${sgd_quant[@]}")
 elif [ "${RESUME:-auto}" = 1 ]; then
@@ -75,6 +96,8 @@ elif [ "${RESUME:-auto}" = 1 ]; then
 else
 	init=${INIT:-$run/init.tns}
 	if [ -z "${INIT:-}" ]; then
+		# every rank makes the same init (seeded); rank 0's is the one kept
+		[ "$rank" -eq 0 ] || init=$(mktemp "${TMPDIR:-/tmp}/init.XXXXXX") tmp_init=$init
 		"$BIN/forward" --config "$cfg_file" --init --seed "$seed" >"$init.tmp" && mv "$init.tmp" "$init"
 	fi
 	state=(--init "$init" ${PRETRAINED:+--pretrained "$PRETRAINED"})
@@ -83,20 +106,21 @@ fi
 
 fifos=$(mktemp -d "${TMPDIR:-/tmp}/train.XXXXXX")
 mkfifo "$fifos/params" "$fifos/grad"
-trap 'rm -rf "$fifos"' EXIT
-exec 2> >(tee -a "$run/train.log" >&2)
+trap 'rm -rf "$fifos" ${tmp_init:+"$tmp_init"}' EXIT
+[ "$rank" -ne 0 ] || exec 2> >(tee -a "$run/train.log" >&2)
 
-say "$name: $images images, batch $batch, $iters steps per epoch, $epochs epochs$([ "$quant" = 1 ] && echo ", quantisation-aware from $INIT") -> $run"
+[ "$rank" -ne 0 ] || say "$name: $images images, batch $batch$([ "$ranks" -gt 1 ] && echo " ($batch_rank on each of $ranks ranks)"), $iters steps per epoch, $epochs epochs$([ "$quant" = 1 ] && echo ", quantisation-aware from $INIT") -> $run"
 stages=(voc-decode augment forward loss sgd-step)
 level=$(loop_level) # the loop's own streams: fast zstd (lib.sh)
 set +e
 "$BIN/voc-decode" "$data" --split "$split" ${classes:+--classes "$classes"} --shuffle --seed "$seed" \
-	--epochs "$epochs" "${decode_resume[@]}" |
-	"$BIN/augment" --train --config "$cfg_file" --batch "$batch" --seed "$seed" ${SIZE:+--size "$SIZE"} |
+	--epochs "$epochs" "${decode_resume[@]}" "${dist[@]}" |
+	"$BIN/augment" --train --config "$cfg_file" --batch "$batch_rank" --seed "$seed" ${SIZE:+--size "$SIZE"} |
 	TNS_LEVEL=$level "$BIN/forward" --config "$cfg_file" --train --weights "$fifos/params" --grad "$fifos/grad" \
-		${THREADS:+--threads "$THREADS"} "${fwd_quant[@]}" |
+		${threads:+--threads "$threads"} "${fwd_quant[@]}" "${fwd_dist[@]}" |
 	TNS_LEVEL=$level "$BIN/loss" --config "$cfg_file" --grad "$fifos/grad" |
 	TNS_LEVEL=$level "$BIN/sgd-step" --config "$cfg_file" --run "$run" --params "$fifos/params" "${state[@]}" \
+		"${sgd_dist[@]}" \
 		--epochs "$epochs" --iters-per-epoch "$iters" --seed "$seed" ${lr:+--lr "$lr"} \
 		${MAX_STEPS:+--max-steps "$MAX_STEPS"}
 status=("${PIPESTATUS[@]}")
@@ -114,7 +138,7 @@ for i in "${!stages[@]}"; do
 	if [ "$st" -gt 128 ]; then failed+=("${stages[$i]} (killed by signal $((st - 128)))"); else failed+=("${stages[$i]} (exit $st)"); fi
 done
 if [ ${#failed[@]} -gt 0 ]; then
-	say "failed: ${failed[*]}; the last checkpoint is $run/latest.tns (run the same command to resume)"
+	say "failed: ${failed[*]}$([ "$ranks" -gt 1 ] && echo " on rank $rank"); the last checkpoint is $run/latest.tns (run the same command to resume)"
 	exit 1
 fi
-say "done: $run/latest.tns"
+[ "$rank" -ne 0 ] || say "done: $run/latest.tns"

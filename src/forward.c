@@ -8,6 +8,7 @@
 #include <omp.h>
 
 #include "config.h"
+#include "dist.h"
 #include "model.h"
 #include "stream.h"
 #include "tool.h"
@@ -42,6 +43,13 @@ static void usage(void)
 	       "                  batch runs float then quantised, and its stats record adds the\n"
 	       "                  channel means of every conv's output in both; params and\n"
 	       "                  ranges are read before every batch (calib-ranges --params)\n"
+	       "  --mpi           data-parallel training (with --train, under mpirun): this process\n"
+	       "                  is one rank, its batches part of a global batch; BN statistics\n"
+	       "                  and gradients are combined over the ranks (sync BN, allreduce),\n"
+	       "                  dLoss/dpred rescaled to the global normaliser, the params checked\n"
+	       "                  equal on every rank each step, and the ranks go in lock step (one\n"
+	       "                  running out of batches before the others is an error); any\n"
+	       "                  failure stops every rank (docs/distributed.md)\n"
 	       "  --threads N     threads for the kernels and OpenBLAS (default: online CPUs or\n"
 	       "                  $TNS_THREADS)\n"
 	       "  --profile       time per layer type, and peak memory, on stderr at the end\n"
@@ -56,12 +64,14 @@ static void usage(void)
 	       "box deltas, in mmdet's anchor order; every batch tensor but image copied; meta of the\n"
 	       "batch plus size. With --train, after each pred: kind \"grads\", one tensor per\n"
 	       "trainable parameter (named as in params) and <bn>.batch_mean, <bn>.batch_var\n"
-	       "(unbiased) per BN layer; meta step (of the params used) and ids.\n");
+	       "(unbiased) per BN layer; meta step (of the params used) and ids; with --mpi also\n"
+	       "replicas: the global batch's ranks, loss, loss_cls, loss_bbox, num_pos, num_neg,\n"
+	       "images.\n");
 }
 
 typedef struct opts {
 	const char *config, *weights, *grad, *ranges;
-	int train, summary, init, profile, quant, stats, bias_calib, int8;
+	int train, summary, init, profile, quant, stats, bias_calib, int8, mpi;
 	long threads, size, bits;
 	unsigned long long seed;
 } opts;
@@ -118,8 +128,9 @@ static void profile_report(const model *m)
 }
 
 /* The next record of the weights stream into the model (params, or with ranges the
- * ranges record that must follow it); returns its step. */
-static double next_params(model *m, stream_reader **w, const char *path, long batch_no, int ranges)
+ * ranges record that must follow it) and its step. Returns 0 when the record says it
+ * is the optimizer's last ("final": sgd-step reached --max-steps), else 1. */
+static int next_params(model *m, stream_reader **w, const char *path, long batch_no, int ranges, double *step)
 {
 	if (!*w && !(*w = stream_open_read(path)))
 		die_err();
@@ -134,9 +145,11 @@ static double next_params(model *m, stream_reader **w, const char *path, long ba
 		err_wrap("--weights %s: record %ld", path, stream_count(*w));
 		die_err();
 	}
-	double step = meta_num(p, "step", 0);
+	if (step)
+		*step = meta_num(p, "step", 0);
+	int more = !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(p->meta, "final"));
 	record_free(p);
-	return step;
+	return more;
 }
 
 static void load_ranges(model *m, const char *path)
@@ -154,6 +167,55 @@ static void load_ranges(model *m, const char *path)
 	stream_close_read(r);
 }
 
+/* Data parallel: this rank's grad record was normalised by its own part of the batch
+ * (meta num_total_pos, from loss); the global loss divides by the sum over the ranks.
+ * Rescales dLoss/dpred in place to that and returns the global batch's loss numbers
+ * (the "replicas" meta of the grads record), or NULL (err). */
+static cJSON *to_global_loss(record *gr, int ranks)
+{
+	static const char *const keys[] = {"num_total_pos", "loss_cls", "loss_bbox", "num_pos", "num_neg", "images"};
+	enum { NK = sizeof keys / sizeof *keys };
+	double v[NK];
+	for (int i = 0; i < NK; i++) {
+		const cJSON *x = cJSON_GetObjectItemCaseSensitive(gr->meta, keys[i]);
+		if (!cJSON_IsNumber(x)) {
+			err_set("--grad: meta.%s missing (--mpi needs the loss tool's grad records)", keys[i]);
+			return NULL;
+		}
+		v[i] = x->valuedouble;
+	}
+	double mine = v[0];
+	if (!(mine >= 1)) {
+		err_set("--grad: meta.num_total_pos is %g, expected at least 1", mine);
+		return NULL;
+	}
+	v[1] *= mine; /* the sums the losses are normalised from */
+	v[2] *= mine;
+	if (dist_sum_f64(v, NK) < 0)
+		return NULL;
+	float k = (float)(mine / v[0]);
+	static const char *const grads[] = {"cls", "reg"};
+	for (int i = 0; i < 2; i++) {
+		tensor *t = record_find(gr, grads[i]);
+		if (!t || t->dtype != DT_F32)
+			continue; /* model_grad_tensors names what is wrong */
+		float *d = t->data;
+		for (int64_t j = 0, n = tensor_numel(t); j < n; j++)
+			d[j] *= k;
+	}
+	cJSON *g = cJSON_CreateObject();
+	if (!g || !cJSON_AddNumberToObject(g, "ranks", ranks) ||
+	    !cJSON_AddNumberToObject(g, "loss", (v[1] + v[2]) / v[0]) ||
+	    !cJSON_AddNumberToObject(g, "loss_cls", v[1] / v[0]) || !cJSON_AddNumberToObject(g, "loss_bbox", v[2] / v[0]) ||
+	    !cJSON_AddNumberToObject(g, "num_total_pos", v[0]) || !cJSON_AddNumberToObject(g, "num_pos", v[3]) ||
+	    !cJSON_AddNumberToObject(g, "num_neg", v[4]) || !cJSON_AddNumberToObject(g, "images", v[5])) {
+		cJSON_Delete(g);
+		err_set("out of memory");
+		return NULL;
+	}
+	return g;
+}
+
 /* The batch's meta (index, ids, epoch ...) on a record made for it. */
 static void copy_batch_meta(record *to, const record *batch)
 {
@@ -167,7 +229,7 @@ int main(int argc, char **argv)
 {
 	tool_init("forward");
 	enum { O_CONFIG = 256, O_WEIGHTS, O_TRAIN, O_GRAD, O_THREADS, O_SUMMARY, O_PROFILE, O_INIT, O_SEED, O_SIZE,
-	       O_QUANT, O_RANGES, O_BITS, O_STATS, O_BIAS, O_INT8 };
+	       O_QUANT, O_RANGES, O_BITS, O_STATS, O_BIAS, O_INT8, O_MPI };
 	static const struct option lopts[] = {
 		{"config", required_argument, 0, O_CONFIG},   {"weights", required_argument, 0, O_WEIGHTS},
 		{"train", no_argument, 0, O_TRAIN},           {"grad", required_argument, 0, O_GRAD},
@@ -177,7 +239,8 @@ int main(int argc, char **argv)
 		{"quant", no_argument, 0, O_QUANT},           {"ranges", required_argument, 0, O_RANGES},
 		{"bits", required_argument, 0, O_BITS},       {"stats", no_argument, 0, O_STATS},
 		{"bias-calib", no_argument, 0, O_BIAS},       {"int8", no_argument, 0, O_INT8},
-		{"help", no_argument, 0, 'h'},                {0}};
+		{"mpi", no_argument, 0, O_MPI},               {"help", no_argument, 0, 'h'},
+		{0}};
 	opts o = {.bits = 8};
 	int c;
 	opterr = 0;
@@ -199,6 +262,7 @@ int main(int argc, char **argv)
 		case O_STATS: o.stats = 1; break;
 		case O_BIAS: o.bias_calib = 1; break;
 		case O_INT8: o.int8 = o.quant = 1; break;
+		case O_MPI: o.mpi = 1; break;
 		case 'h': usage(); return 0;
 		case ':': usage_error("option '%s' needs an argument", argv[optind - 1]);
 		default: usage_error("unknown option '%s'", argv[optind - 1]);
@@ -224,6 +288,11 @@ int main(int argc, char **argv)
 		usage_error("--quant and --stats are for running the network");
 	if (o.bias_calib && (!o.stats || !o.quant || o.ranges || o.train))
 		usage_error("--bias-calib goes with --stats --quant (ranges from --weights), without --train");
+
+	if (o.mpi && !o.train)
+		usage_error("--mpi is data-parallel training: it goes with --train");
+	if (o.mpi && o.stats)
+		usage_error("--mpi with --stats (QAT's range updates) is not supported yet");
 
 	model *m = model_load(o.config);
 	if (!m)
@@ -259,13 +328,16 @@ int main(int argc, char **argv)
 	model_set_int8_only(m, o.int8);
 	if (o.ranges)
 		load_ranges(m, o.ranges);
+	int rank = 0, ranks = 1;
+	if (o.mpi && (dist_init(&argc, &argv, &rank, &ranks) < 0 || model_set_sync(m, dist_model_sync()) < 0))
+		die_err();
 	int stream_ranges = o.quant && !o.ranges; /* a ranges record follows each params record */
 
 	stream_reader *in = stream_open_read("-"), *w = NULL, *g = NULL;
 	if (!in)
 		die_err();
 	long batches = 0;
-	int pn = 0, ph = 0, pw = 0;
+	int pn = 0, ph = 0, pw = 0, optimizer_ended = 0;
 	double step = 0;
 	record *r;
 	int rc;
@@ -277,6 +349,10 @@ int main(int argc, char **argv)
 			continue;
 		}
 		batches++;
+		if (o.mpi && dist_all_have(1) != 1) {
+			err_wrap("batch %ld", batches);
+			die_err();
+		}
 		const tensor *img;
 		if (model_batch_image(r, &img) < 0) {
 			err_wrap("stdin: record %ld", stream_count(in));
@@ -284,9 +360,26 @@ int main(int argc, char **argv)
 		}
 		int per_batch = o.train || o.bias_calib; /* the owner answers every batch */
 		if (per_batch || batches == 1) {
-			step = next_params(m, &w, o.weights, batches, 0);
+			int more = next_params(m, &w, o.weights, batches, 0, &step);
 			if (stream_ranges)
-				next_params(m, &w, o.weights, batches, 1);
+				next_params(m, &w, o.weights, batches, 1, NULL);
+			/* the optimizer has finished (--max-steps): end here, cleanly, and on
+			 * every rank together */
+			if (o.mpi && (more = dist_all_have(more)) < 0) {
+				err_wrap("batch %ld: the params stream", batches);
+				die_err();
+			}
+			if (!more) {
+				optimizer_ended = 1;
+				record_free(r);
+				break;
+			}
+			if (o.mpi) {
+				char what[64];
+				snprintf(what, sizeof what, "the params of step %.0f", step);
+				if (dist_check_same(model_param_data(m, 0), model_param_floats(m) * sizeof(float), what) < 0)
+					die_err();
+			}
 		}
 		int n = (int)img->shape[0], h = (int)img->shape[2], wd = (int)img->shape[3];
 		if (n != pn || h != ph || wd != pw) {
@@ -333,6 +426,9 @@ int main(int argc, char **argv)
 				die("--grad: record %ld: missing (the stream ended; expected the grad of batch %ld)",
 				    stream_count(g) + 1, batches);
 			const float *douts[4];
+			cJSON *global = NULL;
+			if (o.mpi && !(global = to_global_loss(gr, ranks)))
+				die_err();
 			if (model_grad_tensors(m, gr, douts) < 0 || model_backward(m, douts, NULL) < 0) {
 				err_wrap("--grad: record %ld", stream_count(g));
 				die_err();
@@ -351,6 +447,8 @@ int main(int argc, char **argv)
 			if (!gs)
 				die_err();
 			cJSON_AddNumberToObject(gs->meta, "step", step);
+			if (global)
+				cJSON_AddItemToObject(gs->meta, "replicas", global);
 			const cJSON *ids = cJSON_GetObjectItemCaseSensitive(r->meta, "ids");
 			if (ids)
 				cJSON_AddItemToObject(gs->meta, "ids", cJSON_Duplicate(ids, 1));
@@ -363,11 +461,15 @@ int main(int argc, char **argv)
 	}
 	if (rc < 0)
 		die_err();
+	if (o.mpi && !optimizer_ended && dist_all_have(0) != 0) {
+		err_wrap("after batch %ld, the input ended", batches);
+		die_err();
+	}
 	if (stream_close_write(out) < 0)
 		die_err();
 	/* the optimizer answers the last grads with params nobody will use: take them, so
 	 * its write completes instead of meeting a closed FIFO */
-	for (int k = 0; (o.train || o.bias_calib) && w && k < 1 + stream_ranges; k++) {
+	for (int k = 0; (o.train || o.bias_calib) && w && !optimizer_ended && k < 1 + stream_ranges; k++) {
 		record *last;
 		if (stream_read(w, &last) < 0) {
 			err_wrap("--weights");
@@ -384,5 +486,6 @@ int main(int argc, char **argv)
 		stream_close_read(g);
 	model_free(m);
 	close_stdout();
+	dist_finalize();
 	return 0;
 }

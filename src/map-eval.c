@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist.h"
 #include "stream.h"
 #include "tool.h"
 #include "voc.h"
@@ -26,23 +27,29 @@ static void usage(void)
 	       "  --iou-thr X               IoU for a match (default 0.5)\n"
 	       "  --no-legacy-coordinate    widths x2 - x1 (default: VOC's x2 - x1 + 1, as mmdet's VOC)\n"
 	       "  --json FILE               also write the results as JSON\n"
+	       "  --mpi                     sharded evaluation under mpirun: every rank reads its\n"
+	       "                            shard's dets, rank 0 gathers them all and alone writes\n"
+	       "                            the table and --json (the same as one process)\n"
 	       "  -h, --help                this help\n"
 	       "\n"
 	       "Difficult ground truth is neither a hit nor a miss. Errors: no dets records, an image\n"
 	       "twice, dets of an image not in --gt, labels beyond the class list.\n");
 }
 
-/* Reads one stream into m: dets records, or with gt set "image" records as ground truth. */
-static void read_stream(map_eval *m, const char *path, int gt, int with_gt, long *count, long *dets)
+/* Reads one stream into m: dets records, or with gt set "image" records as ground
+ * truth. With fwd set (a rank of --mpi other than 0), dets records go there instead. */
+static void read_from(stream_reader *in, map_eval *m, stream_writer *fwd, int gt, int with_gt, long *count,
+		      long *dets)
 {
-	stream_reader *in = stream_open_read(path);
 	if (!in)
 		die_err();
 	record *r;
 	int rc;
 	while ((rc = stream_read(in, &r)) > 0) {
 		if (!strcmp(r->kind, gt ? "image" : "dets")) {
-			rc = gt ? map_add_gt_record(m, r, count) : map_add_dets_record(m, r, with_gt, count);
+			rc = fwd ? stream_pass(fwd, r)
+			   : gt	 ? map_add_gt_record(m, r, count)
+				 : map_add_dets_record(m, r, with_gt, count);
 			if (rc < 0)
 				err_wrap("%s: record %ld", stream_name(in), stream_count(in));
 			*dets += !gt;
@@ -56,20 +63,54 @@ static void read_stream(map_eval *m, const char *path, int gt, int with_gt, long
 	stream_close_read(in);
 }
 
+static void read_stream(map_eval *m, stream_writer *fwd, const char *path, int gt, int with_gt, long *count,
+			long *dets)
+{
+	read_from(stream_open_read(path), m, fwd, gt, with_gt, count, dets);
+}
+
+/* --mpi: rank 0 reads the dets of the other ranks (their records, re-framed in memory
+ * and gathered); the others send theirs (buf, len) and are done. */
+static void gather_ranks(map_eval *m, int rank, int ranks, const char *buf, size_t len, int with_gt, long *count,
+			 long *dets)
+{
+	void *all;
+	size_t total, *counts = calloc((size_t)ranks, sizeof *counts);
+	if (!counts)
+		die("out of memory");
+	if (dist_gather_bytes(buf, len, &all, &total, counts) < 0)
+		die_err();
+	size_t at = counts[0];
+	for (int r = 1; rank == 0 && r < ranks; r++) {
+		if (counts[r]) {
+			char name[32];
+			snprintf(name, sizeof name, "rank %d", r);
+			FILE *f = fmemopen((char *)all + at, counts[r], "r");
+			if (!f)
+				die("%s: fmemopen: %s", name, strerror(errno));
+			read_from(stream_reader_new(f, name), m, NULL, 0, with_gt, count, dets);
+			fclose(f);
+		}
+		at += counts[r];
+	}
+	free(all);
+	free(counts);
+}
+
 int main(int argc, char **argv)
 {
 	tool_init("map-eval");
-	enum { O_CLASSES = 256, O_GT, O_MODE, O_IOU, O_NOLEGACY, O_JSON };
+	enum { O_CLASSES = 256, O_GT, O_MODE, O_IOU, O_NOLEGACY, O_JSON, O_MPI };
 	static const struct option opts[] = {
 		{"classes", required_argument, 0, O_CLASSES}, {"gt", required_argument, 0, O_GT},
 		{"mode", required_argument, 0, O_MODE},       {"iou-thr", required_argument, 0, O_IOU},
 		{"no-legacy-coordinate", no_argument, 0, O_NOLEGACY},
-		{"json", required_argument, 0, O_JSON},       {"help", no_argument, 0, 'h'},
-		{0}};
+		{"json", required_argument, 0, O_JSON},       {"mpi", no_argument, 0, O_MPI},
+		{"help", no_argument, 0, 'h'},                {0}};
 	const char *classes_file = NULL, *gt_file = NULL, *json_file = NULL;
 	enum map_mode mode = MAP_11POINTS;
 	double iou = 0.5;
-	int legacy = 1, c;
+	int legacy = 1, mpi = 0, c;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
 		switch (c) {
@@ -86,6 +127,7 @@ int main(int argc, char **argv)
 		case O_IOU: iou = arg_double("--iou-thr", optarg, 0, 1); break;
 		case O_NOLEGACY: legacy = 0; break;
 		case O_JSON: json_file = optarg; break;
+		case O_MPI: mpi = 1; break;
 		case 'h': usage(); return 0;
 		case ':': usage_error("option '%s' needs an argument", argv[optind - 1]);
 		default: usage_error("unknown option '%s'", argv[optind - 1]);
@@ -98,13 +140,34 @@ int main(int argc, char **argv)
 	map_eval *m = map_new(classes->n, legacy, iou);
 	if (!m)
 		die_err();
+	int rank = 0, ranks = 1;
+	if (mpi && dist_init(&argc, &argv, &rank, &ranks) < 0)
+		die_err();
+	/* ranks other than 0 frame their dets records into memory for rank 0 */
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *mem = rank ? open_memstream(&buf, &len) : NULL;
+	stream_writer *fwd = mem ? stream_writer_new(mem, "memory", 1) : NULL;
+	if (rank && !fwd)
+		die_err();
 	long count = 0, ndets = 0;
-	if (gt_file)
-		read_stream(m, gt_file, 1, 0, &count, &ndets);
+	if (gt_file && !rank)
+		read_stream(m, NULL, gt_file, 1, 0, &count, &ndets);
 	if (optind == argc)
-		read_stream(m, "-", 0, !gt_file, &count, &ndets);
+		read_stream(m, fwd, "-", 0, !gt_file, &count, &ndets);
 	for (int i = optind; i < argc; i++)
-		read_stream(m, argv[i], 0, !gt_file, &count, &ndets);
+		read_stream(m, fwd, argv[i], 0, !gt_file, &count, &ndets);
+	if (fwd && (stream_close_write(fwd) < 0 || fclose(mem) != 0))
+		die("memory: %s", err_msg());
+	if (mpi)
+		gather_ranks(m, rank, ranks, buf, len, !gt_file, &count, &ndets);
+	free(buf);
+	if (rank) {
+		map_free(m);
+		voc_classes_free(classes);
+		dist_finalize();
+		return 0;
+	}
 	if (!ndets)
 		die("no dets records in the input");
 
@@ -138,5 +201,6 @@ int main(int argc, char **argv)
 	map_free(m);
 	voc_classes_free(classes);
 	close_stdout();
+	dist_finalize();
 	return 0;
 }

@@ -50,12 +50,19 @@ static void usage(void)
 	       "                        0-based epoch --freeze-ranges (default epochs/2 + 1, as TI)\n"
 	       "  --ranges FILE         the starting ranges (calib-ranges) of --quant, unless resuming\n"
 	       "  --freeze-ranges E     see --quant\n"
+	       "  --replica             another rank's copy of a data-parallel run (forward --mpi):\n"
+	       "                        the same steps on the same gradients, but nothing written\n"
+	       "                        (checkpoints, metrics and progress are rank 0's); with\n"
+	       "                        --resume it reads RUN/latest.tns as rank 0 does\n"
 	       "  -h, --help            this help\n"
 	       "\n"
 	       "In: \"loss\" records (meta loss, loss_cls, loss_bbox, num_pos, images, epoch, ...), each\n"
 	       "followed by a \"grads\" record: one f32 tensor per trainable parameter, named as it, and\n"
 	       "<bn>.batch_mean, <bn>.batch_var (unbiased) per BN layer. A grads record alone is a step\n"
-	       "too. Out (--params): kind \"params\", every parameter, meta step and epoch.\n"
+	       "too. A grads record's meta \"replicas\" (forward --mpi: the global batch's loss and\n"
+	       "images) takes the place of the loss record's numbers in metrics and progress.\n"
+	       "Out (--params): kind \"params\", every parameter, meta step and epoch (and final:\n"
+	       "true on the last one of --max-steps).\n"
 	       "Run directory: iter_<step>.tns every N steps, epoch_<e>.tns after epoch e (1-based) ends\n"
 	       "(the epoch in the meta changes, or the input ends after a full epoch), latest.tns, all\n"
 	       "written to a temp file and renamed; metrics.jsonl, one JSON line per step.\n"
@@ -64,7 +71,7 @@ static void usage(void)
 
 typedef struct opts {
 	const char *config, *init, *pretrained, *prefix, *params, *run, *ranges;
-	int resume, quant;
+	int resume, quant, replica;
 	long checkpoint_every, log_every, epochs, iters_per_epoch, max_steps, freeze_ranges;
 	double lr;
 	unsigned long long seed;
@@ -73,7 +80,7 @@ typedef struct opts {
 static void parse(int argc, char **argv, opts *o)
 {
 	enum { O_CONFIG = 256, O_INIT, O_PRE, O_PREFIX, O_RESUME, O_PARAMS, O_RUN, O_CKPT, O_LOG, O_LR, O_EPOCHS, O_IPE,
-	       O_MAX, O_SEED, O_QUANT, O_RANGES, O_FREEZE };
+	       O_MAX, O_SEED, O_QUANT, O_RANGES, O_FREEZE, O_REPLICA };
 	static const struct option longopts[] = {
 		{"config", required_argument, 0, O_CONFIG},      {"init", required_argument, 0, O_INIT},
 		{"pretrained", required_argument, 0, O_PRE},     {"pretrained-prefix", required_argument, 0, O_PREFIX},
@@ -83,7 +90,7 @@ static void parse(int argc, char **argv, opts *o)
 		{"epochs", required_argument, 0, O_EPOCHS},      {"iters-per-epoch", required_argument, 0, O_IPE},
 		{"max-steps", required_argument, 0, O_MAX},      {"seed", required_argument, 0, O_SEED},
 		{"quant", no_argument, 0, O_QUANT},              {"ranges", required_argument, 0, O_RANGES},
-		{"freeze-ranges", required_argument, 0, O_FREEZE},
+		{"freeze-ranges", required_argument, 0, O_FREEZE}, {"replica", no_argument, 0, O_REPLICA},
 		{"help", no_argument, 0, 'h'},                   {0}};
 	int c;
 	opterr = 0;
@@ -106,6 +113,7 @@ static void parse(int argc, char **argv, opts *o)
 		case O_QUANT: o->quant = 1; break;
 		case O_RANGES: o->ranges = optarg; break;
 		case O_FREEZE: o->freeze_ranges = arg_long("--freeze-ranges", optarg, 0, 1L << 30); break;
+		case O_REPLICA: o->replica = 1; break;
 		case 'h': usage(); exit(0);
 		case ':': usage_error("option '%s' needs an argument", argv[optind - 1]);
 		default: usage_error("unknown option '%s'", argv[optind - 1]);
@@ -147,9 +155,11 @@ static double now(void)
 
 static void save(run *r, const char *name)
 {
+	r->saved_step = r->t.step;
+	if (r->o.replica)
+		return;
 	if (checkpoint_save(&r->t, r->dir, name) < 0 || checkpoint_save(&r->t, r->dir, "latest.tns") < 0)
 		die_err();
-	r->saved_step = r->t.step;
 }
 
 static void save_step(run *r)
@@ -169,8 +179,18 @@ static void save_epoch(run *r)
 static void send_params(run *r)
 {
 	record *p = train_state_params(&r->t);
-	if (r->params && (!p || stream_write(r->params, p) < 0 || (r->t.ranges && stream_write(r->params, r->t.ranges) < 0)))
+	if (!p)
 		die_err();
+	/* the last step of --max-steps: forward stops at this record instead of running
+	 * a batch whose gradient nobody would take (the mark is on the wire only: p is
+	 * the state the checkpoints save) */
+	int final = r->o.max_steps && r->t.step >= r->o.max_steps;
+	if (final && !cJSON_AddTrueToObject(p->meta, "final"))
+		die("out of memory");
+	if (r->params && (stream_write(r->params, p) < 0 || (r->t.ranges && stream_write(r->params, r->t.ranges) < 0)))
+		die_err();
+	if (final)
+		cJSON_DeleteItemFromObjectCaseSensitive(p->meta, "final");
 }
 
 /* A number for metrics.jsonl: JSON has no NaN or infinity. */
@@ -182,16 +202,21 @@ static void json_num(FILE *f, const char *key, double v)
 		fprintf(f, ",\"%s\":null", key);
 }
 
-static void log_step(run *r, double images, double dt)
+/* A number of the step's loss numbers: the global batch's (grads meta "replicas",
+ * forward --mpi), else the loss record's; NAN if neither has it. */
+static double loss_num(const run *r, const record *grads, const char *key)
 {
-	double loss = NAN, cls = NAN, reg = NAN, pos = NAN;
-	if (r->loss) {
-		const cJSON *v;
-		loss = cJSON_IsNumber(v = cJSON_GetObjectItem(r->loss, "loss")) ? v->valuedouble : NAN;
-		cls = cJSON_IsNumber(v = cJSON_GetObjectItem(r->loss, "loss_cls")) ? v->valuedouble : NAN;
-		reg = cJSON_IsNumber(v = cJSON_GetObjectItem(r->loss, "loss_bbox")) ? v->valuedouble : NAN;
-		pos = cJSON_IsNumber(v = cJSON_GetObjectItem(r->loss, "num_pos")) ? v->valuedouble : NAN;
-	}
+	const cJSON *g = cJSON_GetObjectItemCaseSensitive(grads->meta, "replicas"), *v;
+	const cJSON *from = cJSON_IsObject(g) ? g : r->loss;
+	return from && cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(from, key)) ? v->valuedouble : NAN;
+}
+
+static void log_step(run *r, const record *grads, double images, double dt)
+{
+	if (r->o.replica)
+		return;
+	double loss = loss_num(r, grads, "loss"), cls = loss_num(r, grads, "loss_cls");
+	double reg = loss_num(r, grads, "loss_bbox"), pos = loss_num(r, grads, "num_pos");
 	r->step_time = r->step_time > 0 ? 0.9 * r->step_time + 0.1 * dt : dt;
 	double ips = dt > 0 ? images / dt : NAN;
 	double eta = r->max_iters > 0 ? (double)(r->max_iters - r->t.step) * r->step_time : NAN;
@@ -239,9 +264,9 @@ static void step(run *r, const record *grads, const char *where)
 	double lr = lr_at(&r->c, r->t.step, r->t.epoch, r->max_iters);
 	if (sgd_step(r->t.opt, grads, lr, &r->c) < 0)
 		die("%s: %s", where, err_msg());
-	double images = r->loss && cJSON_IsNumber(cJSON_GetObjectItem(r->loss, "images"))
-				? cJSON_GetObjectItem(r->loss, "images")->valuedouble
-				: meta_num(grads, "images", (double)r->c.batch);
+	double images = loss_num(r, grads, "images");
+	if (isnan(images))
+		images = meta_num(grads, "images", (double)r->c.batch);
 	r->t.step++;
 	r->t.epoch_steps++;
 	r->t.images += images;
@@ -257,7 +282,7 @@ static void step(run *r, const record *grads, const char *where)
 	}
 	send_params(r);
 	double t = now();
-	log_step(r, images, t - r->last);
+	log_step(r, grads, images, t - r->last);
 	r->last = t;
 	if (r->c.checkpoint_every && r->t.step % r->c.checkpoint_every == 0)
 		save_step(r);
@@ -305,7 +330,7 @@ static void start(run *r)
 		snprintf(r->dir, sizeof r->dir, "%s", o->run);
 	else
 		snprintf(r->dir, sizeof r->dir, "runs/%s", name[0] ? name : "default");
-	if (make_dirs(r->dir) < 0 || checkpoint_clean(r->dir) < 0)
+	if (!o->replica && (make_dirs(r->dir) < 0 || checkpoint_clean(r->dir) < 0))
 		die_err();
 	char path[4200];
 	snprintf(path, sizeof path, "%s/metrics.jsonl", r->dir);
@@ -314,9 +339,10 @@ static void start(run *r)
 		snprintf(latest, sizeof latest, "%s/latest.tns", r->dir);
 		if (checkpoint_load(&r->t, latest) < 0)
 			die("cannot resume: %s", err_msg());
-		if (metrics_trim(path, r->t.step) < 0)
+		if (!o->replica && metrics_trim(path, r->t.step) < 0)
 			die_err();
-		fprintf(stderr, "%s: resuming %s at step %ld, epoch %ld (%.0f images into it)\n", tool_name, latest, r->t.step,
+		if (!o->replica)
+			fprintf(stderr, "%s: resuming %s at step %ld, epoch %ld (%.0f images into it)\n", tool_name, latest, r->t.step,
 			r->t.epoch, r->t.epoch_images);
 		if (o->quant != !!r->t.ranges)
 			die("cannot resume: %s %s activation ranges; %s", latest, r->t.ranges ? "has" : "has no",
@@ -354,12 +380,12 @@ static void start(run *r)
 		record_free(init);
 		r->t.seed = o->seed;
 		snprintf(r->t.config, sizeof r->t.config, "%s", name);
-		if (metrics_trim(path, 0) < 0) /* a fresh run starts a fresh log */
+		if (!o->replica && metrics_trim(path, 0) < 0) /* a fresh run starts a fresh log */
 			die_err();
 	}
 	r->freeze_ranges = o->freeze_ranges >= 0 ? o->freeze_ranges : r->c.epochs / 2 + 1;
 	r->saved_step = o->resume ? r->t.step : -1;
-	if (!(r->metrics = fopen(path, "a")))
+	if (!o->replica && !(r->metrics = fopen(path, "a")))
 		die("%s: cannot append", path);
 	if (o->params && !(r->params = stream_open_write(o->params, STREAM_LEVEL_DEFAULT)))
 		die_err();
@@ -413,11 +439,12 @@ int main(int argc, char **argv)
 	}
 	if (stream_close_write(r.params) < 0)
 		die_err();
-	if (fclose(r.metrics) != 0)
+	if (r.metrics && fclose(r.metrics) != 0)
 		die("%s/metrics.jsonl: write error", r.dir);
 	stream_close_read(in);
-	fprintf(stderr, "%s: %ld steps done (epoch %ld), %.0f images, %.1f s; %s/latest.tns%s\n", tool_name, r.t.step,
-		r.t.epoch + 1, r.t.images, now() - r.start, r.dir, others ? " (other records ignored)" : "");
+	if (!r.o.replica)
+		fprintf(stderr, "%s: %ld steps done (epoch %ld), %.0f images, %.1f s; %s/latest.tns%s\n", tool_name,
+			r.t.step, r.t.epoch + 1, r.t.images, now() - r.start, r.dir, others ? " (other records ignored)" : "");
 	cJSON_Delete(r.loss);
 	record_free(r.stats);
 	record_free(r.t.ranges);

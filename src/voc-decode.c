@@ -29,6 +29,9 @@ static void usage(void)
 	       "                   that has seen positions < P of epoch E)\n"
 	       "  --limit N        use only the first N images of the split order\n"
 	       "  --shard k/N      keep positions p (after ordering) with p %% N == k\n"
+	       "  --even-shards    with --shard: leave out the last (images mod N) positions of\n"
+	       "                   every epoch, so all N shards get as many images (data-parallel\n"
+	       "                   training needs the same steps on every rank)\n"
 	       "  --threads N      decoding threads (default: online CPUs or $TNS_THREADS);\n"
 	       "                   the output is identical for any N\n"
 	       "  --skip-bad       warn about and skip bad images instead of failing\n"
@@ -69,14 +72,14 @@ static void print_summary(const struct summary *s, const voc_classes *c)
 int main(int argc, char **argv)
 {
 	tool_init("voc-decode");
-	enum { O_SPLIT = 256, O_CLASSES, O_SHUFFLE, O_SEED, O_EPOCHS, O_LIMIT, O_SHARD, O_THREADS, O_SKIP, O_LIST, O_RESUME };
+	enum { O_SPLIT = 256, O_CLASSES, O_SHUFFLE, O_SEED, O_EPOCHS, O_LIMIT, O_SHARD, O_THREADS, O_SKIP, O_LIST, O_RESUME, O_EVEN };
 	static const struct option opts[] = {
 		{"split", required_argument, 0, O_SPLIT},   {"classes", required_argument, 0, O_CLASSES},
 		{"shuffle", no_argument, 0, O_SHUFFLE},     {"seed", required_argument, 0, O_SEED},
 		{"epochs", required_argument, 0, O_EPOCHS}, {"limit", required_argument, 0, O_LIMIT},
 		{"shard", required_argument, 0, O_SHARD},   {"threads", required_argument, 0, O_THREADS},
 		{"skip-bad", no_argument, 0, O_SKIP},       {"list", no_argument, 0, O_LIST},
-		{"resume", required_argument, 0, O_RESUME},
+		{"resume", required_argument, 0, O_RESUME}, {"even-shards", no_argument, 0, O_EVEN},
 		{"verbose", no_argument, 0, 'v'},           {"help", no_argument, 0, 'h'},
 		{0}};
 	const char *split = "trainval", *classes_file = NULL;
@@ -94,6 +97,7 @@ int main(int argc, char **argv)
 		case O_SHARD: arg_shard("--shard", optarg, &plan.shard_k, &plan.shard_n); break;
 		case O_THREADS: plan.threads = (int)arg_long("--threads", optarg, 1, 256); break;
 		case O_SKIP: skip_bad = 1; break;
+		case O_EVEN: plan.even_shards = 1; break;
 		case O_RESUME: {
 			char *colon = strchr(optarg, ':');
 			if (!colon)
