@@ -102,8 +102,8 @@ int dist_all_have(int have)
 	}
 	free(all);
 	if (other >= 0)
-		return err_set("rank %d %s another batch but rank %d %s (uneven shards, or a stage of one rank stopped)",
-			       my_rank, have ? "has" : "has no", other, have ? "has none" : "has one");
+		return err_set("rank %d has %s batch but rank %d has %s (uneven shards, or a stage of one rank stopped)",
+			       my_rank, have ? "another" : "no other", other, have ? "none" : "one");
 	return some > 0;
 }
 
