@@ -178,9 +178,10 @@ int dist_gather_bytes(const void *mine, size_t n, void **all, size_t *total, siz
 	size_t at = 0;
 	for (int r = 0; r < nranks; r++) {
 		counts[r] = (size_t)ns[r];
-		if (r == 0)
-			memcpy(buf, mine, n);
-		else
+		if (r == 0) {
+			if (n)
+				memcpy(buf, mine, n);
+		} else {
 			for (size_t i = 0; i < counts[r]; i += PIECE) {
 				int k = (int)(counts[r] - i < PIECE ? counts[r] - i : PIECE);
 				rc = MPI_Recv(buf + at + i, k, MPI_BYTE, r, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
@@ -190,6 +191,7 @@ int dist_gather_bytes(const void *mine, size_t n, void **all, size_t *total, siz
 					return mpi_error("Recv", rc);
 				}
 			}
+		}
 		at += counts[r];
 	}
 	free(ns);

@@ -97,6 +97,7 @@ kill_stage() {
 	[[ "$output" == *"| mAP "* ]]
 	cp "$R/eval.json" "$BATS_TEST_TMPDIR/one.json"
 	cp "$R/eval.txt" "$BATS_TEST_TMPDIR/one.txt"
+	under_mpi
 	RUN=$R NP=3 MPIRUN_FLAGS=--oversubscribe run pipelines/eval.sh $CFG
 	[ "$status" -eq 0 ]
 	cmp "$BATS_TEST_TMPDIR/one.txt" "$R/eval.txt"
