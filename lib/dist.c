@@ -9,6 +9,7 @@
 #include "err.h"
 
 static int joined, left, my_rank, nranks;
+static double waited; /* seconds in collectives (dist_seconds) */
 
 /* MPI counts are int: long buffers go in pieces. */
 #define PIECE ((size_t)1 << 28)
@@ -53,25 +54,34 @@ void dist_finalize(void)
 	}
 }
 
+double dist_seconds(void)
+{
+	return waited;
+}
+
 int dist_sum_f64(double *x, size_t n)
 {
+	double t0 = MPI_Wtime();
 	for (size_t i = 0; i < n; i += PIECE) {
 		int k = (int)(n - i < PIECE ? n - i : PIECE);
 		int rc = MPI_Allreduce(MPI_IN_PLACE, x + i, k, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
 		if (rc != MPI_SUCCESS)
 			return mpi_error("Allreduce", rc);
 	}
+	waited += MPI_Wtime() - t0;
 	return 0;
 }
 
 int dist_sum_f32(float *x, size_t n)
 {
+	double t0 = MPI_Wtime();
 	for (size_t i = 0; i < n; i += PIECE) {
 		int k = (int)(n - i < PIECE ? n - i : PIECE);
 		int rc = MPI_Allreduce(MPI_IN_PLACE, x + i, k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
 		if (rc != MPI_SUCCESS)
 			return mpi_error("Allreduce", rc);
 	}
+	waited += MPI_Wtime() - t0;
 	return 0;
 }
 
@@ -79,7 +89,9 @@ int dist_gather_f64(const double *mine, size_t n, double *all)
 {
 	if (n > INT_MAX)
 		return err_set("dist_gather_f64: %zu values: too many", n);
+	double t0 = MPI_Wtime();
 	int rc = MPI_Allgather(mine, (int)n, MPI_DOUBLE, all, (int)n, MPI_DOUBLE, MPI_COMM_WORLD);
+	waited += MPI_Wtime() - t0;
 	return rc == MPI_SUCCESS ? 0 : mpi_error("Allgather", rc);
 }
 
@@ -89,7 +101,9 @@ int dist_all_have(int have)
 	if (!all)
 		return err_set("out of memory");
 	have = !!have;
+	double t0 = MPI_Wtime();
 	int rc = MPI_Allgather(&have, 1, MPI_INT, all, 1, MPI_INT, MPI_COMM_WORLD);
+	waited += MPI_Wtime() - t0;
 	if (rc != MPI_SUCCESS) {
 		free(all);
 		return mpi_error("Allgather", rc);

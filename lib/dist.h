@@ -36,6 +36,10 @@ int dist_check_same(const void *bytes, size_t n, const char *what);
  * bytes, counts[r] from rank r (counts: size entries). Other ranks get *all NULL. */
 int dist_gather_bytes(const void *mine, size_t n, void **all, size_t *total, size_t *counts);
 
+/* Seconds this rank spent in the sums, gathers and lock-step checks so far: waiting
+ * for the slowest rank included (forward --profile). */
+double dist_seconds(void);
+
 /* The model's hooks for training on the ranks' batches as one batch (model_set_sync). */
 const model_sync *dist_model_sync(void);
 

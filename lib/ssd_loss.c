@@ -730,3 +730,49 @@ fail:
 	record_free(g);
 	return -1;
 }
+
+/* ------------------------------------------------------------------ parts */
+
+static const char *const part_keys[SSD_GRAD_SUMS] = {"num_total_pos", "loss_cls", "loss_bbox",
+						     "num_pos",	      "num_neg",  "images"};
+
+int ssd_grad_sums(const record *grad, double sums[SSD_GRAD_SUMS])
+{
+	for (int i = 0; i < SSD_GRAD_SUMS; i++) {
+		const cJSON *x = cJSON_GetObjectItemCaseSensitive(grad->meta, part_keys[i]);
+		if (!cJSON_IsNumber(x))
+			return err_set("meta.%s missing (a grad record of the loss tool has it)", part_keys[i]);
+		sums[i] = x->valuedouble;
+	}
+	if (!(sums[0] >= 1))
+		return err_set("meta.num_total_pos is %g, expected at least 1", sums[0]);
+	sums[1] *= sums[0]; /* the sums the losses were normalised from */
+	sums[2] *= sums[0];
+	return 0;
+}
+
+cJSON *ssd_grad_global(record *grad, const double mine[SSD_GRAD_SUMS], const double all[SSD_GRAD_SUMS], int parts)
+{
+	float k = (float)(mine[0] / all[0]);
+	static const char *const names[] = {"cls", "reg"};
+	for (int i = 0; i < 2; i++) {
+		tensor *t = record_expect(grad, names[i], DT_F32, 3);
+		if (!t)
+			return NULL;
+		float *d = t->data;
+		for (int64_t j = 0, n = tensor_numel(t); j < n; j++)
+			d[j] *= k;
+	}
+	double ntp = all[0];
+	cJSON *g = cJSON_CreateObject();
+	if (!g || !cJSON_AddNumberToObject(g, "ranks", parts) ||
+	    !cJSON_AddNumberToObject(g, "loss", (all[1] + all[2]) / ntp) ||
+	    !cJSON_AddNumberToObject(g, "loss_cls", all[1] / ntp) || !cJSON_AddNumberToObject(g, "loss_bbox", all[2] / ntp) ||
+	    !cJSON_AddNumberToObject(g, "num_total_pos", ntp) || !cJSON_AddNumberToObject(g, "num_pos", all[3]) ||
+	    !cJSON_AddNumberToObject(g, "num_neg", all[4]) || !cJSON_AddNumberToObject(g, "images", all[5])) {
+		cJSON_Delete(g);
+		err_set("out of memory");
+		return NULL;
+	}
+	return g;
+}

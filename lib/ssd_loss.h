@@ -108,9 +108,22 @@ int ssd_loss_run(ssd_loss *l, int size, const loss_batch *b, float *dcls, float 
  * i32[N,M] (padding -1), nbox i32[N]; meta size (S), and ids / indices / epoch / step,
  * which are copied when present; meta.boxes_frame, if present, must be "input".
  * grad (optional, NULL: no gradient): kind "grad", cls f32[N,A,C+1], reg f32[N,A,4];
- * meta ids, step (copied if present).
+ * meta ids, step (copied if present), num_total_pos and loss_cls, loss_bbox, num_pos,
+ * num_neg, images (for ssd_grad_global).
  * loss: kind "loss", no tensors; meta loss_cls, loss_bbox, loss, num_pos, num_neg,
  * images (N), then epoch, ids, indices, step copied if present. */
 int ssd_loss_record(ssd_loss *l, const record *pred, record **grad, record **loss);
+
+/* ---- one batch in parts (data-parallel training, forward --mpi) ----
+ * Each part's loss divides by its own num_total_pos; the whole batch's by their sum.
+ * ssd_grad_sums reads a grad record's meta into the sums that add up over the parts
+ * (num_total_pos, loss_cls and loss_bbox times it, num_pos, num_neg, images); given
+ * those summed over all parts, ssd_grad_global rescales the record's cls and reg in
+ * place to the whole batch's loss and returns that loss's numbers as a JSON object
+ * (ranks, loss, loss_cls, loss_bbox, num_total_pos, num_pos, num_neg, images).
+ * -1 / NULL (err) on a record without them. */
+#define SSD_GRAD_SUMS 6
+int ssd_grad_sums(const record *grad, double sums[SSD_GRAD_SUMS]);
+cJSON *ssd_grad_global(record *grad, const double mine[SSD_GRAD_SUMS], const double all[SSD_GRAD_SUMS], int parts);
 
 #endif

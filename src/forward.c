@@ -10,6 +10,7 @@
 #include "config.h"
 #include "dist.h"
 #include "model.h"
+#include "ssd_loss.h"
 #include "stream.h"
 #include "tool.h"
 
@@ -165,55 +166,6 @@ static void load_ranges(model *m, const char *path)
 	}
 	record_free(rec);
 	stream_close_read(r);
-}
-
-/* Data parallel: this rank's grad record was normalised by its own part of the batch
- * (meta num_total_pos, from loss); the global loss divides by the sum over the ranks.
- * Rescales dLoss/dpred in place to that and returns the global batch's loss numbers
- * (the "replicas" meta of the grads record), or NULL (err). */
-static cJSON *to_global_loss(record *gr, int ranks)
-{
-	static const char *const keys[] = {"num_total_pos", "loss_cls", "loss_bbox", "num_pos", "num_neg", "images"};
-	enum { NK = sizeof keys / sizeof *keys };
-	double v[NK];
-	for (int i = 0; i < NK; i++) {
-		const cJSON *x = cJSON_GetObjectItemCaseSensitive(gr->meta, keys[i]);
-		if (!cJSON_IsNumber(x)) {
-			err_set("--grad: meta.%s missing (--mpi needs the loss tool's grad records)", keys[i]);
-			return NULL;
-		}
-		v[i] = x->valuedouble;
-	}
-	double mine = v[0];
-	if (!(mine >= 1)) {
-		err_set("--grad: meta.num_total_pos is %g, expected at least 1", mine);
-		return NULL;
-	}
-	v[1] *= mine; /* the sums the losses are normalised from */
-	v[2] *= mine;
-	if (dist_sum_f64(v, NK) < 0)
-		return NULL;
-	float k = (float)(mine / v[0]);
-	static const char *const grads[] = {"cls", "reg"};
-	for (int i = 0; i < 2; i++) {
-		tensor *t = record_find(gr, grads[i]);
-		if (!t || t->dtype != DT_F32)
-			continue; /* model_grad_tensors names what is wrong */
-		float *d = t->data;
-		for (int64_t j = 0, n = tensor_numel(t); j < n; j++)
-			d[j] *= k;
-	}
-	cJSON *g = cJSON_CreateObject();
-	if (!g || !cJSON_AddNumberToObject(g, "ranks", ranks) ||
-	    !cJSON_AddNumberToObject(g, "loss", (v[1] + v[2]) / v[0]) ||
-	    !cJSON_AddNumberToObject(g, "loss_cls", v[1] / v[0]) || !cJSON_AddNumberToObject(g, "loss_bbox", v[2] / v[0]) ||
-	    !cJSON_AddNumberToObject(g, "num_total_pos", v[0]) || !cJSON_AddNumberToObject(g, "num_pos", v[3]) ||
-	    !cJSON_AddNumberToObject(g, "num_neg", v[4]) || !cJSON_AddNumberToObject(g, "images", v[5])) {
-		cJSON_Delete(g);
-		err_set("out of memory");
-		return NULL;
-	}
-	return g;
 }
 
 /* The batch's meta (index, ids, epoch ...) on a record made for it. */
@@ -427,8 +379,19 @@ int main(int argc, char **argv)
 				    stream_count(g) + 1, batches);
 			const float *douts[4];
 			cJSON *global = NULL;
-			if (o.mpi && !(global = to_global_loss(gr, ranks)))
-				die_err();
+			if (o.mpi) {
+				/* each rank's loss divides by its own positives: rescale to the sum */
+				double mine[SSD_GRAD_SUMS], all[SSD_GRAD_SUMS];
+				int ok = ssd_grad_sums(gr, mine) == 0;
+				if (ok) {
+					memcpy(all, mine, sizeof all);
+					ok = dist_sum_f64(all, SSD_GRAD_SUMS) == 0 && (global = ssd_grad_global(gr, mine, all, ranks));
+				}
+				if (!ok) {
+					err_wrap("--grad: record %ld", stream_count(g));
+					die_err();
+				}
+			}
 			if (model_grad_tensors(m, gr, douts) < 0 || model_backward(m, douts, NULL) < 0) {
 				err_wrap("--grad: record %ld", stream_count(g));
 				die_err();
@@ -477,8 +440,12 @@ int main(int argc, char **argv)
 		}
 		record_free(last);
 	}
-	if (o.profile)
+	if (o.profile) {
 		profile_report(m);
+		if (o.mpi)
+			fprintf(stderr, "  rank %d of %d: %.3f s in MPI collectives (waits for the other ranks included)\n", rank,
+				ranks, dist_seconds());
+	}
 	stream_close_read(in);
 	if (w)
 		stream_close_read(w);

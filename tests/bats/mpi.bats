@@ -20,6 +20,24 @@ loss_at() {
 	jq -r "select(.step == $2) | .loss" "$1/metrics.jsonl"
 }
 
+@test "forward --mpi: 2 ranks on 3 + 1 images give torch's gradients of the whole batch (sync BN, rescale, sum)" {
+	local n=$BATS_TEST_TMPDIR fix=tests/fixtures/model/tiny.tns
+	/usr/bin/python3 tests/mpi_parts.py split $fix $n 2
+	run timeout 120 mpirun -np 2 --oversubscribe bash -c "
+		k=\$OMPI_COMM_WORLD_RANK
+		$BIN/forward --config tests/fixtures/model/tiny.json --train --mpi --weights $n/params.tns \
+			--grad $n/grad\$k.tns --threads 1 <$n/batch\$k.tns >$n/out\$k.tns"
+	[ "$status" -eq 0 ]
+	# rank 0's gradients are torch's; rank 1's are the same bits
+	run /usr/bin/python3 tests/mpi_parts.py check $fix $n/out0.tns $n/out1.tns
+	echo "$output"
+	[ "$status" -eq 0 ]
+	# and both carry the whole batch's loss numbers
+	cmp <("$BIN/tns" cat --json $n/out0.tns | jq -c 'select(.kind == "grads") | .meta.replicas') \
+		<("$BIN/tns" cat --json $n/out1.tns | jq -c 'select(.kind == "grads") | .meta.replicas')
+	"$BIN/tns" cat --json $n/out1.tns | jq -e 'select(.kind == "grads") | .meta.replicas | .ranks == 2 and .images == 4'
+}
+
 @test "train NP=2: the first step's loss is one process's, every step's numbers are the global batch's" {
 	RUN=$R/one MAX_STEPS=4 pipelines/train.sh $CFG 2>/dev/null
 	RUN=$R/two NP=2 MAX_STEPS=4 run pipelines/train.sh $CFG

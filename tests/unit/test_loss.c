@@ -328,6 +328,77 @@ static void check_records(void)
 	free_all(in, n);
 }
 
+/* images [first, first + n) of a pred record, as a pred record */
+static record *pred_part(const record *pred, int64_t first, int64_t n)
+{
+	static const char *const names[] = {"cls", "reg", "boxes", "labels", "nbox"};
+	record *r = record_new("pred");
+	for (int i = 0; i < 5; i++) {
+		const tensor *t = record_find(pred, names[i]);
+		int64_t shape[TENSOR_MAXDIM];
+		memcpy(shape, t->shape, sizeof shape);
+		shape[0] = n;
+		tensor *c = record_add(r, names[i], t->dtype, t->ndim, shape);
+		size_t row = tensor_nbytes(t) / (size_t)t->shape[0];
+		memcpy(c->data, (const char *)t->data + first * row, (size_t)n * row);
+	}
+	cJSON_AddNumberToObject(r->meta, "size", meta_num(pred, "size", 0));
+	return r;
+}
+
+/* A batch in two parts (data-parallel ranks): each part's gradient rescaled by
+ * ssd_grad_global to the summed normaliser is the whole batch's, rows for rows, and
+ * the combined loss is the whole batch's loss. */
+static void check_parts(void)
+{
+	record **in;
+	int n = read_all(FIX "small.tns", &in);
+	CHECK(n == 5);
+	model_config m;
+	loss_params p;
+	model_config_default(&m);
+	loss_params_default(&p);
+	ssd_loss *l = ssd_loss_new(&m, &p, 1);
+	int64_t N = record_find(in[0], "cls")->shape[0], cut = 3;
+	record *part[2] = {pred_part(in[0], 0, cut), pred_part(in[0], cut, N - cut)}, *g[2], *o[2], *gw, *ow;
+	double mine[2][SSD_GRAD_SUMS], all[SSD_GRAD_SUMS] = {0};
+	CHECK(ssd_loss_record(l, in[0], &gw, &ow) == 0);
+	for (int k = 0; k < 2; k++) {
+		CHECK_MSG(ssd_loss_record(l, part[k], &g[k], &o[k]) == 0, "%s", err_msg());
+		CHECK(ssd_grad_sums(g[k], mine[k]) == 0);
+		for (int i = 0; i < SSD_GRAD_SUMS; i++)
+			all[i] += mine[k][i];
+	}
+	cJSON *glob[2];
+	for (int k = 0; k < 2; k++)
+		CHECK((glob[k] = ssd_grad_global(g[k], mine[k], all, 2)) != NULL);
+	static const char *const names[] = {"cls", "reg"};
+	for (int i = 0; i < 2; i++) {
+		const tensor *w = record_find(gw, names[i]);
+		size_t row = (size_t)tensor_numel(w) / (size_t)N;
+		CHECK(rel_diff(record_find(g[0], names[i])->data, w->data, (int64_t)(cut * row)) < 1e-6);
+		CHECK(rel_diff(record_find(g[1], names[i])->data, (const float *)w->data + cut * row,
+			       (int64_t)((N - cut) * row)) < 1e-6);
+	}
+	const cJSON *v = cJSON_GetObjectItem(glob[0], "loss");
+	CHECK(cJSON_IsNumber(v) && rel(v->valuedouble, meta_num(ow, "loss", 0)) < 1e-9);
+	CHECK(cJSON_GetObjectItem(glob[1], "images")->valuedouble == N);
+	CHECK(cJSON_GetObjectItem(glob[1], "num_pos")->valuedouble == meta_num(ow, "num_pos", -1));
+	/* a grad record without the numbers is an error */
+	cJSON_DeleteItemFromObject(gw->meta, "num_total_pos");
+	CHECK(ssd_grad_sums(gw, all) < 0 && strstr(err_msg(), "num_total_pos"));
+	for (int k = 0; k < 2; k++) {
+		cJSON_Delete(glob[k]);
+		record_free(part[k]);
+		record_free(g[k]);
+		record_free(o[k]);
+	}
+	record_free(gw);
+	record_free(ow);
+	ssd_loss_free(l);
+	free_all(in, n);
+}
+
 static void check_config(void)
 {
 	loss_params p;
@@ -407,6 +478,7 @@ int main(void)
 {
 	check_case("small", NULL);
 	check_case("custom", FIX "custom.json");
+	check_parts();
 	check_case("s320", NULL);
 	check_assign_ref();
 	check_exp();
