@@ -7,6 +7,7 @@
 #include <mpi.h>
 
 #include "err.h"
+#include "layers.h"
 
 static int joined, left, my_rank, nranks;
 static double waited; /* seconds in collectives (dist_seconds) */
@@ -85,14 +86,30 @@ int dist_sum_f32(float *x, size_t n)
 	return 0;
 }
 
-int dist_gather_f64(const double *mine, size_t n, double *all)
+/* MPI's reduction of (count, mean, m2) triples: inout = in merged with inout */
+static void merge_op(void *in, void *inout, int *len, MPI_Datatype *type)
 {
-	if (n > INT_MAX)
-		return err_set("dist_gather_f64: %zu values: too many", n);
+	(void)type;
+	batchnorm2d_merge_moments(inout, in, *len);
+}
+
+int dist_bn_moments(double *nmm, int c)
+{
+	static MPI_Datatype triple;
+	static MPI_Op merge;
+	if (!merge) {
+		MPI_Type_contiguous(3, MPI_DOUBLE, &triple);
+		MPI_Type_commit(&triple);
+		MPI_Op_create(merge_op, 1, &merge);
+	}
+	/* merged on rank 0, then broadcast: every rank gets rank 0's bits (an allreduce
+	 * may merge in another order on each rank) and the messages stay 3c doubles */
 	double t0 = MPI_Wtime();
-	int rc = MPI_Allgather(mine, (int)n, MPI_DOUBLE, all, (int)n, MPI_DOUBLE, MPI_COMM_WORLD);
+	int rc = MPI_Reduce(my_rank ? nmm : MPI_IN_PLACE, nmm, c, triple, merge, 0, MPI_COMM_WORLD);
+	if (rc == MPI_SUCCESS)
+		rc = MPI_Bcast(nmm, c, triple, 0, MPI_COMM_WORLD);
 	waited += MPI_Wtime() - t0;
-	return rc == MPI_SUCCESS ? 0 : mpi_error("Allgather", rc);
+	return rc == MPI_SUCCESS ? 0 : mpi_error("BN statistics", rc);
 }
 
 int dist_all_have(int have)
@@ -217,7 +234,7 @@ int dist_gather_bytes(const void *mine, size_t n, void **all, size_t *total, siz
 static const model_sync sync_hooks = {
 	.sum = dist_sum_f64,
 	.sum_f32 = dist_sum_f32,
-	.gather = dist_gather_f64,
+	.moments = dist_bn_moments,
 };
 
 const model_sync *dist_model_sync(void)

@@ -21,8 +21,9 @@ void dist_finalize(void);
 /* x[i] = the sum of x[i] over the ranks, in place, the same on every rank. */
 int dist_sum_f64(double *x, size_t n);
 int dist_sum_f32(float *x, size_t n);
-/* all[r * n + i] = rank r's mine[i], on every rank. */
-int dist_gather_f64(const double *mine, size_t n, double *all);
+/* A BN layer's statistics of every rank's part merged (model_sync.moments): nmm
+ * [c][3] of (count, mean, m2), the same bits on every rank. */
+int dist_bn_moments(double *nmm, int c);
 
 /* Lock step: every rank says whether it has another batch. 1: all do, 0: none does
  * (the end, together); -1 (err) when some do and some do not (uneven shards, or a

@@ -908,36 +908,27 @@ static void channel_means(float *mean, const float *x, int n, int c, int hw)
 }
 
 /* Training BN with the statistics of every replica's part of the batch: each part's
- * count, mean and centred sum of squares, gathered and combined in replica order (so
- * every replica computes the same bits): M2 = sum M2_r + n_r (mean_r - mean)^2. */
+ * count, mean and centred sum of squares, merged over the replicas (model_sync). */
 static int bn_forward_synced(model *m, gnode *nd, float *y, const float *x, int hw)
 {
-	int c = nd->c, R = m->sync->replicas;
-	size_t per = 2 * (size_t)c + 1;
-	double *mine = m->sync_buf, *all = mine + per, *mean = all + (size_t)R * per;
-	batchnorm2d_moments(mine, mine + c, x, nd->n, c, hw);
-	mine[2 * c] = (double)nd->n * hw;
-	if (m->sync->gather(mine, per, all) < 0)
+	int c = nd->c;
+	double *mean = m->sync_buf, *m2 = mean + c, *nmm = m2 + c;
+	batchnorm2d_moments(mean, m2, x, nd->n, c, hw);
+	for (int ch = 0; ch < c; ch++) {
+		nmm[3 * ch] = (double)nd->n * hw;
+		nmm[3 * ch + 1] = mean[ch];
+		nmm[3 * ch + 2] = m2[ch];
+	}
+	if (m->sync->moments(nmm, c) < 0)
 		return err_wrap("batch statistics over the replicas");
-	double count = 0;
-	for (int r = 0; r < R; r++)
-		count += all[(size_t)r * per + 2 * c];
+	double count = nmm[0];
 	if (count < 2)
 		return err_set("batchnorm2d: training needs more than one value per channel (%g over the replicas)", count);
 	for (int ch = 0; ch < c; ch++) {
-		double mu = 0, m2 = 0;
-		for (int r = 0; r < R; r++)
-			mu += all[(size_t)r * per + 2 * c] * all[(size_t)r * per + ch];
-		mu /= count;
-		for (int r = 0; r < R; r++) {
-			const double *p = all + (size_t)r * per;
-			double d = p[ch] - mu;
-			m2 += p[c + ch] + p[2 * c] * d * d;
-		}
-		mean[ch] = mu;
-		nd->mean[ch] = (float)mu;
-		nd->rstd[ch] = (float)(1.0 / sqrt(m2 / count + nd->eps));
-		nd->varu[ch] = (float)(m2 / (count - 1));
+		mean[ch] = nmm[3 * ch + 1];
+		nd->mean[ch] = (float)mean[ch];
+		nd->rstd[ch] = (float)(1.0 / sqrt(nmm[3 * ch + 2] / count + nd->eps));
+		nd->varu[ch] = (float)(nmm[3 * ch + 2] / (count - 1));
 	}
 	nd->count = count;
 	batchnorm2d_normalise(y, x, mean, nd->rstd, P(m, nd->pw), P(m, nd->pb), nd->n, c, hw);
@@ -1222,10 +1213,8 @@ int model_set_sync(model *m, const model_sync *s)
 	for (int i = 0; i < m->nnodes; i++)
 		if (m->nodes[i].op == OP_BN && m->nodes[i].c > cmax)
 			cmax = m->nodes[i].c;
-	/* forward: this replica's moments, every replica's, the combined means;
-	 * backward: the gradient sums */
-	size_t per = 2 * (size_t)cmax + 1;
-	if (!(m->sync_buf = malloc(((size_t)s->replicas + 1) * per * sizeof(double) + 3 * (size_t)cmax * sizeof(double))))
+	/* forward: means, m2 and the (count, mean, m2) triples; backward: the gradient sums */
+	if (!(m->sync_buf = malloc(5 * (size_t)cmax * sizeof(double))))
 		return err_set("out of memory");
 	m->sync = s;
 	return 0;

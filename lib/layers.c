@@ -250,6 +250,19 @@ void batchnorm2d_moments(double *mean, double *m2, const float *inp, int n, int 
 		ch_moments(inp, n, c, hw, ch, &mean[ch], &m2[ch]);
 }
 
+void batchnorm2d_merge_moments(double *a, const double *b, int c)
+{
+	for (int ch = 0; ch < c; ch++, a += 3, b += 3) {
+		double n = a[0] + b[0];
+		if (b[0] == 0)
+			continue;
+		double d = b[1] - a[1];
+		a[1] += d * (b[0] / n);
+		a[2] += b[2] + d * d * (a[0] * b[0] / n);
+		a[0] = n;
+	}
+}
+
 void batchnorm2d_normalise(float *out, const float *inp, const double *mean, const float *rstd,
 			   const float *weight, const float *bias, int n, int c, int hw)
 {

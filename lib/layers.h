@@ -87,12 +87,15 @@ void batchnorm2d_backward_train(float *dinp, float *dweight, float *dbias, const
 				const float *weight, int n, int c, int hw);
 /* The same over a batch split across replicas (data-parallel training): each replica
  * takes its part's per-channel mean and centred sum of squares m2 (doubles), the
- * replicas combine them (lib/graph.c), then each normalises its part with the
+ * replicas combine them (batchnorm2d_merge_moments), then each normalises its part with the
  * combined mean and rstd. Backward likewise: its part's sums sg = sum dy and
  * sgc = sum dy * (x - mean), summed over the replicas, then dinp from the sums and the
  * whole batch's value count per channel. The one-replica functions above compute the
  * same with the same arithmetic. */
 void batchnorm2d_moments(double *mean, double *m2, const float *inp, int n, int c, int hw);
+/* Two parts' statistics into one (Chan et al.'s pairwise update): a, b [c][3] of
+ * (count, mean, m2) per channel; a becomes both parts'. */
+void batchnorm2d_merge_moments(double *a, const double *b, int c);
 void batchnorm2d_normalise(float *out, const float *inp, const double *mean, const float *rstd,
 			   const float *weight, const float *bias, int n, int c, int hw);
 void batchnorm2d_grad_sums(double *sg, double *sgc, const float *dout, const float *inp, const float *mean,

@@ -123,12 +123,15 @@ const float *model_grads(const model *m);
  * its statistics over every part (sync BN), its backward sums over every part, and
  * model_backward() leaves the gradients summed over the replicas (so the caller scales
  * dLoss/doutput to the whole batch's loss first). sum: x = the sum over replicas, in
- * place; gather: all[r * n + i] = replica r's mine[i]; both the same on every replica. */
+ * place; moments: nmm [c][3] holds this replica's (count, mean, m2) per channel of a
+ * BN and becomes the whole batch's (batchnorm2d_merge_moments over the replicas).
+ * Both must leave the same bits on every replica: the BN running statistics and so
+ * the weights depend on them. */
 typedef struct model_sync {
 	int replicas;
 	int (*sum)(double *x, size_t n);
 	int (*sum_f32)(float *x, size_t n);
-	int (*gather)(const double *mine, size_t n, double *all);
+	int (*moments)(double *nmm, int c);
 } model_sync;
 /* s NULL: this process alone (the default). s must outlive its use. */
 int model_set_sync(model *m, const model_sync *s);

@@ -584,10 +584,42 @@ static void run_errors(void)
 	CHECK(isnan(yn[0]) && yn[1] == 6);
 }
 
+/* BN over a batch in parts (data-parallel replicas): each part's moments merged give
+ * the whole batch's, including a large mean against a small spread. */
+static void run_merge_moments(void)
+{
+	enum { N = 5, C = 3, HW = 7 };
+	static float x[N * C * HW];
+	for (int i = 0; i < N * C * HW; i++)
+		x[i] = 1000.0f * (i % C == 2) + frand();
+	double mean[C], m2[C], pm[C], pm2[C], acc[3 * C], part[3 * C];
+	batchnorm2d_moments(mean, m2, x, N, C, HW);
+	int first = 0, sizes[] = {2, 1, 2};
+	for (int k = 0; k < 3; k++) {
+		batchnorm2d_moments(pm, pm2, x + (size_t)first * C * HW, sizes[k], C, HW);
+		for (int ch = 0; ch < C; ch++) {
+			double *t = k ? part : acc;
+			t[3 * ch] = (double)sizes[k] * HW, t[3 * ch + 1] = pm[ch], t[3 * ch + 2] = pm2[ch];
+		}
+		if (k)
+			batchnorm2d_merge_moments(acc, part, C);
+		first += sizes[k];
+	}
+	double maxrel = 0;
+	for (int ch = 0; ch < C; ch++) {
+		CHECK(acc[3 * ch] == N * HW);
+		double dm = fabs(acc[3 * ch + 1] - mean[ch]) / (fabs(mean[ch]) + 1), d2 = fabs(acc[3 * ch + 2] - m2[ch]) / m2[ch];
+		maxrel = fmax(maxrel, fmax(dm, d2));
+	}
+	printf("batchnorm2d moments of 3 parts merged vs the whole batch: max rel %.1e\n", maxrel);
+	CHECK(maxrel < 1e-6);
+}
+
 int main(void)
 {
 	run_fixtures();
 	run_fast_vs_naive();
 	run_errors();
+	run_merge_moments();
 	return check_done("test_layers");
 }

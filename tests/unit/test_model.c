@@ -17,6 +17,7 @@
 #include "check.h"
 #include "config.h"
 #include "err.h"
+#include "layers.h"
 #include "model.h"
 #include "stream.h"
 #include "tensor.h"
@@ -406,17 +407,21 @@ static int fake_sum_f32(float *x, size_t n)
 	return 0;
 }
 
-static int fake_gather(const double *x, size_t n, double *all)
+static int fake_moments(double *nmm, int c)
 {
-	slot[my_replica] = (double *)x;
+	slot[my_replica] = nmm;
+	double *all = malloc(3 * (size_t)c * sizeof *all);
 	pthread_barrier_wait(&meet);
-	for (int r = 0; r < REPLICAS; r++)
-		memcpy(all + (size_t)r * n, slot[r], n * sizeof *all);
+	memcpy(all, slot[0], 3 * (size_t)c * sizeof *all);
+	for (int r = 1; r < REPLICAS; r++)
+		batchnorm2d_merge_moments(all, slot[r], c);
 	pthread_barrier_wait(&meet);
+	memcpy(nmm, all, 3 * (size_t)c * sizeof *all);
+	free(all);
 	return 0;
 }
 
-static const model_sync fake_sync = {REPLICAS, fake_sum, fake_sum_f32, fake_gather};
+static const model_sync fake_sync = {REPLICAS, fake_sum, fake_sum_f32, fake_moments};
 
 typedef struct replica {
 	int r, first, n; /* images [first, first + n) of the batch */
