@@ -86,6 +86,16 @@ int dist_sum_f32(float *x, size_t n)
 	return 0;
 }
 
+int dist_max_f64(double *x, size_t n)
+{
+	if (n > INT_MAX)
+		return err_set("dist_max_f64: %zu values: too many", n);
+	double t0 = MPI_Wtime();
+	int rc = MPI_Allreduce(MPI_IN_PLACE, x, (int)n, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+	waited += MPI_Wtime() - t0;
+	return rc == MPI_SUCCESS ? 0 : mpi_error("Allreduce", rc);
+}
+
 /* MPI's reduction of (count, mean, m2) triples: inout = in merged with inout */
 static void merge_op(void *in, void *inout, int *len, MPI_Datatype *type)
 {
@@ -235,6 +245,7 @@ static const model_sync sync_hooks = {
 	.sum = dist_sum_f64,
 	.sum_f32 = dist_sum_f32,
 	.moments = dist_bn_moments,
+	.max = dist_max_f64,
 };
 
 const model_sync *dist_model_sync(void)

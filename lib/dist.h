@@ -21,6 +21,8 @@ void dist_finalize(void);
 /* x[i] = the sum of x[i] over the ranks, in place, the same on every rank. */
 int dist_sum_f64(double *x, size_t n);
 int dist_sum_f32(float *x, size_t n);
+/* x[i] = the largest x[i] of the ranks, in place. */
+int dist_max_f64(double *x, size_t n);
 /* A BN layer's statistics of every rank's part merged (model_sync.moments): nmm
  * [c][3] of (count, mean, m2), the same bits on every rank. */
 int dist_bn_moments(double *nmm, int c);

@@ -818,23 +818,47 @@ static void unfold_grads(model *m, const gnode *nd, const float *gw, const float
 	}
 }
 
+/* The batch range of a point's input over every replica's part: extrema, then the
+ * histogram over them, combined exactly (quant.h). */
+static int batch_range_synced(model *m, const float *x, size_t n, float out[2])
+{
+	double ext[3], hist[QUANT_BINS], valid;
+	quant_extrema(x, n, ext);
+	valid = ext[2];
+	if (m->sync->max(ext, 2) < 0 || m->sync->sum(&valid, 1) < 0)
+		return err_wrap("quantisation ranges over the replicas");
+	ext[2] = valid;
+	if (ext[2] > 0 && -ext[0] != ext[1]) {
+		quant_histogram(x, n, ext, hist);
+		if (m->sync->sum(hist, QUANT_BINS) < 0)
+			return err_wrap("quantisation histograms over the replicas");
+	}
+	quant_trimmed_range(ext, hist, out);
+	return 0;
+}
+
 /* Fake quantisation of a point: records the batch range of its input, then quantises
  * (ranges loaded) or passes it on. */
-static void fq_forward(model *m, const gnode *nd, const float *x, float *y)
+static int fq_forward(model *m, const gnode *nd, const float *x, float *y)
 {
 	size_t n = cnt(nd);
-	if (m->qstats)
+	if (m->qstats && m->sync && m->train) {
+		if (batch_range_synced(m, x, n, m->qstat + 2 * nd->qp) < 0)
+			return -1;
+	} else if (m->qstats) {
 		quant_batch_range(x, n, m->qstat + 2 * nd->qp);
+	}
 	if (!m->qapply) {
 		if (y != x)
 			memcpy(y, x, n * sizeof(float));
-		return;
+		return 0;
 	}
 	const qact *a = &m->qa[nd->qp];
 	const size_t chunk = 1 << 16;
 #pragma omp parallel for schedule(static) if (n > chunk)
 	for (size_t o = 0; o < n; o += chunk)
 		quant_act(x + o, n - o < chunk ? n - o : chunk, a, y + o, NULL);
+	return 0;
 }
 
 static void fq_backward(model *m, const gnode *nd, const float *x, const float *dy, float *dx)
@@ -1025,8 +1049,7 @@ static int forward_node(model *m, int i)
 		flatten_forward(m, nd, y);
 		return 0;
 	case OP_FQ:
-		fq_forward(m, nd, x, y);
-		return 0;
+		return fq_forward(m, nd, x, y);
 	default:
 		return err_set("%s: unknown op", nd->name);
 	}

@@ -125,13 +125,15 @@ const float *model_grads(const model *m);
  * dLoss/doutput to the whole batch's loss first). sum: x = the sum over replicas, in
  * place; moments: nmm [c][3] holds this replica's (count, mean, m2) per channel of a
  * BN and becomes the whole batch's (batchnorm2d_merge_moments over the replicas).
- * Both must leave the same bits on every replica: the BN running statistics and so
- * the weights depend on them. */
+ * All must leave the same bits on every replica: the BN running statistics and so
+ * the weights depend on them. With quantisation statistics on (QAT), the batch ranges
+ * of the quantisation points are the whole batch's too. */
 typedef struct model_sync {
 	int replicas;
 	int (*sum)(double *x, size_t n);
 	int (*sum_f32)(float *x, size_t n);
 	int (*moments)(double *nmm, int c);
+	int (*max)(double *x, size_t n); /* x = the elementwise max over replicas */
 } model_sync;
 /* s NULL: this process alone (the default). s must outlive its use. */
 int model_set_sync(model *m, const model_sync *s);

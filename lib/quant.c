@@ -99,7 +99,7 @@ void quant_act_backward(const float *x, const float *dy, size_t n, const qact *a
 		dx[i] = x[i] >= a->lo && x[i] <= a->hi ? dy[i] : 0.0f;
 }
 
-void quant_batch_range(const float *x, size_t n, float out[2])
+void quant_extrema(const float *x, size_t n, double ext[3])
 {
 	/* counts and extrema are order-free: threads split the tensor, results are exact */
 	float mn = INFINITY, mx = -INFINITY;
@@ -112,17 +112,17 @@ void quant_batch_range(const float *x, size_t n, float out[2])
 		mx = fmaxf(mx, x[i]);
 		valid++;
 	}
-	if (!valid) {
-		out[0] = out[1] = 0;
+	ext[0] = -(double)mn;
+	ext[1] = mx;
+	ext[2] = (double)valid;
+}
+
+void quant_histogram(const float *x, size_t n, const double ext[3], double hist[QUANT_BINS])
+{
+	memset(hist, 0, QUANT_BINS * sizeof *hist);
+	const double dmn = -ext[0], w = (ext[1] - dmn) / QUANT_BINS;
+	if (!(w > 0))
 		return;
-	}
-	if (mn == mx) {
-		out[0] = mn;
-		out[1] = mx;
-		return;
-	}
-	size_t hist[QUANT_BINS] = {0};
-	const double dmn = mn, w = ((double)mx - dmn) / QUANT_BINS;
 #pragma omp parallel if (n >= 65536)
 	{
 		size_t local[QUANT_BINS] = {0};
@@ -135,10 +135,24 @@ void quant_batch_range(const float *x, size_t n, float out[2])
 		}
 #pragma omp critical
 		for (int b = 0; b < QUANT_BINS; b++)
-			hist[b] += local[b];
+			hist[b] += (double)local[b];
 	}
-	const size_t t = valid / QUANT_TRIM_DIV;
-	size_t cum = 0;
+}
+
+void quant_trimmed_range(const double ext[3], const double hist[QUANT_BINS], float out[2])
+{
+	const double dmn = -ext[0], w = (ext[1] - dmn) / QUANT_BINS;
+	if (ext[2] == 0) {
+		out[0] = out[1] = 0;
+		return;
+	}
+	if (!(w > 0)) {
+		out[0] = (float)dmn;
+		out[1] = (float)ext[1];
+		return;
+	}
+	const double t = floor(ext[2] / QUANT_TRIM_DIV);
+	double cum = 0;
 	int klo = 0, khi = QUANT_BINS - 1;
 	for (klo = 0; klo < QUANT_BINS - 1; klo++)
 		if ((cum += hist[klo]) > t)
@@ -148,6 +162,15 @@ void quant_batch_range(const float *x, size_t n, float out[2])
 			break;
 	out[0] = (float)(dmn + klo * w);
 	out[1] = (float)(dmn + (khi + 1) * w);
+}
+
+void quant_batch_range(const float *x, size_t n, float out[2])
+{
+	double ext[3], hist[QUANT_BINS];
+	quant_extrema(x, n, ext);
+	if (ext[2] > 0 && -ext[0] != ext[1])
+		quant_histogram(x, n, ext, hist);
+	quant_trimmed_range(ext, hist, out);
 }
 
 void quant_range_update(float r[2], long n, const float batch[2])

@@ -70,6 +70,14 @@ void quant_act_backward(const float *x, const float *dy, size_t n, const qact *a
  * last bin down exceeds t; out = (mn + klo * w, mn + (khi + 1) * w). NaNs are skipped
  * (a tensor of only NaNs gives (0, 0)). */
 void quant_batch_range(const float *x, size_t n, float out[2]);
+/* The same in three steps, for a batch split across replicas (data-parallel QAT):
+ * each part's extrema ext = (-min, max, count of non-NaN values), combined by max,
+ * max and sum; each part's histogram over the combined extrema, combined by sum;
+ * then the trimmed range. Counts and extrema combine exactly, so the parts give the
+ * whole batch's range to the bit. */
+void quant_extrema(const float *x, size_t n, double ext[3]);
+void quant_histogram(const float *x, size_t n, const double ext[3], double hist[QUANT_BINS]);
+void quant_trimmed_range(const double ext[3], const double hist[QUANT_BINS], float out[2]);
 /* Running range r after n batches, updated by one batch range (f64 then f32). */
 void quant_range_update(float r[2], long n, const float batch[2]);
 

@@ -61,7 +61,6 @@ images=$("$BIN/voc-decode" "$data" --split "$split" ${classes:+--classes "$class
 [ "$images" -gt 0 ] || { say "$data: no images in split $split"; exit 1; }
 dist=() fwd_dist=() sgd_dist=() threads=${THREADS:-}
 if [ "$ranks" -gt 1 ]; then
-	[ "$quant" = 1 ] && { say "QAT on several ranks is not supported yet (forward --mpi --stats)"; exit 2; }
 	[ $((batch % ranks)) -eq 0 ] || { say "BATCH $batch: not a multiple of the $ranks ranks"; exit 2; }
 	batch_rank=$((batch / ranks))
 	images=$((images - images % ranks)) # --even-shards: every rank as many

@@ -48,9 +48,10 @@ static void usage(void)
 	       "                  is one rank, its batches part of a global batch; BN statistics\n"
 	       "                  and gradients are combined over the ranks (sync BN, allreduce),\n"
 	       "                  dLoss/dpred rescaled to the global normaliser, the params checked\n"
-	       "                  equal on every rank each step, and the ranks go in lock step (one\n"
-	       "                  running out of batches before the others is an error); any\n"
-	       "                  failure stops every rank (docs/distributed.md)\n"
+	       "                  equal on every rank each step, with --stats the quantisation\n"
+	       "                  ranges those of the global batch (QAT); the ranks go in lock\n"
+	       "                  step (one running out of batches before the others is an\n"
+	       "                  error); any failure stops every rank (docs/distributed.md)\n"
 	       "  --threads N     threads for the kernels and OpenBLAS (default: online CPUs or\n"
 	       "                  $TNS_THREADS)\n"
 	       "  --profile       time per layer type, and peak memory, on stderr at the end\n"
@@ -243,8 +244,6 @@ int main(int argc, char **argv)
 
 	if (o.mpi && !o.train)
 		usage_error("--mpi is data-parallel training: it goes with --train");
-	if (o.mpi && o.stats)
-		usage_error("--mpi with --stats (QAT's range updates) is not supported yet");
 
 	model *m = model_load(o.config);
 	if (!m)

@@ -421,7 +421,23 @@ static int fake_moments(double *nmm, int c)
 	return 0;
 }
 
-static const model_sync fake_sync = {REPLICAS, fake_sum, fake_sum_f32, fake_moments};
+static int fake_max(double *x, size_t n)
+{
+	slot[my_replica] = x;
+	double *mine = malloc(n * sizeof *mine);
+	pthread_barrier_wait(&meet);
+	for (size_t i = 0; i < n; i++) {
+		mine[i] = slot[0][i];
+		for (int r = 1; r < REPLICAS; r++)
+			mine[i] = fmax(mine[i], slot[r][i]);
+	}
+	pthread_barrier_wait(&meet);
+	memcpy(x, mine, n * sizeof *mine);
+	free(mine);
+	return 0;
+}
+
+static const model_sync fake_sync = {REPLICAS, fake_sum, fake_sum_f32, fake_moments, fake_max};
 
 typedef struct replica {
 	int r, first, n; /* images [first, first + n) of the batch */
