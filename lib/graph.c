@@ -579,6 +579,33 @@ static int assign_buffers(model *m)
 	return 0;
 }
 
+/* Inference: a ReLU or ReLU6 running in place on the output of a conv (through its
+ * folded BN) that nothing else reads is done by the conv's epilogue instead of a
+ * separate pass over memory. Both nodes remember it; fused_now() decides per batch,
+ * since quantisation, its statistics and bias calibration read the pre-activation. */
+static void plan_fused_acts(model *m)
+{
+	for (int i = 1; i < m->nnodes; i++) {
+		gnode *a = &m->nodes[i];
+		a->fuse_act = 0;
+		if (m->train || (a->op != OP_RELU && a->op != OP_RELU6))
+			continue;
+		int c = a->in[0];
+		if (m->nodes[c].op == OP_BN && m->nodes[c].skip && m->nodes[c].nconsumers == 1)
+			c = m->nodes[c].in[0];
+		gnode *conv = &m->nodes[c];
+		if (conv->op != OP_CONV || conv->nconsumers != 1 || a->store != conv->store || is_output(m, c))
+			continue;
+		conv->fuse_act = a->op == OP_RELU ? CONV_ACT_RELU : CONV_ACT_RELU6;
+		a->fuse_act = 1;
+	}
+}
+
+static int fused_now(const model *m)
+{
+	return !m->train && !m->qapply && !m->qstats && !m->qmeans;
+}
+
 int model_plan(model *m, int n, int h, int w, int train, int input_grad)
 {
 	free_plan(m);
@@ -695,6 +722,7 @@ int model_plan(model *m, int n, int h, int w, int train, int input_grad)
 	m->pn = n;
 	m->ph = h;
 	m->pw = w;
+	plan_fused_acts(m);
 	m->planned = 1;
 	return 0;
 }
@@ -991,6 +1019,7 @@ static int forward_node(model *m, int i)
 	switch (nd->op) {
 	case OP_CONV: {
 		int rc;
+		nd->cd.act = nd->fuse_act && fused_now(m) ? nd->fuse_act : CONV_ACT_NONE;
 		if (nd->fold) {
 			const float *fw = m->folded + nd->foff, *fb = fw + r16(m->params_info[nd->pw].count);
 			rc = conv2d_forward(y, x, fw, fb, m->ws, &nd->cd);
@@ -1015,9 +1044,12 @@ static int forward_node(model *m, int i)
 					 nd->c, hw);
 		return 0;
 	case OP_RELU:
-		relu_forward(y, x, cnt(nd));
+		if (!(nd->fuse_act && fused_now(m)))
+			relu_forward(y, x, cnt(nd));
 		return 0;
 	case OP_RELU6:
+		if (nd->fuse_act && fused_now(m))
+			return 0; /* its conv did it, in place */
 		if (nd->as_relu && m->qapply)
 			relu_forward(y, x, cnt(nd));
 		else

@@ -59,6 +59,8 @@ typedef struct gnode {
 	int fold_bn;               /* ... with the BN of the next node folded in */
 	size_t foff;               /* its folded weights and bias, into model.folded */
 	int skip;                  /* a folded BN, nothing to do */
+	int fuse_act;              /* inference: conv: CONV_ACT_* of the act node after it;
+				    * act: done by that conv (in place on its output) */
 	/* quantisation */
 	int qp;                    /* fq: the point's index */
 	int nonneg;                /* the value is >= 0 by construction (after relu, ...) */
