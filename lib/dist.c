@@ -1,6 +1,5 @@
 #include "dist.h"
 
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,40 +59,33 @@ double dist_seconds(void)
 	return waited;
 }
 
-int dist_sum_f64(double *x, size_t n)
+/* x = op over the ranks, in place, in pieces of at most PIECE elements */
+static int allreduce(void *x, size_t n, size_t size, MPI_Datatype type, MPI_Op op)
 {
 	double t0 = MPI_Wtime();
 	for (size_t i = 0; i < n; i += PIECE) {
 		int k = (int)(n - i < PIECE ? n - i : PIECE);
-		int rc = MPI_Allreduce(MPI_IN_PLACE, x + i, k, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+		int rc = MPI_Allreduce(MPI_IN_PLACE, (char *)x + i * size, k, type, op, MPI_COMM_WORLD);
 		if (rc != MPI_SUCCESS)
 			return mpi_error("Allreduce", rc);
 	}
 	waited += MPI_Wtime() - t0;
 	return 0;
+}
+
+int dist_sum_f64(double *x, size_t n)
+{
+	return allreduce(x, n, sizeof *x, MPI_DOUBLE, MPI_SUM);
 }
 
 int dist_sum_f32(float *x, size_t n)
 {
-	double t0 = MPI_Wtime();
-	for (size_t i = 0; i < n; i += PIECE) {
-		int k = (int)(n - i < PIECE ? n - i : PIECE);
-		int rc = MPI_Allreduce(MPI_IN_PLACE, x + i, k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-		if (rc != MPI_SUCCESS)
-			return mpi_error("Allreduce", rc);
-	}
-	waited += MPI_Wtime() - t0;
-	return 0;
+	return allreduce(x, n, sizeof *x, MPI_FLOAT, MPI_SUM);
 }
 
 int dist_max_f64(double *x, size_t n)
 {
-	if (n > INT_MAX)
-		return err_set("dist_max_f64: %zu values: too many", n);
-	double t0 = MPI_Wtime();
-	int rc = MPI_Allreduce(MPI_IN_PLACE, x, (int)n, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-	waited += MPI_Wtime() - t0;
-	return rc == MPI_SUCCESS ? 0 : mpi_error("Allreduce", rc);
+	return allreduce(x, n, sizeof *x, MPI_DOUBLE, MPI_MAX);
 }
 
 /* MPI's reduction of (count, mean, m2) triples: inout = in merged with inout */

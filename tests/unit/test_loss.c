@@ -269,17 +269,23 @@ static void check_empty(void)
 	free(dr);
 }
 
+/* The loss with the default settings (TI's ssd_mobilenet_fpn); it copies them. */
+static ssd_loss *default_loss(int threads)
+{
+	model_config m;
+	loss_params p;
+	model_config_default(&m);
+	loss_params_default(&p);
+	return ssd_loss_new(&m, &p, threads);
+}
+
 /* The record layer: grad and loss records of the first small pred. */
 static void check_records(void)
 {
 	record **in;
 	int n = read_all(FIX "small.tns", &in);
 	CHECK(n == 5);
-	model_config m;
-	loss_params p;
-	model_config_default(&m);
-	loss_params_default(&p);
-	ssd_loss *l = ssd_loss_new(&m, &p, 2);
+	ssd_loss *l = default_loss(2);
 	record *g = NULL, *o = NULL;
 	CHECK_MSG(ssd_loss_record(l, in[0], &g, &o) == 0, "%s", err_msg());
 	if (g && o) {
@@ -354,11 +360,7 @@ static void check_parts(void)
 	record **in;
 	int n = read_all(FIX "small.tns", &in);
 	CHECK(n == 5);
-	model_config m;
-	loss_params p;
-	model_config_default(&m);
-	loss_params_default(&p);
-	ssd_loss *l = ssd_loss_new(&m, &p, 1);
+	ssd_loss *l = default_loss(1);
 	int64_t N = record_find(in[0], "cls")->shape[0], cut = 3;
 	record *part[2] = {pred_part(in[0], 0, cut), pred_part(in[0], cut, N - cut)}, *g[2], *o[2], *gw, *ow;
 	double mine[2][SSD_GRAD_SUMS], all[SSD_GRAD_SUMS] = {0};

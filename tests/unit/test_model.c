@@ -367,74 +367,71 @@ static void test_params_errors(void)
 
 /* ---- data parallel: replicas on parts of the batch train as one model (model_sync) */
 
-/* An in-process stand-in for lib/dist.c: replica threads meet at a barrier and read
- * each other's slots, adding in replica order as the real sum does. */
+/* An in-process stand-in for lib/dist.c: replica threads meet at a barrier, and each
+ * combines everyone's values in replica order (as rank 0's reduction would), so all
+ * leave with the same bits. */
 #define REPLICAS 2
 static pthread_barrier_t meet;
-static double *slot[REPLICAS];
-static float *fslot[REPLICAS];
+static void *slot[REPLICAS];
 static _Thread_local int my_replica;
+
+typedef void combine_fn(void *acc, const void *other, size_t n);
+
+static int meet_and_combine(void *x, size_t n, size_t size, combine_fn *combine)
+{
+	slot[my_replica] = x;
+	char *acc = malloc(n * size);
+	pthread_barrier_wait(&meet);
+	memcpy(acc, slot[0], n * size);
+	for (int r = 1; r < REPLICAS; r++)
+		combine(acc, slot[r], n);
+	pthread_barrier_wait(&meet);
+	memcpy(x, acc, n * size);
+	free(acc);
+	return 0;
+}
+
+static void add_f64(void *acc, const void *b, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		((double *)acc)[i] += ((const double *)b)[i];
+}
+
+static void add_f32(void *acc, const void *b, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		((float *)acc)[i] += ((const float *)b)[i];
+}
+
+static void max_f64(void *acc, const void *b, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		((double *)acc)[i] = fmax(((double *)acc)[i], ((const double *)b)[i]);
+}
+
+static void merge(void *acc, const void *b, size_t c)
+{
+	batchnorm2d_merge_moments(acc, b, (int)c);
+}
 
 static int fake_sum(double *x, size_t n)
 {
-	slot[my_replica] = x;
-	double *mine = malloc(n * sizeof *mine);
-	pthread_barrier_wait(&meet);
-	for (size_t i = 0; i < n; i++) {
-		mine[i] = 0;
-		for (int r = 0; r < REPLICAS; r++)
-			mine[i] += slot[r][i];
-	}
-	pthread_barrier_wait(&meet);
-	memcpy(x, mine, n * sizeof *mine);
-	free(mine);
-	return 0;
+	return meet_and_combine(x, n, sizeof *x, add_f64);
 }
 
 static int fake_sum_f32(float *x, size_t n)
 {
-	fslot[my_replica] = x;
-	float *mine = malloc(n * sizeof *mine);
-	pthread_barrier_wait(&meet);
-	for (size_t i = 0; i < n; i++) {
-		mine[i] = 0;
-		for (int r = 0; r < REPLICAS; r++)
-			mine[i] += fslot[r][i];
-	}
-	pthread_barrier_wait(&meet);
-	memcpy(x, mine, n * sizeof *mine);
-	free(mine);
-	return 0;
-}
-
-static int fake_moments(double *nmm, int c)
-{
-	slot[my_replica] = nmm;
-	double *all = malloc(3 * (size_t)c * sizeof *all);
-	pthread_barrier_wait(&meet);
-	memcpy(all, slot[0], 3 * (size_t)c * sizeof *all);
-	for (int r = 1; r < REPLICAS; r++)
-		batchnorm2d_merge_moments(all, slot[r], c);
-	pthread_barrier_wait(&meet);
-	memcpy(nmm, all, 3 * (size_t)c * sizeof *all);
-	free(all);
-	return 0;
+	return meet_and_combine(x, n, sizeof *x, add_f32);
 }
 
 static int fake_max(double *x, size_t n)
 {
-	slot[my_replica] = x;
-	double *mine = malloc(n * sizeof *mine);
-	pthread_barrier_wait(&meet);
-	for (size_t i = 0; i < n; i++) {
-		mine[i] = slot[0][i];
-		for (int r = 1; r < REPLICAS; r++)
-			mine[i] = fmax(mine[i], slot[r][i]);
-	}
-	pthread_barrier_wait(&meet);
-	memcpy(x, mine, n * sizeof *mine);
-	free(mine);
-	return 0;
+	return meet_and_combine(x, n, sizeof *x, max_f64);
+}
+
+static int fake_moments(double *nmm, int c)
+{
+	return meet_and_combine(nmm, (size_t)c, 3 * sizeof *nmm, merge);
 }
 
 static const model_sync fake_sync = {REPLICAS, fake_sum, fake_sum_f32, fake_moments, fake_max};
