@@ -1009,6 +1009,17 @@ static ALWAYS_INLINE taps3 win_taps(rowwin *r, int j, int s)
 	return t;
 }
 
+/* The windows on the three input rows of output row oy (rows oy*s-1 .. oy*s+1); a
+ * row outside the plane is the zero padding (NULL). */
+static ALWAYS_INLINE void win_rows(rowwin *r0, rowwin *r1, rowwin *r2, const float *inp, int h, int w, int oy,
+				   int s)
+{
+	int iy = oy * s - 1;
+	*r0 = win_start(iy >= 0 ? inp + (size_t)iy * w : NULL, w, s);
+	*r1 = win_start(inp + (size_t)(iy + 1) * w, w, s);
+	*r2 = win_start(iy + 2 < h ? inp + (size_t)(iy + 2) * w : NULL, w, s);
+}
+
 static ALWAYS_INLINE __m512 fma_row(__m512 acc, taps3 t, __m512 w0, __m512 w1, __m512 w2)
 {
 	acc = _mm512_fmadd_ps(w0, t.t0, acc);
@@ -1031,10 +1042,8 @@ static ALWAYS_INLINE void dw3x3_plane_impl(float *out, const float *inp, const f
 	int nch = (ow + 15) / 16;
 	__mmask16 last = range_mask(16 * (nch - 1), ow);
 	for (int oy = 0; oy < oh; oy++) {
-		int iy = oy * s - 1;
-		rowwin r0 = win_start(iy >= 0 ? inp + (size_t)iy * w : NULL, w, s);
-		rowwin r1 = win_start(inp + (size_t)(iy + 1) * w, w, s);
-		rowwin r2 = win_start(iy + 2 < h ? inp + (size_t)(iy + 2) * w : NULL, w, s);
+		rowwin r0, r1, r2;
+		win_rows(&r0, &r1, &r2, inp, h, w, oy, s);
 		float *o = out + (size_t)oy * ow;
 		for (int j = 0; j < nch; j++) {
 			__m512 a = fma_row(bv, win_taps(&r1, j, s), w3, w4, w5);
@@ -1059,10 +1068,8 @@ static ALWAYS_INLINE void dw3x3_plane_dw_impl(float *dw9, float *db, const float
 	int nch = (ow + 15) / 16;
 	__mmask16 last = range_mask(16 * (nch - 1), ow);
 	for (int oy = 0; oy < oh; oy++) {
-		int iy = oy * s - 1;
-		rowwin r0 = win_start(iy >= 0 ? inp + (size_t)iy * w : NULL, w, s);
-		rowwin r1 = win_start(inp + (size_t)(iy + 1) * w, w, s);
-		rowwin r2 = win_start(iy + 2 < h ? inp + (size_t)(iy + 2) * w : NULL, w, s);
+		rowwin r0, r1, r2;
+		win_rows(&r0, &r1, &r2, inp, h, w, oy, s);
 		const float *gr = dout + (size_t)oy * ow;
 		for (int j = 0; j < nch; j++) {
 			__mmask16 m = j == nch - 1 ? last : 0xffff;
