@@ -1035,11 +1035,9 @@ static int forward_node(model *m, int i)
 			return 0;
 		if (m->train && m->sync)
 			return bn_forward_synced(m, nd, y, x, hw);
-		if (m->train) {
-			nd->count = (double)nd->n * hw;
+		if (m->train)
 			return batchnorm2d_forward_train(y, nd->mean, nd->rstd, nd->varu, x, P(m, nd->pw), P(m, nd->pb),
 							 nd->eps, nd->n, nd->c, hw);
-		}
 		batchnorm2d_forward_eval(y, x, P(m, nd->pw), P(m, nd->pb), P(m, nd->prm), P(m, nd->prv), nd->eps, nd->n,
 					 nd->c, hw);
 		return 0;

@@ -44,7 +44,7 @@ typedef struct gnode {
 	int prm, prv;              /* running mean / var parameters */
 	float eps;
 	float *mean, *rstd, *varu; /* [c] batch statistics of the last training forward */
-	double count;              /* BN: values per channel behind them (all replicas') */
+	double count;              /* BN with replicas: values per channel behind them, all parts' */
 	/* upsample */
 	int ref;
 	/* maxpool */

@@ -41,9 +41,7 @@ mkdir -p "$run"
 
 images=$("$BIN/voc-decode" "$data" --split "$split" ${classes:+--classes "$classes"} --list | wc -l)
 [ "$rank" -ne 0 ] || say "$name: $images images of $split, checkpoint $ckpt$([ "$ranks" -gt 1 ] && echo ", $ranks ranks")${quant:+, quantised: ${quant[*]}}"
-# threads per rank: this host's CPUs shared out among its ranks
-local_ranks=${OMPI_COMM_WORLD_LOCAL_SIZE:-1}
-threads=${THREADS:-$(($(nproc) / local_ranks > 0 ? $(nproc) / local_ranks : 1))}
+threads=$(rank_threads)
 shard=() gather=() table=$out.txt.tmp
 [ "$ranks" -le 1 ] || shard=(--shard "$rank/$ranks") gather=(--mpi)
 [ "$rank" -eq 0 ] || table=/dev/null # rank 0 alone writes OUT

@@ -55,6 +55,13 @@ mpi_ranks() {
 	exec ${MPIRUN:-mpirun} -np "$np" --bind-to none "${root[@]}" ${MPIRUN_FLAGS:-} env "${vars[@]}" "$@"
 }
 
+# rank_threads: threads for a rank's tools: THREADS, else this host's CPUs shared out
+# among the ranks on it (all of them outside MPI).
+rank_threads() {
+	local local_ranks=${OMPI_COMM_WORLD_LOCAL_SIZE:-1}
+	echo "${THREADS:-$(($(nproc) / local_ranks > 0 ? $(nproc) / local_ranks : 1))}"
+}
+
 # loop_level: the zstd level of the training loop's own streams (pred, grad, grads and
 # params: ~10 MB of floats each way per step at 320): TNS_LEVEL, else -1. Level 1 would
 # shrink them by ~10% at a third of the speed, on the loop's critical path

@@ -67,9 +67,7 @@ if [ "$ranks" -gt 1 ]; then
 	dist=(--shard "$rank/$ranks" --even-shards)
 	fwd_dist=(--mpi)
 	[ "$rank" -eq 0 ] || sgd_dist=(--replica)
-	# the ranks on this host share its CPUs
-	local_ranks=${OMPI_COMM_WORLD_LOCAL_SIZE:-$ranks}
-	threads=${threads:-$(($(nproc) / local_ranks > 0 ? $(nproc) / local_ranks : 1))}
+	threads=$(rank_threads)
 else
 	batch_rank=$batch
 fi
