@@ -555,6 +555,190 @@ void upsample_nearest_backward(float *dinp, const float *dout, int n, int c, int
 	}
 }
 
+/* ---------------------------------------------------------------- bilinear upsample */
+
+/* torch 1.13's CPU bilinear (align_corners=False) with its rounding: per axis the scale
+ * is in float, the source coordinate in double (the acc_type torch computes it in) and
+ * the two weights in float; the interpolation and the gradient's accumulation are the
+ * fused multiply-adds the compiler makes of them in torch's AVX2 kernel. fmaf keeps
+ * exactly those in any build (one instruction with FMA, a correctly rounded libm call
+ * without), and -std=c11 keeps the compiler from fusing anything else. */
+
+/* an output index's two sources and their weights, along one axis */
+typedef struct bilinear_tap {
+	int i0, i1;
+	float l0, l1;
+} bilinear_tap;
+
+static bilinear_tap bilinear_tap_of(int dst, int in, int out)
+{
+	bilinear_tap t;
+	if (in == out) { /* torch copies an axis of unchanged size */
+		t.i0 = t.i1 = dst;
+		t.l0 = 1.0f;
+		t.l1 = 0.0f;
+		return t;
+	}
+	float scale = (float)in / (float)out;
+	double src = (double)scale * (dst + 0.5) - 0.5;
+	if (src < 0)
+		src = 0;
+	t.i0 = (int)src;
+	t.i1 = t.i0 + (t.i0 < in - 1);
+	t.l1 = (float)(src - t.i0);
+	t.l0 = 1.0f - t.l1;
+	return t;
+}
+
+/* An axis's taps are computed once per call into a table on the stack, for axes up to
+ * BILINEAR_TABLE long (feature maps are); a longer axis has no table (NULL) and each
+ * tap is computed where it is used. */
+#define BILINEAR_TABLE 1024
+
+static const bilinear_tap *bilinear_table(bilinear_tap *tab, int in, int out)
+{
+	if (out > BILINEAR_TABLE)
+		return NULL;
+	for (int i = 0; i < out; i++)
+		tab[i] = bilinear_tap_of(i, in, out);
+	return tab;
+}
+
+static inline bilinear_tap bilinear_tap_at(const bilinear_tap *tab, int dst, int in, int out)
+{
+	return tab ? tab[dst] : bilinear_tap_of(dst, in, out);
+}
+
+/* torch's two-tap sum a * wa + b * wb, the first product fused */
+static inline float lerp2(float a, float wa, float b, float wb)
+{
+	return fmaf(a, wa, b * wb);
+}
+
+static inline float bilinear_pixel(const float *r0, const float *r1, float h0, float h1, bilinear_tap t)
+{
+	return lerp2(lerp2(r0[t.i0], t.l0, r0[t.i1], t.l1), h0, lerp2(r1[t.i0], t.l0, r1[t.i1], t.l1), h1);
+}
+
+/* Output row y [ow] from the input rows r0 (weight h0) and r1 (weight h1) of width w;
+ * cols: the column taps (or NULL). */
+static void bilinear_row(float *restrict y, const float *r0, const float *r1, float h0, float h1,
+			 const bilinear_tap *cols, int w, int ow)
+{
+	for (int ox = 0; ox < ow; ox++)
+		y[ox] = bilinear_pixel(r0, r1, h0, h1, bilinear_tap_at(cols, ox, w, ow));
+}
+
+/* The same for ow = 2w, w >= 2 (FPN's 2x): between the ends the column taps are
+ * (k-1, k; 1/4, 3/4) for ox = 2k and (k, k+1; 3/4, 1/4) for ox = 2k+1, the weights
+ * bilinear_tap_of gives exactly, so the vector loop rounds as bilinear_row does. */
+static void bilinear_row_x2(float *restrict y, const float *r0, const float *r1, float h0, float h1,
+			    const bilinear_tap *cols, int w)
+{
+	int ow = 2 * w;
+	y[0] = bilinear_pixel(r0, r1, h0, h1, bilinear_tap_at(cols, 0, w, ow));
+	y[1] = bilinear_pixel(r0, r1, h0, h1, bilinear_tap_at(cols, 1, w, ow));
+#pragma omp simd
+	for (int k = 1; k < w - 1; k++) {
+		y[2 * k] = lerp2(lerp2(r0[k - 1], 0.25f, r0[k], 0.75f), h0,
+				 lerp2(r1[k - 1], 0.25f, r1[k], 0.75f), h1);
+		y[2 * k + 1] = lerp2(lerp2(r0[k], 0.75f, r0[k + 1], 0.25f), h0,
+				     lerp2(r1[k], 0.75f, r1[k + 1], 0.25f), h1);
+	}
+	y[ow - 2] = bilinear_pixel(r0, r1, h0, h1, bilinear_tap_at(cols, ow - 2, w, ow));
+	y[ow - 1] = bilinear_pixel(r0, r1, h0, h1, bilinear_tap_at(cols, ow - 1, w, ow));
+}
+
+void upsample_bilinear_forward(float *out, const float *inp, int n, int c, int h, int w, int oh, int ow)
+{
+	bilinear_tap rtab[BILINEAR_TABLE], ctab[BILINEAR_TABLE];
+	const bilinear_tap *rows = bilinear_table(rtab, h, oh), *cols = bilinear_table(ctab, w, ow);
+	int x2 = ow == 2 * w && w >= 2;
+#pragma omp parallel for schedule(static) if ((size_t)n * c * oh * ow >= PAR_MIN)
+	for (int p = 0; p < n * c; p++) {
+		const float *x = inp + (size_t)p * h * w;
+		float *y = out + (size_t)p * oh * ow;
+		for (int oy = 0; oy < oh; oy++) {
+			bilinear_tap t = bilinear_tap_at(rows, oy, h, oh);
+			const float *r0 = x + (size_t)t.i0 * w, *r1 = x + (size_t)t.i1 * w;
+			if (x2)
+				bilinear_row_x2(y + (size_t)oy * ow, r0, r1, t.l0, t.l1, cols, w);
+			else
+				bilinear_row(y + (size_t)oy * ow, r0, r1, t.l0, t.l1, cols, w, ow);
+		}
+	}
+}
+
+/* torch's backward, one dout row g [ow] at a time through its row tap th: output pixel
+ * after output pixel, += (row weight * column weight) * g into the sources 00, 01, 10,
+ * 11, fused. */
+static void bilinear_row_backward(float *dx, const float *g, bilinear_tap th, const bilinear_tap *cols,
+				  int w, int ow)
+{
+	float *d0 = dx + (size_t)th.i0 * w, *d1 = dx + (size_t)th.i1 * w;
+	for (int ox = 0; ox < ow; ox++) {
+		bilinear_tap t = bilinear_tap_at(cols, ox, w, ow);
+		float v = g[ox];
+		d0[t.i0] = fmaf(th.l0 * t.l0, v, d0[t.i0]);
+		d0[t.i1] = fmaf(th.l0 * t.l1, v, d0[t.i1]);
+		d1[t.i0] = fmaf(th.l1 * t.l0, v, d1[t.i0]);
+		d1[t.i1] = fmaf(th.l1 * t.l1, v, d1[t.i1]);
+	}
+}
+
+/* One such row's share in one of its source rows, d [w], of row weight hl, for ow = 2w,
+ * w >= 2, when the other source row is a different one (so that only the order within
+ * d matters). Element by element the terms come in torch's order, ascending ox: d[k]
+ * between the ends takes ox = 2k-1 .. 2k+2, so a gather, which vectorises, does the
+ * scatter's work. The end columns go through their taps. */
+static void bilinear_row_backward_x2(float *restrict d, const float *g, float hl, const bilinear_tap *cols,
+				     int w)
+{
+	int ow = 2 * w;
+	float a = hl * 0.25f, b = hl * 0.75f;
+	bilinear_tap t = bilinear_tap_at(cols, 0, w, ow); /* into d[0], and d[1] with weight 0 */
+	d[t.i0] = fmaf(hl * t.l0, g[0], d[t.i0]);
+	d[t.i1] = fmaf(hl * t.l1, g[0], d[t.i1]);
+	d[0] = fmaf(b, g[1], d[0]);
+	d[0] = fmaf(a, g[2], d[0]);
+#pragma omp simd
+	for (int k = 1; k < w - 1; k++) {
+		float s = d[k];
+		s = fmaf(a, g[2 * k - 1], s);
+		s = fmaf(b, g[2 * k], s);
+		s = fmaf(b, g[2 * k + 1], s);
+		d[k] = fmaf(a, g[2 * k + 2], s);
+	}
+	d[w - 1] = fmaf(a, g[ow - 3], d[w - 1]);
+	d[w - 1] = fmaf(b, g[ow - 2], d[w - 1]);
+	t = bilinear_tap_at(cols, ow - 1, w, ow); /* both taps on d[w-1] */
+	d[t.i0] = fmaf(hl * t.l0, g[ow - 1], d[t.i0]);
+	d[t.i1] = fmaf(hl * t.l1, g[ow - 1], d[t.i1]);
+}
+
+void upsample_bilinear_backward(float *dinp, const float *dout, int n, int c, int h, int w, int oh, int ow)
+{
+	bilinear_tap rtab[BILINEAR_TABLE], ctab[BILINEAR_TABLE];
+	const bilinear_tap *rows = bilinear_table(rtab, h, oh), *cols = bilinear_table(ctab, w, ow);
+	int x2 = ow == 2 * w && w >= 2;
+#pragma omp parallel for schedule(static) if ((size_t)n * c * oh * ow >= PAR_MIN)
+	for (int p = 0; p < n * c; p++) {
+		float *dx = dinp + (size_t)p * h * w;
+		const float *g = dout + (size_t)p * oh * ow;
+		memset(dx, 0, (size_t)h * w * sizeof(float));
+		for (int oy = 0; oy < oh; oy++) {
+			bilinear_tap t = bilinear_tap_at(rows, oy, h, oh);
+			const float *gr = g + (size_t)oy * ow;
+			if (x2 && t.i0 != t.i1) {
+				bilinear_row_backward_x2(dx + (size_t)t.i0 * w, gr, t.l0, cols, w);
+				bilinear_row_backward_x2(dx + (size_t)t.i1 * w, gr, t.l1, cols, w);
+			} else {
+				bilinear_row_backward(dx, gr, t, cols, w, ow);
+			}
+		}
+	}
+}
+
 /* ---------------------------------------------------------------- max pool */
 
 /* torch's pooling_output_shape (dilation 1) */

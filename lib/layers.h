@@ -145,6 +145,16 @@ void upsample_nearest_forward(float *out, const float *inp, int n, int c, int h,
 void upsample_nearest_backward(float *dinp, const float *dout, int n, int c, int h, int w,
 			       int oh, int ow);
 
+/* ---- bilinear upsample, as F.interpolate(mode='bilinear', align_corners=False) ---- */
+
+/* out [n,c,oh,ow] from inp [n,c,h,w]; source coordinate (dst + 0.5) * (in / out) - 0.5, clamped at 0,
+ * rounded as torch 1.13's CPU kernel (scale in float, coordinate in double, weights in float,
+ * fused multiply-adds): bit for bit its results with size=, and with scale_factor=2 (its
+ * 1 / 2 is in / out then). Any sizes, down as well as up. */
+void upsample_bilinear_forward(float *out, const float *inp, int n, int c, int h, int w, int oh, int ow);
+/* dinp [n,c,h,w] (written) = the transpose: each dout pixel spread to its 4 sources with the same weights. */
+void upsample_bilinear_backward(float *dinp, const float *dout, int n, int c, int h, int w, int oh, int ow);
+
 /* ---- max pool 2d, as nn.MaxPool2d (padding counts as -inf, dilation 1) ---- */
 
 typedef struct pool2d_desc {

@@ -112,17 +112,18 @@ def concat(name, chans, n=2, h=4, w=5, seed=0):
     save(name, t, {"op": "concat", "ninp": len(xs)})
 
 
-def upsample(name, n, c, h, w, size=None, scale=None, seed=0):
+def upsample(name, n, c, h, w, size=None, scale=None, mode="nearest", seed=0):
     torch.manual_seed(seed)
     x = torch.randn(n, c, h, w, requires_grad=True)
+    corners = {"align_corners": False} if mode == "bilinear" else {}
     if size is not None:
-        y = F.interpolate(x, size=size, mode="nearest")
+        y = F.interpolate(x, size=size, mode=mode, **corners)
     else:
-        y = F.interpolate(x, scale_factor=scale, mode="nearest")
+        y = F.interpolate(x, scale_factor=scale, mode=mode, **corners)
     dy = torch.randn_like(y)
     y.backward(dy)
     save(name, {"x": x, "y": y, "dy": dy, "dx": x.grad},
-         {"op": "upsample_nearest", "oh": y.shape[2], "ow": y.shape[3]})
+         {"op": "upsample_" + mode, "oh": y.shape[2], "ow": y.shape[3]})
 
 
 def maxpool(name, n, c, h, w, kernel, stride, pad=0, ceil=False, ties=False, seed=0):
@@ -198,6 +199,11 @@ def main():
     upsample("upsample_x2", 2, 3, 4, 5, scale=2)
     upsample("upsample_size_odd", 2, 3, 5, 6, size=(9, 11))
     upsample("upsample_size_3to7x5", 1, 2, 3, 3, size=(7, 5))
+    upsample("bilinear_x2", 2, 3, 4, 5, scale=2, mode="bilinear")
+    upsample("bilinear_3x5to7x4", 2, 3, 3, 5, size=(7, 4), mode="bilinear")
+    upsample("bilinear_down_6x6to4x3", 2, 3, 6, 6, size=(4, 3), mode="bilinear")
+    upsample("bilinear_1x1to2x2", 2, 3, 1, 1, size=(2, 2), mode="bilinear")
+    upsample("bilinear_x2_16x16", 1, 16, 16, 16, size=(32, 32), mode="bilinear")
     maxpool("maxpool_2x2_s2", 2, 3, 8, 10, 2, 2)
     maxpool("maxpool_2x2_s2_odd", 2, 3, 7, 9, 2, 2)
     maxpool("maxpool_3x3_s1_p1", 2, 3, 7, 9, 3, 1, 1)

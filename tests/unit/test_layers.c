@@ -3,7 +3,9 @@
  * conv on many small odd geometries.
  *
  * Error measure, per tensor: rel = max|got - want| / max(max|want|, 1e-6).
- * Tolerances: outputs 1e-4, gradients 1e-3 (fp32).
+ * Tolerances: outputs 1e-4, gradients 1e-3 (fp32). Bilinear upsample repeats torch's
+ * arithmetic, so it is held to max|got - want| <= 1e-6 * max(1, max|want|), and its fast
+ * paths to the bit against a naive transcript of torch's loops.
  * Backward contracts checked too: the input gradient is overwritten (its buffer is
  * filled with NaN first) and parameter gradients accumulate (they start at the
  * reference value, so the result must be twice it). Run from the repository root. */
@@ -22,6 +24,7 @@
 #define FIXDIR "tests/fixtures/layers/"
 #define TOL_OUT 1e-4
 #define TOL_GRAD 1e-3
+#define TOL_BILINEAR 1e-6
 
 static const record *cur; /* the fixture record being tested */
 static const char *cur_case;
@@ -49,6 +52,20 @@ static void cmp(const char *what, const float *got, const float *want, size_t n,
 	if (rel > case_worst)
 		case_worst = rel;
 	CHECK_MSG(rel <= tol, "%s %s: rel diff %.3e > %.1e", cur_case, what, rel, tol);
+}
+
+/* For kernels that repeat torch's arithmetic: err = max|got - want| / max(1, max|want|). */
+static void cmp_tight(const char *what, const float *got, const float *want, size_t n, double tol)
+{
+	double abs, m = 0;
+	rel_diff(got, want, n, &abs);
+	for (size_t i = 0; i < n; i++)
+		m = fmax(m, fabs(want[i]));
+	double err = abs / fmax(1.0, m);
+	printf("  %-28s %-14s max abs %.3e  err %.3e\n", cur_case, what, abs, err);
+	if (err > case_worst)
+		case_worst = err;
+	CHECK_MSG(err <= tol, "%s %s: max|diff| %.3e > %.1e * max(1, max|torch|)", cur_case, what, abs, tol);
 }
 
 /* want = scale * reference tensor */
@@ -313,6 +330,21 @@ static void fixture_upsample(void)
 	free(dx);
 }
 
+static void fixture_upsample_bilinear(void)
+{
+	const tensor *x = TT("x");
+	int n = x->shape[0], c = x->shape[1], h = x->shape[2], w = x->shape[3];
+	int oh = M("oh"), ow = M("ow");
+	float *y = nan_buf(N("y")), *dx = nan_buf(N("x"));
+	CHECK(N("y") == (size_t)n * c * oh * ow);
+	upsample_bilinear_forward(y, T("x"), n, c, h, w, oh, ow);
+	cmp_tight("y", y, T("y"), N("y"), TOL_BILINEAR);
+	upsample_bilinear_backward(dx, T("dy"), n, c, h, w, oh, ow);
+	cmp_tight("dx", dx, T("dx"), N("x"), TOL_BILINEAR);
+	free(y);
+	free(dx);
+}
+
 static void fixture_maxpool(void)
 {
 	const tensor *x = TT("x");
@@ -414,6 +446,8 @@ static void run_fixtures(void)
 			fixture_concat();
 		else if (!strcmp(op, "upsample_nearest"))
 			fixture_upsample();
+		else if (!strcmp(op, "upsample_bilinear"))
+			fixture_upsample_bilinear();
 		else if (!strcmp(op, "maxpool2d"))
 			fixture_maxpool();
 		else if (!strcmp(op, "l2norm"))
@@ -551,6 +585,97 @@ static void run_fast_vs_naive(void)
 	CHECK(valid > 200);
 }
 
+/* ---------------------------------------------------------------- bilinear vs naive */
+
+/* torch 1.13's upsample_bilinear2d CPU loops (UpSample.h, UpSampleKernel.cpp) written
+ * out plainly, rounding as there: the oracle of the kernels' 2x rows and vector loops. */
+static void naive_bilinear_tap(int dst, int in, int out, int *i0, int *i1, float *l0, float *l1)
+{
+	if (in == out) {
+		*i0 = *i1 = dst, *l0 = 1, *l1 = 0;
+		return;
+	}
+	float scale = (float)in / out;
+	double src = fmax((double)scale * (dst + 0.5) - 0.5, 0.0);
+	*i0 = (int)src;
+	*i1 = *i0 < in - 1 ? *i0 + 1 : *i0;
+	*l1 = (float)(src - *i0);
+	*l0 = 1.0f - *l1;
+}
+
+static void naive_bilinear(float *y, float *dx, const float *x, const float *dy, int planes, int h, int w,
+			   int oh, int ow)
+{
+	memset(dx, 0, (size_t)planes * h * w * sizeof(float));
+	for (int p = 0; p < planes; p++) {
+		const float *xp = x + (size_t)p * h * w;
+		float *dp = dx + (size_t)p * h * w;
+		for (int oy = 0; oy < oh; oy++) {
+			int a0, a1;
+			float h0, h1;
+			naive_bilinear_tap(oy, h, oh, &a0, &a1, &h0, &h1);
+			for (int ox = 0; ox < ow; ox++) {
+				int b0, b1;
+				float w0, w1;
+				naive_bilinear_tap(ox, w, ow, &b0, &b1, &w0, &w1);
+				size_t o = ((size_t)p * oh + oy) * ow + ox;
+				float t0 = fmaf(xp[a0 * w + b0], w0, xp[a0 * w + b1] * w1);
+				float t1 = fmaf(xp[a1 * w + b0], w0, xp[a1 * w + b1] * w1);
+				y[o] = fmaf(t0, h0, t1 * h1);
+				dp[a0 * w + b0] = fmaf(h0 * w0, dy[o], dp[a0 * w + b0]);
+				dp[a0 * w + b1] = fmaf(h0 * w1, dy[o], dp[a0 * w + b1]);
+				dp[a1 * w + b0] = fmaf(h1 * w0, dy[o], dp[a1 * w + b0]);
+				dp[a1 * w + b1] = fmaf(h1 * w1, dy[o], dp[a1 * w + b1]);
+			}
+		}
+	}
+}
+
+/* 0 if got and want are the same floats */
+static double max_abs_diff(const float *got, const float *want, size_t n)
+{
+	double d = 0;
+	rel_diff(got, want, n, &d);
+	return d;
+}
+
+static void run_bilinear_vs_naive(void)
+{
+	int tried = 0, x2 = 0;
+	double worst_y = 0, worst_dx = 0;
+	for (int it = 0; it < 300; it++) {
+		int n = 1 + irand(2), c = 1 + irand(3), h = 1 + irand(9), w = 1 + irand(40);
+		int oh = irand(2) ? 2 * h : 1 + irand(20), ow = irand(3) ? 2 * w : 1 + irand(50);
+		if (it == 0) /* big enough for the OpenMP path: an FPN lateral */
+			n = 2, c = 32, h = 16, w = 16, oh = 32, ow = 32;
+		if (it == 1) /* axes longer than the kernels' tap tables (1024) */
+			n = c = 1, h = 600, w = 5, oh = 1200, ow = 1100;
+		if (it == 2)
+			n = c = 1, h = 3, w = 600, oh = 4, ow = 1200;
+		size_t xs = (size_t)n * c * h * w, ys = (size_t)n * c * oh * ow;
+		float *x = rand_buf(xs), *dy = rand_buf(ys), *y0 = malloc(ys * 4), *dx0 = malloc(xs * 4);
+		float *y = nan_buf(ys), *dx = nan_buf(xs);
+		naive_bilinear(y0, dx0, x, dy, n * c, h, w, oh, ow);
+		upsample_bilinear_forward(y, x, n, c, h, w, oh, ow);
+		upsample_bilinear_backward(dx, dy, n, c, h, w, oh, ow);
+		double ey = max_abs_diff(y, y0, ys), edx = max_abs_diff(dx, dx0, xs);
+		worst_y = fmax(worst_y, ey);
+		worst_dx = fmax(worst_dx, edx);
+		CHECK_MSG(ey == 0 && edx == 0, "bilinear n%d c%d %dx%d -> %dx%d: max|diff| y %.3e dx %.3e",
+			  n, c, h, w, oh, ow, ey, edx);
+		tried++;
+		x2 += ow == 2 * w;
+		free(x);
+		free(dy);
+		free(y0);
+		free(dx0);
+		free(y);
+		free(dx);
+	}
+	printf("bilinear upsample vs naive torch loops: %d geometries (%d with ow = 2w); max|diff| y %.1e dx %.1e\n",
+	       tried, x2, worst_y, worst_dx);
+}
+
 static void run_errors(void)
 {
 	conv2d_desc d = {.n = 1, .c = 3, .h = 5, .w = 5, .k = 4, .kh = 3, .kw = 3, .sh = 1, .sw = 1,
@@ -619,6 +744,7 @@ int main(void)
 {
 	run_fixtures();
 	run_fast_vs_naive();
+	run_bilinear_vs_naive();
 	run_errors();
 	run_merge_moments();
 	return check_done("test_layers");
