@@ -102,12 +102,18 @@ int g_input(model *m, int c)
 
 int g_conv(model *m, const char *name, int in, int cout, int k, int stride, int groups, int bias)
 {
+	return g_conv_pad(m, name, in, cout, k, stride, (k - 1) / 2, 1, groups, bias);
+}
+
+int g_conv_pad(model *m, const char *name, int in, int cout, int k, int stride, int pad, int dil, int groups,
+	       int bias)
+{
 	if (check_in(m, in) < 0)
 		return -1;
 	int cin = m->nodes[in].c;
-	if (cout < 1 || k < 1 || stride < 1 || groups < 1 || cin % groups || cout % groups)
-		return err_set("%s: bad conv (%d -> %d channels, kernel %d, stride %d, groups %d)", name, cin, cout,
-			       k, stride, groups);
+	if (cout < 1 || k < 1 || stride < 1 || pad < 0 || dil < 1 || groups < 1 || cin % groups || cout % groups)
+		return err_set("%s: bad conv (%d -> %d channels, kernel %d, stride %d, padding %d, dilation %d, "
+			       "groups %d)", name, cin, cout, k, stride, pad, dil, groups);
 	int id = add_node(m, OP_CONV, name);
 	if (id < 0)
 		return -1;
@@ -117,8 +123,8 @@ int g_conv(model *m, const char *name, int in, int cout, int k, int stride, int 
 	nd->c = cout;
 	nd->k = k;
 	nd->stride = stride;
-	nd->pad = (k - 1) / 2;
-	nd->dil = 1;
+	nd->pad = pad;
+	nd->dil = dil;
 	nd->groups = groups;
 	int64_t ws[4] = {cout, cin / groups, k, k};
 	int fan_in = cin / groups * k * k;
@@ -209,6 +215,18 @@ int g_upsample_to(model *m, const char *name, int in, int ref)
 	int id = simple(m, OP_UPSAMPLE, name, &in, 1);
 	if (id >= 0)
 		m->nodes[id].ref = ref;
+	return id;
+}
+
+int g_upsample_scale(model *m, const char *name, int in, int scale, int bilinear)
+{
+	if (scale < 1)
+		return err_set("%s: upsampling by %d", name, scale);
+	int id = simple(m, OP_UPSAMPLE, name, &in, 1);
+	if (id >= 0) {
+		m->nodes[id].scale = scale;
+		m->nodes[id].bilinear = bilinear;
+	}
 	return id;
 }
 
@@ -352,8 +370,8 @@ int g_shapes(model *m, int n, int h, int w)
 			}
 			break;
 		case OP_UPSAMPLE:
-			nd->h = m->nodes[nd->ref].h;
-			nd->w = m->nodes[nd->ref].w;
+			nd->h = nd->ref >= 0 ? m->nodes[nd->ref].h : a->h * nd->scale;
+			nd->w = nd->ref >= 0 ? m->nodes[nd->ref].w : a->w * nd->scale;
 			break;
 		case OP_MAXPOOL:
 			nd->pd.n = n;
@@ -649,7 +667,7 @@ int model_plan(model *m, int n, int h, int w, int train, int input_grad)
 			if (train && needs_input(nd->op))
 				extend(m, src->store, 2 * F - 1 - i);
 		}
-		if (nd->op == OP_UPSAMPLE)
+		if (nd->op == OP_UPSAMPLE && nd->ref >= 0)
 			extend(m, m->nodes[nd->ref].store, i);
 		if (train && needs_output(nd->op))
 			extend(m, nd->store, 2 * F - 1 - i);
@@ -1067,7 +1085,8 @@ static int forward_node(model *m, int i)
 		return 0;
 	}
 	case OP_UPSAMPLE:
-		upsample_nearest_forward(y, x, nd->n, nd->c, a->h, a->w, nd->h, nd->w);
+		(nd->bilinear ? upsample_bilinear_forward : upsample_nearest_forward)(y, x, nd->n, nd->c, a->h, a->w,
+										     nd->h, nd->w);
 		return 0;
 	case OP_MAXPOOL:
 		maxpool2d_forward(y, m->train ? nd->argmax : NULL, x, &nd->pd);
@@ -1204,7 +1223,8 @@ static int backward_node(model *m, int i)
 	case OP_UPSAMPLE:
 		dx = dst_of(m, nd, 0);
 		if (dx)
-			upsample_nearest_backward(dx, dy, nd->n, nd->c, a->h, a->w, nd->h, nd->w);
+			(nd->bilinear ? upsample_bilinear_backward : upsample_nearest_backward)(dx, dy, nd->n, nd->c,
+												a->h, a->w, nd->h, nd->w);
 		break;
 	case OP_MAXPOOL:
 		dx = dst_of(m, nd, 0);

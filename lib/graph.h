@@ -19,7 +19,7 @@ enum op {
 	OP_RELU6,
 	OP_ADD,      /* in[0] + in[1] */
 	OP_CONCAT,   /* along channels */
-	OP_UPSAMPLE, /* nearest, to the spatial size of node ref */
+	OP_UPSAMPLE, /* nearest to the spatial size of node ref, or nearest / bilinear by a scale */
 	OP_MAXPOOL,
 	OP_L2NORM,
 	OP_FLATTEN,  /* NCHW inputs with A*K channels -> [n, sum(h*w*A), K], concatenated */
@@ -46,7 +46,8 @@ typedef struct gnode {
 	float *mean, *rstd, *varu; /* [c] batch statistics of the last training forward */
 	double count;              /* BN with replicas: values per channel behind them, all parts' */
 	/* upsample */
-	int ref;
+	int ref;                   /* to this node's size; -1: by scale */
+	int scale, bilinear;
 	/* maxpool */
 	pool2d_desc pd;
 	int32_t *argmax;
@@ -133,12 +134,17 @@ struct model {
 
 /* ---- building (model.c's builders call these; each returns the node id or -1) ---- */
 int g_input(model *m, int c);
+/* g_conv: padding (k - 1) / 2, dilation 1; g_conv_pad: any */
 int g_conv(model *m, const char *name, int in, int cout, int k, int stride, int groups, int bias);
+int g_conv_pad(model *m, const char *name, int in, int cout, int k, int stride, int pad, int dil, int groups,
+	       int bias);
 int g_bn(model *m, const char *name, int in);
 int g_act(model *m, enum op op, const char *name, int in);
 int g_add(model *m, const char *name, int a, int b);
 int g_concat(model *m, const char *name, const int *ins, int nin);
 int g_upsample_to(model *m, const char *name, int in, int ref);
+/* by an integer factor: nearest, or bilinear (align_corners false) */
+int g_upsample_scale(model *m, const char *name, int in, int scale, int bilinear);
 int g_maxpool(model *m, const char *name, int in, int k, int stride, int pad, int ceil_mode);
 int g_l2norm(model *m, const char *name, int in, float scale);
 int g_flatten(model *m, const char *name, const int *ins, int nin, int cols);

@@ -275,6 +275,9 @@ static int upsample(exporter *e, const gnode *nd, const gnode *src, const char *
 		const char *ins[2] = {in, sn};
 		return node(e, "Upsample", nd->name, ins, 2, out, a, 1);
 	}
+	if (nd->bilinear && e->opset < 11)
+		return err_set("%s: opset %d: its Upsample \"linear\" samples asymmetrically, not as torch's bilinear "
+			       "(half-pixel): use opset 11", nd->name, e->opset);
 	char *rn = str(e, "%s.roi", nd->name), *zn = str(e, "%s.sizes", nd->name);
 	int64_t sizes[4] = {nd->n, nd->c, nd->h, nd->w};
 	if (!rn || !zn || initializer(e, rn, 0, 1, zero, NULL, 0, 1) < 0 ||
@@ -284,8 +287,31 @@ static int upsample(exporter *e, const gnode *nd, const gnode *src, const char *
 	attr a[3] = {{.name = "mode", .type = A_STRING, .s = "nearest"},
 		     {.name = "coordinate_transformation_mode", .type = A_STRING, .s = "asymmetric"},
 		     {.name = "nearest_mode", .type = A_STRING, .s = "floor"}};
+	if (nd->bilinear) {
+		/* torch's align_corners=False: half-pixel centres, sources clamped at the edges */
+		a[0].s = "linear";
+		a[1].s = "half_pixel";
+	}
 	const char *ins[4] = {in, rn, sn, zn};
-	return node(e, "Resize", nd->name, ins, integral ? 3 : 4, out, a, 3);
+	return node(e, "Resize", nd->name, ins, integral ? 3 : 4, out, a, nd->bilinear ? 2 : 3);
+}
+
+/* mmdet's L2Norm, w[c] x / (sqrt(sum_c x^2) + eps): ReduceL2 over channels, Add eps, Div, Mul. */
+static int l2norm(exporter *e, const gnode *nd, const char *in, const char *out)
+{
+	const model *m = e->m;
+	char *wn = str(e, "%s.weight", nd->name), *en = str(e, "%s.eps", nd->name), *t1 = str(e, "%s.norm", nd->name),
+	     *t2 = str(e, "%s.norm_eps", nd->name), *t3 = str(e, "%s.unit", nd->name);
+	int64_t wd[4] = {1, nd->c, 1, 1};
+	if (!wn || !en || !t1 || !t2 || !t3 || initializer(e, wn, 0, 4, wd, param(m, nd->pw), nd->c, 0) < 0 ||
+	    initializer(e, en, 0, 0, NULL, &nd->eps, 1, 1) < 0)
+		return -1;
+	attr a[2] = {{.name = "axes", .type = A_INTS, .n = 1, .ints = {1}}, {.name = "keepdims", .type = A_INT, .i = 1}};
+	const char *add[2] = {t1, en}, *div[2] = {in, t2}, *mul[2] = {t3, wn};
+	if (node(e, "ReduceL2", t1, &in, 1, t1, a, 2) < 0 || node(e, "Add", t2, add, 2, t2, NULL, 0) < 0 ||
+	    node(e, "Div", t3, div, 2, t3, NULL, 0) < 0)
+		return -1;
+	return node(e, "Mul", nd->name, mul, 2, out, NULL, 0);
 }
 
 static int maxpool(exporter *e, const gnode *nd, const char *in, const char *out)
@@ -389,6 +415,9 @@ static int build(exporter *e, char **names, const char **outname)
 			break;
 		case OP_MAXPOOL:
 			rc = maxpool(e, nd, in, out);
+			break;
+		case OP_L2NORM:
+			rc = l2norm(e, nd, in, out);
 			break;
 		case OP_FQ:
 			if (m->qapply) {

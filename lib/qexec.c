@@ -152,6 +152,8 @@ static int classify(model *m, struct qexec *x, size_t *act_bytes)
 		q->kind = QK_NONE;
 		q->src = nd->nin ? nd->in[0] : -1;
 		if (nd->op == OP_UPSAMPLE) {
+			if (nd->bilinear)
+				return err_set("%s: no integer kernel for bilinear upsampling yet", nd->name);
 			if (x->q[q->src].kind == QK_NONE)
 				return err_set("%s: upsample of an unquantised value", nd->name);
 			q->kind = QK_UPSAMPLE;
