@@ -1,10 +1,12 @@
 /* test_model: the network engine against PyTorch (fixtures from tests/ref_model.py).
  *
  * tiny.tns (tests/fixtures/model/tiny.json, a reduced-width ssd_mobilenet_fpn_lite at
- * 80x80, batch 4): train-mode outputs, every parameter gradient, the image gradient, BN
- * batch statistics, eval-mode outputs. counts.json: parameters, GMACs and anchors of the
- * full config at 512 and 320. Plus config and params errors. Tolerances (relative =
- * max|c - t| / max(max|t|, 1e-12) per tensor): outputs 1e-4, gradients 1e-3. */
+ * 80x80, batch 4) and one reduced model per other family (tiny_resnet, tiny_regnet,
+ * tiny_vgg): train-mode outputs, every parameter gradient, the image gradient, BN batch
+ * statistics, eval-mode outputs. counts.json: parameters, GMACs and anchors of the four
+ * full configs at 512 and 320 and of the fixtures. Plus config and params errors.
+ * Tolerances (relative = max|c - t| / max(max|t|, 1e-12) per tensor): outputs 1e-4,
+ * gradients 1e-3. */
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -69,29 +71,37 @@ static double compare(const char *what, const float *c, const tensor *t, double 
 	return compare_scaled(what, c, t, tol, verbose, 0);
 }
 
-static record *records[8];
+static record *records[8]; /* tiny.tns, which the tests after test_parity use too */
 static int nrecords;
 
-static void read_fixture(void)
+/* FIX name.tns into recs: params, batch, train pred, grad, grads, eval pred. */
+static int read_fixture(const char *name, record **recs)
 {
-	stream_reader *s = stream_open_read(FIX "tiny.tns");
+	char path[256];
+	snprintf(path, sizeof path, FIX "%s.tns", name);
+	stream_reader *s = stream_open_read(path);
 	CHECK_MSG(s != NULL, "%s", err_msg());
 	if (!s)
 		exit(check_done("test_model"));
 	record *r;
-	while (nrecords < 8 && stream_read(s, &r) > 0)
-		records[nrecords++] = r;
+	int n = 0;
+	while (n < 8 && stream_read(s, &r) > 0)
+		recs[n++] = r;
 	stream_close_read(s);
-	CHECK(nrecords == 6);
-	if (nrecords != 6)
+	CHECK_MSG(n == 6, "%s: %d records", path, n);
+	if (n != 6)
 		exit(check_done("test_model"));
+	return n;
 }
 
-static void test_parity(void)
+/* One fixture: train-mode outputs, every gradient and BN statistic, eval-mode outputs. */
+static void test_parity(const char *name, record **recs)
 {
-	record *params = records[0], *batch = records[1], *pred = records[2], *grad = records[3],
-	       *grads = records[4], *epred = records[5];
-	model *m = model_load(FIX "tiny.json");
+	record *params = recs[0], *batch = recs[1], *pred = recs[2], *grad = recs[3], *grads = recs[4],
+	       *epred = recs[5];
+	char path[256];
+	snprintf(path, sizeof path, FIX "%s.json", name);
+	model *m = model_load(path);
 	CHECK_MSG(m != NULL, "%s", err_msg());
 	if (!m)
 		return;
@@ -107,7 +117,7 @@ static void test_parity(void)
 		CHECK(t && t->shape[0] == sh[i][0] && t->shape[1] == sh[i][1] && t->shape[2] == sh[i][2]);
 		out[i] = malloc((size_t)(sh[i][0] * sh[i][1] * sh[i][2]) * sizeof(float));
 	}
-	printf("tiny (%s, batch %d, %dx%d), train mode:\n", model_name(m), n, S, S);
+	printf("%s (%s, batch %d, %dx%d), train mode:\n", name, model_name(m), n, S, S);
 	CHECK_MSG(model_forward(m, img->data, out) == 0, "%s", err_msg());
 	for (int i = 0; i < 2; i++)
 		compare(model_output_name(m, i), out[i], record_find(pred, model_output_name(m, i)), 1e-4, 1);
@@ -147,7 +157,7 @@ static void test_parity(void)
 		counted++;
 		per_part[part]++;
 	}
-	CHECK(g && counted + 1 == records[4]->ntensors); /* + the image gradient */
+	CHECK(g && counted + 1 == grads->ntensors); /* + the image gradient */
 	static const char *const parts[3] = {"backbone", "neck", "bbox_head"};
 	for (int p = 0; p < 3; p++)
 		printf("  %-9s (%3d tensors) max rel: parameter grads %.2e, BN batch mean/var %.2e\n", parts[p],
@@ -157,7 +167,7 @@ static void test_parity(void)
 	/* eval mode, running statistics (BN folded into the convs) */
 	CHECK_MSG(model_plan(m, n, S, S, 0, 0) == 0, "%s", err_msg());
 	CHECK_MSG(model_forward(m, img->data, out) == 0, "%s", err_msg());
-	printf("tiny, eval mode:\n");
+	printf("%s, eval mode:\n", name);
 	for (int i = 0; i < 2; i++)
 		compare(model_output_name(m, i), out[i], record_find(epred, model_output_name(m, i)), 1e-4, 1);
 
@@ -189,13 +199,11 @@ static void test_counts(void)
 	cJSON *j = counts_json();
 	if (!j)
 		return;
-	static const char *const cases[] = {"ssd_mobilenet_fpn_512", "ssd_mobilenet_fpn_320", "tiny_80"};
+	/* every model torch counted: the four configs at 512 and 320, the parity fixtures */
 	static const char *const parts[3] = {"backbone", "neck", "bbox_head"};
-	for (int k = 0; k < 3; k++) {
-		const cJSON *c = cJSON_GetObjectItem(j, cases[k]);
-		const char *cfg = cJSON_GetObjectItem(c, "config")->valuestring;
-		char path[256];
-		snprintf(path, sizeof path, "%s%s", strstr(cfg, "tiny") ? FIX : "", strstr(cfg, "tiny") ? "tiny.json" : cfg);
+	CHECK(cJSON_GetArraySize(j) >= 12);
+	for (const cJSON *c = j->child; c; c = c->next) {
+		const char *label = c->string, *path = cJSON_GetObjectItem(c, "config")->valuestring;
 		model *m = model_load(path);
 		CHECK_MSG(m != NULL, "%s", err_msg());
 		if (!m)
@@ -206,9 +214,9 @@ static void test_counts(void)
 		const cJSON *pp = cJSON_GetObjectItem(c, "params"), *mm = cJSON_GetObjectItem(c, "macs");
 		for (int p = 0; p < 3; p++) {
 			CHECK_MSG(mc.params[p] == (int64_t)cJSON_GetObjectItem(pp, parts[p])->valuedouble,
-				  "%s %s params %lld", cases[k], parts[p], (long long)mc.params[p]);
+				  "%s %s params %lld", label, parts[p], (long long)mc.params[p]);
 			CHECK_MSG(mc.macs[p] == (int64_t)cJSON_GetObjectItem(mm, parts[p])->valuedouble,
-				  "%s %s MACs %lld", cases[k], parts[p], (long long)mc.macs[p]);
+				  "%s %s MACs %lld", label, parts[p], (long long)mc.macs[p]);
 		}
 		CHECK(mc.params_total == (int64_t)cJSON_GetObjectItem(c, "params_total")->valuedouble);
 		CHECK(mc.macs_total == (int64_t)cJSON_GetObjectItem(c, "macs_total")->valuedouble);
@@ -217,9 +225,9 @@ static void test_counts(void)
 		int tensors = cJSON_GetObjectItem(c, "tensors")->valueint;
 		CHECK(model_nparams(m) == tensors);
 		printf("%s: %d nodes, %d convs, %lld params, %.4f GMACs (backbone %.4f, neck %.4f, head %.4f), %lld anchors\n",
-		       cases[k], mc.nodes, mc.convs, (long long)mc.params_total, mc.macs_total / 1e9, mc.macs[0] / 1e9,
+		       label, mc.nodes, mc.convs, (long long)mc.params_total, mc.macs_total / 1e9, mc.macs[0] / 1e9,
 		       mc.macs[1] / 1e9, mc.macs[2] / 1e9, (long long)mc.anchors);
-		if (k == 0) {
+		if (!strcmp(label, "ssd_mobilenet_fpn_512")) {
 			/* torchvision's names */
 			CHECK(!strcmp(model_param_at(m, 0)->name, "backbone.features.0.0.weight"));
 			int found = 0;
@@ -605,8 +613,16 @@ out:
 
 int main(void)
 {
-	read_fixture();
-	test_parity();
+	nrecords = read_fixture("tiny", records);
+	test_parity("tiny", records);
+	static const char *const families[] = {"tiny_resnet", "tiny_regnet", "tiny_vgg"};
+	for (int k = 0; k < 3; k++) {
+		record *recs[8];
+		int n = read_fixture(families[k], recs);
+		test_parity(families[k], recs);
+		for (int i = 0; i < n; i++)
+			record_free(recs[i]);
+	}
 	test_replicas();
 	test_counts();
 	test_config_errors();
