@@ -140,8 +140,9 @@ bench-eval: all $(BUILD)/bench/gen_dets $(BUILD)/bench/gen_pred
 	BIN=$(BIN) BENCH=$(BUILD)/bench pipelines/bench-eval.sh $(BENCH_DATA) $(BENCH_CLASSES)
 
 # The network: images/s for inference and a train step, ours and torch's, side by side.
+BENCH_MODELS ?= ssd_mobilenet_fpn ssd_regnet_fpn ssd_resnet_fpn ssd512_vgg16
 bench-model: all
-	BIN=$(BIN) pipelines/bench-model.sh
+	for m in $(BENCH_MODELS); do BIN=$(BIN) pipelines/bench-model.sh configs/$$m.json || exit 1; echo; done
 
 # The training loop's price: forward | loss | sgd-step with its FIFOs against the same
 # steps in one process (bench/bench_train_step), on the same batches. See docs/stream-format.md.

@@ -259,6 +259,9 @@ static int batchnorm(exporter *e, const gnode *nd, const char *in, const char *o
  * sizes input. */
 static int upsample(exporter *e, const gnode *nd, const gnode *src, const char *in, const char *out)
 {
+	if (nd->bilinear && e->opset < 11)
+		return err_set("%s: opset %d: its Upsample \"linear\" samples asymmetrically, not as torch's bilinear "
+			       "(half-pixel): use opset 11", nd->name, e->opset);
 	int integral = nd->h % src->h == 0 && nd->w % src->w == 0;
 	float scales[4] = {1, 1, (float)nd->h / (float)src->h, (float)nd->w / (float)src->w};
 	int64_t four[1] = {4}, zero[1] = {0};
@@ -275,9 +278,6 @@ static int upsample(exporter *e, const gnode *nd, const gnode *src, const char *
 		const char *ins[2] = {in, sn};
 		return node(e, "Upsample", nd->name, ins, 2, out, a, 1);
 	}
-	if (nd->bilinear && e->opset < 11)
-		return err_set("%s: opset %d: its Upsample \"linear\" samples asymmetrically, not as torch's bilinear "
-			       "(half-pixel): use opset 11", nd->name, e->opset);
 	char *rn = str(e, "%s.roi", nd->name), *zn = str(e, "%s.sizes", nd->name);
 	int64_t sizes[4] = {nd->n, nd->c, nd->h, nd->w};
 	if (!rn || !zn || initializer(e, rn, 0, 1, zero, NULL, 0, 1) < 0 ||

@@ -117,6 +117,31 @@ setup() {
 	[[ "$output" == "tidl-pack: neck.top_down.2.upsample: opset 9: upsampling 3x3 to 5x5 is no integer factor"* ]]
 }
 
+@test "the other families export: ResNet-FPN and RegNet-FPN (bilinear Resize), SSD512 VGG (L2Norm, ceil-mode pools)" {
+	for spec in tiny_resnet:64:MaxPool tiny_regnet:64:Resize tiny_vgg:100:ReduceL2; do
+		IFS=: read -r name size op <<<"$spec"
+		C=tests/fixtures/model/$name.json
+		"$BIN/forward" --config $C --init >"$T/p.tns"
+		"$BIN/voc-decode" "$BCCD" --split test --classes configs/bccd.classes --limit 2 |
+			"$BIN/augment" --eval --size $size --batch 2 >"$T/b.tns"
+		"$BIN/forward" --config $C --weights "$T/p.tns" <"$T/b.tns" >"$T/pred.tns"
+		"$BIN/tidl-pack" --config $C --weights "$T/p.tns" --size $size --onnx "$T/$name.onnx" \
+			--prototxt "$T/$name.prototxt" >/dev/null
+		run "$PY" tests/onnx_check.py check "$T/$name.onnx" 11
+		[ "$status" -eq 0 ]
+		[[ "$output" == *"\"$op\""* ]]
+		run "$PY" tests/onnx_check.py compare "$T/$name.onnx" --batches "$T/b.tns" --pred "$T/pred.tns"
+		echo "$name: $output"
+		[ "$status" -eq 0 ]
+		[ "$(jq '.cls.max_rel <= 1e-4 and .reg.max_rel <= 1e-4' <<<"$output")" = true ]
+		# opset 9 cannot say either: its Upsample "linear" is not torch's half-pixel bilinear,
+		# its MaxPool has no ceil_mode
+		run "$BIN/tidl-pack" --config $C --weights "$T/p.tns" --size $size --opset 9 --onnx "$T/m9.onnx"
+		[ "$status" -eq 1 ]
+		[[ "$output" == *"use opset 11"* ]]
+	done
+}
+
 @test "prototxt: TIDL's SSD meta-architecture from the training anchors" {
 	"$BIN/tidl-pack" --config $CFG --weights "$D/float/latest.tns" --onnx "$T/m.onnx" --prototxt "$T/m.prototxt" \
 		>/dev/null
