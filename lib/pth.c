@@ -856,15 +856,22 @@ record *pth_read_mem(const void *data, size_t len, const char *name)
 
 /* ---------------------------------------------------------------- mapping */
 
-static int starts_with(const char *s, const char *prefix)
-{
-	return !strncmp(s, prefix, strlen(prefix));
-}
-
 static int is_batches_tracked(const char *name)
 {
 	size_t n = strlen(name), k = strlen(".num_batches_tracked");
 	return n >= k && !strcmp(name + n - k, ".num_batches_tracked");
+}
+
+/* name starts with one of drop's comma-separated prefixes */
+static int dropped(const char *name, const char *drop)
+{
+	for (const char *d = drop; d && *d;) {
+		size_t n = strcspn(d, ",");
+		if (n && !strncmp(name, d, n))
+			return 1;
+		d += n + (d[n] == ',');
+	}
+	return 0;
 }
 
 /* The params tensor state-dict tensor t goes to; NULL when skipped, *bad on error. */
@@ -872,7 +879,7 @@ static tensor *target_of(record *params, const tensor *t, const char *prefix, co
 {
 	char name[2 * TENSOR_NAMELEN], d1[128], d2[128];
 	*bad = 0;
-	if ((drop && *drop && starts_with(t->name, drop)) || is_batches_tracked(t->name))
+	if (dropped(t->name, drop) || is_batches_tracked(t->name))
 		return NULL;
 	snprintf(name, sizeof name, "%s%s", prefix, t->name);
 	tensor *p = record_find(params, name);

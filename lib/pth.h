@@ -31,7 +31,8 @@ typedef struct pth_summary {
 
 /* Copies each state-dict tensor "K" onto params tensor prefix + "K" (torchvision's
  * "features.3.conv.0.0.weight" -> "backbone.features.3.conv.0.0.weight"), converting
- * f16/bf16 to the params' f32. Keys starting with drop (e.g. "classifier."; NULL: none)
+ * f16/bf16 to the params' f32. Keys starting with one of drop's comma-separated
+ * prefixes (torchvision's classifiers: "classifier.,fc."; NULL: none)
  * and ".num_batches_tracked" keys are skipped. A key with no params tensor, or with a
  * different shape, is an error naming it; params are changed only if all keys fit. */
 int pth_load_into(record *params, const record *state_dict, const char *prefix, const char *drop, pth_summary *sum);

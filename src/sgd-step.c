@@ -29,8 +29,9 @@ static void usage(void)
 	       "                        batch, checkpoint_every, bn_momentum); default TI's recipe\n"
 	       "  --init FILE           initial params: the first params record of FILE (forward --init,\n"
 	       "                        a checkpoint, any params stream)\n"
-	       "  --pretrained F.pth    a torch.save state dict (torchvision MobileNetV2) loaded over\n"
-	       "                        --init: key K sets PREFIX+K, classifier.* is dropped\n"
+	       "  --pretrained F.pth    a torch.save state dict (torchvision MobileNetV2, ResNet50,\n"
+	       "                        VGG16) loaded over --init: key K sets PREFIX+K; the\n"
+	       "                        classifiers (classifier.*, fc.*) are dropped\n"
 	       "  --pretrained-prefix P  (default \"backbone.\")\n"
 	       "  --resume              continue from RUN/latest.tns (same state, same later steps)\n"
 	       "  --params PATH         write params records here (file or FIFO), flushed each\n"
@@ -353,7 +354,7 @@ static void start(run *r)
 			pth_summary s;
 			/* free before dying: LeakSanitizer runs the tests and sees a record only
 			 * a register still pointed to as lost */
-			if (!sd || pth_load_into(init, sd, o->prefix ? o->prefix : "backbone.", "classifier.", &s) < 0) {
+			if (!sd || pth_load_into(init, sd, o->prefix ? o->prefix : "backbone.", "classifier.,fc.", &s) < 0) {
 				if (sd)
 					err_wrap("%s", o->pretrained);
 				record_free(sd);
