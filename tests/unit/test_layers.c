@@ -315,34 +315,36 @@ static void fixture_concat(void)
 	free(out);
 }
 
-static void fixture_upsample(void)
+typedef void (*upsample_fn)(float *, const float *, int, int, int, int, int, int);
+typedef void (*cmp_fn)(const char *, const float *, const float *, size_t, double);
+
+/* An upsampling fixture through its forward and backward kernels, compared by cmp_y
+ * and cmp_dx at their tolerances. */
+static void check_upsample(upsample_fn fwd, upsample_fn bwd, cmp_fn cmp_y, double tol_y, cmp_fn cmp_dx,
+			   double tol_dx)
 {
 	const tensor *x = TT("x");
 	int n = x->shape[0], c = x->shape[1], h = x->shape[2], w = x->shape[3];
 	int oh = M("oh"), ow = M("ow");
 	float *y = nan_buf(N("y")), *dx = nan_buf(N("x"));
 	CHECK(N("y") == (size_t)n * c * oh * ow);
-	upsample_nearest_forward(y, T("x"), n, c, h, w, oh, ow);
-	cmp("y", y, T("y"), N("y"), TOL_OUT);
-	upsample_nearest_backward(dx, T("dy"), n, c, h, w, oh, ow);
-	cmp("dx", dx, T("dx"), N("x"), TOL_GRAD);
+	fwd(y, T("x"), n, c, h, w, oh, ow);
+	cmp_y("y", y, T("y"), N("y"), tol_y);
+	bwd(dx, T("dy"), n, c, h, w, oh, ow);
+	cmp_dx("dx", dx, T("dx"), N("x"), tol_dx);
 	free(y);
 	free(dx);
 }
 
+static void fixture_upsample(void)
+{
+	check_upsample(upsample_nearest_forward, upsample_nearest_backward, cmp, TOL_OUT, cmp, TOL_GRAD);
+}
+
 static void fixture_upsample_bilinear(void)
 {
-	const tensor *x = TT("x");
-	int n = x->shape[0], c = x->shape[1], h = x->shape[2], w = x->shape[3];
-	int oh = M("oh"), ow = M("ow");
-	float *y = nan_buf(N("y")), *dx = nan_buf(N("x"));
-	CHECK(N("y") == (size_t)n * c * oh * ow);
-	upsample_bilinear_forward(y, T("x"), n, c, h, w, oh, ow);
-	cmp_tight("y", y, T("y"), N("y"), TOL_BILINEAR);
-	upsample_bilinear_backward(dx, T("dy"), n, c, h, w, oh, ow);
-	cmp_tight("dx", dx, T("dx"), N("x"), TOL_BILINEAR);
-	free(y);
-	free(dx);
+	check_upsample(upsample_bilinear_forward, upsample_bilinear_backward, cmp_tight, TOL_BILINEAR, cmp_tight,
+		       TOL_BILINEAR);
 }
 
 static void fixture_maxpool(void)
