@@ -280,6 +280,16 @@ class SSDHead(nn.Module):
         return torch.cat(cls, 1), torch.cat(reg, 1)
 
 
+def tapped(layers, x, indices):
+    """x through the Sequential layers, keeping the outputs of the layers at indices."""
+    outs = []
+    for i, f in enumerate(layers):
+        x = f(x)
+        if i in indices:
+            outs.append(x)
+    return outs
+
+
 class MobileNetV2(nn.Module):
     def __init__(self, width_mult, out_indices, eps):
         super().__init__()
@@ -293,12 +303,7 @@ class MobileNetV2(nn.Module):
                              else self.features[i][0].out_channels for i in out_indices]
 
     def forward(self, x):
-        outs = []
-        for i, f in enumerate(self.features):
-            x = f(x)
-            if i in self.out_indices:
-                outs.append(x)
-        return outs
+        return tapped(self.features, x, self.out_indices)
 
 
 class Bottleneck(nn.Module):
@@ -448,12 +453,7 @@ class SSDVGG(nn.Module):
         self.out_channels = [8 * base, 16 * base]
 
     def forward(self, x):
-        outs = []
-        for i, f in enumerate(self.features):
-            x = f(x)
-            if i in self.OUT:
-                outs.append(x)
-        return outs
+        return tapped(self.features, x, self.OUT)
 
 
 def build_backbone(b, eps):
