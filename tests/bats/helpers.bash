@@ -13,3 +13,10 @@ under_mpi() {
 	export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0
 	[ "$(id -u)" -ne 0 ] || export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 # containers run as root
 }
+
+# exits_within PID TENTHS: 0 once PID has exited, 1 if it still runs after TENTHS/10 s
+exits_within() {
+	local t
+	for t in $(seq "$2"); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+	! kill -0 "$1" 2>/dev/null
+}

@@ -74,8 +74,7 @@ loss_at() {
 	done
 	[ -n "$victim" ]
 	kill -9 "$victim"
-	for t in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-	if kill -0 "$pid" 2>/dev/null; then
+	if ! exits_within "$pid" 300; then
 		pkill -f "$BIN/.*$CFG" || true
 		echo "job still running 30 s after a rank's forward was killed"
 		return 1

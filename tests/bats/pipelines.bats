@@ -59,8 +59,7 @@ kill_stage() {
 	child=$(pgrep -P "$pid" -f "$BIN/$stage " | head -n 1)
 	[ -n "$child" ]
 	kill -9 "$child"
-	for t in $(seq 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-	if kill -0 "$pid" 2>/dev/null; then
+	if ! exits_within "$pid" 200; then
 		pkill -P "$pid" || true
 		echo "pipeline still running 20 s after $stage was killed"
 		return 1
