@@ -874,14 +874,56 @@ static int dropped(const char *name, const char *drop)
 	return 0;
 }
 
-/* The params tensor state-dict tensor t goes to; NULL when skipped, *bad on error. */
-static tensor *target_of(record *params, const tensor *t, const char *prefix, const char *drop, int *bad)
+/* torchvision's RegNet (regnet_x_800mf ...) names its modules differently from mmdet's
+ * RegNet, whose names the model uses (a ResNet layout): the stem is stem.0/stem.1, stage
+ * S's block I is trunk_output.blockS.blockS-I with proj (the downsample) and f.a/f.b/f.c
+ * (the 1x1, grouped 3x3 and 1x1 convs, each .0 conv and .1 BN). Writes mmdet's name of
+ * key to out; 0 for a key of neither form. */
+static int regnet_name(const char *key, char *out, size_t n)
 {
-	char name[2 * TENSOR_NAMELEN], d1[128], d2[128];
+	static const char *const parts[][2] = {{"proj.0.", "downsample.0."}, {"proj.1.", "downsample.1."},
+					      {"f.a.0.", "conv1."}, {"f.a.1.", "bn1."}, {"f.b.0.", "conv2."},
+					      {"f.b.1.", "bn2."}, {"f.c.0.", "conv3."}, {"f.c.1.", "bn3."}};
+	if (!strncmp(key, "stem.0.", 7) || !strncmp(key, "stem.1.", 7)) {
+		snprintf(out, n, "%s.%s", key[5] == '0' ? "conv1" : "bn1", key + 7);
+		return 1;
+	}
+	int s, s2, i, at = -1;
+	if (sscanf(key, "trunk_output.block%d.block%d-%d.%n", &s, &s2, &i, &at) < 3 || at < 0 || s != s2)
+		return 0;
+	for (size_t k = 0; k < sizeof parts / sizeof *parts; k++) {
+		size_t len = strlen(parts[k][0]);
+		if (!strncmp(key + at, parts[k][0], len)) {
+			snprintf(out, n, "layer%d.%d.%s%s", s, i, parts[k][1], key + at + len);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* A torchvision RegNet state dict: any key under trunk_output. */
+static int is_torchvision_regnet(const record *sd)
+{
+	for (int i = 0; i < sd->ntensors; i++)
+		if (!strncmp(sd->tensors[i].name, "trunk_output.", 13))
+			return 1;
+	return 0;
+}
+
+/* The params tensor state-dict tensor t goes to; NULL when skipped, *bad on error. */
+static tensor *target_of(record *params, const tensor *t, const char *prefix, const char *drop, int regnet, int *bad)
+{
+	char key[TENSOR_NAMELEN + 32], name[2 * TENSOR_NAMELEN + 32], d1[128], d2[128];
 	*bad = 0;
 	if (dropped(t->name, drop) || is_batches_tracked(t->name))
 		return NULL;
-	snprintf(name, sizeof name, "%s%s", prefix, t->name);
+	snprintf(key, sizeof key, "%s", t->name);
+	if (regnet && !regnet_name(t->name, key, sizeof key)) {
+		*bad = err_set("key '%s': not a torchvision RegNet name (stem.*, trunk_output.blockS.blockS-I.*, fc.*)",
+			       t->name);
+		return NULL;
+	}
+	snprintf(name, sizeof name, "%s%s", prefix, key);
 	tensor *p = record_find(params, name);
 	if (!p) {
 		*bad = err_set("key '%s': the model has no tensor '%s'", t->name, name);
@@ -897,17 +939,18 @@ static tensor *target_of(record *params, const tensor *t, const char *prefix, co
 
 int pth_load_into(record *params, const record *sd, const char *prefix, const char *drop, pth_summary *sum)
 {
-	int bad;
+	int bad, regnet = is_torchvision_regnet(sd);
 	memset(sum, 0, sizeof *sum);
+	sum->renamed = regnet ? "torchvision RegNet" : NULL;
 	for (int i = 0; i < sd->ntensors; i++)
-		if (!target_of(params, &sd->tensors[i], prefix, drop, &bad) && bad)
+		if (!target_of(params, &sd->tensors[i], prefix, drop, regnet, &bad) && bad)
 			return -1;
 	char *set = calloc((size_t)params->ntensors + 1, 1);
 	if (!set)
 		return err_set("out of memory");
 	for (int i = 0; i < sd->ntensors; i++) {
 		const tensor *t = &sd->tensors[i];
-		tensor *p = target_of(params, t, prefix, drop, &bad);
+		tensor *p = target_of(params, t, prefix, drop, regnet, &bad);
 		if (!p) {
 			sum->skipped++;
 			continue;

@@ -27,6 +27,7 @@ typedef struct pth_summary {
 	int loaded;        /* tensors copied into the params */
 	int skipped;       /* file tensors dropped (drop prefix, num_batches_tracked) */
 	int not_in_file;   /* params tensors (not num_batches_tracked) the file did not set */
+	const char *renamed; /* the naming mapped to the model's ("torchvision RegNet"), or NULL */
 } pth_summary;
 
 /* Copies each state-dict tensor "K" onto params tensor prefix + "K" (torchvision's
@@ -34,7 +35,10 @@ typedef struct pth_summary {
  * f16/bf16 to the params' f32. Keys starting with one of drop's comma-separated
  * prefixes (torchvision's classifiers: "classifier.,fc."; NULL: none)
  * and ".num_batches_tracked" keys are skipped. A key with no params tensor, or with a
- * different shape, is an error naming it; params are changed only if all keys fit. */
+ * different shape, is an error naming it; params are changed only if all keys fit.
+ * A torchvision RegNet (keys under "trunk_output.") has its names mapped to mmdet's
+ * RegNet's, the model's: "trunk_output.block2.block2-0.f.b.0.weight" -> prefix +
+ * "layer2.0.conv2.weight" (docs/models.md). */
 int pth_load_into(record *params, const record *state_dict, const char *prefix, const char *drop, pth_summary *sum);
 
 #endif

@@ -30,8 +30,9 @@ static void usage(void)
 	       "  --init FILE           initial params: the first params record of FILE (forward --init,\n"
 	       "                        a checkpoint, any params stream)\n"
 	       "  --pretrained F.pth    a torch.save state dict (torchvision MobileNetV2, ResNet50,\n"
-	       "                        VGG16) loaded over --init: key K sets PREFIX+K; the\n"
-	       "                        classifiers (classifier.*, fc.*) are dropped\n"
+	       "                        VGG16, RegNetX; or an mmdet checkpoint) loaded over --init:\n"
+	       "                        key K sets PREFIX+K (torchvision RegNet's keys mapped to\n"
+	       "                        mmdet's first); classifiers (classifier.*, fc.*) are dropped\n"
 	       "  --pretrained-prefix P  (default \"backbone.\")\n"
 	       "  --resume              continue from RUN/latest.tns (same state, same later steps)\n"
 	       "  --params PATH         write params records here (file or FIFO), flushed each\n"
@@ -361,8 +362,9 @@ static void start(run *r)
 				record_free(init);
 				die_err();
 			}
-			fprintf(stderr, "%s: %s: loaded %d tensors, %d model tensors not in the file\n", tool_name, o->pretrained,
-				s.loaded, s.not_in_file);
+			fprintf(stderr, "%s: %s: loaded %d tensors%s%s, %d model tensors not in the file\n", tool_name,
+				o->pretrained, s.loaded, s.renamed ? " with mmdet's names for " : "", s.renamed ? s.renamed : "",
+				s.not_in_file);
 			record_free(sd);
 		}
 		if (!(r->t.opt = sgd_new(init)))

@@ -14,6 +14,13 @@ made with torch and saved as torch.save saves them:
   mbv2_w025_init*.tns  zero params of a model with this backbone ("backbone." + key,
                   and two neck tensors); _missing lacks one key, _shape has one
                   mis-shaped (for sgd-step --pretrained).
+  regnet_tiny.pth torchvision's RegNet class at toy widths (BlockParams depth 6, w0 8,
+                  wa 8, wm 2, group width 8: stages 8/16/32/64, stem 8), seeded, BN
+                  statistics moved: torchvision's RegNet names (trunk_output...).
+  regnet_tiny.json  per key: the mmdet name it maps to, dtype, shape, FNV-1a 64. The
+                  mapping is checked here: torchvision's model and tests/ref_model.py's
+                  mmdet RegNet loaded with the mapped dict give the same features.
+  regnet_tiny_ssd.json  a model config with that backbone (forward --init makes its params).
   odd.pth         what else torch.save emits: a transposed (strided) view, two views
                   of one storage, a slice at an offset, f16, bf16, int64, 0-d and empty
                   tensors, inside an mmcv-style {"meta": ..., "state_dict": ...}.
@@ -30,8 +37,10 @@ import sys
 import numpy as np
 import torch
 import torchvision
+from torchvision.models.regnet import BlockParams, RegNet
 
 sys.path.insert(0, os.path.dirname(__file__))
+import ref_model  # noqa: E402
 import tnsfile  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(__file__), "fixtures", "pth")
@@ -57,8 +66,71 @@ def as_tns(t):
     return t.numpy()
 
 
+def mmdet_regnet_name(key):
+    """torchvision RegNet key -> mmdet RegNet's (written from the two modules' layouts)."""
+    stem = {"stem.0.": "conv1.", "stem.1.": "bn1."}
+    for a, b in stem.items():
+        if key.startswith(a):
+            return b + key[len(a):]
+    parts = {"proj.0.": "downsample.0.", "proj.1.": "downsample.1.", "f.a.0.": "conv1.", "f.a.1.": "bn1.",
+             "f.b.0.": "conv2.", "f.b.1.": "bn2.", "f.c.0.": "conv3.", "f.c.1.": "bn3."}
+    trunk, stage, block, rest = key.split(".", 3)
+    assert trunk == "trunk_output" and block.startswith(stage + "-"), key
+    prefix = next(p for p in parts if rest.startswith(p))
+    return "layer%s.%s.%s%s" % (stage[len("block"):], block[len(stage) + 1:], parts[prefix], rest[len(prefix):])
+
+
+def regnet_fixture():
+    arch = dict(w0=8, wa=8.0, wm=2.0, group_w=8, depth=6, bot_mul=1.0)
+    torch.manual_seed(11)
+    bp = BlockParams.from_init_params(depth=arch["depth"], w_0=arch["w0"], w_a=arch["wa"], w_m=arch["wm"],
+                                      group_width=arch["group_w"])
+    tv = RegNet(bp, num_classes=10, stem_width=8)
+    tv.train()
+    with torch.no_grad():
+        for _ in range(2):
+            tv(torch.randn(2, 3, 64, 64))
+    sd = tv.state_dict()
+    torch.save(sd, os.path.join(OUT, "regnet_tiny.pth"))
+    # the mapping is right if mmdet's RegNet with the mapped weights computes what torchvision's does
+    mm = ref_model.RegNet(arch, 8, [0, 1, 2, 3], 1e-5)
+    mapped = {mmdet_regnet_name(k): v for k, v in sd.items() if not k.startswith("fc.")}
+    missing, unexpected = mm.load_state_dict(mapped, strict=False)
+    assert not missing and not unexpected, (missing, unexpected)
+    tv.eval()
+    mm.eval()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ours = mm(x)[-1]
+        theirs = tv.trunk_output(tv.stem(x))
+    assert torch.equal(ours, theirs), (ours - theirs).abs().max()
+    dtype = {torch.float32: "f32", torch.int64: "i32"}
+    meta = [{"key": k, "name": None if k.startswith("fc.") else mmdet_regnet_name(k), "dtype": dtype[v.dtype],
+             "shape": list(v.shape), "fnv1a64": "%016x" % fnv1a64(as_tns(v).tobytes())} for k, v in sd.items()]
+    with open(os.path.join(OUT, "regnet_tiny.json"), "w") as f:
+        json.dump(meta, f, indent=0)
+        f.write("\n")
+    cfg = {
+        "name": "regnet_tiny_ssd",
+        "about": "a model whose backbone takes tests/fixtures/pth/regnet_tiny.pth (make_pth_fixture.py)",
+        "model": {
+            "num_classes": 2,
+            "backbone": {"type": "RegNet", "arch": arch, "stem_channels": 8, "out_indices": [1, 2, 3]},
+            "neck": {"type": "FPN", "in_channels": [16, 32, 64], "out_channels": 8, "start_level": 0,
+                     "num_outs": 3, "add_extra_convs": "on_output"},
+            "head": {"type": "SSDHead", "in_channels": [8, 8, 8]},
+            "anchors": {"strides": [8, 16, 32], "ratios": [[2], [2], [2]], "basesize_ratio_range": [0.2, 0.9]},
+        },
+    }
+    with open(os.path.join(OUT, "regnet_tiny_ssd.json"), "w") as f:
+        json.dump(cfg, f, indent=1)
+        f.write("\n")
+    print("regnet_tiny.pth: %d keys, torchvision = mmdet RegNet with mapped names" % len(sd))
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
+    regnet_fixture()
     torch.manual_seed(5)
     model = torchvision.models.mobilenet_v2(width_mult=0.25, num_classes=10)
     model.train()

@@ -211,6 +211,20 @@ sgd() {
 	[[ "$output" == *"the model has no tensor 'net.features.0.0.weight'"* ]]
 }
 
+@test "sgd-step --pretrained: torchvision's RegNet names onto mmdet's, the fc classifier dropped" {
+	"$BIN/forward" --config "$P/regnet_tiny_ssd.json" --init >"$T/init.tns"
+	run sgd "$T/run" --init "$T/init.tns" --pretrained "$P/regnet_tiny.pth" --params "$T/p.tns" </dev/null
+	[ "$status" -eq 0 ]
+	# 140 keys: 23 num_batches_tracked and fc.weight, fc.bias skipped (test_pth checks
+	# where each of the 115 went)
+	[[ "$output" == *"sgd-step: $P/regnet_tiny.pth: loaded 115 tensors with mmdet's names for torchvision RegNet, 87 model tensors not in the file"* ]]
+	[ "$("$BIN/tns" stats "$T/p.tns" | grep -c ' backbone\.layer3\.2\.conv2\.weight ')" -eq 1 ]
+	# a wrong prefix: the error names the mapped tensor it looked for
+	run sgd "$T/run2" --init "$T/init.tns" --pretrained "$P/regnet_tiny.pth" --pretrained-prefix nothing. </dev/null
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"key 'stem.0.weight': the model has no tensor 'nothing.conv1.weight'"* ]]
+}
+
 @test "sgd-step --pretrained: damaged .pth files are errors, never crashes" {
 	size=$(stat -c %s "$P/mbv2_w025.pth")
 	# (cut inside the central directory at the end, every member is still complete and

@@ -2,7 +2,8 @@
  * with torch (tests/fixtures/pth/): every tensor's name, dtype, shape and bits; strided
  * views, shared storages, f16/bf16/int64, protocol 4, mmcv checkpoints; damaged files
  * (the zip cut anywhere, data.pkl cut or changed at every byte and rezipped with good
- * CRCs, missing members) fail with a message and never crash; the backbone mapping. */
+ * CRCs, missing members) fail with a message and never crash; the backbone mapping,
+ * torchvision RegNet's names onto mmdet's. */
 #include <archive.h>
 #include <archive_entry.h>
 #include <stdint.h>
@@ -11,6 +12,7 @@
 
 #include "check.h"
 #include "err.h"
+#include "model.h"
 #include "pth.h"
 #include "stream.h"
 
@@ -68,17 +70,29 @@ static int same_tensor(const tensor *a, const tensor *b)
 	return !memcmp(a->data, b->data, tensor_nbytes(a));
 }
 
+static cJSON *read_json(const char *path)
+{
+	size_t len;
+	char *text = (char *)slurp(path, &len);
+	text = realloc(text, len + 1);
+	text[len] = 0;
+	cJSON *j = cJSON_Parse(text);
+	free(text);
+	CHECK_MSG(j, "%s: not JSON", path);
+	return j;
+}
+
+static void hash_hex(const tensor *t, char out[32])
+{
+	snprintf(out, 32, "%016llx", (unsigned long long)fnv1a64(t->data, tensor_nbytes(t)));
+}
+
 /* The torchvision state dict: every key against the fixture's names, shapes, hashes. */
 static void test_mobilenet(void)
 {
 	record *r = pth_read(FIX "mbv2_w025.pth");
 	CHECK_MSG(r, "%s", err_msg());
-	size_t jlen;
-	char *json = (char *)slurp(FIX "mbv2_w025.json", &jlen);
-	json = realloc(json, jlen + 1);
-	json[jlen] = 0;
-	cJSON *expect = cJSON_Parse(json);
-	free(json);
+	cJSON *expect = read_json(FIX "mbv2_w025.json");
 	CHECK(cJSON_IsArray(expect));
 	if (!r || !expect)
 		return;
@@ -97,7 +111,7 @@ static void test_mobilenet(void)
 		cJSON_ArrayForEach(d, shape)
 			snprintf(want + strlen(want), sizeof want - strlen(want), "%s%d", k++ ? "," : "", d->valueint);
 		strcat(want, "]");
-		snprintf(hash, sizeof hash, "%016llx", (unsigned long long)fnv1a64(t->data, tensor_nbytes(t)));
+		hash_hex(t, hash);
 		int ok = !strcmp(t->name, cJSON_GetObjectItem(e, "name")->valuestring) &&
 			 !strcmp(tensor_describe(t, desc, sizeof desc), want) &&
 			 !strcmp(hash, cJSON_GetObjectItem(e, "fnv1a64")->valuestring);
@@ -400,6 +414,65 @@ static void test_mapping(void)
 	record_free(sd);
 }
 
+/* A torchvision RegNet state dict onto the C model's mmdet-named RegNet: every tensor
+ * lands where the generator's mapping puts it (which it checked with torch: the two
+ * networks compute the same features), the classifier dropped, nothing else left over. */
+static void test_regnet_names(void)
+{
+	record *sd = pth_read(FIX "regnet_tiny.pth");
+	cJSON *expect = read_json(FIX "regnet_tiny.json");
+	model *m = model_load(FIX "regnet_tiny_ssd.json");
+	CHECK_MSG(sd && m, "%s", err_msg());
+	if (!sd || !m || !expect)
+		return;
+	model_init_params(m, 1);
+	record *p = model_params_record(m, 0);
+	pth_summary s;
+	CHECK_MSG(pth_load_into(p, sd, "backbone.", "classifier.,fc.", &s) == 0, "%s", err_msg());
+	CHECK(s.renamed && !strcmp(s.renamed, "torchvision RegNet"));
+	int want = 0, found = 0;
+	const cJSON *e;
+	cJSON_ArrayForEach(e, expect) {
+		const cJSON *name = cJSON_GetObjectItem(e, "name");
+		const char *key = cJSON_GetObjectItem(e, "key")->valuestring;
+		if (!cJSON_IsString(name) || strstr(key, "num_batches_tracked"))
+			continue;
+		want++;
+		char full[128], hash[32];
+		snprintf(full, sizeof full, "backbone.%s", name->valuestring);
+		const tensor *t = record_find(p, full);
+		if (t)
+			hash_hex(t, hash);
+		int ok = t && !strcmp(hash, cJSON_GetObjectItem(e, "fnv1a64")->valuestring);
+		CHECK_MSG(ok, "%s -> %s: %s", key, full, t ? "other values" : "no such tensor");
+		found += ok;
+	}
+	/* every backbone tensor but the trackers came from the file; the neck and head did not */
+	int backbone = 0;
+	for (int i = 0; i < p->ntensors; i++)
+		backbone += !strncmp(p->tensors[i].name, "backbone.", 9) && !strstr(p->tensors[i].name, "num_batches_tracked");
+	CHECK_MSG(s.loaded == want && found == want && backbone == want, "loaded %d, %d of %d keys in place, backbone %d",
+		  s.loaded, found, want, backbone);
+	printf("regnet_tiny.pth: %d tensors under mmdet's names, %d model tensors not in the file\n", s.loaded,
+	       s.not_in_file);
+
+	/* a key of neither form in a torchvision RegNet file is named, nothing is changed */
+	record *odd = record_new("params");
+	const tensor *w = record_find(sd, "trunk_output.block1.block1-0.f.a.0.weight");
+	record_add(odd, "trunk_output.block1.block1-0.f.a.0.weight", w->dtype, w->ndim, w->shape);
+	record_add(odd, "trunk_output.block1.block1-0.se.fc1.weight", w->dtype, w->ndim, w->shape);
+	float before = ((float *)record_find(p, "backbone.layer1.0.conv1.weight")->data)[0];
+	CHECK(pth_load_into(p, odd, "backbone.", NULL, &s) < 0);
+	CHECK_MSG(strstr(err_msg(), "key 'trunk_output.block1.block1-0.se.fc1.weight': not a torchvision RegNet name"),
+		  "%s", err_msg());
+	CHECK(((float *)record_find(p, "backbone.layer1.0.conv1.weight")->data)[0] == before);
+	record_free(odd);
+	record_free(p);
+	model_free(m);
+	cJSON_Delete(expect);
+	record_free(sd);
+}
+
 int main(void)
 {
 	test_mobilenet();
@@ -407,5 +480,6 @@ int main(void)
 	test_odd(FIX "odd_p4.pth");
 	test_damaged();
 	test_mapping();
+	test_regnet_names();
 	return check_done("test_pth");
 }
