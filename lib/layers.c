@@ -590,6 +590,18 @@ static bilinear_tap bilinear_tap_of(int dst, int in, int out)
 	return t;
 }
 
+int upsample_bilinear_int_taps(int in, int out, int bits, int *i0, int *i1, int32_t *w0, int32_t *w1)
+{
+	for (int d = 0; d < out; d++) {
+		bilinear_tap t = bilinear_tap_of(d, in, out);
+		float a = ldexpf(t.l0, bits), b = ldexpf(t.l1, bits);
+		if (a != rintf(a) || b != rintf(b) || a + b != ldexpf(1.0f, bits))
+			return -1;
+		i0[d] = t.i0, i1[d] = t.i1, w0[d] = (int32_t)a, w1[d] = (int32_t)b;
+	}
+	return 0;
+}
+
 /* An axis's taps are computed once per call into a table on the stack, for axes up to
  * BILINEAR_TABLE long (feature maps are); a longer axis has no table (NULL) and each
  * tap is computed where it is used. */

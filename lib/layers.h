@@ -155,6 +155,12 @@ void upsample_bilinear_forward(float *out, const float *inp, int n, int c, int h
 /* dinp [n,c,h,w] (written) = the transpose: each dout pixel spread to its 4 sources with the same weights. */
 void upsample_bilinear_backward(float *dinp, const float *dout, int n, int c, int h, int w, int oh, int ow);
 
+/* The taps of one axis (in -> out) as integers: source indices i0, i1 [out] and weights
+ * w0, w1 [out] in units of 2^-bits, exactly the float weights of the kernel above (the
+ * integer path, qexec.c, interpolates with them). -1 if a weight is not a multiple of
+ * 2^-bits (sizes whose ratio is not a power of 2). */
+int upsample_bilinear_int_taps(int in, int out, int bits, int *i0, int *i1, int32_t *w0, int32_t *w1);
+
 /* ---- max pool 2d, as nn.MaxPool2d (padding counts as -inf, dilation 1) ---- */
 
 typedef struct pool2d_desc {

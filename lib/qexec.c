@@ -3,8 +3,10 @@
  * Every quantisation point of the graph (the fq nodes model_quantize inserted) holds
  * bytes with the point's frac; an upsample holds its input's. A point is computed from
  * what produced it: a conv (with its folded BN and its ReLU/ReLU6, which the point's
- * unsigned clip carries out), an add, a concat, a maxpool or the input image. The
- * flattened outputs are dequantised to f32. Conv weights and biases are the simulation's
+ * unsigned clip carries out), an add, a concat, a maxpool, a ReLU of a point (ResNet's
+ * after the residual add) or the input image. A nearest upsample holds its input's bytes
+ * again; a bilinear one is computed inside the add that reads it (FPN's top-down sum),
+ * where its dyadic weights keep it an integer. The flattened outputs are dequantised to f32. Conv weights and biases are the simulation's
  * own (graph.c's folded and quantised ones, times 2^frac: exact integers), so both
  * paths run the same model. */
 #include <math.h>
@@ -17,7 +19,10 @@
 #include "graph.h"
 #include "qlayers.h"
 
-enum qkind { QK_NONE, QK_INPUT, QK_CONV, QK_ADD, QK_CONCAT, QK_MAXPOOL, QK_UPSAMPLE, QK_FLATTEN };
+enum qkind { QK_NONE, QK_INPUT, QK_CONV, QK_ADD, QK_CONCAT, QK_MAXPOOL, QK_RELU, QK_UPSAMPLE, QK_BILINEAR, QK_FLATTEN };
+
+/* bits of a bilinear tap's weight: 2 for FPN's x2; 8 leaves room for any power-of-2 ratio up to 256 */
+#define BILINEAR_BITS 8
 
 typedef struct qnode {
 	enum qkind kind;
@@ -28,6 +33,7 @@ typedef struct qnode {
 	qconv conv;
 	int8_t *weight;          /* QK_CONV: [k][rp] */
 	int64_t *bias, *gemm_bias;
+	qtaps rows, cols;        /* QK_BILINEAR: no bytes of its own, the add interpolates */
 } qnode;
 
 struct qexec {
@@ -52,6 +58,10 @@ void qexec_free(struct qexec *x, int nnodes)
 		free(x->q[i].weight);
 		free(x->q[i].bias);
 		free(x->q[i].gemm_bias);
+		free(x->q[i].rows.i0);
+		free(x->q[i].rows.w0);
+		free(x->q[i].cols.i0);
+		free(x->q[i].cols.w0);
 	}
 	free(x->q);
 	free(x->act);
@@ -80,11 +90,17 @@ static int reads(const model *m, const struct qexec *x, int i, int *ins)
 	case QK_CONV:
 		ins[0] = p->in[0];
 		return 1;
-	case QK_ADD:
+	case QK_ADD: /* a bilinear input reads its source */
+		for (int j = 0; j < p->nin; j++)
+			ins[j] = x->q[p->in[j]].kind == QK_BILINEAR ? x->q[p->in[j]].src : p->in[j];
+		return p->nin;
 	case QK_CONCAT:
 	case QK_MAXPOOL:
 		memcpy(ins, p->in, (size_t)p->nin * sizeof *ins);
 		return p->nin;
+	case QK_RELU:
+		ins[0] = p->in[0];
+		return 1;
 	case QK_UPSAMPLE:
 		ins[0] = q->src;
 		return 1;
@@ -115,7 +131,7 @@ static int place(const model *m, struct qexec *x, size_t *bytes)
 	size_t top = 0;
 	for (int i = 0; i < F; i++) {
 		qnode *q = &x->q[i];
-		if (q->kind == QK_NONE || q->kind == QK_FLATTEN)
+		if (q->kind == QK_NONE || q->kind == QK_FLATTEN || q->kind == QK_BILINEAR)
 			continue;
 		int k = 0; /* drop the values dead before this step; keep the rest sorted by offset */
 		for (int j = 0; j < nlive; j++)
@@ -143,6 +159,39 @@ static int place(const model *m, struct qexec *x, size_t *bytes)
 	return 0;
 }
 
+/* Does value i have bytes of its own in the arena? */
+static int has_bytes(const struct qexec *x, int i)
+{
+	enum qkind k = x->q[i].kind;
+	return k != QK_NONE && k != QK_BILINEAR && k != QK_FLATTEN;
+}
+
+/* Node i, a bilinear upsample of a point, as the integer taps of both axes. */
+static int bilinear_taps(model *m, struct qexec *x, int i)
+{
+	const gnode *nd = &m->nodes[i], *src = &m->nodes[nd->in[0]];
+	qnode *q = &x->q[i];
+	qtaps *t[2] = {&q->rows, &q->cols};
+	int in[2] = {src->h, src->w}, out[2] = {nd->h, nd->w};
+	for (int a = 0; a < 2; a++) {
+		int *idx = malloc((size_t)out[a] * 2 * sizeof *idx);
+		int32_t *wt = malloc((size_t)out[a] * 2 * sizeof *wt);
+		if (!idx || !wt) {
+			free(idx);
+			free(wt);
+			return err_set("out of memory");
+		}
+		/* one allocation per array pair: i0 and w0 own them (qexec_free) */
+		free(t[a]->i0);
+		free(t[a]->w0);
+		t[a]->i0 = idx, t[a]->i1 = idx + out[a], t[a]->w0 = wt, t[a]->w1 = wt + out[a];
+		if (upsample_bilinear_int_taps(in[a], out[a], BILINEAR_BITS, t[a]->i0, t[a]->i1, t[a]->w0, t[a]->w1) < 0)
+			return err_set("%s: bilinear %dx%d -> %dx%d: weights not multiples of 2^-%d, no exact integer path",
+				       nd->name, src->h, src->w, nd->h, nd->w, BILINEAR_BITS);
+	}
+	return 0;
+}
+
 /* What each node does; the bytes of every value. */
 static int classify(model *m, struct qexec *x, size_t *act_bytes)
 {
@@ -152,17 +201,17 @@ static int classify(model *m, struct qexec *x, size_t *act_bytes)
 		q->kind = QK_NONE;
 		q->src = nd->nin ? nd->in[0] : -1;
 		if (nd->op == OP_UPSAMPLE) {
-			if (nd->bilinear)
-				return err_set("%s: no integer kernel for bilinear upsampling yet", nd->name);
-			if (x->q[q->src].kind == QK_NONE)
+			if (!has_bytes(x, q->src))
 				return err_set("%s: upsample of an unquantised value", nd->name);
-			q->kind = QK_UPSAMPLE;
+			q->kind = nd->bilinear ? QK_BILINEAR : QK_UPSAMPLE;
+			if (nd->bilinear && bilinear_taps(m, x, i) < 0)
+				return -1;
 			q->frac = x->q[q->src].frac;
 			q->sgn = x->q[q->src].sgn;
 		} else if (nd->op == OP_FLATTEN) {
 			q->kind = QK_FLATTEN;
 			for (int j = 0; j < nd->nin; j++)
-				if (x->q[nd->in[j]].kind == QK_NONE)
+				if (!has_bytes(x, nd->in[j]))
 					return err_set("%s: output of an unquantised value", nd->name);
 			continue;
 		} else if (nd->op == OP_FQ) {
@@ -186,12 +235,22 @@ static int classify(model *m, struct qexec *x, size_t *act_bytes)
 				q->kind = QK_CONCAT;
 			} else if (p->op == OP_MAXPOOL) {
 				q->kind = QK_MAXPOOL;
+			} else if ((p->op == OP_RELU || p->op == OP_RELU6) && !q->sgn) {
+				/* a ReLU(6) of a point clips at the unsigned point's range, as after a conv */
+				q->kind = QK_RELU;
 			} else {
 				return err_set("%s: no integer kernel for %s", p->name, graph_op_name(p->op));
 			}
-			for (int j = 0; j < p->nin && q->kind != QK_INPUT && q->kind != QK_CONV; j++)
-				if (x->q[p->in[j]].kind == QK_NONE)
-					return err_set("%s: input %s is not quantised", p->name, m->nodes[p->in[j]].name);
+			int bilinear = 0;
+			for (int j = 0; j < p->nin && q->kind != QK_INPUT && q->kind != QK_CONV; j++) {
+				if (x->q[p->in[j]].kind == QK_BILINEAR && q->kind == QK_ADD && !bilinear++)
+					continue;
+				if (!has_bytes(x, p->in[j]))
+					return err_set("%s: input %s is not quantised%s", p->name, m->nodes[p->in[j]].name,
+						       x->q[p->in[j]].kind == QK_BILINEAR
+							       ? " (a bilinear upsample runs on integers only as one input of an add)"
+							       : "");
+			}
 		} else {
 			continue;
 		}
@@ -356,11 +415,31 @@ static int run_node(model *m, int i, const float *input, float *const *outputs)
 		qconv_forward(out, x->act + x->q[p->in[0]].off, x->ws, &q->conv);
 		return 0;
 	case QK_ADD: {
-		const qnode *a = &x->q[p->in[0]], *b = &x->q[p->in[1]];
+		int ia = p->in[0], ib = p->in[1];
+		if (x->q[ia].kind == QK_BILINEAR) { /* the sum is the same either way round */
+			ia = p->in[1];
+			ib = p->in[0];
+		}
+		const qnode *a = &x->q[ia], *b = &x->q[ib];
+		if (b->kind == QK_BILINEAR) {
+			const gnode *up = &m->nodes[ib], *src = &m->nodes[b->src];
+			const qnode *qs = &x->q[b->src];
+			qadd_bilinear(out, x->act + a->off, a->sgn, a->frac, x->act + qs->off, qs->sgn, qs->frac,
+				      up->n * up->c, src->h, src->w, up->h, up->w, &b->rows, &b->cols, BILINEAR_BITS,
+				      q->frac, q->lo, q->hi);
+			return 0;
+		}
 		qadd(out, x->act + a->off, a->sgn, a->frac, x->act + b->off, b->sgn, b->frac, count(nd), q->frac, q->lo,
 		     q->hi);
 		return 0;
 	}
+	case QK_RELU: {
+		const qnode *qs = &x->q[p->in[0]];
+		qrescale(out, x->act + qs->off, qs->sgn, count(nd), qs->frac - q->frac, q->lo, q->hi);
+		return 0;
+	}
+	case QK_BILINEAR:
+		return 0;
 	case QK_CONCAT: {
 		size_t hw = (size_t)nd->h * nd->w;
 		for (int b = 0; b < nd->n; b++)

@@ -543,6 +543,38 @@ void qadd(uint8_t *out, const uint8_t *a, int a_sgn, int fa, const uint8_t *b, i
 	}
 }
 
+/* the byte as the integer it holds */
+static inline int32_t qval(uint8_t v, int sgn)
+{
+	return sgn ? (int8_t)v : v;
+}
+
+void qadd_bilinear(uint8_t *out, const uint8_t *a, int a_sgn, int fa, const uint8_t *b, int b_sgn, int fb, int nc,
+		   int h, int w, int oh, int ow, const qtaps *rows, const qtaps *cols, int bits, int fo, int32_t lo,
+		   int32_t hi)
+{
+	int fu = fb + 2 * bits, f = fa > fu ? fa : fu, sa = f - fa, su = f - fu, shift = f - fo;
+	/* |a| <= 2^8 and |up| <= 2^(8 + 2 bits) moved up by at most 2^40: within int64 */
+	int64_t ma = (int64_t)1 << (sa < 40 ? sa : 40), mu = (int64_t)1 << (su < 40 ? su : 40);
+#pragma omp parallel for schedule(static) if ((size_t)nc * oh * ow >= PAR_MIN)
+	for (int p = 0; p < nc; p++) {
+		const uint8_t *bp = b + (size_t)p * h * w, *ap = a + (size_t)p * oh * ow;
+		uint8_t *op = out + (size_t)p * oh * ow;
+		for (int y = 0; y < oh; y++) {
+			const uint8_t *r0 = bp + (size_t)rows->i0[y] * w, *r1 = bp + (size_t)rows->i1[y] * w;
+			int32_t h0 = rows->w0[y], h1 = rows->w1[y];
+			for (int x = 0; x < ow; x++) {
+				int c0 = cols->i0[x], c1 = cols->i1[x];
+				int32_t w0 = cols->w0[x], w1 = cols->w1[x];
+				int64_t up = (int64_t)h0 * (w0 * qval(r0[c0], b_sgn) + w1 * qval(r0[c1], b_sgn)) +
+					     (int64_t)h1 * (w0 * qval(r1[c0], b_sgn) + w1 * qval(r1[c1], b_sgn));
+				int64_t v = qval(ap[(size_t)y * ow + x], a_sgn) * ma + up * mu;
+				op[(size_t)y * ow + x] = (uint8_t)qrequant(v, shift, lo, hi);
+			}
+		}
+	}
+}
+
 void qmaxpool(uint8_t *out, const uint8_t *x, int x_sgn, int n, int c, int h, int w, int kh, int kw, int sh,
 	      int sw, int ph, int pw, int oh, int ow, int shift, int32_t lo, int32_t hi)
 {

@@ -70,6 +70,19 @@ void qrescale(uint8_t *out, const uint8_t *x, int x_sgn, size_t n, int shift, in
 /* out = requant(a * 2^(f - fa) + b * 2^(f - fb)), f = max(fa, fb), shift f - fo. */
 void qadd(uint8_t *out, const uint8_t *a, int a_sgn, int fa, const uint8_t *b, int b_sgn, int fb, size_t n,
 	  int fo, int32_t lo, int32_t hi);
+/* One axis of a bilinear upsampling as integers (upsample_bilinear_int_taps): output d
+ * is w0[d] * x[i0[d]] + w1[d] * x[i1[d]], weights in units of 2^-bits. */
+typedef struct qtaps {
+	int *i0, *i1;
+	int32_t *w0, *w1;
+} qtaps;
+/* FPN's top-down sum of a lateral a [nc, oh, ow] and the bilinear upsampling of b
+ * [nc, h, w], fused: out = requant(a * 2^(f - fa) + up(b) * 2^(f - fu)), where up(b), the
+ * taps' weighted sum, is an integer at frac fu = fb + 2 bits (the float simulation's
+ * value exactly) and f = max(fa, fu). */
+void qadd_bilinear(uint8_t *out, const uint8_t *a, int a_sgn, int fa, const uint8_t *b, int b_sgn, int fb, int nc,
+		   int h, int w, int oh, int ow, const qtaps *rows, const qtaps *cols, int bits, int fo, int32_t lo,
+		   int32_t hi);
 /* out [n, c, oh, ow]: the maximum of each window of x [n, c, h, w] (padding never wins),
  * requantised by shift. */
 void qmaxpool(uint8_t *out, const uint8_t *x, int x_sgn, int n, int c, int h, int w, int kh, int kw, int sh,

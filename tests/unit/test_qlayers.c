@@ -3,7 +3,9 @@
  * (GEMM form, VNNI where built, and depthwise) against qconv_forward_ref over odd
  * geometries (strides, padding, dilation, groups, channel counts that fill no tile,
  * reductions not a multiple of 4, signed and unsigned inputs, shifts of every sign),
- * and add, rescale and maxpool against qrequant per value. Every comparison is exact. */
+ * and add, rescale and maxpool against qrequant per value; the add of a bilinear
+ * upsampling against the float simulation's own steps (layers.c's bilinear kernel on the
+ * dequantised values, the f32 add, the rounding rule). Every comparison is exact. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -13,6 +15,7 @@
 
 #include "check.h"
 #include "err.h"
+#include "layers.h"
 #include "qlayers.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
@@ -192,11 +195,60 @@ static void test_elementwise(void)
 	free(a), free(b), free(y);
 }
 
+/* qadd_bilinear against what forward --quant computes: b dequantised, upsampled by the
+ * float kernel, added to a dequantised in f32, then floor(x * 2^fo + 1/2) saturated. */
+static void test_add_bilinear(void)
+{
+	static const int cases[][10] = {/* nc, h, w, oh, ow, fa, fb, fo, a_sgn, b_sgn */
+					{5, 4, 6, 8, 12, 4, 4, 4, 1, 1},  {3, 5, 5, 10, 10, 6, 3, 5, 0, 1},
+					{2, 1, 1, 2, 2, 3, 5, 2, 1, 0},   {4, 8, 3, 16, 6, 2, 7, 7, 0, 0},
+					{2, 3, 7, 12, 28, 5, 5, 3, 1, 1}, {3, 6, 4, 6, 8, 4, 2, 6, 1, 1},
+					{2, 9, 9, 18, 18, -2, 1, 0, 1, 1}};
+	for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+		const int *c = cases[k];
+		int nc = c[0], h = c[1], w = c[2], oh = c[3], ow = c[4], fa = c[5], fb = c[6], fo = c[7], sa = c[8],
+		    sb = c[9];
+		size_t nb = (size_t)nc * h * w, no = (size_t)nc * oh * ow;
+		uint8_t *a = malloc(no), *b = malloc(nb), *y = malloc(no);
+		float *fbv = malloc(nb * sizeof *fbv), *up = malloc(no * sizeof *up);
+		int *idx = malloc(2 * (size_t)(oh + ow) * sizeof *idx);
+		int32_t *wt = malloc(2 * (size_t)(oh + ow) * sizeof *wt);
+		for (size_t i = 0; i < no; i++)
+			a[i] = (uint8_t)next();
+		for (size_t i = 0; i < nb; i++) {
+			b[i] = (uint8_t)next();
+			fbv[i] = ldexpf((float)(sb ? (int8_t)b[i] : b[i]), -fb);
+		}
+		qtaps rows = {idx, idx + oh, wt, wt + oh}, cols = {idx + 2 * oh, idx + 2 * oh + ow, wt + 2 * oh, wt + 2 * oh + ow};
+		CHECK(upsample_bilinear_int_taps(h, oh, 8, rows.i0, rows.i1, rows.w0, rows.w1) == 0);
+		CHECK(upsample_bilinear_int_taps(w, ow, 8, cols.i0, cols.i1, cols.w0, cols.w1) == 0);
+		int32_t lo = sa || sb ? -128 : 0, hi = lo ? 127 : 255;
+		qadd_bilinear(y, a, sa, fa, b, sb, fb, nc, h, w, oh, ow, &rows, &cols, 8, fo, lo, hi);
+		upsample_bilinear_forward(up, fbv, 1, nc, h, w, oh, ow);
+		int bad = 0;
+		for (size_t i = 0; i < no; i++) {
+			float x = ldexpf((float)(sa ? (int8_t)a[i] : a[i]), -fa) + up[i];
+			double q = floor(ldexp(x, fo) + 0.5);
+			int32_t want = q < lo ? lo : q > hi ? hi : (int32_t)q;
+			bad += (uint8_t)want != y[i];
+		}
+		CHECK_MSG(bad == 0, "qadd_bilinear case %zu: %d of %zu differ from the float path", k, bad, no);
+		free(a), free(b), free(y), free(fbv), free(up), free(idx), free(wt);
+	}
+	/* 3 -> 5 has weights like 0.3: no exact integers, refused */
+	int i0[5], i1[5];
+	int32_t w0[5], w1[5];
+	CHECK(upsample_bilinear_int_taps(3, 5, 8, i0, i1, w0, w1) < 0);
+	CHECK(upsample_bilinear_int_taps(3, 6, 2, i0, i1, w0, w1) == 0 && w0[0] == 4 && w1[0] == 0 && w0[1] == 3 &&
+	      w1[1] == 1);
+}
+
 int main(void)
 {
 	omp_set_num_threads(2);
 	test_requant();
 	test_conv();
 	test_elementwise();
+	test_add_bilinear();
 	return check_done("test_qlayers");
 }

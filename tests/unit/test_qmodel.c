@@ -29,7 +29,10 @@
  *   move gradients by 1e-2 to 1 (see ref_qmodel.py). No BN batch statistics in the grads
  *   record; a second step on the same plan gives the same gradients bit for bit.
  * - forward --int8 (model_forward_int8) on the inference plan: every output bit-equal
- *   to the fake-quantised forward; refused on a training plan.
+ *   to the fake-quantised forward; refused on a training plan. The same for the other
+ *   families' parity fixtures (tests/fixtures/model/tiny_resnet, tiny_regnet: a ReLU
+ *   after the residual add, bilinear upsampling in the FPN), ranges calibrated on their
+ *   batch here.
  * Run from the repository root. */
 #include <math.h>
 #include <stdint.h>
@@ -408,6 +411,54 @@ static void test_quantised(void)
 	model_free(m);
 }
 
+/* A model fixture of another family (params, batch: tests/ref_model.py), calibrated on
+ * its own batch: the integer path equals the simulation bit for bit. */
+static void test_int8_family(const char *name)
+{
+	char path[256];
+	record **fx;
+	snprintf(path, sizeof path, "tests/fixtures/model/%s.tns", name);
+	int nfx = read_all(path, &fx);
+	snprintf(path, sizeof path, "tests/fixtures/model/%s.json", name);
+	model *m = model_load(path);
+	CHECK_MSG(m && nfx >= 2, "%s: %s", name, err_msg());
+	if (!m || nfx < 2)
+		return;
+	const tensor *img = T(fx[1], "image");
+	int n = (int)img->shape[0], S = (int)img->shape[2];
+	CHECK_MSG(model_quantize(m, BITS) == 0 && model_load_params(m, fx[0]) == 0, "%s", err_msg());
+	model_set_stats(m, 1);
+	CHECK_MSG(model_plan(m, n, S, S, 0, 0) == 0, "%s", err_msg());
+	outbuf sim, i8;
+	out_alloc(m, &sim);
+	out_alloc(m, &i8);
+	CHECK_MSG(model_forward(m, img->data, sim.v) == 0, "%s", err_msg());
+	record *st = model_stats_record(m), *ranges = record_new("ranges");
+	CHECK_MSG(st && ranges_update(ranges, st) == 0, "%s", err_msg());
+	model_set_stats(m, 0);
+	CHECK_MSG(model_load_ranges(m, ranges) == 0, "%s", err_msg());
+	CHECK_MSG(model_plan(m, n, S, S, 0, 0) == 0, "%s", err_msg());
+	CHECK_MSG(model_forward(m, img->data, sim.v) == 0, "%s", err_msg());
+	for (int i = 0; i < 2; i++)
+		memset(i8.v[i], 0xff, out_count(&i8, i) * sizeof(float)); /* NaNs: every value must be written */
+	CHECK_MSG(model_forward_int8(m, img->data, i8.v) == 0, "%s: %s", name, err_msg());
+	for (int i = 0; i < 2; i++) {
+		size_t differ = 0;
+		for (size_t j = 0; j < out_count(&i8, i); j++)
+			differ += memcmp(&i8.v[i][j], &sim.v[i][j], sizeof(float)) != 0;
+		CHECK_MSG(differ == 0, "%s: int8 output %d: %zu of %zu values differ from the simulation", name, i,
+			  differ, out_count(&i8, i));
+		printf("%s: int8 vs the simulation, output %d: %zu of %zu values differ\n", name, i, differ,
+		       out_count(&i8, i));
+	}
+	out_free(&sim);
+	out_free(&i8);
+	record_free(st);
+	record_free(ranges);
+	model_free(m);
+	free_all(fx, nfx);
+}
+
 int main(void)
 {
 	nrecs = read_all(FIX "tiny_q8.tns", &recs);
@@ -419,6 +470,8 @@ int main(void)
 			  kinds[i]);
 	test_points_and_calibration();
 	test_quantised();
+	test_int8_family("tiny_resnet");
+	test_int8_family("tiny_regnet");
 	free_all(recs, nrecs);
 	return check_done("test_qmodel");
 }
