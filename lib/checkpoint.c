@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "afile.h"
 #include "err.h"
 
 /* Sets a number in an object, in place when the key exists (its position stays). */
@@ -64,56 +65,23 @@ static int stamp_optim(train_state *t, record *o)
 	return 0;
 }
 
-static int fsync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY);
-	if (fd < 0)
-		return err_set("%s: %s", dir, strerror(errno));
-	int rc = fsync(fd) < 0 && errno != EINVAL ? err_set("%s: fsync: %s", dir, strerror(errno)) : 0;
-	close(fd);
-	return rc;
-}
-
 int records_save(const char *path, record *const *recs, int n)
 {
-	char tmp[4096], dir[4096];
-	const char *slash = strrchr(path, '/');
-	if ((size_t)snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".") >= sizeof dir ||
-	    (size_t)snprintf(tmp, sizeof tmp, "%s/.tmp-XXXXXX", dir) >= sizeof tmp)
-		return err_set("%s: path too long", path);
-	if (slash == path)
-		strcpy(dir, "/");
-	int fd = mkstemp(tmp);
-	if (fd < 0)
-		return err_set("%s: %s", tmp, strerror(errno));
-	mode_t mask = umask(0); /* mkstemp makes 0600; a checkpoint is an ordinary file */
-	umask(mask);
-	fchmod(fd, 0666 & ~mask);
-	FILE *f = fdopen(fd, "wb");
-	if (!f) {
-		err_set("%s: %s", tmp, strerror(errno));
-		close(fd);
-		unlink(tmp);
+	afile a;
+	if (afile_open(&a, path, "wb") < 0)
 		return -1;
-	}
-	stream_writer *w = stream_writer_new(f, tmp, STREAM_LEVEL_DEFAULT);
+	stream_writer *w = stream_writer_new(a.f, a.tmp, STREAM_LEVEL_DEFAULT);
 	int rc = w ? 0 : -1;
 	for (int i = 0; rc == 0 && i < n; i++)
 		if (recs[i] && stream_write(w, recs[i]) < 0)
 			rc = -1;
 	if (stream_close_write(w) < 0)
 		rc = -1;
-	if (rc == 0 && fsync(fileno(f)) < 0)
-		rc = err_set("%s: fsync: %s", tmp, strerror(errno));
-	if (fclose(f) != 0 && rc == 0)
-		rc = err_set("%s: close: %s", tmp, strerror(errno));
-	if (rc == 0 && rename(tmp, path) < 0)
-		rc = err_set("%s: rename to %s: %s", tmp, path, strerror(errno));
 	if (rc < 0) {
-		unlink(tmp);
+		afile_abort(&a);
 		return -1;
 	}
-	return fsync_dir(dir);
+	return afile_commit(&a);
 }
 
 int checkpoint_save(train_state *t, const char *dir, const char *name)
@@ -227,19 +195,8 @@ int metrics_trim(const char *path, long step)
 	FILE *in = fopen(path, "r");
 	if (!in)
 		return errno == ENOENT ? 0 : err_set("%s: %s", path, strerror(errno));
-	char tmp[4096];
-	if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", path) >= sizeof tmp) {
-		fclose(in);
-		return err_set("%s: path too long", path);
-	}
-	int fd = mkstemp(tmp);
-	FILE *out = fd < 0 ? NULL : fdopen(fd, "w");
-	if (!out) {
-		err_set("%s: %s", tmp, strerror(errno));
-		if (fd >= 0) {
-			close(fd);
-			unlink(tmp);
-		}
+	afile out;
+	if (afile_open(&out, path, "w") < 0) {
 		fclose(in);
 		return -1;
 	}
@@ -251,21 +208,17 @@ int metrics_trim(const char *path, long step)
 		/* a line cut short by a kill does not parse and goes too */
 		cJSON *j = line[len - 1] == '\n' ? cJSON_Parse(line) : NULL;
 		const cJSON *s = j ? cJSON_GetObjectItemCaseSensitive(j, "step") : NULL;
-		if (cJSON_IsNumber(s) && s->valuedouble <= (double)step && fputs(line, out) == EOF)
-			rc = err_set("%s: write error: %s", tmp, strerror(errno));
+		if (cJSON_IsNumber(s) && s->valuedouble <= (double)step && fputs(line, out.f) == EOF)
+			rc = err_set("%s: write error: %s", out.tmp, strerror(errno));
 		cJSON_Delete(j);
 	}
 	free(line);
 	if (ferror(in))
 		rc = err_set("%s: read error", path);
 	fclose(in);
-	if (fflush(out) != 0 || fsync(fileno(out)) < 0)
-		rc = err_set("%s: write error: %s", tmp, strerror(errno));
-	if (fclose(out) != 0 && rc == 0)
-		rc = err_set("%s: close: %s", tmp, strerror(errno));
-	if (rc == 0 && rename(tmp, path) < 0)
-		rc = err_set("%s: rename: %s", tmp, strerror(errno));
-	if (rc < 0)
-		unlink(tmp);
-	return rc;
+	if (rc < 0) {
+		afile_abort(&out);
+		return -1;
+	}
+	return afile_commit(&out);
 }

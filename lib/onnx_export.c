@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "afile.h"
 #include "err.h"
 #include "graph.h"
 #include "onnx.pb-c.h"
@@ -458,7 +459,7 @@ int onnx_export(model *m, const onnx_options *o, const char *path, onnx_info *in
 	e.node = alloc(&e, e.node_cap * sizeof *e.node);
 	e.init = alloc(&e, e.init_cap * sizeof *e.init);
 	uint8_t *buf = NULL;
-	FILE *f = NULL;
+	afile f;
 	if (!names || !outname || !outs || !e.node || !e.init) {
 		err_set("out of memory");
 		goto done;
@@ -529,14 +530,15 @@ int onnx_export(model *m, const onnx_options *o, const char *path, onnx_info *in
 		goto done;
 	}
 	onnx__model_proto__pack(&mp, buf);
-	if (!(f = fopen(path, "wb"))) {
-		err_set("%s: %s", path, strerror(errno));
+	if (afile_open(&f, path, "wb") < 0)
+		goto done;
+	if (fwrite(buf, 1, len, f.f) != len) {
+		err_set("%s: %s", f.tmp, strerror(errno));
+		afile_abort(&f);
 		goto done;
 	}
-	if (fwrite(buf, 1, len, f) != len || fflush(f) != 0) {
-		err_set("%s: %s", path, strerror(errno));
+	if (afile_commit(&f) < 0)
 		goto done;
-	}
 	inf.nnodes = (int)e.nnode;
 	inf.ninitializers = (int)e.ninit;
 	inf.nclips = e.nclips;
@@ -546,10 +548,6 @@ int onnx_export(model *m, const onnx_options *o, const char *path, onnx_info *in
 		*info = inf;
 	rc = 0;
 done:
-	if (f && fclose(f) != 0 && rc == 0)
-		rc = err_set("%s: %s", path, strerror(errno));
-	if (rc < 0 && f)
-		unlink(path);
 	free(buf);
 	free_blocks(&e);
 	return rc;

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "afile.h"
 #include "checkpoint.h"
 #include "config.h"
 #include "detect.h"
@@ -199,11 +200,15 @@ int main(int argc, char **argv)
 	}
 	for (int i = 0; i < 4; i++)
 		s.variance[i] = mc.coder.stds[i];
-	FILE *f = fopen(prototxt, "w");
-	if (!f)
-		die("%s: %m", prototxt);
-	if (tidl_prototxt_write(f, &s) < 0 || fclose(f) != 0)
+	afile f;
+	if (afile_open(&f, prototxt, "w") < 0)
+		die_err();
+	if (tidl_prototxt_write(f.f, &s) < 0) {
+		afile_abort(&f);
 		die("%s: write failed", prototxt);
+	}
+	if (afile_commit(&f) < 0)
+		die_err();
 
 	print_summary(m, config, weights, from, (int)bits, onnx, &oi, prototxt, &s, prior_diff, &dc);
 	model_free(m);

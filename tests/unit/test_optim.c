@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "afile.h"
 #include "check.h"
 #include "fixture.h"
 #include "checkpoint.h"
@@ -329,6 +330,35 @@ static void test_checkpoint_files(const char *dir)
 	CHECK(metrics_trim(path, 2) == 0);
 	snprintf(path, sizeof path, "%s/a/b/c", dir);
 	CHECK(make_dirs(path) == 0 && make_dirs(path) == 0);
+
+	/* afile (what records_save, metrics_trim and tidl-pack write through): until the
+	 * commit the old file stands whole; an abort leaves it so; nothing else is left */
+	snprintf(path, sizeof path, "%s/model.prototxt", dir);
+	f = fopen(path, "w");
+	fputs("old\n", f);
+	fclose(f);
+	afile a;
+	CHECK(afile_open(&a, path, "w") == 0);
+	fputs("new, half", a.f);
+	fflush(a.f);
+	f = fopen(path, "r");
+	n = fread(buf, 1, sizeof buf - 1, f);
+	buf[n] = 0;
+	fclose(f);
+	CHECK_MSG(!strcmp(buf, "old\n"), "%s", buf);
+	afile_abort(&a);
+	CHECK(access(a.tmp, F_OK) != 0);
+	CHECK(afile_open(&a, path, "w") == 0);
+	fputs("new\n", a.f);
+	CHECK_MSG(afile_commit(&a) == 0, "%s", err_msg());
+	f = fopen(path, "r");
+	n = fread(buf, 1, sizeof buf - 1, f);
+	buf[n] = 0;
+	fclose(f);
+	CHECK_MSG(!strcmp(buf, "new\n"), "%s", buf);
+	snprintf(cmd, sizeof cmd, "ls -A %s | grep -q '^\\.tmp'", dir);
+	CHECK(system(cmd) != 0);
+	CHECK(afile_open(&a, "/nonexistent/dir/x", "w") < 0 && !strcmp(err_msg(), "/nonexistent/dir/x: No such file or directory"));
 }
 
 int main(void)
