@@ -66,6 +66,21 @@ def as_tns(t):
     return t.numpy()
 
 
+DTYPE = {torch.float32: "f32", torch.int64: "i32"}
+
+
+def save_trained(model, name):
+    """Moves the BN statistics by two training-mode forwards (num_batches_tracked = 2),
+    saves the state dict as OUT/name and returns it."""
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(2, 3, 64, 64))
+    sd = model.state_dict()
+    torch.save(sd, os.path.join(OUT, name))
+    return sd
+
+
 def mmdet_regnet_name(key):
     """torchvision RegNet key -> mmdet RegNet's (written from the two modules' layouts)."""
     stem = {"stem.0.": "conv1.", "stem.1.": "bn1."}
@@ -86,12 +101,7 @@ def regnet_fixture():
     bp = BlockParams.from_init_params(depth=arch["depth"], w_0=arch["w0"], w_a=arch["wa"], w_m=arch["wm"],
                                       group_width=arch["group_w"])
     tv = RegNet(bp, num_classes=10, stem_width=8)
-    tv.train()
-    with torch.no_grad():
-        for _ in range(2):
-            tv(torch.randn(2, 3, 64, 64))
-    sd = tv.state_dict()
-    torch.save(sd, os.path.join(OUT, "regnet_tiny.pth"))
+    sd = save_trained(tv, "regnet_tiny.pth")
     # the mapping is right if mmdet's RegNet with the mapped weights computes what torchvision's does
     mm = ref_model.RegNet(arch, 8, [0, 1, 2, 3], 1e-5)
     mapped = {mmdet_regnet_name(k): v for k, v in sd.items() if not k.startswith("fc.")}
@@ -104,8 +114,7 @@ def regnet_fixture():
         ours = mm(x)[-1]
         theirs = tv.trunk_output(tv.stem(x))
     assert torch.equal(ours, theirs), (ours - theirs).abs().max()
-    dtype = {torch.float32: "f32", torch.int64: "i32"}
-    meta = [{"key": k, "name": None if k.startswith("fc.") else mmdet_regnet_name(k), "dtype": dtype[v.dtype],
+    meta = [{"key": k, "name": None if k.startswith("fc.") else mmdet_regnet_name(k), "dtype": DTYPE[v.dtype],
              "shape": list(v.shape), "fnv1a64": "%016x" % fnv1a64(as_tns(v).tobytes())} for k, v in sd.items()]
     with open(os.path.join(OUT, "regnet_tiny.json"), "w") as f:
         json.dump(meta, f, indent=0)
@@ -132,15 +141,8 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     regnet_fixture()
     torch.manual_seed(5)
-    model = torchvision.models.mobilenet_v2(width_mult=0.25, num_classes=10)
-    model.train()
-    with torch.no_grad():
-        for _ in range(2):
-            model(torch.randn(2, 3, 64, 64))
-    sd = model.state_dict()
-    torch.save(sd, os.path.join(OUT, "mbv2_w025.pth"))
-    dtype = {torch.float32: "f32", torch.int64: "i32"}
-    meta = [{"name": k, "dtype": dtype[v.dtype], "shape": list(v.shape),
+    sd = save_trained(torchvision.models.mobilenet_v2(width_mult=0.25, num_classes=10), "mbv2_w025.pth")
+    meta = [{"name": k, "dtype": DTYPE[v.dtype], "shape": list(v.shape),
              "fnv1a64": "%016x" % fnv1a64(as_tns(v).tobytes())} for k, v in sd.items()]
     with open(os.path.join(OUT, "mbv2_w025.json"), "w") as f:
         json.dump(meta, f, indent=0)
