@@ -21,6 +21,10 @@ made with torch and saved as torch.save saves them:
                   mapping is checked here: torchvision's model and tests/ref_model.py's
                   mmdet RegNet loaded with the mapped dict give the same features.
   regnet_tiny_ssd.json  a model config with that backbone (forward --init makes its params).
+  torchvision_shapes.json  the keys and shapes of torchvision's resnet50, vgg16 and
+                  regnet_x_800mf state dicts (no weights: those are 100+ MB and not
+                  downloadable here), for test_pth to load onto configs/ssd_resnet_fpn,
+                  ssd512_vgg16 and ssd_regnet_fpn.
   odd.pth         what else torch.save emits: a transposed (strided) view, two views
                   of one storage, a slice at an offset, f16, bf16, int64, 0-d and empty
                   tensors, inside an mmcv-style {"meta": ..., "state_dict": ...}.
@@ -137,8 +141,18 @@ def regnet_fixture():
     print("regnet_tiny.pth: %d keys, torchvision = mmdet RegNet with mapped names" % len(sd))
 
 
+def torchvision_shapes():
+    nets = {"resnet50": torchvision.models.resnet50, "vgg16": torchvision.models.vgg16,
+            "regnet_x_800mf": torchvision.models.regnet_x_800mf}
+    shapes = {name: [[k, list(v.shape)] for k, v in make().state_dict().items()] for name, make in nets.items()}
+    with open(os.path.join(OUT, "torchvision_shapes.json"), "w") as f:
+        json.dump(shapes, f, separators=(",", ":"))
+        f.write("\n")
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
+    torchvision_shapes()
     regnet_fixture()
     torch.manual_seed(5)
     sd = save_trained(torchvision.models.mobilenet_v2(width_mult=0.25, num_classes=10), "mbv2_w025.pth")

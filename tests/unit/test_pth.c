@@ -3,7 +3,8 @@
  * views, shared storages, f16/bf16/int64, protocol 4, mmcv checkpoints; damaged files
  * (the zip cut anywhere, data.pkl cut or changed at every byte and rezipped with good
  * CRCs, missing members) fail with a message and never crash; the backbone mapping,
- * torchvision RegNet's names onto mmdet's. */
+ * torchvision RegNet's names onto mmdet's; the layouts of torchvision's resnet50, vgg16
+ * and regnet_x_800mf onto the configs' backbones. */
 #include <archive.h>
 #include <archive_entry.h>
 #include <stdint.h>
@@ -473,6 +474,55 @@ static void test_regnet_names(void)
 	record_free(sd);
 }
 
+/* torchvision's ImageNet state dicts (keys and shapes only: tests/fixtures/pth/
+ * torchvision_shapes.json) onto the backbones of the seed table's configs: every key
+ * has its tensor, of its shape; every backbone tensor comes from the file but those
+ * torchvision's network lacks (SSD VGG's fc6 and fc7: features.31 and .33). */
+static void test_torchvision_layouts(void)
+{
+	static const struct {
+		const char *net, *config;
+		int loaded, backbone_extra;
+	} cases[] = {{"resnet50", "configs/ssd_resnet_fpn.json", 265, 0},
+		     {"vgg16", "configs/ssd512_vgg16.json", 26, 4},
+		     {"regnet_x_800mf", "configs/ssd_regnet_fpn.json", 265, 0}};
+	cJSON *all = read_json(FIX "torchvision_shapes.json");
+	for (size_t c = 0; all && c < sizeof cases / sizeof *cases; c++) {
+		model *m = model_load(cases[c].config);
+		CHECK_MSG(m, "%s", err_msg());
+		if (!m)
+			continue;
+		record *p = model_params_record(m, 0), *sd = record_new("params");
+		const cJSON *e;
+		cJSON_ArrayForEach(e, cJSON_GetObjectItem(all, cases[c].net)) {
+			const char *key = cJSON_GetArrayItem(e, 0)->valuestring;
+			int64_t shape[TENSOR_MAXDIM];
+			int nd = 0;
+			const cJSON *d;
+			cJSON_ArrayForEach(d, cJSON_GetArrayItem(e, 1))
+				shape[nd++] = (int64_t)d->valuedouble;
+			record_add(sd, key, strstr(key, "num_batches_tracked") ? DT_I32 : DT_F32, nd, shape);
+		}
+		pth_summary s;
+		CHECK_MSG(pth_load_into(p, sd, "backbone.", "classifier.,fc.", &s) == 0, "%s: %s", cases[c].net,
+			  err_msg());
+		int backbone = 0;
+		for (int i = 0; i < p->ntensors; i++)
+			backbone += !strncmp(p->tensors[i].name, "backbone.", 9) &&
+				    !strstr(p->tensors[i].name, "num_batches_tracked");
+		CHECK_MSG(s.loaded == cases[c].loaded && backbone == s.loaded + cases[c].backbone_extra,
+			  "%s onto %s: %d tensors loaded, the backbone has %d", cases[c].net, cases[c].config, s.loaded,
+			  backbone);
+		printf("torchvision %s onto %s: %d tensors%s%s, %d backbone tensors not in it\n", cases[c].net,
+		       cases[c].config, s.loaded, s.renamed ? " via " : "", s.renamed ? s.renamed : "",
+		       backbone - s.loaded);
+		record_free(sd);
+		record_free(p);
+		model_free(m);
+	}
+	cJSON_Delete(all);
+}
+
 int main(void)
 {
 	test_mobilenet();
@@ -481,5 +531,6 @@ int main(void)
 	test_damaged();
 	test_mapping();
 	test_regnet_names();
+	test_torchvision_layouts();
 	return check_done("test_pth");
 }
