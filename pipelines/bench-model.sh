@@ -71,7 +71,7 @@ if "$PY" -c 'import torch' 2>/dev/null; then
 	"$PY" tests/bench_model_torch.py "$cfg" --threads "$THREADS" --iters "$BATCHES" | tee -a "$results"
 	echo
 	awk '
-		/^ours/ { key = $2 " " $4 " " $6; ours[key] = $7 + 0; comp[key] = $10 + 0; order[++n] = key }
+		/^ours/ && $8 == "img/s" { key = $2 " " $4 " " $6; ours[key] = $7 + 0; comp[key] = $10 + 0; order[++n] = key }
 		/^torch/ { key = $2 " " $5 " " $7; if ($8 + 0 > best[key]) { best[key] = $8 + 0; lay[key] = $3 } }
 		END { for (i = 1; i <= n; i++) { k = order[i]; t = k; sub(/^int8/, "infer", t)
 		        if (best[t]) printf "%-22s ours/torch(%s) %.2fx wall, %.2fx compute\n", k, lay[t], ours[k] / best[t], comp[k] / best[t]
