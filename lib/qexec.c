@@ -6,9 +6,9 @@
  * unsigned clip carries out), an add, a concat, a maxpool, a ReLU of a point (ResNet's
  * after the residual add) or the input image. A nearest upsample holds its input's bytes
  * again; a bilinear one is computed inside the add that reads it (FPN's top-down sum),
- * where its dyadic weights keep it an integer. The flattened outputs are dequantised to f32. Conv weights and biases are the simulation's
- * own (graph.c's folded and quantised ones, times 2^frac: exact integers), so both
- * paths run the same model. */
+ * where its dyadic weights keep it an integer. The flattened outputs are dequantised to
+ * f32. Conv weights and biases are the simulation's own (graph.c's folded and quantised
+ * ones, times 2^frac: exact integers), so both paths run the same model. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +19,9 @@
 #include "graph.h"
 #include "qlayers.h"
 
-enum qkind { QK_NONE, QK_INPUT, QK_CONV, QK_ADD, QK_CONCAT, QK_MAXPOOL, QK_RELU, QK_UPSAMPLE, QK_BILINEAR, QK_FLATTEN };
+enum qkind {
+	QK_NONE, QK_INPUT, QK_CONV, QK_ADD, QK_CONCAT, QK_MAXPOOL, QK_RELU, QK_UPSAMPLE, QK_BILINEAR, QK_FLATTEN
+};
 
 /* bits of a bilinear tap's weight: 2 for FPN's x2; 8 leaves room for any power-of-2 ratio up to 256 */
 #define BILINEAR_BITS 8
