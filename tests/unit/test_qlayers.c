@@ -236,8 +236,8 @@ static void test_add_bilinear(void)
 		free(a), free(b), free(y), free(fbv), free(up), free(idx), free(wt);
 	}
 	/* 3 -> 5 has weights like 0.3: no exact integers, refused */
-	int i0[5], i1[5];
-	int32_t w0[5], w1[5];
+	int i0[6], i1[6];
+	int32_t w0[6], w1[6];
 	CHECK(upsample_bilinear_int_taps(3, 5, 8, i0, i1, w0, w1) < 0);
 	CHECK(upsample_bilinear_int_taps(3, 6, 2, i0, i1, w0, w1) == 0 && w0[0] == 4 && w1[0] == 0 && w0[1] == 3 &&
 	      w1[1] == 1);
