@@ -415,6 +415,15 @@ static void test_mapping(void)
 	record_free(sd);
 }
 
+/* params tensors under "backbone." other than the BN batch counters */
+static int backbone_tensors(const record *p)
+{
+	int n = 0;
+	for (int i = 0; i < p->ntensors; i++)
+		n += !strncmp(p->tensors[i].name, "backbone.", 9) && !strstr(p->tensors[i].name, "num_batches_tracked");
+	return n;
+}
+
 /* A torchvision RegNet state dict onto the C model's mmdet-named RegNet: every tensor
  * lands where the generator's mapping puts it (which it checked with torch: the two
  * networks compute the same features), the classifier dropped, nothing else left over. */
@@ -449,9 +458,7 @@ static void test_regnet_names(void)
 		found += ok;
 	}
 	/* every backbone tensor but the trackers came from the file; the neck and head did not */
-	int backbone = 0;
-	for (int i = 0; i < p->ntensors; i++)
-		backbone += !strncmp(p->tensors[i].name, "backbone.", 9) && !strstr(p->tensors[i].name, "num_batches_tracked");
+	int backbone = backbone_tensors(p);
 	CHECK_MSG(s.loaded == want && found == want && backbone == want, "loaded %d, %d of %d keys in place, backbone %d",
 		  s.loaded, found, want, backbone);
 	printf("regnet_tiny.pth: %d tensors under mmdet's names, %d model tensors not in the file\n", s.loaded,
@@ -506,10 +513,7 @@ static void test_torchvision_layouts(void)
 		pth_summary s;
 		CHECK_MSG(pth_load_into(p, sd, "backbone.", "classifier.,fc.", &s) == 0, "%s: %s", cases[c].net,
 			  err_msg());
-		int backbone = 0;
-		for (int i = 0; i < p->ntensors; i++)
-			backbone += !strncmp(p->tensors[i].name, "backbone.", 9) &&
-				    !strstr(p->tensors[i].name, "num_batches_tracked");
+		int backbone = backbone_tensors(p);
 		CHECK_MSG(s.loaded == cases[c].loaded && backbone == s.loaded + cases[c].backbone_extra,
 			  "%s onto %s: %d tensors loaded, the backbone has %d", cases[c].net, cases[c].config, s.loaded,
 			  backbone);

@@ -294,6 +294,27 @@ static double rel_diff(const float *c, const float *t, size_t n)
 	return md / mt;
 }
 
+/* forward --int8 on m's inference plan into outputs prefilled with NaNs (every value
+ * must be written): each output bit-equal to the simulation's sim. */
+static void check_int8_equal(model *m, const tensor *img, const outbuf *sim, const char *what)
+{
+	outbuf i8;
+	out_alloc(m, &i8);
+	for (int i = 0; i < 2; i++)
+		memset(i8.v[i], 0xff, out_count(&i8, i) * sizeof(float));
+	CHECK_MSG(model_forward_int8(m, img->data, i8.v) == 0, "%s: %s", what, err_msg());
+	for (int i = 0; i < 2; i++) {
+		size_t differ = 0;
+		for (size_t j = 0; j < out_count(&i8, i); j++)
+			differ += memcmp(&i8.v[i][j], &sim->v[i][j], sizeof(float)) != 0;
+		CHECK_MSG(differ == 0, "%s: int8 output %d: %zu of %zu values differ from the simulation", what, i,
+			  differ, out_count(&i8, i));
+		printf("  %s: int8 vs the simulation, output %d: %zu of %zu values differ\n", what, i, differ,
+		       out_count(&i8, i));
+	}
+	out_free(&i8);
+}
+
 static void test_quantised(void)
 {
 	model *m = qmodel();
@@ -312,19 +333,7 @@ static void test_quantised(void)
 	compare_outputs("inference vs the reference", &inf, NULL);
 
 	/* forward --int8: the same model on integers, bit-equal to the simulation */
-	outbuf i8;
-	out_alloc(m, &i8);
-	for (int i = 0; i < 2; i++)
-		memset(i8.v[i], 0xff, out_count(&i8, i) * sizeof(float)); /* NaNs: every value must be written */
-	CHECK_MSG(model_forward_int8(m, img->data, i8.v) == 0, "%s", err_msg());
-	for (int i = 0; i < 2; i++) {
-		size_t differ = 0;
-		for (size_t j = 0; j < out_count(&i8, i); j++)
-			differ += memcmp(&i8.v[i][j], &inf.v[i][j], sizeof(float)) != 0;
-		CHECK_MSG(differ == 0, "int8 output %d: %zu of %zu values differ from the simulation", i, differ,
-			  out_count(&i8, i));
-		printf("  int8 vs the simulation, output %d: %zu of %zu values differ\n", i, differ, out_count(&i8, i));
-	}
+	check_int8_equal(m, img, &inf, "tiny");
 	/* the same on a plan without float activations, where the float forward is refused */
 	model_set_int8_only(m, 1);
 	CHECK_MSG(model_plan(m, n, S, S, 0, 0) == 0, "%s", err_msg());
@@ -335,7 +344,6 @@ static void test_quantised(void)
 	CHECK(model_forward(m, img->data, o.v) < 0);
 	out_free(&o);
 	model_set_int8_only(m, 0);
-	out_free(&i8);
 
 	/* QAT: the training plan, stats on */
 	CHECK_MSG(model_plan(m, n, S, S, 1, 1) == 0, "%s", err_msg());
@@ -429,9 +437,8 @@ static void test_int8_family(const char *name)
 	CHECK_MSG(model_quantize(m, BITS) == 0 && model_load_params(m, fx[0]) == 0, "%s", err_msg());
 	model_set_stats(m, 1);
 	CHECK_MSG(model_plan(m, n, S, S, 0, 0) == 0, "%s", err_msg());
-	outbuf sim, i8;
+	outbuf sim;
 	out_alloc(m, &sim);
-	out_alloc(m, &i8);
 	CHECK_MSG(model_forward(m, img->data, sim.v) == 0, "%s", err_msg());
 	record *st = model_stats_record(m), *ranges = record_new("ranges");
 	CHECK_MSG(st && ranges_update(ranges, st) == 0, "%s", err_msg());
@@ -439,20 +446,8 @@ static void test_int8_family(const char *name)
 	CHECK_MSG(model_load_ranges(m, ranges) == 0, "%s", err_msg());
 	CHECK_MSG(model_plan(m, n, S, S, 0, 0) == 0, "%s", err_msg());
 	CHECK_MSG(model_forward(m, img->data, sim.v) == 0, "%s", err_msg());
-	for (int i = 0; i < 2; i++)
-		memset(i8.v[i], 0xff, out_count(&i8, i) * sizeof(float)); /* NaNs: every value must be written */
-	CHECK_MSG(model_forward_int8(m, img->data, i8.v) == 0, "%s: %s", name, err_msg());
-	for (int i = 0; i < 2; i++) {
-		size_t differ = 0;
-		for (size_t j = 0; j < out_count(&i8, i); j++)
-			differ += memcmp(&i8.v[i][j], &sim.v[i][j], sizeof(float)) != 0;
-		CHECK_MSG(differ == 0, "%s: int8 output %d: %zu of %zu values differ from the simulation", name, i,
-			  differ, out_count(&i8, i));
-		printf("%s: int8 vs the simulation, output %d: %zu of %zu values differ\n", name, i, differ,
-		       out_count(&i8, i));
-	}
+	check_int8_equal(m, img, &sim, name);
 	out_free(&sim);
-	out_free(&i8);
 	record_free(st);
 	record_free(ranges);
 	model_free(m);
