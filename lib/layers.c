@@ -844,10 +844,10 @@ void l2norm_forward(float *out, const float *inp, const float *weight, float eps
 		const float *x = inp + (size_t)b * c * hw;
 		float *y = out + (size_t)b * c * hw;
 		for (int i = 0; i < hw; i++) {
-			float s = 0;
+			double s = 0;
 			for (int ch = 0; ch < c; ch++)
-				s += x[(size_t)ch * hw + i] * x[(size_t)ch * hw + i];
-			float inv = 1.0f / (sqrtf(s) + eps);
+				s += (double)x[(size_t)ch * hw + i] * x[(size_t)ch * hw + i];
+			float inv = l2norm_factor(s, eps);
 			for (int ch = 0; ch < c; ch++)
 				y[(size_t)ch * hw + i] = weight[ch] * x[(size_t)ch * hw + i] * inv;
 		}
@@ -872,13 +872,14 @@ void l2norm_backward(float *dinp, float *dweight, const float *dout, const float
 		for (long p = 0; p < npix; p++) {
 			size_t base = (size_t)(p / hw) * c * hw + p % hw;
 			const float *x = inp + base, *g = dout + base;
-			float s = 0, wgx = 0;
+			double s = 0;
+			float wgx = 0;
 			for (int ch = 0; ch < c; ch++) {
 				float xv = x[(size_t)ch * hw];
-				s += xv * xv;
+				s += (double)xv * xv;
 				wgx += weight[ch] * g[(size_t)ch * hw] * xv;
 			}
-			float rt = sqrtf(s), inv = 1.0f / (rt + eps);
+			float rt = sqrtf((float)s), inv = l2norm_factor(s, eps);
 			if (dweight)
 				for (int ch = 0; ch < c; ch++)
 					acc[ch] += (double)g[(size_t)ch * hw] * x[(size_t)ch * hw] * inv;

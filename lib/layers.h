@@ -15,6 +15,7 @@
 #ifndef LAYERS_H
 #define LAYERS_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -181,6 +182,14 @@ void maxpool2d_backward(float *dinp, const float *dout, const int32_t *argmax,
 
 /* ---- L2Norm over channels (mmdet SSD VGG): out = weight[c] * x / (sqrt(sum_c x^2) + eps) */
 
+/* 1 / (sqrt(sum_c x^2) + eps) of one pixel from its sum of squares. The sum is taken in
+ * f64: exact for any 8-bit point's values (integers times 2^-2frac, fewer than 2^53
+ * units), so the integer path's kernel (qlayers.c), which sums the integers, gets the
+ * very same factor from this function. */
+static inline float l2norm_factor(double sumsq, float eps)
+{
+	return 1.0f / (sqrtf((float)sumsq) + eps);
+}
 /* out, inp [n,c,hw]; weight [c]; eps: mmdet uses 1e-10. */
 void l2norm_forward(float *out, const float *inp, const float *weight, float eps,
 		    int n, int c, int hw);

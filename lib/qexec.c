@@ -4,7 +4,8 @@
  * bytes with the point's frac; an upsample holds its input's. A point is computed from
  * what produced it: a conv (with its folded BN and its ReLU/ReLU6, which the point's
  * unsigned clip carries out), an add, a concat, a maxpool, a ReLU of a point (ResNet's
- * after the residual add) or the input image. A nearest upsample holds its input's bytes
+ * after the residual add), an L2Norm (SSD VGG's, on integer sums of squares) or the
+ * input image. A nearest upsample holds its input's bytes
  * again; a bilinear one is computed inside the add that reads it (FPN's top-down sum),
  * where its dyadic weights keep it an integer. The flattened outputs are dequantised to
  * f32. Conv weights and biases are the simulation's own (graph.c's folded and quantised
@@ -20,7 +21,8 @@
 #include "qlayers.h"
 
 enum qkind {
-	QK_NONE, QK_INPUT, QK_CONV, QK_ADD, QK_CONCAT, QK_MAXPOOL, QK_RELU, QK_UPSAMPLE, QK_BILINEAR, QK_FLATTEN
+	QK_NONE, QK_INPUT, QK_CONV, QK_ADD, QK_CONCAT, QK_MAXPOOL, QK_RELU, QK_L2NORM, QK_UPSAMPLE, QK_BILINEAR,
+	QK_FLATTEN
 };
 
 /* bits of a bilinear tap's weight: 2 for FPN's x2; 8 leaves room for any power-of-2 ratio up to 256 */
@@ -101,6 +103,7 @@ static int reads(const model *m, const struct qexec *x, int i, int *ins)
 		memcpy(ins, p->in, (size_t)p->nin * sizeof *ins);
 		return p->nin;
 	case QK_RELU:
+	case QK_L2NORM:
 		ins[0] = p->in[0];
 		return 1;
 	case QK_UPSAMPLE:
@@ -240,6 +243,8 @@ static int classify(model *m, struct qexec *x, size_t *act_bytes)
 			} else if ((p->op == OP_RELU || p->op == OP_RELU6) && !q->sgn) {
 				/* a ReLU(6) of a point clips at the unsigned point's range, as after a conv */
 				q->kind = QK_RELU;
+			} else if (p->op == OP_L2NORM) {
+				q->kind = QK_L2NORM;
 			} else {
 				return err_set("%s: no integer kernel for %s", p->name, graph_op_name(p->op));
 			}
@@ -438,6 +443,12 @@ static int run_node(model *m, int i, const float *input, float *const *outputs)
 	case QK_RELU: {
 		const qnode *qs = &x->q[p->in[0]];
 		qrescale(out, x->act + qs->off, qs->sgn, count(nd), qs->frac - q->frac, q->lo, q->hi);
+		return 0;
+	}
+	case QK_L2NORM: {
+		const qnode *qs = &x->q[p->in[0]];
+		ql2norm(out, x->act + qs->off, qs->sgn, qs->frac, m->params + m->params_info[p->pw].offset, p->eps, p->n,
+			p->c, p->h * p->w, &m->qa[nd->qp]);
 		return 0;
 	}
 	case QK_BILINEAR:

@@ -19,6 +19,7 @@
 #endif
 
 #include "err.h"
+#include "layers.h"
 
 /* The GEMM form of a conv: C [k][p] = W [k][r] . B [r][p], B the input columns (im2col,
  * or the input itself for a 1x1 stride-1 conv) packed 4 reduction rows at a time,
@@ -596,6 +597,36 @@ void qmaxpool(uint8_t *out, const uint8_t *x, int x_sgn, int n, int c, int h, in
 						best = v > best ? v : best;
 					}
 				out[((size_t)p * oh + oy) * ow + ox] = (uint8_t)qrequant(best, shift, lo, hi);
+			}
+		}
+	}
+}
+
+void ql2norm(uint8_t *out, const uint8_t *x, int x_sgn, int fx, const float *weight, float eps, int n, int c,
+	     int hw, const qact *a)
+{
+	enum { B = 64 }; /* pixels a task: their sums and factors stay in registers or L1 */
+	const float unit = ldexpf(1.0f, -fx);
+	int blocks = (hw + B - 1) / B;
+#pragma omp parallel for schedule(static) if ((size_t)n * c * hw >= PAR_MIN)
+	for (int t = 0; t < n * blocks; t++) {
+		int b = t / blocks, i0 = t % blocks * B, m = hw - i0 < B ? hw - i0 : B;
+		const uint8_t *xb = x + (size_t)b * c * hw + i0;
+		uint8_t *ob = out + (size_t)b * c * hw + i0;
+		int64_t sum[B] = {0};
+		float f[B];
+		for (int ch = 0; ch < c; ch++)
+			for (int j = 0; j < m; j++) {
+				int64_t v = load(xb, (size_t)ch * hw + j, x_sgn);
+				sum[j] += v * v;
+			}
+		for (int j = 0; j < m; j++)
+			f[j] = l2norm_factor(ldexp((double)sum[j], -2 * fx), eps);
+		for (int ch = 0; ch < c; ch++) {
+			float w = weight[ch];
+			for (int j = 0; j < m; j++) {
+				float v = (float)load(xb, (size_t)ch * hw + j, x_sgn) * unit;
+				ob[(size_t)ch * hw + j] = (uint8_t)(int32_t)quant_act_int(w * v * f[j], a);
 			}
 		}
 	}

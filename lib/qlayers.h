@@ -21,6 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "quant.h"
+
 /* clamp(floor(v * 2^-shift + 1/2), lo, hi), exact for any shift. */
 static inline int32_t qrequant(int64_t v, int shift, int32_t lo, int32_t hi)
 {
@@ -87,6 +89,14 @@ void qadd_bilinear(uint8_t *out, const uint8_t *a, int a_sgn, int fa, const uint
  * requantised by shift. */
 void qmaxpool(uint8_t *out, const uint8_t *x, int x_sgn, int n, int c, int h, int w, int kh, int kw, int sh,
 	      int sw, int ph, int pw, int oh, int ow, int shift, int32_t lo, int32_t hi);
+/* mmdet's L2Norm of x [n, c, hw] (frac fx) into the point a: each pixel's sum of squares
+ * is an exact integer, its factor layers.h's l2norm_factor of that sum times 2^-2fx,
+ * and each value (weight[c] * x) * factor, rounded to a (quant_act_int): the float
+ * forward's own operations on the same f32 values, so the simulation's bytes exactly.
+ * Integers in and out; the factor and the scaling are f32, as in the simulation (one
+ * reciprocal square root a pixel; TIDL's device kernel has its own fixed-point one). */
+void ql2norm(uint8_t *out, const uint8_t *x, int x_sgn, int fx, const float *weight, float eps, int n, int c,
+	     int hw, const qact *a);
 /* out [n] = f32 q * 2^-frac of the integers x[0], x[stride], ... (exact) */
 void qdequant(float *out, const uint8_t *x, size_t stride, int x_sgn, size_t n, int frac);
 

@@ -80,13 +80,9 @@ qact quant_act_params(const float range[2], int bits, int is_signed)
 
 void quant_act(const float *x, size_t n, const qact *a, float *y, int32_t *q)
 {
-	const float s = a->scale, inv = ldexpf(1, -a->frac), qmin = (float)a->qmin, qmax = (float)a->qmax;
+	const float inv = ldexpf(1, -a->frac);
 	for (size_t i = 0; i < n; i++) {
-		float v = floorf(x[i] * s + 0.5f);
-		if (!(v <= qmax)) /* NaN too: qmax */
-			v = qmax;
-		else if (v < qmin)
-			v = qmin;
+		float v = quant_act_int(x[i], a);
 		if (q)
 			q[i] = (int32_t)v;
 		y[i] = v * inv;

@@ -29,6 +29,7 @@
 #ifndef QUANT_H
 #define QUANT_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -57,6 +58,15 @@ typedef struct qact {
 } qact;
 
 qact quant_act_params(const float range[2], int bits, int is_signed);
+/* The integer of x at a's point: floor(x * 2^frac + 1/2) clamped to [qmin, qmax], NaN to
+ * qmax (as a float: it is exact). */
+static inline float quant_act_int(float x, const qact *a)
+{
+	float v = floorf(x * a->scale + 0.5f);
+	if (!(v <= (float)a->qmax))
+		return (float)a->qmax;
+	return v < (float)a->qmin ? (float)a->qmin : v;
+}
 /* y = fake-quantised x (y may equal x); q (may be NULL) gets the integers. */
 void quant_act(const float *x, size_t n, const qact *a, float *y, int32_t *q);
 /* Straight-through backward: dx = dy where lo <= x <= hi, else 0 (dx may equal dy). */

@@ -5,7 +5,8 @@
  * reductions not a multiple of 4, signed and unsigned inputs, shifts of every sign),
  * and add, rescale and maxpool against qrequant per value; the add of a bilinear
  * upsampling against the float simulation's own steps (layers.c's bilinear kernel on the
- * dequantised values, the f32 add, the rounding rule). Every comparison is exact. */
+ * dequantised values, the f32 add, the rounding rule), and the L2Norm against the float
+ * L2Norm and the rounding rule. Every comparison is exact. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -243,6 +244,50 @@ static void test_add_bilinear(void)
 	      w1[1] == 1);
 }
 
+/* ql2norm against what forward --quant computes: x dequantised, layers.c's L2Norm, the
+ * output point's rounding (quant_act). 512 channels in [128, 255] sum to more than 2^24
+ * units, beyond an f32 sum's exact range: the kernel's integer sums and the float path's
+ * f64 ones must agree there (with the float path summing in f32, the 2M values of that
+ * case differ in a few roundings; so do they with the factor one ulp off). One pixel of
+ * each case is all zeros (factor 1 / eps, outputs 0). */
+static void test_l2norm(void)
+{
+	static const int cases[][7] = {/* n, c, hw, fx, out range exponent, x_sgn,
+							values: 0 any, 1 saturated, 2 upper half */
+				       {2, 512, 97, 4, 3, 0, 1}, {1, 512, 130, 6, 2, 0, 0}, {3, 32, 64, 3, 4, 1, 0},
+				       {1, 7, 5, -1, 5, 1, 1},   {2, 64, 200, 9, 3, 0, 0}, {4, 512, 1024, 6, 3, 0, 2}};
+	for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+		const int *cs = cases[k];
+		int n = cs[0], c = cs[1], hw = cs[2], fx = cs[3], sgn = cs[5];
+		size_t cnt = (size_t)n * c * hw;
+		uint8_t *x = malloc(cnt), *y = malloc(cnt);
+		float *xf = malloc(cnt * sizeof *xf), *yf = malloc(cnt * sizeof *yf), *wt = malloc((size_t)c * sizeof *wt);
+		int32_t *want = malloc(cnt * sizeof *want);
+		for (size_t i = 0; i < cnt; i++) {
+			x[i] = cs[6] == 1 ? (uint8_t)(sgn ? (next() & 1 ? 127 : 0x80) : 255)
+			       : cs[6] == 2 ? (uint8_t)(128 | next()) : (uint8_t)next();
+			if (i % hw == 0 && i / ((size_t)c * hw) == 0)
+				x[i] = 0; /* pixel 0 of image 0 */
+			xf[i] = ldexpf((float)(sgn ? (int8_t)x[i] : x[i]), -fx);
+		}
+		for (int ch = 0; ch < c; ch++)
+			wt[ch] = 20.0f * (0.5f + (float)next() / 4294967296.0f);
+		float range[2] = {0, ldexpf(1.0f, cs[4])};
+		qact a = quant_act_params(range, 8, 0);
+		ql2norm(y, x, sgn, fx, wt, 1e-10f, n, c, hw, &a);
+		l2norm_forward(yf, xf, wt, 1e-10f, n, c, hw);
+		quant_act(yf, cnt, &a, yf, want);
+		size_t bad = 0, zero_pixel = 0;
+		for (size_t i = 0; i < cnt; i++)
+			bad += (uint8_t)want[i] != y[i];
+		for (int ch = 0; ch < c; ch++)
+			zero_pixel += y[(size_t)ch * hw] != 0;
+		CHECK_MSG(bad == 0, "ql2norm case %zu: %zu of %zu differ from the float path", k, bad, cnt);
+		CHECK_MSG(zero_pixel == 0, "ql2norm case %zu: an all-zero pixel gave %zu non-zero values", k, zero_pixel);
+		free(x), free(y), free(xf), free(yf), free(wt), free(want);
+	}
+}
+
 int main(void)
 {
 	omp_set_num_threads(2);
@@ -250,5 +295,6 @@ int main(void)
 	test_conv();
 	test_elementwise();
 	test_add_bilinear();
+	test_l2norm();
 	return check_done("test_qlayers");
 }

@@ -31,8 +31,8 @@
  * - forward --int8 (model_forward_int8) on the inference plan: every output bit-equal
  *   to the fake-quantised forward; refused on a training plan. The same for the other
  *   families' parity fixtures (tests/fixtures/model/tiny_resnet, tiny_regnet: a ReLU
- *   after the residual add, bilinear upsampling in the FPN), ranges calibrated on their
- *   batch here.
+ *   after the residual add, bilinear upsampling in the FPN; tiny_vgg: the L2Norm),
+ *   ranges calibrated on their batch here.
  * Run from the repository root. */
 #include <math.h>
 #include <stdint.h>
@@ -467,6 +467,7 @@ int main(void)
 	test_quantised();
 	test_int8_family("tiny_resnet");
 	test_int8_family("tiny_regnet");
+	test_int8_family("tiny_vgg");
 	free_all(recs, nrecs);
 	return check_done("test_qmodel");
 }
