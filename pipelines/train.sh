@@ -104,13 +104,33 @@ fi
 fifos=$(mktemp -d "${TMPDIR:-/tmp}/train.XXXXXX")
 mkfifo "$fifos/params" "$fifos/grad"
 trap 'rm -rf "$fifos" ${tmp_init:+"$tmp_init"}' EXIT
-[ "$rank" -ne 0 ] || exec 2> >(tee -a "$run/train.log" >&2)
+# (tee ignores Ctrl-C: it ends with this script, so the last words reach the log too)
+[ "$rank" -ne 0 ] || exec 2> >(trap '' INT && exec tee -a "$run/train.log" >&2)
 
 [ "$rank" -ne 0 ] || say "$name: $images images, batch $batch$([ "$ranks" -gt 1 ] && echo " ($batch_rank on each of $ranks ranks)"), $iters steps per epoch, $epochs epochs$([ "$quant" = 1 ] && echo ", quantisation-aware from $INIT") -> $run"
 stages=(voc-decode augment forward loss sgd-step)
 level=$(loop_level) # the loop's own streams: fast zstd (lib.sh)
-set +e
-"$BIN/voc-decode" "$data" --split "$split" ${classes:+--classes "$classes"} --shuffle --seed "$seed" \
+# The stages run as a background job in a process group of their own (set -m), so
+# that a signal to this script alone (kill PID; bash would defer the trap until a
+# foreground pipeline ended) stops them too instead of leaving them training
+# orphaned: the trap signals the group. Ctrl-C reaches this script, which does the
+# same. Each stage's exit status goes to a file (no PIPESTATUS across a job).
+job=
+stop() {
+	trap - INT TERM HUP
+	if [ -n "$job" ]; then
+		kill -TERM -- -"$job" 2>/dev/null
+		wait "$job"
+	fi
+	say "stopped by SIG$1, the stages too; the last checkpoint is $run/latest.tns (run the same command to resume)"
+	exit $((128 + $(kill -l "$1")))
+}
+trap 'stop INT' INT
+trap 'stop TERM' TERM
+trap 'stop HUP' HUP
+set +e -m
+(
+	"$BIN/voc-decode" "$data" --split "$split" ${classes:+--classes "$classes"} --shuffle --seed "$seed" \
 	--epochs "$epochs" "${decode_resume[@]}" "${dist[@]}" |
 	"$BIN/augment" --train --config "$cfg_file" --batch "$batch_rank" --seed "$seed" ${SIZE:+--size "$SIZE"} |
 	TNS_LEVEL=$level "$BIN/forward" --config "$cfg_file" --train --weights "$fifos/params" --grad "$fifos/grad" \
@@ -120,8 +140,17 @@ set +e
 		"${sgd_dist[@]}" \
 		--epochs "$epochs" --iters-per-epoch "$iters" --seed "$seed" ${lr:+--lr "$lr"} \
 		${MAX_STEPS:+--max-steps "$MAX_STEPS"}
-status=("${PIPESTATUS[@]}")
+	echo "${PIPESTATUS[@]}" >"$fifos/status"
+) &
+job=$!
+set +m
+wait "$job"
+read -ra status 2>/dev/null <"$fifos/status" || status=()
 set -e
+if [ ${#status[@]} -ne ${#stages[@]} ]; then
+	say "failed: the stages' job ended without their statuses (killed from outside?); the last checkpoint is $run/latest.tns"
+	exit 1
+fi
 # Every stage stops when one dies (EOF, a closed FIFO or SIGPIPE reaches the others);
 # name the ones that failed, leaving out SIGPIPE (141), which only follows another.
 # With MAX_STEPS, sgd-step ending first on purpose cuts the others off: not a failure.

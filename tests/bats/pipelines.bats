@@ -47,6 +47,14 @@ params_of() { # the params record of a checkpoint, as bytes
 	[[ "$output" == *"nothing to do"* ]]
 }
 
+# stages_of PID [pgrep options]: the stages of the train.sh with that PID (children of
+# its job's subshell)
+stages_of() {
+	local pid=$1
+	shift
+	pgrep -P "$(pgrep -d, -P "$pid")" "$@"
+}
+
 # kill_stage STAGE: start a long run, kill STAGE once a checkpoint exists, and check
 # that the whole pipeline stops within seconds with that stage named and the last
 # checkpoint intact.
@@ -56,7 +64,7 @@ kill_stage() {
 	pid=$!
 	for t in $(seq 300); do [ -f "$R/latest.tns" ] && break; sleep 0.1; done
 	[ -f "$R/latest.tns" ]
-	child=$(pgrep -P "$pid" -f "$BIN/$stage " | head -n 1)
+	child=$(stages_of "$pid" -f "$BIN/$stage " | head -n 1)
 	[ -n "$child" ]
 	kill -9 "$child"
 	if ! exits_within "$pid" 200; then
@@ -76,6 +84,24 @@ kill_stage() {
 @test "train: killing forward stops the pipeline, last checkpoint intact" { kill_stage forward; }
 @test "train: killing loss stops the pipeline, last checkpoint intact" { kill_stage loss; }
 @test "train: killing sgd-step stops the pipeline, last checkpoint intact" { kill_stage sgd-step; }
+
+@test "train: TERM to the driver alone stops its stages too, last checkpoint intact" {
+	local pid st=0 stages p
+	RUN=$R EPOCHS=50 pipelines/train.sh $CFG >"$BATS_TEST_TMPDIR/out" 2>&1 &
+	pid=$!
+	for t in $(seq 300); do [ -f "$R/latest.tns" ] && break; sleep 0.1; done
+	stages=$(stages_of "$pid")
+	[ "$(wc -w <<<"$stages")" -eq 5 ]
+	kill -TERM "$pid"
+	exits_within "$pid" 200
+	wait "$pid" || st=$?
+	[ "$st" -eq 143 ]
+	grep -q "stopped by SIGTERM, the stages too; the last checkpoint is $R/latest.tns" "$BATS_TEST_TMPDIR/out"
+	for p in $stages; do
+		exits_within "$p" 50 || { echo "stage $p still running after the driver stopped"; kill $stages; return 1; }
+	done
+	"$BIN/tns" ls "$R/latest.tns" >/dev/null
+}
 
 @test "train: bad data and missing checkpoints are clear errors" {
 	RUN=$R DATA=/nonexistent run pipelines/train.sh $CFG
