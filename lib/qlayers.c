@@ -187,12 +187,47 @@ static void pack4(uint8_t *dst, const uint8_t *x, size_t stride, int np, uint8_t
 	}
 }
 
+/* dst[4 * p], p < np = the tap (ky, kx) of plane xc under output pixels p0 .. p0+np
+ * (uint8, zero point `flip` in the padding): a run per output row, padding columns
+ * apart, so the copy is one strided loop without divisions or per-pixel tests. */
+static void pack_tap(uint8_t *dst, const uint8_t *xc, const qconv *d, int ky, int kx, int p0, int np, uint8_t flip)
+{
+	int sw = d->sw, xoff = kx * d->dw - d->pw;
+	/* the output columns whose input column ox * sw + xoff is inside [0, w) */
+	int lo = xoff >= 0 ? 0 : (-xoff + sw - 1) / sw;
+	int hi = d->w - 1 - xoff < 0 ? 0 : (d->w - 1 - xoff) / sw + 1;
+	hi = hi < d->ow ? hi : d->ow;
+	lo = lo < hi ? lo : hi;
+	int oy = p0 / d->ow, ox = p0 % d->ow;
+	for (int p = 0; p < np; oy++, ox = 0) {
+		int run = d->ow - ox < np - p ? d->ow - ox : np - p, end = ox + run;
+		int iy = oy * d->sh - d->ph + ky * d->dh;
+		/* columns [ox, a) and [b, end) are padding, [a, b) are copied */
+		int a = ox, b = ox;
+		if (iy >= 0 && iy < d->h) {
+			a = lo > ox ? lo : ox;
+			b = hi < end ? hi : end;
+			if (a > b)
+				a = b = ox;
+		}
+		uint8_t *o = dst + 4 * (size_t)p; /* o[4 * (X - ox)]: output column X of this row */
+		ptrdiff_t base = (ptrdiff_t)iy * d->w + xoff; /* xc[base + X * sw] */
+		for (int X = ox; X < a; X++)
+			o[4 * (X - ox)] = flip;
+		for (int X = a; X < b; X++)
+			o[4 * (X - ox)] = xc[base + (ptrdiff_t)X * sw] ^ flip;
+		for (int X = b; X < end; X++)
+			o[4 * (X - ox)] = flip;
+		p += run;
+	}
+}
+
 /* bp [rp/4][QC][4] = the columns p0 .. p0+np of image n, group g (the input as uint8:
  * signed values + 128, so padding is the zero point 128 for them), rows past r zero. */
 static void pack_columns(uint8_t *bp, const uint8_t *inp, const qconv *d, int n, int g, int p0, int np)
 {
 	int cg = d->c / d->groups, khw = d->kh * d->kw, hw = d->h * d->w;
-	uint8_t flip = d->in_sgn ? 0x80 : 0, zero = flip;
+	uint8_t flip = d->in_sgn ? 0x80 : 0;
 	const uint8_t *x = inp + ((size_t)n * d->c + (size_t)g * cg) * hw;
 	int pointwise = khw == 1 && d->sh == 1 && d->sw == 1 && d->ph == 0 && d->pw == 0;
 	for (int r = 0; r < d->rp; r++) {
@@ -215,11 +250,7 @@ static void pack_columns(uint8_t *bp, const uint8_t *inp, const qconv *d, int n,
 				dst[4 * p] = src[p] ^ flip;
 			continue;
 		}
-		for (int p = 0; p < np; p++) {
-			int oy = (p0 + p) / d->ow, ox = (p0 + p) % d->ow;
-			int iy = oy * d->sh - d->ph + ky * d->dh, ix = ox * d->sw - d->pw + kx * d->dw;
-			dst[4 * p] = iy < 0 || iy >= d->h || ix < 0 || ix >= d->w ? zero : xc[(size_t)iy * d->w + ix] ^ flip;
-		}
+		pack_tap(dst, xc, d, ky, kx, p0, np, flip);
 	}
 }
 
