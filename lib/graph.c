@@ -305,8 +305,9 @@ int g_finish(model *m)
 			return err_set("graph: %s: output not used", m->nodes[i].name);
 	if (!m->noutputs)
 		return err_set("graph: no outputs");
+	/* the gradients come with the first training plan (model_plan): inference never
+	 * touches them, and zeroing 100 MB of pages it would not use costs a VGG tool 0.5 s */
 	if (!(m->params = aligned_zalloc((off ? off : 1) * sizeof(float))) ||
-	    !(m->grads = aligned_zalloc((off ? off : 1) * sizeof(float))) ||
 	    !(m->bnstats = aligned_zalloc((nstat ? nstat : 1) * sizeof(float))))
 		return -1;
 	float *s = m->bnstats;
@@ -631,6 +632,8 @@ int model_plan(model *m, int n, int h, int w, int train, int input_grad)
 	m->input_grad = train && input_grad;
 	if (n < 1 || h < 1 || w < 1)
 		return err_set("model: bad input shape [%d,3,%d,%d]", n, h, w);
+	if (train && !m->grads && !(m->grads = aligned_zalloc((m->nfloats ? m->nfloats : 1) * sizeof(float))))
+		return -1;
 	if (g_shapes(m, n, h, w) < 0)
 		return -1;
 	int F = m->nnodes;
@@ -1293,6 +1296,7 @@ int model_set_sync(model *m, const model_sync *s)
 	return 0;
 }
 
+/* NULL before the first training plan */
 const float *model_grads(const model *m)
 {
 	return m->grads;

@@ -844,6 +844,10 @@ record *model_params_record(const model *m, long step)
 
 record *model_grads_record(const model *m)
 {
+	if (!m->grads) {
+		err_set("model: no gradients before a training plan");
+		return NULL;
+	}
 	record *r = record_new("grads");
 	if (!r)
 		return NULL;

@@ -116,7 +116,8 @@ int model_forward(model *m, const float *input, float *const *outputs);
 /* Backward of the last forward (train plan) from dLoss/doutput[i]: parameter gradients
  * are zeroed then written to model_grads(); dinput (input_grad plans) may be NULL. */
 int model_backward(model *m, const float *const *doutputs, float *dinput);
-/* Gradients, laid out as the parameters (BN running-stat slots stay 0). */
+/* Gradients, laid out as the parameters (BN running-stat slots stay 0); NULL until
+ * the first training plan allocates them. */
 const float *model_grads(const model *m);
 /* Data-parallel training (lib/dist.c over MPI): replicas of the model, each on its own
  * part of a batch, train as one model on the whole batch. In training forwards BN takes
