@@ -7,6 +7,8 @@
 # first batch's allocation included) and the compute time from --profile.
 # Usage: BIN=bin pipelines/bench-model.sh [CONFIG] [DATA] [CLASSES]
 # (make bench-model runs it for each of BENCH_MODELS, the seed table's four rows.)
+# CASES: which of ours, as mode:batch:size words (default all six below); TORCH=0
+# skips PyTorch's side (its cases are the float ones, whatever CASES says).
 set -euo pipefail
 cfg=${1:-configs/ssd_mobilenet_fpn.json} data=${2:-../shared/data/bccd} classes=${3:-configs/bccd.classes}
 BIN=${BIN:-bin} BATCHES=${BATCHES:-3} THREADS=${THREADS:-2} PY=${PY:-/usr/bin/python3}
@@ -60,14 +62,17 @@ run_case() {
 	[ -n "${PROFILE:-}" ] && sed 's/^/    /' "$tmp/prof"
 	return 0
 }
-run_case infer 1 512
-run_case infer 8 512
-run_case int8 1 512
-run_case int8 8 512
-run_case train 8 512
-run_case train 8 320
+for c in ${CASES:-infer:1:512 infer:8:512 int8:1:512 int8:8:512 train:8:512 train:8:320}; do
+	IFS=: read -r mode b s <<<"$c"
+	case "$mode:$b:$s" in
+	infer:[0-9]*:[0-9]* | int8:[0-9]*:[0-9]* | train:[0-9]*:[0-9]*) run_case "$mode" "$b" "$s" ;;
+	*) echo "bench-model: case $c: not mode:batch:size (mode infer, int8 or train)" >&2; exit 2 ;;
+	esac
+done
 echo
-if "$PY" -c 'import torch' 2>/dev/null; then
+if [ "${TORCH:-1}" = 0 ]; then
+	echo "(TORCH=0: PyTorch side skipped)"
+elif "$PY" -c 'import torch' 2>/dev/null; then
 	"$PY" tests/bench_model_torch.py "$cfg" --threads "$THREADS" --iters "$BATCHES" | tee -a "$results"
 	echo
 	awk '
