@@ -132,12 +132,14 @@ int g_conv_pad(model *m, const char *name, int in, int cout, int k, int stride, 
 		return -1;
 	m->params_info[nd->pw].conv = 1;
 	m->params_info[nd->pw].fan_in = fan_in;
+	m->params_info[nd->pw].fan_out = cout * k * k;
 	if (bias) {
 		int64_t bs[1] = {cout};
 		if ((nd->pb = add_param(m, name, "bias", PK_BIAS, 1, bs, nd->part)) < 0)
 			return -1;
 		m->params_info[nd->pb].conv = 1;
 		m->params_info[nd->pb].fan_in = fan_in;
+		m->params_info[nd->pb].fan_out = cout * k * k;
 	}
 	return id;
 }

@@ -81,6 +81,7 @@ struct model {
 	char name[128];
 	int num_classes;
 	float bn_eps;
+	int init_mmdet;            /* model.init "mmdet" (model_init_params) */
 	int nnodes, cap;
 	gnode *nodes;
 	int nparams, pcap;

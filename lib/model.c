@@ -594,7 +594,7 @@ static int build_ssd_head(model *m, const cJSON *cfg, const char *where, const f
 model *model_new(const cJSON *sec, const char *where)
 {
 	/* anchors, bbox_coder and test belong to detect.h, train to ssd_loss.h: they check them */
-	static const char *const keys[] = {"num_classes", "bn_eps", "backbone", "neck", "head",
+	static const char *const keys[] = {"num_classes", "bn_eps", "init", "backbone", "neck", "head",
 					   "anchors",     "bbox_coder", "test", "train", NULL};
 	model *m = calloc(1, sizeof *m);
 	if (!m) {
@@ -619,6 +619,12 @@ model *model_new(const cJSON *sec, const char *where)
 		goto fail;
 	}
 	m->bn_eps = (float)eps;
+	const cJSON *init = cJSON_GetObjectItemCaseSensitive(sec, "init");
+	if (init && (!cJSON_IsString(init) || (strcmp(init->valuestring, "torch") && strcmp(init->valuestring, "mmdet")))) {
+		err_set("%s.init: \"torch\" or \"mmdet\"", where);
+		goto fail;
+	}
+	m->init_mmdet = init && !strcmp(init->valuestring, "mmdet");
 	static const char *const parts[PART_COUNT] = {"backbone", "neck", "head"};
 	const cJSON *part[PART_COUNT];
 	for (int i = 0; i < PART_COUNT; i++) {
@@ -756,12 +762,25 @@ void model_init_params(model *m, uint64_t seed)
 	for (int i = 0; i < m->nparams; i++) {
 		const model_param *p = &m->params_info[i];
 		float *d = m->params + p->offset;
-		if (p->conv) {
+		rng r;
+		rng_seed3(&r, seed, (uint64_t)i, 0x9a7a);
+		if (p->conv && m->init_mmdet && p->kind == PK_BIAS) {
+			memset(d, 0, p->count * sizeof *d);
+		} else if (p->conv && m->init_mmdet && p->part == PART_BACKBONE) {
+			/* Kaiming normal, fan_out, gain sqrt(2); Box-Muller on (0, 1] x [0, 1) */
+			double sd = sqrt(2.0 / p->fan_out);
+			for (size_t j = 0; j < p->count; j++) {
+				double u = 1.0 - rng_double(&r), v = rng_double(&r);
+				d[j] = (float)(sd * sqrt(-2.0 * log(u)) * cos(2.0 * M_PI * v));
+			}
+		} else if (p->conv && m->init_mmdet) {
+			double bound = sqrt(6.0 / (p->fan_in + p->fan_out)); /* Xavier uniform, gain 1 */
+			for (size_t j = 0; j < p->count; j++)
+				d[j] = (float)rng_uniform(&r, -bound, bound);
+		} else if (p->conv) {
 			/* kaiming_uniform(a = sqrt(5)): gain sqrt(2 / 6), bound gain * sqrt(3 / fan_in)
 			 * = 1 / sqrt(fan_in); the bias has the same bound */
 			double bound = 1.0 / sqrt((double)p->fan_in);
-			rng r;
-			rng_seed3(&r, seed, (uint64_t)i, 0x9a7a);
 			for (size_t j = 0; j < p->count; j++)
 				d[j] = (float)rng_uniform(&r, -bound, bound);
 		} else {

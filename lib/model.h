@@ -35,7 +35,8 @@ typedef struct model_param {
 	int ndim;
 	int64_t shape[4];
 	size_t offset, count;   /* in floats, into model.params (and model.grads) */
-	int fan_in;             /* for the default init of conv weights and biases */
+	int fan_in, fan_out;    /* for the init of conv weights and biases (torch's fan-out
+				 * convention: out channels times kernel area, groups aside) */
 	float init;             /* constant init of non-conv weights (BN 1, L2Norm scale) */
 	int conv;               /* belongs to a conv (kaiming / fan-in uniform init) */
 	enum model_part part;
@@ -63,9 +64,12 @@ size_t model_param_floats(const model *m);
 /* Trainable parameters (weights and biases) only. */
 int64_t model_trainable_count(const model *m);
 
-/* PyTorch's default initialisation with our own seeded rng: conv weights
- * kaiming_uniform(a = sqrt(5)) = U(+-1/sqrt(fan_in)), conv biases U(+-1/sqrt(fan_in)),
- * BN weight 1, bias 0, running mean 0, var 1. Each tensor draws from its own stream
+/* The model's initialisation with our own seeded rng. model.init "torch" (the default):
+ * PyTorch's, conv weights kaiming_uniform(a = sqrt(5)) = U(+-1/sqrt(fan_in)), conv biases
+ * U(+-1/sqrt(fan_in)). "mmdet": mmdet's init_cfg of these modules, backbone convs
+ * Kaiming normal (fan_out, ReLU gain: std sqrt(2/fan_out)), neck and head convs Xavier
+ * uniform (U(+-sqrt(6/(fan_in+fan_out)))), conv biases 0. Either way BN weight 1, bias
+ * 0, running mean 0, var 1, L2Norm its scale. Each tensor draws from its own stream
  * (seed, tensor index), so adding a layer does not change the others. */
 void model_init_params(model *m, uint64_t seed);
 /* Loads a "params" record: every parameter by name, f32, exact shape. A missing, extra,
