@@ -26,6 +26,9 @@
 # step; forward --mpi combines BN statistics and gradients, so the N ranks train as one
 # process on BATCH would. Rank 0 writes the run directory, which every rank reads when
 # resuming (a shared filesystem across hosts). docs/distributed.md
+# The whole script is one brace group: bash reads it all before running any of it, so
+# editing this file while a run is on cannot change what that run executes next.
+{
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -168,3 +171,5 @@ if [ ${#failed[@]} -gt 0 ]; then
 	exit 1
 fi
 [ "$rank" -ne 0 ] || say "done: $run/latest.tns"
+exit
+}

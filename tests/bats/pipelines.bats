@@ -103,6 +103,24 @@ kill_stage() {
 	"$BIN/tns" ls "$R/latest.tns" >/dev/null
 }
 
+@test "train: editing train.sh in place during a run does not change what the run executes" {
+	local p=$BATS_TEST_TMPDIR/p pid st=0 text
+	cp -r pipelines "$p"
+	RUN=$R EPOCHS=12 "$p/train.sh" $CFG >"$BATS_TEST_TMPDIR/out" 2>&1 &
+	pid=$!
+	for t in $(seq 300); do [ -f "$R/latest.tns" ] && break; sleep 0.1; done
+	kill -0 "$pid"
+	# rewrite the same file (same inode, as an editor saving in place would), with new
+	# commands after the pipeline and everything before them moved
+	text=$(sed -e '/^# Every stage stops when one dies/i touch "$BATS_TEST_TMPDIR/injected"' \
+		-e '/^# start or resume/i ##################################################' "$p/train.sh")
+	printf '%s\n' "$text" >"$p/train.sh"
+	wait "$pid" || st=$?
+	[ "$st" -eq 0 ]
+	grep -q "done: $R/latest.tns" "$BATS_TEST_TMPDIR/out"
+	[ ! -e "$BATS_TEST_TMPDIR/injected" ]
+}
+
 @test "train: bad data and missing checkpoints are clear errors" {
 	RUN=$R DATA=/nonexistent run pipelines/train.sh $CFG
 	[ "$status" -ne 0 ]
