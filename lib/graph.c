@@ -127,19 +127,19 @@ int g_conv_pad(model *m, const char *name, int in, int cout, int k, int stride, 
 	nd->dil = dil;
 	nd->groups = groups;
 	int64_t ws[4] = {cout, cin / groups, k, k};
-	int fan_in = cin / groups * k * k;
+	int fan_in = cin / groups * k * k, fan_out = cout * k * k;
 	if ((nd->pw = add_param(m, name, "weight", PK_WEIGHT, 4, ws, nd->part)) < 0)
 		return -1;
 	m->params_info[nd->pw].conv = 1;
 	m->params_info[nd->pw].fan_in = fan_in;
-	m->params_info[nd->pw].fan_out = cout * k * k;
+	m->params_info[nd->pw].fan_out = fan_out;
 	if (bias) {
 		int64_t bs[1] = {cout};
 		if ((nd->pb = add_param(m, name, "bias", PK_BIAS, 1, bs, nd->part)) < 0)
 			return -1;
 		m->params_info[nd->pb].conv = 1;
 		m->params_info[nd->pb].fan_in = fan_in;
-		m->params_info[nd->pb].fan_out = cout * k * k;
+		m->params_info[nd->pb].fan_out = fan_out;
 	}
 	return id;
 }

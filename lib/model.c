@@ -764,19 +764,21 @@ void model_init_params(model *m, uint64_t seed)
 		float *d = m->params + p->offset;
 		rng r;
 		rng_seed3(&r, seed, (uint64_t)i, 0x9a7a);
-		if (p->conv && m->init_mmdet && p->kind == PK_BIAS) {
-			memset(d, 0, p->count * sizeof *d);
-		} else if (p->conv && m->init_mmdet && p->part == PART_BACKBONE) {
-			/* Kaiming normal, fan_out, gain sqrt(2); Box-Muller on (0, 1] x [0, 1) */
-			double sd = sqrt(2.0 / p->fan_out);
-			for (size_t j = 0; j < p->count; j++) {
-				double u = 1.0 - rng_double(&r), v = rng_double(&r);
-				d[j] = (float)(sd * sqrt(-2.0 * log(u)) * cos(2.0 * M_PI * v));
+		if (p->conv && m->init_mmdet) {
+			if (p->kind == PK_BIAS) {
+				memset(d, 0, p->count * sizeof *d);
+			} else if (p->part == PART_BACKBONE) {
+				/* Kaiming normal, fan_out, gain sqrt(2); Box-Muller on (0, 1] x [0, 1) */
+				double sd = sqrt(2.0 / p->fan_out);
+				for (size_t j = 0; j < p->count; j++) {
+					double u = 1.0 - rng_double(&r), v = rng_double(&r);
+					d[j] = (float)(sd * sqrt(-2.0 * log(u)) * cos(2.0 * M_PI * v));
+				}
+			} else {
+				double bound = sqrt(6.0 / (p->fan_in + p->fan_out)); /* Xavier uniform, gain 1 */
+				for (size_t j = 0; j < p->count; j++)
+					d[j] = (float)rng_uniform(&r, -bound, bound);
 			}
-		} else if (p->conv && m->init_mmdet) {
-			double bound = sqrt(6.0 / (p->fan_in + p->fan_out)); /* Xavier uniform, gain 1 */
-			for (size_t j = 0; j < p->count; j++)
-				d[j] = (float)rng_uniform(&r, -bound, bound);
 		} else if (p->conv) {
 			/* kaiming_uniform(a = sqrt(5)): gain sqrt(2 / 6), bound gain * sqrt(3 / fan_in)
 			 * = 1 / sqrt(fan_in); the bias has the same bound */

@@ -447,8 +447,8 @@ static int run_node(model *m, int i, const float *input, float *const *outputs)
 	}
 	case QK_L2NORM: {
 		const qnode *qs = &x->q[p->in[0]];
-		ql2norm(out, x->act + qs->off, qs->sgn, qs->frac, m->params + m->params_info[p->pw].offset, p->eps, p->n,
-			p->c, p->h * p->w, &m->qa[nd->qp]);
+		ql2norm(out, x->act + qs->off, qs->sgn, qs->frac, model_param_data(m, p->pw), p->eps, p->n, p->c,
+			p->h * p->w, &m->qa[nd->qp]);
 		return 0;
 	}
 	case QK_BILINEAR:
