@@ -33,6 +33,14 @@ setup() {
 	T=$BATS_TEST_TMPDIR
 }
 
+# compare_quant ONNX PRED QPARAMS STEPS: ONNX Runtime on the 8 test images within STEPS
+# quantisation steps of the quantised pred stream PRED (onnx_check.py's JSON in $output)
+compare_quant() {
+	run "$PY" tests/onnx_check.py compare "$1" --batches "$D/batches.tns" --pred "$2" --qparams "$3" --max-steps "$4"
+	echo "$output"
+	[ "$status" -eq 0 ]
+}
+
 @test "float export: the ONNX checker passes, ONNX Runtime equals forward, prototxt detections equal ssd-decode's" {
 	run "$BIN/tidl-pack" --config $CFG --weights "$D/float/latest.tns" --onnx "$T/m.onnx" \
 		--prototxt "$T/m.prototxt" --confidence 0.2 --top-k 100000 --keep-top-k 100000
@@ -64,19 +72,13 @@ setup() {
 	[ "$status" -eq 0 ]
 	# the export TIDL gets only clips (TIDL rounds, in integers; ONNX Runtime does not):
 	# a few steps apart at most from the simulation, which rounds at every point
-	run "$PY" tests/onnx_check.py compare "$T/q.onnx" --batches "$D/batches.tns" --pred "$D/qpred.tns" \
-		--qparams "$D/qparams.tns" --max-steps 2
-	echo "$output"
-	[ "$status" -eq 0 ]
+	compare_quant "$T/q.onnx" "$D/qpred.tns" "$D/qparams.tns" 2
 	# with the rounding in the graph, the same weights and ranges give forward --quant's outputs
 	"$BIN/tidl-pack" --config $CFG --weights "$D/qat.tns" --quant --round --onnx "$T/qr.onnx" \
 		--prototxt "$T/qr.prototxt" >/dev/null
 	run "$PY" tests/onnx_check.py check "$T/qr.onnx" 11
 	[ "$status" -eq 0 ]
-	run "$PY" tests/onnx_check.py compare "$T/qr.onnx" --batches "$D/batches.tns" --pred "$D/qpred.tns" \
-		--qparams "$D/qparams.tns" --max-steps 1
-	echo "$output"
-	[ "$status" -eq 0 ]
+	compare_quant "$T/qr.onnx" "$D/qpred.tns" "$D/qparams.tns" 1
 	# bit-exact here; f32 summation order may flip a rare rounding elsewhere
 	[ "$(jq '.cls.equal_on_grid > 0.99 and .reg.equal_on_grid > 0.99' <<<"$output")" = true ]
 	# the ranges given apart: the same file
@@ -99,19 +101,13 @@ setup() {
 	# at 16 bits the simulation's f32 sums are not exact (products of 16-bit values), so
 	# ONNX Runtime's other summation order flips roundings: one step (measured: 87% and
 	# 91% of the cls and reg values on the grid exactly; the rest one step off)
-	run "$PY" tests/onnx_check.py compare "$T/qr16.onnx" --batches "$D/batches.tns" --pred "$T/qpred16.tns" \
-		--qparams "$T/qparams16.tns" --max-steps 1
-	echo "$output"
-	[ "$status" -eq 0 ]
+	compare_quant "$T/qr16.onnx" "$T/qpred16.tns" "$T/qparams16.tns" 1
 	[ "$(jq '.cls.equal_on_grid > 0.5 and .reg.equal_on_grid > 0.5' <<<"$output")" = true ]
 	# the clips-only file TIDL takes: its steps are fine enough that not rounding stays
 	# near one (measured 1.08)
 	"$BIN/tidl-pack" --config $CFG --weights "$D/qat.tns" --quant --bits 16 --onnx "$T/q16.onnx" \
 		--prototxt "$T/q16.prototxt" >/dev/null
-	run "$PY" tests/onnx_check.py compare "$T/q16.onnx" --batches "$D/batches.tns" --pred "$T/qpred16.tns" \
-		--qparams "$T/qparams16.tns" --max-steps 2
-	echo "$output"
-	[ "$status" -eq 0 ]
+	compare_quant "$T/q16.onnx" "$T/qpred16.tns" "$T/qparams16.tns" 2
 }
 
 @test "opset 9 and old TIDL: Clip attributes, Upsample, one prototxt output" {
@@ -123,9 +119,7 @@ setup() {
 	[ "$status" -eq 0 ]
 	[[ "$output" == *'"Upsample"'* ]]
 	[ "$(grep -c '^  output:' "$T/q9.prototxt")" -eq 1 ]
-	run "$PY" tests/onnx_check.py compare "$T/q9.onnx" --batches "$D/batches.tns" --pred "$D/qpred.tns" \
-		--qparams "$D/qparams.tns" --max-steps 2
-	[ "$status" -eq 0 ]
+	compare_quant "$T/q9.onnx" "$D/qpred.tns" "$D/qparams.tns" 2
 }
 
 @test "odd feature sizes (80x80: the FPN upsamples 3x3 to 5x5): Resize by sizes; opset 9 refuses" {
