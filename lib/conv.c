@@ -758,7 +758,7 @@ static void gemm_dx_task(float *dinp, const float *dout, const float *w, scratch
 	col2im(dinp + ch0 * hw, s.col, nc, d);
 }
 
-static int blas_single_begin(void)
+int blas_single_begin(void)
 {
 	int save = openblas_get_num_threads();
 	if (save != 1)
@@ -766,7 +766,7 @@ static int blas_single_begin(void)
 	return save;
 }
 
-static void blas_single_end(int save)
+void blas_single_end(int save)
 {
 	if (save != 1)
 		openblas_set_num_threads(save);

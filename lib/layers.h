@@ -19,6 +19,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* OpenBLAS at one thread until blas_single_end(the returned count), for GEMMs called
+ * inside our own OpenMP tasks (conv.c, qlayers.c's 16-bit conv). */
+int blas_single_begin(void);
+void blas_single_end(int save);
+
 /* ---- conv2d ---- */
 
 enum conv_algo {

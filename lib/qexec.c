@@ -1,7 +1,8 @@
 /* qexec: the quantised model on integers (model_forward_int8; kernels in qlayers.c).
  *
  * Every quantisation point of the graph (the fq nodes model_quantize inserted) holds
- * bytes with the point's frac; an upsample holds its input's. A point is computed from
+ * integers with the point's frac, bytes in an 8-bit model and 16-bit words in a wider
+ * one (qlayers.h); an upsample holds its input's. A point is computed from
  * what produced it: a conv (with its folded BN and its ReLU/ReLU6, which the point's
  * unsigned clip carries out), an add, a concat, a maxpool, a ReLU of a point (ResNet's
  * after the residual add), an L2Norm (SSD VGG's, on integer sums of squares) or the
@@ -35,13 +36,16 @@ typedef struct qnode {
 	int frac, sgn;
 	int32_t lo, hi;
 	qconv conv;
-	int8_t *weight;          /* QK_CONV: [k][rp] */
+	void *weight;            /* QK_CONV: [k][rp] int8, int16 in a 16-bit model */
+	double *wide_weight;     /* [k][r], a 16-bit model's */
 	int64_t *bias, *gemm_bias;
 	qtaps rows, cols;        /* QK_BILINEAR: no bytes of its own, the add interpolates */
 } qnode;
 
 struct qexec {
 	int n, h, w;             /* the plan it was made for */
+	int wide;                /* QF_WIDE for a model of more than 8 bits, else 0 */
+	size_t esz;              /* bytes an integer */
 	long fold_gen;           /* the folded weights its integers come from */
 	qnode *q;                /* [nnodes] */
 	uint8_t *act;
@@ -60,6 +64,7 @@ void qexec_free(struct qexec *x, int nnodes)
 		return;
 	for (int i = 0; x->q && i < nnodes; i++) {
 		free(x->q[i].weight);
+		free(x->q[i].wide_weight);
 		free(x->q[i].bias);
 		free(x->q[i].gemm_bias);
 		free(x->q[i].rows.i0);
@@ -143,13 +148,13 @@ static int place(const model *m, struct qexec *x, size_t *bytes)
 			if (death[live[j]] >= i)
 				live[k++] = live[j];
 		nlive = k;
-		size_t need = (count(&m->nodes[i]) + 63) & ~(size_t)63, at = 0;
+		size_t need = (count(&m->nodes[i]) * x->esz + 63) & ~(size_t)63, at = 0;
 		int pos = 0;
 		for (; pos < nlive; pos++) {
 			const qnode *o = &x->q[live[pos]];
 			if (o->off >= at + need)
 				break;
-			size_t end = o->off + ((count(&m->nodes[live[pos]]) + 63) & ~(size_t)63);
+			size_t end = o->off + ((count(&m->nodes[live[pos]]) * x->esz + 63) & ~(size_t)63);
 			at = end > at ? end : at;
 		}
 		q->off = at;
@@ -162,6 +167,12 @@ static int place(const model *m, struct qexec *x, size_t *bytes)
 	free(live);
 	*bytes = top;
 	return 0;
+}
+
+/* The format of value q's integers */
+static int fmt(const struct qexec *x, const qnode *q)
+{
+	return (q->sgn ? QF_SIGNED : 0) | x->wide;
 }
 
 /* Does value i have bytes of its own in the arena? */
@@ -258,6 +269,18 @@ static int classify(model *m, struct qexec *x, size_t *act_bytes)
 							       ? " (a bilinear upsample runs on integers only as one input of an add)"
 							       : "");
 			}
+			if (q->kind == QK_ADD) { /* the integer add's bound (qlayers.h) */
+				int lo = INT32_MAX, hi = INT32_MIN;
+				for (int j = 0; j < p->nin; j++) {
+					const qnode *in = &x->q[p->in[j]];
+					int f = in->frac + (in->kind == QK_BILINEAR ? 2 * BILINEAR_BITS : 0);
+					lo = f < lo ? f : lo;
+					hi = f > hi ? f : hi;
+				}
+				if (hi - lo > QMAX_FRAC_GAP)
+					return err_set("%s: inputs %d fraction bits apart (the integer add takes %d)", p->name,
+						       hi - lo, QMAX_FRAC_GAP);
+			}
 		} else {
 			continue;
 		}
@@ -277,7 +300,7 @@ static int make_conv(model *m, struct qexec *x, int i)
 	d->n = cd->n, d->c = cd->c, d->h = cd->h, d->w = cd->w, d->k = cd->k;
 	d->kh = cd->kh, d->kw = cd->kw, d->sh = cd->sh, d->sw = cd->sw, d->ph = cd->ph, d->pw = cd->pw;
 	d->dh = cd->dh, d->dw = cd->dw, d->groups = cd->groups;
-	d->in_sgn = qin->sgn;
+	d->in_fmt = fmt(x, qin);
 	d->r = d->c / d->groups * d->kh * d->kw;
 	d->rp = (d->r + 3) & ~3;
 	int accfrac = nd->wfrac + qin->frac;
@@ -289,29 +312,36 @@ static int make_conv(model *m, struct qexec *x, int i)
 	d->hi = q->hi;
 	size_t k = (size_t)d->k;
 	if (!q->weight) {
-		q->weight = calloc(k * d->rp, 1);
+		q->weight = calloc(k * d->rp, x->esz);
 		q->bias = malloc(k * sizeof *q->bias);
 		q->gemm_bias = malloc(k * sizeof *q->gemm_bias);
-		if (!q->weight || !q->bias || !q->gemm_bias)
+		if (x->wide)
+			q->wide_weight = malloc(k * d->r * sizeof *q->wide_weight);
+		if (!q->weight || !q->bias || !q->gemm_bias || (x->wide && !q->wide_weight))
 			return err_set("out of memory");
 	}
+	int32_t wmax = x->wide ? 32767 : 127;
 	const float *fw = m->folded + nd->foff, *fb = fw + ((m->params_info[nd->pw].count + 15) & ~(size_t)15);
 	for (size_t o = 0; o < k; o++) {
 		for (int j = 0; j < d->r; j++) {
 			float v = ldexpf(fw[o * d->r + j], nd->wfrac), r = rintf(v);
-			if (v != r || r < -128 || r > 127)
-				return err_set("%s: weight %g is not an 8-bit integer at frac %d", nd->name,
-					       (double)fw[o * d->r + j], nd->wfrac);
-			q->weight[o * d->rp + j] = (int8_t)r;
+			if (v != r || r < -wmax - 1 || r > wmax)
+				return err_set("%s: weight %g is not a %d-bit integer at frac %d", nd->name,
+					       (double)fw[o * d->r + j], x->wide ? 16 : 8, nd->wfrac);
+			if (x->wide)
+				((int16_t *)q->weight)[o * d->rp + j] = (int16_t)r;
+			else
+				((int8_t *)q->weight)[o * d->rp + j] = (int8_t)r;
 		}
 		double b = ldexp(fb[o], nd->bfrac), r = rint(b);
 		if (b != r || fabs(r) > 2147483647.0)
 			return err_set("%s: bias %g is not an integer at frac %d", nd->name, (double)fb[o], nd->bfrac);
-		/* a 16-bit bias moved by at most 2 * 16 bits: within int64 */
+		/* a 32-bit bias moved by at most 2 * 16 bits: within int64 */
 		int up = accfrac - nd->bfrac;
 		q->bias[o] = (int64_t)r * ((int64_t)1 << (up < 40 ? up : 40));
 	}
 	d->weight = q->weight;
+	d->wide_weight = q->wide_weight;
 	d->bias = q->bias;
 	if (qconv_init(d, q->gemm_bias) < 0)
 		return err_wrap("%s", nd->name);
@@ -326,6 +356,8 @@ static int prepare(model *m)
 		if (!(x = m->qx = calloc(1, sizeof *x)) || !(x->q = calloc((size_t)m->nnodes, sizeof *x->q)))
 			return err_set("out of memory");
 		size_t bytes = 0;
+		x->wide = m->qbits > 8 ? QF_WIDE : 0;
+		x->esz = x->wide ? 2 : 1;
 		if (classify(m, x, &bytes) < 0)
 			return -1;
 		if (!(x->act = malloc(bytes ? bytes : 1)))
@@ -356,7 +388,7 @@ static int prepare(model *m)
 	return 0;
 }
 
-static void quantise_input(uint8_t *out, const float *in, size_t n, const qact *a)
+static void quantise_input(void *out, const float *in, size_t n, const qact *a, int wide)
 {
 #pragma omp parallel for schedule(static)
 	for (size_t o = 0; o < n; o += 4096) {
@@ -365,25 +397,33 @@ static void quantise_input(uint8_t *out, const float *in, size_t n, const qact *
 		size_t c = n - o < 4096 ? n - o : 4096;
 		quant_act(in + o, c, a, y, q);
 		for (size_t i = 0; i < c; i++)
-			out[o + i] = (uint8_t)q[i];
+			qput(out, o + i, q[i], wide);
 	}
 }
 
-static void upsample(uint8_t *out, const uint8_t *in, const gnode *nd, const gnode *src)
+/* A nearest upsampling of integers of type T (bytes or words). */
+#define UPSAMPLE_NEAREST(T)                                                                                   \
+	do {                                                                                                   \
+		int h = src->h, w = src->w, oh = nd->h, ow = nd->w;                                            \
+		_Pragma("omp parallel for schedule(static)") for (int p = 0; p < nd->n * nd->c; p++)            \
+			for (int oy = 0; oy < oh; oy++) {                                                      \
+				const T *row = (const T *)in + ((size_t)p * h + upsample_nearest_src(oy, h, oh)) * w; \
+				T *o = (T *)out + ((size_t)p * oh + oy) * ow;                                  \
+				if (ow == 2 * w)                                                               \
+					for (int ox = 0; ox < ow; ox++)                                        \
+						o[ox] = row[ox >> 1];                                          \
+				else                                                                           \
+					for (int ox = 0; ox < ow; ox++)                                        \
+						o[ox] = row[upsample_nearest_src(ox, w, ow)];                  \
+			}                                                                                      \
+	} while (0)
+
+static void upsample(void *out, const void *in, const gnode *nd, const gnode *src, int wide)
 {
-	int h = src->h, w = src->w, oh = nd->h, ow = nd->w;
-#pragma omp parallel for schedule(static)
-	for (int p = 0; p < nd->n * nd->c; p++)
-		for (int oy = 0; oy < oh; oy++) {
-			const uint8_t *row = in + ((size_t)p * h + upsample_nearest_src(oy, h, oh)) * w;
-			uint8_t *o = out + ((size_t)p * oh + oy) * ow;
-			if (ow == 2 * w)
-				for (int ox = 0; ox < ow; ox++)
-					o[ox] = row[ox >> 1];
-			else
-				for (int ox = 0; ox < ow; ox++)
-					o[ox] = row[upsample_nearest_src(ox, w, ow)];
-		}
+	if (wide)
+		UPSAMPLE_NEAREST(uint16_t);
+	else
+		UPSAMPLE_NEAREST(uint8_t);
 }
 
 /* out [n, rows, K] from each input [n, A*K, h, w] dequantised (graph.c's flatten order) */
@@ -395,12 +435,12 @@ static void flatten(float *out, const model *m, const gnode *nd)
 		const gnode *s = &m->nodes[nd->in[j]];
 		const qnode *q = &x->q[nd->in[j]];
 		const uint8_t *v = x->act + q->off;
-		int C = s->c, hw = s->h * s->w;
+		int C = s->c, hw = s->h * s->w, f = fmt(x, q);
 #pragma omp parallel for collapse(2) schedule(static)
 		for (int b = 0; b < nd->n; b++)
 			for (int p = 0; p < hw; p++)
-				qdequant(out + ((size_t)b * rows + r0 + (size_t)p * (C / K)) * K, v + (size_t)b * C * hw + p,
-					 (size_t)hw, q->sgn, (size_t)C, q->frac);
+				qdequant(out + ((size_t)b * rows + r0 + (size_t)p * (C / K)) * K,
+					 v + ((size_t)b * C * hw + p) * x->esz, (size_t)hw, f, (size_t)C, q->frac);
 		r0 += hw * (C / K);
 	}
 }
@@ -416,7 +456,7 @@ static int run_node(model *m, int i, const float *input, float *const *outputs)
 	case QK_NONE:
 		return 0;
 	case QK_INPUT:
-		quantise_input(out, input, count(nd), &m->qa[nd->qp]);
+		quantise_input(out, input, count(nd), &m->qa[nd->qp], x->wide);
 		return 0;
 	case QK_CONV:
 		qconv_forward(out, x->act + x->q[p->in[0]].off, x->ws, &q->conv);
@@ -431,23 +471,23 @@ static int run_node(model *m, int i, const float *input, float *const *outputs)
 		if (b->kind == QK_BILINEAR) {
 			const gnode *up = &m->nodes[ib], *src = &m->nodes[b->src];
 			const qnode *qs = &x->q[b->src];
-			qadd_bilinear(out, x->act + a->off, a->sgn, a->frac, x->act + qs->off, qs->sgn, qs->frac,
+			qadd_bilinear(out, x->act + a->off, fmt(x, a), a->frac, x->act + qs->off, fmt(x, qs), qs->frac,
 				      up->n * up->c, src->h, src->w, up->h, up->w, &b->rows, &b->cols, BILINEAR_BITS,
 				      q->frac, q->lo, q->hi);
 			return 0;
 		}
-		qadd(out, x->act + a->off, a->sgn, a->frac, x->act + b->off, b->sgn, b->frac, count(nd), q->frac, q->lo,
-		     q->hi);
+		qadd(out, x->act + a->off, fmt(x, a), a->frac, x->act + b->off, fmt(x, b), b->frac, count(nd), q->frac,
+		     q->lo, q->hi);
 		return 0;
 	}
 	case QK_RELU: {
 		const qnode *qs = &x->q[p->in[0]];
-		qrescale(out, x->act + qs->off, qs->sgn, count(nd), qs->frac - q->frac, q->lo, q->hi);
+		qrescale(out, x->act + qs->off, fmt(x, qs), count(nd), qs->frac - q->frac, q->lo, q->hi);
 		return 0;
 	}
 	case QK_L2NORM: {
 		const qnode *qs = &x->q[p->in[0]];
-		ql2norm(out, x->act + qs->off, qs->sgn, qs->frac, model_param_data(m, p->pw), p->eps, p->n, p->c,
+		ql2norm(out, x->act + qs->off, fmt(x, qs), qs->frac, model_param_data(m, p->pw), p->eps, p->n, p->c,
 			p->h * p->w, &m->qa[nd->qp]);
 		return 0;
 	}
@@ -459,8 +499,9 @@ static int run_node(model *m, int i, const float *input, float *const *outputs)
 			for (int j = 0, c0 = 0; j < p->nin; j++) {
 				const gnode *s = &m->nodes[p->in[j]];
 				const qnode *qs = &x->q[p->in[j]];
-				qrescale(out + ((size_t)b * nd->c + c0) * hw, x->act + qs->off + (size_t)b * s->c * hw, qs->sgn,
-					 (size_t)s->c * hw, qs->frac - q->frac, q->lo, q->hi);
+				qrescale(out + ((size_t)b * nd->c + c0) * hw * x->esz,
+					 x->act + qs->off + (size_t)b * s->c * hw * x->esz, fmt(x, qs), (size_t)s->c * hw,
+					 qs->frac - q->frac, q->lo, q->hi);
 				c0 += s->c;
 			}
 		return 0;
@@ -468,12 +509,12 @@ static int run_node(model *m, int i, const float *input, float *const *outputs)
 	case QK_MAXPOOL: {
 		const pool2d_desc *d = &p->pd;
 		const qnode *qs = &x->q[p->in[0]];
-		qmaxpool(out, x->act + qs->off, qs->sgn, d->n, d->c, d->h, d->w, d->kh, d->kw, d->sh, d->sw, d->ph, d->pw,
+		qmaxpool(out, x->act + qs->off, fmt(x, qs), d->n, d->c, d->h, d->w, d->kh, d->kw, d->sh, d->sw, d->ph, d->pw,
 			 d->oh, d->ow, qs->frac - q->frac, q->lo, q->hi);
 		return 0;
 	}
 	case QK_UPSAMPLE:
-		upsample(out, x->act + x->q[q->src].off, nd, p);
+		upsample(out, x->act + x->q[q->src].off, nd, p, x->wide);
 		return 0;
 	case QK_FLATTEN:
 		for (int o = 0; o < m->noutputs; o++)
@@ -495,8 +536,8 @@ int model_forward_int8(model *m, const float *input, float *const *outputs)
 		return err_set("int8: the model needs an inference plan");
 	if (!m->qapply)
 		return err_set("int8: the model is not quantised (ranges loaded)");
-	if (m->qbits > 8)
-		return err_set("int8: %d-bit model: the integer path runs 8 bits or fewer", m->qbits);
+	if (m->qbits > 16)
+		return err_set("int8: %d-bit model: the integer path runs 16 bits or fewer", m->qbits);
 	if (prepare(m) < 0)
 		return err_wrap("int8");
 	for (int i = 0; i < m->nnodes; i++) {

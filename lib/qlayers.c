@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cblas.h>
 #include <omp.h>
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -40,8 +41,9 @@ static int32_t rounding(int shift)
 }
 
 /* out[i] = clamp((v[i] + add) >> shift, lo, hi): qrequant in int32, for callers that
- * know v + add stays within it (add carries the rounding, rounding(shift)). */
-static void requant32(uint8_t *out, const int32_t *v, int n, int32_t add, int shift, int32_t lo, int32_t hi)
+ * know v + add stays within it (add carries the rounding, rounding(shift)); out bytes,
+ * or 16-bit words when fmt is QF_WIDE. */
+static void requant32(void *out, const int32_t *v, int n, int32_t add, int shift, int32_t lo, int32_t hi, int fmt)
 {
 	int i = 0;
 #if defined(__AVX512F__)
@@ -50,13 +52,16 @@ static void requant32(uint8_t *out, const int32_t *v, int n, int32_t add, int sh
 	for (; i + 16 <= n; i += 16) {
 		__m512i x = _mm512_srai_epi32(_mm512_add_epi32(_mm512_loadu_si512(v + i), va), (unsigned)shift);
 		x = _mm512_min_epi32(_mm512_max_epi32(x, vlo), vhi);
-		_mm_storeu_si128((__m128i *)(out + i), _mm512_cvtepi32_epi8(x));
+		if (fmt & QF_WIDE)
+			_mm256_storeu_si256((__m256i *)((uint16_t *)out + i), _mm512_cvtepi32_epi16(x));
+		else
+			_mm_storeu_si128((__m128i *)((uint8_t *)out + i), _mm512_cvtepi32_epi8(x));
 	}
 #endif
 	for (; i < n; i++) {
 		int32_t x = (v[i] + add) >> shift; /* arithmetic: floor, as gcc defines it */
 		x = x < lo ? lo : x;
-		out[i] = (uint8_t)(x > hi ? hi : x);
+		qput(out, (size_t)i, x > hi ? hi : x, fmt);
 	}
 }
 
@@ -82,23 +87,39 @@ int qconv_init(qconv *d, int64_t *gemm_bias)
 	if (d->oh < 1 || d->ow < 1)
 		return err_set("qconv: kernel larger than the padded input");
 	d->r = d->c / d->groups * d->kh * d->kw;
-	if (d->r > QMAX_R)
-		return err_set("qconv: reduction of %d values could overflow int32 (at most %d)", d->r, QMAX_R);
 	if (d->rp != (int)round_up((size_t)d->r, 4))
-		return err_set("qconv: weight rows of %d bytes, expected %d", d->rp, (int)round_up((size_t)d->r, 4));
-	d->depthwise = d->groups == d->c && d->groups == d->k;
+		return err_set("qconv: weight rows of %d values, expected %d", d->rp, (int)round_up((size_t)d->r, 4));
 	d->nthreads = omp_get_max_threads();
 	d->gemm_bias = gemm_bias;
+	if (d->in_fmt & QF_WIDE) {
+		/* one GEMM form in doubles: |products| < 2^31, so sums of r < 2^22 stay exact */
+		if (d->r >= 1 << 22)
+			return err_set("qconv: reduction of %d 16-bit products could exceed a double's 2^53", d->r);
+		if (!d->wide_weight)
+			return err_set("qconv: 16-bit weights without their double storage");
+		for (int k = 0; k < d->k; k++) {
+			for (int j = 0; j < d->r; j++)
+				d->wide_weight[(size_t)k * d->r + j] = ((const int16_t *)d->weight)[(size_t)k * d->rp + j];
+			gemm_bias[k] = d->bias[k];
+		}
+		d->depthwise = d->fast = 0;
+		return 0;
+	}
+	if (d->r > QMAX_R)
+		return err_set("qconv: reduction of %d values could overflow int32 (at most %d)", d->r, QMAX_R);
+	d->depthwise = d->groups == d->c && d->groups == d->k;
+	const int8_t *weight = d->weight;
+	int in_sgn = d->in_fmt & QF_SIGNED;
 	/* the int32 epilogue holds acc + bias + rounding below 2^31 */
 	int fast = d->shift >= 0 && d->shift < 31;
 	for (int k = 0; k < d->k; k++) {
 		int64_t sum = 0, mag = 0;
 		for (int j = 0; j < d->r; j++) {
-			int w = d->weight[(size_t)k * d->rp + j];
+			int w = weight[(size_t)k * d->rp + j];
 			sum += w;
 			mag += w < 0 ? -w : w;
 		}
-		int64_t b = d->bias[k] - (d->in_sgn && !d->depthwise ? 128 * sum : 0);
+		int64_t b = d->bias[k] - (in_sgn && !d->depthwise ? 128 * sum : 0);
 		int64_t bound = mag * 255 + (b < 0 ? -b : b) + (fast ? rounding(d->shift) : 0);
 		if (bound >= INT32_MAX)
 			fast = 0;
@@ -110,8 +131,12 @@ int qconv_init(qconv *d, int64_t *gemm_bias)
 
 static size_t dw_bytes(const qconv *d);
 
+static int wide_block(const qconv *d);
+
 static size_t thread_bytes(const qconv *d)
 {
+	if (d->in_fmt & QF_WIDE)
+		return round_up((size_t)(d->r + d->k / d->groups) * wide_block(d) * sizeof(double), 64);
 	if (d->depthwise)
 		return dw_bytes(d);
 	return round_up((size_t)d->rp * QC, 64) + QM * QN * sizeof(int32_t);
@@ -124,12 +149,14 @@ size_t qconv_workspace_size(const qconv *d)
 
 /* ---------------------------------------------------------------- reference */
 
-static int32_t load(const uint8_t *x, size_t i, int sgn)
+/* weight j of output channel k */
+static int32_t weight_at(const qconv *d, int k, int j)
 {
-	return sgn ? (int32_t)(int8_t)x[i] : (int32_t)x[i];
+	size_t i = (size_t)k * d->rp + j;
+	return d->in_fmt & QF_WIDE ? ((const int16_t *)d->weight)[i] : ((const int8_t *)d->weight)[i];
 }
 
-void qconv_forward_ref(uint8_t *out, const uint8_t *inp, const qconv *d)
+void qconv_forward_ref(void *out, const void *inp, const qconv *d)
 {
 	int cg = d->c / d->groups, kg = d->k / d->groups;
 	for (int n = 0; n < d->n; n++)
@@ -146,11 +173,11 @@ void qconv_forward_ref(uint8_t *out, const uint8_t *inp, const qconv *d)
 								if (iy < 0 || iy >= d->h || ix < 0 || ix >= d->w)
 									continue;
 								size_t at = (((size_t)n * d->c + g * cg + ci) * d->h + iy) * d->w + ix;
-								int w = d->weight[(size_t)k * d->rp + (ci * d->kh + ky) * d->kw + kx];
-								acc += (int64_t)w * load(inp, at, d->in_sgn);
+								int32_t w = weight_at(d, k, (ci * d->kh + ky) * d->kw + kx);
+								acc += (int64_t)w * qget(inp, at, d->in_fmt);
 							}
-					out[(((size_t)n * d->k + k) * d->oh + oy) * d->ow + ox] =
-						(uint8_t)qrequant(acc + d->bias[k], d->shift, d->lo, d->hi);
+					qput(out, (((size_t)n * d->k + k) * d->oh + oy) * d->ow + ox,
+					     qrequant(acc + d->bias[k], d->shift, d->lo, d->hi), d->in_fmt);
 				}
 		}
 }
@@ -227,7 +254,7 @@ static void pack_tap(uint8_t *dst, const uint8_t *xc, const qconv *d, int ky, in
 static void pack_columns(uint8_t *bp, const uint8_t *inp, const qconv *d, int n, int g, int p0, int np)
 {
 	int cg = d->c / d->groups, khw = d->kh * d->kw, hw = d->h * d->w;
-	uint8_t flip = d->in_sgn ? 0x80 : 0;
+	uint8_t flip = d->in_fmt & QF_SIGNED ? 0x80 : 0;
 	const uint8_t *x = inp + ((size_t)n * d->c + (size_t)g * cg) * hw;
 	int pointwise = khw == 1 && d->sh == 1 && d->sw == 1 && d->ph == 0 && d->pw == 0;
 	for (int r = 0; r < d->rp; r++) {
@@ -382,7 +409,7 @@ static void gemm_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qc
 		pack_columns(bp, inp, d, n, g, p0, np);
 		for (int k0 = 0; k0 < kg; k0 += QM) {
 			int mr = kg - k0 < QM ? kg - k0 : QM, k = g * kg + k0;
-			const int8_t *a = d->weight + (size_t)k * d->rp;
+			const int8_t *a = (const int8_t *)d->weight + (size_t)k * d->rp;
 			for (int j = 0; j < np; j += QN) {
 				int nv = np - j < QN ? np - j : QN;
 				tile(c, a, d->rp, bp + (size_t)j * 4, mr);
@@ -391,7 +418,7 @@ static void gemm_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qc
 					const int32_t *ci = c + i * QN;
 					int64_t b = d->gemm_bias[k + i];
 					if (d->fast) {
-						requant32(o, ci, nv, (int32_t)b + rounding(d->shift), d->shift, d->lo, d->hi);
+						requant32(o, ci, nv, (int32_t)b + rounding(d->shift), d->shift, d->lo, d->hi, 0);
 						continue;
 					}
 					for (int q = 0; q < nv; q++)
@@ -462,7 +489,7 @@ static void depthwise_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, con
 				int x0 = ((b - d->pw) % sw + sw) % sw, n = x0 < W ? (W - 1 - x0) / sw + 1 : 0;
 				int16_t *dst = q + ((size_t)(py % sh) * sw + b) * phase + (size_t)(py / sh) * qw + (x0 + d->pw) / sw;
 				const uint8_t *sx = row + x0;
-				if (d->in_sgn) {
+				if (d->in_fmt & QF_SIGNED) {
 #pragma omp simd
 					for (int j = 0; j < n; j++)
 						dst[j] = (int8_t)sx[j * sw];
@@ -473,7 +500,7 @@ static void depthwise_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, con
 				}
 			}
 		}
-		const int8_t *wt = d->weight + (size_t)ch * d->rp;
+		const int8_t *wt = (const int8_t *)d->weight + (size_t)ch * d->rp;
 		int n = OH * qw;
 		for (int ky = 0; ky < d->kh; ky++)
 			for (int kx = 0; kx < d->kw; kx++) {
@@ -495,7 +522,8 @@ static void depthwise_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, con
 		for (int oy = 0; oy < OH; oy++) {
 			const int32_t *a = acc + (size_t)oy * qw;
 			if (d->fast)
-				requant32(o + (size_t)oy * OW, a, OW, (int32_t)bias + rounding(d->shift), d->shift, d->lo, d->hi);
+				requant32(o + (size_t)oy * OW, a, OW, (int32_t)bias + rounding(d->shift), d->shift, d->lo, d->hi,
+					  0);
 			else
 				for (int ox = 0; ox < OW; ox++)
 					o[(size_t)oy * OW + ox] = (uint8_t)qrequant(a[ox] + bias, d->shift, d->lo, d->hi);
@@ -503,9 +531,65 @@ static void depthwise_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, con
 	}
 }
 
-void qconv_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qconv *d)
+/* ---------------------------------------------------------------- 16 bits */
+
+/* A 16-bit model's conv, every shape, as one GEMM in doubles per block of pixels:
+ * columns of the input (im2col) times wide_weight, exact (qconv_init), then the int64
+ * epilogue. OpenBLAS's dgemm runs single-threaded inside the blocks' tasks. */
+
+/* pixels a task: its columns and sums within 1 MB */
+static int wide_block(const qconv *d)
 {
-	if (d->depthwise)
+	size_t px = ((size_t)1 << 17) / (size_t)(d->r + d->k / d->groups);
+	return px < 16 ? 16 : px > QC ? QC : (int)px;
+}
+
+static void wide_forward(void *out, const void *inp, uint8_t *ws, const qconv *d)
+{
+	int kg = d->k / d->groups, cg = d->c / d->groups, P = d->oh * d->ow, B = wide_block(d);
+	int blocks = (P + B - 1) / B, tasks = d->n * d->groups * blocks;
+	size_t tb = thread_bytes(d), hw = (size_t)d->h * d->w;
+	uint8_t *base = (uint8_t *)round_up((size_t)ws, 64);
+	int save = blas_single_begin();
+#pragma omp parallel for schedule(dynamic, 1)
+	for (int t = 0; t < tasks; t++) {
+		int blk = t % blocks, g = t / blocks % d->groups, n = t / blocks / d->groups;
+		int p0 = blk * B, np = P - p0 < B ? P - p0 : B;
+		double *col = (double *)(base + (size_t)omp_get_thread_num() * tb), *acc = col + (size_t)d->r * np;
+		for (int ci = 0; ci < cg; ci++) {
+			size_t plane = ((size_t)n * d->c + (size_t)g * cg + ci) * hw;
+			for (int ky = 0; ky < d->kh; ky++)
+				for (int kx = 0; kx < d->kw; kx++) {
+					double *row = col + ((size_t)(ci * d->kh + ky) * d->kw + kx) * np;
+					int oy = p0 / d->ow, ox = p0 % d->ow;
+					for (int q = 0; q < np; q++) {
+						int iy = oy * d->sh - d->ph + ky * d->dh, ix = ox * d->sw - d->pw + kx * d->dw;
+						row[q] = iy >= 0 && iy < d->h && ix >= 0 && ix < d->w
+								 ? qget(inp, plane + (size_t)iy * d->w + ix, d->in_fmt)
+								 : 0.0;
+						if (++ox == d->ow)
+							ox = 0, oy++;
+					}
+				}
+		}
+		cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, kg, np, d->r, 1.0,
+			    d->wide_weight + (size_t)g * kg * d->r, d->r, col, np, 0.0, acc, np);
+		for (int i = 0; i < kg; i++) {
+			int k = g * kg + i;
+			size_t o = ((size_t)n * d->k + k) * P + p0;
+			for (int q = 0; q < np; q++)
+				qput(out, o + q, qrequant((int64_t)acc[(size_t)i * np + q] + d->gemm_bias[k], d->shift, d->lo, d->hi),
+				     QF_WIDE);
+		}
+	}
+	blas_single_end(save);
+}
+
+void qconv_forward(void *out, const void *inp, uint8_t *ws, const qconv *d)
+{
+	if (d->in_fmt & QF_WIDE)
+		wide_forward(out, inp, ws, d);
+	else if (d->depthwise)
 		depthwise_forward(out, inp, ws, d);
 	else
 		gemm_forward(out, inp, ws, d);
@@ -516,103 +600,125 @@ void qconv_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qconv *d
 #define PAR_MIN 65536
 
 
-/* x [n] bytes -> int32 */
-static void widen(int32_t *out, const uint8_t *x, int sgn, int n)
+/* x [n] of format fmt -> int32 */
+static void widen(int32_t *out, const void *x, int fmt, int n)
 {
-	if (sgn) {
+	switch (fmt & 3) {
+	case 0: {
+		const uint8_t *v = x;
 #pragma omp simd
 		for (int i = 0; i < n; i++)
-			out[i] = (int8_t)x[i];
-	} else {
-#pragma omp simd
-		for (int i = 0; i < n; i++)
-			out[i] = x[i];
+			out[i] = v[i];
+		break;
 	}
+	case QF_SIGNED: {
+		const int8_t *v = x;
+#pragma omp simd
+		for (int i = 0; i < n; i++)
+			out[i] = v[i];
+		break;
+	}
+	case QF_WIDE: {
+		const uint16_t *v = x;
+#pragma omp simd
+		for (int i = 0; i < n; i++)
+			out[i] = v[i];
+		break;
+	}
+	default: {
+		const int16_t *v = x;
+#pragma omp simd
+		for (int i = 0; i < n; i++)
+			out[i] = v[i];
+	}
+	}
+}
+
+/* x + i elements of format fmt */
+static const void *elem(const void *x, size_t i, int fmt)
+{
+	return (const uint8_t *)x + (fmt & QF_WIDE ? 2 * i : i);
 }
 
 #define CHUNK 4096
 
-void qrescale(uint8_t *out, const uint8_t *x, int x_sgn, size_t n, int shift, int32_t lo, int32_t hi)
+void qrescale(void *out, const void *x, int x_fmt, size_t n, int shift, int32_t lo, int32_t hi)
 {
 	int fast = shift >= 0 && shift < 31;
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
 	for (size_t o = 0; o < n; o += CHUNK) {
 		int c = n - o < CHUNK ? (int)(n - o) : CHUNK;
 		int32_t v[CHUNK];
-		widen(v, x + o, x_sgn, c);
+		void *y = (void *)elem(out, o, x_fmt);
+		widen(v, elem(x, o, x_fmt), x_fmt, c);
 		if (fast)
-			requant32(out + o, v, c, rounding(shift), shift, lo, hi);
+			requant32(y, v, c, rounding(shift), shift, lo, hi, x_fmt);
 		else
 			for (int i = 0; i < c; i++)
-				out[o + i] = (uint8_t)qrequant(v[i], shift, lo, hi);
+				qput(y, (size_t)i, qrequant(v[i], shift, lo, hi), x_fmt);
 	}
 }
 
-void qadd(uint8_t *out, const uint8_t *a, int a_sgn, int fa, const uint8_t *b, int b_sgn, int fb, size_t n,
-	  int fo, int32_t lo, int32_t hi)
+void qadd(void *out, const void *a, int a_fmt, int fa, const void *b, int b_fmt, int fb, size_t n, int fo,
+	  int32_t lo, int32_t hi)
 {
 	int f = fa > fb ? fa : fb, sa = f - fa, sb = f - fb, shift = f - fo;
-	/* 8-bit values moved up by at most 2^21 and summed stay within int32 */
-	int fast = sa <= 21 && sb <= 21 && shift >= 0 && shift < 31;
+	/* values below 2^8 moved up by at most 2^21 (2^16 by 2^13) and summed stay within int32 */
+	int up = a_fmt & QF_WIDE ? 13 : 21;
+	int fast = sa <= up && sb <= up && shift >= 0 && shift < 31;
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
 	for (size_t o = 0; o < n; o += CHUNK) {
 		int c = n - o < CHUNK ? (int)(n - o) : CHUNK;
 		int32_t va[CHUNK], vb[CHUNK];
-		widen(va, a + o, a_sgn, c);
-		widen(vb, b + o, b_sgn, c);
+		void *y = (void *)elem(out, o, a_fmt);
+		widen(va, elem(a, o, a_fmt), a_fmt, c);
+		widen(vb, elem(b, o, b_fmt), b_fmt, c);
 		if (fast) {
 #pragma omp simd
 			for (int i = 0; i < c; i++)
 				va[i] = va[i] * (1 << sa) + vb[i] * (1 << sb);
-			requant32(out + o, va, c, rounding(shift), shift, lo, hi);
+			requant32(y, va, c, rounding(shift), shift, lo, hi, a_fmt);
 			continue;
 		}
+		/* |fa - fb| <= QMAX_FRAC_GAP: within int64 */
 		for (int i = 0; i < c; i++) {
-			int64_t v = (int64_t)va[i] * ((int64_t)1 << (sa < 40 ? sa : 40)) +
-				    (int64_t)vb[i] * ((int64_t)1 << (sb < 40 ? sb : 40));
-			out[o + i] = (uint8_t)qrequant(v, shift, lo, hi);
+			int64_t v = (int64_t)va[i] * ((int64_t)1 << sa) + (int64_t)vb[i] * ((int64_t)1 << sb);
+			qput(y, (size_t)i, qrequant(v, shift, lo, hi), a_fmt);
 		}
 	}
 }
 
-/* the byte as the integer it holds */
-static inline int32_t qval(uint8_t v, int sgn)
-{
-	return sgn ? (int8_t)v : v;
-}
-
-void qadd_bilinear(uint8_t *out, const uint8_t *a, int a_sgn, int fa, const uint8_t *b, int b_sgn, int fb, int nc,
-		   int h, int w, int oh, int ow, const qtaps *rows, const qtaps *cols, int bits, int fo, int32_t lo,
+void qadd_bilinear(void *out, const void *a, int a_fmt, int fa, const void *b, int b_fmt, int fb, int nc, int h,
+		   int w, int oh, int ow, const qtaps *rows, const qtaps *cols, int bits, int fo, int32_t lo,
 		   int32_t hi)
 {
 	int fu = fb + 2 * bits, f = fa > fu ? fa : fu, sa = f - fa, su = f - fu, shift = f - fo;
-	/* |a| <= 2^8 and |up| <= 2^(8 + 2 bits) moved up by at most 2^40: within int64 */
-	int64_t ma = (int64_t)1 << (sa < 40 ? sa : 40), mu = (int64_t)1 << (su < 40 ? su : 40);
+	/* |a| < 2^16 and |up| < 2^(16 + 2 bits) <= 2^32 moved up by at most 2^QMAX_FRAC_GAP: within int64 */
+	int64_t ma = (int64_t)1 << sa, mu = (int64_t)1 << su;
 #pragma omp parallel for schedule(static) if ((size_t)nc * oh * ow >= PAR_MIN)
 	for (int p = 0; p < nc; p++) {
-		const uint8_t *bp = b + (size_t)p * h * w, *ap = a + (size_t)p * oh * ow;
-		uint8_t *op = out + (size_t)p * oh * ow;
+		size_t bp = (size_t)p * h * w, ap = (size_t)p * oh * ow;
 		for (int y = 0; y < oh; y++) {
-			const uint8_t *r0 = bp + (size_t)rows->i0[y] * w, *r1 = bp + (size_t)rows->i1[y] * w;
-			int32_t h0 = rows->w0[y], h1 = rows->w1[y];
+			size_t r0 = bp + (size_t)rows->i0[y] * w, r1 = bp + (size_t)rows->i1[y] * w;
+			int64_t h0 = rows->w0[y], h1 = rows->w1[y];
 			for (int x = 0; x < ow; x++) {
-				int c0 = cols->i0[x], c1 = cols->i1[x];
-				int32_t w0 = cols->w0[x], w1 = cols->w1[x];
-				int64_t up = (int64_t)h0 * (w0 * qval(r0[c0], b_sgn) + w1 * qval(r0[c1], b_sgn)) +
-					     (int64_t)h1 * (w0 * qval(r1[c0], b_sgn) + w1 * qval(r1[c1], b_sgn));
-				int64_t v = qval(ap[(size_t)y * ow + x], a_sgn) * ma + up * mu;
-				op[(size_t)y * ow + x] = (uint8_t)qrequant(v, shift, lo, hi);
+				size_t c0 = (size_t)cols->i0[x], c1 = (size_t)cols->i1[x];
+				int64_t w0 = cols->w0[x], w1 = cols->w1[x];
+				int64_t up = h0 * (w0 * qget(b, r0 + c0, b_fmt) + w1 * qget(b, r0 + c1, b_fmt)) +
+					     h1 * (w0 * qget(b, r1 + c0, b_fmt) + w1 * qget(b, r1 + c1, b_fmt));
+				int64_t v = qget(a, ap + (size_t)y * ow + x, a_fmt) * ma + up * mu;
+				qput(out, ap + (size_t)y * ow + x, qrequant(v, shift, lo, hi), a_fmt);
 			}
 		}
 	}
 }
 
-void qmaxpool(uint8_t *out, const uint8_t *x, int x_sgn, int n, int c, int h, int w, int kh, int kw, int sh,
-	      int sw, int ph, int pw, int oh, int ow, int shift, int32_t lo, int32_t hi)
+void qmaxpool(void *out, const void *x, int x_fmt, int n, int c, int h, int w, int kh, int kw, int sh, int sw,
+	      int ph, int pw, int oh, int ow, int shift, int32_t lo, int32_t hi)
 {
 #pragma omp parallel for schedule(static) if ((size_t)n * c * h * w >= PAR_MIN)
 	for (int p = 0; p < n * c; p++) {
-		const uint8_t *xp = x + (size_t)p * h * w;
+		size_t xp = (size_t)p * h * w;
 		for (int oy = 0; oy < oh; oy++) {
 			int y0 = oy * sh - ph, y1 = y0 + kh;
 			y0 = y0 < 0 ? 0 : y0;
@@ -624,17 +730,17 @@ void qmaxpool(uint8_t *out, const uint8_t *x, int x_sgn, int n, int c, int h, in
 				int32_t best = INT32_MIN;
 				for (int y = y0; y < y1; y++)
 					for (int xx = x0; xx < x1; xx++) {
-						int32_t v = load(xp, (size_t)y * w + xx, x_sgn);
+						int32_t v = qget(x, xp + (size_t)y * w + xx, x_fmt);
 						best = v > best ? v : best;
 					}
-				out[((size_t)p * oh + oy) * ow + ox] = (uint8_t)qrequant(best, shift, lo, hi);
+				qput(out, ((size_t)p * oh + oy) * ow + ox, qrequant(best, shift, lo, hi), x_fmt);
 			}
 		}
 	}
 }
 
-void ql2norm(uint8_t *out, const uint8_t *x, int x_sgn, int fx, const float *weight, float eps, int n, int c,
-	     int hw, const qact *a)
+void ql2norm(void *out, const void *x, int x_fmt, int fx, const float *weight, float eps, int n, int c, int hw,
+	     const qact *a)
 {
 	enum { B = 64 }; /* pixels a task: their sums and factors stay in registers or L1 */
 	const float unit = ldexpf(1.0f, -fx);
@@ -642,13 +748,12 @@ void ql2norm(uint8_t *out, const uint8_t *x, int x_sgn, int fx, const float *wei
 #pragma omp parallel for schedule(static) if ((size_t)n * c * hw >= PAR_MIN)
 	for (int t = 0; t < n * blocks; t++) {
 		int b = t / blocks, i0 = t % blocks * B, m = hw - i0 < B ? hw - i0 : B;
-		const uint8_t *xb = x + (size_t)b * c * hw + i0;
-		uint8_t *ob = out + (size_t)b * c * hw + i0;
+		size_t xb = (size_t)b * c * hw + i0;
 		int64_t sum[B] = {0};
 		float f[B];
 		for (int ch = 0; ch < c; ch++)
 			for (int j = 0; j < m; j++) {
-				int64_t v = load(xb, (size_t)ch * hw + j, x_sgn);
+				int64_t v = qget(x, xb + (size_t)ch * hw + j, x_fmt);
 				sum[j] += v * v;
 			}
 		for (int j = 0; j < m; j++)
@@ -656,16 +761,17 @@ void ql2norm(uint8_t *out, const uint8_t *x, int x_sgn, int fx, const float *wei
 		for (int ch = 0; ch < c; ch++) {
 			float w = weight[ch];
 			for (int j = 0; j < m; j++) {
-				float v = (float)load(xb, (size_t)ch * hw + j, x_sgn) * unit;
-				ob[(size_t)ch * hw + j] = (uint8_t)(int32_t)quant_act_int(w * v * f[j], a);
+				size_t i = xb + (size_t)ch * hw + j;
+				float v = (float)qget(x, i, x_fmt) * unit;
+				qput(out, i, (int32_t)quant_act_int(w * v * f[j], a), x_fmt);
 			}
 		}
 	}
 }
 
-void qdequant(float *out, const uint8_t *x, size_t stride, int x_sgn, size_t n, int frac)
+void qdequant(float *out, const void *x, size_t stride, int x_fmt, size_t n, int frac)
 {
 	float s = ldexpf(1.0f, -frac);
 	for (size_t i = 0; i < n; i++)
-		out[i] = (float)load(x, i * stride, x_sgn) * s;
+		out[i] = (float)qget(x, i * stride, x_fmt) * s;
 }

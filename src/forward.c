@@ -34,9 +34,10 @@ static void usage(void)
 	       "                  record must follow each params record of --weights\n"
 	       "  --ranges FILE   activation ranges (a ranges record, from calib-ranges)\n"
 	       "  --bits N        quantisation bits, 8 (default) or 16\n"
-	       "  --int8          the quantised model (as --quant, 8 bits) on integers only: int8\n"
+	       "  --int8          the quantised model (as --quant) on integers only: int8\n"
 	       "                  activations and weights, int32 sums, power-of-2 shifts; outputs\n"
-	       "                  equal to --quant's (docs/quantisation.md)\n"
+	       "                  equal to --quant's (docs/quantisation.md). With --bits 16: int16\n"
+	       "                  values, exact int64 sums (--quant's f32 rounds those: a few steps)\n"
 	       "  --stats         record every quantisation point's range in each batch: without\n"
 	       "                  --train a stats record replaces each pred record (for\n"
 	       "                  calib-ranges); with --train one precedes each grads record\n"
@@ -234,8 +235,8 @@ int main(int argc, char **argv)
 		usage_error("--train and --grad go together");
 	if (o.weights && !strcmp(o.weights, "-"))
 		usage_error("--weights cannot be stdin (batches come there)");
-	if (o.int8 && (o.train || o.stats || o.bits > 8))
-		usage_error("--int8 is inference of an 8-bit model: no --train, --stats or --bits above 8");
+	if (o.int8 && (o.train || o.stats))
+		usage_error("--int8 is inference: no --train or --stats");
 	if (o.ranges && !o.quant)
 		usage_error("--ranges goes with --quant");
 	if ((o.summary || o.init) && (o.quant || o.stats))

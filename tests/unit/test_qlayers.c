@@ -6,7 +6,10 @@
  * and add, rescale and maxpool against qrequant per value; the add of a bilinear
  * upsampling against the float simulation's own steps (layers.c's bilinear kernel on the
  * dequantised values, the f32 add, the rounding rule), and the L2Norm against the float
- * L2Norm and the rounding rule. Every comparison is exact. */
+ * L2Norm and the rounding rule. Each kernel runs on bytes (8-bit models) and on 16-bit
+ * words (16-bit models: the conv's double GEMM, the add of a bilinear upsampling
+ * against the same rule in int64, as the f32 path is not exact there). Every
+ * comparison is exact. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -68,47 +71,78 @@ typedef struct geo {
 	int n, c, h, w, k, kh, kw, s, p, d, g;
 } geo;
 
-static int run_conv(const geo *G, int in_sgn, int shift, int wide_weights)
+/* a point's integer range: signed or not, 8 or 16 bits */
+static void point_range(int fmt, int32_t *lo, int32_t *hi)
+{
+	int bits = fmt & QF_WIDE ? 16 : 8;
+	*lo = fmt & QF_SIGNED ? -(1 << (bits - 1)) : 0;
+	*hi = fmt & QF_SIGNED ? (1 << (bits - 1)) - 1 : (1 << bits) - 1;
+}
+
+static size_t esz(int fmt)
+{
+	return fmt & QF_WIDE ? 2 : 1;
+}
+
+/* n random integers of format fmt (all bit patterns) */
+static void *random_ints(size_t n, int fmt)
+{
+	uint8_t *x = malloc(n * esz(fmt));
+	for (size_t i = 0; i < n * esz(fmt); i++)
+		x[i] = (uint8_t)next();
+	return x;
+}
+
+static int run_conv(const geo *G, int in_fmt, int shift, int wide_weights)
 {
 	qconv d = {0};
+	int wide = in_fmt & QF_WIDE;
 	d.n = G->n, d.c = G->c, d.h = G->h, d.w = G->w, d.k = G->k, d.kh = G->kh, d.kw = G->kw;
 	d.sh = d.sw = G->s, d.ph = d.pw = G->p, d.dh = d.dw = G->d, d.groups = G->g;
-	d.in_sgn = in_sgn;
+	d.in_fmt = in_fmt;
 	d.r = G->c / G->g * G->kh * G->kw;
 	d.rp = (d.r + 3) & ~3;
 	d.shift = shift;
-	d.lo = uniform(0, 1) ? -128 : 0;
-	d.hi = d.lo ? 127 : 255;
-	int8_t *w = calloc((size_t)d.k * d.rp, 1);
+	point_range((uniform(0, 1) ? QF_SIGNED : 0) | wide, &d.lo, &d.hi);
+	/* weights: the full range, or small ones (|w| < 2^wmax) */
+	int wmax = wide ? 15 : 7, wsmall = wide ? 2000 : 20;
+	void *w = calloc((size_t)d.k * d.rp, esz(in_fmt));
 	int64_t *bias = malloc((size_t)d.k * sizeof *bias), *gb = malloc((size_t)d.k * sizeof *gb);
+	double *wd = wide ? malloc((size_t)d.k * d.r * sizeof *wd) : NULL;
 	for (int k = 0; k < d.k; k++) {
-		for (int j = 0; j < d.r; j++)
-			w[(size_t)k * d.rp + j] = (int8_t)(wide_weights ? uniform(-128, 127) : uniform(-20, 20));
-		/* biases up to a 16-bit value moved up by a few bits (TIDL's bias split) */
-		bias[k] = (int64_t)uniform(-32768, 32767) * (1 << uniform(0, 6));
+		for (int j = 0; j < d.r; j++) {
+			int v = wide_weights ? uniform(-(1 << wmax), (1 << wmax) - 1) : uniform(-wsmall, wsmall);
+			if (wide)
+				((int16_t *)w)[(size_t)k * d.rp + j] = (int16_t)v;
+			else
+				((int8_t *)w)[(size_t)k * d.rp + j] = (int8_t)v;
+		}
+		/* biases up to a 16-bit (32-bit) value moved up by a few bits (TIDL's bias split) */
+		bias[k] = (wide ? (int64_t)(int32_t)next() : (int64_t)uniform(-32768, 32767)) * (1 << uniform(0, 6));
 	}
 	d.weight = w;
+	d.wide_weight = wd;
 	d.bias = bias;
 	if (qconv_init(&d, gb) < 0) {
 		fprintf(stderr, "test_qlayers: %s\n", err_msg());
-		free(w), free(bias), free(gb);
+		free(w), free(bias), free(gb), free(wd);
 		return -1;
 	}
 	size_t nin = (size_t)d.n * d.c * d.h * d.w, nout = (size_t)d.n * d.k * d.oh * d.ow;
-	uint8_t *x = malloc(nin), *y = malloc(nout), *ref = malloc(nout), *ws = malloc(qconv_workspace_size(&d));
-	for (size_t i = 0; i < nin; i++)
-		x[i] = (uint8_t)next();
+	uint8_t *x = random_ints(nin, in_fmt), *y = malloc(nout * esz(in_fmt)), *ref = malloc(nout * esz(in_fmt));
+	uint8_t *ws = malloc(qconv_workspace_size(&d));
 	qconv_forward(y, x, ws, &d);
 	qconv_forward_ref(ref, x, &d);
 	size_t bad = 0;
 	for (size_t i = 0; i < nout; i++)
-		bad += y[i] != ref[i];
+		bad += qget(y, i, in_fmt) != qget(ref, i, in_fmt);
+	static const char *const fmts[4] = {"uint8", "int8", "uint16", "int16"};
 	CHECK_MSG(bad == 0,
 		  "qconv n%d c%d %dx%d k%d %dx%d s%d p%d d%d g%d %s shift %d (%s%s): %zu of %zu outputs differ", G->n,
-		  G->c, G->h, G->w, G->k, G->kh, G->kw, G->s, G->p, G->d, G->g, in_sgn ? "int8" : "uint8", shift,
-		  d.depthwise ? "depthwise" : "gemm", d.fast ? ", int32 epilogue" : "", bad, nout);
+		  G->c, G->h, G->w, G->k, G->kh, G->kw, G->s, G->p, G->d, G->g, fmts[in_fmt & 3], shift,
+		  wide ? "double gemm" : d.depthwise ? "depthwise" : "gemm", d.fast ? ", int32 epilogue" : "", bad, nout);
 	int fast = d.fast;
-	free(x), free(y), free(ref), free(ws), free(w), free(bias), free(gb);
+	free(x), free(y), free(ref), free(ws), free(w), free(bias), free(gb), free(wd);
 	return fast;
 }
 
@@ -127,10 +161,11 @@ static void test_conv(void)
 	};
 	int fast = 0, slow = 0;
 	for (size_t i = 0; i < sizeof geos / sizeof *geos; i++)
-		for (int sgn = 0; sgn < 2; sgn++) {
-			static const int shifts[] = {-2, 0, 1, 5, 9, 14, 33};
+		for (int fmt = 0; fmt < 4; fmt++) {
+			/* 16-bit sums reach 2^31 * r: shifts up to 40 bring them back */
+			static const int shifts[] = {-2, 0, 1, 5, 9, 14, 33, 40};
 			for (size_t s = 0; s < sizeof shifts / sizeof *shifts; s++) {
-				int f = run_conv(&geos[i], sgn, shifts[s], (int)(s & 1));
+				int f = run_conv(&geos[i], fmt, shifts[s], (int)(s & 1));
 				CHECK(f >= 0);
 				fast += f == 1;
 				slow += f == 0;
@@ -149,51 +184,61 @@ static void test_conv(void)
 static void test_elementwise(void)
 {
 	enum { N = 70001 };
-	uint8_t *a = malloc(N), *b = malloc(N), *y = malloc(N);
-	for (int i = 0; i < N; i++)
-		a[i] = (uint8_t)next(), b[i] = (uint8_t)next();
-	static const int cases[][5] = {/* fa, fb, fo, a_sgn, b_sgn */
-				       {4, 4, 4, 1, 1}, {7, 3, 5, 0, 1}, {2, 6, 0, 1, 0}, {5, 5, 9, 0, 0},
-				       {0, 30, 12, 1, 1}, {-3, 2, -1, 1, 0}, {6, 6, 7, 1, 1}};
-	for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
-		int fa = cases[c][0], fb = cases[c][1], fo = cases[c][2], sa = cases[c][3], sb = cases[c][4];
-		int32_t lo = sa || sb ? -128 : 0, hi = lo ? 127 : 255;
-		qadd(y, a, sa, fa, b, sb, fb, N, fo, lo, hi);
-		int f = fa > fb ? fa : fb, bad = 0;
-		for (int i = 0; i < N; i++) {
-			int64_t va = sa ? (int8_t)a[i] : a[i], vb = sb ? (int8_t)b[i] : b[i];
-			int64_t v = va * ((int64_t)1 << (f - fa)) + vb * ((int64_t)1 << (f - fb));
-			bad += (uint8_t)requant_exact(v, f - fo, lo, hi) != y[i];
-		}
-		CHECK_MSG(bad == 0, "qadd case %zu: %d differ", c, bad);
-		qrescale(y, a, sa, N, fa - fo, lo, hi);
-		bad = 0;
-		for (int i = 0; i < N; i++)
-			bad += (uint8_t)requant_exact(sa ? (int8_t)a[i] : a[i], fa - fo, lo, hi) != y[i];
-		CHECK_MSG(bad == 0, "qrescale case %zu: %d differ", c, bad);
-	}
-	/* maxpool 3x3 stride 2 pad 1 on [2, 3, 9, 8], signed, shift 1: padding never wins */
-	int n = 2, c = 3, h = 9, w = 8, oh = 5, ow = 4;
-	qmaxpool(y, a, 1, n, c, h, w, 3, 3, 2, 2, 1, 1, oh, ow, 1, -128, 127);
-	int bad = 0;
-	for (int p = 0; p < n * c; p++)
-		for (int oy = 0; oy < oh; oy++)
-			for (int ox = 0; ox < ow; ox++) {
-				int best = -1000;
-				for (int y0 = oy * 2 - 1; y0 < oy * 2 + 2; y0++)
-					for (int x0 = ox * 2 - 1; x0 < ox * 2 + 2; x0++)
-						if (y0 >= 0 && y0 < h && x0 >= 0 && x0 < w && (int8_t)a[(p * h + y0) * w + x0] > best)
-							best = (int8_t)a[(p * h + y0) * w + x0];
-				bad += (int8_t)y[(p * oh + oy) * ow + ox] != requant_exact(best, 1, -128, 127);
+	for (int wide = 0; wide <= QF_WIDE; wide += QF_WIDE) {
+		uint8_t *a = random_ints(N, wide), *b = random_ints(N, wide), *y = malloc(2 * N);
+		static const int cases[][5] = {/* fa, fb, fo, a_sgn, b_sgn */
+					       {4, 4, 4, 1, 1},  {7, 3, 5, 0, 1},   {2, 6, 0, 1, 0}, {5, 5, 9, 0, 0},
+					       {0, 28, 12, 1, 1}, {-3, 2, -1, 1, 0}, {6, 6, 7, 1, 1}, {20, 6, 22, 0, 1}};
+		for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+			int fa = cases[c][0], fb = cases[c][1], fo = cases[c][2];
+			int af = cases[c][3] | wide, bf = cases[c][4] | wide, of = ((af | bf) & QF_SIGNED) | wide;
+			int32_t lo, hi;
+			point_range(of, &lo, &hi);
+			qadd(y, a, af, fa, b, bf, fb, N, fo, lo, hi);
+			int f = fa > fb ? fa : fb, bad = 0;
+			for (int i = 0; i < N; i++) {
+				int64_t v = (int64_t)qget(a, i, af) * ((int64_t)1 << (f - fa)) +
+					    (int64_t)qget(b, i, bf) * ((int64_t)1 << (f - fb));
+				bad += requant_exact(v, f - fo, lo, hi) != qget(y, i, of);
 			}
-	CHECK_MSG(bad == 0, "qmaxpool: %d differ", bad);
+			CHECK_MSG(bad == 0, "qadd case %zu%s: %d differ", c, wide ? " (16 bits)" : "", bad);
+			point_range(af, &lo, &hi);
+			qrescale(y, a, af, N, fa - fo, lo, hi);
+			bad = 0;
+			for (int i = 0; i < N; i++)
+				bad += requant_exact(qget(a, i, af), fa - fo, lo, hi) != qget(y, i, af);
+			CHECK_MSG(bad == 0, "qrescale case %zu%s: %d differ", c, wide ? " (16 bits)" : "", bad);
+		}
+		/* maxpool 3x3 stride 2 pad 1 on [2, 3, 9, 8], signed, shift 1: padding never wins */
+		int n = 2, c = 3, h = 9, w = 8, oh = 5, ow = 4, sf = QF_SIGNED | wide, bad = 0;
+		int32_t lo, hi;
+		point_range(sf, &lo, &hi);
+		qmaxpool(y, a, sf, n, c, h, w, 3, 3, 2, 2, 1, 1, oh, ow, 1, lo, hi);
+		for (int p = 0; p < n * c; p++)
+			for (int oy = 0; oy < oh; oy++)
+				for (int ox = 0; ox < ow; ox++) {
+					int32_t best = INT32_MIN;
+					for (int y0 = oy * 2 - 1; y0 < oy * 2 + 2; y0++)
+						for (int x0 = ox * 2 - 1; x0 < ox * 2 + 2; x0++)
+							if (y0 >= 0 && y0 < h && x0 >= 0 && x0 < w &&
+							    qget(a, (size_t)(p * h + y0) * w + x0, sf) > best)
+								best = qget(a, (size_t)(p * h + y0) * w + x0, sf);
+					bad += qget(y, (size_t)(p * oh + oy) * ow + ox, sf) != requant_exact(best, 1, lo, hi);
+				}
+		CHECK_MSG(bad == 0, "qmaxpool%s: %d differ", wide ? " (16 bits)" : "", bad);
+		free(a), free(b), free(y);
+	}
 	float f[4];
 	uint8_t q[4] = {0x80, 0xff, 0x01, 0x7f};
-	qdequant(f, q, 1, 1, 4, 3);
+	qdequant(f, q, 1, QF_SIGNED, 4, 3);
 	CHECK(f[0] == -16.0f && f[1] == -0.125f && f[2] == 0.125f && f[3] == 15.875f);
 	qdequant(f, q, 1, 0, 4, -2);
 	CHECK(f[0] == 512.0f && f[1] == 1020.0f && f[2] == 4.0f && f[3] == 508.0f);
-	free(a), free(b), free(y);
+	uint16_t q16[4] = {0x8000, 0xffff, 0x0001, 0x7fff};
+	qdequant(f, q16, 1, QF_SIGNED | QF_WIDE, 4, 3);
+	CHECK(f[0] == -4096.0f && f[1] == -0.125f && f[2] == 0.125f && f[3] == 4095.875f);
+	qdequant(f, q16, 2, QF_WIDE, 2, 1);
+	CHECK(f[0] == 16384.0f && f[1] == 0.5f);
 }
 
 /* qadd_bilinear against what forward --quant computes: b dequantised, upsampled by the
@@ -234,6 +279,31 @@ static void test_add_bilinear(void)
 			bad += (uint8_t)want != y[i];
 		}
 		CHECK_MSG(bad == 0, "qadd_bilinear case %zu: %d of %zu differ from the float path", k, bad, no);
+
+		/* 16 bits: the same rule in int64 (the taps' sums, exact integers at frac fb + 16) */
+		uint8_t *a16 = random_ints(no, QF_WIDE), *b16 = random_ints(nb, QF_WIDE), *y16 = malloc(2 * no);
+		int af = sa | QF_WIDE, bf = sb | QF_WIDE, of = ((sa | sb) & QF_SIGNED) | QF_WIDE;
+		point_range(of, &lo, &hi);
+		qadd_bilinear(y16, a16, af, fa, b16, bf, fb, nc, h, w, oh, ow, &rows, &cols, 8, fo, lo, hi);
+		int fu = fb + 16, f = fa > fu ? fa : fu;
+		bad = 0;
+		for (int p = 0; p < nc; p++)
+			for (int oy = 0; oy < oh; oy++)
+				for (int ox = 0; ox < ow; ox++) {
+					int64_t upv = 0;
+					for (int ty = 0; ty < 2; ty++)
+						for (int tx = 0; tx < 2; tx++) {
+							int yy = ty ? rows.i1[oy] : rows.i0[oy], xx = tx ? cols.i1[ox] : cols.i0[ox];
+							int64_t wgt = (int64_t)(ty ? rows.w1[oy] : rows.w0[oy]) *
+								      (tx ? cols.w1[ox] : cols.w0[ox]);
+							upv += wgt * qget(b16, ((size_t)p * h + yy) * w + xx, bf);
+						}
+					size_t i = ((size_t)p * oh + oy) * ow + ox;
+					int64_t v = (int64_t)qget(a16, i, af) * ((int64_t)1 << (f - fa)) + upv * ((int64_t)1 << (f - fu));
+					bad += requant_exact(v, f - fo, lo, hi) != qget(y16, i, of);
+				}
+		CHECK_MSG(bad == 0, "qadd_bilinear case %zu (16 bits): %d of %zu differ", k, bad, no);
+		free(a16), free(b16), free(y16);
 		free(a), free(b), free(y), free(fbv), free(up), free(idx), free(wt);
 	}
 	/* 3 -> 5 has weights like 0.3: no exact integers, refused */
@@ -256,36 +326,44 @@ static void test_l2norm(void)
 							values: 0 any, 1 saturated, 2 upper half */
 				       {2, 512, 97, 4, 3, 0, 1}, {1, 512, 130, 6, 2, 0, 0}, {3, 32, 64, 3, 4, 1, 0},
 				       {1, 7, 5, -1, 5, 1, 1},   {2, 64, 200, 9, 3, 0, 0}, {4, 512, 1024, 6, 3, 0, 2}};
-	for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
-		const int *cs = cases[k];
-		int n = cs[0], c = cs[1], hw = cs[2], fx = cs[3], sgn = cs[5];
-		size_t cnt = (size_t)n * c * hw;
-		uint8_t *x = malloc(cnt), *y = malloc(cnt);
-		float *xf = malloc(cnt * sizeof *xf), *yf = malloc(cnt * sizeof *yf), *wt = malloc((size_t)c * sizeof *wt);
-		int32_t *want = malloc(cnt * sizeof *want);
-		for (size_t i = 0; i < cnt; i++) {
-			x[i] = cs[6] == 1 ? (uint8_t)(sgn ? (next() & 1 ? 127 : 0x80) : 255)
-			       : cs[6] == 2 ? (uint8_t)(128 | next()) : (uint8_t)next();
-			if (i % hw == 0 && i / ((size_t)c * hw) == 0)
-				x[i] = 0; /* pixel 0 of image 0 */
-			xf[i] = ldexpf((float)(sgn ? (int8_t)x[i] : x[i]), -fx);
+	for (int wide = 0; wide <= QF_WIDE; wide += QF_WIDE)
+		for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+			const int *cs = cases[k];
+			int n = cs[0], c = cs[1], hw = cs[2], fx = cs[3] + (wide ? 8 : 0), xf = cs[5] | wide, of = wide;
+			int32_t lo, hi;
+			point_range(xf, &lo, &hi);
+			size_t cnt = (size_t)n * c * hw;
+			uint8_t *x = malloc(cnt * esz(xf)), *y = malloc(cnt * esz(xf));
+			float *xf32 = malloc(cnt * sizeof *xf32), *yf = malloc(cnt * sizeof *yf),
+			      *wt = malloc((size_t)c * sizeof *wt);
+			int32_t *want = malloc(cnt * sizeof *want);
+			for (size_t i = 0; i < cnt; i++) {
+				int32_t v = cs[6] == 1 ? (xf & QF_SIGNED ? (next() & 1 ? hi : lo) : hi)
+					    : cs[6] == 2 ? hi / 2 + 1 + (int32_t)(next() % (uint32_t)(hi / 2))
+							 : lo + (int32_t)(next() % (uint32_t)(hi - lo + 1));
+				if (i % hw == 0 && i / ((size_t)c * hw) == 0)
+					v = 0; /* pixel 0 of image 0 */
+				qput(x, i, v, xf);
+				xf32[i] = ldexpf((float)qget(x, i, xf), -fx);
+			}
+			for (int ch = 0; ch < c; ch++)
+				wt[ch] = 20.0f * (0.5f + (float)next() / 4294967296.0f);
+			float range[2] = {0, ldexpf(1.0f, cs[4])};
+			qact a = quant_act_params(range, wide ? 16 : 8, 0);
+			ql2norm(y, x, xf, fx, wt, 1e-10f, n, c, hw, &a);
+			l2norm_forward(yf, xf32, wt, 1e-10f, n, c, hw);
+			quant_act(yf, cnt, &a, yf, want);
+			size_t bad = 0, zero_pixel = 0;
+			for (size_t i = 0; i < cnt; i++)
+				bad += want[i] != qget(y, i, of);
+			for (int ch = 0; ch < c; ch++)
+				zero_pixel += qget(y, (size_t)ch * hw, of) != 0;
+			CHECK_MSG(bad == 0, "ql2norm case %zu%s: %zu of %zu differ from the float path", k,
+				  wide ? " (16 bits)" : "", bad, cnt);
+			CHECK_MSG(zero_pixel == 0, "ql2norm case %zu%s: an all-zero pixel gave %zu non-zero values", k,
+				  wide ? " (16 bits)" : "", zero_pixel);
+			free(x), free(y), free(xf32), free(yf), free(wt), free(want);
 		}
-		for (int ch = 0; ch < c; ch++)
-			wt[ch] = 20.0f * (0.5f + (float)next() / 4294967296.0f);
-		float range[2] = {0, ldexpf(1.0f, cs[4])};
-		qact a = quant_act_params(range, 8, 0);
-		ql2norm(y, x, sgn, fx, wt, 1e-10f, n, c, hw, &a);
-		l2norm_forward(yf, xf, wt, 1e-10f, n, c, hw);
-		quant_act(yf, cnt, &a, yf, want);
-		size_t bad = 0, zero_pixel = 0;
-		for (size_t i = 0; i < cnt; i++)
-			bad += (uint8_t)want[i] != y[i];
-		for (int ch = 0; ch < c; ch++)
-			zero_pixel += y[(size_t)ch * hw] != 0;
-		CHECK_MSG(bad == 0, "ql2norm case %zu: %zu of %zu differ from the float path", k, bad, cnt);
-		CHECK_MSG(zero_pixel == 0, "ql2norm case %zu: an all-zero pixel gave %zu non-zero values", k, zero_pixel);
-		free(x), free(y), free(xf), free(yf), free(wt), free(want);
-	}
 }
 
 int main(void)
