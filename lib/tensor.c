@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "err.h"
 
@@ -83,16 +84,27 @@ double tensor_get(const tensor *t, int64_t i)
 	}
 }
 
+/* Buffers of this size or more start on a 2 MiB boundary and ask for transparent huge
+ * pages: the first touch of a 100 MB activation arena then takes 50 page faults, not
+ * 25,000 (on this VM a 4 KiB fault costs more than zeroing its page). */
+#define HUGE_PAGE ((size_t)2 << 20)
+#define HUGE_MIN (2 * HUGE_PAGE)
+
 void *aligned_zalloc(size_t bytes)
 {
-	size_t rounded = (bytes + TENSOR_ALIGN - 1) / TENSOR_ALIGN * TENSOR_ALIGN;
+	size_t align = bytes >= HUGE_MIN ? HUGE_PAGE : TENSOR_ALIGN;
+	size_t rounded = (bytes + align - 1) / align * align;
 	if (rounded == 0)
 		rounded = TENSOR_ALIGN;
-	void *p = aligned_alloc(TENSOR_ALIGN, rounded);
+	void *p = aligned_alloc(align, rounded);
 	if (!p) {
 		err_set("out of memory allocating %zu bytes", bytes);
 		return NULL;
 	}
+#ifdef MADV_HUGEPAGE
+	if (align == HUGE_PAGE)
+		madvise(p, rounded, MADV_HUGEPAGE); /* advice only: without it, small pages */
+#endif
 	memset(p, 0, rounded);
 	return p;
 }

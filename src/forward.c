@@ -111,6 +111,10 @@ static void summary(model *m, const char *config, int size)
 	       model_num_classes(m) + 1, (long long)c.anchors);
 }
 
+/* --profile's costs outside the layers: seconds since main, and in the params stream
+ * and planning */
+static double t_main, t_params, t_plan;
+
 static void profile_report(const model *m)
 {
 	model_profile p;
@@ -126,9 +130,12 @@ static void profile_report(const model *m)
 		fprintf(stderr, "  %-10s %9.3f %9.3f %6.1f%%\n", p.op[i], p.fwd[i], p.bwd[i],
 			100 * (p.fwd[i] + p.bwd[i]) / (tf + tb > 0 ? tf + tb : 1));
 	fprintf(stderr, "  %-10s %9.3f %9.3f\n", "total", tf, tb);
+	double wall = omp_get_wtime() - t_main;
+	fprintf(stderr, "  outside the layers: params stream %.3f s, planning %.3f s, the rest %.3f s (start, config, "
+		"streams); %.3f s in all\n", t_params, t_plan, wall - tf - tb - t_params - t_plan, wall);
 	struct rusage ru;
 	if (!getrusage(RUSAGE_SELF, &ru))
-		fprintf(stderr, "  peak RSS %.1f MiB\n", ru.ru_maxrss / 1024.0);
+		fprintf(stderr, "  peak RSS %.1f MiB, %ld page faults\n", ru.ru_maxrss / 1024.0, ru.ru_minflt + ru.ru_majflt);
 }
 
 /* The next record of the weights stream into the model (params, or with ranges the
@@ -182,6 +189,7 @@ static void copy_batch_meta(record *to, const record *batch)
 
 int main(int argc, char **argv)
 {
+	t_main = omp_get_wtime();
 	tool_init("forward");
 	enum { O_CONFIG = 256, O_WEIGHTS, O_TRAIN, O_GRAD, O_THREADS, O_SUMMARY, O_PROFILE, O_INIT, O_SEED, O_SIZE,
 	       O_QUANT, O_RANGES, O_BITS, O_STATS, O_BIAS, O_INT8, O_MPI };
@@ -313,9 +321,11 @@ int main(int argc, char **argv)
 		}
 		int per_batch = o.train || o.bias_calib; /* the owner answers every batch */
 		if (per_batch || batches == 1) {
+			double t0 = omp_get_wtime();
 			int more = next_params(m, &w, o.weights, batches, 0, &step);
 			if (stream_ranges)
 				next_params(m, &w, o.weights, batches, 1, NULL);
+			t_params += omp_get_wtime() - t0;
 			/* the optimizer has finished (--max-steps): end here, cleanly, and on
 			 * every rank together */
 			if (o.mpi && (more = dist_all_have(more)) < 0) {
@@ -336,10 +346,12 @@ int main(int argc, char **argv)
 		}
 		int n = (int)img->shape[0], h = (int)img->shape[2], wd = (int)img->shape[3];
 		if (n != pn || h != ph || wd != pw) {
+			double t0 = omp_get_wtime();
 			if (model_plan(m, n, h, wd, o.train, 0) < 0) {
 				err_wrap("stdin: record %ld: input [%d,3,%d,%d]", stream_count(in), n, h, wd);
 				die_err();
 			}
+			t_plan += omp_get_wtime() - t0;
 			pn = n, ph = h, pw = wd;
 		}
 		float *outs[4];
