@@ -25,6 +25,8 @@
 # (mean_float - mean_quant) * 0.05 * 0.5^pass while the ranges keep averaging.
 # Writes OUT/ptq.tns (calibrated params + ranges: eval QUANTIZE=1 takes it),
 # OUT/ranges.tns and OUT/qparams.tns.
+# One brace group, as train.sh: bash reads it all before running any of it.
+{
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -105,3 +107,5 @@ mv "$out/ranges.tns.tmp" "$out/ranges.tns"
 	>"$out/qparams.tns.tmp"
 mv "$out/qparams.tns.tmp" "$out/qparams.tns"
 say "wrote $([ "$final" != "$ckpt" ] && echo "$final, ")$out/ranges.tns ($("$BIN/tns" cat --json "$out/ranges.tns" | jq .meta.batches) batches) and $out/qparams.tns"
+exit
+}

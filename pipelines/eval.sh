@@ -12,11 +12,13 @@
 # to RUN/ptq.tns when pipelines/calibrate.sh made one (bias-calibrated params and
 # ranges); a QAT checkpoint carries its ranges too; otherwise RANGES (default
 # RUN/ranges.tns) goes with CKPT. OUT defaults to RUN/eval_quant. INT8=1 (with
-# QUANTIZE=1): the same model on integers (forward --int8, 8 bits; the same mAP),
-# OUT RUN/eval_int8.
+# QUANTIZE=1): the same model on integers (forward --int8: at 8 bits the same mAP; at
+# BITS=16 exact where the simulation rounds), OUT RUN/eval_int8 (eval_int16).
 # Writes OUT.json and OUT.txt (mmdet's table). With NP=N (or under mpirun -np N), N
 # ranks each run the pipeline on --shard k/N and map-eval --mpi gathers their dets on
 # rank 0, which writes OUT: the same mAP as one pipeline (docs/distributed.md).
+# One brace group, as train.sh: bash reads it all before running any of it.
+{
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -27,7 +29,7 @@ split=${SPLIT:-$(cfg .dataset.test_split test)}
 quant=() suffix=
 if [ "${QUANTIZE:-0}" = 1 ]; then
 	quant=(--quant --bits "${BITS:-8}") suffix=_quant
-	[ "${INT8:-0}" = 1 ] && quant=(--int8) suffix=_int8
+	[ "${INT8:-0}" = 1 ] && quant=(--int8 --bits "${BITS:-8}") suffix=_int${BITS:-8}
 	if ! "$BIN/tns" ls "$ckpt" | awk '$2 == "ranges" { found = 1 } END { exit !found }'; then
 		ranges=${RANGES:-$run/ranges.tns}
 		[ -f "$ranges" ] || { say "$ranges: no activation ranges (make calibrate first, or set RANGES)"; exit 1; }
@@ -57,3 +59,5 @@ cat "$out.txt.tmp"
 mv "$out.json.tmp" "$out.json"
 mv "$out.txt.tmp" "$out.txt"
 say "wrote $out.txt and $out.json"
+exit
+}

@@ -208,6 +208,10 @@ setup() {
 	[ "$status" -eq 0 ]
 	[[ "$output" == *"quantised: --int8"* ]]
 	cmp "$T/r/eval_quant.txt" "$T/r/eval_int8.txt"
+	# 16 bits on integers: its own table (the same ranges)
+	RUN=$T/r CKPT=$F/latest.tns QUANTIZE=1 INT8=1 BITS=16 run pipelines/eval.sh $CFG
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"quantised: --int8 --bits 16"* ]] && [ -f "$T/r/eval_int16.json" ]
 	# with bias calibration (2 more batches, the ranges go on averaging): ptq.tns, which
 	# eval QUANTIZE=1 then takes
 	RUN=$T/r CKPT=$F/latest.tns ITERS=3 BIAS_ITERS=2 BATCH=4 run pipelines/calibrate.sh $CFG
