@@ -828,8 +828,8 @@ void g_refold(model *m)
 			memset(fb, 0, c * sizeof(float));
 		}
 		if (m->qapply) {
-			nd->wfrac = quant_weight_frac(fw, wc, m->qbits);
-			quant_round(fw, wc, nd->wfrac, m->qbits, NULL, fw);
+			nd->wfrac = quant_weight_frac(fw, wc, m->wbits);
+			quant_round(fw, wc, nd->wfrac, m->wbits, NULL, fw);
 			nd->bfrac = quant_bias_frac(fb, c, nd->wfrac + nd->xfrac, 2 * m->qbits);
 			quant_round(fb, c, nd->bfrac, 2 * m->qbits, NULL, fb);
 		}

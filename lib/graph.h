@@ -93,7 +93,7 @@ struct model {
 	size_t nfolded;
 	int folded_dirty;
 	/* quantisation (qmodel.c): points are the fq nodes */
-	int qbits, nqp;
+	int qbits, wbits, nqp;    /* bits of the activations, of the weights (<= qbits) */
 	int qapply;                /* ranges loaded: fq nodes quantise, convs use quantised weights */
 	int qstats;                /* fq nodes record the batch range of their input */
 	int qmeans;                /* convs record their channel means (bias calibration) */

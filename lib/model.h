@@ -171,6 +171,10 @@ int model_grad_tensors(const model *m, const record *grad, const float **doutput
 
 /* Before model_plan(); bits 2..16. */
 int model_quantize(model *m, int bits);
+/* Weights (conv weights, per tensor) at fewer bits than the activations, e.g. 4 with 8
+ * (TI lists 4-bit weights as not yet done in TIDL); biases stay at 2 * the activations'
+ * bits. After model_quantize, 2..its bits. */
+int model_set_weight_bits(model *m, int bits);
 int model_quant_points(const model *m);
 const char *model_quant_point_name(const model *m, int i);
 /* A "ranges" record: one f32[2] (min, max) per point, by name, meta "batches". */
@@ -184,7 +188,7 @@ record *model_stats_record(const model *m);
  * "<conv>.weight"/".bias" f32 (folded, dequantised), "<conv>.weight_q"/".bias_q" (the
  * integers: i8/i16 weights, i16/i32 bias) and "<conv>.frac" i32[3] (fraction bits of
  * weight, input, bias; bias <= weight + input: TIDL's bias split); per point "<point>.act" i32[3] (frac, qmin, qmax) and
- * "<point>.clip" f32[2]. Meta bits, config. Needs a plan (any shape). */
+ * "<point>.clip" f32[2]. Meta bits, weight_bits, config. Needs a plan (any shape). */
 record *model_qparams_record(model *m);
 
 /* PTQ bias calibration (TI's): the batch through the float model (the params of the

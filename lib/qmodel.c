@@ -113,7 +113,7 @@ int model_quantize(model *m, int bits)
 	free(point);
 	g_count_consumers(m);
 
-	m->qbits = bits;
+	m->qbits = m->wbits = bits;
 	m->nqp = np;
 	m->qnode = malloc((size_t)np * sizeof *m->qnode);
 	m->qrange = calloc((size_t)np * 2, sizeof *m->qrange);
@@ -146,6 +146,17 @@ int model_quantize(model *m, int bits)
 			return err_set("quantise: %s: input %s is not quantised", nd->name, m->nodes[s].name);
 		nd->qp = m->nodes[s].qp;
 	}
+	return 0;
+}
+
+int model_set_weight_bits(model *m, int bits)
+{
+	if (!m->qbits)
+		return err_set("weight bits: the model is not quantised");
+	if (bits < 2 || bits > m->qbits)
+		return err_set("weight bits: %d (2 to the activations' %d)", bits, m->qbits);
+	m->wbits = bits;
+	m->folded_dirty = 1;
 	return 0;
 }
 
@@ -303,6 +314,7 @@ record *model_qparams_record(model *m)
 		((float *)t->data)[1] = a->hi;
 	}
 	cJSON_AddNumberToObject(r->meta, "bits", m->qbits);
+	cJSON_AddNumberToObject(r->meta, "weight_bits", m->wbits);
 	cJSON_AddStringToObject(r->meta, "config", model_name(m));
 	return r;
 fail:

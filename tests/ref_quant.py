@@ -276,6 +276,10 @@ def weight_cases(rs):
     yield case("max_pow2_both", "+0.5 and -0.5 both present: one saturates", [0.5, -0.5, 0.25, -0.125, 0.0])
     yield case("max_pow2_pos_16", "max|w| = 4, 16-bit: 32768 saturates to 32767",
                np.concatenate([[4.0, -4.0], rs.uniform(-4, 4, 30)]), 16)
+    yield case("random_4", "random normal weights, 4-bit (TI's not-yet-done weight width): [-8, 7]",
+               rs.normal(0, 0.1, 200), 4)
+    yield case("ties_4", "4-bit ties, max|w| = 2, scale 2^2: 0.375 -> 1.5 -> 2, 1.875 -> 7.5 -> 8 -> 7, "
+               "-1.875 -> -8, -2 -> -8", np.array([1.0, 0.375, -0.375, 0.125, -0.125, 1.875, -1.875, -2.0, 0.0], F32), 4)
     yield case("max_just_above_pow2", "max|w| = nextafter(1, 2): e = 1, frac = 6",
                [nxt(1, 2), 0.3, -0.7, 1.0, -1.0, 0.99999994])
     yield case("max_just_below_pow2", "max|w| = nextafter(1, 0): e = 0, 127.99999 rounds to 128, saturates",

@@ -111,13 +111,14 @@ setup() {
 	"$BIN/calib-ranges" <"$S" >"$T/r.tns"
 	"$BIN/fakequant" --config $CFG --weights "$F/latest.tns" --ranges "$T/r.tns" >"$T/q8.tns"
 	"$BIN/fakequant" --config $CFG --weights "$F/latest.tns" --ranges "$T/r.tns" --bits 16 >"$T/q16.tns"
-	"$PY" - "$T/q8.tns" 8 "$T/q16.tns" 16 <<-'EOF'
+	"$BIN/fakequant" --config $CFG --weights "$F/latest.tns" --ranges "$T/r.tns" --weight-bits 4 >"$T/q4.tns"
+	"$PY" - "$T/q8.tns" 8 8 "$T/q16.tns" 16 16 "$T/q4.tns" 8 4 <<-'EOF'
 	import sys
 	sys.path.insert(0, "tests")
 	import numpy as np, tnsfile
-	for path, bits in zip(sys.argv[1::2], map(int, sys.argv[2::2])):
+	for path, bits, wbits in zip(sys.argv[1::3], map(int, sys.argv[2::3]), map(int, sys.argv[3::3])):
 	    (kind, t, meta), = tnsfile.read(path)
-	    assert kind == "qparams" and meta["bits"] == bits
+	    assert kind == "qparams" and meta["bits"] == bits and meta["weight_bits"] == wbits
 	    convs = [k[:-len(".frac")] for k in t if k.endswith(".frac") and k[:-len(".frac")] + ".weight" in t]
 	    assert len(convs) > 50, len(convs)
 	    wt, bt = (np.int8, np.int16) if bits == 8 else (np.int16, np.int32)
@@ -130,9 +131,10 @@ setup() {
 	        assert fb == fw + fx or (fb < fw + fx and bq >= 2 ** (2 * bits - 2)), (c, fw, fx, fb, bq)
 	        assert (np.ldexp(q.astype(np.float64), -fw) == w).all(), c
 	        assert (np.ldexp(t[c + ".bias_q"].astype(np.float32), -fb) == t[c + ".bias"]).all(), c
-	        # the largest weight uses the top of the range: 2^(bits-2) <= max|q| <= 2^(bits-1)
+	        # the largest weight uses the top of the range: 2^(wbits-2) <= max|q| <= 2^(wbits-1)
 	        m = np.abs(q.astype(np.int64)).max()
-	        assert m == 0 or 2 ** (bits - 2) <= m <= 2 ** (bits - 1), (c, m)
+	        assert m == 0 or 2 ** (wbits - 2) <= m <= 2 ** (wbits - 1), (c, m)
+	        assert q.min() >= -2 ** (wbits - 1) and q.max() <= 2 ** (wbits - 1) - 1, c
 	    acts = [k[:-len(".act")] for k in t if k.endswith(".act")]
 	    for p in acts:
 	        frac, qmin, qmax = t[p + ".act"].tolist()
@@ -332,6 +334,14 @@ setup() {
 	run "$BIN/forward" --config $CFG --weights "$F/latest.tns" --int8 --train --grad /dev/null <"$B"
 	[ "$status" -eq 2 ]
 	[[ "$output" == "forward: --int8 is inference"* ]]
+	# 4-bit weights, 8-bit activations: bit-equal too, and not the 8-bit model
+	"$BIN/forward" --config $CFG --weights "$F/latest.tns" --quant --ranges "$T/ranges.tns" --weight-bits 4 <"$B" >"$T/sim4.tns"
+	"$BIN/forward" --config $CFG --weights "$F/latest.tns" --int8 --ranges "$T/ranges.tns" --weight-bits 4 <"$B" |
+		cmp - "$T/sim4.tns"
+	! cmp -s "$T/sim4.tns" "$T/sim.tns"
+	run "$BIN/forward" --config $CFG --weights "$F/latest.tns" --int8 --ranges "$T/ranges.tns" --weight-bits 9 <"$B"
+	[ "$status" -eq 1 ]
+	[[ "$output" == "forward: weight bits: 9 (2 to the activations' 8)" ]]
 	# without ranges there is nothing to run on integers
 	run "$BIN/forward" --config $CFG --weights "$F/latest.tns" --int8 <"$B"
 	[ "$status" -eq 1 ]

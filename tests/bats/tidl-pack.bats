@@ -87,6 +87,25 @@ compare_quant() {
 	cmp "$T/q.onnx" "$T/q2.onnx"
 }
 
+@test "4-bit weights: the export with --round computes forward --quant --weight-bits 4" {
+	"$BIN/forward" --config $CFG --weights "$D/float/latest.tns" --quant --weight-bits 4 --ranges "$D/ranges.tns" \
+		<"$D/batches.tns" >"$T/qpred4.tns"
+	"$BIN/fakequant" --config $CFG --weights "$D/float/latest.tns" --ranges "$D/ranges.tns" --weight-bits 4 \
+		>"$T/qparams4.tns"
+	run "$BIN/tidl-pack" --config $CFG --weights "$D/qat.tns" --quant --weight-bits 4 --round --onnx "$T/qr4.onnx" \
+		--prototxt "$T/qr4.prototxt"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"quantised to 8 bits, weights 4, ranges"* ]]
+	run "$PY" tests/onnx_check.py check "$T/qr4.onnx" 11
+	[ "$status" -eq 0 ]
+	# 4-bit weights times 8-bit values: f32 sums as exact as at 8 bits
+	compare_quant "$T/qr4.onnx" "$T/qpred4.tns" "$T/qparams4.tns" 1
+	[ "$(jq '.cls.equal_on_grid > 0.99 and .reg.equal_on_grid > 0.99' <<<"$output")" = true ]
+	run "$BIN/tidl-pack" --config $CFG --weights "$D/qat.tns" --weight-bits 4
+	[ "$status" -eq 2 ]
+	[[ "$output" == *"--weight-bits goes with --quant"* ]]
+}
+
 @test "16-bit quantised export: ONNX Runtime within one 16-bit step of forward --quant --bits 16" {
 	"$BIN/forward" --config $CFG --weights "$D/float/latest.tns" --quant --bits 16 --ranges "$D/ranges.tns" \
 		<"$D/batches.tns" >"$T/qpred16.tns"

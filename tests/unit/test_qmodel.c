@@ -33,6 +33,12 @@
  *   families' parity fixtures (tests/fixtures/model/tiny_resnet, tiny_regnet: a ReLU
  *   after the residual add, bilinear upsampling in the FPN; tiny_vgg: the L2Norm),
  *   ranges calibrated on their batch here.
+ * - 4-bit weights with 8-bit activations (RegNet, VGG): the qparams' weight integers
+ *   fill [-8, 7], the integer path equals the simulation bit for bit;
+ * - the four models quantised to 16 bits on integers (int16 values, exact int64 sums)
+ *   against their f32 simulation, which is not exact there: within INT16_TOL of the
+ *   largest output (measured: 2.7e-5 to 1.1e-4, a few 16-bit steps; the kernels
+ *   themselves are exact against naive loops in test_qlayers).
  * Run from the repository root. */
 #include <math.h>
 #include <stdint.h>
@@ -442,10 +448,25 @@ static void check_int16_close(model *m, const tensor *img, const outbuf *sim, co
 	out_free(&iq);
 }
 
+/* model_set_weight_bits: only on a quantised model, 2 to its bits */
+static void test_weight_bits_errors(void)
+{
+	model *m = model_load(CONFIG);
+	CHECK_MSG(m != NULL, "%s", err_msg());
+	if (!m)
+		return;
+	CHECK(model_set_weight_bits(m, 4) < 0 && strstr(err_msg(), "not quantised"));
+	CHECK(model_quantize(m, 8) == 0);
+	CHECK(model_set_weight_bits(m, 9) < 0 && strstr(err_msg(), "2 to the activations' 8"));
+	CHECK(model_set_weight_bits(m, 1) < 0);
+	CHECK(model_set_weight_bits(m, 2) == 0 && model_set_weight_bits(m, 8) == 0);
+	model_free(m);
+}
+
 /* A model fixture of another family (params, batch: tests/ref_model.py), calibrated on
  * its own batch: at 8 bits the integer path equals the simulation bit for bit; at 16
  * bits it is close (check_int16_close). */
-static void test_int_family(const char *name, int bits)
+static void test_int_family(const char *name, int bits, int wbits)
 {
 	char path[256];
 	record **fx;
@@ -458,7 +479,9 @@ static void test_int_family(const char *name, int bits)
 		return;
 	const tensor *img = T(fx[1], "image");
 	int n = (int)img->shape[0], S = (int)img->shape[2];
-	CHECK_MSG(model_quantize(m, bits) == 0 && model_load_params(m, fx[0]) == 0, "%s", err_msg());
+	CHECK_MSG(model_quantize(m, bits) == 0 && model_set_weight_bits(m, wbits) == 0 &&
+			  model_load_params(m, fx[0]) == 0,
+		  "%s", err_msg());
 	model_set_stats(m, 1);
 	CHECK_MSG(model_plan(m, n, S, S, 0, 0) == 0, "%s", err_msg());
 	outbuf sim;
@@ -474,6 +497,31 @@ static void test_int_family(const char *name, int bits)
 		check_int8_equal(m, img, &sim, name);
 	else
 		check_int16_close(m, img, &sim, name);
+	if (wbits < bits) {
+		/* the conv weights are wbits-bit integers, the rest as before */
+		record *qp = model_qparams_record(m);
+		CHECK_MSG(qp != NULL, "%s", err_msg());
+		int convs = 0, bad = 0, lo = 0, hi = 0;
+		for (int i = 0; qp && i < qp->ntensors; i++) {
+			const tensor *t = &qp->tensors[i];
+			const char *sfx = strrchr(t->name, '.');
+			if (!sfx || strcmp(sfx, ".weight_q"))
+				continue;
+			convs++;
+			CHECK(t->dtype == DT_I8);
+			for (int64_t j = 0; j < tensor_numel(t); j++) {
+				int v = ((const int8_t *)t->data)[j];
+				bad += v < -(1 << (wbits - 1)) || v > (1 << (wbits - 1)) - 1;
+				lo = v < lo ? v : lo;
+				hi = v > hi ? v : hi;
+			}
+		}
+		printf("  %s: %d-bit weights: %d convs, integers in [%d, %d]\n", name, wbits, convs, lo, hi);
+		CHECK_MSG(convs > 0 && bad == 0 && lo == -(1 << (wbits - 1)) && hi >= (1 << (wbits - 2)),
+			  "%s: %d-bit weights: %d outside, range [%d, %d]", name, wbits, bad, lo, hi);
+		CHECK(qp && meta_num(qp, "weight_bits", 0) == wbits && meta_num(qp, "bits", 0) == bits);
+		record_free(qp);
+	}
 	out_free(&sim);
 	record_free(st);
 	record_free(ranges);
@@ -495,7 +543,11 @@ int main(void)
 	static const char *const families[] = {"tiny", "tiny_resnet", "tiny_regnet", "tiny_vgg"};
 	for (int bits = 8; bits <= 16; bits += 8)
 		for (size_t i = bits == 8; i < sizeof families / sizeof *families; i++)
-			test_int_family(families[i], bits);
+			test_int_family(families[i], bits, bits);
+	/* 4-bit weights with 8-bit activations (the integer path is exact there too) */
+	test_int_family("tiny_regnet", 8, 4);
+	test_int_family("tiny_vgg", 8, 4);
+	test_weight_bits_errors();
 	free_all(recs, nrecs);
 	return check_done("test_qmodel");
 }
