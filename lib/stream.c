@@ -278,6 +278,7 @@ static int bytes_reserve(bytes *b, size_t n)
 	unsigned char *p = realloc(b->p, cap);
 	if (!p)
 		return err_set("out of memory");
+	huge_pages_hint(p, cap);
 	b->p = p;
 	b->cap = cap;
 	return 0;
@@ -467,6 +468,7 @@ static void *body_alloc(size_t n)
 		err_set("out of memory allocating %zu bytes", n);
 		return NULL;
 	}
+	huge_pages_hint(p, rounded);
 	memset(p + n, 0, rounded - n);
 	return p;
 }

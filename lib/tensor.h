@@ -38,6 +38,9 @@ double tensor_get(const tensor *t, int64_t i);
 
 /* 64-byte aligned allocation, zeroed; NULL (err set) on failure. Free with free(). */
 void *aligned_zalloc(size_t bytes);
+/* Asks for transparent huge pages over the 2 MiB-aligned part of a buffer of 4 MiB or
+ * more (a hint: nothing changes where the kernel declines). */
+void huge_pages_hint(void *p, size_t bytes);
 
 float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);   /* round to nearest even, as numpy/torch */
