@@ -116,10 +116,18 @@ typedef struct scratch {
 	float *col, *pdw, *pack;
 } scratch;
 
+static int fwd_blocks(const conv2d_desc *d);
+
 static size_t col_floats(const conv2d_desc *d)
 {
 	size_t ckk = (size_t)(d->c / d->groups) * d->kh * d->kw;
-	return round16(is_pointwise(d) ? 0 : ckk * d->oh * d->ow);
+	if (is_pointwise(d))
+		return 0;
+	if (d->forward_only) { /* the rows of the largest forward block */
+		int nb = fwd_blocks(d);
+		return round16(ckk * (size_t)((d->oh + nb - 1) / nb) * d->ow);
+	}
+	return round16(ckk * d->oh * d->ow);
 }
 
 static size_t pdw_floats(const conv2d_desc *d)
@@ -692,6 +700,23 @@ static int n_blocks(const conv2d_desc *d, int extent)
 	return nb < extent ? nb : extent;
 }
 
+/* Row blocks of a forward task: n_blocks's, or in an inference plan (forward_only) as
+ * many as keep a block's im2col within COL_CAP floats (16 MB a thread). Every output
+ * is still one GEMM over the whole reduction: our kernel's sums come out the same bit
+ * for bit, OpenBLAS's may round differently with the narrower blocks. */
+#define COL_CAP ((size_t)4 << 20)
+static int fwd_blocks(const conv2d_desc *d)
+{
+	int nb = n_blocks(d, d->oh);
+	if (d->forward_only && !is_pointwise(d)) {
+		size_t all = (size_t)(d->c / d->groups) * d->kh * d->kw * d->oh * d->ow;
+		size_t need = (all + COL_CAP - 1) / COL_CAP;
+		if (need > (size_t)nb)
+			nb = need < (size_t)d->oh ? (int)need : d->oh;
+	}
+	return nb;
+}
+
 static int par_worth(const conv2d_desc *d)
 {
 	long macs = (long)d->n * d->k * (d->c / d->groups) * d->kh * d->kw * d->oh * d->ow;
@@ -779,7 +804,7 @@ static void gemm_forward(float *out, const float *inp, const float *weight, cons
 	size_t isz = (size_t)d->c * d->h * d->w, osz = (size_t)d->k * d->oh * d->ow;
 	size_t wsz = (size_t)kg * cg * d->kh * d->kw, ohw = (size_t)d->oh * d->ow;
 	size_t gisz = (size_t)cg * d->h * d->w;
-	int nb = n_blocks(d, OH), ntask = d->n * G * nb;
+	int nb = fwd_blocks(d), ntask = d->n * G * nb;
 	int save = blas_single_begin();
 #pragma omp parallel num_threads(d->nthreads) if (par_worth(d))
 	{
@@ -1278,6 +1303,8 @@ int conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout
 {
 	if (check_init(d))
 		return -1;
+	if (d->forward_only)
+		return err_set("conv2d: backward of a forward-only conv (its workspace is the forward's)");
 	if (conv2d_workspace_size(d) && !ws)
 		return err_set("conv2d: workspace missing");
 	switch (d->algo) {

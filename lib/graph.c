@@ -358,7 +358,8 @@ int g_shapes(model *m, int n, int h, int w)
 			memset(&nd->cd, 0, sizeof nd->cd);
 			nd->cd = (conv2d_desc){.n = n, .c = a->c, .h = a->h, .w = a->w, .k = nd->c, .kh = nd->k, .kw = nd->k,
 					       .sh = nd->stride, .sw = nd->stride, .ph = nd->pad, .pw = nd->pad,
-					       .dh = nd->dil, .dw = nd->dil, .groups = nd->groups};
+					       .dh = nd->dil, .dw = nd->dil, .groups = nd->groups,
+					       .forward_only = !m->train};
 			if (conv2d_init(&nd->cd) < 0)
 				return err_wrap("%s", nd->name);
 			nd->h = nd->cd.oh;

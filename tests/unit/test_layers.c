@@ -587,6 +587,48 @@ static void run_fast_vs_naive(void)
 	CHECK(valid > 200);
 }
 
+/* An inference plan's conv (forward_only): the forward in row blocks whose im2col stays
+ * small gives the training plan's outputs (bit for bit on our GEMM: each output is
+ * still one GEMM over the whole reduction), in a smaller workspace; its backward is
+ * refused. */
+static void forward_only_conv(void)
+{
+	static const conv2d_desc geos[] = {
+		/* 576 x 128 x 128 im2col: 9.4M floats, three blocks of the 4M cap */
+		{.n = 1, .c = 64, .h = 128, .w = 128, .k = 16, .kh = 3, .kw = 3, .sh = 1, .sw = 1, .ph = 1, .pw = 1,
+		 .dh = 1, .dw = 1, .groups = 1},
+		{.n = 2, .c = 32, .h = 150, .w = 97, .k = 8, .kh = 3, .kw = 3, .sh = 2, .sw = 1, .ph = 1, .pw = 0,
+		 .dh = 1, .dw = 2, .groups = 2},
+		{.n = 1, .c = 3, .h = 33, .w = 35, .k = 5, .kh = 3, .kw = 3, .sh = 1, .sw = 1, .ph = 1, .pw = 1,
+		 .dh = 1, .dw = 1, .groups = 1},
+	};
+	for (size_t i = 0; i < sizeof geos / sizeof *geos; i++)
+		for (int a = CONV_GEMM; a <= CONV_GEMM512; a++) {
+			conv2d_desc t = geos[i], f = geos[i];
+			t.algo = f.algo = a;
+			f.forward_only = 1;
+			if (conv2d_init(&t) || conv2d_init(&f))
+				continue;
+			size_t xs = (size_t)t.n * t.c * t.h * t.w, ys = (size_t)t.n * t.k * t.oh * t.ow;
+			size_t wsz = (size_t)t.k * (t.c / t.groups) * t.kh * t.kw;
+			float *x = rand_buf(xs), *w = rand_buf(wsz), *b = rand_buf(t.k), *y0 = nan_buf(ys), *y1 = nan_buf(ys);
+			float *wst = aligned_zalloc(conv2d_workspace_size(&t)), *wsf = aligned_zalloc(conv2d_workspace_size(&f));
+			CHECK(conv2d_forward(y0, x, w, b, wst, &t) == 0 && conv2d_forward(y1, x, w, b, wsf, &f) == 0);
+			/* our GEMM: the same sums; OpenBLAS's may round differently in narrower blocks */
+			if (a == CONV_GEMM512)
+				CHECK_MSG(!memcmp(y0, y1, ys * sizeof(float)), "forward_only %s geometry %zu: other outputs",
+					  algo_name(a), i);
+			else
+				CHECK(rel_diff(y1, y0, ys, NULL) <= TOL_OUT);
+			CHECK(conv2d_workspace_size(&f) <= conv2d_workspace_size(&t));
+			if (i == 0)
+				CHECK_MSG(conv2d_workspace_size(&f) * 2 < conv2d_workspace_size(&t), "%s: workspace %zu of %zu",
+					  algo_name(a), conv2d_workspace_size(&f), conv2d_workspace_size(&t));
+			CHECK(conv2d_backward(x, NULL, NULL, y0, x, w, wsf, &f) < 0);
+			free(x), free(w), free(b), free(y0), free(y1), free(wst), free(wsf);
+		}
+}
+
 /* ---------------------------------------------------------------- bilinear vs naive */
 
 /* torch 1.13's upsample_bilinear2d CPU loops (UpSample.h, UpSampleKernel.cpp) written
@@ -746,6 +788,7 @@ int main(void)
 {
 	run_fixtures();
 	run_fast_vs_naive();
+	forward_only_conv();
 	run_bilinear_vs_naive();
 	run_errors();
 	run_merge_moments();
