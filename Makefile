@@ -72,14 +72,14 @@ test-san:
 test: test-quick test-san
 
 # ---- training and evaluation: make train PIPELINE=<configs/NAME.json> [EPOCHS= BATCH= SIZE=
-# DATA= CLASSES= LR= SEED= RUN= NP= CKPT= QUANTIZE=1 BITS= WBITS= RANGES= ITERS=]; the data comes from the config's "dataset"
+# DATA= CLASSES= LR= SEED= RUN= NP= CKPT= QUANTIZE=1 BITS= WBITS= PER_CHANNEL_DW=1 RANGES= ITERS=]; the data comes from the config's "dataset"
 # section unless DATA (and CLASSES) say otherwise. See pipelines/train.sh, eval.sh.
 # NP=N: N ranks under Open MPI's mpirun (MPIRUN_FLAGS="--hostfile H ..."), data-parallel
 # training and sharded eval: docs/distributed.md.
 PIPELINE ?= ssd_mobilenet_fpn_bccd
 RUN_ENV = BIN=$(BIN) RUN=$(RUN) DATA=$(DATA) CLASSES=$(CLASSES) EPOCHS=$(EPOCHS) BATCH=$(BATCH) \
 	SIZE=$(SIZE) LR=$(LR) SEED=$(SEED) THREADS=$(THREADS) MAX_STEPS=$(MAX_STEPS) NP=$(NP) CKPT=$(CKPT) \
-	QUANTIZE=$(QUANTIZE) BITS=$(BITS) WBITS=$(WBITS) RANGES=$(RANGES) ITERS=$(ITERS) INT8=$(INT8) MPIRUN_FLAGS="$(MPIRUN_FLAGS)"
+	QUANTIZE=$(QUANTIZE) BITS=$(BITS) WBITS=$(WBITS) PER_CHANNEL_DW=$(PER_CHANNEL_DW) RANGES=$(RANGES) ITERS=$(ITERS) INT8=$(INT8) MPIRUN_FLAGS="$(MPIRUN_FLAGS)"
 
 train: all
 	$(RUN_ENV) pipelines/train.sh configs/$(PIPELINE).json

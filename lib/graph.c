@@ -829,10 +829,19 @@ void g_refold(model *m)
 			memset(fb, 0, c * sizeof(float));
 		}
 		if (m->qapply) {
+			/* per tensor; per output channel for a depthwise conv if asked (TI's option):
+			 * the same rules on each channel's weights and bias alone */
+			size_t per = wc / c;
+			nd->per_channel = m->per_channel_dw && nd->groups == nd->c && per == (size_t)nd->k * nd->k;
 			nd->wfrac = quant_weight_frac(fw, wc, m->wbits);
-			quant_round(fw, wc, nd->wfrac, m->wbits, NULL, fw);
 			nd->bfrac = quant_bias_frac(fb, c, nd->wfrac + nd->xfrac, 2 * m->qbits);
-			quant_round(fb, c, nd->bfrac, 2 * m->qbits, NULL, fb);
+			for (size_t k = 0; k < c; k++) {
+				int *cf = nd->cfrac + 2 * k;
+				cf[0] = nd->per_channel ? quant_weight_frac(fw + k * per, per, m->wbits) : nd->wfrac;
+				cf[1] = nd->per_channel ? quant_bias_frac(fb + k, 1, cf[0] + nd->xfrac, 2 * m->qbits) : nd->bfrac;
+				quant_round(fw + k * per, per, cf[0], m->wbits, NULL, fw + k * per);
+				quant_round(fb + k, 1, cf[1], 2 * m->qbits, NULL, fb + k);
+			}
 		}
 	}
 	m->folded_dirty = 0;
@@ -1347,5 +1356,6 @@ void graph_free(model *m)
 	free(m->qstat);
 	free(m->qa);
 	free(m->cmeans);
+	free(m->cfracs);
 	free(m->fparams);
 }

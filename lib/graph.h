@@ -67,6 +67,10 @@ typedef struct gnode {
 	int nonneg;                /* the value is >= 0 by construction (after relu, ...) */
 	int as_relu;               /* relu6 feeding a point: the point's range clips instead */
 	int wfrac, xfrac, bfrac;   /* conv: fraction bits of its weights, its input, its bias */
+	int *cfrac;                /* conv: [c][2] weight and bias fraction bits per output
+				    * channel (per channel for a depthwise conv under
+				    * model_set_per_channel_dw, else wfrac, bfrac repeated) */
+	int per_channel;           /* conv: cfrac differs per channel */
 	float *cmean;              /* conv: per channel mean of its (folded) output, last forward */
 } gnode;
 
@@ -98,6 +102,8 @@ struct model {
 	int qstats;                /* fq nodes record the batch range of their input */
 	int qmeans;                /* convs record their channel means (bias calibration) */
 	float *cmeans;             /* the convs' cmean storage */
+	int *cfracs;               /* the convs' cfrac storage */
+	int per_channel_dw;        /* depthwise convs' weights quantised per output channel */
 	float *fparams;            /* bias calibration: the float model's params, kept */
 	int *qnode;                /* [nqp] the fq node of each point */
 	float *qrange, *qstat;     /* [nqp][2] running ranges; the last forward's batch ranges */

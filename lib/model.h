@@ -175,6 +175,10 @@ int model_quantize(model *m, int bits);
  * (TI lists 4-bit weights as not yet done in TIDL); biases stay at 2 * the activations'
  * bits. After model_quantize, 2..its bits. */
 int model_set_weight_bits(model *m, int bits);
+/* Depthwise convs' weights (and biases) quantised per output channel, each channel at
+ * its own power-of-2 scale by the per-tensor rules (TI's option, off by default); after
+ * model_quantize. */
+int model_set_per_channel_dw(model *m, int on);
 int model_quant_points(const model *m);
 const char *model_quant_point_name(const model *m, int i);
 /* A "ranges" record: one f32[2] (min, max) per point, by name, meta "batches". */
@@ -187,8 +191,11 @@ record *model_stats_record(const model *m);
 /* A "qparams" record of the loaded params and ranges (fakequant): per conv
  * "<conv>.weight"/".bias" f32 (folded, dequantised), "<conv>.weight_q"/".bias_q" (the
  * integers: i8/i16 weights, i16/i32 bias) and "<conv>.frac" i32[3] (fraction bits of
- * weight, input, bias; bias <= weight + input: TIDL's bias split); per point "<point>.act" i32[3] (frac, qmin, qmax) and
- * "<point>.clip" f32[2]. Meta bits, weight_bits, config. Needs a plan (any shape). */
+ * weight, input, bias; bias <= weight + input: TIDL's bias split; a per-channel conv
+ * adds "<conv>.weight_frac"/".bias_frac" i32[c], each channel's, and .frac holds the
+ * smallest of each); per point "<point>.act" i32[3] (frac, qmin, qmax) and
+ * "<point>.clip" f32[2]. Meta bits, weight_bits, per_channel_dw, config. Needs a plan
+ * (any shape). */
 record *model_qparams_record(model *m);
 
 /* PTQ bias calibration (TI's): the batch through the float model (the params of the

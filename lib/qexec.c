@@ -39,6 +39,7 @@ typedef struct qnode {
 	void *weight;            /* QK_CONV: [k][rp] int8, int16 in a 16-bit model */
 	double *wide_weight;     /* [k][r], a 16-bit model's */
 	int64_t *bias, *gemm_bias;
+	int *shifts;             /* [k] each output channel's (per-channel depthwise convs) */
 	qtaps rows, cols;        /* QK_BILINEAR: no bytes of its own, the add interpolates */
 } qnode;
 
@@ -65,6 +66,7 @@ void qexec_free(struct qexec *x, int nnodes)
 	for (int i = 0; x->q && i < nnodes; i++) {
 		free(x->q[i].weight);
 		free(x->q[i].wide_weight);
+		free(x->q[i].shifts);
 		free(x->q[i].bias);
 		free(x->q[i].gemm_bias);
 		free(x->q[i].rows.i0);
@@ -303,11 +305,9 @@ static int make_conv(model *m, struct qexec *x, int i)
 	d->in_fmt = fmt(x, qin);
 	d->r = d->c / d->groups * d->kh * d->kw;
 	d->rp = (d->r + 3) & ~3;
-	int accfrac = nd->wfrac + qin->frac;
-	if (qin->frac != nd->xfrac || nd->bfrac > accfrac)
-		return err_set("%s: input %s at frac %d, the conv expects %d (bias frac %d)", nd->name, in->name,
-			       qin->frac, nd->xfrac, nd->bfrac);
-	d->shift = accfrac - q->frac;
+	if (qin->frac != nd->xfrac)
+		return err_set("%s: input %s at frac %d, the conv expects %d", nd->name, in->name, qin->frac, nd->xfrac);
+	d->shift = nd->wfrac + qin->frac - q->frac;
 	d->lo = q->lo;
 	d->hi = q->hi;
 	size_t k = (size_t)d->k;
@@ -315,31 +315,39 @@ static int make_conv(model *m, struct qexec *x, int i)
 		q->weight = calloc(k * d->rp, x->esz);
 		q->bias = malloc(k * sizeof *q->bias);
 		q->gemm_bias = malloc(k * sizeof *q->gemm_bias);
+		q->shifts = malloc(k * sizeof *q->shifts);
 		if (x->wide)
 			q->wide_weight = malloc(k * d->r * sizeof *q->wide_weight);
-		if (!q->weight || !q->bias || !q->gemm_bias || (x->wide && !q->wide_weight))
+		if (!q->weight || !q->bias || !q->gemm_bias || !q->shifts || (x->wide && !q->wide_weight))
 			return err_set("out of memory");
 	}
 	int32_t wmax = x->wide ? 32767 : 127;
 	const float *fw = m->folded + nd->foff, *fb = fw + ((m->params_info[nd->pw].count + 15) & ~(size_t)15);
 	for (size_t o = 0; o < k; o++) {
+		/* each output channel at its own weight and bias scale (the same for all but
+		 * per-channel depthwise convs) */
+		int wf = nd->cfrac[2 * o], bf = nd->cfrac[2 * o + 1], accfrac = wf + qin->frac;
+		if (bf > accfrac)
+			return err_set("%s: channel %zu: bias frac %d above the accumulator's %d", nd->name, o, bf, accfrac);
+		q->shifts[o] = accfrac - q->frac;
 		for (int j = 0; j < d->r; j++) {
-			float v = ldexpf(fw[o * d->r + j], nd->wfrac), r = rintf(v);
+			float v = ldexpf(fw[o * d->r + j], wf), r = rintf(v);
 			if (v != r || r < -wmax - 1 || r > wmax)
 				return err_set("%s: weight %g is not a %d-bit integer at frac %d", nd->name,
-					       (double)fw[o * d->r + j], x->wide ? 16 : 8, nd->wfrac);
+					       (double)fw[o * d->r + j], x->wide ? 16 : 8, wf);
 			if (x->wide)
 				((int16_t *)q->weight)[o * d->rp + j] = (int16_t)r;
 			else
 				((int8_t *)q->weight)[o * d->rp + j] = (int8_t)r;
 		}
-		double b = ldexp(fb[o], nd->bfrac), r = rint(b);
+		double b = ldexp(fb[o], bf), r = rint(b);
 		if (b != r || fabs(r) > 2147483647.0)
-			return err_set("%s: bias %g is not an integer at frac %d", nd->name, (double)fb[o], nd->bfrac);
+			return err_set("%s: bias %g is not an integer at frac %d", nd->name, (double)fb[o], bf);
 		/* a 32-bit bias moved by at most 2 * 16 bits: within int64 */
-		int up = accfrac - nd->bfrac;
+		int up = accfrac - bf;
 		q->bias[o] = (int64_t)r * ((int64_t)1 << (up < 40 ? up : 40));
 	}
+	d->shifts = nd->per_channel ? q->shifts : NULL;
 	d->weight = q->weight;
 	d->wide_weight = q->wide_weight;
 	d->bias = q->bias;

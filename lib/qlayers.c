@@ -65,6 +65,12 @@ static void requant32(void *out, const int32_t *v, int n, int32_t add, int shift
 	}
 }
 
+/* output channel k's requantisation shift */
+static inline int shift_of(const qconv *d, int k)
+{
+	return d->shifts ? d->shifts[k] : d->shift;
+}
+
 static int out_size(int in, int k, int s, int p, int d)
 {
 	return (in + 2 * p - d * (k - 1) - 1) / s + 1;
@@ -111,8 +117,10 @@ int qconv_init(qconv *d, int64_t *gemm_bias)
 	const int8_t *weight = d->weight;
 	int in_sgn = d->in_fmt & QF_SIGNED;
 	/* the int32 epilogue holds acc + bias + rounding below 2^31 */
-	int fast = d->shift >= 0 && d->shift < 31;
+	int fast = 1;
 	for (int k = 0; k < d->k; k++) {
+		int sk = shift_of(d, k);
+		fast = fast && sk >= 0 && sk < 31;
 		int64_t sum = 0, mag = 0;
 		for (int j = 0; j < d->r; j++) {
 			int w = weight[(size_t)k * d->rp + j];
@@ -120,7 +128,7 @@ int qconv_init(qconv *d, int64_t *gemm_bias)
 			mag += w < 0 ? -w : w;
 		}
 		int64_t b = d->bias[k] - (in_sgn && !d->depthwise ? 128 * sum : 0);
-		int64_t bound = mag * 255 + (b < 0 ? -b : b) + (fast ? rounding(d->shift) : 0);
+		int64_t bound = mag * 255 + (b < 0 ? -b : b) + (fast ? rounding(sk) : 0);
 		if (bound >= INT32_MAX)
 			fast = 0;
 		gemm_bias[k] = b;
@@ -177,7 +185,7 @@ void qconv_forward_ref(void *out, const void *inp, const qconv *d)
 								acc += (int64_t)w * qget(inp, at, d->in_fmt);
 							}
 					qput(out, (((size_t)n * d->k + k) * d->oh + oy) * d->ow + ox,
-					     qrequant(acc + d->bias[k], d->shift, d->lo, d->hi), d->in_fmt);
+					     qrequant(acc + d->bias[k], shift_of(d, k), d->lo, d->hi), d->in_fmt);
 				}
 		}
 }
@@ -417,12 +425,13 @@ static void gemm_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qc
 					uint8_t *o = out + (((size_t)n * d->k + k + i) * P + p0 + j);
 					const int32_t *ci = c + i * QN;
 					int64_t b = d->gemm_bias[k + i];
+					int sk = shift_of(d, k + i);
 					if (d->fast) {
-						requant32(o, ci, nv, (int32_t)b + rounding(d->shift), d->shift, d->lo, d->hi, 0);
+						requant32(o, ci, nv, (int32_t)b + rounding(sk), sk, d->lo, d->hi, 0);
 						continue;
 					}
 					for (int q = 0; q < nv; q++)
-						o[q] = (uint8_t)qrequant(ci[q] + b, d->shift, d->lo, d->hi);
+						o[q] = (uint8_t)qrequant(ci[q] + b, sk, d->lo, d->hi);
 				}
 			}
 		}
@@ -518,15 +527,15 @@ static void depthwise_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, con
 				}
 			}
 		int64_t bias = d->bias[ch];
+		int sk = shift_of(d, ch);
 		uint8_t *o = out + (size_t)t * ohw;
 		for (int oy = 0; oy < OH; oy++) {
 			const int32_t *a = acc + (size_t)oy * qw;
 			if (d->fast)
-				requant32(o + (size_t)oy * OW, a, OW, (int32_t)bias + rounding(d->shift), d->shift, d->lo, d->hi,
-					  0);
+				requant32(o + (size_t)oy * OW, a, OW, (int32_t)bias + rounding(sk), sk, d->lo, d->hi, 0);
 			else
 				for (int ox = 0; ox < OW; ox++)
-					o[(size_t)oy * OW + ox] = (uint8_t)qrequant(a[ox] + bias, d->shift, d->lo, d->hi);
+					o[(size_t)oy * OW + ox] = (uint8_t)qrequant(a[ox] + bias, sk, d->lo, d->hi);
 		}
 	}
 }
@@ -578,7 +587,8 @@ static void wide_forward(void *out, const void *inp, uint8_t *ws, const qconv *d
 			int k = g * kg + i;
 			size_t o = ((size_t)n * d->k + k) * P + p0;
 			for (int q = 0; q < np; q++)
-				qput(out, o + q, qrequant((int64_t)acc[(size_t)i * np + q] + d->gemm_bias[k], d->shift, d->lo, d->hi),
+				qput(out, o + q, qrequant((int64_t)acc[(size_t)i * np + q] + d->gemm_bias[k], shift_of(d, k), d->lo,
+							  d->hi),
 				     QF_WIDE);
 		}
 	}

@@ -79,6 +79,7 @@ typedef struct qconv {
 	const void *weight;      /* [k][rp], zero past r: int8, or int16 when in_fmt is QF_WIDE */
 	const int64_t *bias;     /* [k] at the accumulator's scale (frac_w + frac_in) */
 	int shift;               /* frac_w + frac_in - frac_out */
+	const int *shifts;       /* [k], each output channel's (per-channel weights), or NULL: shift */
 	int32_t lo, hi;          /* the output point's qmin, qmax */
 	double *wide_weight;     /* QF_WIDE: [k][r] (caller's storage, qconv_init fills it):
 				  * the weights as doubles for the GEMM, whose int64-sized

@@ -130,7 +130,8 @@ int model_quantize(model *m, int bits)
 	for (int i = 0; i < m->nnodes; i++)
 		if (m->nodes[i].op == OP_CONV)
 			nmean += (size_t)m->nodes[i].c;
-	if (!(m->cmeans = calloc(nmean ? nmean : 1, sizeof *m->cmeans)))
+	if (!(m->cmeans = calloc(nmean ? nmean : 1, sizeof *m->cmeans)) ||
+	    !(m->cfracs = calloc(2 * nmean + 1, sizeof *m->cfracs)))
 		return err_set("out of memory");
 	/* each conv's input point (through upsamples), for its bias scale */
 	for (int i = 0, off = 0; i < m->nnodes; i++) {
@@ -138,6 +139,7 @@ int model_quantize(model *m, int bits)
 		if (nd->op != OP_CONV)
 			continue;
 		nd->cmean = m->cmeans + off;
+		nd->cfrac = m->cfracs + 2 * off;
 		off += nd->c;
 		int s = nd->in[0];
 		while (m->nodes[s].op == OP_UPSAMPLE)
@@ -146,6 +148,15 @@ int model_quantize(model *m, int bits)
 			return err_set("quantise: %s: input %s is not quantised", nd->name, m->nodes[s].name);
 		nd->qp = m->nodes[s].qp;
 	}
+	return 0;
+}
+
+int model_set_per_channel_dw(model *m, int on)
+{
+	if (!m->qbits)
+		return err_set("per-channel weights: the model is not quantised");
+	m->per_channel_dw = on;
+	m->folded_dirty = 1;
 	return 0;
 }
 
@@ -253,6 +264,20 @@ static tensor *add_i32(record *r, const char *name, const char *suffix, int n, c
 	return t;
 }
 
+/* t[i0 .. i0+n) = the integers of dequantised values dq = q * 2^-frac */
+static void set_ints(tensor *t, const float *dq, size_t i0, size_t n, int frac)
+{
+	for (size_t i = i0; i < i0 + n; i++) {
+		int32_t q = (int32_t)ldexpf(dq[i], frac);
+		if (t->dtype == DT_I8)
+			((int8_t *)t->data)[i] = (int8_t)q;
+		else if (t->dtype == DT_I16)
+			((int16_t *)t->data)[i] = (int16_t)q;
+		else
+			((int32_t *)t->data)[i] = q;
+	}
+}
+
 /* Integers of dequantised values dq = q * 2^-frac, into a tensor of the narrowest
  * dtype that holds qbits. */
 static tensor *add_ints(record *r, const char *name, const char *suffix, int ndim, const int64_t *shape,
@@ -260,17 +285,8 @@ static tensor *add_ints(record *r, const char *name, const char *suffix, int ndi
 {
 	enum dtype dt = qbits <= 8 ? DT_I8 : qbits <= 16 ? DT_I16 : DT_I32;
 	tensor *t = add(r, name, suffix, dt, ndim, shape);
-	if (!t)
-		return NULL;
-	for (size_t i = 0; i < n; i++) {
-		int32_t q = (int32_t)ldexpf(dq[i], frac);
-		if (dt == DT_I8)
-			((int8_t *)t->data)[i] = (int8_t)q;
-		else if (dt == DT_I16)
-			((int16_t *)t->data)[i] = (int16_t)q;
-		else
-			((int32_t *)t->data)[i] = q;
-	}
+	if (t)
+		set_ints(t, dq, 0, n, frac);
 	return t;
 }
 
@@ -296,10 +312,29 @@ record *model_qparams_record(model *m)
 		if (!(t = add(r, nd->name, "bias", DT_F32, 1, cs)))
 			goto fail;
 		memcpy(t->data, fb, (size_t)nd->c * sizeof(float));
+		/* (each tensor filled before the next is added: adding may move the others) */
 		int32_t frac[3] = {nd->wfrac, nd->xfrac, nd->bfrac};
-		if (!add_ints(r, nd->name, "weight_q", pw->ndim, pw->shape, fw, pw->count, nd->wfrac, m->qbits) ||
-		    !add_ints(r, nd->name, "bias_q", 1, cs, fb, (size_t)nd->c, frac[2], 2 * m->qbits) ||
-		    !add_i32(r, nd->name, "frac", 3, frac))
+		size_t per = pw->count / (size_t)nd->c;
+		for (int b = 0; b < 2; b++) { /* the integers at each channel's scale */
+			tensor *q = b ? add_ints(r, nd->name, "bias_q", 1, cs, fb, (size_t)nd->c, 0, 2 * m->qbits)
+				      : add_ints(r, nd->name, "weight_q", pw->ndim, pw->shape, fw, pw->count, 0, m->qbits);
+			if (!q)
+				goto fail;
+			for (int k = 0; k < nd->c; k++)
+				set_ints(q, b ? fb : fw, b ? (size_t)k : k * per, b ? 1 : per, nd->cfrac[2 * k + b]);
+		}
+		for (int b = 0; nd->per_channel && b < 2; b++) {
+			/* each channel's own fraction bits; .frac holds the smallest of each */
+			tensor *f = add(r, nd->name, b ? "bias_frac" : "weight_frac", DT_I32, 1, cs);
+			if (!f)
+				goto fail;
+			for (int k = 0; k < nd->c; k++) {
+				int v = nd->cfrac[2 * k + b];
+				((int32_t *)f->data)[k] = v;
+				frac[2 * b] = k && frac[2 * b] < v ? frac[2 * b] : v;
+			}
+		}
+		if (!add_i32(r, nd->name, "frac", 3, frac))
 			goto fail;
 	}
 	for (int p = 0; p < m->nqp; p++) {
@@ -315,6 +350,7 @@ record *model_qparams_record(model *m)
 	}
 	cJSON_AddNumberToObject(r->meta, "bits", m->qbits);
 	cJSON_AddNumberToObject(r->meta, "weight_bits", m->wbits);
+	cJSON_AddBoolToObject(r->meta, "per_channel_dw", m->per_channel_dw);
 	cJSON_AddStringToObject(r->meta, "config", model_name(m));
 	return r;
 fail:

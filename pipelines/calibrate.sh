@@ -13,7 +13,7 @@
 # trainval), ITERS (batches, default 1000 as TI's; the data repeats as needed), BATCH
 # (default the config's train.batch or 8), SIZE, AUG (train (default): the training
 # augmentation, as TI calibrates on training data; eval: plain resize), BITS (8), WBITS
-# (weight bits, default BITS), SEED,
+# (weight bits, default BITS), PER_CHANNEL_DW=1 (depthwise weights per channel), SEED,
 # THREADS, OUT (default RUN), BIAS_ITERS (default ITERS; 0: none), FROM_RANGES (start
 # from these ranges: no first pass).
 # Then TI's bias calibration, a loop like training's:
@@ -87,7 +87,7 @@ if [ "$bias_iters" -gt 0 ]; then
 			${SIZE:+--size "$SIZE"} |
 		"$BIN/tns" head -n "$bias_iters" |
 		"$BIN/forward" --config "$cfg_file" --weights "$fifos/params" --stats --quant --bias-calib \
-			--bits "${BITS:-8}" ${WBITS:+--weight-bits "$WBITS"} ${THREADS:+--threads "$THREADS"} |
+			--bits "${BITS:-8}" ${WBITS:+--weight-bits "$WBITS"} "${per_channel_dw[@]}" ${THREADS:+--threads "$THREADS"} |
 		"$BIN/calib-ranges" --init "$out/ranges.tns.tmp" --weights "$ckpt" --params "$fifos/params" \
 			--save "$out/ptq.tns" >"$out/ranges2.tns.tmp"
 	status=("${PIPESTATUS[@]}")
@@ -105,7 +105,7 @@ if [ "$bias_iters" -gt 0 ]; then
 fi
 mv "$out/ranges.tns.tmp" "$out/ranges.tns"
 "$BIN/fakequant" --config "$cfg_file" --weights "$final" --ranges "$out/ranges.tns" --bits "${BITS:-8}" \
-	${WBITS:+--weight-bits "$WBITS"} >"$out/qparams.tns.tmp"
+	${WBITS:+--weight-bits "$WBITS"} "${per_channel_dw[@]}" >"$out/qparams.tns.tmp"
 mv "$out/qparams.tns.tmp" "$out/qparams.tns"
 say "wrote $([ "$final" != "$ckpt" ] && echo "$final, ")$out/ranges.tns ($("$BIN/tns" cat --json "$out/ranges.tns" | jq .meta.batches) batches) and $out/qparams.tns"
 exit

@@ -9,7 +9,8 @@
 # test), SIZE, BATCH (default 8), NP (MPI ranks, default 1), THREADS,
 # MODE (11points or area), OUT (default RUN/eval).
 # QUANTIZE=1: the fake-quantised model (forward --quant, BITS default 8; WBITS: the
-# conv weights at fewer bits, as 4 with 8). CKPT defaults
+# conv weights at fewer bits, as 4 with 8; PER_CHANNEL_DW=1: depthwise weights at a
+# scale per channel). CKPT defaults
 # to RUN/ptq.tns when pipelines/calibrate.sh made one (bias-calibrated params and
 # ranges); a QAT checkpoint carries its ranges too; otherwise RANGES (default
 # RUN/ranges.tns) goes with CKPT. OUT defaults to RUN/eval_quant. INT8=1 (with
@@ -29,8 +30,8 @@ ckpt=$(run_checkpoint)
 split=${SPLIT:-$(cfg .dataset.test_split test)}
 quant=() suffix=
 if [ "${QUANTIZE:-0}" = 1 ]; then
-	quant=(--quant --bits "${BITS:-8}" ${WBITS:+--weight-bits "$WBITS"}) suffix=_quant
-	[ "${INT8:-0}" = 1 ] && quant=(--int8 --bits "${BITS:-8}" ${WBITS:+--weight-bits "$WBITS"}) suffix=_int${BITS:-8}
+	quant=(--quant --bits "${BITS:-8}" ${WBITS:+--weight-bits "$WBITS"} "${per_channel_dw[@]}") suffix=_quant
+	[ "${INT8:-0}" = 1 ] && quant[0]=--int8 suffix=_int${BITS:-8}
 	if ! "$BIN/tns" ls "$ckpt" | awk '$2 == "ranges" { found = 1 } END { exit !found }'; then
 		ranges=${RANGES:-$run/ranges.tns}
 		[ -f "$ranges" ] || { say "$ranges: no activation ranges (make calibrate first, or set RANGES)"; exit 1; }

@@ -8,7 +8,7 @@
 # environment (all optional): BIN, RUN (default runs/<config name>), CKPT (default
 # RUN/latest.tns; with QUANTIZE=1 RUN/ptq.tns when make calibrate made one: its
 # bias-calibrated params and ranges), QUANTIZE=1 (the quantised model: ranges from
-# RANGES, else the checkpoint's own (QAT, ptq.tns), else RUN/ranges.tns), BITS (8), WBITS (weight bits, default BITS), OPSET (11, or
+# RANGES, else the checkpoint's own (QAT, ptq.tns), else RUN/ranges.tns), BITS (8), WBITS (weight bits, default BITS), PER_CHANNEL_DW=1, OPSET (11, or
 # 9 for older TIDL), OLD_TIDL=1 (one prototxt output), SIZE, OUT (default RUN).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -19,7 +19,7 @@ out=${OUT:-$run}
 [ -f "$ckpt" ] || { say "$ckpt: no such checkpoint (train first, or set CKPT)"; exit 1; }
 quant=()
 if [ -n "${QUANTIZE:-}" ] && [ "$QUANTIZE" != 0 ]; then
-	quant=(--quant --bits "${BITS:-8}" ${WBITS:+--weight-bits "$WBITS"})
+	quant=(--quant --bits "${BITS:-8}" ${WBITS:+--weight-bits "$WBITS"} "${per_channel_dw[@]}")
 	if [ -n "${RANGES:-}" ]; then
 		quant+=(--ranges "$RANGES")
 	elif ! "$BIN/tns" ls "$ckpt" | awk '$2 == "ranges" { f = 1 } END { exit !f }' && [ -f "$run/ranges.tns" ]; then

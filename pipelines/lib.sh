@@ -45,7 +45,7 @@ mpi_ranks() {
 		return 0
 	fi
 	local vars=() v root=()
-	for v in BIN RUN DATA CLASSES SPLIT EPOCHS BATCH SIZE LR SEED THREADS MAX_STEPS CKPT QUANTIZE BITS WBITS RANGES \
+	for v in BIN RUN DATA CLASSES SPLIT EPOCHS BATCH SIZE LR SEED THREADS MAX_STEPS CKPT QUANTIZE BITS WBITS PER_CHANNEL_DW RANGES \
 		ITERS INT8 INIT PRETRAINED RESUME TNS_LEVEL MODE OUT TMPDIR; do
 		[ -z "${!v:-}" ] || vars+=("$v=${!v}")
 	done
@@ -96,3 +96,7 @@ timed() {
 say() {
 	echo "${0##*/}: $*" >&2
 }
+
+# PER_CHANNEL_DW=1 (0 or unset: off): forward's, fakequant's and tidl-pack's flag
+per_channel_dw=()
+[ "${PER_CHANNEL_DW:-0}" = 0 ] || per_channel_dw=(--per-channel-dw)

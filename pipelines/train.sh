@@ -50,7 +50,7 @@ if [ "$quant" = 1 ]; then
 		say "no activation ranges at $ranges: calibrating $INIT first"
 		RUN=$float_run CKPT=$INIT OUT=$(dirname "$ranges") "$here/calibrate.sh" "$cfg_file"
 	fi
-	fwd_quant=(--quant --stats ${BITS:+--bits "$BITS"} ${WBITS:+--weight-bits "$WBITS"})
+	fwd_quant=(--quant --stats ${BITS:+--bits "$BITS"} ${WBITS:+--weight-bits "$WBITS"} "${per_channel_dw[@]}")
 	sgd_quant=(--quant)
 else
 	epochs=${EPOCHS:-$(cfg .train.epochs 24)}

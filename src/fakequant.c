@@ -10,7 +10,8 @@
 
 static void usage(void)
 {
-	printf("usage: fakequant --config FILE --weights PARAMS --ranges RANGES [--bits N] [--weight-bits N] > qparams\n"
+	printf("usage: fakequant --config FILE --weights PARAMS --ranges RANGES [--bits N] [--weight-bits N]\n"
+	       "                 [--per-channel-dw] > qparams\n"
 	       "\n"
 	       "Quantises a model as TI's tools do for TIDL (docs/quantisation.md): every BN folded\n"
 	       "into its conv, weights to power-of-2 scaled integers per tensor (round half away from\n"
@@ -24,6 +25,8 @@ static void usage(void)
 	       "  --ranges R      activation ranges (calib-ranges, or a QAT checkpoint's ranges)\n"
 	       "  --bits N        8 (default) or 16\n"
 	       "  --weight-bits N the conv weights at N bits (default --bits'), e.g. 4 with 8\n"
+	       "  --per-channel-dw  depthwise convs' weights at a scale per output channel\n"
+	       "                  (<conv>.weight_frac, .bias_frac i32[c])\n"
 	       "  -h, --help      this help\n"
 	       "\n"
 	       "Out (kind \"qparams\", meta bits, config): per conv <conv>.weight, <conv>.bias f32\n"
@@ -36,13 +39,15 @@ static void usage(void)
 int main(int argc, char **argv)
 {
 	tool_init("fakequant");
-	enum { O_CONFIG = 256, O_WEIGHTS, O_RANGES, O_BITS, O_WBITS };
+	enum { O_CONFIG = 256, O_WEIGHTS, O_RANGES, O_BITS, O_WBITS, O_PCDW };
 	static const struct option lopts[] = {
 		{"config", required_argument, 0, O_CONFIG}, {"weights", required_argument, 0, O_WEIGHTS},
 		{"ranges", required_argument, 0, O_RANGES}, {"bits", required_argument, 0, O_BITS},
-		{"weight-bits", required_argument, 0, O_WBITS}, {"help", no_argument, 0, 'h'}, {0}};
+		{"weight-bits", required_argument, 0, O_WBITS}, {"per-channel-dw", no_argument, 0, O_PCDW},
+		{"help", no_argument, 0, 'h'},              {0}};
 	const char *config = NULL, *weights = NULL, *ranges = NULL;
 	long bits = 8, wbits = 0;
+	int per_channel_dw = 0;
 	int c;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":h", lopts, NULL)) != -1) {
@@ -52,6 +57,7 @@ int main(int argc, char **argv)
 		case O_RANGES: ranges = optarg; break;
 		case O_BITS: bits = arg_long("--bits", optarg, 2, 16); break;
 		case O_WBITS: wbits = arg_long("--weight-bits", optarg, 2, 16); break;
+		case O_PCDW: per_channel_dw = 1; break;
 		case 'h': usage(); return 0;
 		case ':': usage_error("option '%s' needs an argument", argv[optind - 1]);
 		default: usage_error("unknown option '%s'", argv[optind - 1]);
@@ -64,7 +70,8 @@ int main(int argc, char **argv)
 	refuse_terminal_stdout();
 
 	model *m = model_load(config);
-	if (!m || model_quantize(m, (int)bits) < 0 || (wbits && model_set_weight_bits(m, (int)wbits) < 0))
+	if (!m || model_quantize(m, (int)bits) < 0 || (wbits && model_set_weight_bits(m, (int)wbits) < 0) ||
+	    model_set_per_channel_dw(m, per_channel_dw) < 0)
 		die_err();
 	record *p = stream_read_first(weights, "params"), *rg = p ? stream_read_first(ranges, "ranges") : NULL;
 	if (!p || !rg) {

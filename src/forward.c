@@ -35,6 +35,7 @@ static void usage(void)
 	       "  --ranges FILE   activation ranges (a ranges record, from calib-ranges)\n"
 	       "  --bits N        quantisation bits, 8 (default) or 16\n"
 	       "  --weight-bits N the conv weights at N bits (default --bits'), e.g. 4 with 8\n"
+	       "  --per-channel-dw  depthwise convs' weights at a scale per output channel\n"
 	       "  --int8          the quantised model (as --quant) on integers only: int8\n"
 	       "                  activations and weights, int32 sums, power-of-2 shifts; outputs\n"
 	       "                  equal to --quant's (docs/quantisation.md). With --bits 16: int16\n"
@@ -76,7 +77,7 @@ static void usage(void)
 
 typedef struct opts {
 	const char *config, *weights, *grad, *ranges;
-	int train, summary, init, profile, quant, stats, bias_calib, int8, mpi;
+	int train, summary, init, profile, quant, stats, bias_calib, int8, mpi, per_channel_dw;
 	long threads, size, bits, wbits;
 	unsigned long long seed;
 } opts;
@@ -193,7 +194,7 @@ int main(int argc, char **argv)
 	t_main = omp_get_wtime();
 	tool_init("forward");
 	enum { O_CONFIG = 256, O_WEIGHTS, O_TRAIN, O_GRAD, O_THREADS, O_SUMMARY, O_PROFILE, O_INIT, O_SEED, O_SIZE,
-	       O_QUANT, O_RANGES, O_BITS, O_WBITS, O_STATS, O_BIAS, O_INT8, O_MPI };
+	       O_QUANT, O_RANGES, O_BITS, O_WBITS, O_PCDW, O_STATS, O_BIAS, O_INT8, O_MPI };
 	static const struct option lopts[] = {
 		{"config", required_argument, 0, O_CONFIG},   {"weights", required_argument, 0, O_WEIGHTS},
 		{"train", no_argument, 0, O_TRAIN},           {"grad", required_argument, 0, O_GRAD},
@@ -204,7 +205,7 @@ int main(int argc, char **argv)
 		{"bits", required_argument, 0, O_BITS},       {"stats", no_argument, 0, O_STATS},
 		{"bias-calib", no_argument, 0, O_BIAS},       {"int8", no_argument, 0, O_INT8},
 		{"mpi", no_argument, 0, O_MPI},               {"weight-bits", required_argument, 0, O_WBITS},
-		{"help", no_argument, 0, 'h'},
+		{"per-channel-dw", no_argument, 0, O_PCDW},   {"help", no_argument, 0, 'h'},
 		{0}};
 	opts o = {.bits = 8};
 	int c;
@@ -225,6 +226,7 @@ int main(int argc, char **argv)
 		case O_RANGES: o.ranges = optarg; break;
 		case O_BITS: o.bits = arg_long("--bits", optarg, 2, 16); break;
 		case O_WBITS: o.wbits = arg_long("--weight-bits", optarg, 2, 16); break;
+		case O_PCDW: o.per_channel_dw = 1; break;
 		case O_STATS: o.stats = 1; break;
 		case O_BIAS: o.bias_calib = 1; break;
 		case O_INT8: o.int8 = o.quant = 1; break;
@@ -286,8 +288,9 @@ int main(int argc, char **argv)
 	omp_set_num_threads(threads);
 	openblas_set_num_threads(threads);
 	model_set_profile(m, o.profile);
-	if ((o.quant || o.stats) && (model_quantize(m, (int)o.bits) < 0 ||
-				     (o.wbits && model_set_weight_bits(m, (int)o.wbits) < 0)))
+	if ((o.quant || o.stats) &&
+	    (model_quantize(m, (int)o.bits) < 0 || (o.wbits && model_set_weight_bits(m, (int)o.wbits) < 0) ||
+	     model_set_per_channel_dw(m, o.per_channel_dw) < 0))
 		die_err();
 	model_set_stats(m, o.stats);
 	model_set_int8_only(m, o.int8);

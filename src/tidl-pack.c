@@ -32,6 +32,7 @@ static void usage(void)
 	       "  --ranges R         activation ranges (calib-ranges' output, make calibrate)\n"
 	       "  --bits N           8 (default) or 16\n"
 	       "  --weight-bits N    the conv weights at N bits (default --bits'), e.g. 4 with 8\n"
+	       "  --per-channel-dw   depthwise convs' weights at a scale per output channel\n"
 	       "  --onnx FILE        ONNX output (default model.onnx)\n"
 	       "  --prototxt FILE    meta-architecture output (default model.prototxt)\n"
 	       "  --opset N          11 (default) or 9 for older TIDL\n"
@@ -97,7 +98,7 @@ int main(int argc, char **argv)
 {
 	tool_init("tidl-pack");
 	enum { O_CONFIG = 256, O_WEIGHTS, O_QUANT, O_RANGES, O_BITS, O_ONNX, O_PROTO, O_OPSET, O_OLD, O_SIZE, O_CONF,
-	       O_TOPK, O_KEEP, O_ROUND, O_WBITS };
+	       O_TOPK, O_KEEP, O_ROUND, O_WBITS, O_PCDW };
 	static const struct option lopts[] = {
 		{"config", required_argument, 0, O_CONFIG}, {"weights", required_argument, 0, O_WEIGHTS},
 		{"quant", no_argument, 0, O_QUANT},         {"ranges", required_argument, 0, O_RANGES},
@@ -106,9 +107,10 @@ int main(int argc, char **argv)
 		{"old-tidl", no_argument, 0, O_OLD},        {"size", required_argument, 0, O_SIZE},
 		{"confidence", required_argument, 0, O_CONF}, {"top-k", required_argument, 0, O_TOPK},
 		{"keep-top-k", required_argument, 0, O_KEEP}, {"round", no_argument, 0, O_ROUND},
-		{"weight-bits", required_argument, 0, O_WBITS}, {"help", no_argument, 0, 'h'}, {0}};
+		{"weight-bits", required_argument, 0, O_WBITS}, {"per-channel-dw", no_argument, 0, O_PCDW},
+		{"help", no_argument, 0, 'h'},              {0}};
 	const char *config = NULL, *weights = NULL, *ranges = NULL, *onnx = "model.onnx", *prototxt = "model.prototxt";
-	int quant = 0, old = 0, round_act = 0;
+	int quant = 0, old = 0, round_act = 0, per_channel_dw = 0;
 	long bits = 8, wbits = 0, opset = 11, size = 0, topk = 200, keep = 0;
 	double conf = 0.3;
 	int c;
@@ -121,6 +123,7 @@ int main(int argc, char **argv)
 		case O_RANGES: ranges = optarg; break;
 		case O_BITS: bits = arg_long("--bits", optarg, 2, 16); break;
 		case O_WBITS: wbits = arg_long("--weight-bits", optarg, 2, 16); break;
+		case O_PCDW: per_channel_dw = 1; break;
 		case O_ONNX: onnx = optarg; break;
 		case O_PROTO: prototxt = optarg; break;
 		case O_OPSET:
@@ -147,8 +150,8 @@ int main(int argc, char **argv)
 		usage_error("--ranges goes with --quant");
 	if (round_act && !quant)
 		usage_error("--round goes with --quant");
-	if (wbits && !quant)
-		usage_error("--weight-bits goes with --quant");
+	if ((wbits || per_channel_dw) && !quant)
+		usage_error("--weight-bits and --per-channel-dw go with --quant");
 
 	model *m = model_load(config);
 	model_config mc;
@@ -157,7 +160,8 @@ int main(int argc, char **argv)
 	data_config_default(&dc);
 	if (!m || model_config_load(&mc, config) < 0 || data_config_load(&dc, config) < 0)
 		die_err();
-	if (quant && (model_quantize(m, (int)bits) < 0 || (wbits && model_set_weight_bits(m, (int)wbits) < 0)))
+	if (quant && (model_quantize(m, (int)bits) < 0 || (wbits && model_set_weight_bits(m, (int)wbits) < 0) ||
+		      model_set_per_channel_dw(m, per_channel_dw) < 0))
 		die_err();
 	record *p = stream_read_first(weights, "params");
 	if (!p || model_load_params(m, p) < 0) {

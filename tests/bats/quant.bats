@@ -112,6 +112,7 @@ setup() {
 	"$BIN/fakequant" --config $CFG --weights "$F/latest.tns" --ranges "$T/r.tns" >"$T/q8.tns"
 	"$BIN/fakequant" --config $CFG --weights "$F/latest.tns" --ranges "$T/r.tns" --bits 16 >"$T/q16.tns"
 	"$BIN/fakequant" --config $CFG --weights "$F/latest.tns" --ranges "$T/r.tns" --weight-bits 4 >"$T/q4.tns"
+	"$BIN/fakequant" --config $CFG --weights "$F/latest.tns" --ranges "$T/r.tns" --per-channel-dw >"$T/qpc.tns"
 	"$PY" - "$T/q8.tns" 8 8 "$T/q16.tns" 16 16 "$T/q4.tns" 8 4 <<-'EOF'
 	import sys
 	sys.path.insert(0, "tests")
@@ -135,6 +136,7 @@ setup() {
 	        m = np.abs(q.astype(np.int64)).max()
 	        assert m == 0 or 2 ** (wbits - 2) <= m <= 2 ** (wbits - 1), (c, m)
 	        assert q.min() >= -2 ** (wbits - 1) and q.max() <= 2 ** (wbits - 1) - 1, c
+	    assert not any(k.endswith(".weight_frac") for k in t) and not meta["per_channel_dw"]
 	    acts = [k[:-len(".act")] for k in t if k.endswith(".act")]
 	    for p in acts:
 	        frac, qmin, qmax = t[p + ".act"].tolist()
@@ -142,6 +144,27 @@ setup() {
 	        assert (t[p + ".clip"] == np.ldexp(np.array([qmin, qmax], np.float64), -frac)).all()
 	    # the first conv after the image takes the input point's fraction bits
 	    assert t["backbone.features.0.0.frac"][1] == t["input.act"][0]
+	EOF
+	# per channel: the depthwise convs' weights at each channel's scale, the rest as before
+	"$PY" - "$T/qpc.tns" "$T/q8.tns" <<-'EOF'
+	import sys
+	sys.path.insert(0, "tests")
+	import numpy as np, tnsfile
+	(_, t, meta), = tnsfile.read(sys.argv[1])
+	(_, t8, _), = tnsfile.read(sys.argv[2])
+	assert meta["per_channel_dw"] is True
+	pcs = [k[:-len(".weight_frac")] for k in t if k.endswith(".weight_frac")]
+	assert len(pcs) > 10, len(pcs)
+	for c in pcs:
+	    q, w, wf, bf = t[c + ".weight_q"], t[c + ".weight"], t[c + ".weight_frac"], t[c + ".bias_frac"]
+	    assert q.shape[1] == 1 and len(wf) == q.shape[0], c  # depthwise
+	    assert (np.ldexp(q.astype(np.float64), -wf.reshape(-1, 1, 1, 1)) == w).all(), c
+	    assert (np.ldexp(t[c + ".bias_q"].astype(np.float64), -bf) == t[c + ".bias"]).all(), c
+	    m = np.abs(q.astype(np.int64)).reshape(len(wf), -1).max(1)
+	    assert ((m == 0) | ((m >= 64) & (m <= 128))).all(), c
+	    assert t[c + ".frac"][0] == wf.min() and t[c + ".frac"][2] == bf.min(), c
+	others = [k for k in t if k.endswith(".weight_q") and k[:-len(".weight_q")] not in pcs]
+	assert others and all((t[k] == t8[k]).all() for k in others)
 	EOF
 }
 
@@ -339,6 +362,11 @@ setup() {
 	"$BIN/forward" --config $CFG --weights "$F/latest.tns" --int8 --ranges "$T/ranges.tns" --weight-bits 4 <"$B" |
 		cmp - "$T/sim4.tns"
 	! cmp -s "$T/sim4.tns" "$T/sim.tns"
+	# depthwise weights per channel: bit-equal, and another model
+	"$BIN/forward" --config $CFG --weights "$F/latest.tns" --quant --ranges "$T/ranges.tns" --per-channel-dw <"$B" >"$T/simpc.tns"
+	"$BIN/forward" --config $CFG --weights "$F/latest.tns" --int8 --ranges "$T/ranges.tns" --per-channel-dw <"$B" |
+		cmp - "$T/simpc.tns"
+	! cmp -s "$T/simpc.tns" "$T/sim.tns"
 	run "$BIN/forward" --config $CFG --weights "$F/latest.tns" --int8 --ranges "$T/ranges.tns" --weight-bits 9 <"$B"
 	[ "$status" -eq 1 ]
 	[[ "$output" == "forward: weight bits: 9 (2 to the activations' 8)" ]]

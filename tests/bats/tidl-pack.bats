@@ -87,7 +87,7 @@ compare_quant() {
 	cmp "$T/q.onnx" "$T/q2.onnx"
 }
 
-@test "4-bit weights: the export with --round computes forward --quant --weight-bits 4" {
+@test "4-bit and per-channel weights: the export with --round computes forward --quant's outputs" {
 	"$BIN/forward" --config $CFG --weights "$D/float/latest.tns" --quant --weight-bits 4 --ranges "$D/ranges.tns" \
 		<"$D/batches.tns" >"$T/qpred4.tns"
 	"$BIN/fakequant" --config $CFG --weights "$D/float/latest.tns" --ranges "$D/ranges.tns" --weight-bits 4 \
@@ -101,9 +101,18 @@ compare_quant() {
 	# 4-bit weights times 8-bit values: f32 sums as exact as at 8 bits
 	compare_quant "$T/qr4.onnx" "$T/qpred4.tns" "$T/qparams4.tns" 1
 	[ "$(jq '.cls.equal_on_grid > 0.99 and .reg.equal_on_grid > 0.99' <<<"$output")" = true ]
+	# per-channel depthwise weights: the same
+	"$BIN/forward" --config $CFG --weights "$D/float/latest.tns" --quant --per-channel-dw --ranges "$D/ranges.tns" \
+		<"$D/batches.tns" >"$T/qpredpc.tns"
+	"$BIN/fakequant" --config $CFG --weights "$D/float/latest.tns" --ranges "$D/ranges.tns" --per-channel-dw \
+		>"$T/qparamspc.tns"
+	"$BIN/tidl-pack" --config $CFG --weights "$D/qat.tns" --quant --per-channel-dw --round --onnx "$T/qrpc.onnx" \
+		--prototxt "$T/qrpc.prototxt" >/dev/null
+	compare_quant "$T/qrpc.onnx" "$T/qpredpc.tns" "$T/qparamspc.tns" 1
+	[ "$(jq '.cls.equal_on_grid > 0.99 and .reg.equal_on_grid > 0.99' <<<"$output")" = true ]
 	run "$BIN/tidl-pack" --config $CFG --weights "$D/qat.tns" --weight-bits 4
 	[ "$status" -eq 2 ]
-	[[ "$output" == *"--weight-bits goes with --quant"* ]]
+	[[ "$output" == *"--weight-bits and --per-channel-dw go with --quant"* ]]
 }
 
 @test "16-bit quantised export: ONNX Runtime within one 16-bit step of forward --quant --bits 16" {

@@ -1,6 +1,7 @@
 /* test_qlayers: the integer kernels of forward --int8 (lib/qlayers.c) against their
  * naive loops: qrequant against the rounding rule computed in exact arithmetic, the conv
- * (GEMM form, VNNI where built, and depthwise) against qconv_forward_ref over odd
+ * (GEMM form, VNNI where built, and depthwise; one shift, or one per output channel)
+ * against qconv_forward_ref over odd
  * geometries (strides, padding, dilation, groups, channel counts that fill no tile,
  * reductions not a multiple of 4, signed and unsigned inputs, shifts of every sign),
  * and add, rescale and maxpool against qrequant per value; the add of a bilinear
@@ -93,7 +94,7 @@ static void *random_ints(size_t n, int fmt)
 	return x;
 }
 
-static int run_conv(const geo *G, int in_fmt, int shift, int wide_weights)
+static int run_conv(const geo *G, int in_fmt, int shift, int wide_weights, int per_channel)
 {
 	qconv d = {0};
 	int wide = in_fmt & QF_WIDE;
@@ -120,12 +121,17 @@ static int run_conv(const geo *G, int in_fmt, int shift, int wide_weights)
 		/* biases up to a 16-bit (32-bit) value moved up by a few bits (TIDL's bias split) */
 		bias[k] = (wide ? (int64_t)(int32_t)next() : (int64_t)uniform(-32768, 32767)) * (1 << uniform(0, 6));
 	}
+	/* per-channel weights: each output channel's own shift around the common one */
+	int *shifts = per_channel ? malloc((size_t)d.k * sizeof *shifts) : NULL;
+	for (int k = 0; per_channel && k < d.k; k++)
+		shifts[k] = shift + uniform(-3, 3);
+	d.shifts = shifts;
 	d.weight = w;
 	d.wide_weight = wd;
 	d.bias = bias;
 	if (qconv_init(&d, gb) < 0) {
 		fprintf(stderr, "test_qlayers: %s\n", err_msg());
-		free(w), free(bias), free(gb), free(wd);
+		free(w), free(bias), free(gb), free(wd), free(shifts);
 		return -1;
 	}
 	size_t nin = (size_t)d.n * d.c * d.h * d.w, nout = (size_t)d.n * d.k * d.oh * d.ow;
@@ -138,11 +144,12 @@ static int run_conv(const geo *G, int in_fmt, int shift, int wide_weights)
 		bad += qget(y, i, in_fmt) != qget(ref, i, in_fmt);
 	static const char *const fmts[4] = {"uint8", "int8", "uint16", "int16"};
 	CHECK_MSG(bad == 0,
-		  "qconv n%d c%d %dx%d k%d %dx%d s%d p%d d%d g%d %s shift %d (%s%s): %zu of %zu outputs differ", G->n,
+		  "qconv n%d c%d %dx%d k%d %dx%d s%d p%d d%d g%d %s shift %d%s (%s%s): %zu of %zu outputs differ", G->n,
 		  G->c, G->h, G->w, G->k, G->kh, G->kw, G->s, G->p, G->d, G->g, fmts[in_fmt & 3], shift,
+		  per_channel ? " per channel" : "",
 		  wide ? "double gemm" : d.depthwise ? "depthwise" : "gemm", d.fast ? ", int32 epilogue" : "", bad, nout);
 	int fast = d.fast;
-	free(x), free(y), free(ref), free(ws), free(w), free(bias), free(gb), free(wd);
+	free(x), free(y), free(ref), free(ws), free(w), free(bias), free(gb), free(wd), free(shifts);
 	return fast;
 }
 
@@ -165,7 +172,7 @@ static void test_conv(void)
 			/* 16-bit sums reach 2^31 * r: shifts up to 40 bring them back */
 			static const int shifts[] = {-2, 0, 1, 5, 9, 14, 33, 40};
 			for (size_t s = 0; s < sizeof shifts / sizeof *shifts; s++) {
-				int f = run_conv(&geos[i], fmt, shifts[s], (int)(s & 1));
+				int f = run_conv(&geos[i], fmt, shifts[s], (int)(s & 1), (int)(s % 3 == 1));
 				CHECK(f >= 0);
 				fast += f == 1;
 				slow += f == 0;

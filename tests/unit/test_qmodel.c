@@ -35,6 +35,8 @@
  *   ranges calibrated on their batch here.
  * - 4-bit weights with 8-bit activations (RegNet, VGG): the qparams' weight integers
  *   fill [-8, 7], the integer path equals the simulation bit for bit;
+ * - per-channel depthwise weights (MobileNetV2, 8 and 4 bits): each channel at its own
+ *   scale uses its range, the integer path equals the simulation bit for bit;
  * - the four models quantised to 16 bits on integers (int16 values, exact int64 sums)
  *   against their f32 simulation, which is not exact there: within INT16_TOL of the
  *   largest output (measured: 2.7e-5 to 1.1e-4, a few 16-bit steps; the kernels
@@ -450,7 +452,51 @@ static void test_weight_bits_errors(void)
 /* A model fixture of another family (params, batch: tests/ref_model.py), calibrated on
  * its own batch: at 8 bits the integer path equals the simulation bit for bit; at 16
  * bits it is close (check_int_path). */
-static void test_int_family(const char *name, int bits, int wbits)
+/* A per-channel model's qparams: each depthwise conv's weights at its channels' own
+ * scales, each channel using its range (2^(bits-2) <= max|q| <= 2^(bits-1)), q *
+ * 2^-frac the dequantised weight; and some conv whose channels' scales differ. */
+static void check_per_channel(model *m, int bits, const char *name)
+{
+	record *qp = model_qparams_record(m);
+	CHECK_MSG(qp != NULL, "%s", err_msg());
+	int convs = 0, differ = 0, bad = 0;
+	for (int i = 0; qp && i < qp->ntensors; i++) {
+		const tensor *wf = &qp->tensors[i];
+		const char *sfx = strrchr(wf->name, '.');
+		if (!sfx || strcmp(sfx, ".weight_frac"))
+			continue;
+		char base[TENSOR_NAMELEN];
+		snprintf(base, sizeof base, "%.*s", (int)(sfx - wf->name), wf->name);
+		char nq[TENSOR_NAMELEN + 16], nw[TENSOR_NAMELEN + 16];
+		snprintf(nq, sizeof nq, "%s.weight_q", base);
+		snprintf(nw, sizeof nw, "%s.weight", base);
+		const tensor *q = record_find(qp, nq), *w = record_find(qp, nw);
+		CHECK(q && w && q->dtype == DT_I8 && wf->dtype == DT_I32);
+		if (!q || !w)
+			continue;
+		int64_t c = wf->shape[0], per = tensor_numel(q) / c;
+		const int32_t *f = wf->data;
+		convs++;
+		for (int64_t k = 0; k < c; k++) {
+			differ += f[k] != f[0];
+			int mx = 0;
+			for (int64_t j = 0; j < per; j++) {
+				int v = ((const int8_t *)q->data)[k * per + j];
+				mx = abs(v) > mx ? abs(v) : mx;
+				bad += ldexpf((float)v, -f[k]) != ((const float *)w->data)[k * per + j];
+			}
+			bad += mx && (mx < 1 << (bits - 2) || mx > 1 << (bits - 1));
+		}
+	}
+	printf("  %s: per-channel depthwise weights: %d convs, %d channels at another scale than their first\n", name,
+	       convs, differ);
+	CHECK_MSG(convs > 0 && differ > 0 && bad == 0, "%s: per channel: %d convs, %d differ, %d bad", name, convs,
+		  differ, bad);
+	CHECK(qp && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(qp->meta, "per_channel_dw")));
+	record_free(qp);
+}
+
+static void test_int_family(const char *name, int bits, int wbits, int per_channel)
 {
 	char path[256];
 	record **fx;
@@ -464,7 +510,7 @@ static void test_int_family(const char *name, int bits, int wbits)
 	const tensor *img = T(fx[1], "image");
 	int n = (int)img->shape[0], S = (int)img->shape[2];
 	CHECK_MSG(model_quantize(m, bits) == 0 && model_set_weight_bits(m, wbits) == 0 &&
-			  model_load_params(m, fx[0]) == 0,
+			  model_set_per_channel_dw(m, per_channel) == 0 && model_load_params(m, fx[0]) == 0,
 		  "%s", err_msg());
 	model_set_stats(m, 1);
 	CHECK_MSG(model_plan(m, n, S, S, 0, 0) == 0, "%s", err_msg());
@@ -478,6 +524,8 @@ static void test_int_family(const char *name, int bits, int wbits)
 	CHECK_MSG(model_plan(m, n, S, S, 0, 0) == 0, "%s", err_msg());
 	CHECK_MSG(model_forward(m, img->data, sim.v) == 0, "%s", err_msg());
 	check_int_path(m, img, &sim, name, bits == 8 ? 0 : INT16_TOL);
+	if (per_channel)
+		check_per_channel(m, wbits, name);
 	if (wbits < bits) {
 		/* the conv weights are wbits-bit integers, the rest as before */
 		record *qp = model_qparams_record(m);
@@ -524,10 +572,13 @@ int main(void)
 	static const char *const families[] = {"tiny", "tiny_resnet", "tiny_regnet", "tiny_vgg"};
 	for (int bits = 8; bits <= 16; bits += 8)
 		for (size_t i = bits == 8; i < sizeof families / sizeof *families; i++)
-			test_int_family(families[i], bits, bits);
+			test_int_family(families[i], bits, bits, 0);
 	/* 4-bit weights with 8-bit activations (the integer path is exact there too) */
-	test_int_family("tiny_regnet", 8, 4);
-	test_int_family("tiny_vgg", 8, 4);
+	test_int_family("tiny_regnet", 8, 4, 0);
+	test_int_family("tiny_vgg", 8, 4, 0);
+	/* per-channel depthwise weights (MobileNetV2's, RegNet's are grouped, not depthwise) */
+	test_int_family("tiny", 8, 8, 1);
+	test_int_family("tiny", 8, 4, 1);
 	test_weight_bits_errors();
 	free_all(recs, nrecs);
 	return check_done("test_qmodel");
