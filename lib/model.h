@@ -179,6 +179,8 @@ int model_set_weight_bits(model *m, int bits);
  * its own power-of-2 scale by the per-tensor rules (TI's option, off by default); after
  * model_quantize. */
 int model_set_per_channel_dw(model *m, int on);
+/* The three above in one: the tools' --bits, --weight-bits (0: bits), --per-channel-dw. */
+int model_quantize_as(model *m, int bits, int weight_bits, int per_channel_dw);
 int model_quant_points(const model *m);
 const char *model_quant_point_name(const model *m, int i);
 /* A "ranges" record: one f32[2] (min, max) per point, by name, meta "batches". */

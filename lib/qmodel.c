@@ -171,6 +171,13 @@ int model_set_weight_bits(model *m, int bits)
 	return 0;
 }
 
+int model_quantize_as(model *m, int bits, int weight_bits, int per_channel_dw)
+{
+	if (model_quantize(m, bits) < 0 || (weight_bits && model_set_weight_bits(m, weight_bits) < 0))
+		return -1;
+	return model_set_per_channel_dw(m, per_channel_dw);
+}
+
 int model_quant_points(const model *m)
 {
 	return m->nqp;
@@ -278,16 +285,10 @@ static void set_ints(tensor *t, const float *dq, size_t i0, size_t n, int frac)
 	}
 }
 
-/* Integers of dequantised values dq = q * 2^-frac, into a tensor of the narrowest
- * dtype that holds qbits. */
-static tensor *add_ints(record *r, const char *name, const char *suffix, int ndim, const int64_t *shape,
-			const float *dq, size_t n, int frac, int qbits)
+/* A tensor of the narrowest integer dtype that holds qbits (set_ints fills it). */
+static tensor *add_ints(record *r, const char *name, const char *suffix, int ndim, const int64_t *shape, int qbits)
 {
-	enum dtype dt = qbits <= 8 ? DT_I8 : qbits <= 16 ? DT_I16 : DT_I32;
-	tensor *t = add(r, name, suffix, dt, ndim, shape);
-	if (t)
-		set_ints(t, dq, 0, n, frac);
-	return t;
+	return add(r, name, suffix, qbits <= 8 ? DT_I8 : qbits <= 16 ? DT_I16 : DT_I32, ndim, shape);
 }
 
 record *model_qparams_record(model *m)
@@ -316,8 +317,8 @@ record *model_qparams_record(model *m)
 		int32_t frac[3] = {nd->wfrac, nd->xfrac, nd->bfrac};
 		size_t per = pw->count / (size_t)nd->c;
 		for (int b = 0; b < 2; b++) { /* the integers at each channel's scale */
-			tensor *q = b ? add_ints(r, nd->name, "bias_q", 1, cs, fb, (size_t)nd->c, 0, 2 * m->qbits)
-				      : add_ints(r, nd->name, "weight_q", pw->ndim, pw->shape, fw, pw->count, 0, m->qbits);
+			tensor *q = b ? add_ints(r, nd->name, "bias_q", 1, cs, 2 * m->qbits)
+				      : add_ints(r, nd->name, "weight_q", pw->ndim, pw->shape, m->qbits);
 			if (!q)
 				goto fail;
 			for (int k = 0; k < nd->c; k++)

@@ -70,8 +70,7 @@ int main(int argc, char **argv)
 	refuse_terminal_stdout();
 
 	model *m = model_load(config);
-	if (!m || model_quantize(m, (int)bits) < 0 || (wbits && model_set_weight_bits(m, (int)wbits) < 0) ||
-	    model_set_per_channel_dw(m, per_channel_dw) < 0)
+	if (!m || model_quantize_as(m, (int)bits, (int)wbits, per_channel_dw) < 0)
 		die_err();
 	record *p = stream_read_first(weights, "params"), *rg = p ? stream_read_first(ranges, "ranges") : NULL;
 	if (!p || !rg) {

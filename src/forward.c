@@ -288,9 +288,7 @@ int main(int argc, char **argv)
 	omp_set_num_threads(threads);
 	openblas_set_num_threads(threads);
 	model_set_profile(m, o.profile);
-	if ((o.quant || o.stats) &&
-	    (model_quantize(m, (int)o.bits) < 0 || (o.wbits && model_set_weight_bits(m, (int)o.wbits) < 0) ||
-	     model_set_per_channel_dw(m, o.per_channel_dw) < 0))
+	if ((o.quant || o.stats) && model_quantize_as(m, (int)o.bits, (int)o.wbits, o.per_channel_dw) < 0)
 		die_err();
 	model_set_stats(m, o.stats);
 	model_set_int8_only(m, o.int8);

@@ -160,8 +160,7 @@ int main(int argc, char **argv)
 	data_config_default(&dc);
 	if (!m || model_config_load(&mc, config) < 0 || data_config_load(&dc, config) < 0)
 		die_err();
-	if (quant && (model_quantize(m, (int)bits) < 0 || (wbits && model_set_weight_bits(m, (int)wbits) < 0) ||
-		      model_set_per_channel_dw(m, per_channel_dw) < 0))
+	if (quant && model_quantize_as(m, (int)bits, (int)wbits, per_channel_dw) < 0)
 		die_err();
 	record *p = stream_read_first(weights, "params");
 	if (!p || model_load_params(m, p) < 0) {

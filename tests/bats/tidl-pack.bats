@@ -33,6 +33,17 @@ setup() {
 	T=$BATS_TEST_TMPDIR
 }
 
+# quant_reference NAME ARGS...: the float checkpoint quantised with the ranges and ARGS
+# (--bits, --weight-bits, --per-channel-dw): forward --quant's pred stream on the test
+# images into $T/qpredNAME.tns, fakequant's qparams into $T/qparamsNAME.tns
+quant_reference() {
+	local name=$1
+	shift
+	"$BIN/forward" --config $CFG --weights "$D/float/latest.tns" --quant --ranges "$D/ranges.tns" "$@" \
+		<"$D/batches.tns" >"$T/qpred$name.tns"
+	"$BIN/fakequant" --config $CFG --weights "$D/float/latest.tns" --ranges "$D/ranges.tns" "$@" >"$T/qparams$name.tns"
+}
+
 # compare_quant ONNX PRED QPARAMS STEPS: ONNX Runtime on the 8 test images within STEPS
 # quantisation steps of the quantised pred stream PRED (onnx_check.py's JSON in $output)
 compare_quant() {
@@ -88,10 +99,7 @@ compare_quant() {
 }
 
 @test "4-bit and per-channel weights: the export with --round computes forward --quant's outputs" {
-	"$BIN/forward" --config $CFG --weights "$D/float/latest.tns" --quant --weight-bits 4 --ranges "$D/ranges.tns" \
-		<"$D/batches.tns" >"$T/qpred4.tns"
-	"$BIN/fakequant" --config $CFG --weights "$D/float/latest.tns" --ranges "$D/ranges.tns" --weight-bits 4 \
-		>"$T/qparams4.tns"
+	quant_reference 4 --weight-bits 4
 	run "$BIN/tidl-pack" --config $CFG --weights "$D/qat.tns" --quant --weight-bits 4 --round --onnx "$T/qr4.onnx" \
 		--prototxt "$T/qr4.prototxt"
 	[ "$status" -eq 0 ]
@@ -102,10 +110,7 @@ compare_quant() {
 	compare_quant "$T/qr4.onnx" "$T/qpred4.tns" "$T/qparams4.tns" 1
 	[ "$(jq '.cls.equal_on_grid > 0.99 and .reg.equal_on_grid > 0.99' <<<"$output")" = true ]
 	# per-channel depthwise weights: the same
-	"$BIN/forward" --config $CFG --weights "$D/float/latest.tns" --quant --per-channel-dw --ranges "$D/ranges.tns" \
-		<"$D/batches.tns" >"$T/qpredpc.tns"
-	"$BIN/fakequant" --config $CFG --weights "$D/float/latest.tns" --ranges "$D/ranges.tns" --per-channel-dw \
-		>"$T/qparamspc.tns"
+	quant_reference pc --per-channel-dw
 	"$BIN/tidl-pack" --config $CFG --weights "$D/qat.tns" --quant --per-channel-dw --round --onnx "$T/qrpc.onnx" \
 		--prototxt "$T/qrpc.prototxt" >/dev/null
 	compare_quant "$T/qrpc.onnx" "$T/qpredpc.tns" "$T/qparamspc.tns" 1
@@ -116,10 +121,7 @@ compare_quant() {
 }
 
 @test "16-bit quantised export: ONNX Runtime within one 16-bit step of forward --quant --bits 16" {
-	"$BIN/forward" --config $CFG --weights "$D/float/latest.tns" --quant --bits 16 --ranges "$D/ranges.tns" \
-		<"$D/batches.tns" >"$T/qpred16.tns"
-	"$BIN/fakequant" --config $CFG --weights "$D/float/latest.tns" --ranges "$D/ranges.tns" --bits 16 \
-		>"$T/qparams16.tns"
+	quant_reference 16 --bits 16
 	run "$BIN/tidl-pack" --config $CFG --weights "$D/qat.tns" --quant --bits 16 --round --onnx "$T/qr16.onnx" \
 		--prototxt "$T/qr16.prototxt"
 	[ "$status" -eq 0 ]
