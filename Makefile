@@ -7,8 +7,13 @@ OPT     ?= -O2
 CC      ?= cc
 CFLAGS  ?= $(OPT) -g $(ARCH)
 WARN    := -Wall -Wextra -Wshadow -Wno-unused-parameter -Werror=implicit-function-declaration
-ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -pthread -fopenmp $(WARN) -Ilib $(shell pkg-config --cflags $(PKGS)) $(CFLAGS)
-LDLIBS  := $(shell pkg-config --libs $(PKGS)) -lm -pthread -fopenmp
+# The packages' flags are asked of pkg-config when a recipe first needs them, not while
+# make reads this file, so that `make setup demo` can install them in its first goal
+# (each is a recursive variable that replaces itself with its value on first use).
+PKG_CFLAGS = $(eval PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS)))$(PKG_CFLAGS)
+PKG_LIBS   = $(eval PKG_LIBS := $(shell pkg-config --libs $(PKGS)))$(PKG_LIBS)
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -pthread -fopenmp $(WARN) -Ilib -I$(GEN) $(PKG_CFLAGS) $(CFLAGS)
+LDLIBS     = $(PKG_LIBS) -lm -pthread -fopenmp
 
 # BUILD holds objects; BIN the executables. The sanitizer build uses its own pair.
 BUILD   ?= build
@@ -21,16 +26,19 @@ LIB_OBJ := $(LIB_SRC:lib/%.c=$(BUILD)/lib/%.o)
 ONNX_PROTO ?= /usr/include/onnx/onnx.proto
 GEN     := $(BUILD)/gen
 LIB_OBJ += $(GEN)/onnx.pb-c.o
-ALL_CFLAGS += -I$(GEN)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 all: $(TOOLS:%=$(BIN)/%)
 
-$(BUILD)/lib/%.o: lib/%.c $(wildcard lib/*.h) | $(BUILD)/lib
+# Every build first checks that the packages are there, and names the missing ones.
+deps: $(filter setup,$(MAKECMDGOALS))
+	@pipelines/check-deps.sh
+
+$(BUILD)/lib/%.o: lib/%.c $(wildcard lib/*.h) | $(BUILD)/lib deps
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
-$(GEN)/onnx.pb-c.c: $(ONNX_PROTO) | $(GEN)
+$(GEN)/onnx.pb-c.c: $(ONNX_PROTO) | $(GEN) deps
 	protoc-c --proto_path=$(dir $(ONNX_PROTO)) --c_out=$(GEN) $(ONNX_PROTO)
 $(GEN)/onnx.pb-c.h: $(GEN)/onnx.pb-c.c
 $(GEN)/onnx.pb-c.o: $(GEN)/onnx.pb-c.c
@@ -158,5 +166,5 @@ setup:
 clean:
 	rm -rf build bin
 
-.PHONY: all units test test-quick test-san setup demo train eval calibrate export-tidl plot train-torch bench bench-data bench-layers bench-eval bench-model bench-loop clean
+.PHONY: deps all units test test-quick test-san setup demo train eval calibrate export-tidl plot train-torch bench bench-data bench-layers bench-eval bench-model bench-loop clean
 .DELETE_ON_ERROR:
