@@ -121,18 +121,13 @@ train-torch: all
 BENCH_DATA    ?= ../shared/data/bccd
 BENCH_CLASSES ?= configs/bccd.classes
 
-# A short real run: records through the data stages, then a few minutes of training on
-# BCCD from scratch (DEMO_EPOCHS at 320x320) and the mAP table of the result; 8-bit PTQ
-# (ranges from 20 batches), its mAP on integers (forward --int8), the TIDL export.
+# A short real run, told to a person (pipelines/demo.sh): a few minutes of training on
+# BCCD from scratch (DEMO_EPOCHS at 320x320), the mAP of the test split, 8-bit PTQ (ranges
+# from 20 batches), its mAP on integers (forward --int8), the TIDL export; one line per
+# stage, each stage's output in runs/demo/logs/.
 DEMO_EPOCHS ?= 12
 demo: all
-	$(BIN)/voc-decode $(BENCH_DATA) --split train --classes $(BENCH_CLASSES) --limit 8 \
-	  | $(BIN)/augment --train --size 320 --batch 4 --seed 1 | $(BIN)/tns ls
-	BIN=$(BIN) RUN=runs/demo EPOCHS=$(DEMO_EPOCHS) pipelines/train.sh configs/ssd_mobilenet_fpn_bccd.json
-	BIN=$(BIN) RUN=runs/demo pipelines/eval.sh configs/ssd_mobilenet_fpn_bccd.json
-	BIN=$(BIN) RUN=runs/demo ITERS=20 BIAS_ITERS=0 pipelines/calibrate.sh configs/ssd_mobilenet_fpn_bccd.json
-	BIN=$(BIN) RUN=runs/demo QUANTIZE=1 INT8=1 pipelines/eval.sh configs/ssd_mobilenet_fpn_bccd.json
-	BIN=$(BIN) RUN=runs/demo QUANTIZE=1 pipelines/export.sh configs/ssd_mobilenet_fpn_bccd.json
+	BIN=$(BIN) RUN=runs/demo EPOCHS=$(DEMO_EPOCHS) pipelines/demo.sh configs/ssd_mobilenet_fpn_bccd.json
 
 bench-data: all $(BUILD)/bench/bench_stream
 	BIN=$(BIN) BENCH=$(BUILD)/bench pipelines/bench-data.sh $(BENCH_DATA) $(BENCH_CLASSES)
@@ -160,11 +155,35 @@ bench-loop: all $(BUILD)/bench/bench_train_step
 
 bench: bench-data bench-layers bench-eval bench-model bench-loop
 
+# The compiler and linker flags as a build would use them now.
+flags: deps
+	@echo 'CFLAGS $(ALL_CFLAGS)'
+	@echo 'LDLIBS $(LDLIBS)'
+
+SETUP ?= pipelines/setup-debian.sh
 setup:
-	pipelines/setup-debian.sh
+	$(SETUP)
+
+help:
+	@echo 'make setup demo      install the Debian packages (apt-get), build, run the demo on ../shared/data/bccd'
+	@echo 'make test            unit + bats tests, then again under ASan+UBSan (what CI runs)'
+	@echo 'make [all]           build the tools into bin/'
+	@echo
+	@echo 'A run of a config (configs/PIPELINE.json; runs/PIPELINE/ unless RUN=):'
+	@echo '  make train         PIPELINE= [EPOCHS= BATCH= SIZE= LR= SEED= MAX_STEPS= PRETRAINED=F.pth NP=N'
+	@echo '                      QUANTIZE=1 (QAT) BITS= WBITS= PER_CHANNEL_DW=1 DATA= CLASSES= THREADS=]'
+	@echo '  make eval          PIPELINE= [CKPT= QUANTIZE=1 INT8=1 BITS= WBITS= NP=N SIZE= DATA= CLASSES=]'
+	@echo '  make calibrate     PIPELINE= [CKPT= ITERS= BIAS_ITERS= BITS= WBITS= PER_CHANNEL_DW=1]'
+	@echo '  make export-tidl   PIPELINE= [CKPT= QUANTIZE=1 BITS= OPSET=11|9 OLD_TIDL=1 SIZE=]'
+	@echo '  make plot          PIPELINE=   loss and mAP curves -> RUN/curves.png'
+	@echo '  make train-torch   PIPELINE=   the same recipe in PyTorch (needs python3-torch)'
+	@echo 'Booleans (QUANTIZE, INT8, PER_CHANNEL_DW, OLD_TIDL) take 1/true/yes/on or 0/false/no/off.'
+	@echo
+	@echo 'Benchmarks: make bench (bench-data bench-layers bench-eval bench-model bench-loop)'
+	@echo 'Other: make units, test-quick (no sanitizers), test-san, clean.  Docs: README.md, docs/.'
 
 clean:
 	rm -rf build bin
 
-.PHONY: deps all units test test-quick test-san setup demo train eval calibrate export-tidl plot train-torch bench bench-data bench-layers bench-eval bench-model bench-loop clean
+.PHONY: deps flags all units test test-quick test-san setup help demo train eval calibrate export-tidl plot train-torch bench bench-data bench-layers bench-eval bench-model bench-loop clean
 .DELETE_ON_ERROR:

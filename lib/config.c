@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "err.h"
 
@@ -129,10 +130,14 @@ static cJSON *read_with_bases(const char *path, int depth)
 		err_set("%s: base: more than 8 levels (a loop?)", path);
 		return NULL;
 	}
-	/* a relative base is next to the file that names it */
+	/* A relative base is next to the file that names it; a config read from a pipe
+	 * (--config <(jq ... x.json)) has no such place: its base is taken from the
+	 * current directory. */
 	char bpath[4096];
 	const char *slash = strrchr(path, '/');
-	int dir = b->valuestring[0] == '/' || !slash ? 0 : (int)(slash - path + 1);
+	struct stat st;
+	int piped = stat(path, &st) == 0 && !S_ISREG(st.st_mode);
+	int dir = b->valuestring[0] == '/' || !slash || piped ? 0 : (int)(slash - path + 1);
 	if ((size_t)snprintf(bpath, sizeof bpath, "%.*s%s", dir, path, b->valuestring) >= sizeof bpath) {
 		cJSON_Delete(j);
 		err_set("%s: base: path too long", path);
@@ -141,7 +146,7 @@ static cJSON *read_with_bases(const char *path, int depth)
 	cJSON *base = read_with_bases(bpath, depth + 1);
 	if (!base) {
 		cJSON_Delete(j);
-		err_wrap("%s: base", path);
+		err_wrap(piped ? "%s: base (of a piped config: from the current directory)" : "%s: base", path);
 		return NULL;
 	}
 	cJSON_DeleteItemFromObjectCaseSensitive(j, "base");
@@ -149,9 +154,33 @@ static cJSON *read_with_bases(const char *path, int depth)
 	return base;
 }
 
+/* A config from a pipe can be read once, but a tool reads its config for each part
+ * (model, data, detection head, loss): the last piped config read is kept, merged, for
+ * the next reads of the same path. Tools read their configs before starting threads. */
+static struct {
+	char *path;
+	cJSON *json;
+} piped_config;
+
 cJSON *config_read(const char *path)
 {
-	return read_with_bases(path, 0);
+	struct stat st;
+	if (stat(path, &st) < 0 || S_ISREG(st.st_mode))
+		return read_with_bases(path, 0);
+	if (piped_config.path && !strcmp(piped_config.path, path))
+		return cJSON_Duplicate(piped_config.json, 1);
+	cJSON *j = read_with_bases(path, 0);
+	char *p = j ? strdup(path) : NULL;
+	cJSON *keep = p ? cJSON_Duplicate(j, 1) : NULL;
+	if (!keep) {
+		free(p);
+		return j; /* out of memory for the copy: this read still stands */
+	}
+	free(piped_config.path);
+	cJSON_Delete(piped_config.json);
+	piped_config.path = p;
+	piped_config.json = keep;
+	return j;
 }
 
 /* ------------------------------------------------------------------ JSON helpers */

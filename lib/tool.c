@@ -1,11 +1,14 @@
 #include "tool.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <malloc.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -135,4 +138,63 @@ int default_threads(void)
 	const char *env = getenv("TNS_THREADS");
 	long n = env && *env ? strtol(env, NULL, 10) : sysconf(_SC_NPROCESSORS_ONLN);
 	return n < 1 ? 1 : n > 64 ? 64 : (int)n;
+}
+
+static struct {
+	const char *path;
+	int writer;
+} fifo_watched[4];
+
+/* The other end may still be starting up (a stage reaches its open() after reading its
+ * first input): it gets this long to arrive. */
+#define FIFO_RELEASE_MS 5000
+
+static void release_fifo(const char *path, int writer)
+{
+	struct stat st;
+	if (stat(path, &st) < 0 || !S_ISFIFO(st.st_mode))
+		return;
+	int fd = -1;
+	if (writer) {
+		/* a writer's non-blocking open fails (ENXIO) until a reader is there */
+		for (int ms = 0; ms < FIFO_RELEASE_MS; ms += 100) {
+			if ((fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC)) >= 0 || errno != ENXIO)
+				break;
+			nanosleep(&(struct timespec){.tv_nsec = 100000000}, NULL);
+		}
+	} else if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) >= 0) {
+		/* a reader's open succeeds at once: stay until the writer has come (its first
+		 * bytes or its end), so it is not left to open after this one closed */
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		poll(&p, 1, FIFO_RELEASE_MS);
+	}
+	if (fd >= 0)
+		close(fd);
+}
+
+static void release_watched_fifos(void)
+{
+	for (int i = 0; i < 4; i++)
+		if (fifo_watched[i].path)
+			release_fifo(fifo_watched[i].path, fifo_watched[i].writer);
+}
+
+void tool_fifo_watch(const char *path, int writer)
+{
+	static int registered;
+	for (int i = 0; i < 4; i++)
+		if (!fifo_watched[i].path) {
+			fifo_watched[i].path = path;
+			fifo_watched[i].writer = writer;
+			break;
+		}
+	if (!registered)
+		registered = atexit(release_watched_fifos) == 0;
+}
+
+void tool_fifo_opened(const char *path)
+{
+	for (int i = 0; i < 4; i++)
+		if (fifo_watched[i].path && !strcmp(fifo_watched[i].path, path))
+			fifo_watched[i].path = NULL;
 }

@@ -32,6 +32,14 @@ void close_stdout(void);
 /* "tool: N unit[ of TOTAL] (R unit/s)" on stderr at most every 2 s, and always when
  * final is set (total <= 0: unknown). */
 void progress(long done, long total, const char *unit, int final);
+/* A FIFO of the training loop this tool is to open (writer: 1 to write it, 0 to read
+ * it). If the tool exits before tool_fifo_opened() says it has it open, an atexit
+ * handler opens and closes it once, so that the stage at the other end, blocked in its
+ * own open() (which waits for both ends), sees end of stream and ends too, instead of
+ * the whole loop waiting forever. Up to 4 paths; a path that is not a FIFO is left
+ * alone. */
+void tool_fifo_watch(const char *path, int writer);
+void tool_fifo_opened(const char *path);
 /* Worker threads to use by default: online CPUs, or $TNS_THREADS. */
 int default_threads(void);
 

@@ -67,7 +67,9 @@ static char *xprintf(const char *fmt, ...)
 	return s;
 }
 
-/* Reads a whole file, NUL-terminated. -2 (no err) if it does not exist, -1 (err). */
+/* Reads a whole file, NUL-terminated: a regular file, or a pipe, FIFO or process
+ * substitution (--classes <(echo raccoon)) read to its end. -2 (no err) if it does not
+ * exist, -1 (err). */
 static int read_file(const char *path, char **out, size_t *len)
 {
 	*out = NULL;
@@ -78,12 +80,12 @@ static int read_file(const char *path, char **out, size_t *len)
 		return err_set("%s", strerror(errno));
 	}
 	struct stat st;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (size_t)st.st_size > FILE_MAX) {
-		int e = errno;
+	if (fstat(fd, &st) < 0 || S_ISDIR(st.st_mode) || (S_ISREG(st.st_mode) && (size_t)st.st_size > FILE_MAX)) {
+		int e = S_ISDIR(st.st_mode) ? EISDIR : errno;
 		close(fd);
-		return err_set("%s", e && !S_ISREG(st.st_mode) ? strerror(e) : "not a regular file or too large");
+		return err_set("%s", e ? strerror(e) : "larger than 1 GiB");
 	}
-	size_t cap = (size_t)st.st_size + 1, n = 0;
+	size_t cap = (S_ISREG(st.st_mode) ? (size_t)st.st_size : 4096) + 1, n = 0;
 	char *buf = malloc(cap);
 	if (!buf) {
 		close(fd);

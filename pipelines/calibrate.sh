@@ -24,6 +24,8 @@
 #
 # each batch runs float and quantised, and calib-ranges moves every conv's bias by
 # (mean_float - mean_quant) * 0.05 * 0.5^pass while the ranges keep averaging.
+# QUANTIZE (and the config's "quantize") are read as by every script, and a value that
+# is not a boolean is an error; calibration itself always makes the quantised model.
 # Writes OUT/ptq.tns (calibrated params + ranges: eval QUANTIZE=1 takes it),
 # OUT/ranges.tns and OUT/qparams.tns.
 # One brace group, as train.sh: bash reads it all before running any of it.

@@ -8,7 +8,7 @@
 # RUN/latest.tns), DATA, CLASSES, SPLIT (default the config's dataset.test_split or
 # test), SIZE, BATCH (default 8), NP (MPI ranks, default 1), THREADS,
 # MODE (11points or area), OUT (default RUN/eval).
-# QUANTIZE=1: the fake-quantised model (forward --quant, BITS default 8; WBITS: the
+# QUANTIZE=1 (or true/yes/on, or the config's "quantize"): the fake-quantised model (forward --quant, BITS default 8; WBITS: the
 # conv weights at fewer bits, as 4 with 8; PER_CHANNEL_DW=1: depthwise weights at a
 # scale per channel). CKPT defaults
 # to RUN/ptq.tns when pipelines/calibrate.sh made one (bias-calibrated params and
@@ -29,9 +29,9 @@ mpi_ranks "$0" "$@"
 ckpt=$(run_checkpoint)
 split=${SPLIT:-$(cfg .dataset.test_split test)}
 quant=() suffix=
-if [ "${QUANTIZE:-0}" = 1 ]; then
+if [ "$quantize" = 1 ]; then
 	quant=(--quant --bits "${BITS:-8}" ${WBITS:+--weight-bits "$WBITS"} "${per_channel_dw[@]}") suffix=_quant
-	[ "${INT8:-0}" = 1 ] && quant[0]=--int8 suffix=_int${BITS:-8}
+	if [ "$int8" = 1 ]; then quant[0]=--int8 suffix=_int${BITS:-8}; fi
 	if ! "$BIN/tns" ls "$ckpt" | awk '$2 == "ranges" { found = 1 } END { exit !found }'; then
 		ranges=${RANGES:-$run/ranges.tns}
 		[ -f "$ranges" ] || { say "$ranges: no activation ranges (make calibrate first, or set RANGES)"; exit 1; }

@@ -6,7 +6,7 @@
 #
 # usage: pipelines/export.sh CONFIG
 # environment (all optional): BIN, RUN (default runs/<config name>), CKPT (default
-# RUN/latest.tns; with QUANTIZE=1 RUN/ptq.tns when make calibrate made one: its
+# RUN/latest.tns; with QUANTIZE=1 (or true/yes/on, or the config's "quantize") RUN/ptq.tns when make calibrate made one: its
 # bias-calibrated params and ranges), QUANTIZE=1 (the quantised model: ranges from
 # RANGES, else the checkpoint's own (QAT, ptq.tns), else RUN/ranges.tns), BITS (8), WBITS (weight bits, default BITS), PER_CHANNEL_DW=1, OPSET (11, or
 # 9 for older TIDL), OLD_TIDL=1 (one prototxt output), SIZE, OUT (default RUN).
@@ -18,7 +18,7 @@ ckpt=$(run_checkpoint)
 out=${OUT:-$run}
 [ -f "$ckpt" ] || { say "$ckpt: no such checkpoint (train first, or set CKPT)"; exit 1; }
 quant=()
-if [ -n "${QUANTIZE:-}" ] && [ "$QUANTIZE" != 0 ]; then
+if [ "$quantize" = 1 ]; then
 	quant=(--quant --bits "${BITS:-8}" ${WBITS:+--weight-bits "$WBITS"} "${per_channel_dw[@]}")
 	if [ -n "${RANGES:-}" ]; then
 		quant+=(--ranges "$RANGES")
@@ -26,9 +26,11 @@ if [ -n "${QUANTIZE:-}" ] && [ "$QUANTIZE" != 0 ]; then
 		quant+=(--ranges "$run/ranges.tns") # a float checkpoint: PTQ ranges of make calibrate
 	fi
 fi
+old_tidl=$(bool OLD_TIDL)
+if [ "$old_tidl" = 1 ]; then old_tidl=(--old-tidl); else old_tidl=(); fi
 mkdir -p "$out"
 "$BIN/tidl-pack" --config "$cfg_file" --weights "$ckpt" "${quant[@]}" --opset "${OPSET:-11}" \
-	${OLD_TIDL:+--old-tidl} ${SIZE:+--size "$SIZE"} --onnx "$out/model.onnx.tmp" \
+	"${old_tidl[@]}" ${SIZE:+--size "$SIZE"} --onnx "$out/model.onnx.tmp" \
 	--prototxt "$out/model.prototxt.tmp" >"$out/export.txt.tmp" || {
 	rm -f "$out"/model.onnx.tmp "$out"/model.prototxt.tmp "$out"/export.txt.tmp
 	exit 1

@@ -20,9 +20,29 @@ cfg() {
 	echo "${v:-$2}"
 }
 
+# bool NAME [DEFAULT [FROM]]: the boolean setting NAME (an environment variable) as 1
+# or 0. 1, true, yes, on and 0, false, no, off (any case) are the words; unset or empty
+# is DEFAULT (one of the words too; FROM says where it came from, for the message).
+# Anything else is an error naming the setting: exit status 2, as for a usage error.
+bool() {
+	local v=${!1:-} from=$1
+	[ -n "$v" ] || v=${2:-0} from=${3:-$1}
+	case ${v,,} in
+	1 | true | yes | on) echo 1 ;;
+	0 | false | no | off) echo 0 ;;
+	*)
+		say "$from=$v: not a boolean (1, true, yes, on or 0, false, no, off)"
+		return 2
+		;;
+	esac
+}
+
 # load_config CONFIG: what every run script starts from. Sets cfg_file, BIN (default
-# bin), CFG_JSON (the merged config), name, run (RUN or runs/<name>), and data and
-# classes (DATA / CLASSES, else the config's dataset section; empty if neither).
+# bin), CFG_JSON (the merged config), name, run (RUN or runs/<name>), data and classes
+# (DATA / CLASSES, else the config's dataset section; empty if neither), and the
+# boolean settings every script reads alike: quantize (QUANTIZE, else the config's
+# "quantize"), int8 (INT8) and per_channel_dw (PER_CHANNEL_DW: forward's, fakequant's
+# and tidl-pack's flag as an array).
 load_config() {
 	cfg_file=$1
 	BIN=${BIN:-bin}
@@ -31,6 +51,10 @@ load_config() {
 	run=${RUN:-runs/$name}
 	data=${DATA:-$(cfg .dataset.root "")}
 	classes=${CLASSES:-$(cfg .dataset.classes "")}
+	quantize=$(bool QUANTIZE "$(cfg .quantize 0)" "the config's quantize")
+	int8=$(bool INT8)
+	per_channel_dw=$(bool PER_CHANNEL_DW)
+	if [ "$per_channel_dw" = 1 ]; then per_channel_dw=(--per-channel-dw); else per_channel_dw=(); fi
 }
 
 # mpi_ranks SCRIPT ARGS...: with NP > 1 and not yet a rank of an MPI job, runs SCRIPT
@@ -75,7 +99,7 @@ loop_level() {
 run_checkpoint() {
 	if [ -n "${CKPT:-}" ]; then
 		echo "$CKPT"
-	elif [ "${QUANTIZE:-0}" = 1 ] && [ -f "$run/ptq.tns" ]; then
+	elif [ "$quantize" = 1 ] && [ -f "$run/ptq.tns" ]; then
 		echo "$run/ptq.tns"
 	else
 		echo "$run/latest.tns"
@@ -96,7 +120,3 @@ timed() {
 say() {
 	echo "${0##*/}: $*" >&2
 }
-
-# PER_CHANNEL_DW=1 (0 or unset: off): forward's, fakequant's and tidl-pack's flag
-per_channel_dw=()
-[ "${PER_CHANNEL_DW:-0}" = 0 ] || per_channel_dw=(--per-channel-dw)

@@ -13,7 +13,7 @@
 # (.pth), RESUME (auto: resume if RUN has a checkpoint (default), 0: start over, 1: must
 # resume), MAX_STEPS, TNS_LEVEL (zstd level of forward, loss and sgd-step's streams and
 # checkpoints; default -1, see loop_level in lib.sh).
-# QUANTIZE=1 (or "quantize": true in the config): quantisation-aware training (QAT) of a
+# QUANTIZE=1 (or true/yes/on; or "quantize": true in the config): quantisation-aware training (QAT) of a
 # float run: RUN (the QAT run) defaults to runs/<name>_qat, INIT to runs/<name>/latest.tns, the
 # starting activation ranges RANGES to runs/<name>/ranges.tns (made by
 # pipelines/calibrate.sh when missing); EPOCHS and LR default to the config's
@@ -35,8 +35,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 load_config "${1:?usage: train.sh CONFIG}"
 mpi_ranks "$0" "$@"
 split=${SPLIT:-$(cfg .dataset.train_split trainval)}
-quant=${QUANTIZE:-$(cfg .quantize 0)}
-case $quant in 1 | true) quant=1 ;; *) quant=0 ;; esac
+quant=$quantize
 fwd_quant=() sgd_quant=() lr=${LR:-}
 if [ "$quant" = 1 ]; then
 	float_run=runs/$name
@@ -98,7 +97,9 @@ else
 	if [ -z "${INIT:-}" ]; then
 		# every rank makes the same init (seeded); rank 0's is the one kept
 		[ "$rank" -eq 0 ] || init=$(mktemp "${TMPDIR:-/tmp}/init.XXXXXX") tmp_init=$init
-		"$BIN/forward" --config "$cfg_file" --init --seed "$seed" >"$init.tmp" && mv "$init.tmp" "$init"
+		# (two commands, not `a && b`: set -e does not stop at a failure inside an && list)
+		"$BIN/forward" --config "$cfg_file" --init --seed "$seed" >"$init.tmp"
+		mv "$init.tmp" "$init"
 	fi
 	state=(--init "$init" ${PRETRAINED:+--pretrained "$PRETRAINED"})
 	[ "$quant" = 1 ] && state+=("${sgd_quant[@]}" --ranges "$ranges")

@@ -82,6 +82,8 @@ int main(int argc, char **argv)
 		default: usage_error("unknown option '%s'", argv[optind - 1]);
 		}
 	}
+	if (params_path)
+		tool_fifo_watch(params_path, 1); /* released however this ends before its open */
 	if (optind < argc)
 		usage_error("unexpected argument '%s'", argv[optind]);
 	if ((weights || params_path || save) && !(weights && params_path && save && init))
@@ -94,8 +96,10 @@ int main(int argc, char **argv)
 	record *params = NULL;
 	stream_writer *pw = NULL;
 	if (weights) {
-		if (!(params = stream_read_first(weights, "params")) || !(pw = stream_open_write(params_path, STREAM_LEVEL_DEFAULT)) ||
-		    stream_write(pw, params) < 0 || stream_write(pw, ranges) < 0)
+		if (!(params = stream_read_first(weights, "params")) || !(pw = stream_open_write(params_path, STREAM_LEVEL_DEFAULT)))
+			die_err();
+		tool_fifo_opened(params_path);
+		if (stream_write(pw, params) < 0 || stream_write(pw, ranges) < 0)
 			die_err();
 	}
 	stream_reader *in = stream_open_read("-");

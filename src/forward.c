@@ -145,8 +145,11 @@ static void profile_report(const model *m)
  * is the optimizer's last ("final": sgd-step reached --max-steps), else 1. */
 static int next_params(model *m, stream_reader **w, const char *path, long batch_no, int ranges, double *step)
 {
-	if (!*w && !(*w = stream_open_read(path)))
-		die_err();
+	if (!*w) {
+		if (!(*w = stream_open_read(path)))
+			die_err();
+		tool_fifo_opened(path);
+	}
 	record *p;
 	int rc = stream_read(*w, &p);
 	if (rc < 0)
@@ -236,6 +239,11 @@ int main(int argc, char **argv)
 		default: usage_error("unknown option '%s'", argv[optind - 1]);
 		}
 	}
+	/* the loop's FIFOs are released however this ends, before or after their open */
+	if (o.weights)
+		tool_fifo_watch(o.weights, 0);
+	if (o.grad)
+		tool_fifo_watch(o.grad, 0);
 	if (optind < argc)
 		usage_error("unexpected argument '%s'", argv[optind]);
 	if (!o.config)
@@ -382,9 +390,12 @@ int main(int argc, char **argv)
 			die_err();
 		record_free(pred);
 		if (o.train) {
-			if (!g && !(g = stream_open_read(o.grad))) {
-				err_wrap("--grad");
-				die_err();
+			if (!g) {
+				if (!(g = stream_open_read(o.grad))) {
+					err_wrap("--grad");
+					die_err();
+				}
+				tool_fifo_opened(o.grad);
 			}
 			record *gr;
 			int grc = stream_read(g, &gr);

@@ -47,24 +47,17 @@ static void usage(void)
 	       "parallel; default 1).\n");
 }
 
-/* A grad FIFO that was never opened is opened and closed at the end, so a reader
- * blocked in open() sees end of stream; nobody there (ENXIO) is fine, after a reader
- * still starting up has had 2 s to reach its open(). A regular path becomes an empty
- * stream. */
+/* A regular --grad path that was never written becomes an empty stream (a FIFO never
+ * opened is released by tool_fifo_watch). */
 static void touch_grad(const char *path)
 {
 	struct stat st;
-	int fifo = stat(path, &st) == 0 && S_ISFIFO(st.st_mode), fd;
-	for (int wait = 0;; wait++) {
-		fd = fifo ? open(path, O_WRONLY | O_NONBLOCK) : open(path, O_WRONLY | O_CREAT | O_TRUNC, 0666);
-		if (fd >= 0 || !fifo || errno != ENXIO || wait == 20)
-			break;
-		nanosleep(&(struct timespec){.tv_nsec = 100000000}, NULL);
-	}
-	if (fd < 0 && !(fifo && errno == ENXIO))
+	if (stat(path, &st) == 0 && S_ISFIFO(st.st_mode))
+		return;
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0666);
+	if (fd < 0)
 		die("%s: %s", path, strerror(errno));
-	if (fd >= 0)
-		close(fd);
+	close(fd);
 }
 
 /* A failed write to stdout: if its reader went away, end as any pipeline stage does
@@ -102,6 +95,8 @@ int main(int argc, char **argv)
 		usage_error("unexpected argument '%s'", argv[optind]);
 	if (grad_path && !*grad_path)
 		usage_error("--grad: empty path");
+	if (grad_path)
+		tool_fifo_watch(grad_path, 1);
 
 	model_config m;
 	loss_params p;
@@ -134,8 +129,11 @@ int main(int argc, char **argv)
 			out_rc = stream_pass(out, r);
 		} else {
 			record *g = NULL, *lr = NULL;
-			if (grad_path && !gw && !(gw = stream_open_write(grad_path, STREAM_LEVEL_DEFAULT)))
-				die_err();
+			if (grad_path && !gw) {
+				if (!(gw = stream_open_write(grad_path, STREAM_LEVEL_DEFAULT)))
+					die_err();
+				tool_fifo_opened(grad_path);
+			}
 			rc = ssd_loss_record(l, r, gw ? &g : NULL, &lr);
 			if (rc < 0)
 				err_wrap("%s: record %ld", stream_name(in), stream_count(in));

@@ -121,6 +121,8 @@ static void parse(int argc, char **argv, opts *o)
 		default: usage_error("unknown option '%s'", argv[optind - 1]);
 		}
 	}
+	if (o->params)
+		tool_fifo_watch(o->params, 1); /* released however this ends before its open */
 	if (optind < argc)
 		usage_error("unexpected argument '%s'", argv[optind]);
 	if (o->resume && (o->init || o->pretrained))
@@ -392,6 +394,8 @@ static void start(run *r)
 		die("%s: cannot append", path);
 	if (o->params && !(r->params = stream_open_write(o->params, STREAM_LEVEL_DEFAULT)))
 		die_err();
+	if (o->params)
+		tool_fifo_opened(o->params);
 	send_params(r); /* version 0, or the resumed state */
 }
 
