@@ -22,7 +22,7 @@
 #define STACK_MAX (1u << 22)               /* pickle stack entries */
 #define DEPTH_MAX 64                       /* MARKs open at once */
 #define MEMO_MAX (1u << 22)                /* memo slots (and never beyond the pickle's bytes) */
-#define VALUES_BASE ((size_t)256 << 20)    /* unpickler memory: 256 MiB + 64 per pickle byte */
+#define VALUES_BASE ((size_t)256 << 20)    /* unpickler memory: 256 MiB ($PTH_MAX_VALUES) + 64 per pickle byte */
 #define VALUES_PER_BYTE 64
 #define OUT_RATIO 2                        /* tensors <= 2 x the storages' bytes + 1 MiB */
 #define MIB ((size_t)1 << 20)
@@ -180,7 +180,7 @@ typedef struct unpickler {
 	sref *refs;
 	int nrefs, refcap;
 	pv *all;
-	size_t used; /* bytes of values, stack and memo (the budget) */
+	size_t used, base; /* bytes of values, stack and memo; the budget's base */
 	pv **stack;
 	size_t sp, scap;
 	size_t marks[DEPTH_MAX];
@@ -191,15 +191,30 @@ typedef struct unpickler {
 
 static pv mark_value = {.type = PV_MARK};
 
-/* Counts bytes against the budget: VALUES_BASE + VALUES_PER_BYTE per pickle byte read. */
+/* The base of the value budget: VALUES_BASE, or $PTH_MAX_VALUES bytes. */
+static size_t values_base(void)
+{
+	const char *env = getenv("PTH_MAX_VALUES");
+	if (env && *env) {
+		char *end;
+		unsigned long long v = strtoull(env, &end, 10);
+		if (*end == 0 && v > 0)
+			return (size_t)v;
+	}
+	return VALUES_BASE;
+}
+
+/* Counts bytes against the budget: the base + VALUES_PER_BYTE per pickle byte read. */
 static int charge(unpickler *u, size_t bytes)
 {
-	size_t read = (size_t)(u->p - u->start), limit = VALUES_BASE + VALUES_PER_BYTE * read;
+	if (!u->base)
+		u->base = values_base();
+	size_t read = (size_t)(u->p - u->start), limit = u->base + VALUES_PER_BYTE * read;
 	u->used += bytes;
 	if (u->used > limit)
-		return err_set("pickle: its values need more than %zu MiB after %zu bytes (%zu MiB + %d bytes per "
-			       "byte of pickle at most: a container or memo bomb?)",
-			       limit / MIB, read, VALUES_BASE / MIB, VALUES_PER_BYTE);
+		return err_set("pickle: its values take more than %zu bytes after %zu bytes of it (%zu + %d per byte "
+			       "at most; see PTH_MAX_VALUES): a container or memo bomb?",
+			       limit, read, u->base, VALUES_PER_BYTE);
 	return 0;
 }
 
@@ -489,7 +504,7 @@ static int op_persid(unpickler *u)
 	if (strlen(key) != pid->items[2]->slen || !*key)
 		return err_set("bad storage key");
 	if (numel < 0 || numel > (INT64_C(1) << 40))
-		return err_set("storage '%s' of %lld elements", key, (long long)numel);
+		return err_set("storage '%s' of %lld elements (2^40 at most)", key, (long long)numel);
 	int64_t soff = 0, vnumel = numel;
 	if (u->legacy && pid->items[5]->type != PV_NONE) {
 		const pv *view = pid->items[5];

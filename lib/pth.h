@@ -16,7 +16,8 @@
  * _rebuild_parameter, collections.OrderedDict and torch.<T>Storage types, and anything
  * else is an error naming the opcode or the callable. It never recurses; MARKs nest at
  * most 64 deep; memo indices are bounded by the pickle's length; the memory its values
- * take is bounded (256 MiB + 64 bytes per byte of pickle); every storage's size is
+ * take is bounded (256 MiB, or $PTH_MAX_VALUES bytes, + 64 bytes per byte of pickle);
+ * every storage's size is
  * checked against the bytes the archive holds before anything is made of it, a zip's
  * members may unpack to 4 times the archive's size (+ 1 MiB) at most, and the tensors
  * to twice the storages' bytes (+ 1 MiB). Every read is bounds-checked: a corrupt file
