@@ -253,3 +253,37 @@ sgd() {
 	[ "$status" -eq 1 ]
 	[[ "$output" == *"not a torch.save file: neither a zip (torch >= 1.6) nor torch's legacy format (it starts 28 b5 2f fd)"* ]]
 }
+
+@test "sgd-step --pretrained: a file of torch's legacy format (before 1.6); a torchvision RegNet on a BGR config" {
+	R=$ROOT/tests/fixtures/pretrained
+	"$BIN/forward" --config "$ROOT/tests/fixtures/model/tiny_regnet.json" --init >"$T/init.tns"
+	run "$BIN/sgd-step" --config "$ROOT/tests/fixtures/model/tiny_regnet.json" --run "$T/run" --log-every 0 \
+		--init "$T/init.tns" --pretrained "$R/regnet_tiny_legacy.pth" --params "$T/p.tns" </dev/null
+	[ "$status" -eq 0 ]
+	[ "${lines[0]}" == "sgd-step: $R/regnet_tiny_legacy.pth: loaded 145 tensors into the backbone (torchvision RegNet names mapped to mmdet's), skipped 2 unused: fc.*; missing 0" ]
+	# the same config feeding BGR: conv1 takes the RGB-trained weights reversed
+	jq '.data = {"to_rgb": false}' "$ROOT/tests/fixtures/model/tiny_regnet.json" >"$T/bgr.json"
+	run "$BIN/sgd-step" --config "$T/bgr.json" --run "$T/run2" --log-every 0 \
+		--init "$T/init.tns" --pretrained "$R/regnet_tiny_legacy.pth" --params "$T/q.tns" </dev/null
+	[ "$status" -eq 0 ]
+	[ "${lines[1]}" == "sgd-step: $R/regnet_tiny_legacy.pth: its weights take RGB, $T/bgr.json feeds BGR: backbone.conv1.weight's input channels reversed" ]
+	# conv1.weight [16,3,3,3], its channels permuted: the same statistics, other bytes
+	# (test_pretrained shows the reversed weights on the reversed image give the same stages)
+	[ "$("$BIN/tns" stats "$T/p.tns" | grep ' backbone\.conv1\.weight ' | sed 's/^ *[0-9]* *//')" == \
+	  "$("$BIN/tns" stats "$T/q.tns" | grep ' backbone\.conv1\.weight ' | sed 's/^ *[0-9]* *//')" ]
+	! cmp -s "$T/p.tns" "$T/q.tns"
+}
+
+@test "sgd-step --pretrained: a pickle that calls anything but torch's rebuilders is refused" {
+	# a legacy file whose object is os.system("id"): magic, version, sys_info, object
+	{
+		printf '\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.'
+		printf '\x80\x02M\xe9\x03.'
+		printf '\x80\x02}(X\x0d\x00\x00\x00little_endian\x88u.'
+		printf '\x80\x02cposix\nsystem\nX\x02\x00\x00\x00id\x85R.'
+	} >"$T/evil.pth"
+	run sgd "$T/run" --init "$P/mbv2_w025_init.tns" --pretrained "$T/evil.pth" </dev/null
+	[ "$status" -eq 1 ]
+	[ "$output" == "sgd-step: $T/evil.pth: object: offset 70: unsupported callable posix.system (only torch's tensor and OrderedDict rebuilders are called)" ]
+	[ ! -e "$T/run/latest.tns" ]
+}
