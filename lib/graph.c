@@ -490,7 +490,7 @@ static int needs_input(enum op op)
 static int can_inplace(const model *m, const gnode *nd, int in)
 {
 	const gnode *src = &m->nodes[in];
-	if (in == 0 || src->nconsumers != 1 || src->store < 0 || node_floats(src) != node_floats(nd))
+	if (in == 0 || src->keep || src->nconsumers != 1 || src->store < 0 || node_floats(src) != node_floats(nd))
 		return 0;
 	switch (nd->op) {
 	case OP_RELU:
@@ -523,7 +523,7 @@ static void plan_folds(model *m)
 		gnode *nd = &m->nodes[i];
 		if (nd->op != OP_CONV)
 			continue;
-		int bn = nd->nconsumers == 1 && i + 1 < m->nnodes && m->nodes[i + 1].op == OP_BN &&
+		int bn = nd->nconsumers == 1 && !nd->keep && i + 1 < m->nnodes && m->nodes[i + 1].op == OP_BN &&
 			 m->nodes[i + 1].in[0] == i;
 		/* training folds only to quantise (QAT): stats alone keep BN training */
 		int quant = m->nqp && (!m->train || m->qapply);
@@ -616,7 +616,7 @@ static void plan_fused_acts(model *m)
 		if (m->nodes[c].op == OP_BN && m->nodes[c].skip && m->nodes[c].nconsumers == 1)
 			c = m->nodes[c].in[0];
 		gnode *conv = &m->nodes[c];
-		if (conv->op != OP_CONV || conv->nconsumers != 1 || a->store != conv->store || is_output(m, c))
+		if (conv->op != OP_CONV || conv->nconsumers != 1 || conv->keep || a->store != conv->store || is_output(m, c))
 			continue;
 		conv->fuse_act = a->op == OP_RELU ? CONV_ACT_RELU : CONV_ACT_RELU6;
 		a->fuse_act = 1;
@@ -677,6 +677,8 @@ int model_plan(model *m, int n, int h, int w, int train, int input_grad)
 			extend(m, m->nodes[nd->ref].store, i);
 		if (train && needs_output(nd->op))
 			extend(m, nd->store, 2 * F - 1 - i);
+		if (nd->keep)
+			extend(m, nd->store, 2 * F);
 		if (nd->op == OP_MAXPOOL && train) {
 			nd->argmax = malloc(node_floats(nd) * sizeof(int32_t));
 			if (!nd->argmax)
@@ -749,6 +751,43 @@ int model_plan(model *m, int n, int h, int w, int train, int input_grad)
 	plan_fused_acts(m);
 	m->planned = 1;
 	return 0;
+}
+
+static int node_named(const model *m, const char *name)
+{
+	for (int i = 1; i < m->nnodes; i++)
+		if (!strcmp(m->nodes[i].name, name))
+			return i;
+	return err_set("model: no node '%s'", name);
+}
+
+int model_keep(model *m, const char *name)
+{
+	int i = node_named(m, name);
+	if (i < 0)
+		return -1;
+	if (m->nodes[i].op == OP_FLATTEN)
+		return err_set("model: '%s' is an output", name);
+	m->nodes[i].keep = 1;
+	m->planned = 0; /* plan again */
+	return 0;
+}
+
+const float *model_value(const model *m, const char *name, int64_t shape[4])
+{
+	int i = node_named(m, name);
+	if (i < 0)
+		return NULL;
+	const gnode *nd = &m->nodes[i];
+	if (!nd->keep || !m->planned || nd->store < 0 || m->int8_only) {
+		err_set("model: '%s' was not kept (model_keep before model_plan)", name);
+		return NULL;
+	}
+	shape[0] = nd->n;
+	shape[1] = nd->c;
+	shape[2] = nd->h;
+	shape[3] = nd->w;
+	return m->stores[nd->store].ptr;
 }
 
 void model_plan_get_info(const model *m, model_plan_info *info)

@@ -60,6 +60,7 @@ typedef struct gnode {
 	int fold_bn;               /* ... with the BN of the next node folded in */
 	size_t foff;               /* its folded weights and bias, into model.folded */
 	int skip;                  /* a folded BN, nothing to do */
+	int keep;                  /* model_keep: the value lives to the end of the pass, as is */
 	int fuse_act;              /* inference: conv: CONV_ACT_* of the act node after it;
 				    * act: done by that conv (in place on its output) */
 	/* quantisation */

@@ -111,6 +111,14 @@ typedef struct model_plan_info {
  * Call after the thread count is set (conv workspaces are sized for it). */
 int model_plan(model *m, int n, int h, int w, int train, int input_grad);
 void model_plan_get_info(const model *m, model_plan_info *info);
+/* Keeps the value of node name (a module name as forward --summary lists them:
+ * "backbone.layer2.3.relu", "backbone.features.6.conv.2") whole after each forward, for
+ * tests that compare a part of the network (tests/unit/test_pretrained.c): nothing
+ * overwrites it in place and a conv keeps its own output (no BN folded into it, no
+ * activation fused). Call before model_plan(). -1 (err) without such a node. */
+int model_keep(model *m, const char *name);
+/* The kept value of the last forward, [n, c, h, w] in shape; NULL (err) if not kept. */
+const float *model_value(const model *m, const char *name, int64_t shape[4]);
 /* Output i's shape [n, anchors, k]. */
 void model_output_shape(const model *m, int i, int64_t shape[3]);
 

@@ -1,20 +1,31 @@
 #include "pth.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <archive.h>
 #include <archive_entry.h>
 
 #include "err.h"
 
-#define ENTRY_MAX ((size_t)4 << 30)  /* one zip member */
-#define TOTAL_MAX ((size_t)16 << 30) /* all members kept */
-#define STACK_MAX (1u << 22)
-#define MEMO_MAX (1u << 22)
+/* The limits of pth.h's promise (docs/training.md, "Pretrained weights"). */
+#define ENTRY_MAX ((size_t)4 << 30)        /* one zip member */
+#define TOTAL_MAX ((size_t)16 << 30)       /* all members kept */
+#define ZIP_RATIO 4                        /* members unpacked <= 4 x the archive + 1 MiB */
+#define STACK_MAX (1u << 22)               /* pickle stack entries */
+#define DEPTH_MAX 64                       /* MARKs open at once */
+#define MEMO_MAX (1u << 22)                /* memo slots (and never beyond the pickle's bytes) */
+#define VALUES_BASE ((size_t)256 << 20)    /* unpickler memory: 256 MiB ($PTH_MAX_VALUES) + 64 per pickle byte */
+#define VALUES_PER_BYTE 64
+#define OUT_RATIO 2                        /* tensors <= 2 x the storages' bytes + 1 MiB */
+#define MIB ((size_t)1 << 20)
 
 /* ---------------------------------------------------------------- the zip */
 
@@ -38,10 +49,14 @@ static void members_free(zip_members *z)
 	free(z->m);
 }
 
-/* Reads the current member whole (its declared size is only a first guess). */
-static int read_member(struct archive *a, member *m, size_t declared, size_t *total)
+/* Reads the current member whole (its declared size is only a first guess, never
+ * allowed past what is left of the budget). */
+static int read_member(struct archive *a, member *m, size_t declared, size_t *total, size_t budget)
 {
-	size_t cap = 0, first = declared < (1u << 26) ? declared + 1 : 1u << 26;
+	size_t cap = 0, left = budget - *total;
+	size_t first = declared < (1u << 26) ? declared + 1 : 1u << 26;
+	if (first > left + 1)
+		first = left + 1;
 	for (;;) {
 		if (cap == m->len) {
 			size_t ncap = cap ? 2 * cap : first;
@@ -59,13 +74,15 @@ static int read_member(struct archive *a, member *m, size_t declared, size_t *to
 		if (n == 0)
 			return 0;
 		m->len += (size_t)n;
-		if ((*total += (size_t)n) > TOTAL_MAX)
-			return err_set("larger than %zu bytes unpacked", TOTAL_MAX);
+		if ((*total += (size_t)n) > budget)
+			return err_set("unpacks to more than %zu bytes (%d times the archive's size plus 1 MiB: "
+				       "torch.save stores its members uncompressed)",
+				       budget, ZIP_RATIO);
 	}
 }
 
 /* Keeps the members a state dict needs: ".../data.pkl" and ".../data/<key>". */
-static int read_members(struct archive *a, zip_members *z)
+static int read_members(struct archive *a, zip_members *z, size_t budget)
 {
 	struct archive_entry *e;
 	size_t total = 0;
@@ -89,12 +106,11 @@ static int read_members(struct archive *a, zip_members *z)
 		if (!(m->name = strdup(name)))
 			return err_set("out of memory");
 		la_int64_t size = archive_entry_size_is_set(e) ? archive_entry_size(e) : 0;
-		if (read_member(a, m, size > 0 ? (size_t)size : 4096, &total) < 0)
+		if (read_member(a, m, size > 0 ? (size_t)size : 4096, &total, budget) < 0)
 			return -1;
 	}
 	if (rc != ARCHIVE_EOF)
-		return err_set("not a readable zip (%s); torch.save writes zip files since torch 1.6: "
-			       "load an older file in torch and save it again",
+		return err_set("not a readable zip (%s)",
 			       archive_error_string(a) ? archive_error_string(a) : "unknown error");
 	return 0;
 }
@@ -113,6 +129,14 @@ enum pv_type { PV_NONE, PV_BOOL, PV_INT, PV_FLOAT, PV_STR, PV_TUPLE, PV_LIST, PV
 	       PV_STORAGE, PV_TENSOR, PV_MARK };
 
 typedef struct pv pv;
+
+typedef struct tinfo {
+	const pv *storage;
+	int64_t offset;
+	int ndim;
+	int64_t shape[TENSOR_MAXDIM], stride[TENSOR_MAXDIM];
+} tinfo;
+
 struct pv {
 	enum pv_type type;
 	int64_t i;
@@ -121,33 +145,83 @@ struct pv {
 	size_t slen;
 	pv **items; /* TUPLE, LIST; DICT as key, value, key, value ... */
 	size_t n, cap;
-	/* STORAGE */
-	enum dtype dt;
-	int src_size;  /* bytes per element in the file (8 for int64 read as i32) */
-	int64_t numel;
-	const unsigned char *bytes;
-	/* TENSOR */
-	const pv *storage;
-	int64_t offset;
-	int ndim;
-	int64_t shape[TENSOR_MAXDIM], stride[TENSOR_MAXDIM];
+	/* STORAGE: elements [soff, soff + numel) of storage ref */
+	int ref;
+	int64_t soff, numel;
+	tinfo *t; /* TENSOR */
 	pv *next; /* every value the unpickler made, for freeing */
 };
 
+static const struct storage_type {
+	const char *name;
+	enum dtype dt;
+	int src_size;
+} storage_types[] = {
+	{"FloatStorage", DT_F32, 4}, {"HalfStorage", DT_F16, 2}, {"BFloat16Storage", DT_BF16, 2},
+	{"LongStorage", DT_I32, 8},  {"IntStorage", DT_I32, 4},  {"ShortStorage", DT_I16, 2},
+	{"CharStorage", DT_I8, 1},   {"ByteStorage", DT_U8, 1},  {"BoolStorage", DT_U8, 1},
+};
+
+/* A storage the pickle names by key: its type and size from the persistent ids, its
+ * bytes from the zip member (zip) or the data after the pickles (legacy). */
+typedef struct sref {
+	char *key;
+	const struct storage_type *st;
+	int64_t numel;
+	const unsigned char *bytes;
+} sref;
+
 typedef struct unpickler {
-	const unsigned char *start, *p, *end;
+	const unsigned char *start, *p, *end, *pstart; /* pstart: the current pickle's first byte */
+	int legacy;
 	const zip_members *zip;
 	const char *prefix; /* of the members: "<name>/" */
 	size_t prefix_len;
+	sref *refs;
+	int nrefs, refcap;
 	pv *all;
+	size_t used, base; /* bytes of values, stack and memo; the budget's base */
 	pv **stack;
 	size_t sp, scap;
+	size_t marks[DEPTH_MAX];
+	int nmarks;
 	pv **memo;
 	size_t nmemo, memo_count; /* slots, slots in use (MEMOIZE stores at memo_count) */
 } unpickler;
 
+static pv mark_value = {.type = PV_MARK};
+
+/* The base of the value budget: VALUES_BASE, or $PTH_MAX_VALUES bytes. */
+static size_t values_base(void)
+{
+	const char *env = getenv("PTH_MAX_VALUES");
+	if (env && *env) {
+		char *end;
+		unsigned long long v = strtoull(env, &end, 10);
+		if (*end == 0 && v > 0)
+			return (size_t)v;
+	}
+	return VALUES_BASE;
+}
+
+/* Counts bytes against the budget: the base + VALUES_PER_BYTE per pickle byte read. */
+static int charge(unpickler *u, size_t bytes)
+{
+	if (!u->base)
+		u->base = values_base();
+	size_t read = (size_t)(u->p - u->start), limit = u->base + VALUES_PER_BYTE * read;
+	u->used += bytes;
+	if (u->used > limit)
+		return err_set("pickle: its values take more than %zu bytes after %zu bytes of it (%zu + %d per byte "
+			       "at most; see PTH_MAX_VALUES): a container or memo bomb?",
+			       limit, read, u->base, VALUES_PER_BYTE);
+	return 0;
+}
+
 static pv *new_pv(unpickler *u, enum pv_type t)
 {
+	if (charge(u, sizeof(pv)) < 0)
+		return NULL;
 	pv *v = calloc(1, sizeof *v);
 	if (!v) {
 		err_set("out of memory");
@@ -165,16 +239,22 @@ static void unpickler_free(unpickler *u)
 		next = v->next;
 		free(v->s);
 		free(v->items);
+		free(v->t);
 		free(v);
 	}
+	for (int i = 0; i < u->nrefs; i++)
+		free(u->refs[i].key);
+	free(u->refs);
 	free(u->stack);
 	free(u->memo);
 }
 
-static int add_item(pv *c, pv *x)
+static int add_item(unpickler *u, pv *c, pv *x)
 {
 	if (c->n == c->cap) {
 		size_t cap = c->cap ? 2 * c->cap : 8;
+		if (charge(u, (cap - c->cap) * sizeof(pv *)) < 0)
+			return -1;
 		pv **p = realloc(c->items, cap * sizeof *p);
 		if (!p)
 			return err_set("out of memory");
@@ -193,6 +273,8 @@ static int push(unpickler *u, pv *v)
 		if (u->scap >= STACK_MAX)
 			return err_set("pickle stack deeper than %u", STACK_MAX);
 		size_t cap = u->scap ? 2 * u->scap : 64;
+		if (charge(u, (cap - u->scap) * sizeof(pv *)) < 0)
+			return -1;
 		pv **s = realloc(u->stack, cap * sizeof *s);
 		if (!s)
 			return err_set("out of memory");
@@ -201,6 +283,14 @@ static int push(unpickler *u, pv *v)
 	}
 	u->stack[u->sp++] = v;
 	return 0;
+}
+
+static int push_mark(unpickler *u)
+{
+	if (u->nmarks == DEPTH_MAX)
+		return err_set("pickle nests more than %d MARKs deep", DEPTH_MAX);
+	u->marks[u->nmarks++] = u->sp;
+	return push(u, &mark_value);
 }
 
 /* Pops one value (not a mark); NULL (err) on an empty stack. */
@@ -222,13 +312,18 @@ static pv *top(unpickler *u)
 	return u->stack[u->sp - 1];
 }
 
-/* The index of the topmost mark; -1 (err) without one. */
+/* The stack index of the topmost mark; -1 (err) without one. */
 static long find_mark(unpickler *u)
 {
-	for (size_t i = u->sp; i-- > 0;)
-		if (u->stack[i]->type == PV_MARK)
-			return (long)i;
-	return err_set("pickle: no MARK on the stack");
+	if (!u->nmarks)
+		return err_set("pickle: no MARK on the stack");
+	return (long)u->marks[u->nmarks - 1];
+}
+
+static void drop_to_mark(unpickler *u, long m)
+{
+	u->sp = (size_t)m;
+	u->nmarks--;
 }
 
 /* Moves the values above the topmost mark into c (a tuple, list or dict) and drops
@@ -239,9 +334,9 @@ static int collect_to_mark(unpickler *u, pv *c)
 	if (m < 0)
 		return -1;
 	for (size_t i = (size_t)m + 1; i < u->sp; i++)
-		if (add_item(c, u->stack[i]) < 0)
+		if (add_item(u, c, u->stack[i]) < 0)
 			return -1;
-	u->sp = (size_t)m;
+	drop_to_mark(u, m);
 	return 0;
 }
 
@@ -269,7 +364,7 @@ static pv *new_int(unpickler *u, int64_t i)
 static pv *new_str(unpickler *u, const unsigned char *s, size_t len, enum pv_type t)
 {
 	pv *v = new_pv(u, t);
-	if (!v)
+	if (!v || charge(u, len + 1) < 0)
 		return NULL;
 	if (!(v->s = malloc(len + 1))) {
 		err_set("out of memory");
@@ -281,6 +376,8 @@ static pv *new_str(unpickler *u, const unsigned char *s, size_t len, enum pv_typ
 	return v;
 }
 
+/* BINUNICODE and the byte strings of Python 2 and 3 (BINSTRING, BINBYTES ...): all are
+ * strings here (keys of a state dict pickled by Python 2 are byte strings). */
 static int op_string(unpickler *u, int lenbytes)
 {
 	if (need(u, (size_t)lenbytes) < 0)
@@ -314,12 +411,17 @@ static int memo_put(unpickler *u, uint64_t idx)
 	pv *v = top(u);
 	if (!v)
 		return -1;
-	if (idx >= MEMO_MAX)
-		return err_set("pickle memo index %llu too large", (unsigned long long)idx);
+	/* a pickle stores at most one memo slot per byte: a larger index is a memo bomb */
+	size_t read = (size_t)(u->p - u->pstart);
+	if (idx >= MEMO_MAX || idx > read)
+		return err_set("pickle memo index %llu out of range (at most %zu after %zu bytes)", (unsigned long long)idx,
+			       read < MEMO_MAX ? read : (size_t)MEMO_MAX, read);
 	if (idx >= u->nmemo) {
 		size_t n = u->nmemo ? u->nmemo : 64;
 		while (n <= idx)
 			n *= 2;
+		if (charge(u, (n - u->nmemo) * sizeof(pv *)) < 0)
+			return -1;
 		pv **m = realloc(u->memo, n * sizeof *m);
 		if (!m)
 			return err_set("out of memory");
@@ -339,50 +441,104 @@ static int memo_get(unpickler *u, uint64_t idx)
 	return push(u, u->memo[idx]);
 }
 
-static const struct storage_type {
-	const char *name;
-	enum dtype dt;
-	int src_size;
-} storage_types[] = {
-	{"torch.FloatStorage", DT_F32, 4}, {"torch.HalfStorage", DT_F16, 2}, {"torch.BFloat16Storage", DT_BF16, 2},
-	{"torch.LongStorage", DT_I32, 8},  {"torch.IntStorage", DT_I32, 4},  {"torch.ShortStorage", DT_I16, 2},
-	{"torch.CharStorage", DT_I8, 1},   {"torch.ByteStorage", DT_U8, 1},  {"torch.BoolStorage", DT_U8, 1},
-};
+/* torch.<T>Storage (torch.cuda.<T>Storage in files of old torch saved from a GPU) */
+static const struct storage_type *storage_type_of(const char *global)
+{
+	const char *name = !strncmp(global, "torch.cuda.", 11) ? global + 11
+			   : !strncmp(global, "torch.", 6)     ? global + 6
+							       : NULL;
+	for (size_t i = 0; name && i < sizeof storage_types / sizeof *storage_types; i++)
+		if (!strcmp(name, storage_types[i].name))
+			return &storage_types[i];
+	return NULL;
+}
 
-/* BINPERSID: ('storage', torch.<T>Storage, key, location, numel) -> the storage. */
+/* The table entry of storage key (made on first sight); the same key must come with
+ * the same type and size every time. */
+static int storage_ref(unpickler *u, const char *key, const struct storage_type *st, int64_t numel)
+{
+	for (int i = 0; i < u->nrefs; i++)
+		if (!strcmp(u->refs[i].key, key)) {
+			if (u->refs[i].st != st || u->refs[i].numel != numel)
+				return err_set("storage '%s' named twice with different types or sizes", key);
+			return i;
+		}
+	if (u->nrefs == u->refcap) {
+		int cap = u->refcap ? 2 * u->refcap : 64;
+		if (charge(u, (size_t)(cap - u->refcap) * sizeof(sref)) < 0)
+			return -1;
+		sref *r = realloc(u->refs, (size_t)cap * sizeof *r);
+		if (!r)
+			return err_set("out of memory");
+		u->refs = r;
+		u->refcap = cap;
+	}
+	sref *r = &u->refs[u->nrefs];
+	if (charge(u, strlen(key) + 1) < 0)
+		return -1;
+	if (!(r->key = strdup(key)))
+		return err_set("out of memory");
+	r->st = st;
+	r->numel = numel;
+	r->bytes = NULL;
+	return u->nrefs++;
+}
+
+/* BINPERSID: ('storage', torch.<T>Storage, key, location, numel) in a zip file;
+ * ('storage', torch.<T>Storage, key, location, numel, view) in a legacy one, view None
+ * or (view key, offset, numel) for a view of that storage (torch before 0.4). */
 static int op_persid(unpickler *u)
 {
 	pv *pid = pop(u);
 	if (!pid)
 		return -1;
-	if (pid->type != PV_TUPLE || pid->n != 5 || pid->items[0]->type != PV_STR || strcmp(pid->items[0]->s, "storage") ||
+	size_t want = u->legacy ? 6 : 5;
+	if (pid->type != PV_TUPLE || pid->n != want || pid->items[0]->type != PV_STR || strcmp(pid->items[0]->s, "storage") ||
 	    pid->items[1]->type != PV_GLOBAL || pid->items[2]->type != PV_STR || pid->items[4]->type != PV_INT)
-		return err_set("persistent id is not ('storage', type, key, location, numel)");
+		return err_set("persistent id is not ('storage', type, key, location, numel%s)", u->legacy ? ", view" : "");
 	const char *type = pid->items[1]->s, *key = pid->items[2]->s;
 	int64_t numel = pid->items[4]->i;
-	const struct storage_type *st = NULL;
-	for (size_t i = 0; i < sizeof storage_types / sizeof *storage_types; i++)
-		if (!strcmp(type, storage_types[i].name))
-			st = &storage_types[i];
+	const struct storage_type *st = storage_type_of(type);
 	if (!st)
 		return err_set("unsupported storage type %s", type);
-	char name[512];
-	if (strlen(key) != pid->items[2]->slen ||
-	    (size_t)snprintf(name, sizeof name, "%.*sdata/%s", (int)u->prefix_len, u->prefix, key) >= sizeof name)
+	if (strlen(key) != pid->items[2]->slen || !*key)
 		return err_set("bad storage key");
-	const member *m = find_member(u->zip, name);
-	if (!m)
-		return err_set("storage '%s' is not in the archive (no %s)", key, name);
-	if (numel < 0 || (uint64_t)numel > m->len / (uint64_t)st->src_size)
-		return err_set("storage '%s' holds %zu bytes, not %lld elements of %d bytes", key, m->len, (long long)numel,
-			       st->src_size);
+	if (numel < 0 || numel > (INT64_C(1) << 40))
+		return err_set("storage '%s' of %lld elements (2^40 at most)", key, (long long)numel);
+	int64_t soff = 0, vnumel = numel;
+	if (u->legacy && pid->items[5]->type != PV_NONE) {
+		const pv *view = pid->items[5];
+		if (view->type != PV_TUPLE || view->n != 3 || view->items[1]->type != PV_INT ||
+		    view->items[2]->type != PV_INT)
+			return err_set("storage '%s': view is not (key, offset, numel)", key);
+		soff = view->items[1]->i;
+		vnumel = view->items[2]->i;
+		if (soff < 0 || vnumel < 0 || soff > numel || vnumel > numel - soff)
+			return err_set("storage '%s': view [%lld, +%lld) outside its %lld elements", key, (long long)soff,
+				       (long long)vnumel, (long long)numel);
+	}
+	int ref = storage_ref(u, key, st, numel);
+	if (ref < 0)
+		return -1;
+	if (!u->legacy && !u->refs[ref].bytes) {
+		/* the zip member's size is checked here, before anything is made of it */
+		char name[512];
+		if ((size_t)snprintf(name, sizeof name, "%.*sdata/%s", (int)u->prefix_len, u->prefix, key) >= sizeof name)
+			return err_set("bad storage key");
+		const member *m = find_member(u->zip, name);
+		if (!m)
+			return err_set("storage '%s' is not in the archive (no %s)", key, name);
+		if ((uint64_t)numel > m->len / (uint64_t)st->src_size)
+			return err_set("storage '%s' holds %zu bytes, not %lld elements of %d bytes", key, m->len,
+				       (long long)numel, st->src_size);
+		u->refs[ref].bytes = m->data;
+	}
 	pv *v = new_pv(u, PV_STORAGE);
 	if (!v)
 		return -1;
-	v->dt = st->dt;
-	v->src_size = st->src_size;
-	v->numel = numel;
-	v->bytes = m->data;
+	v->ref = ref;
+	v->soff = soff;
+	v->numel = vnumel;
 	return push(u, v);
 }
 
@@ -399,16 +555,23 @@ static int int_tuple(const pv *t, int64_t *out, const char *what)
 	return (int)t->n;
 }
 
-/* torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...) */
-static pv *rebuild_tensor(unpickler *u, const pv *args)
+/* torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...) and
+ * _rebuild_tensor(storage, offset, size, stride) of torch before 0.4 */
+static pv *rebuild_tensor(unpickler *u, const pv *args, int v1)
 {
-	if (args->n < 4 || args->items[0]->type != PV_STORAGE || args->items[1]->type != PV_INT) {
-		err_set("_rebuild_tensor_v2: expected (storage, offset, size, stride, ...)");
+	if ((v1 ? args->n != 4 : args->n < 4) || args->items[0]->type != PV_STORAGE || args->items[1]->type != PV_INT) {
+		err_set("%s: expected (storage, offset, size, stride%s)", v1 ? "_rebuild_tensor" : "_rebuild_tensor_v2",
+			v1 ? "" : ", ...");
 		return NULL;
 	}
-	pv *t = new_pv(u, PV_TENSOR);
-	if (!t)
+	pv *v = new_pv(u, PV_TENSOR);
+	if (!v || charge(u, sizeof(tinfo)) < 0)
 		return NULL;
+	tinfo *t = v->t = calloc(1, sizeof *t);
+	if (!t) {
+		err_set("out of memory");
+		return NULL;
+	}
 	t->storage = args->items[0];
 	t->offset = args->items[1]->i;
 	int nd = int_tuple(args->items[2], t->shape, "size"), ns = int_tuple(args->items[3], t->stride, "stride");
@@ -438,10 +601,10 @@ static pv *rebuild_tensor(unpickler *u, const pv *args)
 		err_set("tensor reaches element %lld of a storage of %lld", (long long)last, (long long)t->storage->numel);
 		return NULL;
 	}
-	return t;
+	return v;
 }
 
-/* REDUCE: the few callables a state dict uses. */
+/* REDUCE: the callables torch.save emits for tensors and OrderedDicts, nothing else. */
 static int op_reduce(unpickler *u)
 {
 	pv *args = pop(u), *fn = args ? pop(u) : NULL;
@@ -455,14 +618,16 @@ static int op_reduce(unpickler *u)
 		return push(u, new_pv(u, PV_DICT));
 	}
 	if (!strcmp(fn->s, "torch._utils._rebuild_tensor_v2"))
-		return push(u, rebuild_tensor(u, args));
+		return push(u, rebuild_tensor(u, args, 0));
+	if (!strcmp(fn->s, "torch._utils._rebuild_tensor"))
+		return push(u, rebuild_tensor(u, args, 1));
 	if (!strcmp(fn->s, "torch._utils._rebuild_parameter") ||
 	    !strcmp(fn->s, "torch._utils._rebuild_parameter_with_state")) {
 		if (args->n < 1 || args->items[0]->type != PV_TENSOR)
 			return err_set("%s: expected a tensor", fn->s);
 		return push(u, args->items[0]);
 	}
-	return err_set("unsupported callable %s", fn->s);
+	return err_set("unsupported callable %s (only torch's tensor and OrderedDict rebuilders are called)", fn->s);
 }
 
 static int op_setitems(unpickler *u, int many)
@@ -473,7 +638,7 @@ static int op_setitems(unpickler *u, int many)
 			return -1;
 		if (d->type != PV_DICT)
 			return err_set("SETITEM on something that is not a dict");
-		return add_item(d, k) < 0 || add_item(d, v) < 0 ? -1 : 0;
+		return add_item(u, d, k) < 0 || add_item(u, d, v) < 0 ? -1 : 0;
 	}
 	long m = find_mark(u);
 	if (m < 0)
@@ -482,9 +647,9 @@ static int op_setitems(unpickler *u, int many)
 		return err_set("SETITEMS without a dict and key, value pairs");
 	pv *d = u->stack[m - 1];
 	for (size_t i = (size_t)m + 1; i < u->sp; i++)
-		if (add_item(d, u->stack[i]) < 0)
+		if (add_item(u, d, u->stack[i]) < 0)
 			return -1;
-	u->sp = (size_t)m;
+	drop_to_mark(u, m);
 	return 0;
 }
 
@@ -494,7 +659,7 @@ static int op_appends(unpickler *u, int many)
 		pv *v = pop(u), *l = v ? top(u) : NULL;
 		if (!l)
 			return -1;
-		return l->type != PV_LIST ? err_set("APPEND to something that is not a list") : add_item(l, v);
+		return l->type != PV_LIST ? err_set("APPEND to something that is not a list") : add_item(u, l, v);
 	}
 	long m = find_mark(u);
 	if (m < 0)
@@ -503,9 +668,9 @@ static int op_appends(unpickler *u, int many)
 		return err_set("APPENDS without a list");
 	pv *l = u->stack[m - 1];
 	for (size_t i = (size_t)m + 1; i < u->sp; i++)
-		if (add_item(l, u->stack[i]) < 0)
+		if (add_item(u, l, u->stack[i]) < 0)
 			return -1;
-	u->sp = (size_t)m;
+	drop_to_mark(u, m);
 	return 0;
 }
 
@@ -516,11 +681,11 @@ static int op_tuple(unpickler *u, int n)
 		return -1;
 	if (n < 0)
 		return collect_to_mark(u, t) < 0 ? -1 : push(u, t);
-	if (u->sp < (size_t)n)
+	if (u->sp < (size_t)n || (u->nmarks && u->marks[u->nmarks - 1] >= u->sp - (size_t)n))
 		return err_set("pickle stack underflow");
 	for (size_t i = u->sp - (size_t)n; i < u->sp; i++)
-		if (u->stack[i]->type == PV_MARK || add_item(t, u->stack[i]) < 0)
-			return u->stack[i]->type == PV_MARK ? err_set("pickle stack underflow") : -1;
+		if (add_item(u, t, u->stack[i]) < 0)
+			return -1;
 	u->sp -= (size_t)n;
 	return push(u, t);
 }
@@ -539,16 +704,11 @@ static const char *opcode_name(int op)
 	case 'p': return "PUT";
 	case 'g': return "GET";
 	case '1': return "DUP";
-	case 'B': return "BINBYTES";
-	case 'C': return "SHORT_BINBYTES";
-	case 'T': return "BINSTRING";
-	case 'U': return "SHORT_BINSTRING";
 	case 0x81: return "NEWOBJ";
 	case 0x82: return "EXT1";
 	case 0x83: return "EXT2";
 	case 0x84: return "EXT4";
 	case 0x8b: return "LONG4";
-	case 0x8e: return "BINBYTES8";
 	case 0x8f: return "EMPTY_SET";
 	case 0x90: return "ADDITEMS";
 	case 0x91: return "FROZENSET";
@@ -581,7 +741,7 @@ static int step(unpickler *u, pv **result)
 		return 0;
 	case '.': /* STOP */
 		return (*result = pop(u)) ? 1 : -1;
-	case '(': return push(u, new_pv(u, PV_MARK));
+	case '(': return push_mark(u);
 	case '}': return push(u, new_pv(u, PV_DICT));
 	case ')': return push(u, new_pv(u, PV_TUPLE));
 	case ']': return push(u, new_pv(u, PV_LIST));
@@ -632,9 +792,17 @@ static int step(unpickler *u, pv **result)
 			memcpy(&v->f, &bits, sizeof v->f);
 		return push(u, v);
 	}
-	case 'X': return op_string(u, 4);    /* BINUNICODE */
-	case 0x8c: return op_string(u, 1);   /* SHORT_BINUNICODE */
-	case 0x8d: return op_string(u, 8);   /* BINUNICODE8 */
+	case 'X':  /* BINUNICODE */
+	case 'T':  /* BINSTRING (Python 2) */
+	case 'B':  /* BINBYTES */
+		return op_string(u, 4);
+	case 0x8c: /* SHORT_BINUNICODE */
+	case 'U':  /* SHORT_BINSTRING (Python 2) */
+	case 'C':  /* SHORT_BINBYTES */
+		return op_string(u, 1);
+	case 0x8d: /* BINUNICODE8 */
+	case 0x8e: /* BINBYTES8 */
+		return op_string(u, 8);
 	case 'c': return op_global(u);       /* GLOBAL */
 	case 0x93: { /* STACK_GLOBAL: module and name strings from the stack */
 		pv *name = pop(u), *mod = name ? pop(u) : NULL;
@@ -643,8 +811,10 @@ static int step(unpickler *u, pv **result)
 		if (mod->type != PV_STR || name->type != PV_STR)
 			return err_set("STACK_GLOBAL of non-strings");
 		pv *g = new_pv(u, PV_GLOBAL);
-		if (!g || !(g->s = malloc(mod->slen + name->slen + 2)))
-			return g ? err_set("out of memory") : -1;
+		if (!g || charge(u, mod->slen + name->slen + 2) < 0)
+			return -1;
+		if (!(g->s = malloc(mod->slen + name->slen + 2)))
+			return err_set("out of memory");
 		g->slen = (size_t)sprintf(g->s, "%s.%s", mod->s, name->s);
 		return push(u, g);
 	}
@@ -694,7 +864,7 @@ static int step(unpickler *u, pv **result)
 		long m = find_mark(u);
 		if (m < 0)
 			return -1;
-		u->sp = (size_t)m;
+		drop_to_mark(u, m);
 		return 0;
 	}
 	default:
@@ -702,13 +872,34 @@ static int step(unpickler *u, pv **result)
 	}
 }
 
+/* One pickle from u->p to its STOP, with a fresh stack and memo (each pickle.dump has
+ * its own); its values stay until unpickler_free. NULL (err naming the offset). */
+static pv *unpickle_one(unpickler *u, const char *what)
+{
+	u->sp = 0;
+	u->nmarks = 0;
+	u->memo_count = 0;
+	if (u->memo)
+		memset(u->memo, 0, u->nmemo * sizeof *u->memo);
+	u->pstart = u->p;
+	pv *result = NULL;
+	int rc;
+	while ((rc = step(u, &result)) == 0)
+		;
+	if (rc < 0) {
+		err_wrap("%s: offset %ld", what, (long)(u->p - u->start - 1));
+		return NULL;
+	}
+	return result;
+}
+
 /* ---------------------------------------------------------------- state dict -> record */
 
 /* Element si of the storage into element di of out (int64 narrowed to i32). */
-static int copy_elem(void *out, int64_t di, const pv *st, int64_t si)
+static int copy_elem(void *out, int64_t di, const unsigned char *bytes, int src_size, int64_t si)
 {
-	const unsigned char *src = st->bytes + (size_t)si * (size_t)st->src_size;
-	if (st->src_size == 8) {
+	const unsigned char *src = bytes + (size_t)si * (size_t)src_size;
+	if (src_size == 8) {
 		int64_t v = (int64_t)le_bytes(src, 8);
 		if (v < INT32_MIN || v > INT32_MAX)
 			return err_set("int64 value %lld does not fit in i32", (long long)v);
@@ -716,19 +907,21 @@ static int copy_elem(void *out, int64_t di, const pv *st, int64_t si)
 		memcpy((unsigned char *)out + (size_t)di * 4, &w, 4);
 		return 0;
 	}
-	memcpy((unsigned char *)out + (size_t)di * (size_t)st->src_size, src, (size_t)st->src_size);
+	memcpy((unsigned char *)out + (size_t)di * (size_t)src_size, src, (size_t)src_size);
 	return 0;
 }
 
 /* The tensor's elements in row-major order, whatever its strides. */
-static int gather(tensor *out, const pv *t)
+static int gather(const unpickler *u, tensor *out, const tinfo *t)
 {
+	const sref *r = &u->refs[t->storage->ref];
+	const unsigned char *bytes = r->bytes + (size_t)t->storage->soff * (size_t)r->st->src_size;
 	int64_t numel = tensor_numel(out), idx[TENSOR_MAXDIM] = {0};
 	for (int64_t i = 0; i < numel; i++) {
 		int64_t si = t->offset;
 		for (int d = 0; d < t->ndim; d++)
 			si += idx[d] * t->stride[d];
-		if (copy_elem(out->data, i, t->storage, si) < 0)
+		if (copy_elem(out->data, i, bytes, r->st->src_size, si) < 0)
 			return -1;
 		for (int d = t->ndim - 1; d >= 0; d--) {
 			if (++idx[d] < t->shape[d])
@@ -747,31 +940,84 @@ static const pv *dict_get(const pv *d, const char *key)
 	return NULL;
 }
 
-static record *dict_to_record(const pv *d)
+static const char *strip_module(const char *k)
 {
-	if (d->type != PV_DICT) {
-		err_set("data.pkl holds no dict (not a state dict)");
+	while (!strncmp(k, "module.", 7))
+		k += 7;
+	return k;
+}
+
+/* The state dict (the top dict, or its "state_dict" or "model" dict) as a params
+ * record; DDP's "module." prefixes removed. meta: "wrapper" (the key it was under),
+ * "module_prefix" (true if removed), "long_keys" (keys too long for a tensor name,
+ * left out: no model tensor has such a name). */
+static record *dict_to_record(const unpickler *u, const pv *d)
+{
+	if (!d || d->type != PV_DICT) {
+		err_set("the pickle holds no dict (not a state dict)");
 		return NULL;
 	}
-	const pv *sd = dict_get(d, "state_dict");
-	if (sd && sd->type == PV_DICT)
-		d = sd; /* an mmcv checkpoint */
-	record *r = record_new("params");
-	if (!r)
-		return NULL;
+	const char *wrapper = NULL;
+	static const char *const wrappers[] = {"state_dict", "model"};
+	for (size_t w = 0; w < 2 && !wrapper; w++) {
+		const pv *sd = dict_get(d, wrappers[w]);
+		if (sd && sd->type == PV_DICT) {
+			d = sd; /* an mmcv / mmdet checkpoint; torchvision's reference scripts' */
+			wrapper = wrappers[w];
+		}
+	}
+	/* the tensors' bytes against the storages' before anything is allocated: overlapping
+	 * views (a stride of 0 over a long shape) cannot multiply a small file */
+	uint64_t in = 0, out = 0;
+	for (int i = 0; i < u->nrefs; i++)
+		in += (uint64_t)u->refs[i].numel * (uint64_t)u->refs[i].st->src_size;
+	int module = 0;
 	for (size_t i = 0; i + 1 < d->n; i += 2) {
 		const pv *k = d->items[i], *v = d->items[i + 1];
 		if (k->type != PV_STR || strlen(k->s) != k->slen) {
 			err_set("state dict key %zu is not a string", i / 2);
-			goto fail;
+			return NULL;
 		}
 		if (v->type != PV_TENSOR) {
 			err_set("state dict '%s' is not a tensor", k->s);
+			return NULL;
+		}
+		module |= strip_module(k->s) != k->s;
+		int64_t n = 1;
+		for (int j = 0; j < v->t->ndim; j++)
+			n *= v->t->shape[j];
+		out += (uint64_t)n * dtype_size(u->refs[v->t->storage->ref].st->dt);
+		if (out > OUT_RATIO * in + MIB) {
+			err_set("its tensors (%llu bytes by '%s') are more than %d times its storages (%llu bytes) plus "
+				"1 MiB: views overlap beyond what torch.save writes",
+				(unsigned long long)out, k->s, OUT_RATIO, (unsigned long long)in);
+			return NULL;
+		}
+	}
+	record *r = record_new("params");
+	if (!r)
+		return NULL;
+	if (wrapper)
+		cJSON_AddStringToObject(r->meta, "wrapper", wrapper);
+	if (module)
+		cJSON_AddTrueToObject(r->meta, "module_prefix");
+	for (size_t i = 0; i + 1 < d->n; i += 2) {
+		const pv *v = d->items[i + 1];
+		const char *key = strip_module(d->items[i]->s);
+		if (strlen(key) >= TENSOR_NAMELEN) {
+			cJSON *l = cJSON_GetObjectItem(r->meta, "long_keys");
+			if (!l)
+				l = cJSON_AddArrayToObject(r->meta, "long_keys");
+			cJSON_AddItemToArray(l, cJSON_CreateString(key));
+			continue;
+		}
+		if (record_find(r, key)) {
+			err_set("key '%s' appears twice%s", key, module ? " (with and without 'module.')" : "");
 			goto fail;
 		}
-		tensor *t = record_add(r, k->s, v->storage->dt, v->ndim, v->shape);
-		if (!t || gather(t, v) < 0) {
-			err_wrap("'%s'", k->s);
+		tensor *t = record_add(r, key, u->refs[v->t->storage->ref].st->dt, v->t->ndim, v->t->shape);
+		if (!t || gather(u, t, v->t) < 0) {
+			err_wrap("'%s'", key);
 			goto fail;
 		}
 	}
@@ -781,51 +1027,7 @@ fail:
 	return NULL;
 }
 
-static record *unpickle_members(const zip_members *z)
-{
-	const member *pkl = NULL;
-	for (int i = 0; i < z->n && !pkl; i++) {
-		size_t n = strlen(z->m[i].name);
-		if (n >= 8 && !strcmp(z->m[i].name + n - 8, "data.pkl") && (n == 8 || z->m[i].name[n - 9] == '/'))
-			pkl = &z->m[i];
-	}
-	if (!pkl) {
-		err_set("no data.pkl in the archive (not a torch.save file)");
-		return NULL;
-	}
-	unpickler u = {.start = pkl->data, .p = pkl->data, .end = pkl->data + pkl->len, .zip = z,
-		       .prefix = pkl->name, .prefix_len = strlen(pkl->name) - 8};
-	pv *result = NULL;
-	int rc;
-	while ((rc = step(&u, &result)) == 0)
-		;
-	record *r = NULL;
-	if (rc < 0)
-		err_wrap("data.pkl: offset %ld", (long)(u.p - u.start - 1));
-	else
-		r = dict_to_record(result);
-	unpickler_free(&u);
-	return r;
-}
-
-static record *read_archive(struct archive *a, int opened, const char *name)
-{
-	zip_members z = {0};
-	record *r = NULL;
-	if (opened != ARCHIVE_OK)
-		err_set("not a readable zip (%s); torch.save writes zip files since torch 1.6: "
-			"load an older file in torch and save it again",
-			archive_error_string(a) ? archive_error_string(a) : "cannot open");
-	else if (read_members(a, &z) == 0)
-		r = unpickle_members(&z);
-	if (!r)
-		err_wrap("%s", name);
-	members_free(&z);
-	archive_read_free(a);
-	return r;
-}
-
-static struct archive *new_zip_reader(void)
+static record *read_zip(const unsigned char *data, size_t len)
 {
 	struct archive *a = archive_read_new();
 	if (!a) {
@@ -833,25 +1035,179 @@ static struct archive *new_zip_reader(void)
 		return NULL;
 	}
 	archive_read_support_format_zip(a);
-	return a;
+	zip_members z = {0};
+	record *r = NULL;
+	size_t budget = len > (TOTAL_MAX - MIB) / ZIP_RATIO ? TOTAL_MAX : ZIP_RATIO * len + MIB;
+	if (archive_read_open_memory(a, data, len) != ARCHIVE_OK)
+		err_set("not a readable zip (%s)", archive_error_string(a) ? archive_error_string(a) : "cannot open");
+	else if (read_members(a, &z, budget) == 0) {
+		const member *pkl = NULL;
+		for (int i = 0; i < z.n && !pkl; i++) {
+			size_t n = strlen(z.m[i].name);
+			if (n >= 8 && !strcmp(z.m[i].name + n - 8, "data.pkl") && (n == 8 || z.m[i].name[n - 9] == '/'))
+				pkl = &z.m[i];
+		}
+		if (!pkl)
+			err_set("no data.pkl in the archive (not a torch.save file)");
+		else {
+			unpickler u = {.start = pkl->data, .p = pkl->data, .end = pkl->data + pkl->len, .zip = &z,
+				       .prefix = pkl->name, .prefix_len = strlen(pkl->name) - 8};
+			pv *obj = unpickle_one(&u, "data.pkl");
+			if (obj)
+				r = dict_to_record(&u, obj);
+			unpickler_free(&u);
+		}
+	}
+	members_free(&z);
+	archive_read_free(a);
+	return r;
+}
+
+/* ---------------------------------------------------------------- the legacy format */
+
+/* torch.save before 1.6 (and _use_new_zipfile_serialization=False since): five pickles
+ * one after the other, the magic number 0x1950a86a20f9469cfc6c, the protocol version
+ * 1001, sys_info {protocol_version, little_endian, type_sizes}, the object (storages as
+ * persistent ids), the list of storage keys; then for each key in that order an int64
+ * element count and the storage's raw little-endian bytes. */
+static const unsigned char legacy_magic[10] = {0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
+
+static int is_legacy(const unsigned char *d, size_t len)
+{
+	/* PROTO n, [FRAME len8], LONG1 10 <magic>, STOP */
+	size_t i = 2;
+	if (len < 16 || d[0] != 0x80 || d[1] > 5)
+		return 0;
+	if (d[i] == 0x95)
+		i += 9;
+	return len >= i + 13 && d[i] == 0x8a && d[i + 1] == 10 && !memcmp(d + i + 2, legacy_magic, 10) && d[i + 12] == '.';
+}
+
+static record *read_legacy(const unsigned char *data, size_t len)
+{
+	unpickler u = {.start = data, .p = data, .end = data + len, .legacy = 1};
+	record *r = NULL;
+	u.p += data[2] == 0x95 ? 24 : 15; /* the magic number (is_legacy) */
+	pv *version = unpickle_one(&u, "protocol version"), *sys = version ? unpickle_one(&u, "sys_info") : NULL;
+	if (!sys)
+		goto out;
+	if (version->type != PV_INT || version->i != 1001) {
+		err_set("legacy protocol version %lld, expected 1001", version->type == PV_INT ? (long long)version->i : -1LL);
+		goto out;
+	}
+	const pv *le = sys->type == PV_DICT ? dict_get(sys, "little_endian") : NULL;
+	if (!le || le->type != PV_BOOL) {
+		err_set("sys_info is not a dict with little_endian");
+		goto out;
+	}
+	if (!le->i) {
+		err_set("saved on a big-endian machine: not supported");
+		goto out;
+	}
+	pv *obj = unpickle_one(&u, "object"), *keys = obj ? unpickle_one(&u, "storage keys") : NULL;
+	if (!keys)
+		goto out;
+	if (keys->type != PV_LIST) {
+		err_set("the storage keys are not a list");
+		goto out;
+	}
+	for (size_t i = 0; i < keys->n; i++) {
+		const pv *k = keys->items[i];
+		int ref = -1;
+		for (int j = 0; k->type == PV_STR && j < u.nrefs && ref < 0; j++)
+			if (!strcmp(u.refs[j].key, k->s))
+				ref = j;
+		long at = (long)(u.p - u.start);
+		if (ref < 0) {
+			err_set("offset %ld: storage key %zu is not a storage of the object", at, i);
+			goto out;
+		}
+		sref *s = &u.refs[ref];
+		if (s->bytes) {
+			err_set("offset %ld: storage '%s' twice", at, s->key);
+			goto out;
+		}
+		if ((size_t)(u.end - u.p) < 8) {
+			err_set("offset %ld: truncated (storage '%s')", at, s->key);
+			goto out;
+		}
+		int64_t numel = (int64_t)le_bytes(u.p, 8);
+		if (numel != s->numel) {
+			err_set("offset %ld: storage '%s' holds %lld elements, its persistent id says %lld", at, s->key,
+				(long long)numel, (long long)s->numel);
+			goto out;
+		}
+		/* the size against the file before anything is made of it */
+		if ((uint64_t)numel > (uint64_t)(u.end - u.p - 8) / (uint64_t)s->st->src_size) {
+			err_set("offset %ld: storage '%s' of %lld elements of %d bytes, %ld bytes left in the file", at, s->key,
+				(long long)numel, s->st->src_size, (long)(u.end - u.p - 8));
+			goto out;
+		}
+		s->bytes = u.p + 8;
+		u.p += 8 + (size_t)numel * (size_t)s->st->src_size;
+	}
+	for (int j = 0; j < u.nrefs; j++)
+		if (!u.refs[j].bytes) {
+			err_set("storage '%s' has no data (not in the list of storage keys)", u.refs[j].key);
+			goto out;
+		}
+	r = dict_to_record(&u, obj);
+out:
+	unpickler_free(&u);
+	return r;
+}
+
+/* ---------------------------------------------------------------- reading */
+
+record *pth_read_mem(const void *data, size_t len, const char *name)
+{
+	const unsigned char *d = data;
+	record *r = NULL;
+	if (len >= 4 && !memcmp(d, "PK", 2) && d[2] < 9 && d[3] < 9)
+		r = read_zip(d, len);
+	else if (is_legacy(d, len))
+		r = read_legacy(d, len);
+	else if (len >= 262 && !memcmp(d + 257, "ustar", 5))
+		err_set("torch's tar format (torch before 0.1.10) is not supported");
+	else if (len == 0)
+		err_set("empty file");
+	else {
+		char start[16] = "";
+		for (size_t i = 0, at = 0; i < 4 && i < len; i++)
+			at += (size_t)snprintf(start + at, sizeof start - at, "%s%02x", i ? " " : "", d[i]);
+		err_set("not a torch.save file: neither a zip (torch >= 1.6) nor torch's legacy format (it starts %s)", start);
+	}
+	if (!r)
+		err_wrap("%s", name);
+	return r;
 }
 
 record *pth_read(const char *path)
 {
-	FILE *f = fopen(path, "rb");
-	if (!f) {
+	int fd = open(path, O_RDONLY);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		err_set("%s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return NULL;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		close(fd);
+		err_set("%s: not a regular file", path);
+		return NULL;
+	}
+	size_t len = (size_t)st.st_size;
+	void *map = len ? mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+	close(fd);
+	if (len && map == MAP_FAILED) {
 		err_set("%s: %s", path, strerror(errno));
 		return NULL;
 	}
-	fclose(f);
-	struct archive *a = new_zip_reader();
-	return a ? read_archive(a, archive_read_open_filename(a, path, 1 << 16), path) : NULL;
-}
-
-record *pth_read_mem(const void *data, size_t len, const char *name)
-{
-	struct archive *a = new_zip_reader();
-	return a ? read_archive(a, archive_read_open_memory(a, data, len), name) : NULL;
+	record *r = pth_read_mem(len ? map : "", len, path);
+	if (len)
+		munmap(map, len);
+	return r;
 }
 
 /* ---------------------------------------------------------------- mapping */
@@ -860,18 +1216,6 @@ static int is_batches_tracked(const char *name)
 {
 	size_t n = strlen(name), k = strlen(".num_batches_tracked");
 	return n >= k && !strcmp(name + n - k, ".num_batches_tracked");
-}
-
-/* name starts with one of drop's comma-separated prefixes */
-static int dropped(const char *name, const char *drop)
-{
-	for (const char *d = drop; d && *d;) {
-		size_t n = strcspn(d, ",");
-		if (n && !strncmp(name, d, n))
-			return 1;
-		d += n + (d[n] == ',');
-	}
-	return 0;
 }
 
 /* torchvision's RegNet (regnet_x_800mf ...) names its modules differently from mmdet's
@@ -901,71 +1245,232 @@ static int regnet_name(const char *key, char *out, size_t n)
 	return 0;
 }
 
-/* A torchvision RegNet state dict: any key under trunk_output. */
-static int is_torchvision_regnet(const record *sd)
+/* How a file's keys become model names, decided from all its keys. */
+typedef struct naming {
+	int backbone_only; /* some keys start with "backbone.": those alone, without it */
+	int regnet;        /* torchvision's RegNet (trunk_output.*) */
+	int bare_index;    /* every key starts with a digit: an SSD VGG's "features" list saved
+			    * alone (vgg16_reducedfc.pth: "0.weight" ... "33.bias") */
+} naming;
+
+static naming naming_of(const record *sd)
 {
+	naming nm = {0};
 	for (int i = 0; i < sd->ntensors; i++)
-		if (!strncmp(sd->tensors[i].name, "trunk_output.", 13))
-			return 1;
-	return 0;
+		nm.backbone_only |= !strncmp(sd->tensors[i].name, "backbone.", 9);
+	int n = 0, digits = 0;
+	for (int i = 0; i < sd->ntensors; i++) {
+		const char *k = sd->tensors[i].name;
+		if (nm.backbone_only && strncmp(k, "backbone.", 9))
+			continue;
+		k += nm.backbone_only ? 9 : 0;
+		nm.regnet |= !strncmp(k, "trunk_output.", 13);
+		n++;
+		digits += *k >= '0' && *k <= '9';
+	}
+	nm.bare_index = n > 0 && digits == n;
+	return nm;
 }
 
-/* The params tensor state-dict tensor t goes to; NULL when skipped, *bad on error. */
-static tensor *target_of(record *params, const tensor *t, const char *prefix, const char *drop, int regnet, int *bad)
+/* The model name of file key (prefix + the key as the model names it); 0 when the
+ * key cannot name a backbone tensor. */
+static int model_name_of(const char *key, const naming *nm, const char *prefix, char *out, size_t n)
 {
-	char key[TENSOR_NAMELEN + 32], name[2 * TENSOR_NAMELEN + 32], d1[128], d2[128];
-	*bad = 0;
-	if (dropped(t->name, drop) || is_batches_tracked(t->name))
-		return NULL;
-	snprintf(key, sizeof key, "%s", t->name);
-	if (regnet && !regnet_name(t->name, key, sizeof key)) {
-		*bad = err_set("key '%s': not a torchvision RegNet name (stem.*, trunk_output.blockS.blockS-I.*, fc.*)",
-			       t->name);
-		return NULL;
+	char a[2 * TENSOR_NAMELEN], b[2 * TENSOR_NAMELEN];
+	if (nm->backbone_only) {
+		if (strncmp(key, "backbone.", 9))
+			return 0;
+		key += 9;
 	}
-	snprintf(name, sizeof name, "%s%s", prefix, key);
-	tensor *p = record_find(params, name);
-	if (!p) {
-		*bad = err_set("key '%s': the model has no tensor '%s'", t->name, name);
-		return NULL;
+	if (nm->bare_index) {
+		snprintf(a, sizeof a, "features.%s", key);
+		key = a;
 	}
-	if (!tensor_same_shape(p, t) || !(p->dtype == t->dtype || (p->dtype == DT_F32 && (t->dtype == DT_F16 || t->dtype == DT_BF16)))) {
-		*bad = err_set("key '%s': %s in the file, %s in the model ('%s')", t->name, tensor_describe(t, d1, sizeof d1),
-			       tensor_describe(p, d2, sizeof d2), name);
-		return NULL;
+	if (nm->regnet) {
+		if (!regnet_name(key, b, sizeof b))
+			return 0;
+		key = b;
 	}
-	return p;
+	return (size_t)snprintf(out, n, "%s%s", prefix, key) < n;
 }
 
-int pth_load_into(record *params, const record *sd, const char *prefix, const char *drop, pth_summary *sum)
+/* The shortest dotted prefix of name that no name in used[] shares, as "prefix.*"
+ * (name itself when every prefix is shared), into out. */
+static void group_of(const char *name, char *const *used, int nused, char *out, size_t n)
 {
-	int bad, regnet = is_torchvision_regnet(sd);
+	for (const char *dot = strchr(name, '.'); dot; dot = strchr(dot + 1, '.')) {
+		size_t len = (size_t)(dot - name) + 1; /* with the dot */
+		int shared = 0;
+		for (int i = 0; i < nused && !shared; i++)
+			shared = !strncmp(used[i], name, len);
+		if (!shared) {
+			snprintf(out, n, "%.*s*", (int)len, name);
+			return;
+		}
+	}
+	snprintf(out, n, "%s", name);
+}
+
+/* Appends the groups of names[] (first seen first, each once) to list, ", " between,
+ * "..." when it is full. */
+static void list_groups(char *const *names, int n, char *const *used, int nused, char *list, size_t cap)
+{
+	size_t len = 0;
+	list[0] = 0;
+	char g[2 * TENSOR_NAMELEN + 8];
+	for (int i = 0; i < n; i++) {
+		group_of(names[i], used, nused, g, sizeof g);
+		/* already listed? */
+		const char *p = list;
+		size_t gl = strlen(g);
+		int seen = 0;
+		while (!seen && (p = strstr(p, g))) {
+			seen = (p == list || p[-1] == ' ') && (p[gl] == ',' || p[gl] == 0);
+			p += gl;
+		}
+		if (seen)
+			continue;
+		if (len + gl + 2 + 5 >= cap) {
+			if (len + 5 < cap)
+				strcpy(list + len, len ? ", ..." : "...");
+			return;
+		}
+		len += (size_t)snprintf(list + len, cap - len, "%s%s", len ? ", " : "", g);
+	}
+}
+
+static void add_how(char *how, size_t n, const char *fmt, const char *arg)
+{
+	size_t l = strlen(how);
+	if (l + 2 < n) {
+		if (l)
+			strcpy(how + l, ", "), l += 2;
+		snprintf(how + l, n - l, fmt, arg);
+	}
+}
+
+int pth_load_into(record *params, const record *sd, const char *prefix, pth_summary *sum)
+{
+	naming nm = naming_of(sd);
+	char name[2 * TENSOR_NAMELEN + 32], d1[128], d2[128];
+	size_t plen = strlen(prefix);
 	memset(sum, 0, sizeof *sum);
-	sum->renamed = regnet ? "torchvision RegNet" : NULL;
-	for (int i = 0; i < sd->ntensors; i++)
-		if (!target_of(params, &sd->tensors[i], prefix, drop, regnet, &bad) && bad)
-			return -1;
+	sum->naming = nm.regnet ? "torchvision RegNet" : nm.bare_index ? "SSD VGG features list" : NULL;
+	sum->rgb = nm.regnet; /* the naming alone says torchvision's, trained on RGB */
+	const cJSON *w = cJSON_GetObjectItem(sd->meta, "wrapper");
+	if (cJSON_IsString(w))
+		add_how(sum->how, sizeof sum->how, "its '%s' dict", w->valuestring);
+	if (cJSON_IsTrue(cJSON_GetObjectItem(sd->meta, "module_prefix")))
+		add_how(sum->how, sizeof sum->how, "%s", "'module.' removed");
+	if (nm.backbone_only)
+		add_how(sum->how, sizeof sum->how, "%s", "its 'backbone.' keys");
+	if (sum->naming)
+		add_how(sum->how, sizeof sum->how, nm.regnet ? "%s names mapped to mmdet's" : "%s names", sum->naming);
+	/* where each file tensor goes (NULL: unused), every shape checked before anything
+	 * is changed */
+	tensor **dst = calloc((size_t)sd->ntensors + 1, sizeof *dst);
 	char *set = calloc((size_t)params->ntensors + 1, 1);
-	if (!set)
-		return err_set("out of memory");
+	char **used = calloc((size_t)sd->ntensors + 1, sizeof *used), **unused = calloc((size_t)sd->ntensors + 1, sizeof *unused);
+	char **setn = calloc((size_t)params->ntensors + 1, sizeof *setn), **miss = calloc((size_t)params->ntensors + 1, sizeof *miss);
+	int rc = -1, nused = 0, nunused = 0, nset = 0, nmiss = 0;
+	if (!dst || !set || !used || !unused || !setn || !miss) {
+		err_set("out of memory");
+		goto out;
+	}
 	for (int i = 0; i < sd->ntensors; i++) {
 		const tensor *t = &sd->tensors[i];
-		tensor *p = target_of(params, t, prefix, drop, regnet, &bad);
+		if (is_batches_tracked(t->name))
+			continue;
+		tensor *p = model_name_of(t->name, &nm, prefix, name, sizeof name) ? record_find(params, name) : NULL;
 		if (!p) {
-			sum->skipped++;
+			unused[nunused++] = (char *)t->name;
 			continue;
 		}
-		int64_t n = tensor_numel(t);
+		if (!tensor_same_shape(p, t) ||
+		    !(p->dtype == t->dtype || (p->dtype == DT_F32 && (t->dtype == DT_F16 || t->dtype == DT_BF16)))) {
+			err_set("key '%s': %s in the file, %s in the model ('%s')", t->name, tensor_describe(t, d1, sizeof d1),
+				tensor_describe(p, d2, sizeof d2), name);
+			goto out;
+		}
+		if (set[p - params->tensors]) {
+			err_set("key '%s': a second tensor for '%s'", t->name, name);
+			goto out;
+		}
+		set[p - params->tensors] = 1;
+		dst[i] = p;
+		used[nused++] = (char *)t->name;
+	}
+	const cJSON *lk = cJSON_GetObjectItem(sd->meta, "long_keys"), *e;
+	cJSON_ArrayForEach(e, lk) if (cJSON_IsString(e)) unused[nunused++] = e->valuestring;
+	if (!nused) {
+		const tensor *t = sd->ntensors ? &sd->tensors[0] : NULL;
+		if (t && model_name_of(t->name, &nm, prefix, name, sizeof name))
+			err_set("none of its %d tensors is one of the model's (its first, '%s', would be '%s')", sd->ntensors,
+				t->name, name);
+		else
+			err_set("none of its %d tensors is one of the model's", sd->ntensors);
+		goto out;
+	}
+	for (int i = 0; i < sd->ntensors; i++) {
+		const tensor *t = &sd->tensors[i];
+		tensor *p = dst[i];
+		if (!p)
+			continue;
 		if (p->dtype == t->dtype)
 			memcpy(p->data, t->data, tensor_nbytes(t));
 		else
-			for (int64_t j = 0; j < n; j++)
+			for (int64_t j = 0; j < tensor_numel(t); j++)
 				((float *)p->data)[j] = (float)tensor_get(t, j);
-		set[p - params->tensors] = 1;
-		sum->loaded++;
 	}
-	for (int i = 0; i < params->ntensors; i++)
-		sum->not_in_file += !set[i] && !is_batches_tracked(params->tensors[i].name);
+	for (int i = 0; i < params->ntensors; i++) {
+		const char *pn = params->tensors[i].name;
+		if (strncmp(pn, prefix, plen) || is_batches_tracked(pn))
+			continue;
+		if (set[i])
+			setn[nset++] = (char *)pn + plen;
+		else
+			miss[nmiss++] = (char *)pn + plen;
+	}
+	sum->loaded = nused;
+	sum->skipped = nunused;
+	sum->missing = nmiss;
+	list_groups(unused, nunused, used, nused, sum->skipped_list, sizeof sum->skipped_list);
+	list_groups(miss, nmiss, setn, nset, sum->missing_list, sizeof sum->missing_list);
+	rc = 0;
+out:
+	free(dst);
 	free(set);
-	return 0;
+	free(used);
+	free(unused);
+	free(setn);
+	free(miss);
+	return rc;
+}
+
+void pth_summary_line(const pth_summary *s, char *out, size_t n)
+{
+	snprintf(out, n, "loaded %d tensors into the backbone%s%s%s, skipped %d unused%s%s; missing %d%s%s", s->loaded,
+		 s->how[0] ? " (" : "", s->how, s->how[0] ? ")" : "", s->skipped, s->skipped ? ": " : "", s->skipped_list,
+		 s->missing, s->missing ? ": " : "", s->missing_list);
+}
+
+int pth_reverse_input_channels(record *params, const char *prefix, const char **name)
+{
+	size_t plen = strlen(prefix);
+	for (int i = 0; i < params->ntensors; i++) {
+		tensor *t = &params->tensors[i];
+		if (strncmp(t->name, prefix, plen) || t->ndim != 4 || t->shape[1] != 3 || t->dtype != DT_F32)
+			continue;
+		int64_t co = t->shape[0], kk = t->shape[2] * t->shape[3];
+		float *w = t->data;
+		for (int64_t o = 0; o < co; o++)
+			for (int64_t k = 0; k < kk; k++) {
+				float tmp = w[(o * 3 + 0) * kk + k];
+				w[(o * 3 + 0) * kk + k] = w[(o * 3 + 2) * kk + k];
+				w[(o * 3 + 2) * kk + k] = tmp;
+			}
+		*name = t->name;
+		return 0;
+	}
+	return err_set("no conv weight of 3 input channels under '%s'", prefix);
 }

@@ -29,10 +29,14 @@ static void usage(void)
 	       "                        batch, checkpoint_every, bn_momentum); default TI's recipe\n"
 	       "  --init FILE           initial params: the first params record of FILE (forward --init,\n"
 	       "                        a checkpoint, any params stream)\n"
-	       "  --pretrained F.pth    a torch.save state dict (torchvision MobileNetV2, ResNet50,\n"
-	       "                        VGG16, RegNetX; or an mmdet checkpoint) loaded over --init:\n"
-	       "                        key K sets PREFIX+K (torchvision RegNet's keys mapped to\n"
-	       "                        mmdet's first); classifiers (classifier.*, fc.*) are dropped\n"
+	       "  --pretrained F.pth    a torch.save file (zip or legacy; torchvision MobileNetV2,\n"
+	       "                        ResNet50, VGG16, RegNetX; mmcv/mmdet/mmcls checkpoints) loaded\n"
+	       "                        over --init as mmcv's load_checkpoint(strict=False): key K\n"
+	       "                        sets PREFIX+K (a state_dict wrapper, 'module.' and a present\n"
+	       "                        'backbone.' removed; torchvision RegNet's keys mapped to\n"
+	       "                        mmdet's); keys the model lacks (classifier.*, fc.*, ...) are\n"
+	       "                        skipped, and a summary line lists them and the backbone\n"
+	       "                        tensors the file did not set (docs/training.md)\n"
 	       "  --pretrained-prefix P  (default \"backbone.\")\n"
 	       "  --resume              continue from RUN/latest.tns (same state, same later steps)\n"
 	       "  --params PATH         write params records here (file or FIFO), flushed each\n"
@@ -355,19 +359,39 @@ static void start(run *r)
 		if (o->pretrained) {
 			record *sd = pth_read(o->pretrained);
 			pth_summary s;
+			const char *prefix = o->prefix ? o->prefix : "backbone.";
 			/* free before dying: LeakSanitizer runs the tests and sees a record only
 			 * a register still pointed to as lost */
-			if (!sd || pth_load_into(init, sd, o->prefix ? o->prefix : "backbone.", "classifier.,fc.", &s) < 0) {
+			if (!sd || pth_load_into(init, sd, prefix, &s) < 0) {
 				if (sd)
 					err_wrap("%s", o->pretrained);
 				record_free(sd);
 				record_free(init);
 				die_err();
 			}
-			fprintf(stderr, "%s: %s: loaded %d tensors%s%s, %d model tensors not in the file\n", tool_name,
-				o->pretrained, s.loaded, s.renamed ? " with mmdet's names for " : "", s.renamed ? s.renamed : "",
-				s.not_in_file);
 			record_free(sd);
+			char line[1400];
+			pth_summary_line(&s, line, sizeof line);
+			fprintf(stderr, "%s: %s: %s\n", tool_name, o->pretrained, line);
+			/* a torchvision RegNet was trained on RGB; a BGR config (TI's and mmdet's
+			 * RegNet recipes, whose own weights are BGR) takes it with its first conv's
+			 * input channels reversed, which is exact when the mean and std are
+			 * ImageNet's in BGR order, as theirs are */
+			data_config dc;
+			data_config_default(&dc);
+			if (s.rgb && o->config && data_config_load(&dc, o->config) < 0) {
+				record_free(init);
+				die_err();
+			}
+			const char *conv;
+			if (s.rgb && !dc.to_rgb) {
+				if (pth_reverse_input_channels(init, prefix, &conv) < 0) {
+					record_free(init);
+					die_err();
+				}
+				fprintf(stderr, "%s: %s: its weights take RGB, %s feeds BGR: %s's input channels reversed\n",
+					tool_name, o->pretrained, o->config, conv);
+			}
 		}
 		if (!(r->t.opt = sgd_new(init)))
 			die("%s: %s", o->init, err_msg());

@@ -21,10 +21,10 @@ made with torch and saved as torch.save saves them:
                   mapping is checked here: torchvision's model and tests/ref_model.py's
                   mmdet RegNet loaded with the mapped dict give the same features.
   regnet_tiny_ssd.json  a model config with that backbone (forward --init makes its params).
-  torchvision_shapes.json  the keys and shapes of torchvision's resnet50, vgg16 and
-                  regnet_x_800mf state dicts (no weights: those are 100+ MB and not
-                  downloadable here), for test_pth to load onto configs/ssd_resnet_fpn,
-                  ssd512_vgg16 and ssd_regnet_fpn.
+  torchvision_shapes.json  the keys and shapes of torchvision's resnet50, vgg16,
+                  regnet_x_800mf and mobilenet_v2 state dicts (no weights: those are
+                  100+ MB), for test_pth to load onto configs/ssd_resnet_fpn,
+                  ssd512_vgg16, ssd_regnet_fpn and ssd_mobilenet_fpn.
   odd.pth         what else torch.save emits: a transposed (strided) view, two views
                   of one storage, a slice at an offset, f16, bf16, int64, 0-d and empty
                   tensors, inside an mmcv-style {"meta": ..., "state_dict": ...}.
@@ -143,7 +143,7 @@ def regnet_fixture():
 
 def torchvision_shapes():
     nets = {"resnet50": torchvision.models.resnet50, "vgg16": torchvision.models.vgg16,
-            "regnet_x_800mf": torchvision.models.regnet_x_800mf}
+            "regnet_x_800mf": torchvision.models.regnet_x_800mf, "mobilenet_v2": torchvision.models.mobilenet_v2}
     shapes = {name: [[k, list(v.shape)] for k, v in make().state_dict().items()] for name, make in nets.items()}
     with open(os.path.join(OUT, "torchvision_shapes.json"), "w") as f:
         json.dump(shapes, f, separators=(",", ":"))
