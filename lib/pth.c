@@ -1182,6 +1182,40 @@ record *pth_read_mem(const void *data, size_t len, const char *name)
 	return r;
 }
 
+/* A file from a pipe (--pretrained <(curl ...)) cannot be mapped: it is read whole,
+ * into memory that grows with what arrives. Takes fd. */
+static record *read_pipe(int fd, const char *path)
+{
+	size_t cap = 1 << 20, len = 0;
+	unsigned char *buf = malloc(cap);
+	for (;;) {
+		unsigned char *b = len < cap ? buf : realloc(buf, cap *= 2);
+		if (!b) {
+			free(buf);
+			close(fd);
+			err_set("%s: out of memory after %zu bytes", path, len);
+			return NULL;
+		}
+		buf = b;
+		ssize_t n = read(fd, buf + len, cap - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			err_set("%s: %s", path, strerror(errno));
+			free(buf);
+			close(fd);
+			return NULL;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	close(fd);
+	record *r = pth_read_mem(buf, len, path);
+	free(buf);
+	return r;
+}
+
 record *pth_read(const char *path)
 {
 	int fd = open(path, O_RDONLY);
@@ -1192,11 +1226,8 @@ record *pth_read(const char *path)
 			close(fd);
 		return NULL;
 	}
-	if (!S_ISREG(st.st_mode)) {
-		close(fd);
-		err_set("%s: not a regular file", path);
-		return NULL;
-	}
+	if (!S_ISREG(st.st_mode))
+		return read_pipe(fd, path);
 	size_t len = (size_t)st.st_size;
 	void *map = len ? mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
 	close(fd);

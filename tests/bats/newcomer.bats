@@ -101,6 +101,19 @@ tiny_config() {
 	[ "$("$BIN/tns" head -n 1 "$T/p.tns" | "$BIN/tns" cat --json | jq -r .kind)" = params ]
 }
 
+@test "pipes: sgd-step --pretrained from a process substitution, both torch formats" {
+	local P=tests/fixtures/pth F=tests/fixtures/pretrained
+	for f in "$P/mbv2_w025.pth" "$F/mbv2_w01_legacy.pth"; do
+		[ "$f" = "$P/mbv2_w025.pth" ] && init=$P/mbv2_w025_init.tns || init=$T/w01_init.tns
+		[ -f "$init" ] || "$BIN/forward" --config "$F/mbv2_w01.json" --init >"$init"
+		"$BIN/sgd-step" --config tests/fixtures/model/tiny.json --init "$init" --pretrained "$f" --run "$T/a" \
+			--params "$T/a.tns" --epochs 1 --iters-per-epoch 1 </dev/null
+		"$BIN/sgd-step" --config tests/fixtures/model/tiny.json --init "$init" --pretrained <(cat "$f") --run "$T/b" \
+			--params "$T/b.tns" --epochs 1 --iters-per-epoch 1 </dev/null
+		cmp "$T/a.tns" "$T/b.tns"
+	done
+}
+
 @test "pipes: a piped config's relative base is taken from the current directory, and said so when missing" {
 	(cd tests/fixtures/pipeline && "$BIN/forward" --config <(cat tiny_bccd.json) --init --seed 3) >"$T/a.tns"
 	"$BIN/forward" --config $CFG --init --seed 3 | cmp - "$T/a.tns"
