@@ -48,7 +48,7 @@ static void usage(void)
 
 static void print_summary(const model *m, const char *config, const char *weights, const char *ranges, int bits,
 			  int wbits, const char *onnx, const onnx_info *oi, const char *prototxt, const tidl_ssd *s,
-			  double prior_diff, const data_config *dc)
+			  double prior_diff, const data_config *dc, const model_config *mc)
 {
 	printf("model: %s (%s), weights %s, ", model_name(m), config, weights);
 	if (ranges) {
@@ -71,6 +71,20 @@ static void print_summary(const model *m, const char *config, const char *weight
 		printf("  %-6s f32[%lld,%lld,%lld,%lld]\n", oi->output_name[k], (long long)oi->output_shape[k][0],
 		       (long long)oi->output_shape[k][1], (long long)oi->output_shape[k][2],
 		       (long long)oi->output_shape[k][3]);
+	const detect_params *t = &mc->test;
+	printf("detection outputs (after the heads: softmax, nms_pre %d, decode, clip to the input, ", t->nms_pre);
+	if (oi->opset >= 11)
+		printf("NonMaxSuppression iou %g, score > %g, max_per_img %d; %lld candidates):\n", t->nms_iou,
+		       t->score_thr, t->max_per_img, (long long)oi->candidates);
+	else
+		printf("score > %g, no NMS at opset %d: every (class, candidate) above it; %lld candidates):\n",
+		       t->score_thr, oi->opset, (long long)oi->candidates);
+	if (oi->ndetect == 1) {
+		printf("  %-10s f32[1,K,6] x1 y1 x2 y2 score label (input pixels)\n", oi->detect_name[0]);
+	} else {
+		printf("  %-10s f32[1,K,5] x1 y1 x2 y2 score (input pixels)\n", oi->detect_name[0]);
+		printf("  %-10s i64[1,K] 0..C-1\n", oi->detect_name[1]);
+	}
 	printf("prototxt: %s, %d levels, num_classes %d (background %d), %s; prior boxes equal the anchors to "
 	       "%.3g px\n",
 	       prototxt, s->nlevels, s->num_classes, s->background_label_id,
@@ -187,10 +201,16 @@ int main(int argc, char **argv)
 	if (model_plan(m, 1, S, S, 0, 0) < 0)
 		die_err();
 
-	onnx_options oo = {.opset = (int)opset, .batch = 1, .round = round_act};
+	/* the graph ends in ssd-decode's post-processing: the same anchors and settings */
+	anchor_set *anchors = anchors_new(&mc.anchors, S);
+	if (!anchors)
+		die_err();
+	onnx_detect od = {.anchors = anchors, .coder = mc.coder, .test = mc.test, .single_output = old};
+	onnx_options oo = {.opset = (int)opset, .batch = 1, .round = round_act, .detect = &od};
 	onnx_info oi;
 	if (onnx_export(m, &oo, onnx, &oi) < 0)
 		die_err();
+	anchors_free(anchors);
 
 	tidl_ssd s = {.in_width = S, .in_height = S, .num_classes = model_num_classes(m) + 1,
 		      .background_label_id = model_num_classes(m), .nms_threshold = mc.test.nms_iou,
@@ -221,7 +241,7 @@ int main(int argc, char **argv)
 	if (afile_commit(&f) < 0)
 		die_err();
 
-	print_summary(m, config, weights, from, (int)bits, (int)wbits, onnx, &oi, prototxt, &s, prior_diff, &dc);
+	print_summary(m, config, weights, from, (int)bits, (int)wbits, onnx, &oi, prototxt, &s, prior_diff, &dc, &mc);
 	model_free(m);
 	close_stdout();
 	return 0;
