@@ -97,6 +97,23 @@ static void print_summary(const model *m, const char *config, const char *weight
 			printf(" %g", p->ratio[i]);
 		printf("\n");
 	}
+	/* what a user gives TIDL's compiler beside the two files (TI's edgeai-tidl-tools:
+	 * ONNX Runtime's TIDL provider options and its model configs' preprocessing) */
+	printf("tidl compile options:\n");
+	printf("  object_detection:meta_arch_type: 3 (ONNX SSD)\n");
+	printf("  object_detection:meta_layers_names_list: %s\n", prototxt);
+	if (ranges) {
+		printf("  tensor_bits: %d\n", bits);
+		printf("  advanced_options:quantization_scale_type: 1 (power-of-2 scales, as exported)\n");
+		printf("  accuracy_level: 0 (the ranges are the graph's Clips: no calibration)\n");
+	} else {
+		printf("  tensor_bits: 8 or 16; accuracy_level: 1 (TIDL calibrates: advanced_options:calibration_frames)\n");
+	}
+	printf("  input_mean: %g %g %g (the config's mean)\n", dc->mean[0], dc->mean[1], dc->mean[2]);
+	printf("  input_scale: %.9g %.9g %.9g (1 / std; TIDL computes (pixel - mean) * scale)\n", 1 / dc->std[0],
+	       1 / dc->std[1], 1 / dc->std[2]);
+	printf("  channels: %s (reverse_channels: %s), resize %lldx%lld, data_layout NCHW\n", dc->to_rgb ? "RGB" : "BGR",
+	       dc->to_rgb ? "False" : "True", (long long)oi->input_shape[3], (long long)oi->input_shape[2]);
 	if (!ranges)
 		return;
 	printf("ranges (%d points: clip lo hi, fraction bits):\n", model_quant_points(m));

@@ -275,6 +275,12 @@ compare_dets() {
 	[ "$status" -eq 0 ]
 	[ -s "$T/run/model.onnx" ] && [ -s "$T/run/model.prototxt" ]
 	[[ "$(cat "$T/run/export.txt")" == *"onnx: $T/run/model.onnx, opset 11"* ]]
+	# what TIDL's compiler needs beside the files, the prototxt under its final name
+	grep -qx '  object_detection:meta_arch_type: 3 (ONNX SSD)' "$T/run/export.txt"
+	grep -qx "  object_detection:meta_layers_names_list: $T/run/model.prototxt" "$T/run/export.txt"
+	grep -qx '  input_mean: 123.675 116.28 103.53 (the config.s mean)' "$T/run/export.txt"
+	grep -q '^  input_scale: 0.0171247538 0.0175070028 0.0174291939 ' "$T/run/export.txt"
+	grep -q '^  channels: RGB (reverse_channels: False), resize 96x96' "$T/run/export.txt"
 	# quantised from a float checkpoint: no ranges yet is an error, make calibrate's are used
 	RUN=$T/run QUANTIZE=1 run pipelines/export.sh $CFG
 	[ "$status" -ne 0 ]
@@ -288,6 +294,8 @@ compare_dets() {
 	RUN=$T/run QUANTIZE=1 run pipelines/export.sh $CFG
 	[ "$status" -eq 0 ]
 	[[ "$(cat "$T/run/export.txt")" == *"weights $T/run/ptq.tns, quantised to 8 bits, ranges $T/run/ptq.tns"* ]]
+	grep -qx '  tensor_bits: 8' "$T/run/export.txt"
+	grep -q '^  advanced_options:quantization_scale_type: 1 ' "$T/run/export.txt"
 }
 
 @test "the ONNX is a complete detector: ONNX Runtime's dets and labels equal ssd-decode's (float and --round)" {
