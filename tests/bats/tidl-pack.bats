@@ -182,6 +182,8 @@ compare_dets() {
 	run "$PY" tests/onnx_check.py compare "$T/m.onnx" --batches "$T/b.tns" --pred "$T/pred.tns"
 	echo "$output"
 	[ "$status" -eq 0 ]
+	run "$PY" tests/prototxt_check.py "$T/m.prototxt" "$T/m.onnx"
+	[ "$status" -eq 0 ]
 	run "$BIN/tidl-pack" --config $C --weights "$T/p.tns" --size 80 --opset 9 --onnx "$T/m9.onnx"
 	[ "$status" -eq 1 ]
 	[[ "$output" == "tidl-pack: neck.top_down.2.upsample: opset 9: upsampling 3x3 to 5x5 is no integer factor"* ]]
@@ -200,6 +202,9 @@ compare_dets() {
 		run "$PY" tests/onnx_check.py check "$T/$name.onnx" 11
 		[ "$status" -eq 0 ]
 		[[ "$output" == *"\"$op\""* ]]
+		run "$PY" tests/prototxt_check.py "$T/$name.prototxt" "$T/$name.onnx"
+		echo "$name: $output"
+		[ "$status" -eq 0 ]
 		run "$PY" tests/onnx_check.py compare "$T/$name.onnx" --batches "$T/b.tns" --pred "$T/pred.tns"
 		echo "$name: $output"
 		[ "$status" -eq 0 ]
@@ -289,6 +294,12 @@ compare_dets() {
 	RUN=$T/run QUANTIZE=1 OPSET=9 run pipelines/export.sh $CFG
 	[ "$status" -eq 0 ]
 	[[ "$(cat "$T/run/export.txt")" == *"ranges $T/run/ranges.tns"*"opset 9"* ]]
+	run "$PY" tests/prototxt_check.py "$T/run/model.prototxt" "$T/run/model.onnx"
+	[ "$status" -eq 0 ]
+	RUN=$T/run QUANTIZE=1 OLD_TIDL=1 run pipelines/export.sh $CFG
+	[ "$status" -eq 0 ]
+	run "$PY" tests/prototxt_check.py "$T/run/model.prototxt" "$T/run/model.onnx" --old
+	[ "$status" -eq 0 ]
 	# make calibrate's bias-calibrated ptq.tns (params + ranges) comes first, as for eval
 	cp "$D/qat.tns" "$T/run/ptq.tns"
 	RUN=$T/run QUANTIZE=1 run pipelines/export.sh $CFG
