@@ -37,6 +37,25 @@ void box_encode(float *deltas, const float *anchors, const float *gt, int64_t n,
 	}
 }
 
+float box_coder_max_ratio(const box_coder *c)
+{
+	return (float)fabs(log(c->wh_ratio_clip)); /* mmdet: np.abs(np.log(clip)) */
+}
+
+static inline void centre_size(float *cs, const float *p)
+{
+	cs[0] = (p[0] + p[2]) * 0.5f;
+	cs[1] = (p[1] + p[3]) * 0.5f;
+	cs[2] = p[2] - p[0];
+	cs[3] = p[3] - p[1];
+}
+
+void box_centre_size(float *cs, const float *boxes, int64_t n)
+{
+	for (int64_t i = 0; i < n; i++)
+		centre_size(cs + 4 * i, boxes + 4 * i);
+}
+
 static float clampf(float v, float lo, float hi)
 {
 	return v < lo ? lo : v > hi ? hi : v;
@@ -45,7 +64,7 @@ static float clampf(float v, float lo, float hi)
 void box_decode(float *boxes, const float *anchors, const float *deltas, int64_t n, const box_coder *c,
 		float max_w, float max_h)
 {
-	float max_ratio = (float)fabs(log(c->wh_ratio_clip)); /* mmdet: np.abs(np.log(clip)) */
+	float max_ratio = box_coder_max_ratio(c);
 	float mean[4], std[4];
 	for (int k = 0; k < 4; k++) {
 		mean[k] = (float)c->means[k];
@@ -56,8 +75,9 @@ void box_decode(float *boxes, const float *anchors, const float *deltas, int64_t
 		float dx = d[0] * std[0] + mean[0], dy = d[1] * std[1] + mean[1];
 		float dw = clampf(d[2] * std[2] + mean[2], -max_ratio, max_ratio);
 		float dh = clampf(d[3] * std[3] + mean[3], -max_ratio, max_ratio);
-		float px = (p[0] + p[2]) * 0.5f, py = (p[1] + p[3]) * 0.5f;
-		float pw = p[2] - p[0], ph = p[3] - p[1];
+		float a[4];
+		centre_size(a, p);
+		float px = a[0], py = a[1], pw = a[2], ph = a[3];
 		float gw = pw * expf(dw), gh = ph * expf(dh);
 		float gx = px + pw * dx, gy = py + ph * dy;
 		float *b = boxes + 4 * i;

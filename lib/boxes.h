@@ -19,6 +19,11 @@ typedef struct box_coder {
 } box_coder;
 
 void box_coder_default(box_coder *c); /* means 0, stds (0.1, 0.1, 0.2, 0.2), clip 0.016 */
+/* The bound on |dw|, |dh| at decode, |log(wh_ratio_clip)| (mmdet's max_ratio), in float. */
+float box_coder_max_ratio(const box_coder *c);
+/* boxes[n,4] (x1, y1, x2, y2) as centre and size cs[n,4] (cx, cy, w, h), in the float
+ * arithmetic box_decode uses for its anchors (the ONNX export's anchor constants). */
+void box_centre_size(float *cs, const float *boxes, int64_t n);
 
 /* deltas[n,4] of gt[n,4] against anchors[n,4] (the loss's regression targets). */
 void box_encode(float *deltas, const float *anchors, const float *gt, int64_t n, const box_coder *c);

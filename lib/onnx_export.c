@@ -110,14 +110,14 @@ typedef struct attr {
 	const char *s;
 } attr;
 
-/* A node op_type(inputs) -> output with its attributes. */
-static int node(exporter *e, const char *op, const char *name, const char *const *in, int nin, const char *out,
-		const attr *attrs, int nattr)
+/* A node op_type(inputs) -> outputs with its attributes. */
+static int node_n(exporter *e, const char *op, const char *name, const char *const *in, int nin,
+		  const char *const *out, int nout, const attr *attrs, int nattr)
 {
 	if (e->nnode == e->node_cap)
 		return err_set("onnx: too many nodes");
 	Onnx__NodeProto *n = alloc(e, sizeof *n);
-	char **ins = alloc(e, (size_t)nin * sizeof *ins), **outs = alloc(e, sizeof *outs);
+	char **ins = alloc(e, (size_t)(nin ? nin : 1) * sizeof *ins), **outs = alloc(e, (size_t)nout * sizeof *outs);
 	Onnx__AttributeProto **as = alloc(e, (size_t)(nattr ? nattr : 1) * sizeof *as);
 	if (!n || !ins || !outs || !as)
 		return err_set("out of memory");
@@ -125,11 +125,14 @@ static int node(exporter *e, const char *op, const char *name, const char *const
 	for (int i = 0; i < nin; i++)
 		if (!(ins[i] = str(e, "%s", in[i])))
 			return err_set("out of memory");
-	if (!(outs[0] = str(e, "%s", out)) || !(n->op_type = str(e, "%s", op)) || !(n->name = str(e, "%s", name)))
+	for (int i = 0; i < nout; i++)
+		if (!(outs[i] = str(e, "%s", out[i])))
+			return err_set("out of memory");
+	if (!(n->op_type = str(e, "%s", op)) || !(n->name = str(e, "%s", name)))
 		return err_set("out of memory");
 	n->n_input = (size_t)nin;
 	n->input = ins;
-	n->n_output = 1;
+	n->n_output = (size_t)nout;
 	n->output = outs;
 	for (int k = 0; k < nattr; k++) {
 		const attr *a = &attrs[k];
@@ -171,6 +174,12 @@ static int node(exporter *e, const char *op, const char *name, const char *const
 	n->attribute = as;
 	e->node[e->nnode++] = n;
 	return 0;
+}
+
+static int node(exporter *e, const char *op, const char *name, const char *const *in, int nin, const char *out,
+		const attr *attrs, int nattr)
+{
+	return node_n(e, op, name, in, nin, &out, 1, attrs, nattr);
 }
 
 /* Clip(x, lo, hi): min and max are inputs from opset 11 on, attributes before. */
@@ -328,36 +337,49 @@ static int maxpool(exporter *e, const gnode *nd, const char *in, const char *out
 	return node(e, "MaxPool", nd->name, &in, 1, out, a, p->ceil_mode ? 4 : 3);
 }
 
-static Onnx__ValueInfoProto *value_info(exporter *e, const char *name, const int64_t shape[4])
+/* A graph input or output: elem_type (ONNX__TENSOR_PROTO__DATA_TYPE__*) of shape[ndim];
+ * a dimension < 0 is the symbolic "K" (the number of detections). */
+static Onnx__ValueInfoProto *value_info_typed(exporter *e, const char *name, int elem_type, int ndim,
+					      const int64_t *shape)
 {
 	Onnx__ValueInfoProto *v = alloc(e, sizeof *v);
 	Onnx__TypeProto *t = alloc(e, sizeof *t);
 	Onnx__TypeProto__Tensor *tt = alloc(e, sizeof *tt);
 	Onnx__TensorShapeProto *s = alloc(e, sizeof *s);
-	Onnx__TensorShapeProto__Dimension **d = alloc(e, 4 * sizeof *d);
+	Onnx__TensorShapeProto__Dimension **d = alloc(e, (size_t)ndim * sizeof *d);
 	if (!v || !t || !tt || !s || !d)
 		return NULL;
 	onnx__value_info_proto__init(v);
 	onnx__type_proto__init(t);
 	onnx__type_proto__tensor__init(tt);
 	onnx__tensor_shape_proto__init(s);
-	for (int k = 0; k < 4; k++) {
+	for (int k = 0; k < ndim; k++) {
 		if (!(d[k] = alloc(e, sizeof *d[k])))
 			return NULL;
 		onnx__tensor_shape_proto__dimension__init(d[k]);
-		d[k]->value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE;
-		d[k]->dim_value = shape[k];
+		if (shape[k] < 0) {
+			d[k]->value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM;
+			d[k]->dim_param = "K";
+		} else {
+			d[k]->value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE;
+			d[k]->dim_value = shape[k];
+		}
 	}
-	s->n_dim = 4;
+	s->n_dim = (size_t)ndim;
 	s->dim = d;
 	tt->has_elem_type = 1;
-	tt->elem_type = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
+	tt->elem_type = elem_type;
 	tt->shape = s;
 	t->value_case = ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE;
 	t->tensor_type = tt;
 	v->name = str(e, "%s", name);
 	v->type = t;
 	return v->name ? v : NULL;
+}
+
+static Onnx__ValueInfoProto *value_info(exporter *e, const char *name, const int64_t shape[4])
+{
+	return value_info_typed(e, name, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, 4, shape);
 }
 
 /* Nodes and initializers of the whole graph; names[i] is node i's value. */
@@ -439,6 +461,389 @@ static int build(exporter *e, char **names, const char **outname)
 	return 0;
 }
 
+/* ------------------------------------------------------------ detection tail
+ * detect.h's post-processing in ONNX ops after the head outputs (onnx_export.h). Every
+ * value is named "det.<what>"; the helpers return the name of what they made, NULL (err)
+ * on failure, and take NULL inputs as a failure already reported, so a chain of them
+ * needs one check at its end. */
+
+typedef struct tail {
+	exporter *e;
+	int failed;
+} tail;
+
+static const char *t_fail(tail *t)
+{
+	t->failed = 1;
+	return NULL;
+}
+
+/* A constant: f32 or i64 [dims] (ndim 0: a scalar), copied into the arena. */
+static const char *t_const(tail *t, const char *what, int is_i64, int ndim, const int64_t *dims, const void *v,
+			   int64_t n)
+{
+	char *nm = str(t->e, "det.%s", what);
+	if (t->failed || !nm || initializer(t->e, nm, is_i64, ndim, dims, v, n, 1) < 0)
+		return t_fail(t);
+	return nm;
+}
+
+static const char *t_f32(tail *t, const char *what, float v)
+{
+	int64_t one[1] = {1};
+	return t_const(t, what, 0, 1, one, &v, 1);
+}
+
+static const char *t_i64s(tail *t, const char *what, int n, const int64_t *v)
+{
+	int64_t dims[1] = {n};
+	return t_const(t, what, 1, 1, dims, v, n);
+}
+
+/* out = op(in[0..nin)) with attributes; out named det.<what>. */
+static const char *t_op(tail *t, const char *op, const char *what, const char *const *in, int nin, const attr *a,
+			int na)
+{
+	char *out = str(t->e, "det.%s", what);
+	for (int i = 0; i < nin; i++)
+		if (!in[i])
+			return t_fail(t);
+	if (t->failed || !out || node(t->e, op, out, in, nin, out, a, na) < 0)
+		return t_fail(t);
+	return out;
+}
+
+static const char *t_un(tail *t, const char *op, const char *what, const char *x)
+{
+	return t_op(t, op, what, &x, 1, NULL, 0);
+}
+
+static const char *t_bin(tail *t, const char *op, const char *what, const char *x, const char *y)
+{
+	const char *in[2] = {x, y};
+	return t_op(t, op, what, in, 2, NULL, 0);
+}
+
+static const char *t_axes(tail *t, const char *op, const char *what, const char *x, int64_t axis)
+{
+	attr a[1] = {{.name = "axes", .type = A_INTS, .n = 1, .ints = {axis}}};
+	return t_op(t, op, what, &x, 1, a, 1);
+}
+
+static const char *t_axis(tail *t, const char *op, const char *what, const char *const *in, int nin, int64_t axis)
+{
+	attr a[1] = {{.name = "axis", .type = A_INT, .i = axis}};
+	return t_op(t, op, what, in, nin, a, 1);
+}
+
+/* x[..., start:end, ...] on one axis: inputs from opset 10 on, attributes before. */
+static const char *t_slice(tail *t, const char *what, const char *x, int64_t axis, int64_t start, int64_t end)
+{
+	if (t->e->opset < 10) {
+		attr a[3] = {{.name = "starts", .type = A_INTS, .n = 1, .ints = {start}},
+			     {.name = "ends", .type = A_INTS, .n = 1, .ints = {end}},
+			     {.name = "axes", .type = A_INTS, .n = 1, .ints = {axis}}};
+		return t_op(t, "Slice", what, &x, 1, a, 3);
+	}
+	char nm[96];
+	snprintf(nm, sizeof nm, "%s.starts", what);
+	const char *st = t_i64s(t, nm, 1, &start);
+	snprintf(nm, sizeof nm, "%s.ends", what);
+	const char *en = t_i64s(t, nm, 1, &end);
+	snprintf(nm, sizeof nm, "%s.axes", what);
+	const char *ax = t_i64s(t, nm, 1, &axis);
+	const char *in[4] = {x, st, en, ax};
+	return t_op(t, "Slice", what, in, 4, NULL, 0);
+}
+
+static const char *t_transpose(tail *t, const char *what, const char *x, int n, const int64_t *perm)
+{
+	attr a[1] = {{.name = "perm", .type = A_INTS, .n = n}};
+	memcpy(a[0].ints, perm, (size_t)n * sizeof *perm);
+	return t_op(t, "Transpose", what, &x, 1, a, 1);
+}
+
+/* The k largest of x along its last axis, sorted: values and indices (k an input from
+ * opset 10 on; kname an i64[1] value there, k the attribute before). */
+static int t_topk(tail *t, const char *what, const char *x, const char *kname, int64_t k, const char **values,
+		  const char **indices)
+{
+	char *v = str(t->e, "det.%s.values", what), *ix = str(t->e, "det.%s.indices", what),
+	     *nm = str(t->e, "det.%s", what);
+	if (t->failed || !x || !v || !ix || !nm)
+		return t_fail(t), -1;
+	const char *outs[2] = {v, ix};
+	int rc;
+	if (t->e->opset < 10) {
+		attr a[2] = {{.name = "k", .type = A_INT, .i = k}, {.name = "axis", .type = A_INT, .i = -1}};
+		rc = node_n(t->e, "TopK", nm, &x, 1, outs, 2, a, 2);
+	} else {
+		if (!kname)
+			return t_fail(t), -1;
+		attr a[3] = {{.name = "axis", .type = A_INT, .i = -1},
+			     {.name = "largest", .type = A_INT, .i = 1},
+			     {.name = "sorted", .type = A_INT, .i = 1}};
+		const char *in[2] = {x, kname};
+		rc = node_n(t->e, "TopK", nm, in, 2, outs, 2, a, 3);
+	}
+	if (rc < 0)
+		return t_fail(t), -1;
+	*values = v;
+	*indices = ix;
+	return 0;
+}
+
+/* Level k's candidates: probabilities [1, n, C+1], deltas [1, n, 4] and anchors as centre
+ * and size [1, n, 4], n the level's anchors or, past nms_pre, its nms_pre best by highest
+ * foreground probability (ascending anchor order at opset 11, as ssd-decode keeps them;
+ * top-k order at opset 9, whose TopK takes floats only). */
+static int t_level(tail *t, const onnx_detect *dt, int k, const char *cls, const char *reg, int C,
+		   const char **prob, const char **deltas, const char **anchors, int64_t *ncand)
+{
+	exporter *e = t->e;
+	const anchor_level *lv = &dt->anchors->level[k];
+	int64_t n = lv->count, K = C + 1, pre = dt->test.nms_pre;
+	static const int64_t nhwc[4] = {0, 2, 3, 1};
+	char w[64];
+	/* the head's rows (y, x, a), as forward flattens them */
+	snprintf(w, sizeof w, "cls_%d.shape", k);
+	const char *cshape = t_i64s(t, w, 3, (int64_t[]){1, -1, K});
+	snprintf(w, sizeof w, "reg_%d.shape", k);
+	const char *rshape = t_i64s(t, w, 3, (int64_t[]){1, -1, 4});
+	snprintf(w, sizeof w, "cls_%d.nhwc", k);
+	const char *c1 = t_transpose(t, w, cls, 4, nhwc);
+	snprintf(w, sizeof w, "cls_%d.rows", k);
+	const char *crow = t_bin(t, "Reshape", w, c1, cshape);
+	snprintf(w, sizeof w, "reg_%d.nhwc", k);
+	const char *r1 = t_transpose(t, w, reg, 4, nhwc);
+	snprintf(w, sizeof w, "reg_%d.rows", k);
+	const char *rrow = t_bin(t, "Reshape", w, r1, rshape);
+	snprintf(w, sizeof w, "prob_%d", k);
+	const char *p = t_axis(t, "Softmax", w, &crow, 1, 2);
+	float *cs = alloc(e, (size_t)n * 4 * sizeof *cs);
+	if (!cs)
+		return err_set("out of memory"), t_fail(t), -1;
+	box_centre_size(cs, dt->anchors->boxes + 4 * lv->first, n);
+	snprintf(w, sizeof w, "anchors_%d", k);
+	const char *an = t_const(t, w, 0, 3, (int64_t[]){1, n, 4}, cs, 4 * n);
+	if (pre <= 0 || n <= pre) {
+		*prob = p, *deltas = rrow, *anchors = an, *ncand = n;
+		return t->failed ? -1 : 0;
+	}
+	snprintf(w, sizeof w, "fg_%d", k);
+	const char *fg = t_slice(t, w, p, 2, 0, C);
+	attr keep0[2] = {{.name = "axes", .type = A_INTS, .n = 1, .ints = {2}}, {.name = "keepdims", .type = A_INT, .i = 0}};
+	snprintf(w, sizeof w, "fg_max_%d", k);
+	const char *mx = t_op(t, "ReduceMax", w, &fg, 1, keep0, 2);
+	snprintf(w, sizeof w, "nms_pre_%d.k", k);
+	const char *kk = e->opset >= 10 ? t_i64s(t, w, 1, &pre) : NULL;
+	const char *vals, *idx;
+	snprintf(w, sizeof w, "nms_pre_%d", k);
+	if (t_topk(t, w, mx, kk, pre, &vals, &idx) < 0)
+		return -1;
+	if (e->opset >= 11) {
+		/* back to anchor order: the pre smallest indices, ascending */
+		char *v = str(e, "det.nms_pre_%d.sorted", k), *ix = str(e, "det.nms_pre_%d.order", k),
+		     *nm = str(e, "det.nms_pre_%d.sort", k);
+		if (!v || !ix || !nm)
+			return t_fail(t), -1;
+		attr a[3] = {{.name = "axis", .type = A_INT, .i = -1},
+			     {.name = "largest", .type = A_INT, .i = 0},
+			     {.name = "sorted", .type = A_INT, .i = 1}};
+		const char *in[2] = {idx, kk}, *outs[2] = {v, ix};
+		if (node_n(e, "TopK", nm, in, 2, outs, 2, a, 3) < 0)
+			return t_fail(t), -1;
+		idx = v;
+	}
+	snprintf(w, sizeof w, "nms_pre_%d.rows", k);
+	const char *rows = t_axes(t, "Squeeze", w, idx, 0);
+	const char *in[2];
+	snprintf(w, sizeof w, "prob_%d.cand", k);
+	in[0] = p, in[1] = rows;
+	*prob = t_axis(t, "Gather", w, in, 2, 1);
+	snprintf(w, sizeof w, "reg_%d.cand", k);
+	in[0] = rrow;
+	*deltas = t_axis(t, "Gather", w, in, 2, 1);
+	snprintf(w, sizeof w, "anchors_%d.cand", k);
+	in[0] = an;
+	*anchors = t_axis(t, "Gather", w, in, 2, 1);
+	*ncand = pre;
+	return t->failed ? -1 : 0;
+}
+
+/* DeltaXYWH decode of deltas [1, n, 4] against anchors (cx, cy, w, h) [1, n, 4], as
+ * box_decode: d std + mean, |dw|, |dh| clipped, centre + size d, corners, clipped to
+ * the input [0, W] x [0, H]. */
+static const char *t_decode(tail *t, const box_coder *c, const char *deltas, const char *anchors, int W, int H)
+{
+	float std[4], mean[4], max_ratio = box_coder_max_ratio(c);
+	int means = 0;
+	for (int i = 0; i < 4; i++) {
+		std[i] = (float)c->stds[i];
+		mean[i] = (float)c->means[i];
+		means |= mean[i] != 0;
+	}
+	int64_t four[1] = {4};
+	const char *d = t_bin(t, "Mul", "delta", deltas, t_const(t, "stds", 0, 1, four, std, 4));
+	if (means)
+		d = t_bin(t, "Add", "delta.mean", d, t_const(t, "means", 0, 1, four, mean, 4));
+	const char *dxy = t_slice(t, "delta.xy", d, 2, 0, 2), *dwh = t_slice(t, "delta.wh", d, 2, 2, 4);
+	const char *axy = t_slice(t, "anchor.xy", anchors, 2, 0, 2), *awh = t_slice(t, "anchor.wh", anchors, 2, 2, 4);
+	char *dwc = str(t->e, "det.delta.wh.clip");
+	if (t->failed || !dwc || !dwh || clip(t->e, dwc, dwh, dwc, -max_ratio, max_ratio) < 0)
+		return t_fail(t);
+	const char *wh = t_bin(t, "Mul", "box.wh", awh, t_un(t, "Exp", "delta.wh.exp", dwc));
+	const char *xy = t_bin(t, "Add", "box.xy", axy, t_bin(t, "Mul", "box.shift", awh, dxy));
+	const char *half = t_bin(t, "Mul", "box.half", wh, t_f32(t, "half", 0.5f));
+	const char *corners[2] = {t_bin(t, "Sub", "box.x1y1", xy, half), t_bin(t, "Add", "box.x2y2", xy, half)};
+	const char *b = t_axis(t, "Concat", "box.corners", corners, 2, 2);
+	float hi[4] = {(float)W, (float)H, (float)W, (float)H};
+	return t_bin(t, "Min", "boxes", t_bin(t, "Max", "box.low", b, t_f32(t, "zero", 0.0f)),
+		     t_const(t, "size", 0, 1, four, hi, 4));
+}
+
+/* The selected (box, class, score) triples as the graph outputs: dets [1, K, 5] and
+ * labels i64 [1, K], or one detections [1, K, 6] (the label as a float last). */
+static int t_outputs(tail *t, const onnx_detect *dt, const char *boxes, const char *scores, const char *labels,
+		     onnx_info *inf)
+{
+	exporter *e = t->e;
+	const char *sc = t_axes(t, "Unsqueeze", "score.col", scores, 1);
+	const char *parts[3] = {boxes, sc, NULL};
+	if (dt->single_output) {
+		attr to_f32[1] = {{.name = "to", .type = A_INT, .i = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT}};
+		const char *lf = t_op(t, "Cast", "label.f32", &labels, 1, to_f32, 1);
+		parts[2] = t_axes(t, "Unsqueeze", "label.col", lf, 1);
+		const char *rows = t_axis(t, "Concat", "detections.rows", parts, 3, 1);
+		if (t->failed || !rows || node(e, "Unsqueeze", "detections", &rows, 1, "detections",
+					       (attr[]){{.name = "axes", .type = A_INTS, .n = 1, .ints = {0}}}, 1) < 0)
+			return t_fail(t), -1;
+		inf->ndetect = 1;
+		inf->detect_cols = 6;
+		snprintf(inf->detect_name[0], sizeof inf->detect_name[0], "detections");
+		return 0;
+	}
+	const char *rows = t_axis(t, "Concat", "dets.rows", parts, 2, 1);
+	attr ax0[1] = {{.name = "axes", .type = A_INTS, .n = 1, .ints = {0}}};
+	if (t->failed || !rows || !labels || node(e, "Unsqueeze", "dets", &rows, 1, "dets", ax0, 1) < 0 ||
+	    node(e, "Unsqueeze", "labels", &labels, 1, "labels", ax0, 1) < 0)
+		return t_fail(t), -1;
+	inf->ndetect = 2;
+	inf->detect_cols = 5;
+	snprintf(inf->detect_name[0], sizeof inf->detect_name[0], "dets");
+	snprintf(inf->detect_name[1], sizeof inf->detect_name[1], "labels");
+	return 0;
+}
+
+/* Finds head output "<prefix>_<k>" among the ones written. */
+static int head_output(const onnx_info *inf, const char *prefix, int k)
+{
+	char want[16];
+	snprintf(want, sizeof want, "%s_%d", prefix, k);
+	for (int i = 0; i < inf->noutputs; i++)
+		if (!strcmp(inf->output_name[i], want))
+			return i;
+	return -1;
+}
+
+/* The whole tail after the head outputs of inf; fills inf's detection outputs. */
+static int detect_tail(exporter *e, const onnx_detect *dt, int C, onnx_info *inf)
+{
+	const anchor_set *an = dt->anchors;
+	tail t = {.e = e};
+	if (inf->input_shape[0] != 1)
+		return err_set("onnx: the detection tail needs batch 1 (got %lld)", (long long)inf->input_shape[0]);
+	if (2 * an->nlevels != inf->noutputs)
+		return err_set("onnx: %d anchor levels for %d head outputs", an->nlevels, inf->noutputs);
+	const char *prob[ANCHOR_MAX_LEVELS], *deltas[ANCHOR_MAX_LEVELS], *anchors[ANCHOR_MAX_LEVELS];
+	int64_t ncand = 0;
+	for (int k = 0; k < an->nlevels; k++) {
+		const anchor_level *lv = &an->level[k];
+		int ci = head_output(inf, "cls", k), ri = head_output(inf, "reg", k);
+		if (ci < 0 || ri < 0)
+			return err_set("onnx: no head outputs cls_%d, reg_%d", k, k);
+		const int64_t *cs = inf->output_shape[ci], *rs = inf->output_shape[ri];
+		if (cs[1] != (int64_t)lv->nbase * (C + 1) || rs[1] != (int64_t)lv->nbase * 4 || cs[2] != lv->feat_h ||
+		    cs[3] != lv->feat_w || rs[2] != lv->feat_h || rs[3] != lv->feat_w)
+			return err_set("onnx: head outputs cls_%d [%lld, %lld, %lld], reg_%d [%lld, %lld, %lld] do not fit "
+				       "the anchors (%d per location, %dx%d, %d classes)",
+				       k, (long long)cs[1], (long long)cs[2], (long long)cs[3], k, (long long)rs[1],
+				       (long long)rs[2], (long long)rs[3], lv->nbase, lv->feat_h, lv->feat_w, C);
+		int64_t n;
+		if (t_level(&t, dt, k, inf->output_name[ci], inf->output_name[ri], C, &prob[k], &deltas[k], &anchors[k],
+			    &n) < 0)
+			return -1;
+		ncand += n;
+	}
+	inf->candidates = ncand;
+	int L = an->nlevels;
+	const char *p = t_axis(&t, "Concat", "prob", prob, L, 1);
+	const char *d = t_axis(&t, "Concat", "deltas", deltas, L, 1);
+	const char *a = t_axis(&t, "Concat", "anchors", anchors, L, 1);
+	const char *boxes = t_decode(&t, &dt->coder, d, a, (int)inf->input_shape[3], (int)inf->input_shape[2]);
+	/* foreground scores per class: [1, C, n] */
+	static const int64_t swap12[3] = {0, 2, 1};
+	const char *scores = t_transpose(&t, "scores", t_slice(&t, "fg", p, 2, 0, C), 3, swap12);
+	const char *box_rows = t_axes(&t, "Squeeze", "box.rows", boxes, 0);
+	if (t.failed)
+		return -1;
+	const char *sel_scores, *sel_labels, *sel_boxes;
+	if (e->opset >= 11) {
+		/* per-class greedy NMS (IoU > nms_iou suppresses, scores > score_thr, at most
+		 * max_per_img a class): rows (0, class, candidate), class by class */
+		int64_t maxk = dt->test.max_per_img;
+		const char *in[5] = {boxes, scores, t_i64s(&t, "max_per_class", 1, &maxk),
+				     t_f32(&t, "iou_threshold", (float)dt->test.nms_iou),
+				     t_f32(&t, "score_threshold", (float)dt->test.score_thr)};
+		const char *sel = t_op(&t, "NonMaxSuppression", "selected", in, 5, NULL, 0);
+		int64_t one = 1, two = 2;
+		const char *cls_col = t_const(&t, "col.class", 1, 0, NULL, &one, 1);
+		const char *box_col = t_const(&t, "col.box", 1, 0, NULL, &two, 1);
+		const char *g[2] = {sel, cls_col};
+		const char *sel_cls = t_axis(&t, "Gather", "selected.class", g, 2, 1);
+		g[1] = box_col;
+		const char *sel_box = t_axis(&t, "Gather", "selected.box", g, 2, 1);
+		const char *cb[2] = {t_axes(&t, "Squeeze", "scores.cn", scores, 0),
+				     t_slice(&t, "selected.class_box", sel, 1, 1, 3)};
+		const char *all_scores = t_op(&t, "GatherND", "selected.score", cb, 2, NULL, 0);
+		/* the best max_per_img over all classes, by score (ties: lower row first, i.e.
+		 * lower class, then NMS order); k = min(selected, max_per_img) */
+		attr to_f32[1] = {{.name = "to", .type = A_INT, .i = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT}};
+		attr to_i64[1] = {{.name = "to", .type = A_INT, .i = ONNX__TENSOR_PROTO__DATA_TYPE__INT64}};
+		const char *count = t_un(&t, "Shape", "selected.count", all_scores);
+		const char *countf = t_op(&t, "Cast", "selected.count.f32", &count, 1, to_f32, 1);
+		const char *kf = t_bin(&t, "Min", "top.k.f32", countf, t_f32(&t, "max_per_img", (float)maxk));
+		const char *kk = t_op(&t, "Cast", "top.k", &kf, 1, to_i64, 1);
+		const char *order;
+		if (t_topk(&t, "top", all_scores, kk, 0, &sel_scores, &order) < 0)
+			return -1;
+		g[1] = order;
+		g[0] = sel_cls;
+		sel_labels = t_axis(&t, "Gather", "label", g, 2, 0);
+		g[0] = sel_box;
+		const char *box_idx = t_axis(&t, "Gather", "box.index", g, 2, 0);
+		g[0] = box_rows, g[1] = box_idx;
+		sel_boxes = t_axis(&t, "Gather", "box", g, 2, 0);
+	} else {
+		/* opset 9 has no NonMaxSuppression: every (class, candidate) with score >
+		 * score_thr, class by class, NMS left to the consumer (TIDL's meta-arch) */
+		int64_t flat[1] = {-1}, nc = ncand;
+		const char *all = t_bin(&t, "Reshape", "scores.flat", scores, t_i64s(&t, "flat", 1, flat));
+		const char *above = t_bin(&t, "Greater", "above", all, t_f32(&t, "score_threshold", (float)dt->test.score_thr));
+		const char *nz = t_axes(&t, "Squeeze", "above.index", t_un(&t, "NonZero", "above.nonzero", above), 0);
+		const char *g[2] = {all, nz};
+		sel_scores = t_axis(&t, "Gather", "score", g, 2, 0);
+		const char *ncn = t_const(&t, "candidates", 1, 0, NULL, &nc, 1);
+		sel_labels = t_bin(&t, "Div", "label", nz, ncn);
+		const char *box_idx = t_bin(&t, "Sub", "box.index", nz, t_bin(&t, "Mul", "label.offset", sel_labels, ncn));
+		g[0] = box_rows, g[1] = box_idx;
+		sel_boxes = t_axis(&t, "Gather", "box", g, 2, 0);
+	}
+	if (t.failed)
+		return -1;
+	return t_outputs(&t, dt, sel_boxes, sel_scores, sel_labels, inf);
+}
+
 int onnx_export(model *m, const onnx_options *o, const char *path, onnx_info *info)
 {
 	if (o->opset != 9 && o->opset != 11)
@@ -451,10 +856,10 @@ int onnx_export(model *m, const onnx_options *o, const char *path, onnx_info *in
 		g_refold(m);
 	exporter e = {.opset = o->opset, .round = o->round, .m = m};
 	int rc = -1, batch = o->batch > 0 ? o->batch : 1;
-	e.node_cap = e.init_cap = 8 * (size_t)m->nnodes + 16;
+	e.node_cap = e.init_cap = 8 * (size_t)m->nnodes + 16 + (o->detect ? 256 : 0);
 	char **names = alloc(&e, (size_t)m->nnodes * sizeof *names);
 	const char **outname = alloc(&e, (size_t)m->nnodes * sizeof *outname);
-	Onnx__ValueInfoProto **outs = alloc(&e, ONNX_MAX_OUTPUTS * sizeof *outs);
+	Onnx__ValueInfoProto **outs = alloc(&e, (ONNX_MAX_OUTPUTS + 2) * sizeof *outs);
 	e.node = alloc(&e, e.node_cap * sizeof *e.node);
 	e.init = alloc(&e, e.init_cap * sizeof *e.init);
 	uint8_t *buf = NULL;
@@ -493,6 +898,20 @@ int onnx_export(model *m, const onnx_options *o, const char *path, onnx_info *in
 			err_set("out of memory");
 			goto done;
 		}
+	if (o->detect) {
+		if (detect_tail(&e, o->detect, model_num_classes(m), &inf) < 0)
+			goto done;
+		int64_t dets[3] = {1, -1, inf.detect_cols}, labels[2] = {1, -1};
+		outs[nout] = value_info_typed(&e, inf.detect_name[0], ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, 3, dets);
+		if (inf.ndetect == 2)
+			outs[nout + 1] =
+				value_info_typed(&e, inf.detect_name[1], ONNX__TENSOR_PROTO__DATA_TYPE__INT64, 2, labels);
+		for (int k = 0; k < inf.ndetect; k++)
+			if (!outs[nout + k]) {
+				err_set("out of memory");
+				goto done;
+			}
+	}
 	Onnx__ValueInfoProto *input = value_info(&e, "input", inf.input_shape);
 	Onnx__GraphProto g;
 	Onnx__ModelProto mp;
@@ -511,7 +930,7 @@ int onnx_export(model *m, const onnx_options *o, const char *path, onnx_info *in
 	g.initializer = e.init;
 	g.n_input = 1;
 	g.input = &input;
-	g.n_output = (size_t)nout;
+	g.n_output = (size_t)(nout + inf.ndetect);
 	g.output = outs;
 	ops.domain = "";
 	ops.has_version = 1;

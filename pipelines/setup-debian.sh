@@ -13,6 +13,7 @@ pkgs=(
 	python3 python3-numpy python3-pil python3-zstandard   # tests that build odd images and read streams
 	libprotobuf-c-dev protobuf-c-compiler libonnx-dev     # tidl-pack: ONNX messages from Debian's onnx.proto
 	python3-onnx                 # tests: the ONNX checker
+	protobuf-compiler python3-protobuf   # tests: exported prototxts parsed with our TIDL schema (tests/proto)
 	openmpi-bin libopenmpi-dev   # data-parallel training and sharded eval (NP=N)
 )
 sudo=

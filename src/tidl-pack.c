@@ -21,9 +21,12 @@ static void usage(void)
 	       "\n"
 	       "Exports a model for TI's TIDL (docs/export.md): the network as ONNX (BN folded;\n"
 	       "quantised: power-of-2 weights and a Clip to each activation's power-of-2 range, as\n"
-	       "TI's QAT export) with one output per head conv and level (cls_k, reg_k), and the\n"
+	       "TI's QAT export) with one output per head conv and level (cls_k, reg_k), then\n"
+	       "ssd-decode's post-processing with the config's model.test settings, to outputs\n"
+	       "dets [1,K,5] and labels [1,K] (opset 9: no NMS; --old-tidl: one detections), and the\n"
 	       "TIDLMetaArch \"ssd\" prototxt whose prior boxes are the training anchors (checked\n"
-	       "numerically). A summary of what was written goes to stdout.\n"
+	       "numerically). A summary of what was written, with TIDL's compile options for the\n"
+	       "model, goes to stdout.\n"
 	       "\n"
 	       "  --config FILE      pipeline config (\"model\", \"data\" sections)\n"
 	       "  --weights CKPT     params (the first params record: a checkpoint is fine)\n"
@@ -36,7 +39,8 @@ static void usage(void)
 	       "  --onnx FILE        ONNX output (default model.onnx)\n"
 	       "  --prototxt FILE    meta-architecture output (default model.prototxt)\n"
 	       "  --opset N          11 (default) or 9 for older TIDL\n"
-	       "  --old-tidl         one prototxt `output` (older TIDL rejects the repeated field)\n"
+	       "  --old-tidl         one prototxt `output` and one graph output, detections [1,K,6]\n"
+	       "                     (older TIDL rejects the repeated field)\n"
 	       "  --size S           input size (default: the config's data.size)\n"
 	       "  --confidence X     detection_output_param.confidence_threshold (default 0.3)\n"
 	       "  --top-k N          nms_param.top_k (default 200)\n"
@@ -48,7 +52,7 @@ static void usage(void)
 
 static void print_summary(const model *m, const char *config, const char *weights, const char *ranges, int bits,
 			  int wbits, const char *onnx, const onnx_info *oi, const char *prototxt, const tidl_ssd *s,
-			  double prior_diff, const data_config *dc)
+			  double prior_diff, const data_config *dc, const model_config *mc)
 {
 	printf("model: %s (%s), weights %s, ", model_name(m), config, weights);
 	if (ranges) {
@@ -71,6 +75,20 @@ static void print_summary(const model *m, const char *config, const char *weight
 		printf("  %-6s f32[%lld,%lld,%lld,%lld]\n", oi->output_name[k], (long long)oi->output_shape[k][0],
 		       (long long)oi->output_shape[k][1], (long long)oi->output_shape[k][2],
 		       (long long)oi->output_shape[k][3]);
+	const detect_params *t = &mc->test;
+	printf("detection outputs (after the heads: softmax, nms_pre %d, decode, clip to the input, ", t->nms_pre);
+	if (oi->opset >= 11)
+		printf("NonMaxSuppression iou %g, score > %g, max_per_img %d; %lld candidates):\n", t->nms_iou,
+		       t->score_thr, t->max_per_img, (long long)oi->candidates);
+	else
+		printf("score > %g, no NMS at opset %d: every (class, candidate) above it; %lld candidates):\n",
+		       t->score_thr, oi->opset, (long long)oi->candidates);
+	if (oi->ndetect == 1) {
+		printf("  %-10s f32[1,K,6] x1 y1 x2 y2 score label (input pixels)\n", oi->detect_name[0]);
+	} else {
+		printf("  %-10s f32[1,K,5] x1 y1 x2 y2 score (input pixels)\n", oi->detect_name[0]);
+		printf("  %-10s i64[1,K] 0..C-1\n", oi->detect_name[1]);
+	}
 	printf("prototxt: %s, %d levels, num_classes %d (background %d), %s; prior boxes equal the anchors to "
 	       "%.3g px\n",
 	       prototxt, s->nlevels, s->num_classes, s->background_label_id,
@@ -83,6 +101,23 @@ static void print_summary(const model *m, const char *config, const char *weight
 			printf(" %g", p->ratio[i]);
 		printf("\n");
 	}
+	/* what a user gives TIDL's compiler beside the two files (TI's edgeai-tidl-tools:
+	 * ONNX Runtime's TIDL provider options and its model configs' preprocessing) */
+	printf("tidl compile options:\n");
+	printf("  object_detection:meta_arch_type: 3 (ONNX SSD)\n");
+	printf("  object_detection:meta_layers_names_list: %s\n", prototxt);
+	if (ranges) {
+		printf("  tensor_bits: %d\n", bits);
+		printf("  advanced_options:quantization_scale_type: 1 (power-of-2 scales, as exported)\n");
+		printf("  accuracy_level: 0 (the ranges are the graph's Clips: no calibration)\n");
+	} else {
+		printf("  tensor_bits: 8 or 16; accuracy_level: 1 (TIDL calibrates: advanced_options:calibration_frames)\n");
+	}
+	printf("  input_mean: %g %g %g (the config's mean)\n", dc->mean[0], dc->mean[1], dc->mean[2]);
+	printf("  input_scale: %.9g %.9g %.9g (1 / std; TIDL computes (pixel - mean) * scale)\n", 1 / dc->std[0],
+	       1 / dc->std[1], 1 / dc->std[2]);
+	printf("  channels: %s (reverse_channels: %s), resize %lldx%lld, data_layout NCHW\n", dc->to_rgb ? "RGB" : "BGR",
+	       dc->to_rgb ? "False" : "True", (long long)oi->input_shape[3], (long long)oi->input_shape[2]);
 	if (!ranges)
 		return;
 	printf("ranges (%d points: clip lo hi, fraction bits):\n", model_quant_points(m));
@@ -187,10 +222,16 @@ int main(int argc, char **argv)
 	if (model_plan(m, 1, S, S, 0, 0) < 0)
 		die_err();
 
-	onnx_options oo = {.opset = (int)opset, .batch = 1, .round = round_act};
+	/* the graph ends in ssd-decode's post-processing: the same anchors and settings */
+	anchor_set *anchors = anchors_new(&mc.anchors, S);
+	if (!anchors)
+		die_err();
+	onnx_detect od = {.anchors = anchors, .coder = mc.coder, .test = mc.test, .single_output = old};
+	onnx_options oo = {.opset = (int)opset, .batch = 1, .round = round_act, .detect = &od};
 	onnx_info oi;
 	if (onnx_export(m, &oo, onnx, &oi) < 0)
 		die_err();
+	anchors_free(anchors);
 
 	tidl_ssd s = {.in_width = S, .in_height = S, .num_classes = model_num_classes(m) + 1,
 		      .background_label_id = model_num_classes(m), .nms_threshold = mc.test.nms_iou,
@@ -221,7 +262,7 @@ int main(int argc, char **argv)
 	if (afile_commit(&f) < 0)
 		die_err();
 
-	print_summary(m, config, weights, from, (int)bits, (int)wbits, onnx, &oi, prototxt, &s, prior_diff, &dc);
+	print_summary(m, config, weights, from, (int)bits, (int)wbits, onnx, &oi, prototxt, &s, prior_diff, &dc, &mc);
 	model_free(m);
 	close_stdout();
 	return 0;

@@ -12,6 +12,12 @@
       With --prototxt and --dets: decodes the ONNX Runtime outputs as caffe's SSD
       DetectionOutput does with the prototxt's PriorBox and detection parameters (boxes
       clipped to the input, as mmdet), and checks that the detections equal ssd-decode's D.
+  onnx_check.py dets MODEL.onnx --batches B --dets D [--nms-iou X --max-per-img N]
+      Runs the model in ONNX Runtime on the images of B and compares the graph's own
+      detections (dets + labels, or detections) with ssd-decode's D at the settings the
+      graph was exported with: same count, labels and order (free among equal scores),
+      scores to --score-tol, boxes (divided by scale_factor) to --box-tol pixels. With
+      --nms-iou (an opset 9 graph, which stops before NMS) NMS is finished here first.
 Prints the figures as one JSON line; exits 1 when a check fails.
 """
 import json
@@ -27,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tnsfile  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ORT_TYPES = {"float32": "<f4", "int64": "<i8", "int32": "<i4"}
 
 
 def check(path, opset):
@@ -56,8 +63,14 @@ def run_ort(model, images):
         info = json.loads(r.stdout.strip().splitlines()[-1])
         out = {}
         for name in info["outputs"]:
-            shape = info["shapes"][name]
-            out[name] = np.fromfile(os.path.join(d, name + ".f32"), dtype="<f4").reshape([n] + shape[1:])
+            raw = np.fromfile(os.path.join(d, name + ".raw"), dtype=ORT_TYPES[info["types"][name]])
+            shapes = info["image_shapes"][name]
+            if all(s == shapes[0] for s in shapes):
+                out[name] = raw.reshape([n] + shapes[0][1:])
+            else:
+                # a size that varies per image (the number of detections): one array each
+                ends = np.cumsum([int(np.prod(s)) for s in shapes])
+                out[name] = [a.reshape(s[1:]) for a, s in zip(np.split(raw, ends[:-1]), shapes)]
         return out
 
 
@@ -233,6 +246,117 @@ def compare(a):
     return 0 if ok else 1
 
 
+# ---- the graph's own detections (dets/labels, or detections) against ssd-decode
+
+def greedy_nms(boxes, scores, labels, iou_thr, max_per_img):
+    """ssd-decode's steps 4-5 on candidates that passed the score threshold (the opset 9
+    graph's output): per class, greedy NMS in score order (IoU > iou_thr suppresses, in
+    float32 as lib/boxes.c), at most max_per_img a class; then all by score, label, index."""
+    f = np.float32
+    keep = []
+    for c in np.unique(labels):
+        idx = np.nonzero(labels == c)[0]
+        idx = idx[np.argsort(-scores[idx], kind="stable")]
+        kept = []
+        for i in idx:
+            if len(kept) == max_per_img:
+                break
+            b = boxes[i].astype(f)
+            ok = True
+            for j in kept:
+                a = boxes[j].astype(f)
+                w = min(a[2], b[2]) - max(a[0], b[0])
+                h = min(a[3], b[3]) - max(a[1], b[1])
+                ov = f(max(w, f(0))) * f(max(h, f(0)))
+                un = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ov
+                if ov / max(un, f(np.finfo(f).eps)) > f(iou_thr):
+                    ok = False
+                    break
+            if ok:
+                kept.append(i)
+        keep += kept
+    keep.sort(key=lambda i: (-scores[i], labels[i], i))
+    return np.array(keep[:max_per_img], dtype=np.int64)
+
+
+def match_in_order(mine, ref, box_tol, score_tol):
+    """mine and ref: (boxes [K,4], scores [K], labels [K]), both by score descending.
+    Equal when the counts agree and position by position the label, score and box agree;
+    among entries whose scores tie (within score_tol) the order is free (ONNX Runtime's
+    NonMaxSuppression orders equal scores as its heap pops them). Returns the figures."""
+    (mb, ms, ml), (rb, rs, rl) = mine, ref
+    fig = {"count": len(rs), "count_equal": len(ms) == len(rs), "max_box_diff_px": 0.0, "max_score_diff": 0.0,
+           "labels_equal": True, "in_order": 0, "reordered_in_ties": 0, "unmatched": 0}
+    if len(ms) != len(rs):
+        fig["unmatched"] = abs(len(ms) - len(rs))
+        return fig
+    used = np.zeros(len(rs), dtype=bool)
+    for i in range(len(ms)):
+        d = np.abs(rb[i] - mb[i]).max() if len(rb) else 0.0
+        if not used[i] and rl[i] == ml[i] and abs(rs[i] - ms[i]) <= score_tol and d <= box_tol:
+            used[i] = True
+            fig["in_order"] += 1
+            fig["max_box_diff_px"] = max(fig["max_box_diff_px"], float(d))
+            fig["max_score_diff"] = max(fig["max_score_diff"], float(abs(rs[i] - ms[i])))
+            continue
+        # another reference entry of the same score (a tie), label and box
+        cand = np.nonzero(~used & (rl == ml[i]) & (np.abs(rs - ms[i]) <= score_tol) &
+                          (np.abs(rs - rs[i]) <= score_tol))[0]
+        dd = np.abs(rb[cand] - mb[i]).max(axis=1) if len(cand) else np.array([])
+        if len(cand) and dd.min() <= box_tol:
+            j = cand[np.argmin(dd)]
+            used[j] = True
+            fig["reordered_in_ties"] += 1
+            fig["max_box_diff_px"] = max(fig["max_box_diff_px"], float(dd.min()))
+            fig["max_score_diff"] = max(fig["max_score_diff"], float(abs(rs[j] - ms[i])))
+        else:
+            fig["unmatched"] += 1
+            if rl[i] != ml[i]:
+                fig["labels_equal"] = False
+    return fig
+
+
+def dets(a):
+    batches = [t for t, _ in records(a.batches, "batch")]
+    images = np.concatenate([t["image"] for t in batches])
+    scales = np.concatenate([t["scale_factor"] for t in batches])
+    ref = [t for t, _ in records(a.dets, "dets")]
+    assert len(ref) == len(images), f"{len(ref)} dets records for {len(images)} images"
+    out = run_ort(a.model, images)
+    single = "detections" in out
+    total = {"images": len(images), "count": 0, "max_box_diff_px": 0.0, "max_score_diff": 0.0, "in_order": 0,
+             "reordered_in_ties": 0, "unmatched": 0, "labels_equal": True, "counts_equal": True,
+             "ort_outputs": [k for k in ("dets", "labels", "detections") if k in out]}
+    for i in range(len(images)):
+        if single:
+            d = np.asarray(out["detections"][i]).reshape(-1, 6)
+            boxes, scores, labels = d[:, :4], d[:, 4], d[:, 5].astype(np.int64)
+            assert np.all(d[:, 5] == labels), "detections: labels are not whole numbers"
+        else:
+            d = np.asarray(out["dets"][i]).reshape(-1, 5)
+            boxes, scores, labels = d[:, :4], d[:, 4], np.asarray(out["labels"][i]).reshape(-1)
+        if a.nms_iou is not None:
+            # the opset 9 graph stops before NMS: finish it as ssd-decode does
+            k = greedy_nms(boxes, scores, labels, a.nms_iou, a.max_per_img)
+            boxes, scores, labels = boxes[k], scores[k], labels[k]
+        mine = (boxes.astype(np.float64) / scales[i], scores.astype(np.float64), labels)
+        r = ref[i]
+        fig = match_in_order(mine, (r["boxes"].astype(np.float64), r["scores"].astype(np.float64),
+                                    r["labels"].astype(np.int64)), a.box_tol, a.score_tol)
+        if not fig["count_equal"]:
+            print(f"image {i}: {len(scores)} detections from ONNX Runtime, ssd-decode {len(r['scores'])}",
+                  file=sys.stderr)
+        total["counts_equal"] &= fig["count_equal"]
+        total["labels_equal"] &= fig["labels_equal"]
+        for key in ("count", "in_order", "reordered_in_ties", "unmatched"):
+            total[key] += fig[key]
+        for key in ("max_box_diff_px", "max_score_diff"):
+            total[key] = max(total[key], fig[key])
+    total["equal"] = bool(total["counts_equal"] and total["unmatched"] == 0)
+    print(json.dumps(total))
+    return 0 if total["equal"] else 1
+
+
 def main():
     import argparse
     ap = argparse.ArgumentParser()
@@ -248,7 +372,17 @@ def main():
     c.add_argument("--max-steps", type=float, default=1.0)
     c.add_argument("--prototxt")
     c.add_argument("--dets")
+    c = sub.add_parser("dets")
+    c.add_argument("model")
+    c.add_argument("--batches", required=True)
+    c.add_argument("--dets", required=True)
+    c.add_argument("--nms-iou", type=float, help="the graph has no NMS (opset 9): apply it here")
+    c.add_argument("--max-per-img", type=int, default=200)
+    c.add_argument("--box-tol", type=float, default=1e-3, help="pixels")
+    c.add_argument("--score-tol", type=float, default=1e-5)
     a = ap.parse_args()
+    if a.cmd == "dets":
+        return dets(a)
     if a.cmd == "check":
         check(a.model, a.opset)
         return 0

@@ -52,6 +52,23 @@ compare_quant() {
 	[ "$status" -eq 0 ]
 }
 
+# derived CONFIG.json in $T: tiny_bccd with the "model" section JSON on top
+derived_config() {
+	printf '{"base": "%s", "model": %s}\n' "$ROOT/$CFG" "$2" >"$T/$1.json"
+}
+
+# compare_dets ONNX DETS [ARGS]: ONNX Runtime's detections of the graph (dets + labels,
+# or detections) on the 8 test images equal ssd-decode's DETS (onnx_check.py's JSON in
+# $output)
+compare_dets() {
+	local onnx=$1 dets=$2
+	shift 2
+	run "$PY" tests/onnx_check.py dets "$onnx" --batches "$D/batches.tns" --dets "$dets" "$@"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$(jq '.equal and .counts_equal and .labels_equal and .unmatched == 0' <<<"$output")" = true ]
+}
+
 @test "float export: the ONNX checker passes, ONNX Runtime equals forward, prototxt detections equal ssd-decode's" {
 	run "$BIN/tidl-pack" --config $CFG --weights "$D/float/latest.tns" --onnx "$T/m.onnx" \
 		--prototxt "$T/m.prototxt" --confidence 0.2 --top-k 100000 --keep-top-k 100000
@@ -61,7 +78,7 @@ compare_quant() {
 	[[ "$output" == *"prior boxes equal the anchors"* ]]
 	run "$PY" tests/onnx_check.py check "$T/m.onnx" 11
 	[ "$status" -eq 0 ]
-	[[ "$output" == *'"checker": "ok"'*'"ops": ["Add", "Clip", "Conv", "Relu", "Resize"]'* ]]
+	[[ "$output" == *'"checker": "ok"'*'"NonMaxSuppression"'*'"outputs": ["cls_0", '*', "reg_5", "dets", "labels"]'* ]]
 	# mmdet's decoding at the prototxt's settings: every anchor, score > 0.2, NMS 0.45, no
 	# cap (a barely trained model has many equal scores: a cap would cut among them)
 	"$BIN/ssd-decode" --config $CFG --score-thr 0.2 --nms-pre 0 --nms-iou 0.45 --max-per-img 100000 \
@@ -165,6 +182,8 @@ compare_quant() {
 	run "$PY" tests/onnx_check.py compare "$T/m.onnx" --batches "$T/b.tns" --pred "$T/pred.tns"
 	echo "$output"
 	[ "$status" -eq 0 ]
+	run "$PY" tests/prototxt_check.py "$T/m.prototxt" "$T/m.onnx"
+	[ "$status" -eq 0 ]
 	run "$BIN/tidl-pack" --config $C --weights "$T/p.tns" --size 80 --opset 9 --onnx "$T/m9.onnx"
 	[ "$status" -eq 1 ]
 	[[ "$output" == "tidl-pack: neck.top_down.2.upsample: opset 9: upsampling 3x3 to 5x5 is no integer factor"* ]]
@@ -183,6 +202,9 @@ compare_quant() {
 		run "$PY" tests/onnx_check.py check "$T/$name.onnx" 11
 		[ "$status" -eq 0 ]
 		[[ "$output" == *"\"$op\""* ]]
+		run "$PY" tests/prototxt_check.py "$T/$name.prototxt" "$T/$name.onnx"
+		echo "$name: $output"
+		[ "$status" -eq 0 ]
 		run "$PY" tests/onnx_check.py compare "$T/$name.onnx" --batches "$T/b.tns" --pred "$T/pred.tns"
 		echo "$name: $output"
 		[ "$status" -eq 0 ]
@@ -258,6 +280,12 @@ compare_quant() {
 	[ "$status" -eq 0 ]
 	[ -s "$T/run/model.onnx" ] && [ -s "$T/run/model.prototxt" ]
 	[[ "$(cat "$T/run/export.txt")" == *"onnx: $T/run/model.onnx, opset 11"* ]]
+	# what TIDL's compiler needs beside the files, the prototxt under its final name
+	grep -qx '  object_detection:meta_arch_type: 3 (ONNX SSD)' "$T/run/export.txt"
+	grep -qx "  object_detection:meta_layers_names_list: $T/run/model.prototxt" "$T/run/export.txt"
+	grep -qx '  input_mean: 123.675 116.28 103.53 (the config.s mean)' "$T/run/export.txt"
+	grep -q '^  input_scale: 0.0171247538 0.0175070028 0.0174291939 ' "$T/run/export.txt"
+	grep -q '^  channels: RGB (reverse_channels: False), resize 96x96' "$T/run/export.txt"
 	# quantised from a float checkpoint: no ranges yet is an error, make calibrate's are used
 	RUN=$T/run QUANTIZE=1 run pipelines/export.sh $CFG
 	[ "$status" -ne 0 ]
@@ -266,9 +294,133 @@ compare_quant() {
 	RUN=$T/run QUANTIZE=1 OPSET=9 run pipelines/export.sh $CFG
 	[ "$status" -eq 0 ]
 	[[ "$(cat "$T/run/export.txt")" == *"ranges $T/run/ranges.tns"*"opset 9"* ]]
+	run "$PY" tests/prototxt_check.py "$T/run/model.prototxt" "$T/run/model.onnx"
+	[ "$status" -eq 0 ]
+	RUN=$T/run QUANTIZE=1 OLD_TIDL=1 run pipelines/export.sh $CFG
+	[ "$status" -eq 0 ]
+	run "$PY" tests/prototxt_check.py "$T/run/model.prototxt" "$T/run/model.onnx" --old
+	[ "$status" -eq 0 ]
 	# make calibrate's bias-calibrated ptq.tns (params + ranges) comes first, as for eval
 	cp "$D/qat.tns" "$T/run/ptq.tns"
 	RUN=$T/run QUANTIZE=1 run pipelines/export.sh $CFG
 	[ "$status" -eq 0 ]
 	[[ "$(cat "$T/run/export.txt")" == *"weights $T/run/ptq.tns, quantised to 8 bits, ranges $T/run/ptq.tns"* ]]
+	grep -qx '  tensor_bits: 8' "$T/run/export.txt"
+	grep -q '^  advanced_options:quantization_scale_type: 1 ' "$T/run/export.txt"
+}
+
+@test "the ONNX is a complete detector: ONNX Runtime's dets and labels equal ssd-decode's (float and --round)" {
+	# float, the config's settings (nms_pre 1000, score > 0.02, NMS 0.45, 200 an image)
+	"$BIN/tidl-pack" --config $CFG --weights "$D/float/latest.tns" --onnx "$T/m.onnx" --prototxt "$T/m.prototxt" \
+		>"$T/summary.txt"
+	grep -q "NonMaxSuppression iou 0.45, score > 0.02, max_per_img 200; 880 candidates" "$T/summary.txt"
+	"$BIN/ssd-decode" --config $CFG <"$D/pred.tns" >"$T/dets.tns"
+	compare_dets "$T/m.onnx" "$T/dets.tns"
+	# boxes in float to 1e-3 px (measured 4e-5); in ssd-decode's order but among equal scores
+	[ "$(jq '.count == 1600 and .max_box_diff_px < 1e-3 and .in_order >= 1590' <<<"$output")" = true ]
+	# quantised: the --round file computes forward --quant's heads, so its detections are
+	# ssd-decode's on forward --quant's
+	"$BIN/tidl-pack" --config $CFG --weights "$D/qat.tns" --quant --round --onnx "$T/qr.onnx" \
+		--prototxt "$T/qr.prototxt" >/dev/null
+	"$BIN/ssd-decode" --config $CFG <"$D/qpred.tns" >"$T/qdets.tns"
+	compare_dets "$T/qr.onnx" "$T/qdets.tns"
+	[ "$(jq '.count == 1600' <<<"$output")" = true ]
+	# a per-level top-k that cuts (levels 0 and 1 have 576 and 216 anchors), a higher
+	# threshold and a smaller cap, from the config
+	derived_config pre '{"test": {"nms_pre": 100, "score_thr": 0.1, "max_per_img": 50}}'
+	"$BIN/tidl-pack" --config "$T/pre.json" --weights "$D/float/latest.tns" --onnx "$T/pre.onnx" \
+		--prototxt "$T/pre.prototxt" >"$T/summary.txt"
+	# 100 + 100 + 54 + 24 + 6 + 4
+	grep -q "nms_pre 100, .*score > 0.1, max_per_img 50; 288 candidates" "$T/summary.txt"
+	"$BIN/ssd-decode" --config "$T/pre.json" <"$D/pred.tns" >"$T/pre.tns"
+	compare_dets "$T/pre.onnx" "$T/pre.tns"
+	[ "$(jq '.count > 0' <<<"$output")" = true ]
+	# nothing above the threshold: K = 0, not an error
+	derived_config none '{"test": {"score_thr": 1}}'
+	"$BIN/tidl-pack" --config "$T/none.json" --weights "$D/float/latest.tns" --onnx "$T/none.onnx" \
+		--prototxt "$T/none.prototxt" >/dev/null
+	"$BIN/ssd-decode" --config "$T/none.json" <"$D/pred.tns" >"$T/none.tns"
+	compare_dets "$T/none.onnx" "$T/none.tns"
+	[ "$(jq '.count == 0' <<<"$output")" = true ]
+}
+
+@test "opset 9 (no NonMaxSuppression: candidates above the threshold, NMS finished outside) and old TIDL's one output" {
+	"$BIN/tidl-pack" --config $CFG --weights "$D/qat.tns" --quant --round --opset 9 --onnx "$T/q9.onnx" \
+		--prototxt "$T/q9.prototxt" >"$T/summary.txt"
+	grep -q "no NMS at opset 9" "$T/summary.txt"
+	run "$PY" tests/onnx_check.py check "$T/q9.onnx" 9
+	[ "$status" -eq 0 ]
+	[[ "$output" != *NonMaxSuppression* && "$output" == *'"dets", "labels"]'* ]]
+	"$BIN/ssd-decode" --config $CFG <"$D/qpred.tns" >"$T/qdets.tns"
+	# the graph alone is not the detector: its candidates are many more than the dets
+	run "$PY" tests/onnx_check.py dets "$T/q9.onnx" --batches "$D/batches.tns" --dets "$T/qdets.tns"
+	[ "$status" -eq 1 ]
+	compare_dets "$T/q9.onnx" "$T/qdets.tns" --nms-iou 0.45 --max-per-img 200
+	# opset 9's TopK (k an attribute) with a cutting nms_pre
+	derived_config pre '{"test": {"nms_pre": 100, "score_thr": 0.1, "max_per_img": 50}}'
+	"$BIN/tidl-pack" --config "$T/pre.json" --weights "$D/float/latest.tns" --opset 9 --onnx "$T/pre9.onnx" \
+		--prototxt "$T/pre9.prototxt" >/dev/null
+	"$BIN/ssd-decode" --config "$T/pre.json" <"$D/pred.tns" >"$T/pre.tns"
+	compare_dets "$T/pre9.onnx" "$T/pre.tns" --nms-iou 0.45 --max-per-img 50
+	# --old-tidl: one output "detections" [1, K, 6], the same detections
+	"$BIN/tidl-pack" --config $CFG --weights "$D/qat.tns" --quant --round --old-tidl --onnx "$T/qo.onnx" \
+		--prototxt "$T/qo.prototxt" >/dev/null
+	compare_dets "$T/qo.onnx" "$T/qdets.tns"
+	[ "$(jq -c '.ort_outputs' <<<"$output")" = '["detections"]' ]
+}
+
+@test "the detections check fails for a graph with other variances or other anchors" {
+	"$BIN/ssd-decode" --config $CFG <"$D/pred.tns" >"$T/dets.tns"
+	derived_config var '{"bbox_coder": {"stds": [0.1, 0.1, 0.1, 0.1]}}'
+	derived_config anc '{"anchors": {"center_offset": 1}}'
+	for c in var anc; do
+		"$BIN/tidl-pack" --config "$T/$c.json" --weights "$D/float/latest.tns" --onnx "$T/$c.onnx" \
+			--prototxt "$T/$c.prototxt" >/dev/null
+		run "$PY" tests/onnx_check.py dets "$T/$c.onnx" --batches "$D/batches.tns" --dets "$T/dets.tns"
+		echo "$c: $output"
+		[ "$status" -eq 1 ]
+		[[ "$output" == *'"equal": false'* ]]
+	done
+}
+
+# tests/proto: our schema of TIDL's meta-architecture messages (protoc + python3-protobuf)
+@test "every prototxt parses as TIDLMetaArch and names only tensors of its ONNX; old TIDL's against the older shape" {
+	"$BIN/tidl-pack" --config $CFG --weights "$D/float/latest.tns" --onnx "$T/m.onnx" --prototxt "$T/m.prototxt" \
+		>/dev/null
+	"$BIN/tidl-pack" --config $CFG --weights "$D/qat.tns" --quant --onnx "$T/q.onnx" --prototxt "$T/q.prototxt" \
+		>/dev/null
+	"$BIN/tidl-pack" --config $CFG --weights "$D/qat.tns" --quant --opset 9 --onnx "$T/q9.onnx" \
+		--prototxt "$T/q9.prototxt" >/dev/null
+	for f in m q q9; do
+		run "$PY" tests/prototxt_check.py "$T/$f.prototxt" "$T/$f.onnx"
+		echo "$f: $output"
+		[ "$status" -eq 0 ]
+		[[ "$output" == *'"names_checked": 14, "outputs": {"dets": [1, "K", 5], "labels": [1, "K"]}'* ]]
+	done
+	"$BIN/tidl-pack" --config $CFG --weights "$D/qat.tns" --quant --opset 9 --old-tidl --onnx "$T/o.onnx" \
+		--prototxt "$T/o.prototxt" >/dev/null
+	run "$PY" tests/prototxt_check.py "$T/o.prototxt" "$T/o.onnx" --old
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *'"outputs": {"detections": [1, "K", 6]}'* ]]
+	# the older shape has one optional output: the current prototxt does not parse with it
+	run "$PY" tests/prototxt_check.py "$T/m.prototxt" "$T/m.onnx" --old
+	[ "$status" -eq 1 ]
+	[[ "$output" == *'should not have multiple "output" fields'* ]]
+	# a field TIDL does not know, a name the graph lacks, heads that do not fit the priors
+	sed 's/in_width/in_widht/' "$T/m.prototxt" >"$T/bad.prototxt"
+	run "$PY" tests/prototxt_check.py "$T/bad.prototxt" "$T/m.onnx"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *'no field named "in_widht"'* ]]
+	sed 's/output: "dets"/output: "boxes"/' "$T/m.prototxt" >"$T/bad.prototxt"
+	run "$PY" tests/prototxt_check.py "$T/bad.prototxt" "$T/m.onnx"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"output 'boxes' is no output of $T/m.onnx"* ]]
+	run "$PY" tests/prototxt_check.py "$T/o.prototxt" "$T/m.onnx" --old
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"output 'detections' is no output"* ]]
+	sed '0,/aspect_ratio: 2/s//aspect_ratio: 2\n    aspect_ratio: 3/' "$T/m.prototxt" >"$T/bad.prototxt"
+	run "$PY" tests/prototxt_check.py "$T/bad.prototxt" "$T/m.onnx"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"'reg_0' has 16 channels; level 0's 6 priors need 24"* ]]
 }
