@@ -43,15 +43,15 @@ const char *imgsrc_file(const imgsrc *s, long i);
 
 enum { IMGSRC_END = 0, IMGSRC_RECORD = 1, IMGSRC_BAD = 2 };
 
-/* Reading positions p (0-based, in order) with p % shard_n == shard_k, of the first
- * limit images (< 0: all); decode 0 gives records without the image tensor (only the
- * header is read, for the size). encode_level: record_encode() each record at that
- * zstd level, or STREAM_LEVEL_DEFAULT... no: pass -1000 (STREAM_LEVEL_DEFAULT) for none. */
+/* Which positions p (0-based, in order) are read: the first limit (< 0: all), and of
+ * those the ones with p % shard_n == shard_k. */
 typedef struct imgsrc_plan {
 	int shard_k, shard_n;
 	long limit;
-	int decode;
 } imgsrc_plan;
+
+/* Whether position p is one the plan reads. */
+int imgsrc_planned(const imgsrc_plan *p, long pos);
 
 /* IMGSRC_RECORD: *out is the next record (record_free it). IMGSRC_BAD: the next image
  * is bad, err names its file and why; call again to go on without it. IMGSRC_END, or
