@@ -1,6 +1,6 @@
 # ssd-tools: SSD detectors as a pipeline of small Unix tools. See README.md.
 
-TOOLS   := tns voc-decode augment forward loss sgd-step calib-ranges fakequant ssd-decode map-eval tidl-pack image-decode
+TOOLS   := tns voc-decode augment forward loss sgd-step calib-ranges fakequant ssd-decode map-eval tidl-pack image-decode draw-dets dets-json
 PKGS    := libzstd libcjson libarchive libjpeg libpng expat openblas libprotobuf-c
 ARCH    ?= -march=native
 OPT     ?= -O2
@@ -50,6 +50,11 @@ $(BUILD)/lib/onnx_export.o: $(GEN)/onnx.pb-c.h
 MPI_PKG := ompi-c
 $(BUILD)/lib/dist.o: ALL_CFLAGS += $(shell pkg-config --cflags $(MPI_PKG))
 $(BIN)/forward $(BIN)/map-eval: LDLIBS += $(shell pkg-config --libs $(MPI_PKG))
+
+# cairo (and its fonts) only in lib/draw.c and the tools that draw: draw-dets.
+CAIRO_PKG := cairo
+$(BUILD)/lib/draw.o: ALL_CFLAGS += $(shell pkg-config --cflags $(CAIRO_PKG))
+$(BIN)/draw-dets $(BUILD)/tests/test_draw: LDLIBS += $(shell pkg-config --libs $(CAIRO_PKG))
 
 $(BUILD)/libssd.a: $(LIB_OBJ)
 	$(AR) rcs $@ $^

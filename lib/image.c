@@ -281,3 +281,69 @@ int image_decode_chw(const void *buf, size_t len, unsigned char *chw, int width,
 		return err_set(len ? "not a JPEG or PNG image" : "empty image file");
 	}
 }
+
+/* ---------------------------------------------------------------- encoding */
+
+int image_write_jpeg(FILE *f, const unsigned char *rgb, size_t stride, int width, int height, int quality)
+{
+	struct jpeg_compress_struct cinfo;
+	struct jpeg_fail fail;
+	cinfo.err = jpeg_std_error(&fail.pub);
+	fail.pub.error_exit = jpeg_fail_exit;
+	if (setjmp(fail.jb)) {
+		jpeg_destroy_compress(&cinfo);
+		return err_set("JPEG encoding: %s", fail.msg);
+	}
+	jpeg_create_compress(&cinfo);
+	jpeg_stdio_dest(&cinfo, f);
+	cinfo.image_width = (JDIMENSION)width;
+	cinfo.image_height = (JDIMENSION)height;
+	cinfo.input_components = 3;
+	cinfo.in_color_space = JCS_RGB;
+	jpeg_set_defaults(&cinfo);
+	jpeg_set_quality(&cinfo, quality, TRUE);
+	jpeg_start_compress(&cinfo, TRUE);
+	while (cinfo.next_scanline < cinfo.image_height) {
+		JSAMPROW row = (JSAMPROW)(rgb + (size_t)cinfo.next_scanline * stride);
+		jpeg_write_scanlines(&cinfo, &row, 1);
+	}
+	jpeg_finish_compress(&cinfo);
+	jpeg_destroy_compress(&cinfo);
+	return ferror(f) ? err_set("write error") : 0;
+}
+
+struct png_sink {
+	jmp_buf jb;
+	char msg[200];
+};
+
+static void png_sink_fail(png_structp png, png_const_charp msg)
+{
+	struct png_sink *s = png_get_error_ptr(png);
+	snprintf(s->msg, sizeof s->msg, "%s", msg);
+	longjmp(s->jb, 1);
+}
+
+int image_write_png(FILE *f, const unsigned char *rgb, size_t stride, int width, int height)
+{
+	struct png_sink sink;
+	png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &sink, png_sink_fail, png_note);
+	png_infop info = png ? png_create_info_struct(png) : NULL;
+	if (!info) {
+		png_destroy_write_struct(&png, NULL);
+		return err_set("out of memory");
+	}
+	if (setjmp(sink.jb)) {
+		png_destroy_write_struct(&png, &info);
+		return err_set("PNG encoding: %s", sink.msg);
+	}
+	png_init_io(png, f);
+	png_set_IHDR(png, info, (png_uint_32)width, (png_uint_32)height, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
+		     PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+	png_write_info(png, info);
+	for (int y = 0; y < height; y++)
+		png_write_row(png, (png_const_bytep)(rgb + (size_t)y * stride));
+	png_write_end(png, NULL);
+	png_destroy_write_struct(&png, &info);
+	return ferror(f) ? err_set("write error") : 0;
+}
