@@ -112,6 +112,13 @@ calibrate: all
 export-tidl: all
 	$(RUN_ENV) OPSET=$(OPSET) OLD_TIDL=$(OLD_TIDL) pipelines/export.sh configs/$(PIPELINE).json
 
+# A checkpoint on plain images: make detect IMAGES="photos/ more.zip" OUT=dir [CKPT= SCORE=0.3
+# QUANTIZE=1 INT8=1 NP=N ...] -> OUT/<id>.jpg with the boxes drawn, OUT/detections.json
+# (pipelines/detect.sh; IMAGES=- reads a list of paths from stdin).
+detect: all
+	$(RUN_ENV) IMAGES="$(IMAGES)" OUT=$(OUT) SCORE=$(SCORE) FORMAT=$(FORMAT) RECURSIVE=$(RECURSIVE) SKIP_BAD=$(SKIP_BAD) \
+	  pipelines/detect.sh configs/$(PIPELINE).json
+
 # Loss and mAP curves of a run (evaluates its epoch checkpoints once each) -> RUN/curves.png
 plot: all
 	$(RUN_ENV) pipelines/plot.sh configs/$(PIPELINE).json
@@ -171,5 +178,5 @@ setup:
 clean:
 	rm -rf build bin
 
-.PHONY: deps all units test test-quick test-san setup demo train eval calibrate export-tidl plot train-torch bench bench-data bench-layers bench-eval bench-model bench-loop clean
+.PHONY: deps all units test test-quick test-san setup demo train eval calibrate export-tidl detect plot train-torch bench bench-data bench-layers bench-eval bench-model bench-loop clean
 .DELETE_ON_ERROR:

@@ -46,7 +46,7 @@ mpi_ranks() {
 	fi
 	local vars=() v root=()
 	for v in BIN RUN DATA CLASSES SPLIT EPOCHS BATCH SIZE LR SEED THREADS MAX_STEPS CKPT QUANTIZE BITS WBITS PER_CHANNEL_DW RANGES \
-		ITERS INT8 INIT PRETRAINED RESUME TNS_LEVEL MODE OUT TMPDIR; do
+		ITERS INT8 INIT PRETRAINED RESUME TNS_LEVEL MODE OUT TMPDIR IMAGES IMAGES_FROM SCORE FORMAT RECURSIVE SKIP_BAD; do
 		[ -z "${!v:-}" ] || vars+=("$v=${!v}")
 	done
 	[ "$(id -u)" -ne 0 ] || root=(--allow-run-as-root) # containers run as root
@@ -100,3 +100,19 @@ say() {
 # PER_CHANNEL_DW=1 (0 or unset: off): forward's, fakequant's and tidl-pack's flag
 per_channel_dw=()
 [ "${PER_CHANNEL_DW:-0}" = 0 ] || per_channel_dw=(--per-channel-dw)
+
+# quant_args CKPT: sets the array quant to forward's flags for QUANTIZE=1 (--quant, or
+# --int8 with INT8=1; BITS, WBITS, PER_CHANNEL_DW) and --ranges when CKPT carries no
+# ranges record (RANGES, default RUN/ranges.tns); empty without QUANTIZE. Fails when
+# the ranges are missing.
+quant_args() {
+	quant=()
+	[ "${QUANTIZE:-0}" = 1 ] || return 0
+	quant=(--quant --bits "${BITS:-8}" ${WBITS:+--weight-bits "$WBITS"} "${per_channel_dw[@]}")
+	[ "${INT8:-0}" = 1 ] && quant[0]=--int8
+	if ! "$BIN/tns" ls "$1" | awk '$2 == "ranges" { found = 1 } END { exit !found }'; then
+		local ranges=${RANGES:-$run/ranges.tns}
+		[ -f "$ranges" ] || { say "$ranges: no activation ranges (make calibrate first, or set RANGES)"; return 1; }
+		quant+=(--ranges "$ranges")
+	fi
+}

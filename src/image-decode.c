@@ -1,5 +1,6 @@
 /* image-decode: plain JPEG/PNG images (files, directories, archives, lists of paths)
  * as a stream of image records without annotations. */
+#include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -25,6 +26,7 @@ static void usage(void)
 	       "one a line, on stdin (also what no PATH means). Several are read in turn.\n"
 	       "\n"
 	       "  -r, --recursive  directories: their subdirectories' images too (sorted by path)\n"
+	       "  --files-from F   the image paths listed in file F (one a line), after the PATHs\n"
 	       "  --limit N        only the first N images\n"
 	       "  --shard k/N      keep positions p with p %% N == k (index stays the position)\n"
 	       "  --skip-bad       warn about and skip bad images instead of failing\n"
@@ -44,15 +46,17 @@ static void usage(void)
 int main(int argc, char **argv)
 {
 	tool_init("image-decode");
-	enum { O_LIMIT = 256, O_SHARD, O_SKIP, O_LIST };
+	enum { O_LIMIT = 256, O_SHARD, O_SKIP, O_LIST, O_FROM };
 	static const struct option opts[] = {
 		{"recursive", no_argument, 0, 'r'}, {"limit", required_argument, 0, O_LIMIT},
 		{"shard", required_argument, 0, O_SHARD}, {"skip-bad", no_argument, 0, O_SKIP},
 		{"list", no_argument, 0, O_LIST},   {"help", no_argument, 0, 'h'},
+		{"files-from", required_argument, 0, O_FROM},
 		{0}};
 	imgsrc_opts o = {.list = stdin, .list_name = "stdin"};
 	imgsrc_plan plan = {.shard_n = 1, .limit = -1};
 	int skip_bad = 0, list = 0, c;
+	const char *files_from = NULL;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":rh", opts, NULL)) != -1) {
 		switch (c) {
@@ -61,20 +65,37 @@ int main(int argc, char **argv)
 		case O_SHARD: arg_shard("--shard", optarg, &plan.shard_k, &plan.shard_n); break;
 		case O_SKIP: skip_bad = 1; break;
 		case O_LIST: list = 1; break;
+		case O_FROM: files_from = optarg; break;
 		case 'h': usage(); return 0;
 		case ':': usage_error("option '%s' needs an argument", argv[optind - 1]);
 		default: usage_error("unknown option '%s'", argv[optind - 1]);
 		}
 	}
-	char *stdin_only[] = {"-"};
 	int npaths = argc - optind;
-	char **paths = npaths ? argv + optind : stdin_only;
-	if (!npaths && isatty(STDIN_FILENO))
+	char **paths = calloc((size_t)npaths + 1, sizeof *paths);
+	if (!paths)
+		die("out of memory");
+	for (int i = 0; i < npaths; i++) {
+		paths[i] = argv[optind + i];
+		if (files_from && !strcmp(paths[i], "-"))
+			usage_error("- and --files-from both name a list: give one");
+	}
+	if (files_from) {
+		if (!(o.list = fopen(files_from, "r")))
+			die("%s: %s", files_from, strerror(errno));
+		o.list_name = files_from;
+	}
+	if (!npaths || files_from)
+		paths[npaths++] = "-";
+	if (!argv[optind] && !files_from && isatty(STDIN_FILENO))
 		usage_error("missing PATH (or a list of image paths on stdin)");
 	if (!list)
 		refuse_terminal_stdout();
 
-	imgsrc *s = imgsrc_open(npaths ? npaths : 1, paths, &o);
+	imgsrc *s = imgsrc_open(npaths, paths, &o);
+	if (o.list != stdin)
+		fclose(o.list);
+	free(paths);
 	if (!s)
 		die_err();
 	if (list) {
