@@ -1,7 +1,7 @@
 # ssd-tools: SSD detectors as a pipeline of small Unix tools. See README.md.
 
 TOOLS   := tns voc-decode augment forward loss sgd-step calib-ranges fakequant ssd-decode map-eval tidl-pack image-decode draw-dets dets-json
-PKGS    := libzstd libcjson libarchive libjpeg libpng expat openblas libprotobuf-c
+PKGS    := libzstd libcjson libarchive libjpeg libpng libexif expat openblas libprotobuf-c
 ARCH    ?= -march=native
 OPT     ?= -O2
 CC      ?= cc

@@ -1,9 +1,13 @@
 /* image: JPEG (libjpeg-turbo) and PNG (libpng) decoding from memory into u8 RGB, CHW,
  * and encoding packed RGB rows into a file.
  *
- * The format is found from the first bytes, not from a file name. Every JPEG colour
- * space becomes RGB (grayscale replicated, CMYK/YCCK converted); PNG palette, gray,
- * 16-bit and alpha are expanded to 8-bit RGB and alpha is dropped. A corrupt or
+ * The format is found from the first bytes, not from a file name. Pixels come out as
+ * mmcv 1.x's imread(flag='color') gives them with OpenCV 4 (cv2.imdecode with
+ * IMREAD_COLOR), checked against it by tests/gen_image_fixtures.py: every JPEG colour
+ * space becomes RGB (grayscale replicated, CMYK/YCCK by OpenCV's formula), a JPEG's EXIF
+ * orientation (libexif) is applied, so width and height are the upright picture's;
+ * PNG palette, gray, 16-bit (high byte) and alpha are expanded to 8-bit RGB and alpha
+ * is dropped. A corrupt or
  * truncated file is an error (err), never an exit: libjpeg's corrupt-data warnings
  * (premature end, bad Huffman code, ...) count as errors too. Thread-safe. */
 #ifndef IMAGE_H

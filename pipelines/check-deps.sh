@@ -12,6 +12,7 @@ libcjson libcjson-dev
 libarchive libarchive-dev
 libjpeg libjpeg62-turbo-dev
 libpng libpng-dev
+libexif libexif-dev
 expat libexpat1-dev
 openblas libopenblas-dev
 libprotobuf-c libprotobuf-c-dev

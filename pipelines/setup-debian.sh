@@ -7,6 +7,7 @@ pkgs=(
 	libcjson-dev                 # record headers, configs
 	libarchive-dev               # VOC from .tar/.tar.gz/.zip
 	libjpeg62-turbo-dev libpng-dev libexpat1-dev   # images and annotations
+	libexif-dev                  # JPEG EXIF orientation, applied as OpenCV's imread does
 	libopenblas-dev              # sgemm for the convolutions
 	bats jq                      # shell tests
 	gnuplot-nox                  # make plot
