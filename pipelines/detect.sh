@@ -39,7 +39,11 @@ fi
 if [ "${NP:-1}" -gt 1 ] && [ -z "${OMPI_COMM_WORLD_SIZE:-}" ]; then
 	mkdir -p "$out"
 	(mpi_ranks "$0" "$@")
-	jq -c -s 'sort_by(.index)[]' "$out"/.detections.json.rank* >"$out/detections.json.tmp"
+	# by index, each line kept as dets-json wrote it (jq would reprint the numbers)
+	cat "$out"/.detections.json.rank* >"$out/.detections.json.all"
+	paste <(jq -r .index "$out/.detections.json.all") "$out/.detections.json.all" | sort -s -n -k1,1 | cut -f2- \
+		>"$out/detections.json.tmp"
+	rm -f "$out/.detections.json.all"
 	rm -f "$out"/.detections.json.rank*
 	mv "$out/detections.json.tmp" "$out/detections.json"
 	say "wrote $out/detections.json"
