@@ -145,6 +145,19 @@ demo: all
 	BIN=$(BIN) RUN=runs/demo ITERS=20 BIAS_ITERS=0 pipelines/calibrate.sh configs/ssd_mobilenet_fpn_bccd.json
 	BIN=$(BIN) RUN=runs/demo QUANTIZE=1 INT8=1 pipelines/eval.sh configs/ssd_mobilenet_fpn_bccd.json
 	BIN=$(BIN) RUN=runs/demo QUANTIZE=1 pipelines/export.sh configs/ssd_mobilenet_fpn_bccd.json
+	head -n 4 $(BENCH_DATA)/ImageSets/Main/test.txt | sed 's|.*|$(BENCH_DATA)/JPEGImages/&.jpg|' | BIN=$(BIN) RUN=runs/demo IMAGES=- OUT=runs/demo/detections pipelines/detect.sh configs/ssd_mobilenet_fpn_bccd.json
+
+# README's picture: the demo model's detections on the first BCCD test image, the ground
+# truth dashed (make demo first; DOC_CKPT picks another checkpoint).
+DOC_CKPT ?= runs/demo/latest.tns
+docs-picture: all
+	rm -rf $(BUILD)/docs-picture
+	$(BIN)/voc-decode $(BENCH_DATA) --split test --classes $(BENCH_CLASSES) --limit 1 \
+	  | $(BIN)/augment --eval --pass-images --config configs/ssd_mobilenet_fpn_bccd.json --batch 1 \
+	  | $(BIN)/forward --config configs/ssd_mobilenet_fpn_bccd.json --weights $(DOC_CKPT) \
+	  | $(BIN)/ssd-decode --config configs/ssd_mobilenet_fpn_bccd.json \
+	  | $(BIN)/draw-dets --out $(BUILD)/docs-picture --classes $(BENCH_CLASSES) --gt --quality 85 >/dev/null
+	mv $(BUILD)/docs-picture/*.jpg docs/detections.jpg
 
 bench-data: all $(BUILD)/bench/bench_stream
 	BIN=$(BIN) BENCH=$(BUILD)/bench pipelines/bench-data.sh $(BENCH_DATA) $(BENCH_CLASSES)
@@ -170,7 +183,11 @@ bench-model: all
 bench-loop: all $(BUILD)/bench/bench_train_step
 	BIN=$(BIN) BENCH=$(BUILD)/bench pipelines/bench-loop.sh $(BENCH_DATA) $(BENCH_CLASSES)
 
-bench: bench-data bench-layers bench-eval bench-model bench-loop
+# make detect on the BCCD test images at 512, batch 1: images/s end to end and each stage's share.
+bench-detect: all
+	BIN=$(BIN) CKPT=$(CKPT) pipelines/bench-detect.sh $(BENCH_DATA)
+
+bench: bench-data bench-layers bench-eval bench-model bench-loop bench-detect
 
 setup:
 	pipelines/setup-debian.sh
@@ -178,5 +195,5 @@ setup:
 clean:
 	rm -rf build bin
 
-.PHONY: deps all units test test-quick test-san setup demo train eval calibrate export-tidl detect plot train-torch bench bench-data bench-layers bench-eval bench-model bench-loop clean
+.PHONY: deps all units test test-quick test-san setup demo train eval calibrate export-tidl detect plot train-torch bench bench-data bench-layers bench-eval bench-model bench-loop bench-detect docs-picture clean
 .DELETE_ON_ERROR:

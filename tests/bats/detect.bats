@@ -234,7 +234,7 @@ make_dets() {
 	    assert list(a[78, x]) == (c0 if x < 12 or x > 58 else grey), ("above the bottom band", x)
 	# det 1 (Platelets 0.5): [70, 5, 119, 40]: its label has no room above, so it sits inside the top
 	c2 = colour(2)
-	for y in range(25, 41):  # below its label
+	for y in range(25, 39):  # below its label, above its bottom band
 	    assert list(a[y, 119]) == c2 and list(a[y, 118]) == c2 and list(a[y, 117]) == grey, ("right", y)
 	assert list(a[40, 90]) == c2 and list(a[41, 90]) == grey
 	# det 2 is under --score-thr 0.3: nothing drawn at its edge (20..40) where no label lies
