@@ -36,15 +36,24 @@ stages=(
 	"draw-dets (JPEG)|'$BIN/draw-dets' --out '$tmp/pics' --classes '$classes' < '$tmp/s4' > '$tmp/s5'"
 	"dets-json|'$BIN/dets-json' --classes '$classes' --score-thr 0.3 < '$tmp/s5' > '$tmp/d.json'"
 )
-names=() times=()
+# wall time, and CPU time (user + sys), which other jobs on a shared machine inflate less
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive} # as detect.sh runs forward
+names=() times=() cpus=()
 for s in "${stages[@]}"; do
 	names+=("${s%%|*}")
-	times+=("$(timed "${s#*|}")")
+	read -r wall cpu < <(/usr/bin/time -f '%e %U %S' bash -c "set -o pipefail; ${s#*|}" 2>&1 >/dev/null |
+		awk 'END { print $1, $2 + $3 }')
+	times+=("$wall") cpus+=("$cpu")
 done
 sum=$(printf '%s\n' "${times[@]}" | awk '{ s += $1 } END { print s }')
+csum=$(printf '%s\n' "${cpus[@]}" | awk '{ s += $1 } END { print s }')
+printf '  %-32s %9s %7s %10s %7s %12s\n' stage "wall s" share "CPU s" share "ms CPU/image"
 for i in "${!names[@]}"; do
-	printf '  %-46s %7.2f s  %5.1f%%  %7.1f images/s\n' "${names[$i]}" "${times[$i]}" \
-		"$(awk -v a="${times[$i]}" -v s="$sum" 'BEGIN { print 100 * a / s }')" \
-		"$(awk -v a="${times[$i]}" -v n="$n" 'BEGIN { print n / a }')"
+	printf '  %-32s %9.2f %6.1f%% %10.2f %6.1f%% %12.1f\n' "${names[$i]}" "${times[$i]}" \
+		"$(awk -v a="${times[$i]}" -v s="$sum" 'BEGIN { print 100 * a / s }')" "${cpus[$i]}" \
+		"$(awk -v a="${cpus[$i]}" -v s="$csum" 'BEGIN { print 100 * a / s }')" \
+		"$(awk -v a="${cpus[$i]}" -v n="$n" 'BEGIN { print 1000 * a / n }')"
 done
-printf '  %-46s %7.2f s  (stages one after the other; the pipe runs them side by side)\n' "sum" "$sum"
+printf '  %-32s %9.2f %7s %10.2f %7s %12.1f\n' "sum (one after the other)" "$sum" "" "$csum" "" \
+	"$(awk -v a="$csum" -v n="$n" 'BEGIN { print 1000 * a / n }')"
+echo "  (the pipe runs the stages side by side; $(nproc) CPUs at full use would give $(awk -v a="$csum" -v n="$n" -v c="$(nproc)" 'BEGIN { printf "%.1f", n * c / a }') images/s at this CPU cost)"
