@@ -38,6 +38,7 @@ fi
 # here, in image order, once mpirun is done
 if [ "${NP:-1}" -gt 1 ] && [ -z "${OMPI_COMM_WORLD_SIZE:-}" ]; then
 	mkdir -p "$out"
+	rm -f "$out"/.detections.json.rank* # a failed run's parts
 	(mpi_ranks "$0" "$@")
 	# by index, each line kept as dets-json wrote it (jq would reprint the numbers)
 	cat "$out"/.detections.json.rank* >"$out/.detections.json.all"
