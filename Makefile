@@ -1,7 +1,7 @@
 # ssd-tools: SSD detectors as a pipeline of small Unix tools. See README.md.
 
-TOOLS   := tns voc-decode augment forward loss sgd-step calib-ranges fakequant ssd-decode map-eval tidl-pack
-PKGS    := libzstd libcjson libarchive libjpeg libpng expat openblas libprotobuf-c
+TOOLS   := tns voc-decode augment forward loss sgd-step calib-ranges fakequant ssd-decode map-eval tidl-pack image-decode draw-dets dets-json
+PKGS    := libzstd libcjson libarchive libjpeg libpng libexif expat openblas libprotobuf-c
 ARCH    ?= -march=native
 OPT     ?= -O2
 CC      ?= cc
@@ -50,6 +50,11 @@ $(BUILD)/lib/onnx_export.o: $(GEN)/onnx.pb-c.h
 MPI_PKG := ompi-c
 $(BUILD)/lib/dist.o: ALL_CFLAGS += $(shell pkg-config --cflags $(MPI_PKG))
 $(BIN)/forward $(BIN)/map-eval: LDLIBS += $(shell pkg-config --libs $(MPI_PKG))
+
+# cairo (and its fonts) only in lib/draw.c and the tools that draw: draw-dets.
+CAIRO_PKG := cairo
+$(BUILD)/lib/draw.o: ALL_CFLAGS += $(shell pkg-config --cflags $(CAIRO_PKG))
+$(BIN)/draw-dets $(BUILD)/tests/test_draw: LDLIBS += $(shell pkg-config --libs $(CAIRO_PKG))
 
 $(BUILD)/libssd.a: $(LIB_OBJ)
 	$(AR) rcs $@ $^
@@ -107,6 +112,13 @@ calibrate: all
 export-tidl: all
 	$(RUN_ENV) OPSET=$(OPSET) OLD_TIDL=$(OLD_TIDL) pipelines/export.sh configs/$(PIPELINE).json
 
+# A checkpoint on plain images: make detect IMAGES="photos/ more.zip" OUT=dir [CKPT= SCORE=0.3
+# QUANTIZE=1 INT8=1 NP=N ...] -> OUT/<id>.jpg with the boxes drawn, OUT/detections.json
+# (pipelines/detect.sh; IMAGES=- reads a list of paths from stdin).
+detect: all
+	$(RUN_ENV) IMAGES="$(IMAGES)" OUT=$(OUT) SCORE=$(SCORE) FORMAT=$(FORMAT) RECURSIVE=$(RECURSIVE) SKIP_BAD=$(SKIP_BAD) \
+	  pipelines/detect.sh configs/$(PIPELINE).json
+
 # Loss and mAP curves of a run (evaluates its epoch checkpoints once each) -> RUN/curves.png
 plot: all
 	$(RUN_ENV) pipelines/plot.sh configs/$(PIPELINE).json
@@ -128,6 +140,18 @@ BENCH_CLASSES ?= configs/bccd.classes
 DEMO_EPOCHS ?= 12
 demo: all
 	BIN=$(BIN) RUN=runs/demo EPOCHS=$(DEMO_EPOCHS) pipelines/demo.sh configs/ssd_mobilenet_fpn_bccd.json
+
+# README's picture: the demo model's detections on the first BCCD test image, the ground
+# truth dashed (make demo first; DOC_CKPT picks another checkpoint).
+DOC_CKPT ?= runs/demo/latest.tns
+docs-picture: all
+	rm -rf $(BUILD)/docs-picture
+	$(BIN)/voc-decode $(BENCH_DATA) --split test --classes $(BENCH_CLASSES) --limit 1 \
+	  | $(BIN)/augment --eval --pass-images --config configs/ssd_mobilenet_fpn_bccd.json --batch 1 \
+	  | $(BIN)/forward --config configs/ssd_mobilenet_fpn_bccd.json --weights $(DOC_CKPT) \
+	  | $(BIN)/ssd-decode --config configs/ssd_mobilenet_fpn_bccd.json \
+	  | $(BIN)/draw-dets --out $(BUILD)/docs-picture --classes $(BENCH_CLASSES) --gt --quality 85 >/dev/null
+	mv $(BUILD)/docs-picture/*.jpg docs/detections.jpg
 
 bench-data: all $(BUILD)/bench/bench_stream
 	BIN=$(BIN) BENCH=$(BUILD)/bench pipelines/bench-data.sh $(BENCH_DATA) $(BENCH_CLASSES)
@@ -153,7 +177,11 @@ bench-model: all
 bench-loop: all $(BUILD)/bench/bench_train_step
 	BIN=$(BIN) BENCH=$(BUILD)/bench pipelines/bench-loop.sh $(BENCH_DATA) $(BENCH_CLASSES)
 
-bench: bench-data bench-layers bench-eval bench-model bench-loop
+# make detect on the BCCD test images at 512, batch 1: images/s end to end and each stage's share.
+bench-detect: all
+	BIN=$(BIN) CKPT=$(CKPT) pipelines/bench-detect.sh $(BENCH_DATA)
+
+bench: bench-data bench-layers bench-eval bench-model bench-loop bench-detect
 
 # The compiler and linker flags as a build would use them now.
 flags: deps
@@ -175,15 +203,18 @@ help:
 	@echo '  make eval          PIPELINE= [CKPT= QUANTIZE=1 INT8=1 BITS= WBITS= NP=N SIZE= DATA= CLASSES=]'
 	@echo '  make calibrate     PIPELINE= [CKPT= ITERS= BIAS_ITERS= BITS= WBITS= PER_CHANNEL_DW=1]'
 	@echo '  make export-tidl   PIPELINE= [CKPT= QUANTIZE=1 BITS= OPSET=11|9 OLD_TIDL=1 SIZE=]'
+	@echo '  make detect        PIPELINE= IMAGES="dir file.jpg x.zip" OUT=dir [CKPT= SCORE=0.3 QUANTIZE=1 INT8=1 NP=N]'
+	@echo '                      boxes drawn on your images -> OUT/*.jpg, OUT/detections.json'
 	@echo '  make plot          PIPELINE=   loss and mAP curves -> RUN/curves.png'
 	@echo '  make train-torch   PIPELINE=   the same recipe in PyTorch (needs python3-torch)'
 	@echo 'Booleans (QUANTIZE, INT8, PER_CHANNEL_DW, OLD_TIDL) take 1/true/yes/on or 0/false/no/off.'
 	@echo
-	@echo 'Benchmarks: make bench (bench-data bench-layers bench-eval bench-model bench-loop)'
+	@echo 'Benchmarks: make bench (bench-data bench-layers bench-eval bench-model bench-loop bench-detect)'
+	@echo 'README picture: make docs-picture (after make demo)'
 	@echo 'Other: make units, test-quick (no sanitizers), test-san, clean.  Docs: README.md, docs/.'
 
 clean:
 	rm -rf build bin
 
-.PHONY: deps flags all units test test-quick test-san setup help demo train eval calibrate export-tidl plot train-torch bench bench-data bench-layers bench-eval bench-model bench-loop clean
+.PHONY: deps flags all units test test-quick test-san setup help demo train eval calibrate export-tidl detect plot train-torch bench bench-data bench-layers bench-eval bench-model bench-loop bench-detect docs-picture clean
 .DELETE_ON_ERROR:

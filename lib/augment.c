@@ -582,32 +582,40 @@ int aug_image_view(aug_image *im, const record *r, long ordinal)
 	    img->shape[2] > AUG_MAX_SIDE)
 		return err_set("image record: tensor 'image' is %s, expected u8[3,H,W] with 1 <= H, W <= %d",
 			       tensor_describe(img, d, sizeof d), AUG_MAX_SIDE);
-	const tensor *boxes = record_expect(r, "boxes", DT_F32, 2);
-	if (!boxes)
-		return -1;
-	if (boxes->shape[1] != 4 || boxes->shape[0] > (1 << 20))
-		return err_set("image record: tensor 'boxes' is %s, expected f32[n,4]", tensor_describe(boxes, d, sizeof d));
-	int64_t n = boxes->shape[0];
-	const tensor *labels = record_expect(r, "labels", DT_I32, 1);
-	if (!labels)
-		return -1;
-	if (labels->shape[0] != n)
-		return err_set("image record: %lld labels for %lld boxes", (long long)labels->shape[0], (long long)n);
-	const tensor *diff = record_find(r, "difficult");
-	if (diff && (diff->dtype != DT_U8 || diff->ndim != 1 || diff->shape[0] != n))
-		return err_set("image record: tensor 'difficult' is %s, expected u8[%lld]", tensor_describe(diff, d, sizeof d),
-			       (long long)n);
-	const float *b = boxes->data;
-	for (int64_t i = 0; i < 4 * n; i++)
-		if (!isfinite(b[i]))
-			return err_set("image record: box %lld is not finite", (long long)(i / 4));
+	/* plain images (image-decode) carry no ground truth: neither boxes nor labels */
+	static const float no_boxes[4];
+	static const int32_t no_labels[1];
+	im->no_gt = !record_find(r, "boxes") && !record_find(r, "labels");
+	im->boxes = no_boxes;
+	im->labels = no_labels;
+	if (!im->no_gt) {
+		const tensor *boxes = record_expect(r, "boxes", DT_F32, 2);
+		if (!boxes)
+			return -1;
+		if (boxes->shape[1] != 4 || boxes->shape[0] > (1 << 20))
+			return err_set("image record: tensor 'boxes' is %s, expected f32[n,4]", tensor_describe(boxes, d, sizeof d));
+		int64_t n = boxes->shape[0];
+		const tensor *labels = record_expect(r, "labels", DT_I32, 1);
+		if (!labels)
+			return -1;
+		if (labels->shape[0] != n)
+			return err_set("image record: %lld labels for %lld boxes", (long long)labels->shape[0], (long long)n);
+		const tensor *diff = record_find(r, "difficult");
+		if (diff && (diff->dtype != DT_U8 || diff->ndim != 1 || diff->shape[0] != n))
+			return err_set("image record: tensor 'difficult' is %s, expected u8[%lld]",
+				       tensor_describe(diff, d, sizeof d), (long long)n);
+		const float *b = boxes->data;
+		for (int64_t i = 0; i < 4 * n; i++)
+			if (!isfinite(b[i]))
+				return err_set("image record: box %lld is not finite", (long long)(i / 4));
+		im->n = (int)n;
+		im->boxes = b;
+		im->labels = labels->data;
+		im->difficult = diff ? diff->data : NULL;
+	}
 	im->pixels = img->data;
 	im->h = (int)img->shape[1];
 	im->w = (int)img->shape[2];
-	im->n = (int)n;
-	im->boxes = b;
-	im->labels = labels->data;
-	im->difficult = diff ? diff->data : NULL;
 	im->id = meta_str(r, "id", NULL);
 	im->index = meta_count(r, "index", ordinal);
 	im->epoch = meta_count(r, "epoch", 0);
@@ -682,27 +690,49 @@ static int batch_meta(record *b, const aug_job *jobs, int n, const aug_opts *o)
 
 int aug_batch_end(record *b, aug_job *jobs, int n, const aug_opts *o)
 {
-	int m = 0, rc = -1;
-	for (int i = 0; i < n; i++)
+	int m = 0, rc = -1, gt = n > 0 && !jobs[0].in.no_gt;
+	for (int i = 0; i < n; i++) {
 		m = jobs[i].out.n > m ? jobs[i].out.n : m;
-	tensor *tb = record_add(b, "boxes", DT_F32, 3, (int64_t[]){n, m, 4});
-	tensor *tl = tb ? record_add(b, "labels", DT_I32, 2, (int64_t[]){n, m}) : NULL;
-	tensor *td = tl && !o->train ? record_add(b, "difficult", DT_U8, 2, (int64_t[]){n, m}) : NULL;
-	tensor *tn = tl && (o->train || td) ? record_add(b, "nbox", DT_I32, 1, (int64_t[]){n}) : NULL;
-	tensor *ts = tn && !o->train ? record_add(b, "scale_factor", DT_F32, 2, (int64_t[]){n, 4}) : NULL;
-	tensor *to = ts ? record_add(b, "orig_size", DT_I32, 2, (int64_t[]){n, 2}) : NULL;
-	if (!tn || (!o->train && !to))
+		if ((jobs[i].in.no_gt == 0) != gt) {
+			err_set("image %s has %s and image %s %s: a batch takes one kind",
+				jobs[0].in.id ? jobs[0].in.id : "?", gt ? "ground truth" : "no ground truth",
+				jobs[i].in.id ? jobs[i].in.id : "?", gt ? "none" : "some");
+			goto done;
+		}
+	}
+	if (o->train && !gt) {
+		err_set("image %s has no ground truth (boxes, labels): --train needs it",
+			n && jobs[0].in.id ? jobs[0].in.id : "?");
+		goto done;
+	}
+	/* without ground truth the batch has no box tensors at all, so nothing downstream
+	 * mistakes "not annotated" for "annotated empty" */
+	tensor *tb = NULL, *tl = NULL, *td = NULL, *tn = NULL, *ts = NULL, *to = NULL;
+	if (gt) {
+		tb = record_add(b, "boxes", DT_F32, 3, (int64_t[]){n, m, 4});
+		tl = tb ? record_add(b, "labels", DT_I32, 2, (int64_t[]){n, m}) : NULL;
+		td = tl && !o->train ? record_add(b, "difficult", DT_U8, 2, (int64_t[]){n, m}) : NULL;
+		tn = tl && (o->train || td) ? record_add(b, "nbox", DT_I32, 1, (int64_t[]){n}) : NULL;
+		if (!tn)
+			goto done;
+	}
+	ts = !o->train ? record_add(b, "scale_factor", DT_F32, 2, (int64_t[]){n, 4}) : NULL;
+	to = ts ? record_add(b, "orig_size", DT_I32, 2, (int64_t[]){n, 2}) : NULL;
+	if (!o->train && !to)
 		goto done;
 	for (int i = 0; i < n; i++) {
 		const aug_target *t = &jobs[i].out;
-		float *bx = (float *)tb->data + (size_t)i * m * 4;
-		int32_t *lb = (int32_t *)tl->data + (size_t)i * m;
-		memcpy(bx, t->boxes, (size_t)t->n * 4 * sizeof *bx);
-		for (int k = 0; k < m; k++)
-			lb[k] = k < t->n ? t->labels[k] : -1;
-		((int32_t *)tn->data)[i] = t->n;
+		if (gt) {
+			float *bx = (float *)tb->data + (size_t)i * m * 4;
+			int32_t *lb = (int32_t *)tl->data + (size_t)i * m;
+			memcpy(bx, t->boxes, (size_t)t->n * 4 * sizeof *bx);
+			for (int k = 0; k < m; k++)
+				lb[k] = k < t->n ? t->labels[k] : -1;
+			((int32_t *)tn->data)[i] = t->n;
+			if (!o->train)
+				memcpy((uint8_t *)td->data + (size_t)i * m, t->difficult, (size_t)t->n);
+		}
 		if (!o->train) {
-			memcpy((uint8_t *)td->data + (size_t)i * m, t->difficult, (size_t)t->n);
 			float *sf = (float *)ts->data + 4 * i;
 			sf[0] = sf[2] = (float)((double)o->cfg.size / jobs[i].in.w);
 			sf[1] = sf[3] = (float)((double)o->cfg.size / jobs[i].in.h);

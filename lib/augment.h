@@ -104,11 +104,13 @@ typedef struct aug_image { /* views into an image record (aug_image_view) */
 	const float *boxes;       /* [n,4] */
 	const int32_t *labels;    /* [n] */
 	const uint8_t *difficult; /* [n] or NULL (all 0) */
+	int no_gt;                /* a plain image: no boxes or labels in the record (n = 0) */
 	const char *id;           /* meta.id or NULL */
 	int64_t index, epoch;     /* meta.index (else the image's ordinal in the stream), meta.epoch (else 0) */
 } aug_image;
 
 /* Checks an "image" record against the contract and fills *im; -1 (err) says why.
+ * boxes and labels may both be absent (a plain image): no_gt set, n 0.
  * ordinal: the image's 0-based position in the stream, used if meta.index is missing. */
 int aug_image_view(aug_image *im, const record *r, long ordinal);
 
@@ -166,7 +168,9 @@ struct aug_batch {
  * job's target pointing into it (box arrays allocated); NULL (err) on no memory. */
 record *aug_batch_begin(aug_job *jobs, int n, const aug_opts *o);
 /* Adds the box tensors and meta (see augment's --help for the contract) after the jobs ran,
- * and frees the jobs' box arrays. -1 (err). */
+ * and frees the jobs' box arrays. Images without ground truth give an eval batch with no
+ * boxes, labels, difficult or nbox; mixing them with annotated ones in a batch, or
+ * training on them, is an error. -1 (err). */
 int aug_batch_end(record *b, aug_job *jobs, int n, const aug_opts *o);
 /* Frees the jobs' box arrays (for an error path); idempotent. */
 void aug_jobs_release(aug_job *jobs, int n);

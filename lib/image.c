@@ -9,6 +9,7 @@
 #include <jpeglib.h>
 #include <jerror.h>
 #include <png.h>
+#include <libexif/exif-data.h>
 
 #include "err.h"
 
@@ -76,28 +77,67 @@ static void scatter_rgb(unsigned char *chw, size_t plane, int y, int w, const un
 	}
 }
 
-static unsigned char mul255(unsigned a, unsigned b)
-{
-	return (unsigned char)((a * b + 127) / 255);
-}
-
-/* CMYK rows: Adobe files store the inks inverted (0 = full ink), others do not. */
-static void scatter_cmyk(unsigned char *chw, size_t plane, int y, int w, const unsigned char *row, int inverted)
+/* CMYK rows as OpenCV's JPEG decoder converts them (icvCvt_CMYK2BGR): every file is
+ * taken to store its inks inverted, as Adobe's do (nearly all CMYK JPEGs), and
+ * R = K - ((255 - C) * K >> 8), likewise G from M and B from Y. */
+static void scatter_cmyk(unsigned char *chw, size_t plane, int y, int w, const unsigned char *row)
 {
 	unsigned char *r = chw + (size_t)y * w, *g = r + plane, *b = g + plane;
 	for (int x = 0; x < w; x++) {
 		const unsigned char *p = row + 4 * x;
-		unsigned c = p[0], m = p[1], ye = p[2], k = p[3];
-		if (!inverted) {
-			c = 255 - c;
-			m = 255 - m;
-			ye = 255 - ye;
-			k = 255 - k;
-		}
-		r[x] = mul255(c, k);
-		g[x] = mul255(m, k);
-		b[x] = mul255(ye, k);
+		int k = p[3];
+		r[x] = (unsigned char)(k - ((255 - p[0]) * k >> 8));
+		g[x] = (unsigned char)(k - ((255 - p[1]) * k >> 8));
+		b[x] = (unsigned char)(k - ((255 - p[2]) * k >> 8));
 	}
+}
+
+/* EXIF orientation (tag 0x0112 of IFD0, 1..8) of a JPEG whose APP1 markers were saved;
+ * 1 (as it is) when there is none or it cannot be read, as OpenCV does. */
+static int exif_orientation(j_decompress_ptr c)
+{
+	for (jpeg_saved_marker_ptr m = c->marker_list; m; m = m->next) {
+		if (m->marker != JPEG_APP0 + 1 || m->data_length < 6 || memcmp(m->data, "Exif\0\0", 6))
+			continue;
+		ExifData *ed = exif_data_new();
+		if (!ed)
+			return 1;
+		/* read what is there: no fixing up of entries the specification wants */
+		exif_data_unset_option(ed, EXIF_DATA_OPTION_FOLLOW_SPECIFICATION);
+		exif_data_load_data(ed, m->data, m->data_length);
+		ExifEntry *e = exif_content_get_entry(ed->ifd[EXIF_IFD_0], EXIF_TAG_ORIENTATION);
+		int o = 1;
+		if (e && e->format == EXIF_FORMAT_SHORT && e->components >= 1 && e->size >= 2)
+			o = exif_get_short(e->data, exif_data_get_byte_order(ed));
+		exif_data_unref(ed);
+		return o >= 1 && o <= 8 ? o : 1;
+	}
+	return 1;
+}
+
+/* Turns a decoded w x h CHW image upright for EXIF orientation o (2..8) into out, as
+ * OpenCV's ApplyExifOrientation: 2 mirror, 3 rotate 180, 4 flip, 5 transpose,
+ * 6 rotate 90 clockwise, 7 transverse, 8 rotate 90 anticlockwise. out is h x w for
+ * 5..8. */
+static void orient(unsigned char *out, const unsigned char *in, int w, int h, int o)
+{
+	int ow = o >= 5 ? h : w, oh = o >= 5 ? w : h;
+	size_t plane = (size_t)w * h;
+	for (int c = 0; c < 3; c++)
+		for (int y = 0; y < oh; y++)
+			for (int x = 0; x < ow; x++) {
+				int sy, sx;
+				switch (o) {
+				case 2: sy = y, sx = w - 1 - x; break;
+				case 3: sy = h - 1 - y, sx = w - 1 - x; break;
+				case 4: sy = h - 1 - y, sx = x; break;
+				case 5: sy = x, sx = y; break;
+				case 6: sy = h - 1 - x, sx = y; break;
+				case 7: sy = h - 1 - x, sx = w - 1 - y; break;
+				default: sy = x, sx = w - 1 - y; break;
+				}
+				out[c * plane + (size_t)y * ow + x] = in[c * plane + (size_t)sy * w + sx];
+			}
 }
 
 /* Reads the header (chw NULL) or the whole image into chw. */
@@ -105,7 +145,7 @@ static int jpeg_run(const unsigned char *buf, size_t len, unsigned char *chw, in
 {
 	struct jpeg_decompress_struct cinfo;
 	struct jpeg_fail fail;
-	unsigned char *volatile row = NULL;
+	unsigned char *volatile row = NULL, *volatile upright = NULL;
 
 	cinfo.err = jpeg_std_error(&fail.pub);
 	fail.pub.error_exit = jpeg_fail_exit;
@@ -113,15 +153,18 @@ static int jpeg_run(const unsigned char *buf, size_t len, unsigned char *chw, in
 	if (setjmp(fail.jb)) {
 		jpeg_destroy_decompress(&cinfo);
 		free(row);
+		free(upright);
 		return err_set("corrupt JPEG: %s", fail.msg);
 	}
 	jpeg_create_decompress(&cinfo);
 	jpeg_mem_src(&cinfo, buf, (unsigned long)len);
+	jpeg_save_markers(&cinfo, JPEG_APP0 + 1, 0xffff);
 	jpeg_read_header(&cinfo, TRUE);
+	int o = exif_orientation(&cinfo), turned = o >= 5;
 	if (!chw) {
 		int rc = check_dims(cinfo.image_width, cinfo.image_height);
-		*width = (int)cinfo.image_width;
-		*height = (int)cinfo.image_height;
+		*width = (int)(turned ? cinfo.image_height : cinfo.image_width);
+		*height = (int)(turned ? cinfo.image_width : cinfo.image_height);
 		jpeg_destroy_decompress(&cinfo);
 		return rc;
 	}
@@ -129,13 +172,19 @@ static int jpeg_run(const unsigned char *buf, size_t len, unsigned char *chw, in
 	cinfo.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
 	jpeg_start_decompress(&cinfo);
 	int w = (int)cinfo.output_width, h = (int)cinfo.output_height;
-	if (w != *width || h != *height || cinfo.output_components != (cmyk ? 4 : 3)) {
+	if ((turned ? h : w) != *width || (turned ? w : h) != *height || cinfo.output_components != (cmyk ? 4 : 3)) {
 		jpeg_destroy_decompress(&cinfo);
 		return err_set("JPEG size changed between header and decode");
 	}
 	row = malloc((size_t)w * cinfo.output_components);
-	if (!row) {
+	/* a turned picture is decoded as stored first, then moved into chw */
+	unsigned char *dst = chw;
+	if (o != 1)
+		dst = upright = malloc((size_t)w * h * 3);
+	if (!row || !dst) {
 		jpeg_destroy_decompress(&cinfo);
+		free(row);
+		free(upright);
 		return err_set("out of memory");
 	}
 	size_t plane = (size_t)w * h;
@@ -144,17 +193,21 @@ static int jpeg_run(const unsigned char *buf, size_t len, unsigned char *chw, in
 		JSAMPROW rows[1] = {row};
 		if (jpeg_read_scanlines(&cinfo, rows, 1) != 1) {
 			free(row);
+			free(upright);
 			jpeg_destroy_decompress(&cinfo);
 			return err_set("corrupt JPEG: decoder stopped at row %d", y);
 		}
 		if (cmyk)
-			scatter_cmyk(chw, plane, y, w, row, cinfo.saw_Adobe_marker);
+			scatter_cmyk(dst, plane, y, w, row);
 		else
-			scatter_rgb(chw, plane, y, w, row);
+			scatter_rgb(dst, plane, y, w, row);
 	}
 	jpeg_finish_decompress(&cinfo);
 	jpeg_destroy_decompress(&cinfo);
+	if (o != 1)
+		orient(chw, upright, w, h, o);
 	free(row);
+	free(upright);
 	return 0;
 }
 
@@ -280,4 +333,70 @@ int image_decode_chw(const void *buf, size_t len, unsigned char *chw, int width,
 	default:
 		return err_set(len ? "not a JPEG or PNG image" : "empty image file");
 	}
+}
+
+/* ---------------------------------------------------------------- encoding */
+
+int image_write_jpeg(FILE *f, const unsigned char *rgb, size_t stride, int width, int height, int quality)
+{
+	struct jpeg_compress_struct cinfo;
+	struct jpeg_fail fail;
+	cinfo.err = jpeg_std_error(&fail.pub);
+	fail.pub.error_exit = jpeg_fail_exit;
+	if (setjmp(fail.jb)) {
+		jpeg_destroy_compress(&cinfo);
+		return err_set("JPEG encoding: %s", fail.msg);
+	}
+	jpeg_create_compress(&cinfo);
+	jpeg_stdio_dest(&cinfo, f);
+	cinfo.image_width = (JDIMENSION)width;
+	cinfo.image_height = (JDIMENSION)height;
+	cinfo.input_components = 3;
+	cinfo.in_color_space = JCS_RGB;
+	jpeg_set_defaults(&cinfo);
+	jpeg_set_quality(&cinfo, quality, TRUE);
+	jpeg_start_compress(&cinfo, TRUE);
+	while (cinfo.next_scanline < cinfo.image_height) {
+		JSAMPROW row = (JSAMPROW)(rgb + (size_t)cinfo.next_scanline * stride);
+		jpeg_write_scanlines(&cinfo, &row, 1);
+	}
+	jpeg_finish_compress(&cinfo);
+	jpeg_destroy_compress(&cinfo);
+	return ferror(f) ? err_set("write error") : 0;
+}
+
+struct png_sink {
+	jmp_buf jb;
+	char msg[200];
+};
+
+static void png_sink_fail(png_structp png, png_const_charp msg)
+{
+	struct png_sink *s = png_get_error_ptr(png);
+	snprintf(s->msg, sizeof s->msg, "%s", msg);
+	longjmp(s->jb, 1);
+}
+
+int image_write_png(FILE *f, const unsigned char *rgb, size_t stride, int width, int height)
+{
+	struct png_sink sink;
+	png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &sink, png_sink_fail, png_note);
+	png_infop info = png ? png_create_info_struct(png) : NULL;
+	if (!info) {
+		png_destroy_write_struct(&png, NULL);
+		return err_set("out of memory");
+	}
+	if (setjmp(sink.jb)) {
+		png_destroy_write_struct(&png, &info);
+		return err_set("PNG encoding: %s", sink.msg);
+	}
+	png_init_io(png, f);
+	png_set_IHDR(png, info, (png_uint_32)width, (png_uint_32)height, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
+		     PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+	png_write_info(png, info);
+	for (int y = 0; y < height; y++)
+		png_write_row(png, (png_const_bytep)(rgb + (size_t)y * stride));
+	png_write_end(png, NULL);
+	png_destroy_write_struct(&png, &info);
+	return ferror(f) ? err_set("write error") : 0;
 }

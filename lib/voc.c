@@ -19,9 +19,8 @@
 
 #include "err.h"
 #include "image.h"
-
-/* Largest annotation, split list or image file read into memory. */
-#define FILE_MAX ((size_t)1 << 30)
+#include "files.h"
+#include "image_record.h"
 
 static const char *const IMAGE_EXTS[] = {"jpg", "png", "jpeg"};
 #define NEXTS 3
@@ -67,61 +66,6 @@ static char *xprintf(const char *fmt, ...)
 	return s;
 }
 
-/* Reads a whole file, NUL-terminated: a regular file, or a pipe, FIFO or process
- * substitution (--classes <(echo raccoon)) read to its end. -2 (no err) if it does not
- * exist, -1 (err). */
-static int read_file(const char *path, char **out, size_t *len)
-{
-	*out = NULL;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		if (errno == ENOENT)
-			return -2;
-		return err_set("%s", strerror(errno));
-	}
-	struct stat st;
-	if (fstat(fd, &st) < 0 || S_ISDIR(st.st_mode) || (S_ISREG(st.st_mode) && (size_t)st.st_size > FILE_MAX)) {
-		int e = S_ISDIR(st.st_mode) ? EISDIR : errno;
-		close(fd);
-		return err_set("%s", e ? strerror(e) : "larger than 1 GiB");
-	}
-	size_t cap = (S_ISREG(st.st_mode) ? (size_t)st.st_size : 4096) + 1, n = 0;
-	char *buf = malloc(cap);
-	if (!buf) {
-		close(fd);
-		return err_set("out of memory");
-	}
-	for (;;) {
-		if (n + 1 == cap) {
-			/* the file grew while we read it: keep going up to FILE_MAX */
-			char *b = cap > FILE_MAX ? NULL : realloc(buf, cap * 2);
-			if (!b) {
-				free(buf);
-				close(fd);
-				return err_set("file too large");
-			}
-			buf = b;
-			cap *= 2;
-		}
-		ssize_t r = read(fd, buf + n, cap - 1 - n);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			int e = errno;
-			free(buf);
-			close(fd);
-			return err_set("%s", strerror(e));
-		}
-		if (r == 0)
-			break;
-		n += (size_t)r;
-	}
-	close(fd);
-	buf[n] = 0;
-	*out = buf;
-	*len = n;
-	return 0;
-}
 
 static int is_dir(const char *path)
 {
@@ -183,7 +127,7 @@ voc_classes *voc_classes_load(const char *path)
 {
 	char *text;
 	size_t len;
-	int rc = read_file(path, &text, &len);
+	int rc = files_read(path, &text, &len);
 	if (rc < 0) {
 		if (rc == -2)
 			err_set("%s", strerror(ENOENT));
@@ -702,7 +646,7 @@ static int open_dir_root(voc_dataset *d, const char *dir, const char *name)
 	int rc = -1;
 	if (!path)
 		goto out;
-	int r = read_file(path, &text, &len);
+	int r = files_read(path, &text, &len);
 	if (r == -2)
 		err_set("%s: missing split file (no split '%s')", path, d->split);
 	else if (r < 0)
@@ -843,74 +787,8 @@ static enum entry_kind classify(const char *path, const char *split, size_t *ple
 	return E_NONE;
 }
 
-/* Reads the current entry's data, NUL-terminated. */
-static int entry_data(struct archive *a, struct archive_entry *e, char **out, size_t *len)
-{
-	size_t cap = archive_entry_size_is_set(e) && archive_entry_size(e) >= 0 ? (size_t)archive_entry_size(e) + 1 : 65536;
-	size_t n = 0;
-	if (cap > FILE_MAX)
-		return err_set("entry too large");
-	char *buf = malloc(cap);
-	if (!buf)
-		return err_set("out of memory");
-	for (;;) {
-		if (n + 1 >= cap) {
-			char *b = cap > FILE_MAX ? NULL : realloc(buf, cap * 2);
-			if (!b) {
-				free(buf);
-				return err_set("entry too large");
-			}
-			buf = b;
-			cap *= 2;
-		}
-		la_ssize_t r = archive_read_data(a, buf + n, cap - 1 - n);
-		if (r < 0) {
-			err_set("%s", archive_error_string(a));
-			free(buf);
-			return -1;
-		}
-		if (r == 0)
-			break;
-		n += (size_t)r;
-	}
-	buf[n] = 0;
-	*out = buf;
-	*len = n;
-	return 0;
-}
 
-static struct archive *archive_open(const char *path)
-{
-	struct archive *a = archive_read_new();
-	if (!a) {
-		err_set("out of memory");
-		return NULL;
-	}
-	archive_read_support_filter_all(a);
-	archive_read_support_format_all(a);
-	if (archive_read_open_filename(a, path, 1 << 16) != ARCHIVE_OK) {
-		err_set("%s: %s", path, archive_error_string(a));
-		archive_read_free(a);
-		return NULL;
-	}
-	return a;
-}
 
-/* An entry name without "./" or "/" in front. */
-static const char *entry_path(struct archive_entry *e)
-{
-	const char *p = archive_entry_pathname(e);
-	if (!p)
-		return "";
-	for (;;) {
-		if (p[0] == '/')
-			p++;
-		else if (p[0] == '.' && p[1] == '/')
-			p += 2;
-		else
-			return p;
-	}
-}
 
 /* One annotation or image name found in pass 1. */
 struct found {
@@ -976,7 +854,7 @@ static long prefix_index(struct pass1 *p, const char *path, size_t plen)
 
 static int pass1_entry(struct pass1 *p, struct archive *a, struct archive_entry *e, const char *split)
 {
-	const char *path = entry_path(e);
+	const char *path = files_entry_path(e);
 	size_t plen;
 	char *id;
 	int ext = 0;
@@ -991,7 +869,7 @@ static int pass1_entry(struct pass1 *p, struct archive *a, struct archive_entry 
 	if (k == E_SPLIT) {
 		char *text;
 		size_t len;
-		if (entry_data(a, e, &text, &len) < 0) {
+		if (files_entry_data(a, e, &text, &len) < 0) {
 			err_wrap("%s", path);
 			goto fail;
 		}
@@ -1002,7 +880,7 @@ static int pass1_entry(struct pass1 *p, struct archive *a, struct archive_entry 
 	struct found f = {.id = id, .ext = ext};
 	if (!(f.prefix = xstrdup(p->prefixes[pi])))
 		goto fail;
-	if (k == E_XML && entry_data(a, e, &f.data, &f.len) < 0) {
+	if (k == E_XML && files_entry_data(a, e, &f.data, &f.len) < 0) {
 		err_wrap("%s", path);
 		free(f.prefix);
 		goto fail;
@@ -1032,7 +910,7 @@ static int open_archive(voc_dataset *d, const char *path)
 	if (!(d->archives[d->narchives] = xstrdup(path)))
 		return -1;
 	int ai = d->narchives++;
-	struct archive *a = archive_open(path);
+	struct archive *a = files_archive_open(path);
 	if (!a)
 		return -1;
 	struct pass1 p = {0};
@@ -1248,7 +1126,7 @@ static int load_xml(const voc_dataset *d, const struct item *it, const char *whe
 		*len = it->xml_len;
 		return 0;
 	}
-	int rc = read_file(where, own, len);
+	int rc = files_read(where, own, len);
 	if (rc == -2)
 		return err_set("%s: missing annotation", where);
 	if (rc < 0)
@@ -1288,7 +1166,7 @@ static int load_image(const voc_dataset *d, const struct item *it, int want_byte
 		}
 		int rc;
 		if (want_bytes) {
-			rc = read_file(path, (char **)own, len);
+			rc = files_read(path, (char **)own, len);
 			*img = *own;
 		} else {
 			rc = access(path, F_OK) == 0 ? 0 : errno == ENOENT ? -2 : err_set("%s", strerror(errno));
@@ -1343,10 +1221,8 @@ static int build_record(voc_reader *r, const struct job *j, record **out)
 	if (!(img_where = file_where(d, rt, img_rel)) || !(file = file_meta(rt, img_rel)))
 		goto out;
 	if (r->p.images) {
-		if (image_size(img, img_len, &w, &h) < 0) {
-			err_wrap("%s", img_where);
+		if (!(rec = image_record_new(img, img_len, 1, img_where, &w, &h)))
 			goto out;
-		}
 		/* a <size> of 0 means "not filled in" to some annotation tools */
 		if (ann.width > 0 && ann.height > 0 && (ann.width != w || ann.height != h)) {
 			err_set("%s: <size> %dx%d disagrees with the image (%dx%d)", xml_where, ann.width, ann.height, w, h);
@@ -1355,21 +1231,12 @@ static int build_record(voc_reader *r, const struct job *j, record **out)
 	} else {
 		w = ann.width;
 		h = ann.height;
+		if (!(rec = record_new("image")))
+			goto out;
 	}
 	if (voc_check_boxes(&ann, w > 0 && h > 0 ? w : INT_MAX, w > 0 && h > 0 ? h : INT_MAX) < 0) {
 		err_wrap("%s", xml_where);
 		goto out;
-	}
-	if (!(rec = record_new("image")))
-		goto out;
-	if (r->p.images) {
-		tensor *t = record_add(rec, "image", DT_U8, 3, (int64_t[]){3, h, w});
-		if (!t)
-			goto out;
-		if (image_decode_chw(img, img_len, t->data, w, h) < 0) {
-			err_wrap("%s", img_where);
-			goto out;
-		}
 	}
 	int n = ann.nobj;
 	tensor *boxes = record_add(rec, "boxes", DT_F32, 2, (int64_t[]){n, 4});
@@ -1383,14 +1250,8 @@ static int build_record(voc_reader *r, const struct job *j, record **out)
 		((int32_t *)labels->data)[i] = ann.obj[i].label;
 		((uint8_t *)diff->data)[i] = (uint8_t)ann.obj[i].difficult;
 	}
-	cJSON *m = rec->meta;
-	if (!cJSON_AddStringToObject(m, "id", it->id) || !cJSON_AddStringToObject(m, "root", rt->name) ||
-	    !cJSON_AddStringToObject(m, "file", file) || !cJSON_AddNumberToObject(m, "width", w) ||
-	    !cJSON_AddNumberToObject(m, "height", h) || !cJSON_AddNumberToObject(m, "index", (double)j->index) ||
-	    !cJSON_AddNumberToObject(m, "epoch", j->epoch)) {
-		err_set("out of memory");
+	if (image_record_meta(rec, it->id, rt->name, file, w, h, j->index, j->epoch) < 0)
 		goto out;
-	}
 	/* compressing here puts it on the decoding threads too */
 	if (r->p.encode && record_encode(rec, r->p.level) < 0)
 		goto out;
@@ -1450,7 +1311,7 @@ static int item_cmp_key(const void *key, const void *elem)
 static int load_archive_images(voc_dataset *d, int ai, struct item **sorted, long nsorted)
 {
 	const char *path = d->archives[ai];
-	struct archive *a = archive_open(path);
+	struct archive *a = files_archive_open(path);
 	if (!a)
 		return -1;
 	struct archive_entry *e;
@@ -1458,7 +1319,7 @@ static int load_archive_images(voc_dataset *d, int ai, struct item **sorted, lon
 	while ((r = archive_read_next_header(a, &e)) == ARCHIVE_OK || r == ARCHIVE_WARN) {
 		if (archive_entry_filetype(e) != AE_IFREG)
 			continue;
-		const char *name = entry_path(e);
+		const char *name = files_entry_path(e);
 		size_t plen;
 		char *id;
 		int ext;
@@ -1477,7 +1338,7 @@ static int load_archive_images(voc_dataset *d, int ai, struct item **sorted, lon
 		if (!hit || (*hit)->img || !(*hit)->ext || strcmp((*hit)->ext, IMAGE_EXTS[ext]))
 			continue;
 		char *data;
-		if (entry_data(a, e, &data, &(*hit)->img_len) < 0) {
+		if (files_entry_data(a, e, &data, &(*hit)->img_len) < 0) {
 			err_wrap("%s:%s", path, name);
 			goto out;
 		}

@@ -12,10 +12,12 @@ libcjson libcjson-dev
 libarchive libarchive-dev
 libjpeg libjpeg62-turbo-dev
 libpng libpng-dev
+libexif libexif-dev
 expat libexpat1-dev
 openblas libopenblas-dev
 libprotobuf-c libprotobuf-c-dev
 ompi-c libopenmpi-dev
+cairo libcairo2-dev
 LIST
 command -v pkg-config > /dev/null || missing=("pkg-config (the build asks it for every library's flags)")
 command -v protoc-c > /dev/null || missing+=("protobuf-c-compiler (protoc-c)")

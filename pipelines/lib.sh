@@ -70,7 +70,7 @@ mpi_ranks() {
 	fi
 	local vars=() v root=()
 	for v in BIN RUN DATA CLASSES SPLIT EPOCHS BATCH SIZE LR SEED THREADS MAX_STEPS CKPT QUANTIZE BITS WBITS PER_CHANNEL_DW RANGES \
-		ITERS INT8 INIT PRETRAINED RESUME TNS_LEVEL MODE OUT TMPDIR; do
+		ITERS INT8 INIT PRETRAINED RESUME TNS_LEVEL MODE OUT TMPDIR IMAGES IMAGES_FROM SCORE FORMAT RECURSIVE SKIP_BAD; do
 		[ -z "${!v:-}" ] || vars+=("$v=${!v}")
 	done
 	[ "$(id -u)" -ne 0 ] || root=(--allow-run-as-root) # containers run as root
@@ -119,4 +119,20 @@ timed() {
 # say ...: a progress line on stderr, named after the script.
 say() {
 	echo "${0##*/}: $*" >&2
+}
+
+# quant_args CKPT: sets the array quant to forward's flags for $quantize (--quant, or
+# --int8 with $int8; BITS, WBITS, PER_CHANNEL_DW; load_config sets them) and --ranges when CKPT carries no
+# ranges record (RANGES, default RUN/ranges.tns); empty without QUANTIZE. Fails when
+# the ranges are missing.
+quant_args() {
+	quant=()
+	[ "$quantize" = 1 ] || return 0
+	quant=(--quant --bits "${BITS:-8}" ${WBITS:+--weight-bits "$WBITS"} "${per_channel_dw[@]}")
+	if [ "$int8" = 1 ]; then quant[0]=--int8; fi
+	if ! "$BIN/tns" ls "$1" | awk '$2 == "ranges" { found = 1 } END { exit !found }'; then
+		local ranges=${RANGES:-$run/ranges.tns}
+		[ -f "$ranges" ] || { say "$ranges: no activation ranges (make calibrate first, or set RANGES)"; return 1; }
+		quant+=(--ranges "$ranges")
+	fi
 }

@@ -7,6 +7,7 @@ pkgs=(
 	libcjson-dev                 # record headers, configs
 	libarchive-dev               # VOC from .tar/.tar.gz/.zip
 	libjpeg62-turbo-dev libpng-dev libexpat1-dev   # images and annotations
+	libexif-dev                  # JPEG EXIF orientation, applied as OpenCV's imread does
 	libopenblas-dev              # sgemm for the convolutions
 	bats jq                      # shell tests
 	gnuplot-nox                  # make plot
@@ -15,6 +16,7 @@ pkgs=(
 	python3-onnx                 # tests: the ONNX checker
 	protobuf-compiler python3-protobuf   # tests: exported prototxts parsed with our TIDL schema (tests/proto)
 	openmpi-bin libopenmpi-dev   # data-parallel training and sharded eval (NP=N)
+	libcairo2-dev fonts-dejavu-core   # draw-dets: boxes and labels drawn with cairo, in DejaVu Sans
 )
 sudo=
 [ "$(id -u)" -eq 0 ] || sudo=sudo

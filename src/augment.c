@@ -11,8 +11,9 @@ static void usage(void)
 {
 	printf("usage: augment (--train | --eval) [options] [SIZE] < images > batches\n"
 	       "\n"
-	       "Turns image records (voc-decode) into batch records for forward, as mmdetection 2.x\n"
-	       "SSD pipelines do. Records of any other kind pass through unchanged, in order.\n"
+	       "Turns image records (voc-decode, image-decode) into batch records for forward, as\n"
+	       "mmdetection 2.x SSD pipelines do. Records of any other kind pass through\n"
+	       "unchanged, in order.\n"
 	       "\n"
 	       "  --train         photometric distortion, expand, min-IoU crop, resize, horizontal\n"
 	       "                  flip, normalise (random, seeded); difficult boxes are dropped\n"
@@ -24,6 +25,8 @@ static void usage(void)
 	       "  --seed N        random seed (default 0); image i draws from (seed, meta.epoch, meta.index)\n"
 	       "                  only, so output is the same for any --threads and --batch\n"
 	       "  --threads N     worker threads (default: online CPUs or $TNS_THREADS)\n"
+	       "  --pass-images   write each image record on too, unchanged, just before the batch\n"
+	       "                  that holds it (draw-dets and dets-json pair them with the dets)\n"
 	       "  -h, --help      this help\n"
 	       "\n"
 	       "Batch record (kind \"batch\"): image f32[N,3,S,S] normalised (RGB, or BGR if to_rgb is\n"
@@ -31,6 +34,8 @@ static void usage(void)
 	       "eval adds difficult u8[N,M], scale_factor f32[N,4] (S/W, S/H, S/W, S/H) and orig_size\n"
 	       "i32[N,2] (H, W). meta: ids, indices, epoch, size, mode (train|eval) and boxes_frame\n"
 	       "(\"input\": train boxes in S x S pixels; \"original\": eval boxes in image pixels).\n"
+	       "Images without boxes and labels (image-decode) give eval batches without boxes,\n"
+	       "labels, difficult and nbox; --train refuses them.\n"
 	       "A partial batch is written at the end, before a passed-through record and when\n"
 	       "meta.epoch changes.\n");
 }
@@ -72,6 +77,9 @@ static void close_batch(group *g)
 	}
 }
 
+/* --pass-images: each image record goes on ahead of the batch that holds it */
+static int pass_images;
+
 /* Waits for a submitted group and writes its batches (completed and encoded by the
  * workers) in order. */
 static void finish(group *g, aug_pool *pool, stream_writer *w)
@@ -81,6 +89,9 @@ static void finish(group *g, aug_pool *pool, stream_writer *w)
 	if (aug_pool_wait(pool, g->jobs, g->closed) < 0)
 		die_err();
 	for (int b = 0; b < g->nb; b++) {
+		for (int i = b ? g->ends[b - 1] : 0; pass_images && i < g->ends[b]; i++)
+			if (stream_pass(w, g->recs[i]) < 0)
+				die_err();
 		if (stream_pass(w, g->out[b].rec) < 0)
 			die_err();
 		record_free(g->out[b].rec);
@@ -122,6 +133,7 @@ int main(int argc, char **argv)
 					     {"config", required_argument, 0, 'c'}, {"size", required_argument, 0, 's'},
 					     {"batch", required_argument, 0, 'b'},  {"seed", required_argument, 0, 'S'},
 					     {"threads", required_argument, 0, 'T'}, {"help", no_argument, 0, 'h'},
+					     {"pass-images", no_argument, 0, 'P'},
 					     {0}};
 	int mode = -1, c;
 	long size = 0, batch = 8, threads = 0;
@@ -140,6 +152,7 @@ int main(int argc, char **argv)
 		case 'b': batch = arg_long("--batch", optarg, 1, 4096); break;
 		case 'S': seed = arg_u64("--seed", optarg); break;
 		case 'T': threads = arg_long("--threads", optarg, 1, 256); break;
+		case 'P': pass_images = 1; break;
 		case 'h': usage(); return 0;
 		default: usage_error("bad option");
 		}
