@@ -4,7 +4,8 @@
 # files went. Each stage's whole output goes to RUN/logs/STAGE.log.
 #
 #   train (SSD-lite MobileNetV2-FPN from scratch, 320x320) -> eval (float mAP) ->
-#   calibrate (8-bit ranges) -> eval on integers (forward --int8) -> TIDL export
+#   calibrate (8-bit ranges) -> eval on integers (forward --int8) -> TIDL export ->
+#   detections drawn on the first 4 test images (RUN/detections/)
 #
 # usage: pipelines/demo.sh CONFIG
 # environment (all optional): BIN, RUN (default runs/demo), EPOCHS (default 12),
@@ -44,6 +45,9 @@ stage eval '' "$here/eval.sh" "$cfg_file"
 stage calibrate '' env ITERS="${CALIB_ITERS:-20}" BIAS_ITERS=0 "$here/calibrate.sh" "$cfg_file"
 stage eval-int8 '' env QUANTIZE=1 INT8=1 "$here/eval.sh" "$cfg_file"
 stage export '' env QUANTIZE=1 "$here/export.sh" "$cfg_file"
+# the first test images as a user's own photos would come: a list of paths
+head -n 4 "$data/ImageSets/Main/$(cfg .dataset.test_split test).txt" | sed "s|.*|$data/JPEGImages/&.jpg|" >"$logs/detect.list"
+stage detect '' env IMAGES=- OUT="$run/detections" "$here/detect.sh" "$cfg_file" <"$logs/detect.list"
 
 # the two tables as one: AP per class, float and 8-bit on integers
 echo
@@ -64,4 +68,5 @@ echo "  latest.tns                 the trained weights (epoch_N.tns: one per epo
 echo "  eval.txt, eval_int8.txt    the mAP tables (mmdet's), .json beside them"
 echo "  ranges.tns, qparams.tns    the 8-bit activation ranges and integer parameters"
 echo "  model.onnx, model.prototxt the TIDL export; export.txt says what is in it"
+echo "  detections/                the boxes on 4 test images (.jpg) and detections.json"
 echo "  logs/                      each stage's whole output"

@@ -22,7 +22,10 @@ load_config "${1:?usage: IMAGES=PATH OUT=DIR detect.sh CONFIG}"
 out=${OUT:?OUT: the directory for the pictures and detections.json}
 [ -n "${IMAGES:-}${IMAGES_FROM:-}" ] || { say "IMAGES: image files, directories or archives to run on"; exit 2; }
 read -r -a images <<<"$IMAGES"
-decode=("$BIN/image-decode" ${RECURSIVE:+--recursive} ${SKIP_BAD:+--skip-bad})
+decode=("$BIN/image-decode")
+recursive=$(bool RECURSIVE) skip_bad=$(bool SKIP_BAD)
+[ "$recursive" = 0 ] || decode+=(--recursive)
+[ "$skip_bad" = 0 ] || decode+=(--skip-bad)
 # a list on stdin can be read once only: it is kept for the count and every rank
 if [ "$IMAGES" = - ]; then
 	mkdir -p "$out"

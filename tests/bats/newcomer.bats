@@ -215,7 +215,7 @@ EOF
 	RUN=$R EPOCHS=1 CALIB_ITERS=2 run pipelines/demo.sh $CFG
 	echo "$output"
 	[ "$status" -eq 0 ]
-	for s in train eval calibrate eval-int8 export; do
+	for s in train eval calibrate eval-int8 export detect; do
 		[ "$(grep -c "^$s  *done in [0-9.]* s$" <<<"$output")" -eq 1 ]
 		[ -s "$R/logs/$s.log" ]
 	done
@@ -226,6 +226,8 @@ EOF
 	grep -q "ranges (" "$R/export.txt"
 	[[ "$output" != *"ranges ("* ]]
 	[ "${#lines[@]}" -le 40 ]
+	[ "$(ls "$R"/detections/*.jpg | wc -l)" -eq 4 ]
+	[ "$(jq -s length "$R/detections/detections.json")" -eq 4 ]
 	# the table's numbers are the eval files' own
 	[[ "$output" == *"$(jq -r '.mAP * 1000 | round / 1000' "$R/eval.json")"* ]]
 }
