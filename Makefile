@@ -1,6 +1,6 @@
 # ssd-tools: SSD detectors as a pipeline of small Unix tools. See README.md.
 
-TOOLS   := tns voc-decode augment forward loss sgd-step calib-ranges fakequant ssd-decode map-eval tidl-pack
+TOOLS   := tns voc-decode coco-decode augment forward loss sgd-step calib-ranges fakequant ssd-decode map-eval tidl-pack
 PKGS    := libzstd libcjson libarchive libjpeg libpng expat openblas libprotobuf-c
 ARCH    ?= -march=native
 OPT     ?= -O2
