@@ -87,7 +87,7 @@ test: test-quick test-san
 PIPELINE ?= ssd_mobilenet_fpn_bccd
 RUN_ENV = BIN=$(BIN) RUN=$(RUN) DATA=$(DATA) CLASSES=$(CLASSES) EPOCHS=$(EPOCHS) BATCH=$(BATCH) \
 	SIZE=$(SIZE) LR=$(LR) SEED=$(SEED) THREADS=$(THREADS) MAX_STEPS=$(MAX_STEPS) NP=$(NP) CKPT=$(CKPT) \
-	QUANTIZE=$(QUANTIZE) BITS=$(BITS) WBITS=$(WBITS) PER_CHANNEL_DW=$(PER_CHANNEL_DW) RANGES=$(RANGES) ITERS=$(ITERS) INT8=$(INT8) MPIRUN_FLAGS="$(MPIRUN_FLAGS)"
+	QUANTIZE=$(QUANTIZE) BITS=$(BITS) WBITS=$(WBITS) PER_CHANNEL_DW=$(PER_CHANNEL_DW) RANGES=$(RANGES) ITERS=$(ITERS) INT8=$(INT8) METRIC=$(METRIC) MPIRUN_FLAGS="$(MPIRUN_FLAGS)"
 
 train: all
 	$(RUN_ENV) pipelines/train.sh configs/$(PIPELINE).json
@@ -134,6 +134,19 @@ demo: all
 	BIN=$(BIN) RUN=runs/demo QUANTIZE=1 INT8=1 pipelines/eval.sh configs/ssd_mobilenet_fpn_bccd.json
 	BIN=$(BIN) RUN=runs/demo QUANTIZE=1 pipelines/export.sh configs/ssd_mobilenet_fpn_bccd.json
 
+# The COCO version of BCCD (pipelines/voc2coco.py: instances_trainval.json and
+# instances_test.json from the VOC XML; the images stay where they are), which
+# configs/ssd_mobilenet_fpn_coco_bccd.json trains and evaluates on; demo-coco: a short
+# training run on it and COCO's 12 numbers (RUN/eval.json, RUN/results.bbox.json).
+COCO_BCCD := runs/coco_bccd/instances_trainval.json
+$(COCO_BCCD): pipelines/voc2coco.py $(BENCH_CLASSES)
+	/usr/bin/python3 pipelines/voc2coco.py $(BENCH_DATA) $(BENCH_CLASSES) $(dir $@) trainval test
+coco-bccd: $(COCO_BCCD)
+train eval calibrate: $(if $(findstring coco_bccd,$(PIPELINE)),$(COCO_BCCD))
+demo-coco: all $(COCO_BCCD)
+	BIN=$(BIN) RUN=runs/demo_coco EPOCHS=$(DEMO_EPOCHS) pipelines/train.sh configs/ssd_mobilenet_fpn_coco_bccd.json
+	BIN=$(BIN) RUN=runs/demo_coco METRIC=coco pipelines/eval.sh configs/ssd_mobilenet_fpn_coco_bccd.json
+
 bench-data: all $(BUILD)/bench/bench_stream
 	BIN=$(BIN) BENCH=$(BUILD)/bench pipelines/bench-data.sh $(BENCH_DATA) $(BENCH_CLASSES)
 
@@ -166,5 +179,5 @@ setup:
 clean:
 	rm -rf build bin
 
-.PHONY: deps all units test test-quick test-san setup demo train eval calibrate export-tidl plot train-torch bench bench-data bench-layers bench-eval bench-model bench-loop clean
+.PHONY: deps all units test test-quick test-san setup demo demo-coco coco-bccd train eval calibrate export-tidl plot train-torch bench bench-data bench-layers bench-eval bench-model bench-loop clean
 .DELETE_ON_ERROR:

@@ -46,7 +46,7 @@ mpi_ranks() {
 	fi
 	local vars=() v root=()
 	for v in BIN RUN DATA CLASSES SPLIT EPOCHS BATCH SIZE LR SEED THREADS MAX_STEPS CKPT QUANTIZE BITS WBITS PER_CHANNEL_DW RANGES \
-		ITERS INT8 INIT PRETRAINED RESUME TNS_LEVEL MODE OUT TMPDIR; do
+		ITERS INT8 INIT PRETRAINED RESUME TNS_LEVEL MODE METRIC OUT TMPDIR; do
 		[ -z "${!v:-}" ] || vars+=("$v=${!v}")
 	done
 	[ "$(id -u)" -ne 0 ] || root=(--allow-run-as-root) # containers run as root
@@ -100,3 +100,30 @@ say() {
 # PER_CHANNEL_DW=1 (0 or unset: off): forward's, fakequant's and tidl-pack's flag
 per_channel_dw=()
 [ "${PER_CHANNEL_DW:-0}" = 0 ] || per_channel_dw=(--per-channel-dw)
+
+# coco_file SPLIT KEY: for a "type": "coco" dataset, dataset.SPLIT.KEY (ann_file or
+# img_prefix, mmdet's names) resolved against DATA (the dataset's "root", mmdet's
+# data_root) unless absolute; empty for other datasets.
+coco_file() {
+	local f
+	[ "$(cfg .dataset.type voc)" = coco ] || return 0
+	f=$(cfg ".dataset[\"$1\"].$2" "")
+	[ -n "$f" ] || { say "config: dataset.$1.$2 missing (a coco dataset names both ann_file and img_prefix)"; return 2; }
+	case $f in /*) echo "$f" ;; *) echo "${data:+$data/}$f" ;; esac
+}
+
+# decode SPLIT ARGS...: the config's dataset as image records, SPLIT's images, with ARGS
+# (the options voc-decode and coco-decode share: --list, --shard, --shuffle, ...) and
+# CLASSES. VOC: voc-decode DATA --split SPLIT. "type": "coco": coco-decode of
+# dataset.SPLIT's ann_file and img_prefix, --filter-empty-gt if its filter_empty_gt is true.
+decode() {
+	local split=$1 ann img filter=()
+	shift
+	if [ "$(cfg .dataset.type voc)" != coco ]; then
+		"$BIN/voc-decode" "$data" --split "$split" ${classes:+--classes "$classes"} "$@"
+		return
+	fi
+	ann=$(coco_file "$split" ann_file) && img=$(coco_file "$split" img_prefix) || return 2
+	[ "$(cfg ".dataset[\"$split\"].filter_empty_gt" false)" = false ] || filter=(--filter-empty-gt)
+	"$BIN/coco-decode" "$ann" "$img" ${classes:+--classes "$classes"} "${filter[@]}" "$@"
+}
