@@ -201,6 +201,7 @@ void coco_free(coco_set *s)
 	free(s->anns);
 	free(s->categories);
 	free(((struct coco_set_full *)s)->image_ids);
+	free(s->where);
 	free(s);
 }
 
@@ -402,7 +403,7 @@ coco_set *coco_parse(char *text, size_t len, const char *where)
 	struct coco_set_full *f = calloc(1, sizeof *f);
 	coco_set *s = f ? &f->s : NULL;
 	const cJSON *cats, *imgs, *anns;
-	if (!f) {
+	if (!f || !(s->where = strdup(where))) {
 		err_set("out of memory");
 	} else if (!cJSON_IsObject(root)) {
 		fail(&c, "expected an object with images, annotations and categories");
@@ -518,8 +519,8 @@ voc_dataset *coco_dataset(const coco_set *s, const int *label, const char *img_p
 			labelled++;
 			const char *fault = box_fault(a, im);
 			if (fault && !why[n]) {
-				if (asprintf(&why[n], "%s: annotation %lld: box [%g, %g, %g, %g] %s (%dx%d)", im->file_name,
-					     (long long)a->id, a->bbox[0], a->bbox[1], a->bbox[2], a->bbox[3], fault,
+				if (asprintf(&why[n], "%s: image %lld (%s): annotation %lld: box [%g, %g, %g, %g] %s (%dx%d)",
+					     s->where, (long long)im->id, im->file_name, (long long)a->id, a->bbox[0], a->bbox[1], a->bbox[2], a->bbox[3], fault,
 					     im->width, im->height) < 0) {
 					why[n] = NULL;
 					err_set("out of memory");

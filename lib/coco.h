@@ -42,6 +42,7 @@ typedef struct coco_category {
 } coco_category;
 
 typedef struct coco_set {
+	char *where; /* the file, for messages */
 	long nimages, nanns;
 	int ncategories;
 	coco_image *images;
