@@ -340,23 +340,99 @@ static int accumulate(const struct cat_eval *ce, int maxdet, struct ranked *rk, 
 
 /* ---------------------------------------------------------------- compute */
 
+/* One thread's buffers for evaluating categories. */
+struct work {
+	struct cat_eval ce[NAREA];
+	double *iou;
+	int *order;
+	unsigned char *taken;
+	struct ranked *rk;
+	long iou_cap, order_cap, rk_cap;
+};
+
+static void work_free(struct work *w)
+{
+	for (int a = 0; a < NAREA; a++) {
+		free(w->ce[a].img);
+		free(w->ce[a].score);
+		free(w->ce[a].flags);
+	}
+	free(w->iou);
+	free(w->order);
+	free(w->taken);
+	free(w->rk);
+}
+
+/* Category c: its gts gt[0..ng) and dets dt[0..nd) (sorted by image), into its slots of
+ * prec, rec and valid. The dets of each image get sorted by score in place. */
+static int eval_category(struct work *w, int c, const struct box *gt, long ng, struct box *dt, long nd, double *prec,
+			 double *rec, int *valid)
+{
+	for (int a = 0; a < NAREA; a++) {
+		w->ce[a].nimg = 0;
+		w->ce[a].nflags = 0;
+	}
+	if (grow(&w->rk, &w->rk_cap, nd + 1, sizeof *w->rk) < 0)
+		return -1;
+	long gi = 0, di = 0;
+	while (gi < ng || di < nd) {
+		long image = gi < ng && di < nd ? (gt[gi].image < dt[di].image ? gt[gi].image : dt[di].image)
+			   : gi < ng	       ? gt[gi].image
+					       : dt[di].image;
+		long g0 = gi, d0 = di;
+		while (gi < ng && gt[gi].image == image)
+			gi++;
+		while (di < nd && dt[di].image == image)
+			di++;
+		int ngi = (int)(gi - g0), ndi = (int)(di - d0);
+		qsort(dt + d0, (size_t)ndi, sizeof *dt, by_score);
+		if (ndi > MAXDET)
+			ndi = MAXDET;
+		if (grow(&w->iou, &w->iou_cap, (long)ndi * ngi + 1, sizeof *w->iou) < 0 ||
+		    grow(&w->order, &w->order_cap, ngi + 1, sizeof *w->order) < 0)
+			return -1;
+		unsigned char *t2 = realloc(w->taken, (size_t)w->order_cap);
+		if (!t2)
+			return err_set("out of memory");
+		w->taken = t2;
+		for (int d = 0; d < ndi; d++)
+			for (int g = 0; g < ngi; g++)
+				w->iou[(long)d * ngi + g] = box_iou(dt[d0 + d].bbox, gt[g0 + g].bbox, gt[g0 + g].crowd);
+		for (int a = 0; a < NAREA; a++)
+			if (eval_image(&w->ce[a], image, dt + d0, ndi, gt + g0, ngi, w->iou, a, w->order, w->taken) < 0)
+				return -1;
+	}
+	for (int a = 0; a < NAREA; a++)
+		for (int m = 0; m < NMAXDET; m++) {
+			long at = ((long)c * NAREA + a) * NMAXDET + m;
+			if (accumulate(&w->ce[a], max_dets[m], w->rk, prec + at * NTHR * NREC, rec + at * NTHR, &valid[at]) < 0)
+				return -1;
+		}
+	return 0;
+}
+
+/* first[c]: where category c starts in v (sorted by category); first[ncats] = n */
+static void category_starts(const struct box *v, long n, int ncats, long *first)
+{
+	long i = 0;
+	for (int c = 0; c <= ncats; c++) {
+		while (i < n && v[i].cat < c)
+			i++;
+		first[c] = i;
+	}
+}
+
 int coco_eval_compute(coco_eval *e, double *stats, double *class_ap)
 {
-	int C = e->ncats, rc = -1;
-	/* ranks: images in id order; boxes were given the insertion position, remap */
+	int C = e->ncats, rc = -1, failed = 0;
 	struct box *gts = malloc((size_t)(e->ngts ? e->ngts : 1) * sizeof *gts);
 	struct box *dts = malloc((size_t)(e->ndets ? e->ndets : 1) * sizeof *dts);
 	/* [cat][area][maxdet] precision [NTHR][NREC] and recall [NTHR], counts */
 	double *prec = malloc((size_t)(C ? C : 1) * NAREA * NMAXDET * NTHR * NREC * sizeof *prec);
 	double *rec = malloc((size_t)(C ? C : 1) * NAREA * NMAXDET * NTHR * sizeof *rec);
 	int *valid = calloc((size_t)(C ? C : 1) * NAREA * NMAXDET, sizeof *valid);
-	struct ranked *rk = malloc((size_t)(e->ndets ? e->ndets : 1) * sizeof *rk);
-	struct cat_eval ce[NAREA];
-	memset(ce, 0, sizeof ce);
-	double *iou = NULL;
-	int *order = NULL;
-	unsigned char *taken = NULL;
-	if (!gts || !dts || !prec || !rec || !valid || !rk) {
+	long *gfirst = malloc((size_t)(C + 1) * sizeof *gfirst), *dfirst = malloc((size_t)(C + 1) * sizeof *dfirst);
+	if (!gts || !dts || !prec || !rec || !valid || !gfirst || !dfirst) {
 		err_set("out of memory");
 		goto out;
 	}
@@ -370,53 +446,23 @@ int coco_eval_compute(coco_eval *e, double *stats, double *class_ap)
 		dts[i].image = find_image(e, dts[i].image_id, &found);
 	qsort(gts, (size_t)e->ngts, sizeof *gts, by_cat_image);
 	qsort(dts, (size_t)e->ndets, sizeof *dts, by_cat_image);
-	long gi = 0, di = 0;
-	long iou_cap = 0, order_cap = 0;
-	for (int c = 0; c < C; c++) {
-		for (int a = 0; a < NAREA; a++) {
-			ce[a].nimg = 0;
-			ce[a].nflags = 0;
-		}
-		while (gi < e->ngts || di < e->ndets) {
-			int gc = gi < e->ngts && gts[gi].cat == c, dc = di < e->ndets && dts[di].cat == c;
-			if (!gc && !dc)
-				break;
-			long image = gc && dc ? (gts[gi].image < dts[di].image ? gts[gi].image : dts[di].image)
-				   : gc	      ? gts[gi].image
-					      : dts[di].image;
-			long g0 = gi, d0 = di;
-			while (gi < e->ngts && gts[gi].cat == c && gts[gi].image == image)
-				gi++;
-			while (di < e->ndets && dts[di].cat == c && dts[di].image == image)
-				di++;
-			int ng = (int)(gi - g0), nd = (int)(di - d0);
-			qsort(dts + d0, (size_t)nd, sizeof *dts, by_score);
-			if (nd > MAXDET)
-				nd = MAXDET;
-			if (grow(&iou, &iou_cap, (long)nd * ng + 1, sizeof *iou) < 0 ||
-			    grow(&order, &order_cap, ng + 1, sizeof *order) < 0) {
-				goto out;
-			}
-			unsigned char *t2 = realloc(taken, (size_t)order_cap);
-			if (!t2) {
-				err_set("out of memory");
-				goto out;
-			}
-			taken = t2;
-			for (int d = 0; d < nd; d++)
-				for (int g = 0; g < ng; g++)
-					iou[(long)d * ng + g] = box_iou(dts[d0 + d].bbox, gts[g0 + g].bbox, gts[g0 + g].crowd);
-			for (int a = 0; a < NAREA; a++)
-				if (eval_image(&ce[a], image, dts + d0, nd, gts + g0, ng, iou, a, order, taken) < 0)
-					goto out;
-		}
-		for (int a = 0; a < NAREA; a++)
-			for (int m = 0; m < NMAXDET; m++) {
-				long at = ((long)c * NAREA + a) * NMAXDET + m;
-				if (accumulate(&ce[a], max_dets[m], rk, prec + at * NTHR * NREC, rec + at * NTHR, &valid[at]) <
-				    0)
-					goto out;
-			}
+	category_starts(gts, e->ngts, C, gfirst);
+	category_starts(dts, e->ndets, C, dfirst);
+	/* categories are independent: one per thread at a time, each into its own slots */
+#pragma omp parallel reduction(| : failed)
+	{
+		struct work w;
+		memset(&w, 0, sizeof w);
+#pragma omp for schedule(dynamic)
+		for (int c = 0; c < C; c++)
+			if (!failed && eval_category(&w, c, gts + gfirst[c], gfirst[c + 1] - gfirst[c], dts + dfirst[c],
+						     dfirst[c + 1] - dfirst[c], prec, rec, valid) < 0)
+				failed = 1;
+		work_free(&w);
+	}
+	if (failed) {
+		err_set("out of memory"); /* the only way a category fails; its message was another thread's */
+		goto out;
 	}
 	/* summarize: means over the entries that count (> -1 in pycocotools' arrays) */
 	struct {
@@ -454,20 +500,13 @@ int coco_eval_compute(coco_eval *e, double *stats, double *class_ap)
 	}
 	rc = 0;
 out:
-	for (int a = 0; a < NAREA; a++) {
-		free(ce[a].img);
-		free(ce[a].score);
-		free(ce[a].flags);
-	}
 	free(gts);
 	free(dts);
 	free(prec);
 	free(rec);
 	free(valid);
-	free(rk);
-	free(iou);
-	free(order);
-	free(taken);
+	free(gfirst);
+	free(dfirst);
 	return rc;
 }
 
