@@ -26,7 +26,7 @@ def main():
     rnd = random.Random(2017)
     # polygons: a pool of point lists; the count of points sets the file size
     per_ann = target * 1e6 / ANNS - 190  # bytes of segmentation per annotation
-    points = max(3, int(per_ann / 14.4))  # "123.45, 67.89, ": ~14.4 bytes a point
+    points = max(3, round(per_ann / 14.4))  # "123.45, 67.89, ": ~14.4 bytes a point
     pool = [", ".join(f"{rnd.uniform(0, 640):.2f}, {rnd.uniform(0, 480):.2f}" for _ in range(points))
             for _ in range(997)]
     tmp = out + ".tmp"
