@@ -211,7 +211,7 @@ tnsfile.write('$T/b.tns', r[20:])"
 	[[ "$output" == "map-eval: $F/random/dets.tns: record "*": dets of image 215: image 215: not among the evaluated images" ]]
 }
 
-@test "pipelines on a coco config: train, eval METRIC=coco writes eval.json and results.bbox.json" {
+@test "pipelines on a coco config: train, eval METRIC=coco writes eval.json and results.bbox.json, calibrate" {
 	[ -d "$BCCD" ] || skip "no BCCD data"
 	cd "$ROOT"
 	export BIN THREADS=2
@@ -234,4 +234,8 @@ tnsfile.write('$T/b.tns', r[20:])"
 	DATA=$D RUN=$T/run run pipelines/eval.sh $CFG
 	[ "$status" -eq 0 ]
 	[[ "$output" == *"| mAP "* ]]
+	# and calibration reads the coco train split too
+	DATA=$D RUN=$T/run ITERS=2 BIAS_ITERS=0 run pipelines/calibrate.sh $CFG
+	[ "$status" -eq 0 ]
+	[ -f "$T/run/ranges.tns" ]
 }
