@@ -85,6 +85,17 @@ static void test_eval(void)
 	CHECK_NEAR(stats[5], 0.3, 1e-12);
 	CHECK_NEAR(stats[6], 0.3, 1e-12);
 	CHECK_NEAR(ap[0], 0.3, 1e-12);
+	coco_eval_free(e);
+	/* IoU exactly 0.75 (7500 / 10000) still matches at the .75 threshold: >=, and
+	 * numpy's linspace value of it is exactly 0.75 */
+	e = coco_eval_new(1);
+	coco_eval_add_image(e, 1);
+	double d75[4] = {0, 0, 75, 100};
+	coco_eval_add_gt(e, 1, 0, g, 10000, 0);
+	coco_eval_add_det(e, 1, 0, d75, 0.9);
+	compute(e, stats, ap);
+	CHECK_NEAR(stats[0], 0.6, 1e-12);
+	CHECK_NEAR(stats[2], 1.0, 1e-12);
 	/* the annotation's area, not the box, picks the range: 500 is small */
 	coco_eval_free(e);
 	e = coco_eval_new(1);
