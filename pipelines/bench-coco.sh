@@ -4,7 +4,7 @@
 #    bench/gen_dets), map-eval --metric coco with gts from the records (the same
 #    evaluation as with --ann; pycocotools takes 20-60 s for this on one core).
 # 2. Reading an instances_train2017-sized annotation file (bench/gen_coco_json.py:
-#    118,287 images, 860,001 annotations, ~448 MB; made once in BENCH): coco-decode --list,
+#    118,287 images, 860,001 annotations, 448 MiB; made once in BENCH): coco-decode --list,
 #    peak RSS and time from /usr/bin/time -v.
 # Wall times depend on what else runs; CPU times (user + sys) are printed beside them.
 # Usage: BIN=bin BENCH=build/bench pipelines/bench-coco.sh
@@ -32,8 +32,8 @@ printf '  %-34s %s\n' "map-eval --metric coco --results" \
 big=$BENCH/coco_big.json
 if [ ! -f "$big" ]; then
 	echo "generating $big (once; about a minute)"
-	/usr/bin/python3 bench/gen_coco_json.py "$big" 448 "$BENCH/coco_big_images"
+	/usr/bin/python3 bench/gen_coco_json.py "$big" 470 "$BENCH/coco_big_images"
 fi
 echo
-echo "reading $(du -m "$big" | cut -f1) MB of COCO annotations (118,287 images, 860,001 boxes):"
+echo "reading $(du -m "$big" | cut -f1) MiB of COCO annotations (118,287 images, 860,001 boxes):"
 printf '  %-34s %s\n' "coco-decode --list" "$(measured "$BIN/coco-decode" "$big" "$BENCH/coco_big_images" --list)"
