@@ -1,6 +1,6 @@
 # ssd-tools: SSD detectors as a pipeline of small Unix tools. See README.md.
 
-TOOLS   := tns voc-decode augment forward loss sgd-step calib-ranges fakequant ssd-decode map-eval tidl-pack image-decode draw-dets dets-json
+TOOLS   := tns voc-decode coco-decode image-decode augment forward loss sgd-step calib-ranges fakequant ssd-decode map-eval tidl-pack draw-dets dets-json
 PKGS    := libzstd libcjson libarchive libjpeg libpng libexif expat openblas libprotobuf-c
 ARCH    ?= -march=native
 OPT     ?= -O2
@@ -92,7 +92,7 @@ test: test-quick test-san
 PIPELINE ?= ssd_mobilenet_fpn_bccd
 RUN_ENV = BIN=$(BIN) RUN=$(RUN) DATA=$(DATA) CLASSES=$(CLASSES) EPOCHS=$(EPOCHS) BATCH=$(BATCH) \
 	SIZE=$(SIZE) LR=$(LR) SEED=$(SEED) THREADS=$(THREADS) MAX_STEPS=$(MAX_STEPS) NP=$(NP) CKPT=$(CKPT) \
-	QUANTIZE=$(QUANTIZE) BITS=$(BITS) WBITS=$(WBITS) PER_CHANNEL_DW=$(PER_CHANNEL_DW) RANGES=$(RANGES) ITERS=$(ITERS) INT8=$(INT8) MPIRUN_FLAGS="$(MPIRUN_FLAGS)"
+	QUANTIZE=$(QUANTIZE) BITS=$(BITS) WBITS=$(WBITS) PER_CHANNEL_DW=$(PER_CHANNEL_DW) RANGES=$(RANGES) ITERS=$(ITERS) INT8=$(INT8) METRIC=$(METRIC) MPIRUN_FLAGS="$(MPIRUN_FLAGS)"
 
 train: all
 	$(RUN_ENV) pipelines/train.sh configs/$(PIPELINE).json
@@ -153,6 +153,19 @@ docs-picture: all
 	  | $(BIN)/draw-dets --out $(BUILD)/docs-picture --classes $(BENCH_CLASSES) --gt --quality 85 >/dev/null
 	mv $(BUILD)/docs-picture/*.jpg docs/detections.jpg
 
+# The COCO version of BCCD (pipelines/voc2coco.py: instances_trainval.json and
+# instances_test.json from the VOC XML; the images stay where they are), which
+# configs/ssd_mobilenet_fpn_coco_bccd.json trains and evaluates on; demo-coco: a short
+# training run on it and COCO's 12 numbers (RUN/eval.json, RUN/results.bbox.json).
+COCO_BCCD := runs/coco_bccd/instances_trainval.json
+$(COCO_BCCD): pipelines/voc2coco.py $(BENCH_CLASSES)
+	/usr/bin/python3 pipelines/voc2coco.py $(BENCH_DATA) $(BENCH_CLASSES) $(dir $@) trainval test
+coco-bccd: $(COCO_BCCD)
+train eval calibrate detect: $(if $(findstring coco_bccd,$(PIPELINE)),$(COCO_BCCD))
+demo-coco: all $(COCO_BCCD)
+	BIN=$(BIN) RUN=runs/demo_coco EPOCHS=$(DEMO_EPOCHS) pipelines/train.sh configs/ssd_mobilenet_fpn_coco_bccd.json
+	BIN=$(BIN) RUN=runs/demo_coco METRIC=coco pipelines/eval.sh configs/ssd_mobilenet_fpn_coco_bccd.json
+
 bench-data: all $(BUILD)/bench/bench_stream
 	BIN=$(BIN) BENCH=$(BUILD)/bench pipelines/bench-data.sh $(BENCH_DATA) $(BENCH_CLASSES)
 
@@ -181,7 +194,12 @@ bench-loop: all $(BUILD)/bench/bench_train_step
 bench-detect: all
 	BIN=$(BIN) CKPT=$(CKPT) pipelines/bench-detect.sh $(BENCH_DATA)
 
-bench: bench-data bench-layers bench-eval bench-model bench-loop bench-detect
+# COCO eval of val2017's size (5,000 images x 100 dets x 80 classes) and the read of an
+# instances_train2017-sized file (generated once into BUILD/bench): time and peak RSS.
+bench-coco: all $(BUILD)/bench/gen_dets
+	BIN=$(BIN) BENCH=$(BUILD)/bench pipelines/bench-coco.sh
+
+bench: bench-data bench-layers bench-eval bench-model bench-loop bench-detect bench-coco
 
 # The compiler and linker flags as a build would use them now.
 flags: deps
@@ -209,12 +227,14 @@ help:
 	@echo '  make train-torch   PIPELINE=   the same recipe in PyTorch (needs python3-torch)'
 	@echo 'Booleans (QUANTIZE, INT8, PER_CHANNEL_DW, OLD_TIDL) take 1/true/yes/on or 0/false/no/off.'
 	@echo
-	@echo 'Benchmarks: make bench (bench-data bench-layers bench-eval bench-model bench-loop bench-detect)'
+	@echo '  make eval ... METRIC=coco   COCO's 12 numbers (RUN/eval.json, RUN/results.bbox.json)'
+	@echo '  make demo-coco     a short run on the COCO version of BCCD (configs/ssd_mobilenet_fpn_coco_bccd.json)'
+	@echo 'Benchmarks: make bench (bench-data bench-layers bench-eval bench-model bench-loop bench-detect bench-coco)'
 	@echo 'README picture: make docs-picture (after make demo)'
 	@echo 'Other: make units, test-quick (no sanitizers), test-san, clean.  Docs: README.md, docs/.'
 
 clean:
 	rm -rf build bin
 
-.PHONY: deps flags all units test test-quick test-san setup help demo train eval calibrate export-tidl detect plot train-torch bench bench-data bench-layers bench-eval bench-model bench-loop bench-detect docs-picture clean
+.PHONY: deps flags all units test test-quick test-san setup help demo train eval calibrate export-tidl detect plot train-torch bench bench-data bench-layers bench-eval bench-model bench-loop bench-detect docs-picture demo-coco coco-bccd bench-coco clean
 .DELETE_ON_ERROR:

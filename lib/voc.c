@@ -493,6 +493,12 @@ struct item {
 	size_t img_len;
 	int wanted;
 	int bad;         /* reported bad once: skipped silently afterwards */
+	/* listed datasets (voc_open_listed): the ground truth is known at open */
+	char *file;      /* image path under the root; NULL for VOC items */
+	int width, height;
+	long gt_first;   /* its boxes: d->gt_*[gt_first .. gt_first + gt_n) */
+	int gt_n;
+	char *why_bad;   /* known bad at open, reported when read */
 };
 
 struct voc_dataset {
@@ -507,6 +513,9 @@ struct voc_dataset {
 	char **archives;
 	long nxmls, xmls_cap;
 	char **xmls; /* annotation texts read from archives */
+	float *gt_boxes; /* listed datasets' ground truth, [n,4] */
+	int32_t *gt_labels;
+	uint8_t *gt_ignore;
 };
 
 long voc_size(const voc_dataset *d)
@@ -537,7 +546,12 @@ void voc_close(voc_dataset *d)
 	for (long i = 0; i < d->nitems; i++) {
 		free(d->items[i].id);
 		free(d->items[i].img);
+		free(d->items[i].file);
+		free(d->items[i].why_bad);
 	}
+	free(d->gt_boxes);
+	free(d->gt_labels);
+	free(d->gt_ignore);
 	free(d->items);
 	for (int i = 0; i < d->narchives; i++)
 		free(d->archives[i]);
@@ -1043,6 +1057,48 @@ fail:
 	return NULL;
 }
 
+voc_dataset *voc_open_listed(const char *image_dir, const char *root_name, long n, const voc_listed_image *images)
+{
+	voc_dataset *d = calloc(1, sizeof *d);
+	long nboxes = 0;
+	for (long i = 0; i < n; i++)
+		nboxes += images[i].n;
+	if (!d || !(d->split = strdup("listed")) || !(d->items = calloc((size_t)(n ? n : 1), sizeof *d->items)) ||
+	    !(d->gt_boxes = malloc((size_t)(nboxes ? nboxes : 1) * 4 * sizeof *d->gt_boxes)) ||
+	    !(d->gt_labels = malloc((size_t)(nboxes ? nboxes : 1) * sizeof *d->gt_labels)) ||
+	    !(d->gt_ignore = malloc((size_t)(nboxes ? nboxes : 1) * sizeof *d->gt_ignore))) {
+		err_set("out of memory");
+		goto fail;
+	}
+	d->items_cap = n;
+	if (!is_dir(image_dir)) {
+		err_set("%s: not a directory of images", image_dir);
+		goto fail;
+	}
+	if (add_root(d, root_name, image_dir, -1, NULL) < 0)
+		goto fail;
+	long at = 0;
+	for (long i = 0; i < n; i++, d->nitems++) {
+		const voc_listed_image *li = &images[i];
+		struct item *it = &d->items[i];
+		it->width = li->width;
+		it->height = li->height;
+		it->gt_first = at;
+		it->gt_n = li->n;
+		if (!(it->id = xstrdup(li->id)) || !(it->file = xstrdup(li->file)) ||
+		    (li->bad && !(it->why_bad = xstrdup(li->bad))))
+			goto fail;
+		memcpy(d->gt_boxes + 4 * at, li->boxes, (size_t)li->n * 4 * sizeof *d->gt_boxes);
+		memcpy(d->gt_labels + at, li->labels, (size_t)li->n * sizeof *d->gt_labels);
+		memcpy(d->gt_ignore + at, li->ignore, (size_t)li->n * sizeof *d->gt_ignore);
+		at += li->n;
+	}
+	return d;
+fail:
+	voc_close(d);
+	return NULL;
+}
+
 /* ---------------------------------------------------------------- reading */
 
 struct job {
@@ -1193,65 +1249,155 @@ static int load_image(const voc_dataset *d, const struct item *it, int want_byte
 	return -1;
 }
 
+/* An image's ground truth as records carry it, from its XML or from a listed dataset. */
+struct truth {
+	int width, height; /* the size the annotation gives; 0 when absent */
+	int n;
+	float *boxes;
+	int32_t *labels;
+	uint8_t *ignore;
+	void *own; /* the arrays, when made from XML */
+};
+
+static int truth_from_xml(const voc_annotation *a, struct truth *t)
+{
+	int n = a->nobj;
+	t->own = malloc((size_t)(n ? n : 1) * (4 * sizeof(float) + sizeof(int32_t) + 1));
+	if (!t->own)
+		return err_set("out of memory");
+	t->boxes = t->own;
+	t->labels = (int32_t *)(t->boxes + 4 * n);
+	t->ignore = (uint8_t *)(t->labels + n);
+	t->n = n;
+	t->width = a->width;
+	t->height = a->height;
+	for (int i = 0; i < n; i++) {
+		for (int k = 0; k < 4; k++)
+			t->boxes[4 * i + k] = (float)a->obj[i].box[k];
+		t->labels[i] = a->obj[i].label;
+		t->ignore[i] = (uint8_t)a->obj[i].difficult;
+	}
+	return 0;
+}
+
+/* A VOC item's annotation (XML from disk or archive), parsed; xml_where names it. */
+static int voc_truth(voc_reader *r, const struct item *it, const char *xml_where, voc_annotation *ann)
+{
+	char *xml_own = NULL;
+	const char *xml = NULL;
+	size_t xml_len = 0;
+	int rc = -1;
+	if (load_xml(r->d, it, xml_where, &xml_own, &xml, &xml_len) < 0)
+		goto out;
+	if (voc_parse_xml(xml, xml_len, r->p.classes, ann) < 0) {
+		err_wrap("%s", xml_where);
+		goto out;
+	}
+	rc = 0;
+out:
+	free(xml_own);
+	return rc;
+}
+
+/* A listed item's image (read when want_bytes); *rel is its root-relative path. */
+static int load_listed_image(const voc_dataset *d, const struct item *it, int want_bytes, char **rel,
+			     unsigned char **own, const unsigned char **img, size_t *len)
+{
+	char *path = file_where(d, &d->roots[it->root], it->file);
+	*own = NULL;
+	if (!(*rel = xstrdup(it->file)) || !path) {
+		free(path);
+		return -1;
+	}
+	int rc = want_bytes ? files_read(path, (char **)own, len)
+		 : access(path, F_OK) == 0 ? 0
+		 : errno == ENOENT	  ? -2
+					  : err_set("%s", strerror(errno));
+	*img = *own;
+	if (rc == -2)
+		err_set("%s: missing image", path);
+	else if (rc < 0)
+		err_wrap("%s", path);
+	free(path);
+	return rc < 0 ? -1 : 0;
+}
+
 static int build_record(voc_reader *r, const struct job *j, record **out)
 {
 	const voc_dataset *d = r->d;
 	const struct item *it = &d->items[j->item];
 	const struct root *rt = &d->roots[it->root];
+	struct truth gt = {0};
 	voc_annotation ann = {0};
-	char *xml_rel = xprintf("Annotations/%s.xml", it->id);
-	char *xml_where = xml_rel ? file_where(d, rt, xml_rel) : NULL;
-	char *xml_own = NULL, *img_rel = NULL, *img_where = NULL, *file = NULL;
+	char *xml_rel = NULL, *where = NULL, *img_rel = NULL, *img_where = NULL, *file = NULL;
 	unsigned char *img_own = NULL;
-	const char *xml = NULL;
 	const unsigned char *img = NULL;
-	size_t xml_len = 0, img_len = 0;
+	size_t img_len = 0;
 	record *rec = NULL;
 	int rc = -1, w = 0, h = 0;
 
 	*out = NULL;
-	if (!xml_where || load_xml(d, it, xml_where, &xml_own, &xml, &xml_len) < 0)
-		goto out;
-	if (voc_parse_xml(xml, xml_len, r->p.classes, &ann) < 0) {
-		err_wrap("%s", xml_where);
-		goto out;
+	if (it->file) {
+		/* listed: the annotation was read and checked at open */
+		if (it->why_bad) {
+			err_set("%s", it->why_bad);
+			goto out;
+		}
+		gt = (struct truth){.width = it->width, .height = it->height, .n = it->gt_n,
+				    .boxes = d->gt_boxes + 4 * it->gt_first, .labels = d->gt_labels + it->gt_first,
+				    .ignore = d->gt_ignore + it->gt_first};
+		if (load_listed_image(d, it, r->p.images, &img_rel, &img_own, &img, &img_len) < 0)
+			goto out;
+		if (!(where = file_where(d, rt, img_rel)))
+			goto out;
+	} else {
+		if (!(xml_rel = xprintf("Annotations/%s.xml", it->id)) || !(where = file_where(d, rt, xml_rel)) ||
+		    voc_truth(r, it, where, &ann) < 0)
+			goto out;
+		gt.width = ann.width;
+		gt.height = ann.height;
+		if (load_image(d, it, r->p.images, &img_rel, &img_own, &img, &img_len) < 0)
+			goto out;
 	}
-	if (load_image(d, it, r->p.images, &img_rel, &img_own, &img, &img_len) < 0)
-		goto out;
 	if (!(img_where = file_where(d, rt, img_rel)) || !(file = file_meta(rt, img_rel)))
 		goto out;
 	if (r->p.images) {
 		if (!(rec = image_record_new(img, img_len, 1, img_where, &w, &h)))
 			goto out;
 		/* a <size> of 0 means "not filled in" to some annotation tools */
-		if (ann.width > 0 && ann.height > 0 && (ann.width != w || ann.height != h)) {
-			err_set("%s: <size> %dx%d disagrees with the image (%dx%d)", xml_where, ann.width, ann.height, w, h);
+		if (gt.width > 0 && gt.height > 0 && (gt.width != w || gt.height != h)) {
+			err_set("%s: %s %dx%d disagrees with the image (%dx%d)", where, it->file ? "size" : "<size>",
+				gt.width, gt.height, w, h);
 			goto out;
 		}
 	} else {
-		w = ann.width;
-		h = ann.height;
+		w = gt.width;
+		h = gt.height;
 		if (!(rec = record_new("image")))
 			goto out;
 	}
-	if (voc_check_boxes(&ann, w > 0 && h > 0 ? w : INT_MAX, w > 0 && h > 0 ? h : INT_MAX) < 0) {
-		err_wrap("%s", xml_where);
+	/* listed boxes were checked at open, against the annotation's size */
+	if (!it->file && (voc_check_boxes(&ann, w > 0 && h > 0 ? w : INT_MAX, w > 0 && h > 0 ? h : INT_MAX) < 0 ||
+			  truth_from_xml(&ann, &gt) < 0)) {
+		err_wrap("%s", where);
 		goto out;
 	}
-	int n = ann.nobj;
+	int n = gt.n;
 	tensor *boxes = record_add(rec, "boxes", DT_F32, 2, (int64_t[]){n, 4});
 	tensor *labels = boxes ? record_add(rec, "labels", DT_I32, 1, (int64_t[]){n}) : NULL;
 	tensor *diff = labels ? record_add(rec, "difficult", DT_U8, 1, (int64_t[]){n}) : NULL;
 	if (!diff)
 		goto out;
-	for (int i = 0; i < n; i++) {
-		for (int k = 0; k < 4; k++)
-			((float *)boxes->data)[4 * i + k] = (float)ann.obj[i].box[k];
-		((int32_t *)labels->data)[i] = ann.obj[i].label;
-		((uint8_t *)diff->data)[i] = (uint8_t)ann.obj[i].difficult;
-	}
+	memcpy(boxes->data, gt.boxes, (size_t)n * 4 * sizeof(float));
+	memcpy(labels->data, gt.labels, (size_t)n * sizeof(int32_t));
+	memcpy(diff->data, gt.ignore, (size_t)n);
 	if (image_record_meta(rec, it->id, rt->name, file, w, h, j->index, j->epoch) < 0)
 		goto out;
+	/* what the "difficult" mask holds: COCO's crowd regions are ignored as VOC's difficult are */
+	if (it->file && !cJSON_AddStringToObject(rec->meta, "difficult_is", "iscrowd")) {
+		err_set("out of memory");
+		goto out;
+	}
 	/* compressing here puts it on the decoding threads too */
 	if (r->p.encode && record_encode(rec, r->p.level) < 0)
 		goto out;
@@ -1261,9 +1407,9 @@ static int build_record(voc_reader *r, const struct job *j, record **out)
 out:
 	record_free(rec);
 	voc_annotation_clear(&ann);
+	free(gt.own);
 	free(xml_rel);
-	free(xml_where);
-	free(xml_own);
+	free(where);
 	free(img_rel);
 	free(img_where);
 	free(img_own);

@@ -86,6 +86,25 @@ long voc_size(const voc_dataset *d);
 int voc_nroots(const voc_dataset *d);
 const char *voc_root_name(const voc_dataset *d, int i);
 
+/* ---- datasets whose ground truth is known at open (COCO: lib/coco.h) ----
+ * One image: its file under the image folder, the size its annotation gives (checked
+ * against the image when decoded), its boxes as records carry them, or why it is bad
+ * (reported when it is read, as a malformed XML is). */
+typedef struct voc_listed_image {
+	const char *id, *file;
+	int width, height;
+	int n;
+	const float *boxes;    /* [n,4] x1 y1 x2 y2, already checked */
+	const int32_t *labels;
+	const uint8_t *ignore; /* the records' "difficult" mask */
+	const char *bad;
+} voc_listed_image;
+
+/* A dataset of the images (copied) in image_dir, read with the same plans and records
+ * as VOC's (meta root root_name, file "<root_name>/<file>", and difficult_is). -1/NULL
+ * (err) when image_dir is no directory. */
+voc_dataset *voc_open_listed(const char *image_dir, const char *root_name, long n, const voc_listed_image *images);
+
 /* ---- reading ---- */
 typedef struct voc_plan {
 	const voc_classes *classes;

@@ -45,7 +45,7 @@ out=${OUT:-$run}
 case $aug in train | eval) ;; *) say "AUG=$aug: train or eval"; exit 2 ;; esac
 mkdir -p "$out"
 
-images=$("$BIN/voc-decode" "$data" --split "$split" ${classes:+--classes "$classes"} --list | wc -l)
+images=$(decode "$split" --list | wc -l)
 [ "$images" -gt 0 ] || { say "$data: no images in split $split"; exit 1; }
 per_epoch=$(((images + batch - 1) / batch))
 epochs=$(((iters + per_epoch - 1) / per_epoch))
@@ -56,7 +56,7 @@ if [ -n "${FROM_RANGES:-}" ]; then
 else
 	say "$name: ranges from $iters batches of $batch ($images images of $split, $aug augmentation), checkpoint $ckpt"
 	set +e
-	"$BIN/voc-decode" "$data" --split "$split" ${classes:+--classes "$classes"} --shuffle --seed "${SEED:-0}" \
+	decode "$split" --shuffle --seed "${SEED:-0}" \
 		--epochs "$epochs" |
 		"$BIN/augment" "--$aug" --config "$cfg_file" --batch "$batch" --seed "${SEED:-0}" ${SIZE:+--size "$SIZE"} |
 		"$BIN/forward" --config "$cfg_file" --weights "$ckpt" --stats ${THREADS:+--threads "$THREADS"} |
@@ -83,7 +83,7 @@ if [ "$bias_iters" -gt 0 ]; then
 	trap 'rm -rf "$fifos"' EXIT
 	mkfifo "$fifos/params"
 	set +e
-	"$BIN/voc-decode" "$data" --split "$split" ${classes:+--classes "$classes"} --shuffle \
+	decode "$split" --shuffle \
 		--seed "$((${SEED:-0} + 1))" --epochs "$epochs" |
 		"$BIN/augment" "--$aug" --config "$cfg_file" --batch "$batch" --seed "$((${SEED:-0} + 1))" \
 			${SIZE:+--size "$SIZE"} |

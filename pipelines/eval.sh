@@ -7,7 +7,10 @@
 # environment (all optional): BIN, RUN (default runs/<config name>), CKPT (default
 # RUN/latest.tns), DATA, CLASSES, SPLIT (default the config's dataset.test_split or
 # test), SIZE, BATCH (default 8), NP (MPI ranks, default 1), THREADS,
-# MODE (11points or area), OUT (default RUN/eval).
+# MODE (11points or area), OUT (default RUN/eval), METRIC (voc, default, or coco: COCO's
+# 12 numbers under mmdet's names in OUT.json, and the dets as a COCO results file
+# RUN/results.bbox.json, results_quant... when quantised; a coco dataset's own
+# ann_file gives the ground truth).
 # QUANTIZE=1 (or true/yes/on, or the config's "quantize"): the fake-quantised model (forward --quant, BITS default 8; WBITS: the
 # conv weights at fewer bits, as 4 with 8; PER_CHANNEL_DW=1: depthwise weights at a
 # scale per channel). CKPT defaults
@@ -43,18 +46,24 @@ out=${OUT:-$run/eval$suffix}
 [ -f "$ckpt" ] || { say "$ckpt: no such checkpoint (train first, or set CKPT)"; exit 1; }
 mkdir -p "$run"
 
-images=$("$BIN/voc-decode" "$data" --split "$split" ${classes:+--classes "$classes"} --list | wc -l)
+images=$(decode "$split" --list | wc -l)
 [ "$rank" -ne 0 ] || say "$name: $images images of $split, checkpoint $ckpt$([ "$ranks" -gt 1 ] && echo ", $ranks ranks")${quant:+, quantised: ${quant[*]}}"
 threads=$(rank_threads)
+metric=()
+case ${METRIC:-voc} in voc | coco) ;; *) say "METRIC=$METRIC: voc or coco"; exit 2 ;; esac
+if [ "${METRIC:-voc}" = coco ]; then
+	ann=$(coco_file "$split" ann_file)
+	metric=(--metric coco ${ann:+--ann "$ann"} --results "$(dirname "$out")/results$suffix.bbox.json")
+fi
 shard=() gather=() table=$out.txt.tmp
 [ "$ranks" -le 1 ] || shard=(--shard "$rank/$ranks") gather=(--mpi)
 [ "$rank" -eq 0 ] || table=/dev/null # rank 0 alone writes OUT
 mkdir -p "$(dirname "$out")"
-"$BIN/voc-decode" "$data" --split "$split" ${classes:+--classes "$classes"} "${shard[@]}" --threads "$threads" |
+decode "$split" "${shard[@]}" --threads "$threads" |
 	"$BIN/augment" --eval --config "$cfg_file" --batch "${BATCH:-8}" ${SIZE:+--size "$SIZE"} --threads "$threads" |
 	"$BIN/forward" --config "$cfg_file" --weights "$ckpt" --threads "$threads" "${quant[@]}" |
 	"$BIN/ssd-decode" --config "$cfg_file" --progress $(((images - rank + ranks - 1) / ranks)) |
-	"$BIN/map-eval" ${classes:+--classes "$classes"} ${MODE:+--mode "$MODE"} --json "$out.json.tmp" "${gather[@]}" \
+	"$BIN/map-eval" ${classes:+--classes "$classes"} ${MODE:+--mode "$MODE"} --json "$out.json.tmp" "${metric[@]}" "${gather[@]}" \
 		>"$table"
 [ "$rank" -eq 0 ] || exit 0
 cat "$out.txt.tmp"

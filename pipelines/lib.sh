@@ -70,7 +70,7 @@ mpi_ranks() {
 	fi
 	local vars=() v root=()
 	for v in BIN RUN DATA CLASSES SPLIT EPOCHS BATCH SIZE LR SEED THREADS MAX_STEPS CKPT QUANTIZE BITS WBITS PER_CHANNEL_DW RANGES \
-		ITERS INT8 INIT PRETRAINED RESUME TNS_LEVEL MODE OUT TMPDIR IMAGES IMAGES_FROM SCORE FORMAT RECURSIVE SKIP_BAD; do
+		ITERS INT8 INIT PRETRAINED RESUME TNS_LEVEL MODE METRIC OUT TMPDIR IMAGES IMAGES_FROM SCORE FORMAT RECURSIVE SKIP_BAD; do
 		[ -z "${!v:-}" ] || vars+=("$v=${!v}")
 	done
 	[ "$(id -u)" -ne 0 ] || root=(--allow-run-as-root) # containers run as root
@@ -135,4 +135,31 @@ quant_args() {
 		[ -f "$ranges" ] || { say "$ranges: no activation ranges (make calibrate first, or set RANGES)"; return 1; }
 		quant+=(--ranges "$ranges")
 	fi
+}
+
+# coco_file SPLIT KEY: for a "type": "coco" dataset, dataset.SPLIT.KEY (ann_file or
+# img_prefix, mmdet's names) resolved against DATA (the dataset's "root", mmdet's
+# data_root) unless absolute; empty for other datasets.
+coco_file() {
+	local f
+	[ "$(cfg .dataset.type voc)" = coco ] || return 0
+	f=$(cfg ".dataset[\"$1\"].$2" "")
+	[ -n "$f" ] || { say "config: dataset.$1.$2 missing (a coco dataset names both ann_file and img_prefix)"; return 2; }
+	case $f in /*) echo "$f" ;; *) echo "${data:+$data/}$f" ;; esac
+}
+
+# decode SPLIT ARGS...: the config's dataset as image records, SPLIT's images, with ARGS
+# (the options voc-decode and coco-decode share: --list, --shard, --shuffle, ...) and
+# CLASSES. VOC: voc-decode DATA --split SPLIT. "type": "coco": coco-decode of
+# dataset.SPLIT's ann_file and img_prefix, --filter-empty-gt if its filter_empty_gt is true.
+decode() {
+	local split=$1 ann img filter=()
+	shift
+	if [ "$(cfg .dataset.type voc)" != coco ]; then
+		"$BIN/voc-decode" "$data" --split "$split" ${classes:+--classes "$classes"} "$@"
+		return
+	fi
+	ann=$(coco_file "$split" ann_file) && img=$(coco_file "$split" img_prefix) || return 2
+	[ "$(cfg ".dataset[\"$split\"].filter_empty_gt" false)" = false ] || filter=(--filter-empty-gt)
+	"$BIN/coco-decode" "$ann" "$img" ${classes:+--classes "$classes"} "${filter[@]}" "$@"
 }

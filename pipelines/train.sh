@@ -59,7 +59,7 @@ seed=${SEED:-0}
 [ -n "$data" ] || { say "no data: set DATA or the config's dataset.root"; exit 2; }
 mkdir -p "$run"
 
-images=$("$BIN/voc-decode" "$data" --split "$split" ${classes:+--classes "$classes"} --list | wc -l)
+images=$(decode "$split" --list | wc -l)
 [ "$images" -gt 0 ] || { say "$data: no images in split $split"; exit 1; }
 dist=() fwd_dist=() sgd_dist=() threads=${THREADS:-}
 if [ "$ranks" -gt 1 ]; then
@@ -134,7 +134,7 @@ trap 'stop TERM' TERM
 trap 'stop HUP' HUP
 set +e -m
 (
-	"$BIN/voc-decode" "$data" --split "$split" ${classes:+--classes "$classes"} --shuffle --seed "$seed" \
+	decode "$split" --shuffle --seed "$seed" \
 	--epochs "$epochs" "${decode_resume[@]}" "${dist[@]}" |
 	"$BIN/augment" --train --config "$cfg_file" --batch "$batch_rank" --seed "$seed" ${SIZE:+--size "$SIZE"} |
 	TNS_LEVEL=$level "$BIN/forward" --config "$cfg_file" --train --weights "$fifos/params" --grad "$fifos/grad" \
