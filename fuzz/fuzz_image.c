@@ -4,13 +4,14 @@
 #include <stdlib.h>
 
 #include "image.h"
+#include "input_limits.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	int w, h;
 	if (image_size(data, size, &w, &h) < 0)
 		return 0;
-	if (w < 1 || h < 1 || (size_t)w * (size_t)h > IMAGE_MAX_PIXELS)
+	if (w < 1 || h < 1 || (size_t)w > limit_get(LIMIT_PIXELS) / (size_t)h)
 		abort(); /* image_size must enforce its own limits */
 	unsigned char *chw = malloc((size_t)3 * w * h);
 	if (!chw)

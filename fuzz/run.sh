@@ -45,10 +45,11 @@ for n in $names; do
 	esac
 	if "$bin" "${opts[@]}" -max_total_time="$secs" -artifact_prefix="$work/findings/$n/" \
 		"$work/corpus/$n" "$seeds" >"$log" 2>&1; then
-		stats=$(grep -E '^#[0-9]+ +DONE' "$log" | tail -n 1)
-		execs=$(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}')
-		echo "fuzz: $n: ${secs}s, $execs execs, ${stats#*DONE   }"
-		echo "$(date -u +%FT%TZ) $n ${secs}s execs=$execs ${stats#*DONE   }" >>"$work/report.txt"
+		# "#N DONE cov: C ft: F corp: ..." -> "cov: C ft: F corp: ..."
+		stats=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n 1 | sed -E 's/^#[0-9]+[[:space:]]+DONE[[:space:]]+//')
+		execs=$(awk '/^stat::number_of_executed_units/ {print $2}' "$log")
+		echo "fuzz: $n: ${secs}s, $execs execs, $stats"
+		echo "$(date -u +%FT%TZ) $n ${secs}s execs=$execs $stats" >>"$work/report.txt"
 	else
 		echo "fuzz: $n: found a bug, input kept in $work/findings/$n/ (see $log):" >&2
 		grep -E 'ERROR:|runtime error|SUMMARY' "$log" | head -n 3 >&2

@@ -11,6 +11,7 @@
 #include <zstd.h>
 
 #include "err.h"
+#include "input_limits.h"
 
 /* A record body (what one zstd frame decodes to):
  *   "TNS1" | u32 header_len (LE) | header JSON | zero pad to 64 | tensor data
@@ -20,7 +21,6 @@ static const char MAGIC[4] = {'T', 'N', 'S', '1'};
 #define PREFIX_LEN 8
 #define ZSTD_MAGIC 0xFD2FB528u
 #define BLOCK_MAX (128u << 10)
-#define DEFAULT_LIMIT ((size_t)2 << 30)
 #define HEADER_MAX ((size_t)64 << 20)
 #define RESERVE_MAX ((size_t)64 << 20)
 
@@ -193,14 +193,7 @@ stream_reader *stream_reader_new(FILE *f, const char *name)
 	}
 	s->f = f;
 	snprintf(s->name, sizeof s->name, "%s", name);
-	s->limit = DEFAULT_LIMIT;
-	const char *env = getenv("TNS_MAX_RECORD");
-	if (env && *env) {
-		char *end;
-		unsigned long long v = strtoull(env, &end, 10);
-		if (*end == 0 && v > 0)
-			s->limit = (size_t)v;
-	}
+	s->limit = limit_get(LIMIT_RECORD);
 	return s;
 }
 
@@ -335,7 +328,8 @@ static int read_frame(stream_reader *s, bytes *b, unsigned long long *content)
 	size_t bound = ZSTD_compressBound((size_t)*content) + 64;
 	if (bytes_reserve(b, bound < RESERVE_MAX ? bound : RESERVE_MAX) < 0)
 		return -1;
-	for (int last = 0; !last;) {
+	size_t nblocks = 0;
+	for (int last = 0; !last; nblocks++) {
 		if (bytes_read(b, s->f, 3, "block header") < 0)
 			return -1;
 		const unsigned char *h = b->p + b->len - 3;
@@ -352,6 +346,12 @@ static int read_frame(stream_reader *s, bytes *b, unsigned long long *content)
 	}
 	if (checksum && bytes_read(b, s->f, 4, "checksum") < 0)
 		return -1;
+	/* A block decodes to at most BLOCK_MAX bytes, so a frame that declares more than
+	 * its blocks can hold is corrupt: refused here, before the body is allocated at
+	 * the declared size (a 20-byte frame could otherwise claim 2 GiB of memory). */
+	if (*content > (unsigned long long)nblocks * BLOCK_MAX)
+		return err_set("corrupt record (declares %llu bytes, but its %zu blocks hold at most %llu)", *content,
+			       nblocks, (unsigned long long)nblocks * BLOCK_MAX);
 	return 1;
 }
 

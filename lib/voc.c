@@ -19,9 +19,14 @@
 
 #include "err.h"
 #include "image.h"
+#include "input_limits.h"
 
-/* Largest annotation, split list or image file read into memory. */
-#define FILE_MAX ((size_t)1 << 30)
+/* The error for a file or entry of size bytes (or more) over the TNS_MAX_FILE limit. */
+static int too_large(unsigned long long size)
+{
+	return err_set("%llu bytes or more, over the limit of %zu (see %s)", size, limit_get(LIMIT_FILE),
+		       limit_var(LIMIT_FILE));
+}
 
 static const char *const IMAGE_EXTS[] = {"jpg", "png", "jpeg"};
 #define NEXTS 3
@@ -78,10 +83,14 @@ static int read_file(const char *path, char **out, size_t *len)
 		return err_set("%s", strerror(errno));
 	}
 	struct stat st;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (size_t)st.st_size > FILE_MAX) {
-		int e = errno;
+	size_t max = limit_get(LIMIT_FILE);
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (size_t)st.st_size > max) {
+		int e = errno, bad = 0;
+		if (e == 0)
+			bad = S_ISREG(st.st_mode) ? too_large((unsigned long long)st.st_size)
+						  : err_set("not a regular file");
 		close(fd);
-		return err_set("%s", e && !S_ISREG(st.st_mode) ? strerror(e) : "not a regular file or too large");
+		return bad ? bad : err_set("%s", strerror(e));
 	}
 	size_t cap = (size_t)st.st_size + 1, n = 0;
 	char *buf = malloc(cap);
@@ -91,12 +100,17 @@ static int read_file(const char *path, char **out, size_t *len)
 	}
 	for (;;) {
 		if (n + 1 == cap) {
-			/* the file grew while we read it: keep going up to FILE_MAX */
-			char *b = cap > FILE_MAX ? NULL : realloc(buf, cap * 2);
+			/* the file grew while we read it: keep going up to the limit */
+			if (cap > max) {
+				free(buf);
+				close(fd);
+				return too_large(cap);
+			}
+			char *b = realloc(buf, cap * 2);
 			if (!b) {
 				free(buf);
 				close(fd);
-				return err_set("file too large");
+				return err_set("out of memory");
 			}
 			buf = b;
 			cap *= 2;
@@ -304,9 +318,14 @@ static int parse_int(const char *text, int *out)
 	return 0;
 }
 
+/* Once the parse has failed, the handlers do nothing: expat may still deliver the end
+ * of an element whose start was refused (found by fuzz/fuzz_voc_xml.c: <ai/> as the
+ * root took depth to -1 and read tags[-1]). */
 static void XMLCALL xml_start(void *ud, const XML_Char *el, const XML_Char **attr)
 {
 	struct xml_state *s = ud;
+	if (s->failed)
+		return;
 	enum tag parent = s->depth > 0 && s->depth <= XML_MAXDEPTH ? s->tags[s->depth - 1] : T_OTHER;
 	enum tag t = T_OTHER;
 	if (s->depth == 0) {
@@ -357,7 +376,7 @@ static void XMLCALL xml_start(void *ud, const XML_Char *el, const XML_Char **att
 static void XMLCALL xml_text(void *ud, const XML_Char *text, int len)
 {
 	struct xml_state *s = ud;
-	if (!s->collecting)
+	if (s->failed || !s->collecting)
 		return;
 	if (s->tlen + (size_t)len >= XML_TEXTMAX) {
 		xml_fail(s, "text longer than %d bytes", XML_TEXTMAX - 1);
@@ -399,6 +418,8 @@ static void end_object(struct xml_state *s)
 static void XMLCALL xml_end(void *ud, const XML_Char *el)
 {
 	struct xml_state *s = ud;
+	if (s->failed)
+		return;
 	s->depth--;
 	enum tag t = s->depth < XML_MAXDEPTH ? s->tags[s->depth] : T_OTHER;
 	const char *text = s->text;
@@ -841,22 +862,32 @@ static enum entry_kind classify(const char *path, const char *split, size_t *ple
 	return E_NONE;
 }
 
-/* Reads the current entry's data, NUL-terminated. */
+/* Reads the current entry's data, NUL-terminated. The size an entry's header declares
+ * is only a claim (a crafted tar can declare terabytes): over the limit it is refused,
+ * and under it the buffer still grows with the bytes that really arrive. */
+#define ENTRY_FIRST_ALLOC ((size_t)1 << 20)
 static int entry_data(struct archive *a, struct archive_entry *e, char **out, size_t *len)
 {
-	size_t cap = archive_entry_size_is_set(e) && archive_entry_size(e) >= 0 ? (size_t)archive_entry_size(e) + 1 : 65536;
-	size_t n = 0;
-	if (cap > FILE_MAX)
-		return err_set("entry too large");
+	size_t max = limit_get(LIMIT_FILE), cap = 65536, n = 0;
+	if (archive_entry_size_is_set(e) && archive_entry_size(e) >= 0) {
+		unsigned long long declared = (unsigned long long)archive_entry_size(e);
+		if (declared > max)
+			return too_large(declared);
+		cap = declared + 1 < ENTRY_FIRST_ALLOC ? declared + 1 : ENTRY_FIRST_ALLOC;
+	}
 	char *buf = malloc(cap);
 	if (!buf)
 		return err_set("out of memory");
 	for (;;) {
 		if (n + 1 >= cap) {
-			char *b = cap > FILE_MAX ? NULL : realloc(buf, cap * 2);
+			if (n > max) {
+				free(buf);
+				return too_large(n);
+			}
+			char *b = realloc(buf, cap * 2);
 			if (!b) {
 				free(buf);
-				return err_set("entry too large");
+				return err_set("out of memory");
 			}
 			buf = b;
 			cap *= 2;
@@ -1066,8 +1097,12 @@ static int open_archive(voc_dataset *d, const char *path)
 			order[j] = order[j - 1];
 			order[j - 1] = t;
 		}
-	qsort(p.xml, (size_t)p.nxml, sizeof *p.xml, found_cmp);
-	qsort(p.img, (size_t)p.nimg, sizeof *p.img, found_cmp);
+	/* (an archive may hold no annotation or no image: qsort and bsearch take no NULL
+	 * array, even empty; found by fuzz/fuzz_voc_archive.c under UBSan) */
+	if (p.nxml)
+		qsort(p.xml, (size_t)p.nxml, sizeof *p.xml, found_cmp);
+	if (p.nimg)
+		qsort(p.img, (size_t)p.nimg, sizeof *p.img, found_cmp);
 	for (long oi = 0; oi < p.nprefix; oi++) {
 		long i = order[oi];
 		const char *prefix = p.prefixes[i];
@@ -1110,7 +1145,7 @@ static int open_archive(voc_dataset *d, const char *path)
 		for (long k = first; k < d->nitems; k++) {
 			struct item *it = &d->items[k];
 			struct found key = {.prefix = (char *)prefix, .id = it->id}, *f;
-			f = bsearch(&key, p.xml, (size_t)p.nxml, sizeof *p.xml, found_cmp);
+			f = p.nxml ? bsearch(&key, p.xml, (size_t)p.nxml, sizeof *p.xml, found_cmp) : NULL;
 			if (f) {
 				if (grow(&d->xmls, &d->xmls_cap, d->nxmls + 1, sizeof *d->xmls) < 0) {
 					free(order);
@@ -1123,7 +1158,7 @@ static int open_archive(voc_dataset *d, const char *path)
 			}
 			for (int x = 0; x < NEXTS && !it->ext; x++) {
 				key.ext = x;
-				if (bsearch(&key, p.img, (size_t)p.nimg, sizeof *p.img, found_cmp))
+				if (p.nimg && bsearch(&key, p.img, (size_t)p.nimg, sizeof *p.img, found_cmp))
 					it->ext = IMAGE_EXTS[x];
 			}
 		}
