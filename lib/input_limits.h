@@ -13,6 +13,8 @@ enum limit {
 	LIMIT_PIXELS, /* TNS_MAX_PIXELS: width x height of one image (2^28) */
 	LIMIT_FILE,   /* TNS_MAX_FILE: bytes of one file or archive entry read into memory
 	               * (annotation, split list, image; 1 GiB) */
+	LIMIT_JSON_DEPTH, /* TNS_MAX_JSON_DEPTH: nesting of a config or record header (100;
+	                   * libcjson refuses more than 1000 whatever this says) */
 	LIMIT_COUNT
 };
 
@@ -20,5 +22,10 @@ enum limit {
 size_t limit_get(enum limit l);
 /* The limit's environment variable, for messages ("see TNS_MAX_FILE"). */
 const char *limit_var(enum limit l);
+
+/* 0 if the JSON text nests arrays and objects at most TNS_MAX_JSON_DEPTH deep, else
+ * -1 (err "JSON nested deeper than N levels (see TNS_MAX_JSON_DEPTH)"). A scan of the
+ * brackets outside strings, before the parser recurses and allocates per level. */
+int limit_json_depth(const char *text, size_t len);
 
 #endif

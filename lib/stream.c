@@ -380,6 +380,8 @@ static int parse_body(record *r, size_t body_len, int header_only)
 		return -1;
 	size_t hlen = (size_t)hl, data_off = align64(PREFIX_LEN + hlen);
 
+	if (limit_json_depth((const char *)body + PREFIX_LEN, hlen) < 0)
+		return err_wrap("corrupt record");
 	cJSON *h = cJSON_ParseWithLength((const char *)body + PREFIX_LEN, hlen);
 	if (!h)
 		return err_set("corrupt record (header is not JSON)");

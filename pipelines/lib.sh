@@ -100,3 +100,39 @@ say() {
 # PER_CHANNEL_DW=1 (0 or unset: off): forward's, fakequant's and tidl-pack's flag
 per_channel_dw=()
 [ "${PER_CHANNEL_DW:-0}" = 0 ] || per_channel_dw=(--per-channel-dw)
+
+# lock_run DIR: makes this script the one writer of run directory DIR (created if
+# missing), or refuses naming the pid that writes it: an flock on DIR/.lock, held by an
+# open descriptor that the stages inherit, so it lasts until the last process of the
+# run has ended, however the script ended. The lock file holds the writer's pid.
+lock_run() {
+	local dir=$1 holder
+	mkdir -p "$dir"
+	exec {run_lock_fd}>>"$dir/.lock"
+	if ! flock -n "$run_lock_fd"; then
+		holder=$(cat "$dir/.lock" 2>/dev/null || true)
+		say "$dir: being written by another run (pid ${holder:-unknown}); wait for it to end, or stop it"
+		exit 1
+	fi
+	echo "$$" >"$dir/.lock"
+}
+
+# stages_follow_driver: every tool started from now on stops (SIGTERM) within moments
+# of this script's death, however it dies: kill -9 of the script alone or of its
+# process group, the OOM killer (lib/tool.c watches the pid in TNS_DRIVER_PID).
+stages_follow_driver() {
+	export TNS_DRIVER_PID=$$
+}
+
+# fifo_dir NAME: a new directory in $TMPDIR for a pipeline's FIFOs, removed once this
+# script has ended however it ended: a watcher in a session of its own (so that no
+# signal to this script's process group reaches it) waits for this script's pid to
+# go, then removes it (the EXIT trap does that too, but never runs after a kill -9).
+fifo_dir() {
+	local dir
+	dir=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX") || return 1
+	# (the watcher closes the run lock it inherited: it must not outlive the run's lock)
+	setsid -f bash -c '[ -z "$3" ] || eval "exec $3>&-"; tail --pid="$1" -f /dev/null; rm -rf "$2"' \
+		_ "$$" "$dir" "${run_lock_fd:-}" </dev/null >/dev/null 2>&1
+	echo "$dir"
+}
