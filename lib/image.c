@@ -216,7 +216,7 @@ static void png_take(png_structp png, png_bytep out, size_t n)
 /* The IHDR chunk must come first, so the size needs no libpng. */
 static int png_header(const unsigned char *buf, size_t len, int *width, int *height)
 {
-	if (len < 24 || memcmp(buf + 12, "IHDR", 4))
+	if (len < 29 || memcmp(buf + 12, "IHDR", 4)) /* signature, chunk length and type, 13 bytes of IHDR */
 		return err_set("corrupt PNG: no IHDR chunk");
 	uint32_t w = (uint32_t)buf[16] << 24 | (uint32_t)buf[17] << 16 | (uint32_t)buf[18] << 8 | buf[19];
 	uint32_t h = (uint32_t)buf[20] << 24 | (uint32_t)buf[21] << 16 | (uint32_t)buf[22] << 8 | buf[23];
