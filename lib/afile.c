@@ -49,12 +49,13 @@ static int fsync_dir(const char *dir)
 int afile_commit(afile *a)
 {
 	int rc = 0;
+	/* (messages name the file being replaced, the one the user knows: its temp is gone) */
 	if (fflush(a->f) != 0 || ferror(a->f))
-		rc = err_set("%s: write error: %s", a->tmp, strerror(errno));
+		rc = err_set("%s: write error: %s", a->path, strerror(errno));
 	else if (fsync(fileno(a->f)) < 0)
-		rc = err_set("%s: fsync: %s", a->tmp, strerror(errno));
+		rc = err_set("%s: fsync: %s", a->path, strerror(errno));
 	if (fclose(a->f) != 0 && rc == 0)
-		rc = err_set("%s: close: %s", a->tmp, strerror(errno));
+		rc = err_set("%s: close: %s", a->path, strerror(errno));
 	a->f = NULL;
 	if (rc == 0 && rename(a->tmp, a->path) < 0)
 		rc = err_set("%s: rename to %s: %s", a->tmp, a->path, strerror(errno));

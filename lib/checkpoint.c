@@ -69,7 +69,7 @@ int records_save(const char *path, record *const *recs, int n)
 	afile a;
 	if (afile_open(&a, path, "wb") < 0)
 		return -1;
-	stream_writer *w = stream_writer_new(a.f, a.tmp, STREAM_LEVEL_DEFAULT);
+	stream_writer *w = stream_writer_new(a.f, a.path, STREAM_LEVEL_DEFAULT); /* errors name the checkpoint */
 	int rc = w ? 0 : -1;
 	for (int i = 0; rc == 0 && i < n; i++)
 		if (recs[i] && stream_write(w, recs[i]) < 0)

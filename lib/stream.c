@@ -743,7 +743,7 @@ struct stream_writer {
 	unsigned char *buf; /* the frame being written, kept: a new one per record costs page faults */
 	size_t cap;
 	unsigned long long written;
-	int failed;
+	int failed;  /* errno of the first failed write, else 0 */
 	int widened; /* widen_pipe() done */
 };
 
@@ -807,8 +807,8 @@ static int put_frame(stream_writer *w, const unsigned char *p, size_t n)
 {
 	widen_pipe(w, n);
 	if ((n && fwrite(p, 1, n, w->f) != n) || fflush(w->f) != 0) {
-		w->failed = 1;
-		return err_set("%s: write error: %s", w->name, strerror(errno));
+		w->failed = errno ? errno : EIO;
+		return err_set("%s: write error: %s", w->name, strerror(w->failed));
 	}
 	return 0;
 }
@@ -838,7 +838,8 @@ int stream_close_write(stream_writer *w)
 {
 	if (!w)
 		return 0;
-	int rc = w->failed ? err_set("%s: earlier write failed", w->name) : 0;
+	/* the first failure's reason again: close is where callers report it (a full disk) */
+	int rc = w->failed ? err_set("%s: write error: %s", w->name, strerror(w->failed)) : 0;
 	if (w->owns_file) {
 		if (fclose(w->f) != 0 && rc == 0)
 			rc = err_set("%s: close: %s", w->name, strerror(errno));

@@ -166,12 +166,29 @@ void refuse_terminal_stdout(void)
 		usage_error("refusing to write a binary stream to a terminal (pipe it, or redirect to a file)");
 }
 
+/* "stdout", or "stdout (FILE)" when it is a file, so a full disk names the file. */
+static const char *stdout_name(void)
+{
+	static char name[4200];
+	char target[4096];
+	ssize_t n = readlink("/proc/self/fd/1", target, sizeof target - 1);
+	if (n <= 0 || target[0] != '/')
+		return "stdout";
+	target[n] = 0;
+	snprintf(name, sizeof name, "stdout (%s)", target);
+	return name;
+}
+
 void close_stdout(void)
 {
-	if (fflush(stdout) != 0 || ferror(stdout))
-		die("stdout: write error: %s", strerror(errno));
-	if (fclose(stdout) != 0)
-		die("stdout: close: %s", strerror(errno));
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		int e = errno;
+		die("%s: write error: %s", stdout_name(), strerror(e));
+	}
+	if (fclose(stdout) != 0) {
+		int e = errno;
+		die("%s: close: %s", stdout_name(), strerror(e));
+	}
 }
 
 static double seconds(void)

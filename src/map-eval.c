@@ -191,9 +191,8 @@ int main(int argc, char **argv)
 		FILE *f = fopen(json_file, "w");
 		if (!f)
 			die("%s: %s", json_file, strerror(errno));
-		int bad = fprintf(f, "%s\n", text) < 0;
-		if (fclose(f) != 0 || bad)
-			die("%s: write error", json_file);
+		if (fprintf(f, "%s\n", text) < 0 || fflush(f) != 0 || fclose(f) != 0)
+			die("%s: write error: %s", json_file, strerror(errno));
 		free(text);
 		cJSON_Delete(j);
 	}
