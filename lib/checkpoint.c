@@ -208,7 +208,7 @@ int metrics_trim(const char *path, long step)
 		cJSON *j = line[len - 1] == '\n' ? cJSON_Parse(line) : NULL;
 		const cJSON *s = j ? cJSON_GetObjectItemCaseSensitive(j, "step") : NULL;
 		if (cJSON_IsNumber(s) && s->valuedouble <= (double)step && fputs(line, out.f) == EOF)
-			rc = err_set("%s: write error: %s", out.tmp, strerror(errno));
+			rc = err_set("%s: write error: %s", out.path, strerror(errno));
 		cJSON_Delete(j);
 	}
 	free(line);
