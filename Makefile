@@ -106,6 +106,12 @@ fuzz: fuzz-build
 fuzz-regress: fuzz-build
 	FUZZ_BIN=$(FUZZ_DIR) fuzz/run.sh regress $(FUZZ_CI_S)
 
+# A crash storm (not in make test: ~15 min): 50 SIGKILLs of the training at random
+# moments, resuming each time; the end must equal an uninterrupted run bit for bit.
+# STRESS_KILLS=N, STRESS_SEED=S: tests/stress.sh. docs/reliability.md
+stress: all
+	BIN=$(BIN) tests/stress.sh
+
 # ---- training and evaluation: make train PIPELINE=<configs/NAME.json> [EPOCHS= BATCH= SIZE=
 # DATA= CLASSES= LR= SEED= RUN= NP= CKPT= QUANTIZE=1 BITS= WBITS= PER_CHANNEL_DW=1 RANGES= ITERS=]; the data comes from the config's "dataset"
 # section unless DATA (and CLASSES) say otherwise. See pipelines/train.sh, eval.sh.
@@ -193,5 +199,5 @@ setup:
 clean:
 	rm -rf build bin
 
-.PHONY: deps all units test test-quick test-san fuzz fuzz-build fuzz-regress setup demo train eval calibrate export-tidl plot train-torch bench bench-data bench-layers bench-eval bench-model bench-loop clean
+.PHONY: deps all units test test-quick test-san fuzz fuzz-build fuzz-regress stress setup demo train eval calibrate export-tidl plot train-torch bench bench-data bench-layers bench-eval bench-model bench-loop clean
 .DELETE_ON_ERROR:
