@@ -94,7 +94,10 @@ FUZZ_OBJ  := $(FUZZ_LIB:%=$(FUZZ_DIR)/lib/%.o)
 FUZZ_FLAGS = -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
 	-fno-sanitize-recover=undefined -Ilib $(PKG_CFLAGS)
 
-$(FUZZ_DIR)/lib/%.o: lib/%.c $(wildcard lib/*.h) | deps
+fuzz-deps:
+	@command -v $(FUZZ_CC) >/dev/null && [ -n "$$(ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a 2>/dev/null)" ] || \
+	{ echo "fuzz: missing Debian packages clang libclang-rt-14-dev (libFuzzer); make setup installs them" >&2; exit 1; }
+$(FUZZ_DIR)/lib/%.o: lib/%.c $(wildcard lib/*.h) | deps fuzz-deps
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
 $(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c $(FUZZ_OBJ)
@@ -199,5 +202,5 @@ setup:
 clean:
 	rm -rf build bin
 
-.PHONY: deps all units test test-quick test-san fuzz fuzz-build fuzz-regress stress setup demo train eval calibrate export-tidl plot train-torch bench bench-data bench-layers bench-eval bench-model bench-loop clean
+.PHONY: deps all units test test-quick test-san fuzz fuzz-deps fuzz-build fuzz-regress stress setup demo train eval calibrate export-tidl plot train-torch bench bench-data bench-layers bench-eval bench-model bench-loop clean
 .DELETE_ON_ERROR:

@@ -15,6 +15,17 @@
 
 static char dir[64];
 
+static void remove_dir(void)
+{
+	static const char *const names[3] = {"a.json", "b.json", "c.json"};
+	char path[128];
+	for (int i = 0; i < 3; i++) {
+		snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+		unlink(path);
+	}
+	rmdir(dir);
+}
+
 static void write_part(const char *name, const uint8_t *p, size_t n)
 {
 	char path[128];
@@ -30,6 +41,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		snprintf(dir, sizeof dir, "%s/fuzz-config.XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
 		if (!mkdtemp(dir))
 			abort();
+		atexit(remove_dir);
 	}
 	static const char *const names[3] = {"a.json", "b.json", "c.json"};
 	size_t start = 0;

@@ -32,8 +32,9 @@ for n in $names; do
 	log=$work/$n.log
 	case $mode in
 	regress)
-		# every committed input once, as a test of its own (crash = failure)
-		if ! "$bin" "${opts[@]}" -runs=0 "$seeds" >"$log" 2>&1; then
+		# every committed input once, as a test of its own (crash = failure); given as
+		# files, not the directory, which libFuzzer would take as a corpus to add to
+		if ! "$bin" "${opts[@]}" "$seeds"/* >"$log" 2>&1; then
 			echo "fuzz: $n: an input of $seeds fails again (see $log)" >&2
 			failed+=("$n")
 			continue

@@ -14,6 +14,7 @@ pkgs=(
 	libprotobuf-c-dev protobuf-c-compiler libonnx-dev     # tidl-pack: ONNX messages from Debian's onnx.proto
 	python3-onnx                 # tests: the ONNX checker
 	openmpi-bin libopenmpi-dev   # data-parallel training and sharded eval (NP=N)
+	clang libclang-rt-14-dev     # the fuzz harnesses (libFuzzer): make fuzz, and make test's corpus replay
 )
 sudo=
 [ "$(id -u)" -eq 0 ] || sudo=sudo
