@@ -34,7 +34,7 @@ for n in $names; do
 	regress)
 		# every committed input once, as a test of its own (crash = failure); given as
 		# files, not the directory, which libFuzzer would take as a corpus to add to
-		if ! "$bin" "${opts[@]}" "$seeds"/* >"$log" 2>&1; then
+		if ! "$bin" "${opts[@]}" -artifact_prefix="$work/findings/$n/" "$seeds"/* >"$log" 2>&1; then
 			echo "fuzz: $n: an input of $seeds fails again (see $log)" >&2
 			failed+=("$n")
 			continue

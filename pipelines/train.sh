@@ -58,7 +58,8 @@ fi
 batch=${BATCH:-$(cfg .train.batch 8)}
 seed=${SEED:-0}
 [ -n "$data" ] || { say "no data: set DATA or the config's dataset.root"; exit 2; }
-[ "$rank" -ne 0 ] || lock_run "$run" # one writer per run directory (creates it)
+mkdir -p "$run"
+[ "$rank" -ne 0 ] || lock_run "$run" # one writer per run directory
 stages_follow_driver                  # the stages stop when this script dies
 
 images=$("$BIN/voc-decode" "$data" --split "$split" ${classes:+--classes "$classes"} --list | wc -l)
