@@ -128,11 +128,15 @@ stages_follow_driver() {
 # script has ended however it ended: a watcher in a session of its own (so that no
 # signal to this script's process group reaches it) waits for this script's pid to
 # go, then removes it (the EXIT trap does that too, but never runs after a kill -9).
+# The watcher makes the directory itself, once in its own session, so that no kill of
+# this script at any moment leaves a directory without a watcher (make stress found
+# one: a group kill between mktemp and the watcher's start). It closes the run lock it
+# inherited: it must not outlive the run's lock.
 fifo_dir() {
 	local dir
-	dir=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX") || return 1
-	# (the watcher closes the run lock it inherited: it must not outlive the run's lock)
-	setsid -f bash -c '[ -z "$3" ] || eval "exec $3>&-"; tail --pid="$1" -f /dev/null; rm -rf "$2"' \
-		_ "$$" "$dir" "${run_lock_fd:-}" </dev/null >/dev/null 2>&1
+	dir=$(setsid -f bash -c 'd=$(mktemp -d "$2") || exit 1; echo "$d"; exec >/dev/null
+		[ -z "$3" ] || eval "exec $3>&-"; tail --pid="$1" -f /dev/null; rm -rf "$d"' \
+		_ "$$" "${TMPDIR:-/tmp}/$1.XXXXXX" "${run_lock_fd:-}" </dev/null 2>/dev/null)
+	[ -n "$dir" ] || { say "cannot make a directory in ${TMPDIR:-/tmp}"; return 1; }
 	echo "$dir"
 }

@@ -49,7 +49,7 @@ check_after_kill() {
 	fi
 	for t in $(seq 30); do [ -z "$(ls -A "$TMPDIR")" ] && break; sleep 0.1; done
 	[ -z "$(ls -A "$TMPDIR")" ] || { problem "FIFO directory left: $(ls -A "$TMPDIR")"; rm -rf "${TMPDIR:?}"/*; }
-	left=$(find "$run" -name '.tmp-*' -o -name '*.tmp')
+	left=$(find "$run" -name '.tmp-*' -o -name '*.tmp' 2>/dev/null)
 	[ -z "$left" ] || problem "temp files left: $left"
 	for f in "$run"/*.tns; do
 		[ -e "$f" ] || continue
