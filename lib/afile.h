@@ -1,8 +1,10 @@
-/* afile: a file replaced atomically. Writes go to a temp file beside the target
- * (DIR/.tmp-XXXXXX, mode 0666 & ~umask); commit flushes, fsyncs, renames it over the
- * name and fsyncs the directory, so a reader sees the old file or the whole new one,
- * never a half-written one, and a failed or killed writer leaves the old file as it
- * was (a killed one leaves the temp, which checkpoint_clean removes in run dirs).
+/* afile: a file replaced atomically. Writes go to an unnamed file in the target's
+ * directory (O_TMPFILE; mode 0666 & ~umask); commit flushes, fsyncs, links it as
+ * DIR/.tmp-XXXXXX, renames that over the name and fsyncs the directory, so a reader
+ * sees the old file or the whole new one, never a half-written one, and a failed or
+ * killed writer leaves the old file as it was and no temp file (but for a kill between
+ * the link and the rename; where the filesystem has no O_TMPFILE the temp is named from
+ * the start: a killed writer leaves it, and checkpoint_clean removes it in run dirs).
  * Nothing here prints or exits. */
 #ifndef AFILE_H
 #define AFILE_H
@@ -12,6 +14,7 @@
 typedef struct afile {
 	FILE *f;                /* write here between open and commit/abort */
 	char path[4096], tmp[4096], dir[4096];
+	int unnamed;            /* the file is O_TMPFILE's until commit names it */
 } afile;
 
 /* Creates the temp file for path; 0, or -1 (err) with a->f NULL. */

@@ -69,7 +69,7 @@ int records_save(const char *path, record *const *recs, int n)
 	afile a;
 	if (afile_open(&a, path, "wb") < 0)
 		return -1;
-	stream_writer *w = stream_writer_new(a.f, a.tmp, STREAM_LEVEL_DEFAULT);
+	stream_writer *w = stream_writer_new(a.f, a.path, STREAM_LEVEL_DEFAULT); /* errors name the checkpoint */
 	int rc = w ? 0 : -1;
 	for (int i = 0; rc == 0 && i < n; i++)
 		if (recs[i] && stream_write(w, recs[i]) < 0)
@@ -208,7 +208,7 @@ int metrics_trim(const char *path, long step)
 		cJSON *j = line[len - 1] == '\n' ? cJSON_Parse(line) : NULL;
 		const cJSON *s = j ? cJSON_GetObjectItemCaseSensitive(j, "step") : NULL;
 		if (cJSON_IsNumber(s) && s->valuedouble <= (double)step && fputs(line, out.f) == EOF)
-			rc = err_set("%s: write error: %s", out.tmp, strerror(errno));
+			rc = err_set("%s: write error: %s", out.path, strerror(errno));
 		cJSON_Delete(j);
 	}
 	free(line);

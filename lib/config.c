@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "err.h"
+#include "input_limits.h"
 
 void data_config_default(data_config *c)
 {
@@ -75,6 +76,11 @@ static cJSON *read_json(const char *path)
 		return NULL;
 	}
 	buf[len] = 0;
+	if (limit_json_depth(buf, len) < 0) {
+		err_wrap("%s", path);
+		free(buf);
+		return NULL;
+	}
 	const char *end = NULL;
 	cJSON *j = cJSON_ParseWithOpts(buf, &end, 1);
 	if (!j) {

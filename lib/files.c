@@ -8,6 +8,14 @@
 #include <unistd.h>
 
 #include "err.h"
+#include "input_limits.h"
+
+/* The error for a file or entry of size bytes (or more) over the TNS_MAX_FILE limit. */
+static int too_large(unsigned long long size)
+{
+	return err_set("%llu bytes or more, over the limit of %zu (see %s)", size, limit_get(LIMIT_FILE),
+		       limit_var(LIMIT_FILE));
+}
 
 int files_read(const char *path, char **out, size_t *len)
 {
@@ -21,10 +29,11 @@ int files_read(const char *path, char **out, size_t *len)
 	/* a regular file, or a pipe, FIFO or process substitution (--classes <(echo
 	 * raccoon)) read to its end */
 	struct stat st;
-	if (fstat(fd, &st) < 0 || S_ISDIR(st.st_mode) || (S_ISREG(st.st_mode) && (size_t)st.st_size > FILE_MAX)) {
+	size_t max = limit_get(LIMIT_FILE);
+	if (fstat(fd, &st) < 0 || S_ISDIR(st.st_mode) || (S_ISREG(st.st_mode) && (size_t)st.st_size > max)) {
 		int e = S_ISDIR(st.st_mode) ? EISDIR : errno;
 		close(fd);
-		return err_set("%s", e ? strerror(e) : "larger than 1 GiB");
+		return e ? err_set("%s", strerror(e)) : too_large((unsigned long long)st.st_size);
 	}
 	size_t cap = (S_ISREG(st.st_mode) ? (size_t)st.st_size : 4096) + 1, n = 0;
 	char *buf = malloc(cap);
@@ -34,12 +43,17 @@ int files_read(const char *path, char **out, size_t *len)
 	}
 	for (;;) {
 		if (n + 1 == cap) {
-			/* the file grew while we read it: keep going up to FILE_MAX */
-			char *b = cap > FILE_MAX ? NULL : realloc(buf, cap * 2);
+			/* a pipe, or a file that grew while we read it: keep going up to the limit */
+			if (cap > max) {
+				free(buf);
+				close(fd);
+				return too_large(cap);
+			}
+			char *b = realloc(buf, cap * 2);
 			if (!b) {
 				free(buf);
 				close(fd);
-				return err_set("file too large");
+				return err_set("out of memory");
 			}
 			buf = b;
 			cap *= 2;
@@ -64,21 +78,32 @@ int files_read(const char *path, char **out, size_t *len)
 	return 0;
 }
 
+/* The size an entry's header declares is only a claim (a crafted tar can declare
+ * terabytes): over the limit it is refused, and under it the buffer still grows with
+ * the bytes that really arrive. */
+#define ENTRY_FIRST_ALLOC ((size_t)1 << 20)
 int files_entry_data(struct archive *a, struct archive_entry *e, char **out, size_t *len)
 {
-	size_t cap = archive_entry_size_is_set(e) && archive_entry_size(e) >= 0 ? (size_t)archive_entry_size(e) + 1 : 65536;
-	size_t n = 0;
-	if (cap > FILE_MAX)
-		return err_set("entry too large");
+	size_t max = limit_get(LIMIT_FILE), cap = 65536, n = 0;
+	if (archive_entry_size_is_set(e) && archive_entry_size(e) >= 0) {
+		unsigned long long declared = (unsigned long long)archive_entry_size(e);
+		if (declared > max)
+			return too_large(declared);
+		cap = declared + 1 < ENTRY_FIRST_ALLOC ? declared + 1 : ENTRY_FIRST_ALLOC;
+	}
 	char *buf = malloc(cap);
 	if (!buf)
 		return err_set("out of memory");
 	for (;;) {
 		if (n + 1 >= cap) {
-			char *b = cap > FILE_MAX ? NULL : realloc(buf, cap * 2);
+			if (n > max) {
+				free(buf);
+				return too_large(n);
+			}
+			char *b = realloc(buf, cap * 2);
 			if (!b) {
 				free(buf);
-				return err_set("entry too large");
+				return err_set("out of memory");
 			}
 			buf = b;
 			cap *= 2;

@@ -8,17 +8,14 @@
 #include <archive.h>
 #include <archive_entry.h>
 
-/* Largest file or entry read into memory. */
-#define FILE_MAX ((size_t)1 << 30)
-
-/* Reads a whole file (or a pipe to its end), NUL-terminated. -2 (no err) if it does not
+/* Reads a whole file (or a pipe to its end; at most TNS_MAX_FILE bytes), NUL-terminated. -2 (no err) if it does not
  * exist, -1 (err). */
 int files_read(const char *path, char **out, size_t *len);
 /* Opens an archive for reading; NULL (err "path: why"). Free with archive_read_free. */
 struct archive *files_archive_open(const char *path);
 /* The current entry's name without "./" or "/" in front. */
 const char *files_entry_path(struct archive_entry *e);
-/* Reads the current entry's data, NUL-terminated. -1 (err). */
+/* Reads the current entry's data (at most TNS_MAX_FILE bytes), NUL-terminated. -1 (err). */
 int files_entry_data(struct archive *a, struct archive_entry *e, char **out, size_t *len);
 
 #endif

@@ -12,6 +12,7 @@
 #include <libexif/exif-data.h>
 
 #include "err.h"
+#include "input_limits.h"
 
 static const unsigned char PNG_SIG[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
 
@@ -32,9 +33,28 @@ const char *image_format_name(enum image_format f)
 
 static int check_dims(long w, long h)
 {
-	if (w < 1 || h < 1 || (size_t)w * (size_t)h > IMAGE_MAX_PIXELS)
+	if (w < 1 || h < 1)
 		return err_set("bad image size %ldx%ld", w, h);
+	size_t max = limit_get(LIMIT_PIXELS);
+	if ((size_t)w > max / (size_t)h)
+		return err_set("bad image size %ldx%ld (over %zu pixels; see %s)", w, h, max, limit_var(LIMIT_PIXELS));
 	return 0;
+}
+
+/* A header may claim far more pixels than its file can encode; the caller would then
+ * allocate the claimed image before the decoder finds out. These bounds come from the
+ * formats: zlib inflates at most 1032 bytes per input byte (a 258-byte match in 2
+ * bits), and a sequential Huffman-coded JPEG spends at least 2 bits on each 8x8 block
+ * of each component (a DC code and an end-of-block code, each at least 1 bit). A
+ * progressive or arithmetic-coded JPEG has no such bound: only the pixel limit holds it. */
+#define INFLATE_MAX_RATIO 1032
+
+static int too_small_for(size_t len, size_t need, const char *fmt, long w, long h)
+{
+	if (need <= len)
+		return 0;
+	return err_set("corrupt %s: %ldx%ld pixels cannot fit in %zu bytes (at least %zu needed)", fmt, w, h, len,
+		       need);
 }
 
 /* ---------------------------------------------------------------- JPEG */
@@ -163,6 +183,12 @@ static int jpeg_run(const unsigned char *buf, size_t len, unsigned char *chw, in
 	int o = exif_orientation(&cinfo), turned = o >= 5;
 	if (!chw) {
 		int rc = check_dims(cinfo.image_width, cinfo.image_height);
+		if (rc == 0 && !cinfo.progressive_mode && !cinfo.arith_code) {
+			size_t blocks = 0;
+			for (int c = 0; c < cinfo.num_components; c++)
+				blocks += (size_t)cinfo.comp_info[c].width_in_blocks * cinfo.comp_info[c].height_in_blocks;
+			rc = too_small_for(len, blocks / 4, "JPEG", (long)cinfo.image_width, (long)cinfo.image_height);
+		}
 		*width = (int)(turned ? cinfo.image_height : cinfo.image_width);
 		*height = (int)(turned ? cinfo.image_width : cinfo.image_height);
 		jpeg_destroy_decompress(&cinfo);
@@ -243,12 +269,24 @@ static void png_take(png_structp png, png_bytep out, size_t n)
 /* The IHDR chunk must come first, so the size needs no libpng. */
 static int png_header(const unsigned char *buf, size_t len, int *width, int *height)
 {
-	if (len < 24 || memcmp(buf + 12, "IHDR", 4))
+	if (len < 29 || memcmp(buf + 12, "IHDR", 4)) /* signature, chunk length and type, 13 bytes of IHDR */
 		return err_set("corrupt PNG: no IHDR chunk");
 	uint32_t w = (uint32_t)buf[16] << 24 | (uint32_t)buf[17] << 16 | (uint32_t)buf[18] << 8 | buf[19];
 	uint32_t h = (uint32_t)buf[20] << 24 | (uint32_t)buf[21] << 16 | (uint32_t)buf[22] << 8 | buf[23];
-	if (w > 1u << 30 || h > 1u << 30 || check_dims((long)w, (long)h) < 0)
+	if (w > 1u << 30 || h > 1u << 30)
 		return err_set("bad PNG size %ux%u", w, h);
+	if (check_dims((long)w, (long)h) < 0)
+		return err_wrap("PNG");
+	/* the smallest filtered image data these dimensions need: a filter byte and the
+	 * packed samples per row (bits per pixel from IHDR's depth and colour type) */
+	static const int channels[7] = {1, 0, 3, 1, 2, 0, 4};
+	unsigned depth = buf[24], color = buf[25];
+	unsigned bpp = depth * (color < 7 && channels[color] ? channels[color] : 1);
+	uint64_t row = 1 + ((uint64_t)w * (bpp ? bpp : 1) + 7) / 8;
+	uint64_t room = (uint64_t)len * INFLATE_MAX_RATIO;
+	if (row > room / h)
+		return too_small_for(len, (size_t)((row * h + INFLATE_MAX_RATIO - 1) / INFLATE_MAX_RATIO), "PNG",
+				     (long)w, (long)h);
 	*width = (int)w;
 	*height = (int)h;
 	return 0;

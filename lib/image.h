@@ -18,13 +18,14 @@
 
 enum image_format { IMAGE_UNKNOWN, IMAGE_JPEG, IMAGE_PNG };
 
-/* Largest image accepted, in pixels (a guard against absurd headers). */
-#define IMAGE_MAX_PIXELS ((size_t)1 << 28)
 
 enum image_format image_sniff(const void *buf, size_t len);
 const char *image_format_name(enum image_format f);
 
-/* Reads the header only: sets *width and *height. 0, or -1 (err). */
+/* Reads the header only: sets *width and *height. 0, or -1 (err) when the header is
+ * corrupt, claims more pixels than TNS_MAX_PIXELS (input_limits.h), or claims more than
+ * the file's bytes can encode (PNG; sequential JPEG), so that no caller allocates for
+ * an image the file cannot hold. */
 int image_size(const void *buf, size_t len, int *width, int *height);
 
 /* Decodes into chw, which holds 3 * width * height bytes (planes R, G, B), where

@@ -11,6 +11,7 @@
 #include <zstd.h>
 
 #include "err.h"
+#include "input_limits.h"
 
 /* A record body (what one zstd frame decodes to):
  *   "TNS1" | u32 header_len (LE) | header JSON | zero pad to 64 | tensor data
@@ -20,7 +21,6 @@ static const char MAGIC[4] = {'T', 'N', 'S', '1'};
 #define PREFIX_LEN 8
 #define ZSTD_MAGIC 0xFD2FB528u
 #define BLOCK_MAX (128u << 10)
-#define DEFAULT_LIMIT ((size_t)2 << 30)
 #define HEADER_MAX ((size_t)64 << 20)
 #define RESERVE_MAX ((size_t)64 << 20)
 
@@ -193,14 +193,7 @@ stream_reader *stream_reader_new(FILE *f, const char *name)
 	}
 	s->f = f;
 	snprintf(s->name, sizeof s->name, "%s", name);
-	s->limit = DEFAULT_LIMIT;
-	const char *env = getenv("TNS_MAX_RECORD");
-	if (env && *env) {
-		char *end;
-		unsigned long long v = strtoull(env, &end, 10);
-		if (*end == 0 && v > 0)
-			s->limit = (size_t)v;
-	}
+	s->limit = limit_get(LIMIT_RECORD);
 	return s;
 }
 
@@ -335,7 +328,8 @@ static int read_frame(stream_reader *s, bytes *b, unsigned long long *content)
 	size_t bound = ZSTD_compressBound((size_t)*content) + 64;
 	if (bytes_reserve(b, bound < RESERVE_MAX ? bound : RESERVE_MAX) < 0)
 		return -1;
-	for (int last = 0; !last;) {
+	size_t nblocks = 0;
+	for (int last = 0; !last; nblocks++) {
 		if (bytes_read(b, s->f, 3, "block header") < 0)
 			return -1;
 		const unsigned char *h = b->p + b->len - 3;
@@ -352,6 +346,12 @@ static int read_frame(stream_reader *s, bytes *b, unsigned long long *content)
 	}
 	if (checksum && bytes_read(b, s->f, 4, "checksum") < 0)
 		return -1;
+	/* A block decodes to at most BLOCK_MAX bytes, so a frame that declares more than
+	 * its blocks can hold is corrupt: refused here, before the body is allocated at
+	 * the declared size (a 20-byte frame could otherwise claim 2 GiB of memory). */
+	if (*content > (unsigned long long)nblocks * BLOCK_MAX)
+		return err_set("corrupt record (declares %llu bytes, but its %zu blocks hold at most %llu)", *content,
+			       nblocks, (unsigned long long)nblocks * BLOCK_MAX);
 	return 1;
 }
 
@@ -380,6 +380,8 @@ static int parse_body(record *r, size_t body_len, int header_only)
 		return -1;
 	size_t hlen = (size_t)hl, data_off = align64(PREFIX_LEN + hlen);
 
+	if (limit_json_depth((const char *)body + PREFIX_LEN, hlen) < 0)
+		return err_wrap("corrupt record");
 	cJSON *h = cJSON_ParseWithLength((const char *)body + PREFIX_LEN, hlen);
 	if (!h)
 		return err_set("corrupt record (header is not JSON)");
@@ -741,7 +743,7 @@ struct stream_writer {
 	unsigned char *buf; /* the frame being written, kept: a new one per record costs page faults */
 	size_t cap;
 	unsigned long long written;
-	int failed;
+	int failed;  /* errno of the first failed write, else 0 */
 	int widened; /* widen_pipe() done */
 };
 
@@ -805,8 +807,8 @@ static int put_frame(stream_writer *w, const unsigned char *p, size_t n)
 {
 	widen_pipe(w, n);
 	if ((n && fwrite(p, 1, n, w->f) != n) || fflush(w->f) != 0) {
-		w->failed = 1;
-		return err_set("%s: write error: %s", w->name, strerror(errno));
+		w->failed = errno ? errno : EIO;
+		return err_set("%s: write error: %s", w->name, strerror(w->failed));
 	}
 	return 0;
 }
@@ -836,7 +838,8 @@ int stream_close_write(stream_writer *w)
 {
 	if (!w)
 		return 0;
-	int rc = w->failed ? err_set("%s: earlier write failed", w->name) : 0;
+	/* the first failure's reason again: close is where callers report it (a full disk) */
+	int rc = w->failed ? err_set("%s: write error: %s", w->name, strerror(w->failed)) : 0;
 	if (w->owns_file) {
 		if (fclose(w->f) != 0 && rc == 0)
 			rc = err_set("%s: close: %s", w->name, strerror(errno));

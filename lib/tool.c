@@ -2,21 +2,88 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <malloc.h>
 #include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 const char *tool_name = "tns";
 
+/* ---- following the driver (TNS_DRIVER_PID) */
+
+static pid_t driver_pid;
+
+/* The driver is gone: stop as a SIGTERM would (what the driver's own trap sends), so
+ * a checkpoint being written is left as its temp file, never half under its name. */
+static _Noreturn void driver_gone(void)
+{
+	fprintf(stderr, "%s: stopping: the pipeline's driver (pid %ld) is gone\n", tool_name, (long)driver_pid);
+	signal(SIGTERM, SIG_DFL);
+	kill(getpid(), SIGTERM);
+	for (;;)
+		pause();
+}
+
+/* A pidfd turns readable when the process exits (Linux 5.3); without one, the pid is
+ * polled every half second. */
+static void *watch_driver(void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+	if (fd >= 0) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		while (poll(&p, 1, -1) < 0 && errno == EINTR)
+			;
+	} else {
+		while (kill(driver_pid, 0) == 0 || errno != ESRCH)
+			usleep(500 * 1000);
+	}
+	driver_gone();
+}
+
+/* The pipeline scripts export TNS_DRIVER_PID (pipelines/lib.sh, stages_follow_driver):
+ * a stage whose driver dies, however it dies (kill -9 of the script alone or of its
+ * process group, the OOM killer), stops within moments instead of training on
+ * orphaned. The stages run in a process group of their own, which a signal to the
+ * driver's group does not reach. */
+static void follow_driver(void)
+{
+	const char *env = getenv("TNS_DRIVER_PID");
+	if (!env || !*env)
+		return;
+	char *end;
+	long pid = strtol(env, &end, 10);
+	if (*end || pid <= 1)
+		return;
+	driver_pid = (pid_t)pid;
+	int fd = -1;
+#ifdef SYS_pidfd_open
+	fd = (int)syscall(SYS_pidfd_open, driver_pid, 0);
+	if (fd < 0 && errno == ESRCH)
+		driver_gone(); /* gone before we started */
+#endif
+	pthread_t th;
+	pthread_attr_t at;
+	pthread_attr_init(&at);
+	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+	int rc = pthread_create(&th, &at, watch_driver, (void *)(intptr_t)fd);
+	if (rc != 0)
+		die("cannot start the thread that watches the driver (pid %ld): %s", pid, strerror(rc));
+	pthread_attr_destroy(&at);
+}
+
 void tool_init(const char *name)
 {
 	tool_name = name;
+	follow_driver();
 	/* Records are MBs each and come and go per record. Keep freed memory in the process
 	 * instead of unmapping it and faulting fresh zeroed pages in for the next record:
 	 * under a VM, page faults were the largest single cost of voc-decode and augment.
@@ -101,12 +168,29 @@ void refuse_terminal_stdout(void)
 		usage_error("refusing to write a binary stream to a terminal (pipe it, or redirect to a file)");
 }
 
+/* "stdout", or "stdout (FILE)" when it is a file, so a full disk names the file. */
+static const char *stdout_name(void)
+{
+	static char name[4200];
+	char target[4096];
+	ssize_t n = readlink("/proc/self/fd/1", target, sizeof target - 1);
+	if (n <= 0 || target[0] != '/')
+		return "stdout";
+	target[n] = 0;
+	snprintf(name, sizeof name, "stdout (%s)", target);
+	return name;
+}
+
 void close_stdout(void)
 {
-	if (fflush(stdout) != 0 || ferror(stdout))
-		die("stdout: write error: %s", strerror(errno));
-	if (fclose(stdout) != 0)
-		die("stdout: close: %s", strerror(errno));
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		int e = errno;
+		die("%s: write error: %s", stdout_name(), strerror(e));
+	}
+	if (fclose(stdout) != 0) {
+		int e = errno;
+		die("%s: close: %s", stdout_name(), strerror(e));
+	}
 }
 
 static double seconds(void)

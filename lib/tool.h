@@ -10,6 +10,8 @@
 
 extern const char *tool_name;
 
+/* Sets the name; with TNS_DRIVER_PID set (by the pipeline scripts), also starts a
+ * thread that stops the tool (SIGTERM) as soon as that process is gone. */
 void tool_init(const char *name);
 /* "tool: message" on stderr, exit 1. */
 _Noreturn void die(const char *fmt, ...) ERR_PRINTF(1, 2);

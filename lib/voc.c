@@ -250,9 +250,14 @@ static int parse_int(const char *text, int *out)
 	return 0;
 }
 
+/* Once the parse has failed, the handlers do nothing: expat may still deliver the end
+ * of an element whose start was refused (found by fuzz/fuzz_voc_xml.c: <ai/> as the
+ * root took depth to -1 and read tags[-1]). */
 static void XMLCALL xml_start(void *ud, const XML_Char *el, const XML_Char **attr)
 {
 	struct xml_state *s = ud;
+	if (s->failed)
+		return;
 	enum tag parent = s->depth > 0 && s->depth <= XML_MAXDEPTH ? s->tags[s->depth - 1] : T_OTHER;
 	enum tag t = T_OTHER;
 	if (s->depth == 0) {
@@ -303,7 +308,7 @@ static void XMLCALL xml_start(void *ud, const XML_Char *el, const XML_Char **att
 static void XMLCALL xml_text(void *ud, const XML_Char *text, int len)
 {
 	struct xml_state *s = ud;
-	if (!s->collecting)
+	if (s->failed || !s->collecting)
 		return;
 	if (s->tlen + (size_t)len >= XML_TEXTMAX) {
 		xml_fail(s, "text longer than %d bytes", XML_TEXTMAX - 1);
@@ -345,6 +350,8 @@ static void end_object(struct xml_state *s)
 static void XMLCALL xml_end(void *ud, const XML_Char *el)
 {
 	struct xml_state *s = ud;
+	if (s->failed)
+		return;
 	s->depth--;
 	enum tag t = s->depth < XML_MAXDEPTH ? s->tags[s->depth] : T_OTHER;
 	const char *text = s->text;
@@ -960,8 +967,12 @@ static int open_archive(voc_dataset *d, const char *path)
 			order[j] = order[j - 1];
 			order[j - 1] = t;
 		}
-	qsort(p.xml, (size_t)p.nxml, sizeof *p.xml, found_cmp);
-	qsort(p.img, (size_t)p.nimg, sizeof *p.img, found_cmp);
+	/* (an archive may hold no annotation or no image: qsort and bsearch take no NULL
+	 * array, even empty; found by fuzz/fuzz_voc_archive.c under UBSan) */
+	if (p.nxml)
+		qsort(p.xml, (size_t)p.nxml, sizeof *p.xml, found_cmp);
+	if (p.nimg)
+		qsort(p.img, (size_t)p.nimg, sizeof *p.img, found_cmp);
 	for (long oi = 0; oi < p.nprefix; oi++) {
 		long i = order[oi];
 		const char *prefix = p.prefixes[i];
@@ -1004,7 +1015,7 @@ static int open_archive(voc_dataset *d, const char *path)
 		for (long k = first; k < d->nitems; k++) {
 			struct item *it = &d->items[k];
 			struct found key = {.prefix = (char *)prefix, .id = it->id}, *f;
-			f = bsearch(&key, p.xml, (size_t)p.nxml, sizeof *p.xml, found_cmp);
+			f = p.nxml ? bsearch(&key, p.xml, (size_t)p.nxml, sizeof *p.xml, found_cmp) : NULL;
 			if (f) {
 				if (grow(&d->xmls, &d->xmls_cap, d->nxmls + 1, sizeof *d->xmls) < 0) {
 					free(order);
@@ -1017,7 +1028,7 @@ static int open_archive(voc_dataset *d, const char *path)
 			}
 			for (int x = 0; x < NEXTS && !it->ext; x++) {
 				key.ext = x;
-				if (bsearch(&key, p.img, (size_t)p.nimg, sizeof *p.img, found_cmp))
+				if (p.nimg && bsearch(&key, p.img, (size_t)p.nimg, sizeof *p.img, found_cmp))
 					it->ext = IMAGE_EXTS[x];
 			}
 		}

@@ -43,7 +43,8 @@ out=${OUT:-$run}
 [ -n "$data" ] || { say "no data: set DATA or the config's dataset.root"; exit 2; }
 [ -f "$ckpt" ] || { say "$ckpt: no such checkpoint (train first, or set CKPT)"; exit 1; }
 case $aug in train | eval) ;; *) say "AUG=$aug: train or eval"; exit 2 ;; esac
-mkdir -p "$out"
+lock_run "$out"       # one writer per run directory (creates it)
+stages_follow_driver # the stages stop when this script dies
 
 images=$(decode "$split" --list | wc -l)
 [ "$images" -gt 0 ] || { say "$data: no images in split $split"; exit 1; }
@@ -79,7 +80,7 @@ final=$ckpt
 if [ "$bias_iters" -gt 0 ]; then
 	epochs=$(((bias_iters + per_epoch - 1) / per_epoch))
 	say "bias calibration over $bias_iters batches"
-	fifos=$(mktemp -d "${TMPDIR:-/tmp}/calibrate.XXXXXX")
+	fifos=$(fifo_dir calibrate)
 	trap 'rm -rf "$fifos"' EXIT
 	mkfifo "$fifos/params"
 	set +e

@@ -28,6 +28,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 load_config "${1:?usage: eval.sh CONFIG}"
+stages_follow_driver # the stages stop when this script dies
 mpi_ranks "$0" "$@"
 ckpt=$(run_checkpoint)
 split=${SPLIT:-$(cfg .dataset.test_split test)}

@@ -163,3 +163,43 @@ decode() {
 	[ "$(cfg ".dataset[\"$split\"].filter_empty_gt" false)" = false ] || filter=(--filter-empty-gt)
 	"$BIN/coco-decode" "$ann" "$img" ${classes:+--classes "$classes"} "${filter[@]}" "$@"
 }
+
+# lock_run DIR: makes this script the one writer of run directory DIR (created if
+# missing), or refuses naming the pid that writes it: an flock on DIR/.lock, held by an
+# open descriptor that the stages inherit, so it lasts until the last process of the
+# run has ended, however the script ended. The lock file holds the writer's pid.
+lock_run() {
+	local dir=$1 holder
+	mkdir -p "$dir"
+	exec {run_lock_fd}>>"$dir/.lock"
+	if ! flock -n "$run_lock_fd"; then
+		holder=$(cat "$dir/.lock" 2>/dev/null || true)
+		say "$dir: being written by another run (pid ${holder:-unknown}); wait for it to end, or stop it"
+		exit 1
+	fi
+	echo "$$" >"$dir/.lock"
+}
+
+# stages_follow_driver: every tool started from now on stops (SIGTERM) within moments
+# of this script's death, however it dies: kill -9 of the script alone or of its
+# process group, the OOM killer (lib/tool.c watches the pid in TNS_DRIVER_PID).
+stages_follow_driver() {
+	export TNS_DRIVER_PID=$$
+}
+
+# fifo_dir NAME: a new directory in $TMPDIR for a pipeline's FIFOs, removed once this
+# script has ended however it ended: a watcher in a session of its own (so that no
+# signal to this script's process group reaches it) waits for this script's pid to
+# go, then removes it (the EXIT trap does that too, but never runs after a kill -9).
+# The watcher makes the directory itself, once in its own session, so that no kill of
+# this script at any moment leaves a directory without a watcher (make stress found
+# one: a group kill between mktemp and the watcher's start). It closes the run lock it
+# inherited: it must not outlive the run's lock.
+fifo_dir() {
+	local dir
+	dir=$(setsid -f bash -c 'd=$(mktemp -d "$2") || exit 1; echo "$d"; exec >/dev/null
+		[ -z "$3" ] || eval "exec $3>&-"; tail --pid="$1" -f /dev/null; rm -rf "$d"' \
+		_ "$$" "${TMPDIR:-/tmp}/$1.XXXXXX" "${run_lock_fd:-}" </dev/null 2>/dev/null)
+	[ -n "$dir" ] || { say "cannot make a directory in ${TMPDIR:-/tmp}"; return 1; }
+	echo "$dir"
+}

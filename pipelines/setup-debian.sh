@@ -17,6 +17,7 @@ pkgs=(
 	protobuf-compiler python3-protobuf   # tests: exported prototxts parsed with our TIDL schema (tests/proto)
 	openmpi-bin libopenmpi-dev   # data-parallel training and sharded eval (NP=N)
 	libcairo2-dev fonts-dejavu-core   # draw-dets: boxes and labels drawn with cairo, in DejaVu Sans
+	clang libclang-rt-14-dev     # the fuzz harnesses (libFuzzer): make fuzz, and make test's corpus replay
 )
 sudo=
 [ "$(id -u)" -eq 0 ] || sudo=sudo

@@ -58,6 +58,8 @@ batch=${BATCH:-$(cfg .train.batch 8)}
 seed=${SEED:-0}
 [ -n "$data" ] || { say "no data: set DATA or the config's dataset.root"; exit 2; }
 mkdir -p "$run"
+[ "$rank" -ne 0 ] || lock_run "$run" # one writer per run directory
+stages_follow_driver                  # the stages stop when this script dies
 
 images=$(decode "$split" --list | wc -l)
 [ "$images" -gt 0 ] || { say "$data: no images in split $split"; exit 1; }
@@ -105,7 +107,7 @@ else
 	[ "$quant" = 1 ] && state+=("${sgd_quant[@]}" --ranges "$ranges")
 fi
 
-fifos=$(mktemp -d "${TMPDIR:-/tmp}/train.XXXXXX")
+fifos=$(fifo_dir train)
 mkfifo "$fifos/params" "$fifos/grad"
 trap 'rm -rf "$fifos" ${tmp_init:+"$tmp_init"}' EXIT
 # (tee ignores Ctrl-C: it ends with this script, so the last words reach the log too)

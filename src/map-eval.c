@@ -131,8 +131,9 @@ static void write_json(const char *path, cJSON *j)
 	if (afile_open(&f, path, "w") < 0)
 		die("%s: %s", path, err_msg());
 	if (fprintf(f.f, "%s\n", text) < 0) {
+		int e = errno;
 		afile_abort(&f);
-		die("%s: write error", path);
+		die("%s: write error: %s", path, strerror(e));
 	}
 	if (afile_commit(&f) < 0)
 		die("%s: %s", path, err_msg());

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
 #include <time.h>
 
@@ -239,7 +240,7 @@ static void log_step(run *r, const record *grads, double images, double dt)
 	json_num(r->metrics, "eta_s", eta);
 	fputs("}\n", r->metrics);
 	if (fflush(r->metrics) != 0)
-		die("%s/metrics.jsonl: write error", r->dir);
+		die("%s/metrics.jsonl: write error: %s", r->dir, strerror(errno));
 	if (!r->o.log_every || r->t.step % r->o.log_every)
 		return;
 	char total[32] = "?", eta_s[32] = "-";
@@ -471,7 +472,7 @@ int main(int argc, char **argv)
 	if (stream_close_write(r.params) < 0)
 		die_err();
 	if (r.metrics && fclose(r.metrics) != 0)
-		die("%s/metrics.jsonl: write error", r.dir);
+		die("%s/metrics.jsonl: write error: %s", r.dir, strerror(errno));
 	stream_close_read(in);
 	if (!r.o.replica)
 		fprintf(stderr, "%s: %ld steps done (epoch %ld), %.0f images, %.1f s; %s/latest.tns%s\n", tool_name,

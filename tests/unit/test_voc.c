@@ -53,6 +53,11 @@ static void test_xml(void)
 	CHECK(a.nobj == 1 && a.obj[0].box[2] == 3 && a.width == 0);
 	voc_annotation_clear(&a);
 
+	/* a refused root element that ends at once: the end handler ran with depth 0 and
+	 * read tags[-1] (found by fuzz/fuzz_voc_xml.c; the sanitizer build catches it) */
+	CHECK(parse("<ai/>poni<theightf", c, &a) < 0 && strstr(err_msg(), "root element is <ai>"));
+	voc_annotation_clear(&a);
+
 	/* no objects is fine */
 	CHECK(parse("<?xml version=\"1.0\"?>\n<annotation><filename>x.jpg</filename></annotation>", c, &a) == 0);
 	CHECK(a.nobj == 0);
