@@ -15,7 +15,7 @@ pkgs=(
 	libprotobuf-c-dev protobuf-c-compiler libonnx-dev     # tidl-pack: ONNX messages from Debian's onnx.proto
 	python3-onnx                 # tests: the ONNX checker
 	openmpi-bin libopenmpi-dev   # data-parallel training and sharded eval (NP=N)
-	libcairo2-dev fonts-dejavu-core   # draw-dets: boxes and labels drawn with cairo, in DejaVu Sans
+	libcairo2-dev fonts-dejavu-core   # draw-dets: cairo (and libfontconfig-dev with it), labels in DejaVu Sans
 )
 sudo=
 [ "$(id -u)" -eq 0 ] || sudo=sudo
