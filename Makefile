@@ -51,8 +51,9 @@ MPI_PKG := ompi-c
 $(BUILD)/lib/dist.o: ALL_CFLAGS += $(shell pkg-config --cflags $(MPI_PKG))
 $(BIN)/forward $(BIN)/map-eval: LDLIBS += $(shell pkg-config --libs $(MPI_PKG))
 
-# cairo (and its fonts) only in lib/draw.c and the tools that draw: draw-dets.
-CAIRO_PKG := cairo
+# cairo (and fontconfig, which finds its font) only in lib/draw.c and the tools that
+# draw: draw-dets.
+CAIRO_PKG := cairo fontconfig
 $(BUILD)/lib/draw.o: ALL_CFLAGS += $(shell pkg-config --cflags $(CAIRO_PKG))
 $(BIN)/draw-dets $(BUILD)/tests/test_draw: LDLIBS += $(shell pkg-config --libs $(CAIRO_PKG))
 

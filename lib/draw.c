@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include <cairo.h>
+#include <fontconfig/fontconfig.h>
 
 #include "err.h"
 #include "image.h"
@@ -211,5 +212,7 @@ out:
 
 void draw_cleanup(void)
 {
+	/* cairo's font caches hold fontconfig's objects: cairo lets go first */
 	cairo_debug_reset_static_data();
+	FcFini();
 }

@@ -37,8 +37,8 @@ void draw_class_colour(int c, unsigned char rgb[3]);
  * picture to f. -1 (err). */
 int draw_dets(FILE *f, const uint8_t *chw, const dets_view *v, const voc_classes *names, const draw_style *st);
 
-/* Called once at exit by a tool that drew: frees cairo's and fontconfig's caches, so
- * leak checkers see only real leaks. */
+/* Called once at exit by a tool that drew: frees cairo's and fontconfig's caches
+ * (FcFini), so leak checkers see only real leaks. Nothing may draw after it. */
 void draw_cleanup(void);
 
 #endif

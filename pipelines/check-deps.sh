@@ -18,6 +18,7 @@ openblas libopenblas-dev
 libprotobuf-c libprotobuf-c-dev
 ompi-c libopenmpi-dev
 cairo libcairo2-dev
+fontconfig libfontconfig-dev
 LIST
 command -v pkg-config > /dev/null || missing=("pkg-config (the build asks it for every library's flags)")
 command -v protoc-c > /dev/null || missing+=("protobuf-c-compiler (protoc-c)")

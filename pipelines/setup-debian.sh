@@ -16,7 +16,7 @@ pkgs=(
 	python3-onnx                 # tests: the ONNX checker
 	protobuf-compiler python3-protobuf   # tests: exported prototxts parsed with our TIDL schema (tests/proto)
 	openmpi-bin libopenmpi-dev   # data-parallel training and sharded eval (NP=N)
-	libcairo2-dev fonts-dejavu-core   # draw-dets: boxes and labels drawn with cairo, in DejaVu Sans
+	libcairo2-dev fonts-dejavu-core   # draw-dets: cairo (and libfontconfig-dev with it), labels in DejaVu Sans
 	clang libclang-rt-14-dev     # the fuzz harnesses (libFuzzer): make fuzz, and make test's corpus replay
 )
 sudo=
