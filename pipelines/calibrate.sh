@@ -41,12 +41,13 @@ iters=${ITERS:-1000}
 aug=${AUG:-train}
 out=${OUT:-$run}
 [ -n "$data" ] || { say "no data: set DATA or the config's dataset.root"; exit 2; }
+decoder "$split"
 [ -f "$ckpt" ] || { say "$ckpt: no such checkpoint (train first, or set CKPT)"; exit 1; }
 case $aug in train | eval) ;; *) say "AUG=$aug: train or eval"; exit 2 ;; esac
 lock_run "$out"       # one writer per run directory (creates it)
 stages_follow_driver # the stages stop when this script dies
 
-images=$(decode "$split" --list | wc -l)
+images=$("${decode_cmd[@]}" --list | wc -l)
 [ "$images" -gt 0 ] || { say "$data: no images in split $split"; exit 1; }
 per_epoch=$(((images + batch - 1) / batch))
 epochs=$(((iters + per_epoch - 1) / per_epoch))
@@ -57,7 +58,7 @@ if [ -n "${FROM_RANGES:-}" ]; then
 else
 	say "$name: ranges from $iters batches of $batch ($images images of $split, $aug augmentation), checkpoint $ckpt"
 	set +e
-	decode "$split" --shuffle --seed "${SEED:-0}" \
+	"${decode_cmd[@]}" --shuffle --seed "${SEED:-0}" \
 		--epochs "$epochs" |
 		"$BIN/augment" "--$aug" --config "$cfg_file" --batch "$batch" --seed "${SEED:-0}" ${SIZE:+--size "$SIZE"} |
 		"$BIN/forward" --config "$cfg_file" --weights "$ckpt" --stats ${THREADS:+--threads "$THREADS"} |
@@ -84,7 +85,7 @@ if [ "$bias_iters" -gt 0 ]; then
 	trap 'rm -rf "$fifos"' EXIT
 	mkfifo "$fifos/params"
 	set +e
-	decode "$split" --shuffle \
+	"${decode_cmd[@]}" --shuffle \
 		--seed "$((${SEED:-0} + 1))" --epochs "$epochs" |
 		"$BIN/augment" "--$aug" --config "$cfg_file" --batch "$batch" --seed "$((${SEED:-0} + 1))" \
 			${SIZE:+--size "$SIZE"} |

@@ -44,10 +44,11 @@ if [ "$quantize" = 1 ]; then
 fi
 out=${OUT:-$run/eval$suffix}
 [ -n "$data" ] || { say "no data: set DATA or the config's dataset.root"; exit 2; }
+decoder "$split"
 [ -f "$ckpt" ] || { say "$ckpt: no such checkpoint (train first, or set CKPT)"; exit 1; }
 mkdir -p "$run"
 
-images=$(decode "$split" --list | wc -l)
+images=$("${decode_cmd[@]}" --list | wc -l)
 [ "$rank" -ne 0 ] || say "$name: $images images of $split, checkpoint $ckpt$([ "$ranks" -gt 1 ] && echo ", $ranks ranks")${quant:+, quantised: ${quant[*]}}"
 threads=$(rank_threads)
 metric=()
@@ -60,7 +61,7 @@ shard=() gather=() table=$out.txt.tmp
 [ "$ranks" -le 1 ] || shard=(--shard "$rank/$ranks") gather=(--mpi)
 [ "$rank" -eq 0 ] || table=/dev/null # rank 0 alone writes OUT
 mkdir -p "$(dirname "$out")"
-decode "$split" "${shard[@]}" --threads "$threads" |
+"${decode_cmd[@]}" "${shard[@]}" --threads "$threads" |
 	"$BIN/augment" --eval --config "$cfg_file" --batch "${BATCH:-8}" ${SIZE:+--size "$SIZE"} --threads "$threads" |
 	"$BIN/forward" --config "$cfg_file" --weights "$ckpt" --threads "$threads" "${quant[@]}" |
 	"$BIN/ssd-decode" --config "$cfg_file" --progress $(((images - rank + ranks - 1) / ranks)) |

@@ -148,20 +148,21 @@ coco_file() {
 	case $f in /*) echo "$f" ;; *) echo "${data:+$data/}$f" ;; esac
 }
 
-# decode SPLIT ARGS...: the config's dataset as image records, SPLIT's images, with ARGS
-# (the options voc-decode and coco-decode share: --list, --shard, --shuffle, ...) and
-# CLASSES. VOC: voc-decode DATA --split SPLIT. "type": "coco": coco-decode of
-# dataset.SPLIT's ann_file and img_prefix, --filter-empty-gt if its filter_empty_gt is true.
-decode() {
-	local split=$1 ann img filter=()
-	shift
+# decoder SPLIT: sets decode_cmd, the command (an array) that writes the config's dataset's
+# SPLIT as image records; callers add the options voc-decode and coco-decode share
+# (--list, --shard, --shuffle, ...). VOC: voc-decode DATA --split SPLIT. "type": "coco":
+# coco-decode of dataset.SPLIT's ann_file and img_prefix, --filter-empty-gt if its
+# filter_empty_gt is true. CLASSES goes to either. (A command, not a function that runs
+# it, so the decoder is a direct child of a pipeline's job, as the other stages.)
+decoder() {
+	local ann img
 	if [ "$(cfg .dataset.type voc)" != coco ]; then
-		"$BIN/voc-decode" "$data" --split "$split" ${classes:+--classes "$classes"} "$@"
+		decode_cmd=("$BIN/voc-decode" "$data" --split "$1" ${classes:+--classes "$classes"})
 		return
 	fi
-	ann=$(coco_file "$split" ann_file) && img=$(coco_file "$split" img_prefix) || return 2
-	[ "$(cfg ".dataset[\"$split\"].filter_empty_gt" false)" = false ] || filter=(--filter-empty-gt)
-	"$BIN/coco-decode" "$ann" "$img" ${classes:+--classes "$classes"} "${filter[@]}" "$@"
+	ann=$(coco_file "$1" ann_file) && img=$(coco_file "$1" img_prefix) || return 2
+	decode_cmd=("$BIN/coco-decode" "$ann" "$img" ${classes:+--classes "$classes"})
+	[ "$(cfg ".dataset[\"$1\"].filter_empty_gt" false)" = false ] || decode_cmd+=(--filter-empty-gt)
 }
 
 # lock_run DIR: makes this script the one writer of run directory DIR (created if

@@ -57,11 +57,12 @@ fi
 batch=${BATCH:-$(cfg .train.batch 8)}
 seed=${SEED:-0}
 [ -n "$data" ] || { say "no data: set DATA or the config's dataset.root"; exit 2; }
+decoder "$split"
 mkdir -p "$run"
 [ "$rank" -ne 0 ] || lock_run "$run" # one writer per run directory
 stages_follow_driver                  # the stages stop when this script dies
 
-images=$(decode "$split" --list | wc -l)
+images=$("${decode_cmd[@]}" --list | wc -l)
 [ "$images" -gt 0 ] || { say "$data: no images in split $split"; exit 1; }
 dist=() fwd_dist=() sgd_dist=() threads=${THREADS:-}
 if [ "$ranks" -gt 1 ]; then
@@ -114,7 +115,7 @@ trap 'rm -rf "$fifos" ${tmp_init:+"$tmp_init"}' EXIT
 [ "$rank" -ne 0 ] || exec 2> >(trap '' INT && exec tee -a "$run/train.log" >&2)
 
 [ "$rank" -ne 0 ] || say "$name: $images images, batch $batch$([ "$ranks" -gt 1 ] && echo " ($batch_rank on each of $ranks ranks)"), $iters steps per epoch, $epochs epochs$([ "$quant" = 1 ] && echo ", quantisation-aware from $INIT") -> $run"
-stages=(voc-decode augment forward loss sgd-step)
+stages=("${decode_cmd[0]##*/}" augment forward loss sgd-step)
 level=$(loop_level) # the loop's own streams: fast zstd (lib.sh)
 # The stages run as a background job in a process group of their own (set -m), so
 # that a signal to this script alone (kill PID; bash would defer the trap until a
@@ -136,7 +137,7 @@ trap 'stop TERM' TERM
 trap 'stop HUP' HUP
 set +e -m
 (
-	decode "$split" --shuffle --seed "$seed" \
+	"${decode_cmd[@]}" --shuffle --seed "$seed" \
 	--epochs "$epochs" "${decode_resume[@]}" "${dist[@]}" |
 	"$BIN/augment" --train --config "$cfg_file" --batch "$batch_rank" --seed "$seed" ${SIZE:+--size "$SIZE"} |
 	TNS_LEVEL=$level "$BIN/forward" --config "$cfg_file" --train --weights "$fifos/params" --grad "$fifos/grad" \
