@@ -26,12 +26,15 @@ int afile_open(afile *a, const char *path, const char *mode)
 	 * filesystem has no O_TMPFILE, a named temp file, which checkpoint_clean removes. */
 	a->unnamed = 0;
 	int fd = open(a->dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0666);
-	if (fd >= 0)
+	if (fd >= 0) {
+		/* no temp name yet: until commit, a->tmp (in callers' messages) is the target */
 		a->unnamed = 1;
-	else if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
+		strcpy(a->tmp, a->path);
+	} else if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
 		return err_set("%s: %s", path, strerror(errno));
-	else
+	} else {
 		fd = mkstemp(a->tmp);
+	}
 	if (fd < 0) /* the user's name: the temp's only differs in the file part */
 		return err_set("%s: %s", path, strerror(errno));
 	mode_t mask = umask(0); /* mkstemp makes 0600; the result is an ordinary file */
@@ -53,6 +56,7 @@ static int name_unnamed(afile *a)
 {
 	char proc[64];
 	snprintf(proc, sizeof proc, "/proc/self/fd/%d", fileno(a->f));
+	snprintf(a->tmp, sizeof a->tmp, "%s/.tmp-XXXXXX", strcmp(a->dir, "/") ? a->dir : "");
 	for (int tries = 0; tries < 100; tries++) {
 		int fd = mkstemp(a->tmp); /* a unique name ... */
 		if (fd < 0)
