@@ -27,9 +27,7 @@ int afile_open(afile *a, const char *path, const char *mode)
 	a->unnamed = 0;
 	int fd = open(a->dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0666);
 	if (fd >= 0) {
-		/* no temp name yet: until commit, a->tmp (in callers' messages) is the target */
-		a->unnamed = 1;
-		strcpy(a->tmp, a->path);
+		a->unnamed = 1; /* a->tmp stays the template: commit gives the name */
 	} else if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
 		return err_set("%s: %s", path, strerror(errno));
 	} else {
@@ -56,7 +54,6 @@ static int name_unnamed(afile *a)
 {
 	char proc[64];
 	snprintf(proc, sizeof proc, "/proc/self/fd/%d", fileno(a->f));
-	snprintf(a->tmp, sizeof a->tmp, "%s/.tmp-XXXXXX", strcmp(a->dir, "/") ? a->dir : "");
 	for (int tries = 0; tries < 100; tries++) {
 		int fd = mkstemp(a->tmp); /* a unique name ... */
 		if (fd < 0)

@@ -15,7 +15,7 @@ typedef struct afile {
 	FILE *f;                /* write here between open and commit/abort */
 	char path[4096], tmp[4096], dir[4096];
 	int unnamed;            /* the file is O_TMPFILE's until commit names it (tmp is
-	                         * path until then) */
+	                         * the DIR/.tmp-XXXXXX template until then) */
 } afile;
 
 /* Creates the temp file for path; 0, or -1 (err) with a->f NULL. */
