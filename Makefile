@@ -109,6 +109,7 @@ $(FUZZ_DIR)/lib/%.o: lib/%.c $(wildcard lib/*.h) | deps fuzz-deps
 $(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c $(FUZZ_OBJ)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJ) $(PKG_LIBS) -lm -pthread
 
+.SECONDARY: $(FUZZ_OBJ) # kept between builds (make would delete them as intermediates)
 fuzz-build: $(FUZZ_BINS)
 fuzz: fuzz-build
 	FUZZ_BIN=$(FUZZ_DIR) fuzz/run.sh fuzz $(FUZZ_S)

@@ -26,12 +26,13 @@ int afile_open(afile *a, const char *path, const char *mode)
 	 * filesystem has no O_TMPFILE, a named temp file, which checkpoint_clean removes. */
 	a->unnamed = 0;
 	int fd = open(a->dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0666);
-	if (fd >= 0)
-		a->unnamed = 1;
-	else if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
+	if (fd >= 0) {
+		a->unnamed = 1; /* a->tmp stays the template: commit gives the name */
+	} else if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
 		return err_set("%s: %s", path, strerror(errno));
-	else
+	} else {
 		fd = mkstemp(a->tmp);
+	}
 	if (fd < 0) /* the user's name: the temp's only differs in the file part */
 		return err_set("%s: %s", path, strerror(errno));
 	mode_t mask = umask(0); /* mkstemp makes 0600; the result is an ordinary file */

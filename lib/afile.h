@@ -14,7 +14,8 @@
 typedef struct afile {
 	FILE *f;                /* write here between open and commit/abort */
 	char path[4096], tmp[4096], dir[4096];
-	int unnamed;            /* the file is O_TMPFILE's until commit names it */
+	int unnamed;            /* the file is O_TMPFILE's until commit names it (tmp is
+	                         * the DIR/.tmp-XXXXXX template until then) */
 } afile;
 
 /* Creates the temp file for path; 0, or -1 (err) with a->f NULL. */

@@ -81,7 +81,7 @@ final=$ckpt
 if [ "$bias_iters" -gt 0 ]; then
 	epochs=$(((bias_iters + per_epoch - 1) / per_epoch))
 	say "bias calibration over $bias_iters batches"
-	fifos=$(fifo_dir calibrate)
+	fifo_dir calibrate # sets fifos
 	trap 'rm -rf "$fifos"' EXIT
 	mkfifo "$fifos/params"
 	set +e

@@ -188,19 +188,22 @@ stages_follow_driver() {
 	export TNS_DRIVER_PID=$$
 }
 
-# fifo_dir NAME: a new directory in $TMPDIR for a pipeline's FIFOs, removed once this
-# script has ended however it ended: a watcher in a session of its own (so that no
-# signal to this script's process group reaches it) waits for this script's pid to
-# go, then removes it (the EXIT trap does that too, but never runs after a kill -9).
-# The watcher makes the directory itself, once in its own session, so that no kill of
-# this script at any moment leaves a directory without a watcher (make stress found
-# one: a group kill between mktemp and the watcher's start). It closes the run lock it
-# inherited: it must not outlive the run's lock.
+# fifo_dir NAME: sets fifos to a new directory in $TMPDIR for a pipeline's FIFOs,
+# removed once this script and every process it started have ended, however they
+# ended (the EXIT trap removes it too, but never runs after a kill -9). A watcher in a
+# session of its own (no signal to this script's process group reaches it) makes the
+# directory, then reads a pipe whose write end this script holds, as its children
+# inherit it: at end of file, when the last of them is gone, it removes the directory.
+# (Not a watch on this script's pid: with pid_max 32768 a busy machine reuses a pid
+# within seconds, and make stress found directories left that way, as well as one left
+# by a group kill between a mktemp and the start of its watcher.)
 fifo_dir() {
-	local dir
-	dir=$(setsid -f bash -c 'd=$(mktemp -d "$2") || exit 1; echo "$d"; exec >/dev/null
-		[ -z "$3" ] || eval "exec $3>&-"; tail --pid="$1" -f /dev/null; rm -rf "$d"' \
-		_ "$$" "${TMPDIR:-/tmp}/$1.XXXXXX" "${run_lock_fd:-}" </dev/null 2>/dev/null)
-	[ -n "$dir" ] || { say "cannot make a directory in ${TMPDIR:-/tmp}"; return 1; }
-	echo "$dir"
+	local i
+	fifos=$(mktemp -u "${TMPDIR:-/tmp}/$1.XXXXXX") # a fresh name; the watcher makes it
+	exec {fifo_lifeline}> >(exec setsid -f bash -c '[ -z "$2" ] || eval "exec $2>&-"
+		mkdir -m 700 "$1" || exit 1; cat >/dev/null; rm -rf "$1"' _ "$fifos" "${run_lock_fd:-}" \
+		>/dev/null 2>&1)
+	for i in $(seq 1000); do [ -d "$fifos" ] && return 0; sleep 0.01; done
+	say "cannot make a directory $fifos"
+	return 1
 }

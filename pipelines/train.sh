@@ -108,7 +108,7 @@ else
 	[ "$quant" = 1 ] && state+=("${sgd_quant[@]}" --ranges "$ranges")
 fi
 
-fifos=$(fifo_dir train)
+fifo_dir train # sets fifos
 mkfifo "$fifos/params" "$fifos/grad"
 trap 'rm -rf "$fifos" ${tmp_init:+"$tmp_init"}' EXIT
 # (tee ignores Ctrl-C: it ends with this script, so the last words reach the log too)
