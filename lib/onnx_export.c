@@ -951,7 +951,7 @@ int onnx_export(model *m, const onnx_options *o, const char *path, onnx_info *in
 	if (afile_open(&f, path, "wb") < 0)
 		goto done;
 	if (fwrite(buf, 1, len, f.f) != len) {
-		err_set("%s: %s", f.tmp, strerror(errno));
+		err_set("%s: %s", f.path, strerror(errno));
 		afile_abort(&f);
 		goto done;
 	}
