@@ -65,11 +65,10 @@ mkdir -p "$(dirname "$out")"
 	"$BIN/augment" --eval --config "$cfg_file" --batch "${BATCH:-8}" ${SIZE:+--size "$SIZE"} --threads "$threads" |
 	"$BIN/forward" --config "$cfg_file" --weights "$ckpt" --threads "$threads" "${quant[@]}" |
 	"$BIN/ssd-decode" --config "$cfg_file" --progress $(((images - rank + ranks - 1) / ranks)) |
-	"$BIN/map-eval" ${classes:+--classes "$classes"} ${MODE:+--mode "$MODE"} --json "$out.json.tmp" "${metric[@]}" "${gather[@]}" \
+	"$BIN/map-eval" ${classes:+--classes "$classes"} ${MODE:+--mode "$MODE"} --json "$out.json" "${metric[@]}" "${gather[@]}" \
 		>"$table"
 [ "$rank" -eq 0 ] || exit 0
 cat "$out.txt.tmp"
-mv "$out.json.tmp" "$out.json"
 mv "$out.txt.tmp" "$out.txt"
 say "wrote $out.txt and $out.json"
 exit
