@@ -265,7 +265,7 @@ help:
 	@echo '  make train-torch   PIPELINE=   the same recipe in PyTorch (needs python3-torch)'
 	@echo 'Booleans (QUANTIZE, INT8, PER_CHANNEL_DW, OLD_TIDL) take 1/true/yes/on or 0/false/no/off.'
 	@echo
-	@echo '  make eval ... METRIC=coco   COCO's 12 numbers (RUN/eval.json, RUN/results.bbox.json)'
+	@echo '  make eval ... METRIC=coco   the 12 COCO numbers (RUN/eval.json, RUN/results.bbox.json)'
 	@echo '  make demo-coco     a short run on the COCO version of BCCD (configs/ssd_mobilenet_fpn_coco_bccd.json)'
 	@echo 'Benchmarks: make bench (bench-data bench-layers bench-eval bench-model bench-loop bench-detect bench-coco)'
 	@echo 'README picture: make docs-picture (after make demo)'
