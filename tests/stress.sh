@@ -97,6 +97,12 @@ while [ "$n" -lt "$kills" ]; do
 		fi
 		;;
 	esac
+	if [ -z "$what" ]; then
+		# the kill found no driver: it ended on its own between the check and the kill
+		wait "$driver" && { finished=1; break; }
+		problem "the run failed on its own (see $log)"
+		break
+	fi
 	# the driver ends at once when killed, within seconds when a stage was (it
 	# reports the failure); a driver still there after 60 s is a hang
 	for t in $(seq 600); do kill -0 "$driver" 2>/dev/null || break; sleep 0.1; done
