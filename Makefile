@@ -95,7 +95,7 @@ FUZZ_CI_S ?= 5
 FUZZ_DIR  := build/fuzz
 FUZZ_SRC  := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRC:fuzz/%.c=$(FUZZ_DIR)/%)
-FUZZ_LIB  := err input_limits tensor stream image image_record files voc config optim detect anchors boxes pth
+FUZZ_LIB  := err input_limits tensor stream image image_record files voc coco config optim detect anchors boxes pth
 FUZZ_OBJ  := $(FUZZ_LIB:%=$(FUZZ_DIR)/lib/%.o)
 FUZZ_FLAGS = -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
 	-fno-sanitize-recover=undefined -Ilib $(PKG_CFLAGS)
