@@ -32,15 +32,11 @@ stages_follow_driver # the stages stop when this script dies
 mpi_ranks "$0" "$@"
 ckpt=$(run_checkpoint)
 split=${SPLIT:-$(cfg .dataset.test_split test)}
-quant=() suffix=
+quant_args "$ckpt" # forward's --quant/--int8 flags (lib.sh), as detect.sh's
+suffix=
 if [ "$quantize" = 1 ]; then
-	quant=(--quant --bits "${BITS:-8}" ${WBITS:+--weight-bits "$WBITS"} "${per_channel_dw[@]}") suffix=_quant
-	if [ "$int8" = 1 ]; then quant[0]=--int8 suffix=_int${BITS:-8}; fi
-	if ! "$BIN/tns" ls "$ckpt" | awk '$2 == "ranges" { found = 1 } END { exit !found }'; then
-		ranges=${RANGES:-$run/ranges.tns}
-		[ -f "$ranges" ] || { say "$ranges: no activation ranges (make calibrate first, or set RANGES)"; exit 1; }
-		quant+=(--ranges "$ranges")
-	fi
+	suffix=_quant
+	if [ "$int8" = 1 ]; then suffix=_int${BITS:-8}; fi
 fi
 out=${OUT:-$run/eval$suffix}
 [ -n "$data" ] || { say "no data: set DATA or the config's dataset.root"; exit 2; }
