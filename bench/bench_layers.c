@@ -20,9 +20,9 @@
 #include <cblas.h>
 #include <omp.h>
 
-#include "err.h"
-#include "layers.h"
-#include "tensor.h"
+#include "core/err.h"
+#include "nn/layers.h"
+#include "core/tensor.h"
 
 /* -c: process CPU time instead of wall time. On a shared machine a single-threaded
  * run (OMP_NUM_THREADS=1) timed so is not charged for the time slices other

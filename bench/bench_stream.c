@@ -7,8 +7,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "stream.h"
-#include "tool.h"
+#include "core/stream.h"
+#include "tool/tool.h"
 
 static double now(void)
 {

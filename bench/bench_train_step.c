@@ -34,13 +34,13 @@
 #include <cblas.h>
 #include <omp.h>
 
-#include "checkpoint.h"
-#include "config.h"
-#include "model.h"
-#include "optim.h"
-#include "ssd_loss.h"
-#include "stream.h"
-#include "tool.h"
+#include "train/checkpoint.h"
+#include "core/config.h"
+#include "nn/model.h"
+#include "train/optim.h"
+#include "ssd/ssd_loss.h"
+#include "core/stream.h"
+#include "tool/tool.h"
 
 static double now(void)
 {

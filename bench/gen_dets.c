@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "rng.h"
-#include "stream.h"
-#include "tool.h"
+#include "core/rng.h"
+#include "core/stream.h"
+#include "tool/tool.h"
 
 static void jitter(float *out, const float *b, rng *r, double amount)
 {

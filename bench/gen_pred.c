@@ -11,11 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "anchors.h"
-#include "boxes.h"
-#include "rng.h"
-#include "stream.h"
-#include "tool.h"
+#include "ssd/anchors.h"
+#include "core/boxes.h"
+#include "core/rng.h"
+#include "core/stream.h"
+#include "tool/tool.h"
 
 static double gauss(rng *r)
 {

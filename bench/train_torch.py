@@ -70,7 +70,7 @@ def say(*a):
 # ---------------------------------------------------------------- config
 
 def merge(a, b):
-    """b over a: objects member by member, anything else replaced (lib/config.c, lib.sh)."""
+    """b over a: objects member by member, anything else replaced (lib/core/config.c, lib.sh)."""
     if not (isinstance(a, dict) and isinstance(b, dict)):
         return b
     out = dict(a)

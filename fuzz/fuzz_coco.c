@@ -1,4 +1,4 @@
-/* Fuzzes COCO instance JSON (lib/coco.c): parsing with the segmentations blanked, the
+/* Fuzzes COCO instance JSON (lib/data/coco.c): parsing with the segmentations blanked, the
  * checks of images, categories and annotations, the class list, the labels and the
  * dataset built from them (mmdet's CocoDataset rules). No image is read: the dataset
  * is only built and closed. */
@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "coco.h"
-#include "voc.h"
+#include "data/coco.h"
+#include "data/voc.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -1,4 +1,4 @@
-/* Fuzzes config reading (lib/config.c: JSON, "base" inheritance, the data section) and
+/* Fuzzes config reading (lib/core/config.c: JSON, "base" inheritance, the data section) and
  * the sections read from it (optim: train, detect: model).
  *
  * The input is up to three files separated by NUL bytes: a.json, b.json, c.json in one
@@ -9,9 +9,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "detect.h"
-#include "optim.h"
+#include "core/config.h"
+#include "ssd/detect.h"
+#include "train/optim.h"
 
 static char dir[64];
 

@@ -1,10 +1,10 @@
-/* Fuzzes JPEG and PNG decoding (lib/image.c) the way voc-decode does it: the size from
+/* Fuzzes JPEG and PNG decoding (lib/data/image.c) the way voc-decode does it: the size from
  * the header, a buffer of 3 x width x height, then the decode into it. */
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "image.h"
-#include "input_limits.h"
+#include "data/image.h"
+#include "core/input_limits.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

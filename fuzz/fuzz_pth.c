@@ -1,9 +1,9 @@
-/* Fuzzes the .pth reader (lib/pth.h's public API: pth_read_mem): a zip holding a
+/* Fuzzes the .pth reader (lib/nn/pth.h's public API: pth_read_mem): a zip holding a
  * pickle and raw storages, as torch.save writes it. */
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "pth.h"
+#include "nn/pth.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -1,4 +1,4 @@
-/* Fuzzes the stream reader (lib/stream.c): every record it hands out must be whole and
+/* Fuzzes the stream reader (lib/core/stream.c): every record it hands out must be whole and
  * consistent, so each one is written back with the writer and read again, and the two
  * must agree tensor by tensor. */
 #include <stdint.h>
@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "stream.h"
+#include "core/stream.h"
 
 /* The reader's real record limit (TNS_MAX_RECORD) is 2 GiB; 16 MiB keeps every exec fast
  * while still letting the fuzzer reach the size checks. */

@@ -42,7 +42,7 @@ def encoded(img, fmt, **kw):
     return b.getvalue()
 
 
-# ---- images: the JPEG and PNG variants lib/image.c handles
+# ---- images: the JPEG and PNG variants lib/data/image.c handles
 jpeg_rgb = encoded(picture(16, 12, "RGB"), "JPEG", quality=80)
 png_rgb = encoded(picture(16, 12, "RGB"), "PNG")
 put("image", "rgb.jpg", jpeg_rgb)

@@ -1,6 +1,6 @@
 # Shell helpers the pipeline scripts share. Source it; it sets nothing else.
 
-# config_json FILE: the config with its "base" chain merged, as lib/config.c reads it
+# config_json FILE: the config with its "base" chain merged, as lib/core/config.c reads it
 # (jq's * merges objects member by member and replaces everything else, the same rule).
 config_json() {
 	local f=$1 base
@@ -183,7 +183,7 @@ lock_run() {
 
 # stages_follow_driver: every tool started from now on stops (SIGTERM) within moments
 # of this script's death, however it dies: kill -9 of the script alone or of its
-# process group, the OOM killer (lib/tool.c watches the pid in TNS_DRIVER_PID).
+# process group, the OOM killer (lib/tool/tool.c watches the pid in TNS_DRIVER_PID).
 stages_follow_driver() {
 	export TNS_DRIVER_PID=$$
 }

@@ -3,9 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "augment.h"
-#include "stream.h"
-#include "tool.h"
+#include "data/augment.h"
+#include "core/stream.h"
+#include "tool/tool.h"
 
 static void usage(void)
 {

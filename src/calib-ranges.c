@@ -2,10 +2,10 @@
 #include <getopt.h>
 #include <string.h>
 
-#include "checkpoint.h"
-#include "model.h"
-#include "stream.h"
-#include "tool.h"
+#include "train/checkpoint.h"
+#include "nn/model.h"
+#include "core/stream.h"
+#include "tool/tool.h"
 
 static void usage(void)
 {

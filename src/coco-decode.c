@@ -4,10 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "stream.h"
-#include "tool.h"
-#include "coco.h"
-#include "voc.h"
+#include "core/stream.h"
+#include "tool/tool.h"
+#include "data/coco.h"
+#include "data/voc.h"
 
 static void usage(void)
 {

@@ -3,9 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dets_out.h"
-#include "stream.h"
-#include "tool.h"
+#include "eval/dets_out.h"
+#include "core/stream.h"
+#include "tool/tool.h"
 
 static void usage(void)
 {

@@ -6,11 +6,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "afile.h"
-#include "dets_out.h"
-#include "draw.h"
-#include "stream.h"
-#include "tool.h"
+#include "core/afile.h"
+#include "eval/dets_out.h"
+#include "eval/draw.h"
+#include "core/stream.h"
+#include "tool/tool.h"
 
 static void usage(void)
 {

@@ -3,10 +3,10 @@
 #include <getopt.h>
 #include <string.h>
 
-#include "config.h"
-#include "model.h"
-#include "stream.h"
-#include "tool.h"
+#include "core/config.h"
+#include "nn/model.h"
+#include "core/stream.h"
+#include "tool/tool.h"
 
 static void usage(void)
 {

@@ -7,12 +7,12 @@
 #include <cblas.h>
 #include <omp.h>
 
-#include "config.h"
-#include "dist.h"
-#include "model.h"
-#include "ssd_loss.h"
-#include "stream.h"
-#include "tool.h"
+#include "core/config.h"
+#include "train/dist.h"
+#include "nn/model.h"
+#include "ssd/ssd_loss.h"
+#include "core/stream.h"
+#include "tool/tool.h"
 
 static void usage(void)
 {

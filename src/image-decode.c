@@ -7,9 +7,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "imgsrc.h"
-#include "stream.h"
-#include "tool.h"
+#include "data/imgsrc.h"
+#include "core/stream.h"
+#include "tool/tool.h"
 
 static void usage(void)
 {

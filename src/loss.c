@@ -10,9 +10,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "ssd_loss.h"
-#include "stream.h"
-#include "tool.h"
+#include "ssd/ssd_loss.h"
+#include "core/stream.h"
+#include "tool/tool.h"
 
 static void usage(void)
 {

@@ -4,14 +4,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "afile.h"
-#include "coco.h"
-#include "coco_eval.h"
-#include "dist.h"
-#include "stream.h"
-#include "tool.h"
-#include "voc.h"
-#include "voc_ap.h"
+#include "core/afile.h"
+#include "data/coco.h"
+#include "eval/coco_eval.h"
+#include "train/dist.h"
+#include "core/stream.h"
+#include "tool/tool.h"
+#include "data/voc.h"
+#include "eval/voc_ap.h"
 
 static void usage(void)
 {

@@ -7,13 +7,13 @@
 #include <string.h>
 #include <time.h>
 
-#include "checkpoint.h"
-#include "config.h"
-#include "model.h"
-#include "optim.h"
-#include "pth.h"
-#include "stream.h"
-#include "tool.h"
+#include "train/checkpoint.h"
+#include "core/config.h"
+#include "nn/model.h"
+#include "train/optim.h"
+#include "nn/pth.h"
+#include "core/stream.h"
+#include "tool/tool.h"
 
 static void usage(void)
 {

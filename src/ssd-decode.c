@@ -3,9 +3,9 @@
 #include <limits.h>
 #include <string.h>
 
-#include "detect.h"
-#include "stream.h"
-#include "tool.h"
+#include "ssd/detect.h"
+#include "core/stream.h"
+#include "tool/tool.h"
 
 static void usage(void)
 {

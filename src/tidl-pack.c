@@ -4,15 +4,15 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "afile.h"
-#include "checkpoint.h"
-#include "config.h"
-#include "detect.h"
-#include "model.h"
-#include "onnx_export.h"
-#include "stream.h"
-#include "tidl_prototxt.h"
-#include "tool.h"
+#include "core/afile.h"
+#include "train/checkpoint.h"
+#include "core/config.h"
+#include "ssd/detect.h"
+#include "nn/model.h"
+#include "export/onnx_export.h"
+#include "core/stream.h"
+#include "export/tidl_prototxt.h"
+#include "tool/tool.h"
 
 static void usage(void)
 {

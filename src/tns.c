@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "stream.h"
-#include "tool.h"
+#include "core/stream.h"
+#include "tool/tool.h"
 
 static void usage(void)
 {

@@ -4,9 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "stream.h"
-#include "tool.h"
-#include "voc.h"
+#include "core/stream.h"
+#include "tool/tool.h"
+#include "data/voc.h"
 
 static void usage(void)
 {

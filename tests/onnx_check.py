@@ -251,7 +251,7 @@ def compare(a):
 def greedy_nms(boxes, scores, labels, iou_thr, max_per_img):
     """ssd-decode's steps 4-5 on candidates that passed the score threshold (the opset 9
     graph's output): per class, greedy NMS in score order (IoU > iou_thr suppresses, in
-    float32 as lib/boxes.c), at most max_per_img a class; then all by score, label, index."""
+    float32 as lib/core/boxes.c), at most max_per_img a class; then all by score, label, index."""
     f = np.float32
     keep = []
     for c in np.unique(labels):

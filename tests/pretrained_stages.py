@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """Proof that pretrained weights land where they belong: for each of the four
 backbones, torchvision's own network with a state dict, and ours (tests/unit/
-test_pretrained.c: the .pth read by lib/pth.c, mapped onto the model by
-pth_load_into, run by lib/graph.c) with the same file, give the same stage outputs on
+test_pretrained.c: the .pth read by lib/nn/pth.c, mapped onto the model by
+pth_load_into, run by lib/nn/graph.c) with the same file, give the same stage outputs on
 one real BCCD image.
 
   tests/pretrained_stages.py            writes tests/fixtures/pretrained/ (committed:

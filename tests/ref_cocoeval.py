@@ -15,7 +15,7 @@ expected.json (stats and classwise AP with gt.json as the ground truth) and
 expected_records.json (the same with the records' gt_* as the ground truth: areas
 w * h of the float32 corners, gt_difficult counted as iscrowd).
 
-What the semantics are (the ones lib/coco_eval.h lists): per category and image the
+What the semantics are (the ones lib/eval/coco_eval.h lists): per category and image the
 dets by descending score (ties in results order) capped at 100; IoU of [x, y, w, h]
 boxes with a crowd gt's union being the det's area; per area range the gts that are
 crowd or outside it ignored and put last; per IoU threshold a greedy match to the best

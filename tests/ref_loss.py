@@ -22,7 +22,7 @@ fixtures in tests/fixtures/loss/ that the C unit test and the bats tests compare
   bad_*.tns        broken pred records for the error tests
 
 Semantics, and the two deliberate differences from mmdet (boxes without area are left
-out; ignored anchors are not counted among the negatives), as lib/ssd_loss.h says. The
+out; ignored anchors are not counted among the negatives), as lib/ssd/ssd_loss.h says. The
 hard-negative choice among equal losses goes to the lower anchor index (a stable sort;
 torch's topk leaves it unspecified). Cases whose outcome float rounding could decide
 (a mined loss within 1e-5 of the next one, unequal) are rejected and re-drawn.

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""PyTorch reference of the models forward builds (lib/model.h), and their fixtures.
+"""PyTorch reference of the models forward builds (lib/nn/model.h), and their fixtures.
 
 The model is built here from the same JSON config as the C engine, by an independent
 builder written from the descriptions in docs/models.md and /work/spec/arch10.md (the

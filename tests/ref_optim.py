@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Reference for lib/optim.c and sgd-step: torch.optim.SGD and mmcv's LR hooks.
+"""Reference for lib/train/optim.c and sgd-step: torch.optim.SGD and mmcv's LR hooks.
 
 Writes tests/fixtures/optim/:
   <set>_init.tns    one "params" record: a few named tensors as a model's state dict

@@ -30,7 +30,7 @@ ref=$work/ref run=$work/storm log=$work/storm.log
 problems=0
 problem() { echo "  PROBLEM: $*"; problems=$((problems + 1)); }
 
-# the live processes started by the driver with pid $1 (lib/tool.c's TNS_DRIVER_PID)
+# the live processes started by the driver with pid $1 (lib/tool/tool.c's TNS_DRIVER_PID)
 stages_of() { grep -lz "^TNS_DRIVER_PID=$1\$" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3; }
 
 echo "stress: seed $seed, $kills kills, $epochs epochs of $cfg; work in $work"

@@ -2,7 +2,7 @@
 
 The format is docs/stream-format.md: one zstd frame per record, holding
 "TNS1" | u32 header_len | header JSON | pad to 64 | tensors, each 64-byte aligned.
-Frames are written with their content size and a checksum, as lib/stream.c does.
+Frames are written with their content size and a checksum, as lib/core/stream.c does.
 """
 import json
 import struct

@@ -5,8 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "err.h"
-#include "stream.h"
+#include "core/err.h"
+#include "core/stream.h"
 
 /* Every record of a stream file into *out; the count, or -1 (message printed). */
 static inline int read_all(const char *path, record ***out)

@@ -7,12 +7,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "augment.h"
+#include "data/augment.h"
 #include "check.h"
-#include "config.h"
-#include "err.h"
-#include "rng.h"
-#include "stream.h"
+#include "core/config.h"
+#include "core/err.h"
+#include "core/rng.h"
+#include "core/stream.h"
 
 #define FIX "tests/fixtures/augment/"
 

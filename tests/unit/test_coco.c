@@ -1,5 +1,5 @@
-/* test_coco: COCO annotation reading (lib/coco.c: fields, segmentations blanked without
- * touching strings that name them, errors) and COCOeval (lib/coco_eval.c) on hand-worked
+/* test_coco: COCO annotation reading (lib/data/coco.c: fields, segmentations blanked without
+ * touching strings that name them, errors) and COCOeval (lib/eval/coco_eval.c) on hand-worked
  * cases: IoU thresholds, a crowd, the area ranges from the annotation's area, maxDets,
  * categories without gts. The random and real cases are tests/bats/coco.bats's. */
 #include <math.h>
@@ -7,9 +7,9 @@
 #include <string.h>
 
 #include "check.h"
-#include "coco.h"
-#include "coco_eval.h"
-#include "err.h"
+#include "data/coco.h"
+#include "eval/coco_eval.h"
+#include "core/err.h"
 
 static coco_set *parse(const char *text)
 {

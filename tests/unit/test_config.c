@@ -5,8 +5,8 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "config.h"
-#include "err.h"
+#include "core/config.h"
+#include "core/err.h"
 
 static char dir[] = "/tmp/test_config_XXXXXX";
 

@@ -8,10 +8,10 @@
 
 #include "check.h"
 #include "fixture.h"
-#include "config.h"
-#include "detect.h"
-#include "err.h"
-#include "stream.h"
+#include "core/config.h"
+#include "ssd/detect.h"
+#include "core/err.h"
+#include "core/stream.h"
 
 #define FIX "tests/fixtures/detect/"
 

@@ -4,10 +4,10 @@
 #include <string.h>
 
 #include "check.h"
-#include "dets_out.h"
-#include "err.h"
-#include "draw.h"
-#include "image.h"
+#include "eval/dets_out.h"
+#include "core/err.h"
+#include "eval/draw.h"
+#include "data/image.h"
 
 /* A dets record for one W x H image with the given boxes, scores and labels. */
 static record *dets_of(int W, int H, int n, const float *boxes, const float *scores, const int32_t *labels)

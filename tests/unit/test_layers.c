@@ -16,10 +16,10 @@
 #include <string.h>
 
 #include "check.h"
-#include "err.h"
-#include "layers.h"
-#include "stream.h"
-#include "tensor.h"
+#include "core/err.h"
+#include "nn/layers.h"
+#include "core/stream.h"
+#include "core/tensor.h"
 
 #define FIXDIR "tests/fixtures/layers/"
 #define TOL_OUT 1e-4

@@ -10,10 +10,10 @@
 
 #include "check.h"
 #include "fixture.h"
-#include "err.h"
-#include "rng.h"
-#include "ssd_loss.h"
-#include "stream.h"
+#include "core/err.h"
+#include "core/rng.h"
+#include "ssd/ssd_loss.h"
+#include "core/stream.h"
 
 #define FIX "tests/fixtures/loss/"
 

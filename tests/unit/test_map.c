@@ -6,11 +6,11 @@
 #include <string.h>
 
 #include "check.h"
-#include "config.h"
-#include "detect.h"
-#include "err.h"
-#include "stream.h"
-#include "voc_ap.h"
+#include "core/config.h"
+#include "ssd/detect.h"
+#include "core/err.h"
+#include "core/stream.h"
+#include "eval/voc_ap.h"
 
 #define FIX "tests/fixtures/detect/"
 

@@ -17,12 +17,12 @@
 #include <omp.h>
 
 #include "check.h"
-#include "config.h"
-#include "err.h"
-#include "layers.h"
-#include "model.h"
-#include "stream.h"
-#include "tensor.h"
+#include "core/config.h"
+#include "core/err.h"
+#include "nn/layers.h"
+#include "nn/model.h"
+#include "core/stream.h"
+#include "core/tensor.h"
 
 #define FIX "tests/fixtures/model/"
 
@@ -375,7 +375,7 @@ static void test_params_errors(void)
 
 /* ---- data parallel: replicas on parts of the batch train as one model (model_sync) */
 
-/* An in-process stand-in for lib/dist.c: replica threads meet at a barrier, and each
+/* An in-process stand-in for lib/train/dist.c: replica threads meet at a barrier, and each
  * combines everyone's values in replica order (as rank 0's reduction would), so all
  * leave with the same bits. */
 #define REPLICAS 2

@@ -8,14 +8,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "afile.h"
+#include "core/afile.h"
 #include "check.h"
 #include "fixture.h"
-#include "checkpoint.h"
-#include "config.h"
-#include "err.h"
-#include "optim.h"
-#include "stream.h"
+#include "train/checkpoint.h"
+#include "core/config.h"
+#include "core/err.h"
+#include "train/optim.h"
+#include "core/stream.h"
 
 #define FIX "tests/fixtures/optim/"
 

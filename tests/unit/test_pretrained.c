@@ -1,7 +1,7 @@
 /* test_pretrained: pretrained weights land where they belong. For each backbone of
  * DIR/cases.json (default tests/fixtures/pretrained, written by
  * tests/pretrained_stages.py with torch): each .pth file of a torchvision network
- * (both of torch's formats where listed) is read by lib/pth.c, mapped onto the
+ * (both of torch's formats where listed) is read by lib/nn/pth.c, mapped onto the
  * config's model by pth_load_into (what it must report: tensors loaded, unused and
  * missing keys), and our backbone's stage outputs on a real BCCD image equal
  * torchvision's own forward of the same state dict (model.features[:k+1], the stem and
@@ -18,10 +18,10 @@
 #include <cjson/cJSON.h>
 
 #include "check.h"
-#include "err.h"
-#include "model.h"
-#include "pth.h"
-#include "stream.h"
+#include "core/err.h"
+#include "nn/model.h"
+#include "nn/pth.h"
+#include "core/stream.h"
 
 /* max|ours - torch's| <= TOL * max|torch's|: float32 in another order. torch's own
  * float32 forward is up to 8e-5 of the largest value off its float64 one at

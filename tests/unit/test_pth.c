@@ -12,10 +12,10 @@
 #include <string.h>
 
 #include "check.h"
-#include "err.h"
-#include "model.h"
-#include "pth.h"
-#include "stream.h"
+#include "core/err.h"
+#include "nn/model.h"
+#include "nn/pth.h"
+#include "core/stream.h"
 
 #define FIX "tests/fixtures/pth/"
 

@@ -1,4 +1,4 @@
-/* test_qmodel: the quantised model (model_quantize: lib/qmodel.c, lib/graph.c) against the
+/* test_qmodel: the quantised model (model_quantize: lib/quant/qmodel.c, lib/nn/graph.c) against the
  * PyTorch reference tests/ref_qmodel.py, through the model API, on its fixture
  * tests/fixtures/qmodel/tiny_q8.tns (tests/fixtures/model/tiny.json, 8 bits, 80x80):
  *
@@ -49,12 +49,12 @@
 #include <string.h>
 
 #include "check.h"
-#include "err.h"
+#include "core/err.h"
 #include "fixture.h"
-#include "model.h"
-#include "quant.h"
-#include "stream.h"
-#include "tensor.h"
+#include "nn/model.h"
+#include "quant/quant.h"
+#include "core/stream.h"
+#include "core/tensor.h"
 
 #define FIX "tests/fixtures/qmodel/"
 #define CONFIG "tests/fixtures/model/tiny.json"

@@ -5,8 +5,8 @@
 #include <string.h>
 
 #include "check.h"
-#include "err.h"
-#include "stream.h"
+#include "core/err.h"
+#include "core/stream.h"
 
 /* Writes records through an in-memory FILE; returns the bytes (caller frees). */
 static unsigned char *encode(record **recs, int n, int level, size_t *len)

@@ -5,9 +5,9 @@
 #include <string.h>
 
 #include "check.h"
-#include "err.h"
-#include "image.h"
-#include "voc.h"
+#include "core/err.h"
+#include "data/image.h"
+#include "data/voc.h"
 
 static voc_classes *three(void)
 {

@@ -1,0 +1,787 @@
+/* qlayers: integer kernels (qlayers.h). */
+#include "quant/qlayers.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+#include <omp.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+#define HAVE_VNNI 1
+#else
+#define HAVE_VNNI 0
+#endif
+
+#include "core/err.h"
+#include "nn/layers.h"
+
+/* The GEMM form of a conv: C [k][p] = W [k][r] . B [r][p], B the input columns (im2col,
+ * or the input itself for a 1x1 stride-1 conv) packed 4 reduction rows at a time,
+ * [r/4][pixels][4] bytes, so that one vpdpbusd adds 4 products per int32 lane; a block
+ * of QC pixels is packed per task, then QM x QN tiles of C are summed in registers. */
+#define QM 6    /* rows (output channels) of a tile */
+#define QN 64   /* pixels of a tile: 4 vectors of 16 int32 */
+#define QC 256  /* pixels packed per task */
+
+/* The accumulators cannot overflow: |q_in| <= 255 (uint8, or int8 + 128), |w| <= 128, so
+ * a sum of r products stays below r * 2^15, within int32 for r < 2^16. */
+#define QMAX_R 65535
+
+/* What qrequant adds before shifting right. */
+static int32_t rounding(int shift)
+{
+	return shift > 0 && shift < 32 ? (int32_t)1 << (shift - 1) : 0;
+}
+
+/* out[i] = clamp((v[i] + add) >> shift, lo, hi): qrequant in int32, for callers that
+ * know v + add stays within it (add carries the rounding, rounding(shift)); out bytes,
+ * or 16-bit words when fmt is QF_WIDE. */
+static void requant32(void *out, const int32_t *v, int n, int32_t add, int shift, int32_t lo, int32_t hi, int fmt)
+{
+	int i = 0;
+#if defined(__AVX512F__)
+	/* full vectors only: masked stores are slow on some cores (Zen 4/5) */
+	const __m512i va = _mm512_set1_epi32(add), vlo = _mm512_set1_epi32(lo), vhi = _mm512_set1_epi32(hi);
+	for (; i + 16 <= n; i += 16) {
+		__m512i x = _mm512_srai_epi32(_mm512_add_epi32(_mm512_loadu_si512(v + i), va), (unsigned)shift);
+		x = _mm512_min_epi32(_mm512_max_epi32(x, vlo), vhi);
+		if (fmt & QF_WIDE)
+			_mm256_storeu_si256((__m256i *)((uint16_t *)out + i), _mm512_cvtepi32_epi16(x));
+		else
+			_mm_storeu_si128((__m128i *)((uint8_t *)out + i), _mm512_cvtepi32_epi8(x));
+	}
+#endif
+	for (; i < n; i++) {
+		int32_t x = (v[i] + add) >> shift; /* arithmetic: floor, as gcc defines it */
+		x = x < lo ? lo : x;
+		qput(out, (size_t)i, x > hi ? hi : x, fmt);
+	}
+}
+
+/* output channel k's requantisation shift */
+static inline int shift_of(const qconv *d, int k)
+{
+	return d->shifts ? d->shifts[k] : d->shift;
+}
+
+static int out_size(int in, int k, int s, int p, int d)
+{
+	return (in + 2 * p - d * (k - 1) - 1) / s + 1;
+}
+
+static size_t round_up(size_t n, size_t m)
+{
+	return (n + m - 1) / m * m;
+}
+
+int qconv_init(qconv *d, int64_t *gemm_bias)
+{
+	if (d->n < 1 || d->c < 1 || d->h < 1 || d->w < 1 || d->k < 1 || d->kh < 1 || d->kw < 1 || d->sh < 1 ||
+	    d->sw < 1 || d->ph < 0 || d->pw < 0 || d->dh < 1 || d->dw < 1 || d->groups < 1 || d->c % d->groups ||
+	    d->k % d->groups)
+		return err_set("qconv: bad geometry (c %d k %d kernel %dx%d groups %d)", d->c, d->k, d->kh, d->kw,
+			       d->groups);
+	d->oh = out_size(d->h, d->kh, d->sh, d->ph, d->dh);
+	d->ow = out_size(d->w, d->kw, d->sw, d->pw, d->dw);
+	if (d->oh < 1 || d->ow < 1)
+		return err_set("qconv: kernel larger than the padded input");
+	d->r = d->c / d->groups * d->kh * d->kw;
+	if (d->rp != (int)round_up((size_t)d->r, 4))
+		return err_set("qconv: weight rows of %d values, expected %d", d->rp, (int)round_up((size_t)d->r, 4));
+	d->nthreads = omp_get_max_threads();
+	d->gemm_bias = gemm_bias;
+	if (d->in_fmt & QF_WIDE) {
+		/* one GEMM form in doubles: |products| < 2^31, so sums of r < 2^22 stay exact */
+		if (d->r >= 1 << 22)
+			return err_set("qconv: reduction of %d 16-bit products could exceed a double's 2^53", d->r);
+		if (!d->wide_weight)
+			return err_set("qconv: 16-bit weights without their double storage");
+		for (int k = 0; k < d->k; k++) {
+			for (int j = 0; j < d->r; j++)
+				d->wide_weight[(size_t)k * d->r + j] = ((const int16_t *)d->weight)[(size_t)k * d->rp + j];
+			gemm_bias[k] = d->bias[k];
+		}
+		d->depthwise = d->fast = 0;
+		return 0;
+	}
+	if (d->r > QMAX_R)
+		return err_set("qconv: reduction of %d values could overflow int32 (at most %d)", d->r, QMAX_R);
+	d->depthwise = d->groups == d->c && d->groups == d->k;
+	const int8_t *weight = d->weight;
+	int in_sgn = d->in_fmt & QF_SIGNED;
+	/* the int32 epilogue holds acc + bias + rounding below 2^31 */
+	int fast = 1;
+	for (int k = 0; k < d->k; k++) {
+		int sk = shift_of(d, k);
+		fast = fast && sk >= 0 && sk < 31;
+		int64_t sum = 0, mag = 0;
+		for (int j = 0; j < d->r; j++) {
+			int w = weight[(size_t)k * d->rp + j];
+			sum += w;
+			mag += w < 0 ? -w : w;
+		}
+		int64_t b = d->bias[k] - (in_sgn && !d->depthwise ? 128 * sum : 0);
+		int64_t bound = mag * 255 + (b < 0 ? -b : b) + (fast ? rounding(sk) : 0);
+		if (bound >= INT32_MAX)
+			fast = 0;
+		gemm_bias[k] = b;
+	}
+	d->fast = fast;
+	return 0;
+}
+
+static size_t dw_bytes(const qconv *d);
+
+static int wide_block(const qconv *d);
+
+static size_t thread_bytes(const qconv *d)
+{
+	if (d->in_fmt & QF_WIDE)
+		return round_up((size_t)(d->r + d->k / d->groups) * wide_block(d) * sizeof(double), 64);
+	if (d->depthwise)
+		return dw_bytes(d);
+	return round_up((size_t)d->rp * QC, 64) + QM * QN * sizeof(int32_t);
+}
+
+size_t qconv_workspace_size(const qconv *d)
+{
+	return (size_t)d->nthreads * thread_bytes(d) + 64;
+}
+
+/* ---------------------------------------------------------------- reference */
+
+/* weight j of output channel k */
+static int32_t weight_at(const qconv *d, int k, int j)
+{
+	size_t i = (size_t)k * d->rp + j;
+	return d->in_fmt & QF_WIDE ? ((const int16_t *)d->weight)[i] : ((const int8_t *)d->weight)[i];
+}
+
+void qconv_forward_ref(void *out, const void *inp, const qconv *d)
+{
+	int cg = d->c / d->groups, kg = d->k / d->groups;
+	for (int n = 0; n < d->n; n++)
+		for (int k = 0; k < d->k; k++) {
+			int g = k / kg;
+			for (int oy = 0; oy < d->oh; oy++)
+				for (int ox = 0; ox < d->ow; ox++) {
+					int64_t acc = 0;
+					for (int ci = 0; ci < cg; ci++)
+						for (int ky = 0; ky < d->kh; ky++)
+							for (int kx = 0; kx < d->kw; kx++) {
+								int iy = oy * d->sh - d->ph + ky * d->dh;
+								int ix = ox * d->sw - d->pw + kx * d->dw;
+								if (iy < 0 || iy >= d->h || ix < 0 || ix >= d->w)
+									continue;
+								size_t at = (((size_t)n * d->c + g * cg + ci) * d->h + iy) * d->w + ix;
+								int32_t w = weight_at(d, k, (ci * d->kh + ky) * d->kw + kx);
+								acc += (int64_t)w * qget(inp, at, d->in_fmt);
+							}
+					qput(out, (((size_t)n * d->k + k) * d->oh + oy) * d->ow + ox,
+					     qrequant(acc + d->bias[k], shift_of(d, k), d->lo, d->hi), d->in_fmt);
+				}
+		}
+}
+
+/* ---------------------------------------------------------------- GEMM form */
+
+/* dst [np][4] = the bytes of rows x, x + stride, x + 2 stride, x + 3 stride, ^ flip:
+ * 16 pixels at a time by two rounds of byte then word interleaving. */
+static void pack4(uint8_t *dst, const uint8_t *x, size_t stride, int np, uint8_t flip)
+{
+	const uint8_t *x1 = x + stride, *x2 = x1 + stride, *x3 = x2 + stride;
+	int p = 0;
+#if defined(__SSE2__)
+	const __m128i f = _mm_set1_epi8((char)flip);
+	for (; p + 16 <= np; p += 16) {
+		__m128i a = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(x + p)), f);
+		__m128i b = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(x1 + p)), f);
+		__m128i c = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(x2 + p)), f);
+		__m128i e = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(x3 + p)), f);
+		__m128i ab0 = _mm_unpacklo_epi8(a, b), ab1 = _mm_unpackhi_epi8(a, b);
+		__m128i ce0 = _mm_unpacklo_epi8(c, e), ce1 = _mm_unpackhi_epi8(c, e);
+		uint8_t *o = dst + 4 * p;
+		_mm_storeu_si128((__m128i *)o, _mm_unpacklo_epi16(ab0, ce0));
+		_mm_storeu_si128((__m128i *)(o + 16), _mm_unpackhi_epi16(ab0, ce0));
+		_mm_storeu_si128((__m128i *)(o + 32), _mm_unpacklo_epi16(ab1, ce1));
+		_mm_storeu_si128((__m128i *)(o + 48), _mm_unpackhi_epi16(ab1, ce1));
+	}
+#endif
+	for (; p < np; p++) {
+		dst[4 * p] = x[p] ^ flip;
+		dst[4 * p + 1] = x1[p] ^ flip;
+		dst[4 * p + 2] = x2[p] ^ flip;
+		dst[4 * p + 3] = x3[p] ^ flip;
+	}
+}
+
+/* dst[4 * p], p < np = the tap (ky, kx) of plane xc under output pixels p0 .. p0+np
+ * (uint8, zero point `flip` in the padding): a run per output row, padding columns
+ * apart, so the copy is one strided loop without divisions or per-pixel tests. */
+static void pack_tap(uint8_t *dst, const uint8_t *xc, const qconv *d, int ky, int kx, int p0, int np, uint8_t flip)
+{
+	int sw = d->sw, xoff = kx * d->dw - d->pw;
+	/* the output columns whose input column ox * sw + xoff is inside [0, w) */
+	int lo = xoff >= 0 ? 0 : (-xoff + sw - 1) / sw;
+	int hi = d->w - 1 - xoff < 0 ? 0 : (d->w - 1 - xoff) / sw + 1;
+	hi = hi < d->ow ? hi : d->ow;
+	lo = lo < hi ? lo : hi;
+	int oy = p0 / d->ow, ox = p0 % d->ow;
+	for (int p = 0; p < np; oy++, ox = 0) {
+		int run = d->ow - ox < np - p ? d->ow - ox : np - p, end = ox + run;
+		int iy = oy * d->sh - d->ph + ky * d->dh;
+		/* columns [ox, a) and [b, end) are padding, [a, b) are copied */
+		int a = ox, b = ox;
+		if (iy >= 0 && iy < d->h) {
+			a = lo > ox ? lo : ox;
+			b = hi < end ? hi : end;
+			if (a > b)
+				a = b = ox;
+		}
+		uint8_t *o = dst + 4 * (size_t)p; /* o[4 * (X - ox)]: output column X of this row */
+		ptrdiff_t base = (ptrdiff_t)iy * d->w + xoff; /* xc[base + X * sw] */
+		for (int X = ox; X < a; X++)
+			o[4 * (X - ox)] = flip;
+		for (int X = a; X < b; X++)
+			o[4 * (X - ox)] = xc[base + (ptrdiff_t)X * sw] ^ flip;
+		for (int X = b; X < end; X++)
+			o[4 * (X - ox)] = flip;
+		p += run;
+	}
+}
+
+/* bp [rp/4][QC][4] = the columns p0 .. p0+np of image n, group g (the input as uint8:
+ * signed values + 128, so padding is the zero point 128 for them), rows past r zero. */
+static void pack_columns(uint8_t *bp, const uint8_t *inp, const qconv *d, int n, int g, int p0, int np)
+{
+	int cg = d->c / d->groups, khw = d->kh * d->kw, hw = d->h * d->w;
+	uint8_t flip = d->in_fmt & QF_SIGNED ? 0x80 : 0;
+	const uint8_t *x = inp + ((size_t)n * d->c + (size_t)g * cg) * hw;
+	int pointwise = khw == 1 && d->sh == 1 && d->sw == 1 && d->ph == 0 && d->pw == 0;
+	for (int r = 0; r < d->rp; r++) {
+		uint8_t *dst = bp + (size_t)(r >> 2) * QC * 4 + (r & 3);
+		if (r >= d->r) {
+			for (int p = 0; p < np; p++)
+				dst[4 * p] = 0;
+			continue;
+		}
+		int ci = r / khw, ky = r % khw / d->kw, kx = r % d->kw;
+		const uint8_t *xc = x + (size_t)ci * hw;
+		if (pointwise) {
+			if ((r & 3) == 0 && r + 4 <= d->r) {
+				pack4(dst, xc + p0, hw, np, flip);
+				r += 3;
+				continue;
+			}
+			const uint8_t *src = xc + p0;
+			for (int p = 0; p < np; p++)
+				dst[4 * p] = src[p] ^ flip;
+			continue;
+		}
+		pack_tap(dst, xc, d, ky, kx, p0, np, flip);
+	}
+}
+
+#if HAVE_VNNI
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+/* c [mr][QN] = a [mr][rp] . bp's QN columns from j (rp/4 groups of 4 bytes). */
+static ALWAYS_INLINE void tile_vnni(int32_t *c, const int8_t *a, int rp, const uint8_t *bp, const int mr)
+{
+	__m512i acc[QM][4];
+	for (int i = 0; i < mr; i++)
+		for (int v = 0; v < 4; v++)
+			acc[i][v] = _mm512_setzero_si512();
+	for (int r4 = 0; r4 < rp / 4; r4++) {
+		const uint8_t *b = bp + (size_t)r4 * QC * 4;
+		__m512i b0 = _mm512_loadu_si512(b), b1 = _mm512_loadu_si512(b + 64);
+		__m512i b2 = _mm512_loadu_si512(b + 128), b3 = _mm512_loadu_si512(b + 192);
+		for (int i = 0; i < mr; i++) {
+			int32_t w4;
+			memcpy(&w4, a + (size_t)i * rp + 4 * r4, 4);
+			__m512i av = _mm512_set1_epi32(w4);
+			acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], b0, av);
+			acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], b1, av);
+			acc[i][2] = _mm512_dpbusd_epi32(acc[i][2], b2, av);
+			acc[i][3] = _mm512_dpbusd_epi32(acc[i][3], b3, av);
+		}
+	}
+	for (int i = 0; i < mr; i++)
+		for (int v = 0; v < 4; v++)
+			_mm512_storeu_si512(c + i * QN + 16 * v, acc[i][v]);
+}
+
+static void tile(int32_t *c, const int8_t *a, int rp, const uint8_t *bp, int mr)
+{
+	switch (mr) {
+	case 6: tile_vnni(c, a, rp, bp, 6); break;
+	case 5: tile_vnni(c, a, rp, bp, 5); break;
+	case 4: tile_vnni(c, a, rp, bp, 4); break;
+	case 3: tile_vnni(c, a, rp, bp, 3); break;
+	case 2: tile_vnni(c, a, rp, bp, 2); break;
+	default: tile_vnni(c, a, rp, bp, 1); break;
+	}
+}
+
+#elif defined(__AVX2__)
+/* Without VNNI: each pixel's 4 bytes widened to int16 and multiplied by the row's 4
+ * weights with vpmaddwd (two int32 partial sums per pixel, exact: 255 * 128 * 2 fits),
+ * 16 pixels of two rows per pass; hadd joins the partials at the end. */
+static inline __m256i weights4(const int8_t *w)
+{
+	int32_t w4;
+	memcpy(&w4, w, 4);
+	return _mm256_broadcastq_epi64(_mm_cvtepi8_epi16(_mm_cvtsi32_si128(w4)));
+}
+
+/* [p0 .. p7] from the partial sums of pixels 0-3 (lo) and 4-7 (hi) */
+static inline __m256i join8(__m256i lo, __m256i hi)
+{
+	return _mm256_permute4x64_epi64(_mm256_hadd_epi32(lo, hi), _MM_SHUFFLE(3, 1, 2, 0));
+}
+
+static inline __attribute__((always_inline)) void rows_avx2(int32_t *c, const int8_t *a, int rp,
+							      const uint8_t *bp, int j, const int two)
+{
+	__m256i s[2][4];
+	for (int i = 0; i < 2; i++)
+		for (int v = 0; v < 4; v++)
+			s[i][v] = _mm256_setzero_si256();
+	for (int r4 = 0; r4 < rp / 4; r4++) {
+		const uint8_t *x = bp + ((size_t)r4 * QC + j) * 4;
+		__m256i x0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)x));
+		__m256i x1 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(x + 16)));
+		__m256i x2 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(x + 32)));
+		__m256i x3 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(x + 48)));
+		for (int i = 0; i < 1 + two; i++) {
+			__m256i w = weights4(a + (size_t)i * rp + 4 * r4);
+			s[i][0] = _mm256_add_epi32(s[i][0], _mm256_madd_epi16(x0, w));
+			s[i][1] = _mm256_add_epi32(s[i][1], _mm256_madd_epi16(x1, w));
+			s[i][2] = _mm256_add_epi32(s[i][2], _mm256_madd_epi16(x2, w));
+			s[i][3] = _mm256_add_epi32(s[i][3], _mm256_madd_epi16(x3, w));
+		}
+	}
+	for (int i = 0; i < 1 + two; i++) {
+		_mm256_storeu_si256((__m256i *)(c + i * QN + j), join8(s[i][0], s[i][1]));
+		_mm256_storeu_si256((__m256i *)(c + i * QN + j + 8), join8(s[i][2], s[i][3]));
+	}
+}
+
+static void tile(int32_t *c, const int8_t *a, int rp, const uint8_t *bp, int mr)
+{
+	for (int j = 0; j < QN; j += 16)
+		for (int i = 0; i < mr; i += 2) {
+			if (i + 1 < mr)
+				rows_avx2(c + i * QN, a + (size_t)i * rp, rp, bp, j, 1);
+			else
+				rows_avx2(c + i * QN, a + (size_t)i * rp, rp, bp, j, 0);
+		}
+}
+#else
+static void tile(int32_t *c, const int8_t *a, int rp, const uint8_t *bp, int mr)
+{
+	for (int i = 0; i < mr; i++) {
+		int32_t *ci = c + i * QN;
+		for (int t = 0; t < QN; t++)
+			ci[t] = 0;
+		for (int r4 = 0; r4 < rp / 4; r4++) {
+			const uint8_t *b = bp + (size_t)r4 * QC * 4;
+			const int8_t *ai = a + (size_t)i * rp + 4 * r4;
+			for (int t = 0; t < QN; t++)
+				ci[t] += ai[0] * b[4 * t] + ai[1] * b[4 * t + 1] + ai[2] * b[4 * t + 2] + ai[3] * b[4 * t + 3];
+		}
+	}
+}
+
+#endif
+
+static void gemm_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qconv *d)
+{
+	int kg = d->k / d->groups, P = d->oh * d->ow, blocks = (P + QC - 1) / QC;
+	int tasks = d->n * d->groups * blocks;
+	size_t tb = thread_bytes(d);
+	uint8_t *base = (uint8_t *)round_up((size_t)ws, 64);
+#pragma omp parallel for schedule(dynamic, 1)
+	for (int t = 0; t < tasks; t++) {
+		int blk = t % blocks, g = t / blocks % d->groups, n = t / blocks / d->groups;
+		int p0 = blk * QC, np = P - p0 < QC ? P - p0 : QC;
+		uint8_t *bp = base + (size_t)omp_get_thread_num() * tb;
+		int32_t *c = (int32_t *)(bp + round_up((size_t)d->rp * QC, 64));
+		pack_columns(bp, inp, d, n, g, p0, np);
+		for (int k0 = 0; k0 < kg; k0 += QM) {
+			int mr = kg - k0 < QM ? kg - k0 : QM, k = g * kg + k0;
+			const int8_t *a = (const int8_t *)d->weight + (size_t)k * d->rp;
+			for (int j = 0; j < np; j += QN) {
+				int nv = np - j < QN ? np - j : QN;
+				tile(c, a, d->rp, bp + (size_t)j * 4, mr);
+				for (int i = 0; i < mr; i++) {
+					uint8_t *o = out + (((size_t)n * d->k + k + i) * P + p0 + j);
+					const int32_t *ci = c + i * QN;
+					int64_t b = d->gemm_bias[k + i];
+					int sk = shift_of(d, k + i);
+					if (d->fast) {
+						requant32(o, ci, nv, (int32_t)b + rounding(sk), sk, d->lo, d->hi, 0);
+						continue;
+					}
+					for (int q = 0; q < nv; q++)
+						o[q] = (uint8_t)qrequant(ci[q] + b, sk, d->lo, d->hi);
+				}
+			}
+		}
+	}
+}
+/* ---------------------------------------------------------------- depthwise */
+
+/* The depthwise form works on one plane per task, as flat vector loops: the padded
+ * plane is split into its stride x stride phases (int16, phase (a, b) holding the
+ * padded rows a, a + s, ... and columns b, b + s, ...), so that every tap of a strided
+ * conv reads one phase at a fixed offset. The sums run over whole rows of a phase
+ * (qw columns, of which the first ow are outputs; the others are read past and
+ * dropped), so each tap is one loop over oh * qw values. */
+static void dw_geometry(const qconv *d, int *qh, int *qw)
+{
+	*qh = (d->h + 2 * d->ph + d->sh - 1) / d->sh + 1; /* a spare row for the dropped columns */
+	*qw = (d->w + 2 * d->pw + d->sw - 1) / d->sw;
+}
+
+static size_t dw_bytes(const qconv *d)
+{
+	int qh, qw;
+	dw_geometry(d, &qh, &qw);
+	return round_up((size_t)d->sh * d->sw * qh * qw * sizeof(int16_t), 64) +
+	       round_up((size_t)d->oh * qw * sizeof(int32_t), 64);
+}
+
+static void depthwise_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qconv *d)
+{
+	int H = d->h, W = d->w, OW = d->ow, OH = d->oh, hw = H * W, ohw = OH * OW, sh = d->sh, sw = d->sw;
+	int qh, qw;
+	dw_geometry(d, &qh, &qw);
+	size_t tb = thread_bytes(d), phase = (size_t)qh * qw;
+	uint8_t *base = (uint8_t *)round_up((size_t)ws, 64);
+#pragma omp parallel for schedule(static)
+	for (int t = 0; t < d->n * d->c; t++) {
+		int ch = t % d->c;
+		int16_t *q = (int16_t *)(base + (size_t)omp_get_thread_num() * tb);
+		int32_t *acc = (int32_t *)((uint8_t *)q + round_up((size_t)sh * sw * phase * sizeof(int16_t), 64));
+		const uint8_t *src = inp + (size_t)t * hw;
+		/* zero what the input does not cover: padding and the spare row */
+		for (int a = 0; a < sh; a++)
+			for (int b = 0; b < sw; b++) {
+				int16_t *ph0 = q + ((size_t)a * sw + b) * phase;
+				int j0 = (d->pw - b + sw - 1) / sw, j1 = (W + d->pw - b + sw - 1) / sw;
+				j0 = j0 < 0 ? 0 : j0 > qw ? qw : j0;
+				j1 = j1 < j0 ? j0 : j1 > qw ? qw : j1;
+				for (int r = 0; r < qh; r++) {
+					int py = r * sh + a;
+					int16_t *row = ph0 + (size_t)r * qw;
+					if (py < d->ph || py >= H + d->ph) {
+						memset(row, 0, (size_t)qw * sizeof *row);
+						continue;
+					}
+					memset(row, 0, (size_t)j0 * sizeof *row);
+					memset(row + j1, 0, (size_t)(qw - j1) * sizeof *row);
+				}
+			}
+		for (int y = 0; y < H; y++) {
+			int py = y + d->ph;
+			const uint8_t *row = src + (size_t)y * W;
+			for (int b = 0; b < sw; b++) {
+				/* the columns x with (x + pw) % sw == b, to phase (py % sh, b) */
+				int x0 = ((b - d->pw) % sw + sw) % sw, n = x0 < W ? (W - 1 - x0) / sw + 1 : 0;
+				int16_t *dst = q + ((size_t)(py % sh) * sw + b) * phase + (size_t)(py / sh) * qw + (x0 + d->pw) / sw;
+				const uint8_t *sx = row + x0;
+				if (d->in_fmt & QF_SIGNED) {
+#pragma omp simd
+					for (int j = 0; j < n; j++)
+						dst[j] = (int8_t)sx[j * sw];
+				} else {
+#pragma omp simd
+					for (int j = 0; j < n; j++)
+						dst[j] = sx[j * sw];
+				}
+			}
+		}
+		const int8_t *wt = (const int8_t *)d->weight + (size_t)ch * d->rp;
+		int n = OH * qw;
+		for (int ky = 0; ky < d->kh; ky++)
+			for (int kx = 0; kx < d->kw; kx++) {
+				int ty = ky * d->dh, tx = kx * d->dw;
+				const int16_t *p = q + ((size_t)(ty % sh) * sw + tx % sw) * phase + (size_t)(ty / sh) * qw + tx / sw;
+				int32_t wv = wt[ky * d->kw + kx];
+				if (ky == 0 && kx == 0) {
+#pragma omp simd
+					for (int i = 0; i < n; i++)
+						acc[i] = wv * p[i];
+				} else {
+#pragma omp simd
+					for (int i = 0; i < n; i++)
+						acc[i] += wv * p[i];
+				}
+			}
+		int64_t bias = d->bias[ch];
+		int sk = shift_of(d, ch);
+		uint8_t *o = out + (size_t)t * ohw;
+		for (int oy = 0; oy < OH; oy++) {
+			const int32_t *a = acc + (size_t)oy * qw;
+			if (d->fast)
+				requant32(o + (size_t)oy * OW, a, OW, (int32_t)bias + rounding(sk), sk, d->lo, d->hi, 0);
+			else
+				for (int ox = 0; ox < OW; ox++)
+					o[(size_t)oy * OW + ox] = (uint8_t)qrequant(a[ox] + bias, sk, d->lo, d->hi);
+		}
+	}
+}
+
+/* ---------------------------------------------------------------- 16 bits */
+
+/* A 16-bit model's conv, every shape, as one GEMM in doubles per block of pixels:
+ * columns of the input (im2col) times wide_weight, exact (qconv_init), then the int64
+ * epilogue. OpenBLAS's dgemm runs single-threaded inside the blocks' tasks. */
+
+/* pixels a task: its columns and sums within 1 MB */
+static int wide_block(const qconv *d)
+{
+	size_t px = ((size_t)1 << 17) / (size_t)(d->r + d->k / d->groups);
+	return px < 16 ? 16 : px > QC ? QC : (int)px;
+}
+
+static void wide_forward(void *out, const void *inp, uint8_t *ws, const qconv *d)
+{
+	int kg = d->k / d->groups, cg = d->c / d->groups, P = d->oh * d->ow, B = wide_block(d);
+	int blocks = (P + B - 1) / B, tasks = d->n * d->groups * blocks;
+	size_t tb = thread_bytes(d), hw = (size_t)d->h * d->w;
+	uint8_t *base = (uint8_t *)round_up((size_t)ws, 64);
+	int save = blas_single_begin();
+#pragma omp parallel for schedule(dynamic, 1)
+	for (int t = 0; t < tasks; t++) {
+		int blk = t % blocks, g = t / blocks % d->groups, n = t / blocks / d->groups;
+		int p0 = blk * B, np = P - p0 < B ? P - p0 : B;
+		double *col = (double *)(base + (size_t)omp_get_thread_num() * tb), *acc = col + (size_t)d->r * np;
+		for (int ci = 0; ci < cg; ci++) {
+			size_t plane = ((size_t)n * d->c + (size_t)g * cg + ci) * hw;
+			for (int ky = 0; ky < d->kh; ky++)
+				for (int kx = 0; kx < d->kw; kx++) {
+					double *row = col + ((size_t)(ci * d->kh + ky) * d->kw + kx) * np;
+					int oy = p0 / d->ow, ox = p0 % d->ow;
+					for (int q = 0; q < np; q++) {
+						int iy = oy * d->sh - d->ph + ky * d->dh, ix = ox * d->sw - d->pw + kx * d->dw;
+						row[q] = iy >= 0 && iy < d->h && ix >= 0 && ix < d->w
+								 ? qget(inp, plane + (size_t)iy * d->w + ix, d->in_fmt)
+								 : 0.0;
+						if (++ox == d->ow)
+							ox = 0, oy++;
+					}
+				}
+		}
+		cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, kg, np, d->r, 1.0,
+			    d->wide_weight + (size_t)g * kg * d->r, d->r, col, np, 0.0, acc, np);
+		for (int i = 0; i < kg; i++) {
+			int k = g * kg + i;
+			size_t o = ((size_t)n * d->k + k) * P + p0;
+			for (int q = 0; q < np; q++)
+				qput(out, o + q, qrequant((int64_t)acc[(size_t)i * np + q] + d->gemm_bias[k], shift_of(d, k), d->lo,
+							  d->hi),
+				     QF_WIDE);
+		}
+	}
+	blas_single_end(save);
+}
+
+void qconv_forward(void *out, const void *inp, uint8_t *ws, const qconv *d)
+{
+	if (d->in_fmt & QF_WIDE)
+		wide_forward(out, inp, ws, d);
+	else if (d->depthwise)
+		depthwise_forward(out, inp, ws, d);
+	else
+		gemm_forward(out, inp, ws, d);
+}
+
+/* ---------------------------------------------------------------- elementwise */
+
+#define PAR_MIN 65536
+
+
+/* x [n] of format fmt -> int32 */
+static void widen(int32_t *out, const void *x, int fmt, int n)
+{
+	switch (fmt & 3) {
+	case 0: {
+		const uint8_t *v = x;
+#pragma omp simd
+		for (int i = 0; i < n; i++)
+			out[i] = v[i];
+		break;
+	}
+	case QF_SIGNED: {
+		const int8_t *v = x;
+#pragma omp simd
+		for (int i = 0; i < n; i++)
+			out[i] = v[i];
+		break;
+	}
+	case QF_WIDE: {
+		const uint16_t *v = x;
+#pragma omp simd
+		for (int i = 0; i < n; i++)
+			out[i] = v[i];
+		break;
+	}
+	default: {
+		const int16_t *v = x;
+#pragma omp simd
+		for (int i = 0; i < n; i++)
+			out[i] = v[i];
+	}
+	}
+}
+
+/* x + i elements of format fmt */
+static const void *elem(const void *x, size_t i, int fmt)
+{
+	return (const uint8_t *)x + (fmt & QF_WIDE ? 2 * i : i);
+}
+
+#define CHUNK 4096
+
+void qrescale(void *out, const void *x, int x_fmt, size_t n, int shift, int32_t lo, int32_t hi)
+{
+	int fast = shift >= 0 && shift < 31;
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+	for (size_t o = 0; o < n; o += CHUNK) {
+		int c = n - o < CHUNK ? (int)(n - o) : CHUNK;
+		int32_t v[CHUNK];
+		void *y = (void *)elem(out, o, x_fmt);
+		widen(v, elem(x, o, x_fmt), x_fmt, c);
+		if (fast)
+			requant32(y, v, c, rounding(shift), shift, lo, hi, x_fmt);
+		else
+			for (int i = 0; i < c; i++)
+				qput(y, (size_t)i, qrequant(v[i], shift, lo, hi), x_fmt);
+	}
+}
+
+void qadd(void *out, const void *a, int a_fmt, int fa, const void *b, int b_fmt, int fb, size_t n, int fo,
+	  int32_t lo, int32_t hi)
+{
+	int f = fa > fb ? fa : fb, sa = f - fa, sb = f - fb, shift = f - fo;
+	/* values below 2^8 moved up by at most 2^21 (2^16 by 2^13) and summed stay within int32 */
+	int up = a_fmt & QF_WIDE ? 13 : 21;
+	int fast = sa <= up && sb <= up && shift >= 0 && shift < 31;
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+	for (size_t o = 0; o < n; o += CHUNK) {
+		int c = n - o < CHUNK ? (int)(n - o) : CHUNK;
+		int32_t va[CHUNK], vb[CHUNK];
+		void *y = (void *)elem(out, o, a_fmt);
+		widen(va, elem(a, o, a_fmt), a_fmt, c);
+		widen(vb, elem(b, o, b_fmt), b_fmt, c);
+		if (fast) {
+#pragma omp simd
+			for (int i = 0; i < c; i++)
+				va[i] = va[i] * (1 << sa) + vb[i] * (1 << sb);
+			requant32(y, va, c, rounding(shift), shift, lo, hi, a_fmt);
+			continue;
+		}
+		/* |fa - fb| <= QMAX_FRAC_GAP: within int64 */
+		for (int i = 0; i < c; i++) {
+			int64_t v = (int64_t)va[i] * ((int64_t)1 << sa) + (int64_t)vb[i] * ((int64_t)1 << sb);
+			qput(y, (size_t)i, qrequant(v, shift, lo, hi), a_fmt);
+		}
+	}
+}
+
+void qadd_bilinear(void *out, const void *a, int a_fmt, int fa, const void *b, int b_fmt, int fb, int nc, int h,
+		   int w, int oh, int ow, const qtaps *rows, const qtaps *cols, int bits, int fo, int32_t lo,
+		   int32_t hi)
+{
+	int fu = fb + 2 * bits, f = fa > fu ? fa : fu, sa = f - fa, su = f - fu, shift = f - fo;
+	/* |a| < 2^16 and |up| < 2^(16 + 2 bits) <= 2^32 moved up by at most 2^QMAX_FRAC_GAP: within int64 */
+	int64_t ma = (int64_t)1 << sa, mu = (int64_t)1 << su;
+#pragma omp parallel for schedule(static) if ((size_t)nc * oh * ow >= PAR_MIN)
+	for (int p = 0; p < nc; p++) {
+		size_t bp = (size_t)p * h * w, ap = (size_t)p * oh * ow;
+		for (int y = 0; y < oh; y++) {
+			size_t r0 = bp + (size_t)rows->i0[y] * w, r1 = bp + (size_t)rows->i1[y] * w;
+			int64_t h0 = rows->w0[y], h1 = rows->w1[y];
+			for (int x = 0; x < ow; x++) {
+				size_t c0 = (size_t)cols->i0[x], c1 = (size_t)cols->i1[x];
+				int64_t w0 = cols->w0[x], w1 = cols->w1[x];
+				int64_t up = h0 * (w0 * qget(b, r0 + c0, b_fmt) + w1 * qget(b, r0 + c1, b_fmt)) +
+					     h1 * (w0 * qget(b, r1 + c0, b_fmt) + w1 * qget(b, r1 + c1, b_fmt));
+				int64_t v = qget(a, ap + (size_t)y * ow + x, a_fmt) * ma + up * mu;
+				qput(out, ap + (size_t)y * ow + x, qrequant(v, shift, lo, hi), a_fmt);
+			}
+		}
+	}
+}
+
+void qmaxpool(void *out, const void *x, int x_fmt, int n, int c, int h, int w, int kh, int kw, int sh, int sw,
+	      int ph, int pw, int oh, int ow, int shift, int32_t lo, int32_t hi)
+{
+#pragma omp parallel for schedule(static) if ((size_t)n * c * h * w >= PAR_MIN)
+	for (int p = 0; p < n * c; p++) {
+		size_t xp = (size_t)p * h * w;
+		for (int oy = 0; oy < oh; oy++) {
+			int y0 = oy * sh - ph, y1 = y0 + kh;
+			y0 = y0 < 0 ? 0 : y0;
+			y1 = y1 > h ? h : y1;
+			for (int ox = 0; ox < ow; ox++) {
+				int x0 = ox * sw - pw, x1 = x0 + kw;
+				x0 = x0 < 0 ? 0 : x0;
+				x1 = x1 > w ? w : x1;
+				int32_t best = INT32_MIN;
+				for (int y = y0; y < y1; y++)
+					for (int xx = x0; xx < x1; xx++) {
+						int32_t v = qget(x, xp + (size_t)y * w + xx, x_fmt);
+						best = v > best ? v : best;
+					}
+				qput(out, ((size_t)p * oh + oy) * ow + ox, qrequant(best, shift, lo, hi), x_fmt);
+			}
+		}
+	}
+}
+
+void ql2norm(void *out, const void *x, int x_fmt, int fx, const float *weight, float eps, int n, int c, int hw,
+	     const qact *a)
+{
+	enum { B = 64 }; /* pixels a task: their sums and factors stay in registers or L1 */
+	const float unit = ldexpf(1.0f, -fx);
+	int blocks = (hw + B - 1) / B;
+#pragma omp parallel for schedule(static) if ((size_t)n * c * hw >= PAR_MIN)
+	for (int t = 0; t < n * blocks; t++) {
+		int b = t / blocks, i0 = t % blocks * B, m = hw - i0 < B ? hw - i0 : B;
+		size_t xb = (size_t)b * c * hw + i0;
+		int64_t sum[B] = {0};
+		float f[B];
+		for (int ch = 0; ch < c; ch++)
+			for (int j = 0; j < m; j++) {
+				int64_t v = qget(x, xb + (size_t)ch * hw + j, x_fmt);
+				sum[j] += v * v;
+			}
+		for (int j = 0; j < m; j++)
+			f[j] = l2norm_factor(ldexp((double)sum[j], -2 * fx), eps);
+		for (int ch = 0; ch < c; ch++) {
+			float w = weight[ch];
+			for (int j = 0; j < m; j++) {
+				size_t i = xb + (size_t)ch * hw + j;
+				float v = (float)qget(x, i, x_fmt) * unit;
+				qput(out, i, (int32_t)quant_act_int(w * v * f[j], a), x_fmt);
+			}
+		}
+	}
+}
+
+void qdequant(float *out, const void *x, size_t stride, int x_fmt, size_t n, int frac)
+{
+	float s = ldexpf(1.0f, -frac);
+	for (size_t i = 0; i < n; i++)
+		out[i] = (float)qget(x, i * stride, x_fmt) * s;
+}
