@@ -21,7 +21,7 @@
 #include <omp.h>
 
 #include "core/err.h"
-#include "nn/layers.h"
+#include "kernels/layers.h"
 #include "core/tensor.h"
 
 /* -c: process CPU time instead of wall time. On a shared machine a single-threaded

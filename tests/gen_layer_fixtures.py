@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Reference fixtures for the layer kernels (lib/nn/layers.h), from PyTorch.
+"""Reference fixtures for the layer kernels (lib/kernels/layers.h), from PyTorch.
 
 For each case torch builds the layer (seeded), runs forward and backward with a
 random output gradient, and one .tns file in tests/fixtures/layers/ holds one record

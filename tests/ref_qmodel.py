@@ -4,7 +4,7 @@ lib/nn/graph.c): TI's power-of-2 fake quantisation, forward and QAT backward, an
 
 The float model is tests/ref_model.py's Detector (built from the same JSON config); this
 script runs it through its own explicit forward, which applies the quantisation written
-from the semantics in lib/nn/model.h and lib/quant/quant.h (not from lib/nn/graph.c), using
+from the semantics in lib/nn/model.h and lib/kernels/quant.h (not from lib/nn/graph.c), using
 tests/ref_quant.py's functions for every quantiser:
 
   points     the input; every conv's value after its BN and activation when they follow it

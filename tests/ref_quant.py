@@ -1,7 +1,7 @@
 #!/usr/bin/python3
-"""Reference for lib/quant/quant.h: TI's power-of-2 quantisation (jacinto-ai QuantCalibrateModule /
+"""Reference for lib/kernels/quant.h: TI's power-of-2 quantisation (jacinto-ai QuantCalibrateModule /
 QuantTrainModule / QuantTestModule for TIDL, issue #7), in numpy, written from the
-definitions in the header's comments and the issue, not from lib/quant/quant.c. Writes the
+definitions in the header's comments and the issue, not from lib/kernels/quant.c. Writes the
 fixtures in tests/fixtures/quant/ that tests/unit/test_quant.c checks bit-exactly (CI has
 no torch; this script needs only numpy, zstandard and tests/tnsfile.py).
 

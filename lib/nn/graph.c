@@ -9,7 +9,7 @@
 #include <omp.h>
 
 #include "core/err.h"
-#include "nn/layers.h"
+#include "kernels/layers.h"
 #include "core/tensor.h"
 
 static const char *const op_names[OP_COUNT] = {

@@ -7,9 +7,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "nn/layers.h"
+#include "kernels/layers.h"
 #include "nn/model.h"
-#include "quant/quant.h"
+#include "kernels/quant.h"
 
 enum op {
 	OP_INPUT,    /* the image, node 0 */

@@ -220,7 +220,7 @@ record *model_bias_calib_forward(model *m, const float *input, float *const *out
  * (quant_bias_calibrate); returns how many biases changed, or -1 (err). */
 int bias_calib_update(record *params, const record *stats, int epoch);
 
-/* Integer-only inference (forward --int8; lib/quant/qexec.c, lib/quant/qlayers.h): the quantised
+/* Integer-only inference (forward --int8; lib/quant/qexec.c, lib/kernels/qlayers.h): the quantised
  * model (ranges loaded, 8 bits or fewer, an inference plan) on int8/uint8 activations,
  * int8 weights and int32 accumulators; outputs as model_forward's, equal to the
  * fake-quantised forward's. -1 (err) naming a layer without an integer kernel. */

@@ -19,7 +19,7 @@
 
 #include "core/err.h"
 #include "nn/graph.h"
-#include "quant/qlayers.h"
+#include "kernels/qlayers.h"
 
 enum qkind {
 	QK_NONE, QK_INPUT, QK_CONV, QK_ADD, QK_CONCAT, QK_MAXPOOL, QK_RELU, QK_L2NORM, QK_UPSAMPLE, QK_BILINEAR,

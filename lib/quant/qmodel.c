@@ -7,7 +7,7 @@
 
 #include "core/err.h"
 #include "nn/graph.h"
-#include "quant/quant.h"
+#include "kernels/quant.h"
 #include "core/stream.h"
 
 /* Is node i's value quantised? Every value a layer computes, except a conv or BN whose

@@ -6,7 +6,7 @@
 #include <mpi.h>
 
 #include "core/err.h"
-#include "nn/layers.h"
+#include "kernels/layers.h"
 
 static int joined, left, my_rank, nranks;
 static double waited; /* seconds in collectives (dist_seconds) */

@@ -41,13 +41,13 @@ EOF
 
 @test "a build without a package names the Debian package and make setup, in a few lines" {
 	fake_pkg_config "$T/fake" '! echo " $* " | grep -q " libzstd "'
-	PATH=$T/fake/bin:$PATH run make --no-print-directory BUILD="$T/b" BIN="$T/bin" "$T/b/lib/quant/qlayers.o"
+	PATH=$T/fake/bin:$PATH run make --no-print-directory BUILD="$T/b" BIN="$T/bin" "$T/b/lib/kernels/qlayers.o"
 	echo "$output"
 	[ "$status" -ne 0 ]
 	[[ "$output" == *"missing Debian package libzstd-dev (libzstd)"* ]]
 	[[ "$output" == *'`make setup` installs them'* ]]
 	[ "${#lines[@]}" -le 5 ]
-	[ ! -f "$T/b/lib/quant/qlayers.o" ]
+	[ ! -f "$T/b/lib/kernels/qlayers.o" ]
 }
 
 # the merged tiny config (no base), for --config <(...)

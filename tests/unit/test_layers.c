@@ -17,7 +17,7 @@
 
 #include "check.h"
 #include "core/err.h"
-#include "nn/layers.h"
+#include "kernels/layers.h"
 #include "core/stream.h"
 #include "core/tensor.h"
 

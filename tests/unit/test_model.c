@@ -19,7 +19,7 @@
 #include "check.h"
 #include "core/config.h"
 #include "core/err.h"
-#include "nn/layers.h"
+#include "kernels/layers.h"
 #include "nn/model.h"
 #include "core/stream.h"
 #include "core/tensor.h"

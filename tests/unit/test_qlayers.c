@@ -1,4 +1,4 @@
-/* test_qlayers: the integer kernels of forward --int8 (lib/quant/qlayers.c) against their
+/* test_qlayers: the integer kernels of forward --int8 (lib/kernels/qlayers.c) against their
  * naive loops: qrequant against the rounding rule computed in exact arithmetic, the conv
  * (GEMM form, VNNI where built, and depthwise; one shift, or one per output channel)
  * against qconv_forward_ref over odd
@@ -20,8 +20,8 @@
 
 #include "check.h"
 #include "core/err.h"
-#include "nn/layers.h"
-#include "quant/qlayers.h"
+#include "kernels/layers.h"
+#include "kernels/qlayers.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 

@@ -52,7 +52,7 @@
 #include "core/err.h"
 #include "fixture.h"
 #include "nn/model.h"
-#include "quant/quant.h"
+#include "kernels/quant.h"
 #include "core/stream.h"
 #include "core/tensor.h"
 

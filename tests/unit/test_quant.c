@@ -1,4 +1,4 @@
-/* test_quant: lib/quant/quant.c against tests/ref_quant.py's fixtures (tests/fixtures/quant/),
+/* test_quant: lib/kernels/quant.c against tests/ref_quant.py's fixtures (tests/fixtures/quant/),
  * bit-exactly: integers equal, floats equal with == (NaN matching NaN; the sign of a zero
  * is not checked, see ref_quant.py). Every record is one case; its meta "case" names it in
  * failures, which print the first differing element in hex floats. Besides each
@@ -15,7 +15,7 @@
 #include "check.h"
 #include "core/err.h"
 #include "fixture.h"
-#include "quant/quant.h"
+#include "kernels/quant.h"
 #include "core/stream.h"
 
 #define FIX "tests/fixtures/quant/"

@@ -2,7 +2,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "quant/quant.h"
+#include "kernels/quant.h"
 
 int quant_pow2_exp(float x)
 {

@@ -25,7 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "quant/quant.h"
+#include "kernels/quant.h"
 
 /* A tensor's integers: QF_SIGNED (int, else uint), QF_WIDE (16-bit words, else bytes). */
 enum { QF_SIGNED = 1, QF_WIDE = 2 };

@@ -1,5 +1,5 @@
 /* conv2d: naive reference, im2col + OpenBLAS sgemm, and depthwise kernels. */
-#include "nn/layers.h"
+#include "kernels/layers.h"
 
 #include <stdlib.h>
 #include <string.h>

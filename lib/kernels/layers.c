@@ -1,6 +1,6 @@
 /* layers: batchnorm, activations, add, concat, upsample, max pool, L2Norm, global pool.
  * (conv2d lives in conv.c.) */
-#include "nn/layers.h"
+#include "kernels/layers.h"
 
 #include <math.h>
 #include <string.h>

@@ -1,5 +1,5 @@
 /* qlayers: integer kernels (qlayers.h). */
-#include "quant/qlayers.h"
+#include "kernels/qlayers.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -20,7 +20,7 @@
 #endif
 
 #include "core/err.h"
-#include "nn/layers.h"
+#include "kernels/layers.h"
 
 /* The GEMM form of a conv: C [k][p] = W [k][r] . B [r][p], B the input columns (im2col,
  * or the input itself for a 1x1 stride-1 conv) packed 4 reduction rows at a time,
