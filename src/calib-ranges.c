@@ -4,6 +4,7 @@
 
 #include "train/checkpoint.h"
 #include "nn/model.h"
+#include "quant/qmodel.h"
 #include "core/stream.h"
 #include "tool/tool.h"
 

@@ -5,6 +5,7 @@
 
 #include "core/config.h"
 #include "nn/model.h"
+#include "quant/qmodel.h"
 #include "core/stream.h"
 #include "tool/tool.h"
 

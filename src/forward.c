@@ -10,6 +10,7 @@
 #include "core/config.h"
 #include "train/dist.h"
 #include "nn/model.h"
+#include "quant/qmodel.h"
 #include "ssd/ssd_loss.h"
 #include "core/stream.h"
 #include "tool/tool.h"
@@ -299,7 +300,7 @@ int main(int argc, char **argv)
 	if ((o.quant || o.stats) && model_quantize_as(m, (int)o.bits, (int)o.wbits, o.per_channel_dw) < 0)
 		die_err();
 	model_set_stats(m, o.stats);
-	model_set_int8_only(m, o.int8);
+	model_set_integer_only(m, o.int8);
 	if (o.ranges)
 		load_ranges(m, o.ranges);
 	int rank = 0, ranks = 1;
@@ -371,7 +372,7 @@ int main(int argc, char **argv)
 		record *pred = model_pred_record(m, r, outs);
 		record *bstats = NULL;
 		if (!pred || (o.bias_calib ? !(bstats = model_bias_calib_forward(m, img->data, outs))
-					   : (o.int8 ? model_forward_int8 : model_forward)(m, img->data, outs) < 0)) {
+					   : (o.int8 ? model_forward_integer : model_forward)(m, img->data, outs) < 0)) {
 			err_wrap("stdin: record %ld", stream_count(in));
 			die_err();
 		}

@@ -10,6 +10,7 @@
 #include "train/checkpoint.h"
 #include "core/config.h"
 #include "nn/model.h"
+#include "quant/qmodel.h"
 #include "train/optim.h"
 #include "nn/pth.h"
 #include "core/stream.h"

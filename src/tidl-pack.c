@@ -9,6 +9,7 @@
 #include "core/config.h"
 #include "ssd/detect.h"
 #include "nn/model.h"
+#include "quant/qmodel.h"
 #include "export/onnx_export.h"
 #include "core/stream.h"
 #include "export/tidl_prototxt.h"

@@ -214,20 +214,15 @@ static int round_to_grid(exporter *e, const qact *a, const char *in, const char 
 	return node(e, "Mul", out, back, 2, out, NULL, 0);
 }
 
-static const float *param(const model *m, int p)
-{
-	return p < 0 ? NULL : m->params + m->params_info[p].offset;
-}
-
 static int conv(exporter *e, const gnode *nd, const char *in, const char *out)
 {
 	const model *m = e->m;
 	const model_param *pw = &m->params_info[nd->pw];
-	const float *w = param(m, nd->pw), *b = param(m, nd->pb);
+	const float *w = g_param(m, nd->pw), *b = g_param(m, nd->pb);
 	if (nd->fold) {
-		/* folded (and quantised) weights and bias, laid out as graph.c's refold does */
-		w = m->folded + nd->foff;
-		b = w + ((pw->count + 15) & ~(size_t)15);
+		/* folded (and quantised) weights and bias */
+		w = g_folded_weights(m, nd);
+		b = g_folded_bias(m, nd);
 	}
 	char *wn = str(e, "%s.weight", nd->name), *bn = str(e, "%s.bias", nd->name);
 	int64_t bd[1] = {nd->c};
@@ -255,7 +250,7 @@ static int batchnorm(exporter *e, const gnode *nd, const char *in, const char *o
 	int64_t d[1] = {nd->c};
 	for (int k = 0; k < 4; k++) {
 		char *nm = str(e, "%s.%s", nd->name, suf[k]);
-		if (!nm || initializer(e, nm, 0, 1, d, param(m, p[k]), nd->c, 0) < 0)
+		if (!nm || initializer(e, nm, 0, 1, d, g_param(m, p[k]), nd->c, 0) < 0)
 			return -1;
 		ins[k + 1] = nm;
 	}
@@ -312,7 +307,7 @@ static int l2norm(exporter *e, const gnode *nd, const char *in, const char *out)
 	char *wn = str(e, "%s.weight", nd->name), *en = str(e, "%s.eps", nd->name), *t1 = str(e, "%s.norm", nd->name),
 	     *t2 = str(e, "%s.norm_eps", nd->name), *t3 = str(e, "%s.unit", nd->name);
 	int64_t wd[4] = {1, nd->c, 1, 1};
-	if (!wn || !en || !t1 || !t2 || !t3 || initializer(e, wn, 0, 4, wd, param(m, nd->pw), nd->c, 0) < 0 ||
+	if (!wn || !en || !t1 || !t2 || !t3 || initializer(e, wn, 0, 4, wd, g_param(m, nd->pw), nd->c, 0) < 0 ||
 	    initializer(e, en, 0, 0, NULL, &nd->eps, 1, 1) < 0)
 		return -1;
 	attr a[2] = {{.name = "axes", .type = A_INTS, .n = 1, .ints = {1}}, {.name = "keepdims", .type = A_INT, .i = 1}};
@@ -416,7 +411,7 @@ static int build(exporter *e, char **names, const char **outname)
 			break;
 		case OP_RELU6:
 			/* quantised: the point after it clips to its power-of-2 range instead of 6 */
-			rc = nd->as_relu && m->qapply ? node(e, "Relu", nd->name, &in, 1, out, NULL, 0)
+			rc = nd->as_relu && m->q.apply ? node(e, "Relu", nd->name, &in, 1, out, NULL, 0)
 						      : clip(e, nd->name, in, out, 0, 6);
 			break;
 		case OP_ADD: {
@@ -442,8 +437,8 @@ static int build(exporter *e, char **names, const char **outname)
 			rc = l2norm(e, nd, in, out);
 			break;
 		case OP_FQ:
-			if (m->qapply) {
-				const qact *a = &m->qa[nd->qp];
+			if (m->q.apply) {
+				const qact *a = &m->q.act[nd->qp];
 				rc = e->round ? round_to_grid(e, a, in, out) : clip(e, out, in, out, a->lo, a->hi);
 				e->nclips++;
 			} else {
@@ -850,10 +845,9 @@ int onnx_export(model *m, const onnx_options *o, const char *path, onnx_info *in
 		return err_set("onnx: opset %d (9 or 11)", o->opset);
 	if (!m->planned)
 		return err_set("onnx: the model is not planned");
-	if (m->nqp && !m->qapply)
+	if (m->q.npoints && !m->q.apply)
 		return err_set("onnx: a quantised model needs its ranges");
-	if (m->folded_dirty && m->nfolded)
-		g_refold(m);
+	g_refresh_folds(m);
 	exporter e = {.opset = o->opset, .round = o->round, .m = m};
 	int rc = -1, batch = o->batch > 0 ? o->batch : 1;
 	e.node_cap = e.init_cap = 8 * (size_t)m->nnodes + 16 + (o->detect ? 256 : 0);
@@ -973,10 +967,10 @@ done:
 
 int onnx_point_clip(const model *m, int p, float *lo, float *hi, int *frac)
 {
-	if (!m->qapply || p < 0 || p >= m->nqp)
+	if (!m->q.apply || p < 0 || p >= m->q.npoints)
 		return err_set("onnx: no range for point %d", p);
-	*lo = m->qa[p].lo;
-	*hi = m->qa[p].hi;
-	*frac = m->qa[p].frac;
+	*lo = m->q.act[p].lo;
+	*hi = m->q.act[p].hi;
+	*frac = m->q.act[p].frac;
 	return 0;
 }

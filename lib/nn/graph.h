@@ -1,6 +1,14 @@
-/* graph: the engine's inside, shared by graph.c (nodes, memory plan, forward, backward)
- * and model.c (config -> nodes, parameter records). Not a public header: tools use
- * model.h. A graph is a list of nodes in execution order; node i produces value i. */
+/* graph: the engine's inside (as sqlite's sqliteInt.h is its own): struct model and its
+ * nodes, private to the files that build and run them. Tools use model.h.
+ *
+ *   nn/arch.c   config "model" section -> nodes (backbones, necks, the SSD head)
+ *   nn/graph.c  building nodes, shapes, consumers; graph_free
+ *   nn/plan.c   one input shape -> buffers (model_plan); nn/fold.c: BN folding
+ *   nn/exec.c   forward and backward;  nn/model.c: lifecycle, parameters, records
+ *   quant/      owns model.q (qmodel.c: points and ranges; qexec.c: the integer plan);
+ *               export/onnx_export.c reads the graph to write it out
+ *
+ * A graph is a list of nodes in execution order; node i produces value i. */
 #ifndef GRAPH_H
 #define GRAPH_H
 
@@ -82,6 +90,29 @@ typedef struct storage {
 	float *ptr;
 } storage;
 
+/* A model's quantisation state. quant/qmodel.c allocates and fills it (model_quantize,
+ * ranges, calibration) and installs teardown, which model_free calls before freeing the
+ * graph (top down: the upper layer's state first); quant/qexec.c keeps its integer plan
+ * in exec. The engine only reads it: fake-quant nodes, the quantised folded weights. */
+struct model_quant {
+	int bits, wbits, npoints;  /* bits of the activations, of the weights (<= bits); points
+				    * are the fq nodes */
+	int apply;                 /* ranges loaded: fq nodes quantise, convs use quantised weights */
+	int stats;                 /* fq nodes record the batch range of their input */
+	int means;                 /* convs record their channel means (bias calibration) */
+	float *cmeans;             /* the convs' cmean storage */
+	int *cfracs;               /* the convs' cfrac storage */
+	int per_channel_dw;        /* depthwise convs' weights quantised per output channel */
+	float *float_params;       /* bias calibration: the float model's params, kept */
+	int *node;                 /* [npoints] the fq node of each point */
+	float *range, *stat;       /* [npoints][2] running ranges; the last forward's batch ranges */
+	qact *act;                 /* [npoints] quantisers of the loaded ranges */
+	long batches;              /* batches behind range */
+	struct qexec *exec;        /* forward --int8's integer plan (qexec.c) */
+	int integer_only;          /* plans without float activations: model_forward_integer alone */
+	void (*teardown)(model *m); /* frees all of the above; NULL before model_quantize */
+};
+
 struct model {
 	char name[128];
 	int num_classes;
@@ -97,22 +128,8 @@ struct model {
 	float *folded;             /* inference: BN-folded conv weights and biases */
 	size_t nfolded;
 	int folded_dirty;
-	/* quantisation (qmodel.c): points are the fq nodes */
-	int qbits, wbits, nqp;    /* bits of the activations, of the weights (<= qbits) */
-	int qapply;                /* ranges loaded: fq nodes quantise, convs use quantised weights */
-	int qstats;                /* fq nodes record the batch range of their input */
-	int qmeans;                /* convs record their channel means (bias calibration) */
-	float *cmeans;             /* the convs' cmean storage */
-	int *cfracs;               /* the convs' cfrac storage */
-	int per_channel_dw;        /* depthwise convs' weights quantised per output channel */
-	float *fparams;            /* bias calibration: the float model's params, kept */
-	int *qnode;                /* [nqp] the fq node of each point */
-	float *qrange, *qstat;     /* [nqp][2] running ranges; the last forward's batch ranges */
-	qact *qa;                  /* [nqp] quantisers of the loaded ranges */
-	long qbatches;             /* batches behind qrange */
+	struct model_quant q;       /* quantisation: quant/ owns it (below) */
 	long fold_gen;             /* g_refold() calls: forward --int8 rebuilds its integers */
-	struct qexec *qx;          /* forward --int8's plan (qexec.c) */
-	int int8_only;             /* plans without float activations: model_forward_int8 alone */
 	float *fgrad;              /* training a folded conv: gradient of its folded weights, bias */
 	size_t fgrad_floats;
 	int noutputs;
@@ -164,12 +181,53 @@ int g_shapes(model *m, int n, int h, int w);
 /* Consumer counts and last consumers of every node (after building or rewiring). */
 void g_count_consumers(model *m);
 const char *graph_op_name(enum op op);
-/* A node's profile class (an op, convs split into 1x1, depthwise, other). */
+/* A node's profile class (exec.c: an op, convs split into 1x1, depthwise, other). */
 int g_prof_class(const gnode *nd);
-void qexec_free(struct qexec *x, int nnodes);
+int g_is_output(const model *m, int id);
+/* Frees what graph.c allocated (the plan, nodes, parameters); model.q is its owner's. */
+void graph_free(model *m);
+
+/* ---- plan.c ---- */
+void g_free_plan(model *m);
+
+/* ---- fold.c: model.folded, one block per folded conv at foff: its weights, then its
+ * bias [c], each rounded up to 16 floats. These accessors are the layout's one copy. ---- */
+static inline size_t g_round16(size_t n)
+{
+	return (n + 15) & ~(size_t)15;
+}
+static inline size_t g_folded_floats(const model *m, const gnode *nd)
+{
+	return g_round16(m->params_info[nd->pw].count) + g_round16((size_t)nd->c);
+}
+static inline float *g_folded_weights(const model *m, const gnode *nd)
+{
+	return m->folded + nd->foff;
+}
+static inline float *g_folded_bias(const model *m, const gnode *nd)
+{
+	return m->folded + nd->foff + g_round16(m->params_info[nd->pw].count);
+}
 /* Folds (and with ranges loaded, quantises) every folded conv's weights and bias. */
 void g_refold(model *m);
-/* Frees what graph.c allocated (the plan, nodes, parameters). */
-void graph_free(model *m);
+/* g_refold() if parameters or ranges changed since: before any read of model.folded. */
+void g_refresh_folds(model *m);
+/* A folded conv's gradient (gw, gb, in the folded layout) back to its conv's and BN's
+ * parameter gradients. */
+void g_unfold_grads(model *m, const gnode *nd, const float *gw, const float *gb);
+
+/* ---- the engine's parameter and node accessors ---- */
+static inline const float *g_param(const model *m, int p)
+{
+	return p < 0 ? NULL : m->params + m->params_info[p].offset;
+}
+static inline float *g_grad(const model *m, int p)
+{
+	return p < 0 ? NULL : m->grads + m->params_info[p].offset;
+}
+static inline size_t g_node_floats(const gnode *nd)
+{
+	return (size_t)nd->n * nd->c * nd->h * nd->w;
+}
 
 #endif

@@ -709,6 +709,8 @@ void model_free(model *m)
 {
 	if (!m)
 		return;
+	if (m->q.teardown)
+		m->q.teardown(m); /* the quantisation layer's state first */
 	graph_free(m);
 	free(m);
 }

@@ -1,4 +1,4 @@
-/* qexec: the quantised model on integers (model_forward_int8; kernels in qlayers.c).
+/* qexec: the quantised model on integers (model_forward_integer; kernels in qlayers.c).
  *
  * Every quantisation point of the graph (the fq nodes model_quantize inserted) holds
  * integers with the point's frac, bytes in an 8-bit model and 16-bit words in a wider
@@ -19,6 +19,7 @@
 
 #include "core/err.h"
 #include "nn/graph.h"
+#include "quant/qmodel.h"
 #include "kernels/qlayers.h"
 
 enum qkind {
@@ -59,8 +60,10 @@ static size_t count(const gnode *nd)
 	return (size_t)nd->n * nd->c * nd->h * nd->w;
 }
 
-void qexec_free(struct qexec *x, int nnodes)
+void qexec_free(model *m)
 {
+	struct qexec *x = m->q.exec;
+	int nnodes = m->nnodes;
 	if (!x)
 		return;
 	for (int i = 0; x->q && i < nnodes; i++) {
@@ -78,6 +81,7 @@ void qexec_free(struct qexec *x, int nnodes)
 	free(x->act);
 	free(x->ws);
 	free(x);
+	m->q.exec = NULL;
 }
 
 /* The conv behind point i (through its folded BN and activation), or -1. */
@@ -233,7 +237,7 @@ static int classify(model *m, struct qexec *x, size_t *act_bytes)
 					return err_set("%s: output of an unquantised value", nd->name);
 			continue;
 		} else if (nd->op == OP_FQ) {
-			const qact *a = &m->qa[nd->qp];
+			const qact *a = &m->q.act[nd->qp];
 			const gnode *p = &m->nodes[q->src];
 			int act, conv = conv_of(m, q->src, &act);
 			q->frac = a->frac;
@@ -322,7 +326,7 @@ static int make_conv(model *m, struct qexec *x, int i)
 			return err_set("out of memory");
 	}
 	int32_t wmax = x->wide ? 32767 : 127;
-	const float *fw = m->folded + nd->foff, *fb = fw + ((m->params_info[nd->pw].count + 15) & ~(size_t)15);
+	const float *fw = g_folded_weights(m, nd), *fb = g_folded_bias(m, nd);
 	for (size_t o = 0; o < k; o++) {
 		/* each output channel at its own weight and bias scale (the same for all but
 		 * per-channel depthwise convs) */
@@ -358,13 +362,13 @@ static int make_conv(model *m, struct qexec *x, int i)
 
 static int prepare(model *m)
 {
-	struct qexec *x = m->qx;
+	struct qexec *x = m->q.exec;
 	if (!x || x->n != m->pn || x->h != m->ph || x->w != m->pw) {
-		qexec_free(x, m->nnodes);
-		if (!(x = m->qx = calloc(1, sizeof *x)) || !(x->q = calloc((size_t)m->nnodes, sizeof *x->q)))
+		qexec_free(m);
+		if (!(x = m->q.exec = calloc(1, sizeof *x)) || !(x->q = calloc((size_t)m->nnodes, sizeof *x->q)))
 			return err_set("out of memory");
 		size_t bytes = 0;
-		x->wide = m->qbits > 8 ? QF_WIDE : 0;
+		x->wide = m->q.bits > 8 ? QF_WIDE : 0;
 		x->esz = x->wide ? 2 : 1;
 		if (classify(m, x, &bytes) < 0)
 			return -1;
@@ -373,8 +377,7 @@ static int prepare(model *m)
 		x->n = m->pn, x->h = m->ph, x->w = m->pw;
 		x->fold_gen = -1;
 	}
-	if (m->folded_dirty && m->nfolded)
-		g_refold(m);
+	g_refresh_folds(m);
 	if (x->fold_gen == m->fold_gen)
 		return 0;
 	size_t ws = 0;
@@ -437,7 +440,7 @@ static void upsample(void *out, const void *in, const gnode *nd, const gnode *sr
 /* out [n, rows, K] from each input [n, A*K, h, w] dequantised (graph.c's flatten order) */
 static void flatten(float *out, const model *m, const gnode *nd)
 {
-	const struct qexec *x = m->qx;
+	const struct qexec *x = m->q.exec;
 	int K = nd->c, rows = nd->h;
 	for (int j = 0, r0 = 0; j < nd->nin; j++) {
 		const gnode *s = &m->nodes[nd->in[j]];
@@ -455,7 +458,7 @@ static void flatten(float *out, const model *m, const gnode *nd)
 
 static int run_node(model *m, int i, const float *input, float *const *outputs)
 {
-	struct qexec *x = m->qx;
+	struct qexec *x = m->q.exec;
 	const gnode *nd = &m->nodes[i];
 	qnode *q = &x->q[i];
 	uint8_t *out = x->act + q->off;
@@ -464,7 +467,7 @@ static int run_node(model *m, int i, const float *input, float *const *outputs)
 	case QK_NONE:
 		return 0;
 	case QK_INPUT:
-		quantise_input(out, input, count(nd), &m->qa[nd->qp], x->wide);
+		quantise_input(out, input, count(nd), &m->q.act[nd->qp], x->wide);
 		return 0;
 	case QK_CONV:
 		qconv_forward(out, x->act + x->q[p->in[0]].off, x->ws, &q->conv);
@@ -496,7 +499,7 @@ static int run_node(model *m, int i, const float *input, float *const *outputs)
 	case QK_L2NORM: {
 		const qnode *qs = &x->q[p->in[0]];
 		ql2norm(out, x->act + qs->off, fmt(x, qs), qs->frac, model_param_data(m, p->pw), p->eps, p->n, p->c,
-			p->h * p->w, &m->qa[nd->qp]);
+			p->h * p->w, &m->q.act[nd->qp]);
 		return 0;
 	}
 	case QK_BILINEAR:
@@ -533,23 +536,23 @@ static int run_node(model *m, int i, const float *input, float *const *outputs)
 	return err_set("%s: unknown integer step", nd->name);
 }
 
-void model_set_int8_only(model *m, int on)
+void model_set_integer_only(model *m, int on)
 {
-	m->int8_only = on;
+	m->q.integer_only = on;
 }
 
-int model_forward_int8(model *m, const float *input, float *const *outputs)
+int model_forward_integer(model *m, const float *input, float *const *outputs)
 {
 	if (!m->planned || m->train)
 		return err_set("int8: the model needs an inference plan");
-	if (!m->qapply)
+	if (!m->q.apply)
 		return err_set("int8: the model is not quantised (ranges loaded)");
-	if (m->qbits > 16)
-		return err_set("int8: %d-bit model: the integer path runs 16 bits or fewer", m->qbits);
+	if (m->q.bits > 16)
+		return err_set("int8: %d-bit model: the integer path runs 16 bits or fewer", m->q.bits);
 	if (prepare(m) < 0)
 		return err_wrap("int8");
 	for (int i = 0; i < m->nnodes; i++) {
-		const qnode *q = &m->qx->q[i];
+		const qnode *q = &m->q.exec->q[i];
 		double t0 = m->profile ? omp_get_wtime() : 0;
 		if (run_node(m, i, input, outputs) < 0)
 			return err_wrap("int8");

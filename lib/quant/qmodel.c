@@ -7,6 +7,7 @@
 
 #include "core/err.h"
 #include "nn/graph.h"
+#include "quant/qmodel.h"
 #include "kernels/quant.h"
 #include "core/stream.h"
 
@@ -57,11 +58,25 @@ static int nonneg(const model *m, const gnode *nd)
 	}
 }
 
+/* model_free's first step (struct model_quant): what model_quantize and the integer
+ * plan allocated. */
+static void quant_teardown(model *m)
+{
+	qexec_free(m);
+	free(m->q.node);
+	free(m->q.range);
+	free(m->q.stat);
+	free(m->q.act);
+	free(m->q.cmeans);
+	free(m->q.cfracs);
+	free(m->q.float_params);
+}
+
 int model_quantize(model *m, int bits)
 {
 	if (bits < 2 || bits > 16)
 		return err_set("quantise: %d bits (2 to 16)", bits);
-	if (m->nqp)
+	if (m->q.npoints)
 		return err_set("quantise: the model is quantised already");
 	if (m->planned)
 		return err_set("quantise: before planning");
@@ -113,33 +128,34 @@ int model_quantize(model *m, int bits)
 	free(point);
 	g_count_consumers(m);
 
-	m->qbits = m->wbits = bits;
-	m->nqp = np;
-	m->qnode = malloc((size_t)np * sizeof *m->qnode);
-	m->qrange = calloc((size_t)np * 2, sizeof *m->qrange);
-	m->qstat = calloc((size_t)np * 2, sizeof *m->qstat);
-	m->qa = calloc((size_t)np, sizeof *m->qa);
-	if (!m->qnode || !m->qrange || !m->qstat || !m->qa)
+	m->q.bits = m->q.wbits = bits;
+	m->q.npoints = np;
+	m->q.teardown = quant_teardown;
+	m->q.node = malloc((size_t)np * sizeof *m->q.node);
+	m->q.range = calloc((size_t)np * 2, sizeof *m->q.range);
+	m->q.stat = calloc((size_t)np * 2, sizeof *m->q.stat);
+	m->q.act = calloc((size_t)np, sizeof *m->q.act);
+	if (!m->q.node || !m->q.range || !m->q.stat || !m->q.act)
 		return err_set("out of memory");
 	for (int i = 0, p = 0; i < m->nnodes; i++)
 		if (m->nodes[i].op == OP_FQ) {
 			m->nodes[i].qp = p;
-			m->qnode[p++] = i;
+			m->q.node[p++] = i;
 		}
 	size_t nmean = 0;
 	for (int i = 0; i < m->nnodes; i++)
 		if (m->nodes[i].op == OP_CONV)
 			nmean += (size_t)m->nodes[i].c;
-	if (!(m->cmeans = calloc(nmean ? nmean : 1, sizeof *m->cmeans)) ||
-	    !(m->cfracs = calloc(2 * nmean + 1, sizeof *m->cfracs)))
+	if (!(m->q.cmeans = calloc(nmean ? nmean : 1, sizeof *m->q.cmeans)) ||
+	    !(m->q.cfracs = calloc(2 * nmean + 1, sizeof *m->q.cfracs)))
 		return err_set("out of memory");
 	/* each conv's input point (through upsamples), for its bias scale */
 	for (int i = 0, off = 0; i < m->nnodes; i++) {
 		gnode *nd = &m->nodes[i];
 		if (nd->op != OP_CONV)
 			continue;
-		nd->cmean = m->cmeans + off;
-		nd->cfrac = m->cfracs + 2 * off;
+		nd->cmean = m->q.cmeans + off;
+		nd->cfrac = m->q.cfracs + 2 * off;
 		off += nd->c;
 		int s = nd->in[0];
 		while (m->nodes[s].op == OP_UPSAMPLE)
@@ -153,20 +169,20 @@ int model_quantize(model *m, int bits)
 
 int model_set_per_channel_dw(model *m, int on)
 {
-	if (!m->qbits)
+	if (!m->q.bits)
 		return err_set("per-channel weights: the model is not quantised");
-	m->per_channel_dw = on;
+	m->q.per_channel_dw = on;
 	m->folded_dirty = 1;
 	return 0;
 }
 
 int model_set_weight_bits(model *m, int bits)
 {
-	if (!m->qbits)
+	if (!m->q.bits)
 		return err_set("weight bits: the model is not quantised");
-	if (bits < 2 || bits > m->qbits)
-		return err_set("weight bits: %d (2 to the activations' %d)", bits, m->qbits);
-	m->wbits = bits;
+	if (bits < 2 || bits > m->q.bits)
+		return err_set("weight bits: %d (2 to the activations' %d)", bits, m->q.bits);
+	m->q.wbits = bits;
 	m->folded_dirty = 1;
 	return 0;
 }
@@ -180,45 +196,45 @@ int model_quantize_as(model *m, int bits, int weight_bits, int per_channel_dw)
 
 int model_quant_points(const model *m)
 {
-	return m->nqp;
+	return m->q.npoints;
 }
 
 const char *model_quant_point_name(const model *m, int i)
 {
-	return i >= 0 && i < m->nqp ? m->nodes[m->qnode[i]].name : NULL;
+	return i >= 0 && i < m->q.npoints ? m->nodes[m->q.node[i]].name : NULL;
 }
 
 void model_set_stats(model *m, int on)
 {
-	m->qstats = on;
+	m->q.stats = on;
 }
 
 int model_load_ranges(model *m, const record *r)
 {
-	if (!m->nqp)
+	if (!m->q.npoints)
 		return err_set("ranges: the model is not quantised");
 	if (strcmp(r->kind, "ranges"))
 		return err_set("expected a ranges record, got '%s'", r->kind);
-	if (r->ntensors != m->nqp)
-		return err_set("ranges: %d tensors for the %d quantisation points of %s", r->ntensors, m->nqp,
+	if (r->ntensors != m->q.npoints)
+		return err_set("ranges: %d tensors for the %d quantisation points of %s", r->ntensors, m->q.npoints,
 			       model_name(m));
 	static const int64_t two[1] = {2};
-	for (int p = 0; p < m->nqp; p++) {
+	for (int p = 0; p < m->q.npoints; p++) {
 		const tensor *t = record_expect_shape(r, model_quant_point_name(m, p), DT_F32, 1, two);
 		if (!t)
 			return err_wrap("ranges");
 		const float *v = t->data;
 		if (!(v[0] <= v[1]))
 			return err_set("ranges: %s: min %g above max %g", t->name, v[0], v[1]);
-		memcpy(m->qrange + 2 * p, v, 2 * sizeof(float));
+		memcpy(m->q.range + 2 * p, v, 2 * sizeof(float));
 	}
-	m->qbatches = (long)meta_num(r, "batches", 0);
-	for (int p = 0; p < m->nqp; p++)
-		m->qa[p] = quant_act_params(m->qrange + 2 * p, m->qbits, !m->nodes[m->qnode[p]].nonneg);
+	m->q.batches = (long)meta_num(r, "batches", 0);
+	for (int p = 0; p < m->q.npoints; p++)
+		m->q.act[p] = quant_act_params(m->q.range + 2 * p, m->q.bits, !m->nodes[m->q.node[p]].nonneg);
 	for (int i = 0; i < m->nnodes; i++)
 		if (m->nodes[i].op == OP_CONV)
-			m->nodes[i].xfrac = m->qa[m->nodes[i].qp].frac;
-	m->qapply = 1;
+			m->nodes[i].xfrac = m->q.act[m->nodes[i].qp].frac;
+	m->q.apply = 1;
 	m->folded_dirty = 1;
 	return 0;
 }
@@ -229,7 +245,7 @@ static record *points_record(const model *m, const char *kind, const float *v)
 	if (!r)
 		return NULL;
 	static const int64_t two[1] = {2};
-	for (int p = 0; p < m->nqp; p++) {
+	for (int p = 0; p < m->q.npoints; p++) {
 		tensor *t = record_add(r, model_quant_point_name(m, p), DT_F32, 1, two);
 		if (!t) {
 			record_free(r);
@@ -243,15 +259,15 @@ static record *points_record(const model *m, const char *kind, const float *v)
 
 record *model_ranges_record(const model *m)
 {
-	record *r = points_record(m, "ranges", m->qrange);
+	record *r = points_record(m, "ranges", m->q.range);
 	if (r)
-		cJSON_AddNumberToObject(r->meta, "batches", (double)m->qbatches);
+		cJSON_AddNumberToObject(r->meta, "batches", (double)m->q.batches);
 	return r;
 }
 
 record *model_stats_record(const model *m)
 {
-	return points_record(m, "stats", m->qstat);
+	return points_record(m, "stats", m->q.stat);
 }
 
 /* A tensor "<name>.<suffix>" (too long a name is record_add's error). */
@@ -293,7 +309,7 @@ static tensor *add_ints(record *r, const char *name, const char *suffix, int ndi
 
 record *model_qparams_record(model *m)
 {
-	if (!m->qapply || !m->planned)
+	if (!m->q.apply || !m->planned)
 		return err_set("qparams: needs ranges and a plan"), NULL;
 	g_refold(m);
 	record *r = record_new("qparams");
@@ -304,7 +320,7 @@ record *model_qparams_record(model *m)
 		if (nd->op != OP_CONV)
 			continue;
 		const model_param *pw = &m->params_info[nd->pw];
-		const float *fw = m->folded + nd->foff, *fb = fw + ((pw->count + 15) & ~(size_t)15);
+		const float *fw = g_folded_weights(m, nd), *fb = g_folded_bias(m, nd);
 		int64_t cs[1] = {nd->c};
 		tensor *t = add(r, nd->name, "weight", DT_F32, pw->ndim, pw->shape);
 		if (!t)
@@ -317,8 +333,8 @@ record *model_qparams_record(model *m)
 		int32_t frac[3] = {nd->wfrac, nd->xfrac, nd->bfrac};
 		size_t per = pw->count / (size_t)nd->c;
 		for (int b = 0; b < 2; b++) { /* the integers at each channel's scale */
-			tensor *q = b ? add_ints(r, nd->name, "bias_q", 1, cs, 2 * m->qbits)
-				      : add_ints(r, nd->name, "weight_q", pw->ndim, pw->shape, m->qbits);
+			tensor *q = b ? add_ints(r, nd->name, "bias_q", 1, cs, 2 * m->q.bits)
+				      : add_ints(r, nd->name, "weight_q", pw->ndim, pw->shape, m->q.bits);
 			if (!q)
 				goto fail;
 			for (int k = 0; k < nd->c; k++)
@@ -338,8 +354,8 @@ record *model_qparams_record(model *m)
 		if (!add_i32(r, nd->name, "frac", 3, frac))
 			goto fail;
 	}
-	for (int p = 0; p < m->nqp; p++) {
-		const qact *a = &m->qa[p];
+	for (int p = 0; p < m->q.npoints; p++) {
+		const qact *a = &m->q.act[p];
 		int32_t v[3] = {a->frac, a->qmin, a->qmax};
 		const char *name = model_quant_point_name(m, p);
 		int64_t two[1] = {2};
@@ -349,9 +365,9 @@ record *model_qparams_record(model *m)
 		((float *)t->data)[0] = a->lo;
 		((float *)t->data)[1] = a->hi;
 	}
-	cJSON_AddNumberToObject(r->meta, "bits", m->qbits);
-	cJSON_AddNumberToObject(r->meta, "weight_bits", m->wbits);
-	cJSON_AddBoolToObject(r->meta, "per_channel_dw", m->per_channel_dw);
+	cJSON_AddNumberToObject(r->meta, "bits", m->q.bits);
+	cJSON_AddNumberToObject(r->meta, "weight_bits", m->q.wbits);
+	cJSON_AddBoolToObject(r->meta, "per_channel_dw", m->q.per_channel_dw);
 	cJSON_AddStringToObject(r->meta, "config", model_name(m));
 	return r;
 fail:
@@ -404,25 +420,25 @@ static int bias_param(const model *m, const gnode *nd)
 
 record *model_bias_calib_forward(model *m, const float *input, float *const *outputs)
 {
-	if (!m->qapply)
+	if (!m->q.apply)
 		return err_set("bias calibration: needs ranges"), NULL;
 	int *pos = malloc((size_t)m->nnodes * sizeof *pos);
 	if (!pos)
 		return err_set("out of memory"), NULL;
 	/* the float model as it was before any correction (else both passes move together
 	 * and the biases drift), then the quantised one; the stats are the float pass's */
-	if (!m->fparams) {
-		if (!(m->fparams = malloc(m->nfloats * sizeof(float)))) {
+	if (!m->q.float_params) {
+		if (!(m->q.float_params = malloc(m->nfloats * sizeof(float)))) {
 			free(pos);
 			return err_set("out of memory"), NULL;
 		}
-		memcpy(m->fparams, m->params, m->nfloats * sizeof(float));
+		memcpy(m->q.float_params, m->params, m->nfloats * sizeof(float));
 	}
 	float *current = m->params;
-	m->params = m->fparams;
-	m->qmeans = 1;
-	m->qstats = 1;
-	m->qapply = 0;
+	m->params = m->q.float_params;
+	m->q.means = 1;
+	m->q.stats = 1;
+	m->q.apply = 0;
 	m->folded_dirty = 1;
 	int rc = model_forward(m, input, outputs);
 	m->params = current;
@@ -444,8 +460,8 @@ record *model_bias_calib_forward(model *m, const float *input, float *const *out
 		memcpy(t->data, nd->cmean, (size_t)nd->c * sizeof(float));
 		pos[np++] = i;
 	}
-	m->qstats = 0;
-	m->qapply = 1;
+	m->q.stats = 0;
+	m->q.apply = 1;
 	m->folded_dirty = 1;
 	if (rc == 0)
 		rc = model_forward(m, input, outputs);
@@ -458,7 +474,7 @@ record *model_bias_calib_forward(model *m, const float *input, float *const *out
 		else
 			memcpy(t->data, nd->cmean, (size_t)nd->c * sizeof(float));
 	}
-	m->qmeans = 0;
+	m->q.means = 0;
 	free(pos);
 	if (rc < 0) {
 		record_free(stats);

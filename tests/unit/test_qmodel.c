@@ -28,7 +28,7 @@
  *   mask, a ReLU6 left in place or BN weights without their gradient through the fold
  *   move gradients by 1e-2 to 1 (see ref_qmodel.py). No BN batch statistics in the grads
  *   record; a second step on the same plan gives the same gradients bit for bit.
- * - forward --int8 (model_forward_int8) on the inference plan: every output bit-equal
+ * - forward --int8 (model_forward_integer) on the inference plan: every output bit-equal
  *   to the fake-quantised forward; refused on a training plan. The same for the other
  *   families' parity fixtures (tests/fixtures/model/tiny_resnet, tiny_regnet: a ReLU
  *   after the residual add, bilinear upsampling in the FPN; tiny_vgg: the L2Norm),
@@ -52,6 +52,7 @@
 #include "core/err.h"
 #include "fixture.h"
 #include "nn/model.h"
+#include "quant/qmodel.h"
 #include "kernels/quant.h"
 #include "core/stream.h"
 #include "core/tensor.h"
@@ -313,7 +314,7 @@ static void check_int_path(model *m, const tensor *img, const outbuf *sim, const
 	out_alloc(m, &iq);
 	for (int i = 0; i < 2; i++)
 		memset(iq.v[i], 0xff, out_count(&iq, i) * sizeof(float));
-	CHECK_MSG(model_forward_int8(m, img->data, iq.v) == 0, "%s: %s", what, err_msg());
+	CHECK_MSG(model_forward_integer(m, img->data, iq.v) == 0, "%s: %s", what, err_msg());
 	for (int i = 0; i < 2; i++) {
 		size_t n = out_count(&iq, i), differ = 0;
 		for (size_t j = 0; j < n; j++)
@@ -350,15 +351,15 @@ static void test_quantised(void)
 	/* forward --int8: the same model on integers, bit-equal to the simulation */
 	check_int_path(m, img, &inf, "tiny", 0);
 	/* the same on a plan without float activations, where the float forward is refused */
-	model_set_int8_only(m, 1);
+	model_set_integer_only(m, 1);
 	CHECK_MSG(model_plan(m, n, S, S, 0, 0) == 0, "%s", err_msg());
 	out_alloc(m, &o);
-	CHECK_MSG(model_forward_int8(m, img->data, o.v) == 0, "%s", err_msg());
+	CHECK_MSG(model_forward_integer(m, img->data, o.v) == 0, "%s", err_msg());
 	for (int i = 0; i < 2; i++)
 		CHECK(memcmp(o.v[i], inf.v[i], out_count(&o, i) * sizeof(float)) == 0);
 	CHECK(model_forward(m, img->data, o.v) < 0);
 	out_free(&o);
-	model_set_int8_only(m, 0);
+	model_set_integer_only(m, 0);
 
 	/* QAT: the training plan, stats on */
 	CHECK_MSG(model_plan(m, n, S, S, 1, 1) == 0, "%s", err_msg());
@@ -366,7 +367,7 @@ static void test_quantised(void)
 	out_alloc(m, &o);
 	float *dimg = calloc((size_t)tensor_numel(img), sizeof(float));
 	CHECK_MSG(model_forward(m, img->data, o.v) == 0, "%s", err_msg());
-	CHECK(model_forward_int8(m, img->data, o.v) < 0); /* inference only */
+	CHECK(model_forward_integer(m, img->data, o.v) < 0); /* inference only */
 	compare_outputs("training vs the reference", &o, NULL);
 	compare_outputs("training vs inference", &o, &inf);
 	record *st = model_stats_record(m);
