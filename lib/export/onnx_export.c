@@ -217,8 +217,8 @@ static int round_to_grid(exporter *e, const qact *a, const char *in, const char 
 static int conv(exporter *e, const gnode *nd, const char *in, const char *out)
 {
 	const model *m = e->m;
-	const model_param *pw = &m->params_info[nd->pw];
-	const float *w = g_param(m, nd->pw), *b = g_param(m, nd->pb);
+	const model_param *pw = &m->params_info[nd->wparam];
+	const float *w = g_param(m, nd->wparam), *b = g_param(m, nd->bparam);
 	if (nd->fold) {
 		/* folded (and quantised) weights and bias */
 		w = g_folded_weights(m, nd);
@@ -244,7 +244,7 @@ static int conv(exporter *e, const gnode *nd, const char *in, const char *out)
 static int batchnorm(exporter *e, const gnode *nd, const char *in, const char *out)
 {
 	const model *m = e->m;
-	int p[4] = {nd->pw, nd->pb, nd->prm, nd->prv};
+	int p[4] = {nd->wparam, nd->bparam, nd->prm, nd->prv};
 	static const char *const suf[4] = {"weight", "bias", "running_mean", "running_var"};
 	const char *ins[5] = {in};
 	int64_t d[1] = {nd->c};
@@ -307,7 +307,7 @@ static int l2norm(exporter *e, const gnode *nd, const char *in, const char *out)
 	char *wn = str(e, "%s.weight", nd->name), *en = str(e, "%s.eps", nd->name), *t1 = str(e, "%s.norm", nd->name),
 	     *t2 = str(e, "%s.norm_eps", nd->name), *t3 = str(e, "%s.unit", nd->name);
 	int64_t wd[4] = {1, nd->c, 1, 1};
-	if (!wn || !en || !t1 || !t2 || !t3 || initializer(e, wn, 0, 4, wd, g_param(m, nd->pw), nd->c, 0) < 0 ||
+	if (!wn || !en || !t1 || !t2 || !t3 || initializer(e, wn, 0, 4, wd, g_param(m, nd->wparam), nd->c, 0) < 0 ||
 	    initializer(e, en, 0, 0, NULL, &nd->eps, 1, 1) < 0)
 		return -1;
 	attr a[2] = {{.name = "axes", .type = A_INTS, .n = 1, .ints = {1}}, {.name = "keepdims", .type = A_INT, .i = 1}};
@@ -865,7 +865,7 @@ int onnx_export(model *m, const onnx_options *o, const char *path, onnx_info *in
 	/* the flatten nodes' inputs are the outputs: "<output>_<level>" */
 	int nout = 0;
 	onnx_info inf = {.opset = o->opset, .ir_version = o->opset >= 11 ? 6 : 4,
-			 .input_shape = {batch, 3, m->ph, m->pw}};
+			 .input_shape = {batch, 3, m->plan_h, m->plan_w}};
 	for (int k = 0; k < m->noutputs; k++) {
 		const gnode *fl = &m->nodes[m->outputs[k]];
 		if (fl->op != OP_FLATTEN) {

@@ -202,7 +202,7 @@ static int bn_forward_synced(model *m, gnode *nd, float *y, const float *x, int 
 		nd->varu[ch] = (float)(nmm[3 * ch + 2] / (count - 1));
 	}
 	nd->count = count;
-	batchnorm2d_normalise(y, x, mean, nd->rstd, g_param(m, nd->pw), g_param(m, nd->pb), nd->n, c, hw);
+	batchnorm2d_normalise(y, x, mean, nd->rstd, g_param(m, nd->wparam), g_param(m, nd->bparam), nd->n, c, hw);
 	return 0;
 }
 
@@ -213,7 +213,7 @@ static int bn_backward_synced(model *m, gnode *nd, float *dx, const float *dy, c
 	int c = nd->c;
 	double *sg = m->sync_buf, *sgc = sg + c;
 	batchnorm2d_grad_sums(sg, sgc, dy, x, nd->mean, nd->n, c, hw);
-	float *dw = g_grad(m, nd->pw), *db = g_grad(m, nd->pb);
+	float *dw = g_grad(m, nd->wparam), *db = g_grad(m, nd->bparam);
 	for (int ch = 0; ch < c; ch++) {
 		if (dw)
 			dw[ch] += (float)(sgc[ch] * nd->rstd[ch]);
@@ -224,7 +224,7 @@ static int bn_backward_synced(model *m, gnode *nd, float *dx, const float *dy, c
 		return 0;
 	if (m->sync->sum(sg, 2 * (size_t)c) < 0)
 		return err_wrap("BN gradient sums over the replicas");
-	batchnorm2d_grad_input(dx, dy, x, nd->mean, nd->rstd, g_param(m, nd->pw), sg, sgc, nd->count, nd->n, c, hw);
+	batchnorm2d_grad_input(dx, dy, x, nd->mean, nd->rstd, g_param(m, nd->wparam), sg, sgc, nd->count, nd->n, c, hw);
 	return 0;
 }
 
@@ -243,7 +243,7 @@ static int forward_node(model *m, int i)
 			const float *fw = g_folded_weights(m, nd), *fb = g_folded_bias(m, nd);
 			rc = conv2d_forward(y, x, fw, fb, m->ws, &nd->cd);
 		} else {
-			rc = conv2d_forward(y, x, g_param(m, nd->pw), g_param(m, nd->pb), m->ws, &nd->cd);
+			rc = conv2d_forward(y, x, g_param(m, nd->wparam), g_param(m, nd->bparam), m->ws, &nd->cd);
 		}
 		if (rc == 0 && m->q.means)
 			channel_means(nd->cmean, y, nd->n, nd->c, hw);
@@ -255,9 +255,9 @@ static int forward_node(model *m, int i)
 		if (m->train && m->sync)
 			return bn_forward_synced(m, nd, y, x, hw);
 		if (m->train)
-			return batchnorm2d_forward_train(y, nd->mean, nd->rstd, nd->varu, x, g_param(m, nd->pw), g_param(m, nd->pb),
+			return batchnorm2d_forward_train(y, nd->mean, nd->rstd, nd->varu, x, g_param(m, nd->wparam), g_param(m, nd->bparam),
 							 nd->eps, nd->n, nd->c, hw);
-		batchnorm2d_forward_eval(y, x, g_param(m, nd->pw), g_param(m, nd->pb), g_param(m, nd->prm), g_param(m, nd->prv), nd->eps, nd->n,
+		batchnorm2d_forward_eval(y, x, g_param(m, nd->wparam), g_param(m, nd->bparam), g_param(m, nd->prm), g_param(m, nd->prv), nd->eps, nd->n,
 					 nd->c, hw);
 		return 0;
 	case OP_RELU:
@@ -293,7 +293,7 @@ static int forward_node(model *m, int i)
 		maxpool2d_forward(y, m->train ? nd->argmax : NULL, x, &nd->pd);
 		return 0;
 	case OP_L2NORM:
-		l2norm_forward(y, x, g_param(m, nd->pw), nd->eps, nd->n, nd->c, hw);
+		l2norm_forward(y, x, g_param(m, nd->wparam), nd->eps, nd->n, nd->c, hw);
 		return 0;
 	case OP_FLATTEN:
 		flatten_forward(m, nd, y);
@@ -371,7 +371,7 @@ static int backward_node(model *m, int i)
 			if (conv2d_backward(dx, gw, gb, dy, x, fw, m->ws, &nd->cd) < 0)
 				return -1;
 			g_unfold_grads(m, nd, gw, gb);
-		} else if (conv2d_backward(dx, g_grad(m, nd->pw), g_grad(m, nd->pb), dy, x, g_param(m, nd->pw), m->ws, &nd->cd) < 0) {
+		} else if (conv2d_backward(dx, g_grad(m, nd->wparam), g_grad(m, nd->bparam), dy, x, g_param(m, nd->wparam), m->ws, &nd->cd) < 0) {
 			return -1;
 		}
 		break;
@@ -383,7 +383,7 @@ static int backward_node(model *m, int i)
 			if (bn_backward_synced(m, nd, dx, dy, x, hw) < 0)
 				return -1;
 		} else {
-			batchnorm2d_backward_train(dx, g_grad(m, nd->pw), g_grad(m, nd->pb), dy, x, nd->mean, nd->rstd, g_param(m, nd->pw),
+			batchnorm2d_backward_train(dx, g_grad(m, nd->wparam), g_grad(m, nd->bparam), dy, x, nd->mean, nd->rstd, g_param(m, nd->wparam),
 						   nd->n, nd->c, hw);
 		}
 		break;
@@ -433,7 +433,7 @@ static int backward_node(model *m, int i)
 		break;
 	case OP_L2NORM:
 		dx = dst_of(m, nd, 0);
-		l2norm_backward(dx, g_grad(m, nd->pw), dy, x, g_param(m, nd->pw), nd->eps, nd->n, nd->c, hw);
+		l2norm_backward(dx, g_grad(m, nd->wparam), dy, x, g_param(m, nd->wparam), nd->eps, nd->n, nd->c, hw);
 		break;
 	case OP_FLATTEN:
 		for (int j = 0; j < nd->nin; j++) {

@@ -13,13 +13,13 @@ void g_refold(model *m)
 		gnode *nd = &m->nodes[i];
 		if (!nd->fold)
 			continue;
-		const float *w = g_param(m, nd->pw), *b = g_param(m, nd->pb);
-		size_t wc = m->params_info[nd->pw].count, c = (size_t)nd->c;
+		const float *w = g_param(m, nd->wparam), *b = g_param(m, nd->bparam);
+		size_t wc = m->params_info[nd->wparam].count, c = (size_t)nd->c;
 		float *fw = g_folded_weights(m, nd), *fb = g_folded_bias(m, nd);
 		memcpy(fw, w, wc * sizeof(float));
 		if (nd->fold_bn) {
 			const gnode *bn = &m->nodes[i + 1];
-			quant_fold_bn(fw, c, wc / c, b, g_param(m, bn->pw), g_param(m, bn->pb), g_param(m, bn->prm), g_param(m, bn->prv), bn->eps,
+			quant_fold_bn(fw, c, wc / c, b, g_param(m, bn->wparam), g_param(m, bn->bparam), g_param(m, bn->prm), g_param(m, bn->prv), bn->eps,
 				      fb);
 		} else if (b) {
 			memcpy(fb, b, c * sizeof(float));
@@ -51,8 +51,8 @@ void g_refold(model *m)
  * quantisation passes the gradient straight through. */
 void g_unfold_grads(model *m, const gnode *nd, const float *gw, const float *gb)
 {
-	size_t wc = m->params_info[nd->pw].count, c = (size_t)nd->c, per = wc / c;
-	float *dw = g_grad(m, nd->pw), *db = g_grad(m, nd->pb);
+	size_t wc = m->params_info[nd->wparam].count, c = (size_t)nd->c, per = wc / c;
+	float *dw = g_grad(m, nd->wparam), *db = g_grad(m, nd->bparam);
 	if (!nd->fold_bn) {
 		memcpy(dw, gw, wc * sizeof(float));
 		if (db)
@@ -60,8 +60,8 @@ void g_unfold_grads(model *m, const gnode *nd, const float *gw, const float *gb)
 		return;
 	}
 	const gnode *bn = nd + 1;
-	const float *w = g_param(m, nd->pw), *b = g_param(m, nd->pb), *g = g_param(m, bn->pw), *rm = g_param(m, bn->prm), *rv = g_param(m, bn->prv);
-	float *dg = g_grad(m, bn->pw), *dbeta = g_grad(m, bn->pb);
+	const float *w = g_param(m, nd->wparam), *b = g_param(m, nd->bparam), *g = g_param(m, bn->wparam), *rm = g_param(m, bn->prm), *rv = g_param(m, bn->prv);
+	float *dg = g_grad(m, bn->wparam), *dbeta = g_grad(m, bn->bparam);
 #pragma omp parallel for schedule(static) if (wc >= 65536)
 	for (size_t k = 0; k < c; k++) {
 		float sigma = sqrtf(rv[k] + bn->eps), s = g[k] / sigma, b0 = (b ? b[k] : 0.0f) - rm[k];

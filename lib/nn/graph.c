@@ -36,7 +36,7 @@ static int add_node(model *m, enum op op, const char *name)
 		return err_set("layer name too long: %s", name);
 	strcpy(nd->name, name);
 	nd->part = !strncmp(name, "neck", 4) ? PART_NECK : !strncmp(name, "bbox_head", 9) ? PART_HEAD : PART_BACKBONE;
-	nd->pw = nd->pb = nd->prm = nd->prv = nd->ref = -1;
+	nd->wparam = nd->bparam = nd->prm = nd->prv = nd->ref = -1;
 	nd->store = nd->gstore = nd->tmp = -1;
 	return m->nnodes++;
 }
@@ -112,18 +112,18 @@ int g_conv_pad(model *m, const char *name, int in, int cout, int k, int stride, 
 	nd->groups = groups;
 	int64_t ws[4] = {cout, cin / groups, k, k};
 	int fan_in = cin / groups * k * k, fan_out = cout * k * k;
-	if ((nd->pw = add_param(m, name, "weight", PK_WEIGHT, 4, ws, nd->part)) < 0)
+	if ((nd->wparam = add_param(m, name, "weight", PK_WEIGHT, 4, ws, nd->part)) < 0)
 		return -1;
-	m->params_info[nd->pw].conv = 1;
-	m->params_info[nd->pw].fan_in = fan_in;
-	m->params_info[nd->pw].fan_out = fan_out;
+	m->params_info[nd->wparam].conv = 1;
+	m->params_info[nd->wparam].fan_in = fan_in;
+	m->params_info[nd->wparam].fan_out = fan_out;
 	if (bias) {
 		int64_t bs[1] = {cout};
-		if ((nd->pb = add_param(m, name, "bias", PK_BIAS, 1, bs, nd->part)) < 0)
+		if ((nd->bparam = add_param(m, name, "bias", PK_BIAS, 1, bs, nd->part)) < 0)
 			return -1;
-		m->params_info[nd->pb].conv = 1;
-		m->params_info[nd->pb].fan_in = fan_in;
-		m->params_info[nd->pb].fan_out = fan_out;
+		m->params_info[nd->bparam].conv = 1;
+		m->params_info[nd->bparam].fan_in = fan_in;
+		m->params_info[nd->bparam].fan_out = fan_out;
 	}
 	return id;
 }
@@ -141,12 +141,12 @@ int g_bn(model *m, const char *name, int in)
 	nd->c = m->nodes[in].c;
 	nd->eps = m->bn_eps;
 	int64_t s[1] = {nd->c};
-	if ((nd->pw = add_param(m, name, "weight", PK_WEIGHT, 1, s, nd->part)) < 0 ||
-	    (nd->pb = add_param(m, name, "bias", PK_BIAS, 1, s, nd->part)) < 0 ||
+	if ((nd->wparam = add_param(m, name, "weight", PK_WEIGHT, 1, s, nd->part)) < 0 ||
+	    (nd->bparam = add_param(m, name, "bias", PK_BIAS, 1, s, nd->part)) < 0 ||
 	    (nd->prm = add_param(m, name, "running_mean", PK_RUNNING_MEAN, 1, s, nd->part)) < 0 ||
 	    (nd->prv = add_param(m, name, "running_var", PK_RUNNING_VAR, 1, s, nd->part)) < 0)
 		return -1;
-	m->params_info[nd->pw].init = 1;
+	m->params_info[nd->wparam].init = 1;
 	m->params_info[nd->prv].init = 1;
 	return id;
 }
@@ -237,9 +237,9 @@ int g_l2norm(model *m, const char *name, int in, float scale)
 	gnode *nd = &m->nodes[id];
 	nd->eps = 1e-10f;
 	int64_t s[1] = {nd->c};
-	if ((nd->pw = add_param(m, name, "weight", PK_WEIGHT, 1, s, nd->part)) < 0)
+	if ((nd->wparam = add_param(m, name, "weight", PK_WEIGHT, 1, s, nd->part)) < 0)
 		return -1;
-	m->params_info[nd->pw].init = scale;
+	m->params_info[nd->wparam].init = scale;
 	return id;
 }
 

@@ -46,7 +46,7 @@ typedef struct gnode {
 	int n, h, w;               /* output shape at the planned size (flatten: h = rows, w = 1) */
 	/* conv */
 	int k, stride, pad, dil, groups;
-	int pw, pb;                /* parameter indices, -1 none (conv, bn, l2norm weights) */
+	int wparam, bparam;        /* weight and bias parameter indices, -1 none (conv, bn, l2norm) */
 	conv2d_desc cd;
 	/* bn */
 	int prm, prv;              /* running mean / var parameters */
@@ -136,7 +136,7 @@ struct model {
 	int outputs[4];
 	char output_names[4][16];
 	/* plan */
-	int planned, pn, ph, pw, train, input_grad;
+	int planned, plan_n, plan_h, plan_w, train, input_grad; /* the planned input shape */
 	int nstores, scap;
 	storage *stores;
 	int nbufs;
@@ -157,7 +157,11 @@ struct model {
 	long prof_calls;
 };
 
-/* ---- building (model.c's builders call these; each returns the node id or -1) ---- */
+/* ---- arch.c: a "model" section into the graph's nodes, parameters allocated (g_finish);
+ * -1 (err) naming the key. ---- */
+int arch_build(model *m, const cJSON *model_section, const char *where);
+
+/* ---- building (arch.c's builders call these; each returns the node id or -1) ---- */
 int g_input(model *m, int c);
 /* g_conv: padding (k - 1) / 2, dilation 1; g_conv_pad: any */
 int g_conv(model *m, const char *name, int in, int cout, int k, int stride, int groups, int bias);
@@ -198,7 +202,7 @@ static inline size_t g_round16(size_t n)
 }
 static inline size_t g_folded_floats(const model *m, const gnode *nd)
 {
-	return g_round16(m->params_info[nd->pw].count) + g_round16((size_t)nd->c);
+	return g_round16(m->params_info[nd->wparam].count) + g_round16((size_t)nd->c);
 }
 static inline float *g_folded_weights(const model *m, const gnode *nd)
 {
@@ -206,7 +210,7 @@ static inline float *g_folded_weights(const model *m, const gnode *nd)
 }
 static inline float *g_folded_bias(const model *m, const gnode *nd)
 {
-	return m->folded + nd->foff + g_round16(m->params_info[nd->pw].count);
+	return m->folded + nd->foff + g_round16(m->params_info[nd->wparam].count);
 }
 /* Folds (and with ranges loaded, quantises) every folded conv's weights and bias. */
 void g_refold(model *m);

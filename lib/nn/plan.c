@@ -329,9 +329,9 @@ int model_plan(model *m, int n, int h, int w, int train, int input_grad)
 	if (m->fgrad_floats && !(m->fgrad = aligned_zalloc(m->fgrad_floats * sizeof(float))))
 		return -1;
 	m->folded_dirty = 1;
-	m->pn = n;
-	m->ph = h;
-	m->pw = w;
+	m->plan_n = n;
+	m->plan_h = h;
+	m->plan_w = w;
 	plan_fused_acts(m);
 	m->planned = 1;
 	return 0;

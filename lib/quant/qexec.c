@@ -363,7 +363,7 @@ static int make_conv(model *m, struct qexec *x, int i)
 static int prepare(model *m)
 {
 	struct qexec *x = m->q.exec;
-	if (!x || x->n != m->pn || x->h != m->ph || x->w != m->pw) {
+	if (!x || x->n != m->plan_n || x->h != m->plan_h || x->w != m->plan_w) {
 		qexec_free(m);
 		if (!(x = m->q.exec = calloc(1, sizeof *x)) || !(x->q = calloc((size_t)m->nnodes, sizeof *x->q)))
 			return err_set("out of memory");
@@ -374,7 +374,7 @@ static int prepare(model *m)
 			return -1;
 		if (!(x->act = malloc(bytes ? bytes : 1)))
 			return err_set("int8: out of memory for %zu bytes of activations", bytes);
-		x->n = m->pn, x->h = m->ph, x->w = m->pw;
+		x->n = m->plan_n, x->h = m->plan_h, x->w = m->plan_w;
 		x->fold_gen = -1;
 	}
 	g_refresh_folds(m);
@@ -498,7 +498,7 @@ static int run_node(model *m, int i, const float *input, float *const *outputs)
 	}
 	case QK_L2NORM: {
 		const qnode *qs = &x->q[p->in[0]];
-		ql2norm(out, x->act + qs->off, fmt(x, qs), qs->frac, model_param_data(m, p->pw), p->eps, p->n, p->c,
+		ql2norm(out, x->act + qs->off, fmt(x, qs), qs->frac, model_param_data(m, p->wparam), p->eps, p->n, p->c,
 			p->h * p->w, &m->q.act[nd->qp]);
 		return 0;
 	}

@@ -1,5 +1,5 @@
 /* qmodel: the graph's quantisation points, ranges, stats and quantised parameters
- * (model.h, quant.h; docs/quantisation.md). */
+ * (qmodel.h, kernels/quant.h; docs/quantisation.md). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,7 +115,7 @@ int model_quantize(model *m, int bits)
 		q->in[0] = map[i];
 		q->c = nd->c;
 		q->nonneg = nd->nonneg;
-		q->pw = q->pb = q->prm = q->prv = q->ref = -1;
+		q->wparam = q->bparam = q->prm = q->prv = q->ref = -1;
 		q->store = q->gstore = q->tmp = -1;
 		map[i] = k++;
 	}
@@ -319,7 +319,7 @@ record *model_qparams_record(model *m)
 		const gnode *nd = &m->nodes[i];
 		if (nd->op != OP_CONV)
 			continue;
-		const model_param *pw = &m->params_info[nd->pw];
+		const model_param *pw = &m->params_info[nd->wparam];
 		const float *fw = g_folded_weights(m, nd), *fb = g_folded_bias(m, nd);
 		int64_t cs[1] = {nd->c};
 		tensor *t = add(r, nd->name, "weight", DT_F32, pw->ndim, pw->shape);
@@ -415,7 +415,7 @@ int ranges_update(record *ranges, const record *stats)
  * its own bias; -1 for neither. Valid after a plan (folds). */
 static int bias_param(const model *m, const gnode *nd)
 {
-	return nd->fold_bn ? (nd + 1)->pb : nd->pb;
+	return nd->fold_bn ? (nd + 1)->bparam : nd->bparam;
 }
 
 record *model_bias_calib_forward(model *m, const float *input, float *const *outputs)
