@@ -14,6 +14,7 @@
 #include <archive_entry.h>
 
 #include "core/err.h"
+#include "core/str.h"
 
 /* The limits of pth.h's promise (docs/training.md, "Pretrained weights"). */
 #define ENTRY_MAX ((size_t)4 << 30)        /* one zip member */
@@ -1243,12 +1244,6 @@ record *pth_read(const char *path)
 
 /* ---------------------------------------------------------------- mapping */
 
-static int is_batches_tracked(const char *name)
-{
-	size_t n = strlen(name), k = strlen(".num_batches_tracked");
-	return n >= k && !strcmp(name + n - k, ".num_batches_tracked");
-}
-
 /* torchvision's RegNet (regnet_x_800mf ...) names its modules differently from mmdet's
  * RegNet, whose names the model uses (a ResNet layout): the stem is stem.0/stem.1, stage
  * S's block I is trunk_output.blockS.blockS-I with proj (the downsample) and f.a/f.b/f.c
@@ -1410,7 +1405,7 @@ int pth_load_into(record *params, const record *sd, const char *prefix, pth_summ
 	}
 	for (int i = 0; i < sd->ntensors; i++) {
 		const tensor *t = &sd->tensors[i];
-		if (is_batches_tracked(t->name))
+		if (ends_with(t->name, ".num_batches_tracked"))
 			continue;
 		tensor *p = model_name_of(t->name, &nm, prefix, name, sizeof name) ? record_find(params, name) : NULL;
 		if (!p) {
@@ -1455,7 +1450,7 @@ int pth_load_into(record *params, const record *sd, const char *prefix, pth_summ
 	}
 	for (int i = 0; i < params->ntensors; i++) {
 		const char *pn = params->tensors[i].name;
-		if (strncmp(pn, prefix, plen) || is_batches_tracked(pn))
+		if (strncmp(pn, prefix, plen) || ends_with(pn, ".num_batches_tracked"))
 			continue;
 		if (set[i])
 			setn[nset++] = (char *)pn + plen;
