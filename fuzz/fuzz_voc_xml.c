@@ -1,4 +1,4 @@
-/* Fuzzes VOC annotation parsing (lib/data/voc.c: voc_parse_xml, voc_check_boxes) as
+/* Fuzzes VOC annotation parsing (lib/data/voc_xml.c: voc_parse_xml, voc_check_boxes) as
  * voc-decode reads an Annotations/<id>.xml, with the 20 VOC classes and BCCD's 3. */
 #include <stdint.h>
 #include <stdlib.h>
