@@ -1,7 +1,7 @@
-/* Fuzzes VOC datasets in archives (lib/data/voc_archive.c, voc.c and voc_reader.c over libarchive): the input is a .tar,
- * .tar.gz or .zip (libarchive finds which from the bytes), opened as voc-decode opens
- * one, split "train", and read to the end with images decoded: split lists,
- * annotations and images together. */
+/* Fuzzes VOC datasets in archives (lib/data/voc_archive.c, voc.c and voc_reader.c over
+ * libarchive): the input is a .tar, .tar.gz or .zip (libarchive finds which from the
+ * bytes), opened as voc-decode opens one, split "train", and read to the end with
+ * images decoded: split lists, annotations and images together. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
