@@ -29,6 +29,8 @@ struct pickle {
 
 static pickle_value mark_value = {.type = PICKLE_MARK};
 
+/* The budget grows with the bytes read (the whole buffer's, from data[0]), so a
+ * pickle's values may take in proportion to its size, a bomb's cannot. */
 int pickle_charge(pickle *u, size_t bytes)
 {
 	size_t read = (size_t)(u->p - u->start), limit = u->base + VALUES_PER_BYTE * read;
