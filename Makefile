@@ -97,7 +97,8 @@ FUZZ_CI_S ?= 5
 FUZZ_DIR  := build/fuzz
 FUZZ_SRC  := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRC:fuzz/%.c=$(FUZZ_DIR)/%)
-FUZZ_LIB  := core/err core/input_limits core/tensor core/stream core/files core/config core/boxes data/image \
+FUZZ_LIB  := core/err core/input_limits core/tensor core/stream core/files core/config core/boxes core/rng core/str core/pickle \
+	core/array data/image data/classes data/voc_xml data/voc_archive data/voc_reader \
 	data/image_record data/voc data/coco train/optim ssd/detect ssd/anchors nn/pth
 FUZZ_OBJ  := $(FUZZ_LIB:%=$(FUZZ_DIR)/lib/%.o)
 FUZZ_FLAGS = -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \

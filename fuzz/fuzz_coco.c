@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "data/coco.h"
+#include "data/classes.h"
 #include "data/voc.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -1,14 +1,14 @@
-/* Fuzzes VOC datasets in archives (lib/data/voc.c over libarchive): the input is a .tar,
- * .tar.gz or .zip (libarchive finds which from the bytes), opened as voc-decode opens
- * one, split "train", and read to the end with images decoded: split lists,
- * annotations and images together. */
+/* Fuzzes VOC datasets in archives (lib/data/voc_archive.c, voc.c and voc_reader.c over
+ * libarchive): the input is a .tar, .tar.gz or .zip (libarchive finds which from the
+ * bytes), opened as voc-decode opens one, split "train", and read to the end with
+ * images decoded: split lists, annotations and images together. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "data/voc.h"
+#include "data/voc_reader.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

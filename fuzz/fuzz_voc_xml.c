@@ -1,9 +1,9 @@
-/* Fuzzes VOC annotation parsing (lib/data/voc.c: voc_parse_xml, voc_check_boxes) as
+/* Fuzzes VOC annotation parsing (lib/data/voc_xml.c: voc_parse_xml, voc_check_boxes) as
  * voc-decode reads an Annotations/<id>.xml, with the 20 VOC classes and BCCD's 3. */
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "data/voc.h"
+#include "data/voc_xml.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

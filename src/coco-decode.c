@@ -7,7 +7,7 @@
 #include "core/stream.h"
 #include "tool/tool.h"
 #include "data/coco.h"
-#include "data/voc.h"
+#include "data/voc_reader.h"
 
 static void usage(void)
 {

@@ -10,7 +10,7 @@
 #include "train/dist.h"
 #include "core/stream.h"
 #include "tool/tool.h"
-#include "data/voc.h"
+#include "data/classes.h"
 #include "eval/voc_ap.h"
 
 static void usage(void)

@@ -6,7 +6,7 @@
 
 #include "core/stream.h"
 #include "tool/tool.h"
-#include "data/voc.h"
+#include "data/voc_reader.h"
 
 static void usage(void)
 {

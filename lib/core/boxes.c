@@ -56,11 +56,6 @@ void box_centre_size(float *cs, const float *boxes, int64_t n)
 		centre_size(cs + 4 * i, boxes + 4 * i);
 }
 
-static float clampf(float v, float lo, float hi)
-{
-	return v < lo ? lo : v > hi ? hi : v;
-}
-
 void box_decode(float *boxes, const float *anchors, const float *deltas, int64_t n, const box_coder *c,
 		float max_w, float max_h)
 {

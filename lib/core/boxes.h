@@ -6,6 +6,12 @@
 
 #include <stdint.h>
 
+/* v clamped to [lo, hi]: box coordinates to the image, deltas to the coder's bound. */
+static inline float clampf(float v, float lo, float hi)
+{
+	return v < lo ? lo : v > hi ? hi : v;
+}
+
 /* IoU of a and b. extra = 0: widths are x2 - x1 (mmdet 2.x); extra = 1: x2 - x1 + 1 (VOC
  * "legacy" pixel coordinates). Computed in float in mmdet's bbox_overlaps order (area a +
  * area b - overlap, union at least FLT_EPSILON), so thresholds fall on the same side. */

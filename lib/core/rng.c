@@ -82,3 +82,24 @@ void rng_permutation(rng *r, int *perm, int n)
 		perm[j] = t;
 	}
 }
+
+/* Uniform in [0, n) from splitmix64 without modulo bias. */
+static uint64_t splitmix64_below(uint64_t *state, uint64_t n)
+{
+	uint64_t limit = UINT64_MAX - UINT64_MAX % n, r;
+	do
+		r = splitmix64(state);
+	while (r >= limit);
+	return r % n;
+}
+
+void splitmix64_shuffle(long *v, long n, uint64_t seed)
+{
+	uint64_t st = seed;
+	for (long i = n - 1; i > 0; i--) {
+		long j = (long)splitmix64_below(&st, (uint64_t)i + 1);
+		long t = v[i];
+		v[i] = v[j];
+		v[j] = t;
+	}
+}

@@ -26,4 +26,10 @@ uint32_t rng_randint(rng *r, uint32_t n);
 /* A uniform random permutation of 0..n-1 into perm (Fisher-Yates). */
 void rng_permutation(rng *r, int *perm, int n);
 
+/* Fisher-Yates over v[0..n) drawing straight from a splitmix64 stream started at seed,
+ * not from xoshiro: the order the datasets' seeded shuffle (voc-decode --shuffle) has
+ * always given, kept bit for bit. A draw in [0, k) rejects the top 2^64 mod k values,
+ * or k of them when k divides 2^64. */
+void splitmix64_shuffle(long *v, long n, uint64_t seed);
+
 #endif

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/boxes.h"
 #include "core/err.h"
 
 /* Largest image side accepted: keeps every canvas index (4x expand of it) far inside int. */
@@ -175,11 +176,6 @@ int aug_boxes_crop(float *boxes, int32_t *labels, int n, int x0, int y0, int x1,
 		labels[k++] = labels[i];
 	}
 	return k;
-}
-
-static float clampf(float v, float lo, float hi)
-{
-	return v < lo ? lo : v > hi ? hi : v;
 }
 
 void aug_boxes_resize(float *boxes, int n, int w, int h, int size)

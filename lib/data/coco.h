@@ -18,6 +18,7 @@
 
 #include <stdint.h>
 
+#include "data/classes.h"
 #include "data/voc.h"
 
 typedef struct coco_image {

@@ -3,14 +3,13 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 
 #include "core/err.h"
 #include "core/files.h"
+#include "core/str.h"
 #include "data/image_record.h"
 
 struct item {
@@ -31,27 +30,6 @@ struct imgsrc {
 	int a_index;
 };
 
-static char *xprintf(const char *fmt, ...) ERR_PRINTF(1, 2);
-static char *xprintf(const char *fmt, ...)
-{
-	va_list ap;
-	char *s;
-	va_start(ap, fmt);
-	int n = vasprintf(&s, fmt, ap);
-	va_end(ap);
-	if (n < 0) {
-		err_set("out of memory");
-		return NULL;
-	}
-	return s;
-}
-
-static int ends_with(const char *s, const char *suffix)
-{
-	size_t n = strlen(s), k = strlen(suffix);
-	return n > k && !strcasecmp(s + n - k, suffix);
-}
-
 /* Names a directory or an archive holds as images. */
 static int image_name(const char *name)
 {
@@ -59,14 +37,15 @@ static int image_name(const char *name)
 	base = base ? base + 1 : name;
 	if (base[0] == '.')
 		return 0;
-	return ends_with(base, ".jpg") || ends_with(base, ".jpeg") || ends_with(base, ".png");
+	return ends_with_nocase(base, ".jpg") || ends_with_nocase(base, ".jpeg") || ends_with_nocase(base, ".png");
 }
 
 static int archive_name(const char *name)
 {
 	static const char *const exts[] = {".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz", ".tar.zst", ".zip"};
+	/* a file named only ".zip" is not taken for an archive */
 	for (size_t i = 0; i < sizeof exts / sizeof *exts; i++)
-		if (ends_with(name, exts[i]))
+		if (ends_with_nocase(name, exts[i]) && strlen(name) > strlen(exts[i]))
 			return 1;
 	return 0;
 }
@@ -129,7 +108,7 @@ static int rel_cmp(const void *a, const void *b)
 /* Collects the image names under dir/sub ("" at the top) into *rels. */
 static int scan_dir(const char *dir, const char *sub, int recursive, char ***rels, long *n, long *cap)
 {
-	char *path = sub[0] ? xprintf("%s/%s", dir, sub) : strdup(dir);
+	char *path = sub[0] ? str_printf("%s/%s", dir, sub) : strdup(dir);
 	if (!path)
 		return err_set("out of memory");
 	DIR *d = opendir(path);
@@ -143,8 +122,8 @@ static int scan_dir(const char *dir, const char *sub, int recursive, char ***rel
 	while (rc == 0 && (e = readdir(d))) {
 		if (e->d_name[0] == '.')
 			continue;
-		char *rel = sub[0] ? xprintf("%s/%s", sub, e->d_name) : strdup(e->d_name);
-		char *full = rel ? xprintf("%s/%s", dir, rel) : NULL;
+		char *rel = sub[0] ? str_printf("%s/%s", sub, e->d_name) : strdup(e->d_name);
+		char *full = rel ? str_printf("%s/%s", dir, rel) : NULL;
 		struct stat st;
 		if (!full) {
 			free(rel);
@@ -191,7 +170,7 @@ static int open_dir(imgsrc *s, const char *arg, int recursive)
 		qsort(rels, (size_t)n, sizeof *rels, rel_cmp);
 	for (long i = 0; i < n; i++) {
 		if (rc == 0) {
-			char *file = xprintf("%s/%s", dir, rels[i]);
+			char *file = str_printf("%s/%s", dir, rels[i]);
 			rc = add_item(s, rels[i], arg, file, file ? strdup(file) : NULL, -1, NULL);
 		}
 		free(rels[i]);
@@ -230,7 +209,7 @@ static int open_archive(imgsrc *s, const char *path)
 		/* the resource-fork shadows macOS puts into zips */
 		if (archive_entry_filetype(e) != AE_IFREG || !image_name(name) || !strncmp(name, "__MACOSX/", 9))
 			continue;
-		rc = add_item(s, name, path, xprintf("%s:%s", path, name), NULL, ai, name);
+		rc = add_item(s, name, path, str_printf("%s:%s", path, name), NULL, ai, name);
 	}
 	if (rc == 0 && r != ARCHIVE_EOF)
 		rc = err_set("%s: %s", path, archive_error_string(a));

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/array.h"
 #include "core/err.h"
 
 const char *const coco_stat_names[COCO_NSTATS] = {
@@ -59,21 +60,6 @@ void coco_eval_free(coco_eval *e)
 	free(e);
 }
 
-static int grow(void *p, long *cap, long need, size_t elem)
-{
-	if (need <= *cap)
-		return 0;
-	long n = *cap ? *cap * 2 : 256;
-	while (n < need)
-		n *= 2;
-	void *q = realloc(*(void **)p, (size_t)n * elem);
-	if (!q)
-		return err_set("out of memory");
-	*(void **)p = q;
-	*cap = n;
-	return 0;
-}
-
 /* Position of id in the sorted image list, or where it would go (*found 0). */
 static long find_image(const coco_eval *e, int64_t id, int *found)
 {
@@ -95,7 +81,7 @@ int coco_eval_add_image(coco_eval *e, int64_t image_id)
 	long at = find_image(e, image_id, &found);
 	if (found)
 		return err_set("image %lld registered twice", (long long)image_id);
-	if (grow(&e->images, &e->images_cap, e->nimages + 1, sizeof *e->images) < 0)
+	if (array_grow(&e->images, &e->images_cap, e->nimages + 1, sizeof *e->images) < 0)
 		return -1;
 	/* ids mostly come in ascending order: the move is usually empty */
 	memmove(e->images + at + 1, e->images + at, (size_t)(e->nimages - at) * sizeof *e->images);
@@ -124,7 +110,7 @@ static int add_box(coco_eval *e, struct box **v, long *n, long *cap, int64_t ima
 		return err_set("image %lld: not among the evaluated images", (long long)image_id);
 	if (cat < 0 || cat >= e->ncats)
 		return err_set("image %lld: category %d outside 0..%d", (long long)image_id, cat, e->ncats - 1);
-	if (grow(v, cap, *n + 1, sizeof **v) < 0)
+	if (array_grow(v, cap, *n + 1, sizeof **v) < 0)
 		return -1;
 	struct box *b = &(*v)[*n];
 	memset(b, 0, sizeof *b);
@@ -219,8 +205,8 @@ static int eval_image(struct cat_eval *ce, long image, const struct box *dt, int
 				order[k++] = g;
 			npos += !pass && !ig;
 		}
-	if (grow(&ce->img, &ce->cap, ce->nimg + 1, sizeof *ce->img) < 0 ||
-	    grow(&ce->score, &ce->flags_cap, ce->nflags + nd, sizeof *ce->score) < 0)
+	if (array_grow(&ce->img, &ce->cap, ce->nimg + 1, sizeof *ce->img) < 0 ||
+	    array_grow(&ce->score, &ce->flags_cap, ce->nflags + nd, sizeof *ce->score) < 0)
 		return -1;
 	/* flags_cap counts doubles of score; keep flags as large */
 	unsigned char *f = realloc(ce->flags, (size_t)(ce->flags_cap ? ce->flags_cap : 1) * NTHR);
@@ -372,7 +358,7 @@ static int eval_category(struct work *w, int c, const struct box *gt, long ng, s
 		w->ce[a].nimg = 0;
 		w->ce[a].nflags = 0;
 	}
-	if (grow(&w->rk, &w->rk_cap, nd + 1, sizeof *w->rk) < 0)
+	if (array_grow(&w->rk, &w->rk_cap, nd + 1, sizeof *w->rk) < 0)
 		return -1;
 	long gi = 0, di = 0;
 	while (gi < ng || di < nd) {
@@ -388,8 +374,8 @@ static int eval_category(struct work *w, int c, const struct box *gt, long ng, s
 		qsort(dt + d0, (size_t)ndi, sizeof *dt, by_score);
 		if (ndi > MAXDET)
 			ndi = MAXDET;
-		if (grow(&w->iou, &w->iou_cap, (long)ndi * ngi + 1, sizeof *w->iou) < 0 ||
-		    grow(&w->order, &w->order_cap, ngi + 1, sizeof *w->order) < 0)
+		if (array_grow(&w->iou, &w->iou_cap, (long)ndi * ngi + 1, sizeof *w->iou) < 0 ||
+		    array_grow(&w->order, &w->order_cap, ngi + 1, sizeof *w->order) < 0)
 			return -1;
 		unsigned char *t2 = realloc(w->taken, (size_t)w->order_cap);
 		if (!t2)

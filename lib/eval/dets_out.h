@@ -18,7 +18,7 @@
 #include <cjson/cJSON.h>
 
 #include "core/stream.h"
-#include "data/voc.h"
+#include "data/classes.h"
 
 typedef struct dets_view {
 	const char *id;

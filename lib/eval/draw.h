@@ -17,7 +17,7 @@
 #include <stdio.h>
 
 #include "eval/dets_out.h"
-#include "data/voc.h"
+#include "data/classes.h"
 
 enum draw_format { DRAW_JPEG, DRAW_PNG };
 

@@ -13,17 +13,16 @@
 #include <archive.h>
 #include <archive_entry.h>
 
+#include "core/bytes.h"
 #include "core/err.h"
+#include "core/pickle.h"
+#include "core/str.h"
 
 /* The limits of pth.h's promise (docs/training.md, "Pretrained weights"). */
 #define ENTRY_MAX ((size_t)4 << 30)        /* one zip member */
 #define TOTAL_MAX ((size_t)16 << 30)       /* all members kept */
 #define ZIP_RATIO 4                        /* members unpacked <= 4 x the archive + 1 MiB */
-#define STACK_MAX (1u << 22)               /* pickle stack entries */
-#define DEPTH_MAX 64                       /* MARKs open at once */
-#define MEMO_MAX (1u << 22)                /* memo slots (and never beyond the pickle's bytes) */
-#define VALUES_BASE ((size_t)256 << 20)    /* unpickler memory: 256 MiB ($PTH_MAX_VALUES) + 64 per pickle byte */
-#define VALUES_PER_BYTE 64
+#define VALUES_BASE ((size_t)256 << 20)    /* pickle values: 256 MiB ($PTH_MAX_VALUES) + 64 per pickle byte */
 #define OUT_RATIO 2                        /* tensors <= 2 x the storages' bytes + 1 MiB */
 #define MIB ((size_t)1 << 20)
 
@@ -123,34 +122,10 @@ static const member *find_member(const zip_members *z, const char *name)
 	return NULL;
 }
 
-/* ---------------------------------------------------------------- pickle values */
+/* ---------------------------------------------------------------- torch's objects in the pickle */
 
-enum pv_type { PV_NONE, PV_BOOL, PV_INT, PV_FLOAT, PV_STR, PV_TUPLE, PV_LIST, PV_DICT, PV_GLOBAL,
-	       PV_STORAGE, PV_TENSOR, PV_MARK };
-
-typedef struct pv pv;
-
-typedef struct tinfo {
-	const pv *storage;
-	int64_t offset;
-	int ndim;
-	int64_t shape[TENSOR_MAXDIM], stride[TENSOR_MAXDIM];
-} tinfo;
-
-struct pv {
-	enum pv_type type;
-	int64_t i;
-	double f;
-	char *s; /* STR, GLOBAL "module.name" */
-	size_t slen;
-	pv **items; /* TUPLE, LIST; DICT as key, value, key, value ... */
-	size_t n, cap;
-	/* STORAGE: elements [soff, soff + numel) of storage ref */
-	int ref;
-	int64_t soff, numel;
-	tinfo *t; /* TENSOR */
-	pv *next; /* every value the unpickler made, for freeing */
-};
+/* The kinds of PICKLE_OBJECT the hooks make. */
+enum { OBJ_STORAGE = 1, OBJ_TENSOR };
 
 static const struct storage_type {
 	const char *name;
@@ -162,6 +137,20 @@ static const struct storage_type {
 	{"CharStorage", DT_I8, 1},   {"ByteStorage", DT_U8, 1},  {"BoolStorage", DT_U8, 1},
 };
 
+/* OBJ_STORAGE: elements [soff, soff + numel) of storage ref */
+typedef struct storage_view {
+	int ref;
+	int64_t soff, numel;
+} storage_view;
+
+/* OBJ_TENSOR */
+typedef struct tinfo {
+	const storage_view *storage;
+	int64_t offset;
+	int ndim;
+	int64_t shape[TENSOR_MAXDIM], stride[TENSOR_MAXDIM];
+} tinfo;
+
 /* A storage the pickle names by key: its type and size from the persistent ids, its
  * bytes from the zip member (zip) or the data after the pickles (legacy). */
 typedef struct sref {
@@ -171,25 +160,27 @@ typedef struct sref {
 	const unsigned char *bytes;
 } sref;
 
-typedef struct unpickler {
-	const unsigned char *start, *p, *end, *pstart; /* pstart: the current pickle's first byte */
+/* What the hooks know of the file: its format and storages. */
+typedef struct torch_file {
 	int legacy;
 	const zip_members *zip;
 	const char *prefix; /* of the members: "<name>/" */
 	size_t prefix_len;
 	sref *refs;
 	int nrefs, refcap;
-	pv *all;
-	size_t used, base; /* bytes of values, stack and memo; the budget's base */
-	pv **stack;
-	size_t sp, scap;
-	size_t marks[DEPTH_MAX];
-	int nmarks;
-	pv **memo;
-	size_t nmemo, memo_count; /* slots, slots in use (MEMOIZE stores at memo_count) */
-} unpickler;
+} torch_file;
 
-static pv mark_value = {.type = PV_MARK};
+static void torch_file_free(torch_file *f)
+{
+	for (int i = 0; i < f->nrefs; i++)
+		free(f->refs[i].key);
+	free(f->refs);
+}
+
+static int is_obj(const pickle_value *v, int kind)
+{
+	return v->type == PICKLE_OBJECT && v->kind == kind;
+}
 
 /* The base of the value budget: VALUES_BASE, or $PTH_MAX_VALUES bytes. */
 static size_t values_base(void)
@@ -202,243 +193,6 @@ static size_t values_base(void)
 			return (size_t)v;
 	}
 	return VALUES_BASE;
-}
-
-/* Counts bytes against the budget: the base + VALUES_PER_BYTE per pickle byte read. */
-static int charge(unpickler *u, size_t bytes)
-{
-	if (!u->base)
-		u->base = values_base();
-	size_t read = (size_t)(u->p - u->start), limit = u->base + VALUES_PER_BYTE * read;
-	u->used += bytes;
-	if (u->used > limit)
-		return err_set("pickle: its values take more than %zu bytes after %zu bytes of it (%zu + %d per byte "
-			       "at most; see PTH_MAX_VALUES): a container or memo bomb?",
-			       limit, read, u->base, VALUES_PER_BYTE);
-	return 0;
-}
-
-static pv *new_pv(unpickler *u, enum pv_type t)
-{
-	if (charge(u, sizeof(pv)) < 0)
-		return NULL;
-	pv *v = calloc(1, sizeof *v);
-	if (!v) {
-		err_set("out of memory");
-		return NULL;
-	}
-	v->type = t;
-	v->next = u->all;
-	u->all = v;
-	return v;
-}
-
-static void unpickler_free(unpickler *u)
-{
-	for (pv *v = u->all, *next; v; v = next) {
-		next = v->next;
-		free(v->s);
-		free(v->items);
-		free(v->t);
-		free(v);
-	}
-	for (int i = 0; i < u->nrefs; i++)
-		free(u->refs[i].key);
-	free(u->refs);
-	free(u->stack);
-	free(u->memo);
-}
-
-static int add_item(unpickler *u, pv *c, pv *x)
-{
-	if (c->n == c->cap) {
-		size_t cap = c->cap ? 2 * c->cap : 8;
-		if (charge(u, (cap - c->cap) * sizeof(pv *)) < 0)
-			return -1;
-		pv **p = realloc(c->items, cap * sizeof *p);
-		if (!p)
-			return err_set("out of memory");
-		c->items = p;
-		c->cap = cap;
-	}
-	c->items[c->n++] = x;
-	return 0;
-}
-
-static int push(unpickler *u, pv *v)
-{
-	if (!v)
-		return -1;
-	if (u->sp == u->scap) {
-		if (u->scap >= STACK_MAX)
-			return err_set("pickle stack deeper than %u", STACK_MAX);
-		size_t cap = u->scap ? 2 * u->scap : 64;
-		if (charge(u, (cap - u->scap) * sizeof(pv *)) < 0)
-			return -1;
-		pv **s = realloc(u->stack, cap * sizeof *s);
-		if (!s)
-			return err_set("out of memory");
-		u->stack = s;
-		u->scap = cap;
-	}
-	u->stack[u->sp++] = v;
-	return 0;
-}
-
-static int push_mark(unpickler *u)
-{
-	if (u->nmarks == DEPTH_MAX)
-		return err_set("pickle nests more than %d MARKs deep", DEPTH_MAX);
-	u->marks[u->nmarks++] = u->sp;
-	return push(u, &mark_value);
-}
-
-/* Pops one value (not a mark); NULL (err) on an empty stack. */
-static pv *pop(unpickler *u)
-{
-	if (u->sp == 0 || u->stack[u->sp - 1]->type == PV_MARK) {
-		err_set("pickle stack underflow");
-		return NULL;
-	}
-	return u->stack[--u->sp];
-}
-
-static pv *top(unpickler *u)
-{
-	if (u->sp == 0 || u->stack[u->sp - 1]->type == PV_MARK) {
-		err_set("pickle stack underflow");
-		return NULL;
-	}
-	return u->stack[u->sp - 1];
-}
-
-/* The stack index of the topmost mark; -1 (err) without one. */
-static long find_mark(unpickler *u)
-{
-	if (!u->nmarks)
-		return err_set("pickle: no MARK on the stack");
-	return (long)u->marks[u->nmarks - 1];
-}
-
-static void drop_to_mark(unpickler *u, long m)
-{
-	u->sp = (size_t)m;
-	u->nmarks--;
-}
-
-/* Moves the values above the topmost mark into c (a tuple, list or dict) and drops
- * the mark. */
-static int collect_to_mark(unpickler *u, pv *c)
-{
-	long m = find_mark(u);
-	if (m < 0)
-		return -1;
-	for (size_t i = (size_t)m + 1; i < u->sp; i++)
-		if (add_item(u, c, u->stack[i]) < 0)
-			return -1;
-	drop_to_mark(u, m);
-	return 0;
-}
-
-static int need(unpickler *u, size_t n)
-{
-	return (size_t)(u->end - u->p) < n ? err_set("truncated pickle") : 0;
-}
-
-static uint64_t le_bytes(const unsigned char *p, int n)
-{
-	uint64_t v = 0;
-	for (int i = n - 1; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
-
-static pv *new_int(unpickler *u, int64_t i)
-{
-	pv *v = new_pv(u, PV_INT);
-	if (v)
-		v->i = i;
-	return v;
-}
-
-static pv *new_str(unpickler *u, const unsigned char *s, size_t len, enum pv_type t)
-{
-	pv *v = new_pv(u, t);
-	if (!v || charge(u, len + 1) < 0)
-		return NULL;
-	if (!(v->s = malloc(len + 1))) {
-		err_set("out of memory");
-		return NULL;
-	}
-	memcpy(v->s, s, len);
-	v->s[len] = 0;
-	v->slen = len;
-	return v;
-}
-
-/* BINUNICODE and the byte strings of Python 2 and 3 (BINSTRING, BINBYTES ...): all are
- * strings here (keys of a state dict pickled by Python 2 are byte strings). */
-static int op_string(unpickler *u, int lenbytes)
-{
-	if (need(u, (size_t)lenbytes) < 0)
-		return -1;
-	uint64_t len = le_bytes(u->p, lenbytes);
-	u->p += lenbytes;
-	if (len > (uint64_t)(u->end - u->p))
-		return err_set("truncated pickle (string of %llu bytes)", (unsigned long long)len);
-	pv *v = new_str(u, u->p, (size_t)len, PV_STR);
-	u->p += len;
-	return push(u, v);
-}
-
-/* GLOBAL: "module\nname\n" -> "module.name" */
-static int op_global(unpickler *u)
-{
-	const unsigned char *nl1 = memchr(u->p, '\n', (size_t)(u->end - u->p));
-	const unsigned char *nl2 = nl1 ? memchr(nl1 + 1, '\n', (size_t)(u->end - nl1 - 1)) : NULL;
-	if (!nl2)
-		return err_set("truncated pickle (GLOBAL)");
-	pv *v = new_str(u, u->p, (size_t)(nl2 - u->p), PV_GLOBAL);
-	if (!v)
-		return -1;
-	v->s[nl1 - u->p] = '.';
-	u->p = nl2 + 1;
-	return push(u, v);
-}
-
-static int memo_put(unpickler *u, uint64_t idx)
-{
-	pv *v = top(u);
-	if (!v)
-		return -1;
-	/* a pickle stores at most one memo slot per byte: a larger index is a memo bomb */
-	size_t read = (size_t)(u->p - u->pstart);
-	if (idx >= MEMO_MAX || idx > read)
-		return err_set("pickle memo index %llu out of range (at most %zu after %zu bytes)", (unsigned long long)idx,
-			       read < MEMO_MAX ? read : (size_t)MEMO_MAX, read);
-	if (idx >= u->nmemo) {
-		size_t n = u->nmemo ? u->nmemo : 64;
-		while (n <= idx)
-			n *= 2;
-		if (charge(u, (n - u->nmemo) * sizeof(pv *)) < 0)
-			return -1;
-		pv **m = realloc(u->memo, n * sizeof *m);
-		if (!m)
-			return err_set("out of memory");
-		memset(m + u->nmemo, 0, (n - u->nmemo) * sizeof *m);
-		u->memo = m;
-		u->nmemo = n;
-	}
-	u->memo_count += !u->memo[idx];
-	u->memo[idx] = v;
-	return 0;
-}
-
-static int memo_get(unpickler *u, uint64_t idx)
-{
-	if (idx >= u->nmemo || !u->memo[idx])
-		return err_set("pickle memo index %llu was never stored", (unsigned long long)idx);
-	return push(u, u->memo[idx]);
 }
 
 /* torch.<T>Storage (torch.cuda.<T>Storage in files of old torch saved from a GPU) */
@@ -455,100 +209,118 @@ static const struct storage_type *storage_type_of(const char *global)
 
 /* The table entry of storage key (made on first sight); the same key must come with
  * the same type and size every time. */
-static int storage_ref(unpickler *u, const char *key, const struct storage_type *st, int64_t numel)
+static int storage_ref(pickle *pk, torch_file *f, const char *key, const struct storage_type *st, int64_t numel)
 {
-	for (int i = 0; i < u->nrefs; i++)
-		if (!strcmp(u->refs[i].key, key)) {
-			if (u->refs[i].st != st || u->refs[i].numel != numel)
+	for (int i = 0; i < f->nrefs; i++)
+		if (!strcmp(f->refs[i].key, key)) {
+			if (f->refs[i].st != st || f->refs[i].numel != numel)
 				return err_set("storage '%s' named twice with different types or sizes", key);
 			return i;
 		}
-	if (u->nrefs == u->refcap) {
-		int cap = u->refcap ? 2 * u->refcap : 64;
-		if (charge(u, (size_t)(cap - u->refcap) * sizeof(sref)) < 0)
+	if (f->nrefs == f->refcap) {
+		int cap = f->refcap ? 2 * f->refcap : 64;
+		if (pickle_charge(pk, (size_t)(cap - f->refcap) * sizeof(sref)) < 0)
 			return -1;
-		sref *r = realloc(u->refs, (size_t)cap * sizeof *r);
+		sref *r = realloc(f->refs, (size_t)cap * sizeof *r);
 		if (!r)
 			return err_set("out of memory");
-		u->refs = r;
-		u->refcap = cap;
+		f->refs = r;
+		f->refcap = cap;
 	}
-	sref *r = &u->refs[u->nrefs];
-	if (charge(u, strlen(key) + 1) < 0)
+	sref *r = &f->refs[f->nrefs];
+	if (pickle_charge(pk, strlen(key) + 1) < 0)
 		return -1;
 	if (!(r->key = strdup(key)))
 		return err_set("out of memory");
 	r->st = st;
 	r->numel = numel;
 	r->bytes = NULL;
-	return u->nrefs++;
+	return f->nrefs++;
 }
 
 /* BINPERSID: ('storage', torch.<T>Storage, key, location, numel) in a zip file;
  * ('storage', torch.<T>Storage, key, location, numel, view) in a legacy one, view None
  * or (view key, offset, numel) for a view of that storage (torch before 0.4). */
-static int op_persid(unpickler *u)
+static pickle_value *persistent_storage(pickle *pk, const pickle_value *pid, void *ctx)
 {
-	pv *pid = pop(u);
-	if (!pid)
-		return -1;
-	size_t want = u->legacy ? 6 : 5;
-	if (pid->type != PV_TUPLE || pid->n != want || pid->items[0]->type != PV_STR || strcmp(pid->items[0]->s, "storage") ||
-	    pid->items[1]->type != PV_GLOBAL || pid->items[2]->type != PV_STR || pid->items[4]->type != PV_INT)
-		return err_set("persistent id is not ('storage', type, key, location, numel%s)", u->legacy ? ", view" : "");
+	torch_file *f = ctx;
+	size_t want = f->legacy ? 6 : 5;
+	if (pid->type != PICKLE_TUPLE || pid->n != want || pid->items[0]->type != PICKLE_STR ||
+	    strcmp(pid->items[0]->s, "storage") || pid->items[1]->type != PICKLE_GLOBAL ||
+	    pid->items[2]->type != PICKLE_STR || pid->items[4]->type != PICKLE_INT) {
+		err_set("persistent id is not ('storage', type, key, location, numel%s)", f->legacy ? ", view" : "");
+		return NULL;
+	}
 	const char *type = pid->items[1]->s, *key = pid->items[2]->s;
 	int64_t numel = pid->items[4]->i;
 	const struct storage_type *st = storage_type_of(type);
-	if (!st)
-		return err_set("unsupported storage type %s", type);
-	if (strlen(key) != pid->items[2]->slen || !*key)
-		return err_set("bad storage key");
-	if (numel < 0 || numel > (INT64_C(1) << 40))
-		return err_set("storage '%s' of %lld elements (2^40 at most)", key, (long long)numel);
+	if (!st) {
+		err_set("unsupported storage type %s", type);
+		return NULL;
+	}
+	if (strlen(key) != pid->items[2]->slen || !*key) {
+		err_set("bad storage key");
+		return NULL;
+	}
+	if (numel < 0 || numel > (INT64_C(1) << 40)) {
+		err_set("storage '%s' of %lld elements (2^40 at most)", key, (long long)numel);
+		return NULL;
+	}
 	int64_t soff = 0, vnumel = numel;
-	if (u->legacy && pid->items[5]->type != PV_NONE) {
-		const pv *view = pid->items[5];
-		if (view->type != PV_TUPLE || view->n != 3 || view->items[1]->type != PV_INT ||
-		    view->items[2]->type != PV_INT)
-			return err_set("storage '%s': view is not (key, offset, numel)", key);
+	if (f->legacy && pid->items[5]->type != PICKLE_NONE) {
+		const pickle_value *view = pid->items[5];
+		if (view->type != PICKLE_TUPLE || view->n != 3 || view->items[1]->type != PICKLE_INT ||
+		    view->items[2]->type != PICKLE_INT) {
+			err_set("storage '%s': view is not (key, offset, numel)", key);
+			return NULL;
+		}
 		soff = view->items[1]->i;
 		vnumel = view->items[2]->i;
-		if (soff < 0 || vnumel < 0 || soff > numel || vnumel > numel - soff)
-			return err_set("storage '%s': view [%lld, +%lld) outside its %lld elements", key, (long long)soff,
-				       (long long)vnumel, (long long)numel);
+		if (soff < 0 || vnumel < 0 || soff > numel || vnumel > numel - soff) {
+			err_set("storage '%s': view [%lld, +%lld) outside its %lld elements", key, (long long)soff,
+				(long long)vnumel, (long long)numel);
+			return NULL;
+		}
 	}
-	int ref = storage_ref(u, key, st, numel);
+	int ref = storage_ref(pk, f, key, st, numel);
 	if (ref < 0)
-		return -1;
-	if (!u->legacy && !u->refs[ref].bytes) {
+		return NULL;
+	if (!f->legacy && !f->refs[ref].bytes) {
 		/* the zip member's size is checked here, before anything is made of it */
 		char name[512];
-		if ((size_t)snprintf(name, sizeof name, "%.*sdata/%s", (int)u->prefix_len, u->prefix, key) >= sizeof name)
-			return err_set("bad storage key");
-		const member *m = find_member(u->zip, name);
-		if (!m)
-			return err_set("storage '%s' is not in the archive (no %s)", key, name);
-		if ((uint64_t)numel > m->len / (uint64_t)st->src_size)
-			return err_set("storage '%s' holds %zu bytes, not %lld elements of %d bytes", key, m->len,
-				       (long long)numel, st->src_size);
-		u->refs[ref].bytes = m->data;
+		if ((size_t)snprintf(name, sizeof name, "%.*sdata/%s", (int)f->prefix_len, f->prefix, key) >= sizeof name) {
+			err_set("bad storage key");
+			return NULL;
+		}
+		const member *m = find_member(f->zip, name);
+		if (!m) {
+			err_set("storage '%s' is not in the archive (no %s)", key, name);
+			return NULL;
+		}
+		if ((uint64_t)numel > m->len / (uint64_t)st->src_size) {
+			err_set("storage '%s' holds %zu bytes, not %lld elements of %d bytes", key, m->len, (long long)numel,
+				st->src_size);
+			return NULL;
+		}
+		f->refs[ref].bytes = m->data;
 	}
-	pv *v = new_pv(u, PV_STORAGE);
+	pickle_value *v = pickle_new_object(pk, OBJ_STORAGE, sizeof(storage_view));
 	if (!v)
-		return -1;
-	v->ref = ref;
-	v->soff = soff;
-	v->numel = vnumel;
-	return push(u, v);
+		return NULL;
+	storage_view *sv = v->obj;
+	sv->ref = ref;
+	sv->soff = soff;
+	sv->numel = vnumel;
+	return v;
 }
 
 /* Checks a tuple of at most TENSOR_MAXDIM ints >= 0 into out; returns its length or -1. */
-static int int_tuple(const pv *t, int64_t *out, const char *what)
+static int int_tuple(const pickle_value *t, int64_t *out, const char *what)
 {
-	if (t->type != PV_TUPLE || t->n > TENSOR_MAXDIM)
+	if (t->type != PICKLE_TUPLE || t->n > TENSOR_MAXDIM)
 		return err_set("tensor %s is not a tuple of at most %d ints", what, TENSOR_MAXDIM);
 	for (size_t i = 0; i < t->n; i++) {
-		if (t->items[i]->type != PV_INT || t->items[i]->i < 0 || t->items[i]->i > (INT64_C(1) << 40))
+		if (t->items[i]->type != PICKLE_INT || t->items[i]->i < 0 || t->items[i]->i > (INT64_C(1) << 40))
 			return err_set("tensor %s[%zu] is not an int in [0, 2^40]", what, i);
 		out[i] = t->items[i]->i;
 	}
@@ -557,22 +329,18 @@ static int int_tuple(const pv *t, int64_t *out, const char *what)
 
 /* torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...) and
  * _rebuild_tensor(storage, offset, size, stride) of torch before 0.4 */
-static pv *rebuild_tensor(unpickler *u, const pv *args, int v1)
+static pickle_value *rebuild_tensor(pickle *pk, const pickle_value *args, int v1)
 {
-	if ((v1 ? args->n != 4 : args->n < 4) || args->items[0]->type != PV_STORAGE || args->items[1]->type != PV_INT) {
+	if ((v1 ? args->n != 4 : args->n < 4) || !is_obj(args->items[0], OBJ_STORAGE) || args->items[1]->type != PICKLE_INT) {
 		err_set("%s: expected (storage, offset, size, stride%s)", v1 ? "_rebuild_tensor" : "_rebuild_tensor_v2",
 			v1 ? "" : ", ...");
 		return NULL;
 	}
-	pv *v = new_pv(u, PV_TENSOR);
-	if (!v || charge(u, sizeof(tinfo)) < 0)
+	pickle_value *v = pickle_new_object(pk, OBJ_TENSOR, sizeof(tinfo));
+	if (!v)
 		return NULL;
-	tinfo *t = v->t = calloc(1, sizeof *t);
-	if (!t) {
-		err_set("out of memory");
-		return NULL;
-	}
-	t->storage = args->items[0];
+	tinfo *t = v->obj;
+	t->storage = args->items[0]->obj;
 	t->offset = args->items[1]->i;
 	int nd = int_tuple(args->items[2], t->shape, "size"), ns = int_tuple(args->items[3], t->stride, "stride");
 	if (nd < 0 || ns < 0)
@@ -605,292 +373,36 @@ static pv *rebuild_tensor(unpickler *u, const pv *args, int v1)
 }
 
 /* REDUCE: the callables torch.save emits for tensors and OrderedDicts, nothing else. */
-static int op_reduce(unpickler *u)
+static pickle_value *torch_reduce(pickle *pk, const pickle_value *fn, const pickle_value *args, void *ctx)
 {
-	pv *args = pop(u), *fn = args ? pop(u) : NULL;
-	if (!fn)
-		return -1;
-	if (fn->type != PV_GLOBAL || args->type != PV_TUPLE)
-		return err_set("REDUCE of something that is not a global with a tuple");
 	if (!strcmp(fn->s, "collections.OrderedDict")) {
-		if (args->n != 0)
-			return err_set("collections.OrderedDict with arguments");
-		return push(u, new_pv(u, PV_DICT));
+		if (args->n != 0) {
+			err_set("collections.OrderedDict with arguments");
+			return NULL;
+		}
+		return pickle_new_value(pk, PICKLE_DICT);
 	}
 	if (!strcmp(fn->s, "torch._utils._rebuild_tensor_v2"))
-		return push(u, rebuild_tensor(u, args, 0));
+		return rebuild_tensor(pk, args, 0);
 	if (!strcmp(fn->s, "torch._utils._rebuild_tensor"))
-		return push(u, rebuild_tensor(u, args, 1));
+		return rebuild_tensor(pk, args, 1);
 	if (!strcmp(fn->s, "torch._utils._rebuild_parameter") ||
 	    !strcmp(fn->s, "torch._utils._rebuild_parameter_with_state")) {
-		if (args->n < 1 || args->items[0]->type != PV_TENSOR)
-			return err_set("%s: expected a tensor", fn->s);
-		return push(u, args->items[0]);
+		if (args->n < 1 || !is_obj(args->items[0], OBJ_TENSOR)) {
+			err_set("%s: expected a tensor", fn->s);
+			return NULL;
+		}
+		return args->items[0];
 	}
-	return err_set("unsupported callable %s (only torch's tensor and OrderedDict rebuilders are called)", fn->s);
+	err_set("unsupported callable %s (only torch's tensor and OrderedDict rebuilders are called)", fn->s);
+	return NULL;
 }
 
-static int op_setitems(unpickler *u, int many)
+/* A machine over data whose storages go to f. */
+static pickle *torch_pickle(const unsigned char *data, size_t len, size_t at, torch_file *f)
 {
-	if (!many) {
-		pv *v = pop(u), *k = v ? pop(u) : NULL, *d = k ? top(u) : NULL;
-		if (!d)
-			return -1;
-		if (d->type != PV_DICT)
-			return err_set("SETITEM on something that is not a dict");
-		return add_item(u, d, k) < 0 || add_item(u, d, v) < 0 ? -1 : 0;
-	}
-	long m = find_mark(u);
-	if (m < 0)
-		return -1;
-	if (m == 0 || u->stack[m - 1]->type != PV_DICT || (u->sp - (size_t)m - 1) % 2)
-		return err_set("SETITEMS without a dict and key, value pairs");
-	pv *d = u->stack[m - 1];
-	for (size_t i = (size_t)m + 1; i < u->sp; i++)
-		if (add_item(u, d, u->stack[i]) < 0)
-			return -1;
-	drop_to_mark(u, m);
-	return 0;
-}
-
-static int op_appends(unpickler *u, int many)
-{
-	if (!many) {
-		pv *v = pop(u), *l = v ? top(u) : NULL;
-		if (!l)
-			return -1;
-		return l->type != PV_LIST ? err_set("APPEND to something that is not a list") : add_item(u, l, v);
-	}
-	long m = find_mark(u);
-	if (m < 0)
-		return -1;
-	if (m == 0 || u->stack[m - 1]->type != PV_LIST)
-		return err_set("APPENDS without a list");
-	pv *l = u->stack[m - 1];
-	for (size_t i = (size_t)m + 1; i < u->sp; i++)
-		if (add_item(u, l, u->stack[i]) < 0)
-			return -1;
-	drop_to_mark(u, m);
-	return 0;
-}
-
-static int op_tuple(unpickler *u, int n)
-{
-	pv *t = new_pv(u, PV_TUPLE);
-	if (!t)
-		return -1;
-	if (n < 0)
-		return collect_to_mark(u, t) < 0 ? -1 : push(u, t);
-	if (u->sp < (size_t)n || (u->nmarks && u->marks[u->nmarks - 1] >= u->sp - (size_t)n))
-		return err_set("pickle stack underflow");
-	for (size_t i = u->sp - (size_t)n; i < u->sp; i++)
-		if (add_item(u, t, u->stack[i]) < 0)
-			return -1;
-	u->sp -= (size_t)n;
-	return push(u, t);
-}
-
-static const char *opcode_name(int op)
-{
-	switch (op) {
-	case 'I': return "INT";
-	case 'L': return "LONG";
-	case 'S': return "STRING";
-	case 'V': return "UNICODE";
-	case 'F': return "FLOAT";
-	case 'P': return "PERSID";
-	case 'i': return "INST";
-	case 'o': return "OBJ";
-	case 'p': return "PUT";
-	case 'g': return "GET";
-	case '1': return "DUP";
-	case 0x81: return "NEWOBJ";
-	case 0x82: return "EXT1";
-	case 0x83: return "EXT2";
-	case 0x84: return "EXT4";
-	case 0x8b: return "LONG4";
-	case 0x8f: return "EMPTY_SET";
-	case 0x90: return "ADDITEMS";
-	case 0x91: return "FROZENSET";
-	case 0x92: return "NEWOBJ_EX";
-	case 0x96: return "BYTEARRAY8";
-	case 0x97: return "NEXT_BUFFER";
-	case 0x98: return "READONLY_BUFFER";
-	default: return "unknown";
-	}
-}
-
-/* One opcode; 1 at STOP, 0 to go on, -1 (err). */
-static int step(unpickler *u, pv **result)
-{
-	if (need(u, 1) < 0)
-		return -1;
-	int op = *u->p++;
-	switch (op) {
-	case 0x80: /* PROTO */
-		if (need(u, 1) < 0)
-			return -1;
-		if (*u->p > 5)
-			return err_set("pickle protocol %d", *u->p);
-		u->p++;
-		return 0;
-	case 0x95: /* FRAME: a length hint only */
-		if (need(u, 8) < 0)
-			return -1;
-		u->p += 8;
-		return 0;
-	case '.': /* STOP */
-		return (*result = pop(u)) ? 1 : -1;
-	case '(': return push_mark(u);
-	case '}': return push(u, new_pv(u, PV_DICT));
-	case ')': return push(u, new_pv(u, PV_TUPLE));
-	case ']': return push(u, new_pv(u, PV_LIST));
-	case 'N': return push(u, new_pv(u, PV_NONE));
-	case 0x88: /* NEWTRUE */
-	case 0x89: { /* NEWFALSE */
-		pv *v = new_pv(u, PV_BOOL);
-		if (v)
-			v->i = op == 0x88;
-		return push(u, v);
-	}
-	case 'J': /* BININT */
-		if (need(u, 4) < 0)
-			return -1;
-		u->p += 4;
-		return push(u, new_int(u, (int32_t)(uint32_t)le_bytes(u->p - 4, 4)));
-	case 'K': /* BININT1 */
-	case 'M': { /* BININT2 */
-		int n = op == 'K' ? 1 : 2;
-		if (need(u, (size_t)n) < 0)
-			return -1;
-		u->p += n;
-		return push(u, new_int(u, (int64_t)le_bytes(u->p - n, n)));
-	}
-	case 0x8a: { /* LONG1: n bytes, little-endian two's complement */
-		if (need(u, 1) < 0)
-			return -1;
-		int n = *u->p++;
-		if (n > 8)
-			return err_set("pickle integer of %d bytes too large", n);
-		if (need(u, (size_t)n) < 0)
-			return -1;
-		uint64_t v = le_bytes(u->p, n);
-		if (n > 0 && n < 8 && (u->p[n - 1] & 0x80))
-			v |= ~UINT64_C(0) << (8 * n);
-		u->p += n;
-		return push(u, new_int(u, (int64_t)v));
-	}
-	case 'G': { /* BINFLOAT: big-endian double */
-		if (need(u, 8) < 0)
-			return -1;
-		uint64_t bits = 0;
-		for (int i = 0; i < 8; i++)
-			bits = bits << 8 | u->p[i];
-		u->p += 8;
-		pv *v = new_pv(u, PV_FLOAT);
-		if (v)
-			memcpy(&v->f, &bits, sizeof v->f);
-		return push(u, v);
-	}
-	case 'X':  /* BINUNICODE */
-	case 'T':  /* BINSTRING (Python 2) */
-	case 'B':  /* BINBYTES */
-		return op_string(u, 4);
-	case 0x8c: /* SHORT_BINUNICODE */
-	case 'U':  /* SHORT_BINSTRING (Python 2) */
-	case 'C':  /* SHORT_BINBYTES */
-		return op_string(u, 1);
-	case 0x8d: /* BINUNICODE8 */
-	case 0x8e: /* BINBYTES8 */
-		return op_string(u, 8);
-	case 'c': return op_global(u);       /* GLOBAL */
-	case 0x93: { /* STACK_GLOBAL: module and name strings from the stack */
-		pv *name = pop(u), *mod = name ? pop(u) : NULL;
-		if (!mod)
-			return -1;
-		if (mod->type != PV_STR || name->type != PV_STR)
-			return err_set("STACK_GLOBAL of non-strings");
-		pv *g = new_pv(u, PV_GLOBAL);
-		if (!g || charge(u, mod->slen + name->slen + 2) < 0)
-			return -1;
-		if (!(g->s = malloc(mod->slen + name->slen + 2)))
-			return err_set("out of memory");
-		g->slen = (size_t)sprintf(g->s, "%s.%s", mod->s, name->s);
-		return push(u, g);
-	}
-	case 't': return op_tuple(u, -1);    /* TUPLE */
-	case 0x85: return op_tuple(u, 1);    /* TUPLE1 */
-	case 0x86: return op_tuple(u, 2);    /* TUPLE2 */
-	case 0x87: return op_tuple(u, 3);    /* TUPLE3 */
-	case 'l': { /* LIST */
-		pv *l = new_pv(u, PV_LIST);
-		return !l || collect_to_mark(u, l) < 0 ? -1 : push(u, l);
-	}
-	case 'd': { /* DICT */
-		pv *d = new_pv(u, PV_DICT);
-		if (!d || collect_to_mark(u, d) < 0)
-			return -1;
-		return d->n % 2 ? err_set("DICT with an odd number of items") : push(u, d);
-	}
-	case 'R': return op_reduce(u);
-	case 'Q': return op_persid(u);       /* BINPERSID */
-	case 's': return op_setitems(u, 0);  /* SETITEM */
-	case 'u': return op_setitems(u, 1);  /* SETITEMS */
-	case 'a': return op_appends(u, 0);   /* APPEND */
-	case 'e': return op_appends(u, 1);   /* APPENDS */
-	case 'b': { /* BUILD: the state of an OrderedDict (its _metadata) is dropped */
-		pv *state = pop(u), *obj = state ? top(u) : NULL;
-		if (!obj)
-			return -1;
-		return obj->type == PV_DICT ? 0 : err_set("BUILD of something that is not a dict");
-	}
-	case 'q': /* BINPUT */
-	case 'h': /* BINGET */
-		if (need(u, 1) < 0)
-			return -1;
-		u->p++;
-		return op == 'q' ? memo_put(u, u->p[-1]) : memo_get(u, u->p[-1]);
-	case 'r': /* LONG_BINPUT */
-	case 'j': /* LONG_BINGET */
-		if (need(u, 4) < 0)
-			return -1;
-		u->p += 4;
-		return op == 'r' ? memo_put(u, le_bytes(u->p - 4, 4)) : memo_get(u, le_bytes(u->p - 4, 4));
-	case 0x94: /* MEMOIZE */
-		return memo_put(u, u->memo_count);
-	case '0': /* POP */
-		return pop(u) ? 0 : -1;
-	case '2': { /* POP_MARK */
-		long m = find_mark(u);
-		if (m < 0)
-			return -1;
-		drop_to_mark(u, m);
-		return 0;
-	}
-	default:
-		return err_set("unsupported pickle opcode 0x%02x (%s)", op, opcode_name(op));
-	}
-}
-
-/* One pickle from u->p to its STOP, with a fresh stack and memo (each pickle.dump has
- * its own); its values stay until unpickler_free. NULL (err naming the offset). */
-static pv *unpickle_one(unpickler *u, const char *what)
-{
-	u->sp = 0;
-	u->nmarks = 0;
-	u->memo_count = 0;
-	if (u->memo)
-		memset(u->memo, 0, u->nmemo * sizeof *u->memo);
-	u->pstart = u->p;
-	pv *result = NULL;
-	int rc;
-	while ((rc = step(u, &result)) == 0)
-		;
-	if (rc < 0) {
-		err_wrap("%s: offset %ld", what, (long)(u->p - u->start - 1));
-		return NULL;
-	}
-	return result;
+	pickle_hooks h = {.reduce = torch_reduce, .persistent_load = persistent_storage, .ctx = f};
+	return pickle_new(data, len, at, values_base(), "PTH_MAX_VALUES", &h);
 }
 
 /* ---------------------------------------------------------------- state dict -> record */
@@ -900,7 +412,7 @@ static int copy_elem(void *out, int64_t di, const unsigned char *bytes, int src_
 {
 	const unsigned char *src = bytes + (size_t)si * (size_t)src_size;
 	if (src_size == 8) {
-		int64_t v = (int64_t)le_bytes(src, 8);
+		int64_t v = (int64_t)load_le(src, 8);
 		if (v < INT32_MIN || v > INT32_MAX)
 			return err_set("int64 value %lld does not fit in i32", (long long)v);
 		int32_t w = (int32_t)v;
@@ -912,9 +424,9 @@ static int copy_elem(void *out, int64_t di, const unsigned char *bytes, int src_
 }
 
 /* The tensor's elements in row-major order, whatever its strides. */
-static int gather(const unpickler *u, tensor *out, const tinfo *t)
+static int gather(const torch_file *f, tensor *out, const tinfo *t)
 {
-	const sref *r = &u->refs[t->storage->ref];
+	const sref *r = &f->refs[t->storage->ref];
 	const unsigned char *bytes = r->bytes + (size_t)t->storage->soff * (size_t)r->st->src_size;
 	int64_t numel = tensor_numel(out), idx[TENSOR_MAXDIM] = {0};
 	for (int64_t i = 0; i < numel; i++) {
@@ -932,14 +444,6 @@ static int gather(const unpickler *u, tensor *out, const tinfo *t)
 	return 0;
 }
 
-static const pv *dict_get(const pv *d, const char *key)
-{
-	for (size_t i = 0; i + 1 < d->n; i += 2)
-		if (d->items[i]->type == PV_STR && !strcmp(d->items[i]->s, key))
-			return d->items[i + 1];
-	return NULL;
-}
-
 static const char *strip_module(const char *k)
 {
 	while (!strncmp(k, "module.", 7))
@@ -951,17 +455,17 @@ static const char *strip_module(const char *k)
  * record; DDP's "module." prefixes removed. meta: "wrapper" (the key it was under),
  * "module_prefix" (true if removed), "long_keys" (keys too long for a tensor name,
  * left out: no model tensor has such a name). */
-static record *dict_to_record(const unpickler *u, const pv *d)
+static record *dict_to_record(const torch_file *f, const pickle_value *d)
 {
-	if (!d || d->type != PV_DICT) {
+	if (!d || d->type != PICKLE_DICT) {
 		err_set("the pickle holds no dict (not a state dict)");
 		return NULL;
 	}
 	const char *wrapper = NULL;
 	static const char *const wrappers[] = {"state_dict", "model"};
 	for (size_t w = 0; w < 2 && !wrapper; w++) {
-		const pv *sd = dict_get(d, wrappers[w]);
-		if (sd && sd->type == PV_DICT) {
+		const pickle_value *sd = pickle_dict_get(d, wrappers[w]);
+		if (sd && sd->type == PICKLE_DICT) {
 			d = sd; /* an mmcv / mmdet checkpoint; torchvision's reference scripts' */
 			wrapper = wrappers[w];
 		}
@@ -969,24 +473,25 @@ static record *dict_to_record(const unpickler *u, const pv *d)
 	/* the tensors' bytes against the storages' before anything is allocated: overlapping
 	 * views (a stride of 0 over a long shape) cannot multiply a small file */
 	uint64_t in = 0, out = 0;
-	for (int i = 0; i < u->nrefs; i++)
-		in += (uint64_t)u->refs[i].numel * (uint64_t)u->refs[i].st->src_size;
+	for (int i = 0; i < f->nrefs; i++)
+		in += (uint64_t)f->refs[i].numel * (uint64_t)f->refs[i].st->src_size;
 	int module = 0;
 	for (size_t i = 0; i + 1 < d->n; i += 2) {
-		const pv *k = d->items[i], *v = d->items[i + 1];
-		if (k->type != PV_STR || strlen(k->s) != k->slen) {
+		const pickle_value *k = d->items[i], *v = d->items[i + 1];
+		if (k->type != PICKLE_STR || strlen(k->s) != k->slen) {
 			err_set("state dict key %zu is not a string", i / 2);
 			return NULL;
 		}
-		if (v->type != PV_TENSOR) {
+		if (!is_obj(v, OBJ_TENSOR)) {
 			err_set("state dict '%s' is not a tensor", k->s);
 			return NULL;
 		}
 		module |= strip_module(k->s) != k->s;
 		int64_t n = 1;
-		for (int j = 0; j < v->t->ndim; j++)
-			n *= v->t->shape[j];
-		out += (uint64_t)n * dtype_size(u->refs[v->t->storage->ref].st->dt);
+		const tinfo *t = v->obj;
+		for (int j = 0; j < t->ndim; j++)
+			n *= t->shape[j];
+		out += (uint64_t)n * dtype_size(f->refs[t->storage->ref].st->dt);
 		if (out > OUT_RATIO * in + MIB) {
 			err_set("its tensors (%llu bytes by '%s') are more than %d times its storages (%llu bytes) plus "
 				"1 MiB: views overlap beyond what torch.save writes",
@@ -1002,7 +507,7 @@ static record *dict_to_record(const unpickler *u, const pv *d)
 	if (module)
 		cJSON_AddTrueToObject(r->meta, "module_prefix");
 	for (size_t i = 0; i + 1 < d->n; i += 2) {
-		const pv *v = d->items[i + 1];
+		const pickle_value *v = d->items[i + 1];
 		const char *key = strip_module(d->items[i]->s);
 		if (strlen(key) >= TENSOR_NAMELEN) {
 			cJSON *l = cJSON_GetObjectItem(r->meta, "long_keys");
@@ -1015,8 +520,9 @@ static record *dict_to_record(const unpickler *u, const pv *d)
 			err_set("key '%s' appears twice%s", key, module ? " (with and without 'module.')" : "");
 			goto fail;
 		}
-		tensor *t = record_add(r, key, u->refs[v->t->storage->ref].st->dt, v->t->ndim, v->t->shape);
-		if (!t || gather(u, t, v->t) < 0) {
+		const tinfo *ti = v->obj;
+		tensor *t = record_add(r, key, f->refs[ti->storage->ref].st->dt, ti->ndim, ti->shape);
+		if (!t || gather(f, t, ti) < 0) {
 			err_wrap("'%s'", key);
 			goto fail;
 		}
@@ -1050,12 +556,13 @@ static record *read_zip(const unsigned char *data, size_t len)
 		if (!pkl)
 			err_set("no data.pkl in the archive (not a torch.save file)");
 		else {
-			unpickler u = {.start = pkl->data, .p = pkl->data, .end = pkl->data + pkl->len, .zip = &z,
-				       .prefix = pkl->name, .prefix_len = strlen(pkl->name) - 8};
-			pv *obj = unpickle_one(&u, "data.pkl");
+			torch_file f = {.zip = &z, .prefix = pkl->name, .prefix_len = strlen(pkl->name) - 8};
+			pickle *pk = torch_pickle(pkl->data, pkl->len, 0, &f);
+			pickle_value *obj = pk ? pickle_load(pk, "data.pkl") : NULL;
 			if (obj)
-				r = dict_to_record(&u, obj);
-			unpickler_free(&u);
+				r = dict_to_record(&f, obj);
+			pickle_free(pk);
+			torch_file_free(&f);
 		}
 	}
 	members_free(&z);
@@ -1085,18 +592,20 @@ static int is_legacy(const unsigned char *d, size_t len)
 
 static record *read_legacy(const unsigned char *data, size_t len)
 {
-	unpickler u = {.start = data, .p = data, .end = data + len, .legacy = 1};
+	torch_file f = {.legacy = 1};
 	record *r = NULL;
-	u.p += data[2] == 0x95 ? 24 : 15; /* the magic number (is_legacy) */
-	pv *version = unpickle_one(&u, "protocol version"), *sys = version ? unpickle_one(&u, "sys_info") : NULL;
+	/* after the magic number (is_legacy) */
+	pickle *pk = torch_pickle(data, len, data[2] == 0x95 ? 24 : 15, &f);
+	pickle_value *version = pk ? pickle_load(pk, "protocol version") : NULL;
+	pickle_value *sys = version ? pickle_load(pk, "sys_info") : NULL;
 	if (!sys)
 		goto out;
-	if (version->type != PV_INT || version->i != 1001) {
-		err_set("legacy protocol version %lld, expected 1001", version->type == PV_INT ? (long long)version->i : -1LL);
+	if (version->type != PICKLE_INT || version->i != 1001) {
+		err_set("legacy protocol version %lld, expected 1001", version->type == PICKLE_INT ? (long long)version->i : -1LL);
 		goto out;
 	}
-	const pv *le = sys->type == PV_DICT ? dict_get(sys, "little_endian") : NULL;
-	if (!le || le->type != PV_BOOL) {
+	const pickle_value *le = sys->type == PICKLE_DICT ? pickle_dict_get(sys, "little_endian") : NULL;
+	if (!le || le->type != PICKLE_BOOL) {
 		err_set("sys_info is not a dict with little_endian");
 		goto out;
 	}
@@ -1104,56 +613,59 @@ static record *read_legacy(const unsigned char *data, size_t len)
 		err_set("saved on a big-endian machine: not supported");
 		goto out;
 	}
-	pv *obj = unpickle_one(&u, "object"), *keys = obj ? unpickle_one(&u, "storage keys") : NULL;
+	pickle_value *obj = pickle_load(pk, "object"), *keys = obj ? pickle_load(pk, "storage keys") : NULL;
 	if (!keys)
 		goto out;
-	if (keys->type != PV_LIST) {
+	if (keys->type != PICKLE_LIST) {
 		err_set("the storage keys are not a list");
 		goto out;
 	}
+	/* the storages' bytes follow the last pickle */
+	const unsigned char *p = data + pickle_offset(pk), *end = data + len;
 	for (size_t i = 0; i < keys->n; i++) {
-		const pv *k = keys->items[i];
+		const pickle_value *k = keys->items[i];
 		int ref = -1;
-		for (int j = 0; k->type == PV_STR && j < u.nrefs && ref < 0; j++)
-			if (!strcmp(u.refs[j].key, k->s))
+		for (int j = 0; k->type == PICKLE_STR && j < f.nrefs && ref < 0; j++)
+			if (!strcmp(f.refs[j].key, k->s))
 				ref = j;
-		long at = (long)(u.p - u.start);
+		long at = (long)(p - data);
 		if (ref < 0) {
 			err_set("offset %ld: storage key %zu is not a storage of the object", at, i);
 			goto out;
 		}
-		sref *s = &u.refs[ref];
+		sref *s = &f.refs[ref];
 		if (s->bytes) {
 			err_set("offset %ld: storage '%s' twice", at, s->key);
 			goto out;
 		}
-		if ((size_t)(u.end - u.p) < 8) {
+		if ((size_t)(end - p) < 8) {
 			err_set("offset %ld: truncated (storage '%s')", at, s->key);
 			goto out;
 		}
-		int64_t numel = (int64_t)le_bytes(u.p, 8);
+		int64_t numel = (int64_t)load_le(p, 8);
 		if (numel != s->numel) {
 			err_set("offset %ld: storage '%s' holds %lld elements, its persistent id says %lld", at, s->key,
 				(long long)numel, (long long)s->numel);
 			goto out;
 		}
 		/* the size against the file before anything is made of it */
-		if ((uint64_t)numel > (uint64_t)(u.end - u.p - 8) / (uint64_t)s->st->src_size) {
+		if ((uint64_t)numel > (uint64_t)(end - p - 8) / (uint64_t)s->st->src_size) {
 			err_set("offset %ld: storage '%s' of %lld elements of %d bytes, %ld bytes left in the file", at, s->key,
-				(long long)numel, s->st->src_size, (long)(u.end - u.p - 8));
+				(long long)numel, s->st->src_size, (long)(end - p - 8));
 			goto out;
 		}
-		s->bytes = u.p + 8;
-		u.p += 8 + (size_t)numel * (size_t)s->st->src_size;
+		s->bytes = p + 8;
+		p += 8 + (size_t)numel * (size_t)s->st->src_size;
 	}
-	for (int j = 0; j < u.nrefs; j++)
-		if (!u.refs[j].bytes) {
-			err_set("storage '%s' has no data (not in the list of storage keys)", u.refs[j].key);
+	for (int j = 0; j < f.nrefs; j++)
+		if (!f.refs[j].bytes) {
+			err_set("storage '%s' has no data (not in the list of storage keys)", f.refs[j].key);
 			goto out;
 		}
-	r = dict_to_record(&u, obj);
+	r = dict_to_record(&f, obj);
 out:
-	unpickler_free(&u);
+	pickle_free(pk);
+	torch_file_free(&f);
 	return r;
 }
 
@@ -1242,12 +754,6 @@ record *pth_read(const char *path)
 }
 
 /* ---------------------------------------------------------------- mapping */
-
-static int is_batches_tracked(const char *name)
-{
-	size_t n = strlen(name), k = strlen(".num_batches_tracked");
-	return n >= k && !strcmp(name + n - k, ".num_batches_tracked");
-}
 
 /* torchvision's RegNet (regnet_x_800mf ...) names its modules differently from mmdet's
  * RegNet, whose names the model uses (a ResNet layout): the stem is stem.0/stem.1, stage
@@ -1410,7 +916,7 @@ int pth_load_into(record *params, const record *sd, const char *prefix, pth_summ
 	}
 	for (int i = 0; i < sd->ntensors; i++) {
 		const tensor *t = &sd->tensors[i];
-		if (is_batches_tracked(t->name))
+		if (ends_with(t->name, ".num_batches_tracked"))
 			continue;
 		tensor *p = model_name_of(t->name, &nm, prefix, name, sizeof name) ? record_find(params, name) : NULL;
 		if (!p) {
@@ -1455,7 +961,7 @@ int pth_load_into(record *params, const record *sd, const char *prefix, pth_summ
 	}
 	for (int i = 0; i < params->ntensors; i++) {
 		const char *pn = params->tensors[i].name;
-		if (strncmp(pn, prefix, plen) || is_batches_tracked(pn))
+		if (strncmp(pn, prefix, plen) || ends_with(pn, ".num_batches_tracked"))
 			continue;
 		if (set[i])
 			setn[nset++] = (char *)pn + plen;

@@ -8,20 +8,17 @@
  * number, protocol version 1001, sys_info, the object, the list of storage keys) and
  * then each storage's element count and raw bytes.
  *
- * The pickle reader is a security boundary (docs/training.md, "Pretrained weights"):
- * a small stack machine for what torch.save emits for a state dict (protocols 2 to 5:
- * dicts, tuples, lists, strings, ints, floats, bools, None, the memo, persistent ids
- * naming storages) that calls nothing: of the callables a pickle names it accepts only
- * torch._utils._rebuild_tensor_v2 (and _rebuild_tensor of torch before 0.4),
- * _rebuild_parameter, collections.OrderedDict and torch.<T>Storage types, and anything
- * else is an error naming the opcode or the callable. It never recurses; MARKs nest at
- * most 64 deep; memo indices are bounded by the pickle's length; the memory its values
- * take is bounded (256 MiB, or $PTH_MAX_VALUES bytes, + 64 bytes per byte of pickle);
- * every storage's size is
- * checked against the bytes the archive holds before anything is made of it, a zip's
- * members may unpack to 4 times the archive's size (+ 1 MiB) at most, and the tensors
- * to twice the storages' bytes (+ 1 MiB). Every read is bounds-checked: a corrupt file
- * is an error, never a crash.
+ * Reading is a security boundary (docs/training.md, "Pretrained weights"). The pickles
+ * go through core/pickle.h's machine, which calls nothing, never recurses and bounds
+ * its MARKs (64 deep), memo (by the pickle's length) and the memory its values take
+ * (256 MiB, or $PTH_MAX_VALUES bytes, + 64 bytes per byte of pickle). Of the callables
+ * a pickle names this file accepts only torch._utils._rebuild_tensor_v2 (and
+ * _rebuild_tensor of torch before 0.4), _rebuild_parameter, collections.OrderedDict,
+ * and as persistent ids only torch.<T>Storage types; anything else is an error naming
+ * the opcode or the callable. Every storage's size is checked against the bytes the
+ * archive holds before anything is made of it, a zip's members may unpack to 4 times
+ * the archive's size (+ 1 MiB) at most, and the tensors to twice the storages' bytes
+ * (+ 1 MiB). Every read is bounds-checked: a corrupt file is an error, never a crash.
  *
  * Checkpoints that wrap a state dict ({"state_dict": ..., "meta": ...} of mmcv, mmdet
  * and mmcls; {"model": ...} of torchvision's reference scripts) give the wrapped one. */

@@ -1,13 +1,12 @@
-/* Unit tests of lib/voc (annotation XML, boxes, class lists, shuffling) and lib/image
- * (format sniffing, damaged input). The tool-level behaviour is in tests/bats. */
+/* Unit tests of lib/data/voc_xml.c: annotation XML as mmdet reads it, and the box checks.
+ * The tool-level behaviour is in tests/bats/voc-decode.bats. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
 #include "core/err.h"
-#include "data/image.h"
-#include "data/voc.h"
+#include "data/voc_xml.h"
 
 static voc_classes *three(void)
 {
@@ -107,99 +106,8 @@ static void test_xml(void)
 	voc_classes_free(c);
 }
 
-static void test_classes(void)
-{
-	voc_classes *c = voc_classes_default();
-	CHECK(c && c->n == 20);
-	CHECK(voc_class_index(c, "aeroplane") == 0 && voc_class_index(c, "person") == 14);
-	CHECK(voc_class_index(c, "tvmonitor") == 19 && voc_class_index(c, "RBC") == -1);
-	voc_classes_free(c);
-	voc_classes_free(NULL);
-	CHECK(voc_classes_load("/nonexistent/classes") == NULL && strstr(err_msg(), "/nonexistent/classes"));
-}
-
-static void test_shuffle(void)
-{
-	/* splitmix64 from state 0: the published first outputs */
-	uint64_t st = 0;
-	CHECK(voc_splitmix64(&st) == 0xe220a8397b1dcdafull);
-	CHECK(voc_splitmix64(&st) == 0x6e789e6aa1b965f4ull);
-
-	enum { N = 101 };
-	long a[N], b[N];
-	int seen[N] = {0};
-	for (int i = 0; i < N; i++)
-		a[i] = b[i] = i;
-	voc_shuffle(a, N, 42);
-	voc_shuffle(b, N, 42);
-	CHECK(memcmp(a, b, sizeof a) == 0);
-	int moved = 0;
-	for (int i = 0; i < N; i++) {
-		seen[a[i]]++;
-		moved += a[i] != i;
-	}
-	int perm = 1;
-	for (int i = 0; i < N; i++)
-		perm &= seen[i] == 1;
-	CHECK(perm);
-	CHECK(moved > N / 2);
-	for (int i = 0; i < N; i++)
-		b[i] = i;
-	voc_shuffle(b, N, 43);
-	CHECK(memcmp(a, b, sizeof a) != 0);
-	CHECK(voc_epoch_seed(1, 0) != voc_epoch_seed(1, 1) && voc_epoch_seed(1, 0) != voc_epoch_seed(2, 0));
-	CHECK(voc_epoch_seed(7, 3) == voc_epoch_seed(7, 3));
-	/* n = 0 and 1 are no-ops */
-	long one = 5;
-	voc_shuffle(&one, 1, 9);
-	voc_shuffle(NULL, 0, 9);
-	CHECK(one == 5);
-
-	/* every position is roughly equally likely for the first element */
-	int count[4] = {0};
-	for (uint64_t s = 0; s < 4000; s++) {
-		long v[4] = {0, 1, 2, 3};
-		voc_shuffle(v, 4, s);
-		count[v[0]]++;
-	}
-	for (int i = 0; i < 4; i++)
-		CHECK_MSG(count[i] > 850 && count[i] < 1150, "first = %d: %d of 4000", i, count[i]);
-}
-
-static void test_image(void)
-{
-	static const unsigned char png_sig[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-	static const unsigned char jpeg_soi[] = {0xff, 0xd8, 0xff, 0xe0};
-	CHECK(image_sniff(png_sig, sizeof png_sig) == IMAGE_PNG);
-	CHECK(image_sniff(jpeg_soi, sizeof jpeg_soi) == IMAGE_JPEG);
-	CHECK(image_sniff("GIF89a", 6) == IMAGE_UNKNOWN);
-	int w, h;
-	CHECK(image_size("GIF89a", 6, &w, &h) < 0 && strstr(err_msg(), "not a JPEG or PNG"));
-	CHECK(image_size("", 0, &w, &h) < 0 && strstr(err_msg(), "empty"));
-	/* headers cut short at every length: an error, never a crash */
-	int all_failed = 1;
-	for (size_t n = 0; n <= sizeof jpeg_soi; n++)
-		all_failed &= image_size(jpeg_soi, n, &w, &h) < 0;
-	for (size_t n = 0; n <= sizeof png_sig; n++)
-		all_failed &= image_size(png_sig, n, &w, &h) < 0;
-	CHECK(all_failed);
-	/* a PNG header claiming 2^31 x 1 pixels */
-	unsigned char big[33] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R',
-				 0x80, 0, 0, 0, 0, 0, 0, 1, 8, 2, 0, 0, 0};
-	CHECK(image_size(big, sizeof big, &w, &h) < 0);
-	/* a valid-looking IHDR but no image data */
-	unsigned char tiny[33] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R',
-				  0, 0, 0, 2, 0, 0, 0, 2, 8, 2, 0, 0, 0};
-	unsigned char chw[12];
-	CHECK(image_size(tiny, sizeof tiny, &w, &h) == 0 && w == 2 && h == 2);
-	CHECK(image_decode_chw(tiny, sizeof tiny, chw, 2, 2) < 0 && strstr(err_msg(), "corrupt PNG"));
-}
-
 int main(void)
 {
 	test_xml();
-	test_classes();
-	test_shuffle();
-	test_image();
-	return check_done("test_voc");
+	return check_done("test_voc_xml");
 }

@@ -1,4 +1,4 @@
-/* test_map: VOC mAP (voc_ap) on hand-worked cases and against tests/ref_detect.py's
+/* test_voc_ap: VOC mAP (voc_ap) on hand-worked cases and against tests/ref_detect.py's
  * expected results for its random, BCCD and BCCD-oracle cases (both AP modes, both
  * coordinate conventions, shards added in either order). */
 #include <math.h>
@@ -244,5 +244,5 @@ int main(void)
 	test_hand();
 	test_table();
 	test_fixtures();
-	return check_done("test_map");
+	return check_done("test_voc_ap");
 }
