@@ -9,6 +9,7 @@
 
 #include "core/config.h"
 #include "core/err.h"
+#include "core/str.h"
 #include "nn/graph.h"
 
 model *model_new(const cJSON *sec, const char *where)
@@ -149,12 +150,6 @@ static void describe(char *buf, size_t len, int ndim, const int64_t *shape)
 		o += (size_t)snprintf(buf + o, len - o, "%s%lld", i ? "," : "", (long long)shape[i]);
 	if (o < len)
 		snprintf(buf + o, len - o, "]");
-}
-
-static int ends_with(const char *s, const char *suffix)
-{
-	size_t a = strlen(s), b = strlen(suffix);
-	return a >= b && !strcmp(s + a - b, suffix);
 }
 
 int model_load_params(model *m, const record *r)
