@@ -3,11 +3,12 @@
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <errno.h>
 #include <string.h>
 #include <time.h>
 
 #include "train/checkpoint.h"
+#include "train/loop.h"
+#include "train/run.h"
 #include "core/config.h"
 #include "nn/model.h"
 #include "train/optim.h"
@@ -145,10 +146,9 @@ typedef struct run {
 	train_state t;
 	optim_config c;
 	opts o;
-	char dir[4096];
-	long max_iters, iters_per_epoch, saved_step;
+	run_dir books;                 /* checkpoints and metrics.jsonl */
+	long max_iters, iters_per_epoch;
 	stream_writer *params;
-	FILE *metrics;
 	double start, last, step_time; /* step_time: smoothed seconds per step */
 	cJSON *loss;                   /* the meta of the loss record before the next grads */
 	record *stats;                 /* QAT: the stats record before the next grads */
@@ -162,53 +162,15 @@ static double now(void)
 	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static void save(run *r, const char *name)
-{
-	r->saved_step = r->t.step;
-	if (r->o.replica)
-		return;
-	if (checkpoint_save(&r->t, r->dir, name) < 0 || checkpoint_save(&r->t, r->dir, "latest.tns") < 0)
-		die_err();
-}
-
-static void save_step(run *r)
-{
-	char name[64];
-	snprintf(name, sizeof name, "iter_%ld.tns", r->t.step);
-	save(r, name);
-}
-
-static void save_epoch(run *r)
-{
-	char name[64];
-	snprintf(name, sizeof name, "epoch_%ld.tns", r->t.epoch + 1);
-	save(r, name);
-}
-
+/* The state to forward (lib/train/loop.h), marked final at the last step of --max-steps. */
 static void send_params(run *r)
 {
 	record *p = train_state_params(&r->t);
 	if (!p)
 		die_err();
-	/* the last step of --max-steps: forward stops at this record instead of running
-	 * a batch whose gradient nobody would take (the mark is on the wire only: p is
-	 * the state the checkpoints save) */
 	int final = r->o.max_steps && r->t.step >= r->o.max_steps;
-	if (final && !cJSON_AddTrueToObject(p->meta, "final"))
-		die("out of memory");
-	if (r->params && (stream_write(r->params, p) < 0 || (r->t.ranges && stream_write(r->params, r->t.ranges) < 0)))
+	if (r->params && loop_send(r->params, p, r->t.ranges, final) < 0)
 		die_err();
-	if (final)
-		cJSON_DeleteItemFromObjectCaseSensitive(p->meta, "final");
-}
-
-/* A number for metrics.jsonl: JSON has no NaN or infinity. */
-static void json_num(FILE *f, const char *key, double v)
-{
-	if (isfinite(v))
-		fprintf(f, ",\"%s\":%.9g", key, v);
-	else
-		fprintf(f, ",\"%s\":null", key);
 }
 
 /* A number of the step's loss numbers: the global batch's (grads meta "replicas",
@@ -229,18 +191,9 @@ static void log_step(run *r, const record *grads, double images, double dt)
 	r->step_time = r->step_time > 0 ? 0.9 * r->step_time + 0.1 * dt : dt;
 	double ips = dt > 0 ? images / dt : NAN;
 	double eta = r->max_iters > 0 ? (double)(r->max_iters - r->t.step) * r->step_time : NAN;
-	fprintf(r->metrics, "{\"step\":%ld,\"epoch\":%ld", r->t.step, r->t.epoch);
-	json_num(r->metrics, "lr", r->t.lr);
-	json_num(r->metrics, "loss", loss);
-	json_num(r->metrics, "loss_cls", cls);
-	json_num(r->metrics, "loss_bbox", reg);
-	json_num(r->metrics, "num_pos", pos);
-	json_num(r->metrics, "images", images);
-	json_num(r->metrics, "images_per_s", ips);
-	json_num(r->metrics, "eta_s", eta);
-	fputs("}\n", r->metrics);
-	if (fflush(r->metrics) != 0)
-		die("%s/metrics.jsonl: write error: %s", r->dir, strerror(errno));
+	run_metrics m = {r->t.step, r->t.epoch, r->t.lr, loss, cls, reg, pos, images, ips, eta};
+	if (run_log(&r->books, &m) < 0)
+		die_err();
 	if (!r->o.log_every || r->t.step % r->o.log_every)
 		return;
 	char total[32] = "?", eta_s[32] = "-";
@@ -260,16 +213,11 @@ static void step(run *r, const record *grads, const char *where)
 			       : meta_num(grads, "epoch", (double)r->t.epoch);
 	if (epoch < 0 || epoch != floor(epoch) || epoch > 1e9)
 		die("%s: bad epoch %g in the meta", where, epoch);
-	if ((long)epoch != r->t.epoch) {
-		if (r->t.epoch_steps > 0) {
-			save_epoch(r);
-			if (!r->o.iters_per_epoch)
-				r->iters_per_epoch = r->t.epoch_steps;
-		}
-		r->t.epoch = (long)epoch;
-		r->t.epoch_steps = 0;
-		r->t.epoch_images = 0;
-	}
+	long ended = run_next_epoch(&r->books, &r->t, (long)epoch);
+	if (ended < 0)
+		die_err();
+	if (ended > 0 && !r->o.iters_per_epoch)
+		r->iters_per_epoch = ended; /* the length of an epoch, once one has ended */
 	double lr = lr_at(&r->c, r->t.step, r->t.epoch, r->max_iters);
 	if (sgd_step(r->t.opt, grads, lr, &r->c) < 0)
 		die("%s: %s", where, err_msg());
@@ -293,8 +241,8 @@ static void step(run *r, const record *grads, const char *where)
 	double t = now();
 	log_step(r, grads, images, t - r->last);
 	r->last = t;
-	if (r->c.checkpoint_every && r->t.step % r->c.checkpoint_every == 0)
-		save_step(r);
+	if (r->c.checkpoint_every && r->t.step % r->c.checkpoint_every == 0 && run_save_step(&r->books, &r->t) < 0)
+		die_err();
 	cJSON_Delete(r->loss);
 	r->loss = NULL;
 }
@@ -335,21 +283,18 @@ static void start(run *r)
 		if (!name[0])
 			snprintf(name, sizeof name, "%s", meta_str(init, "config", "default"));
 	}
+	char dir[4096];
 	if (o->run)
-		snprintf(r->dir, sizeof r->dir, "%s", o->run);
+		snprintf(dir, sizeof dir, "%s", o->run);
 	else
-		snprintf(r->dir, sizeof r->dir, "runs/%s", name[0] ? name : "default");
-	if (!o->replica && (make_dirs(r->dir) < 0 || checkpoint_clean(r->dir) < 0))
+		snprintf(dir, sizeof dir, "runs/%s", name[0] ? name : "default");
+	if (run_open(&r->books, dir, o->replica) < 0)
 		die_err();
-	char path[4200];
-	snprintf(path, sizeof path, "%s/metrics.jsonl", r->dir);
 	if (o->resume) {
 		char latest[4200];
-		snprintf(latest, sizeof latest, "%s/latest.tns", r->dir);
+		snprintf(latest, sizeof latest, "%s/latest.tns", r->books.dir);
 		if (checkpoint_load(&r->t, latest) < 0)
 			die("cannot resume: %s", err_msg());
-		if (!o->replica && metrics_trim(path, r->t.step) < 0)
-			die_err();
 		if (!o->replica)
 			fprintf(stderr, "%s: resuming %s at step %ld, epoch %ld (%.0f images into it)\n", tool_name, latest, r->t.step,
 			r->t.epoch, r->t.epoch_images);
@@ -397,26 +342,21 @@ static void start(run *r)
 		if (!(r->t.opt = sgd_new(init)))
 			die("%s: %s", o->init, err_msg());
 		if (o->quant) {
-			stream_reader *rs = stream_open_read(o->ranges);
-			int rrc = rs ? stream_read(rs, &r->t.ranges) : -1;
-			if (rrc == 0)
-				die("--ranges %s: no ranges record", o->ranges);
-			if (rrc < 0)
+			if (!(r->t.ranges = stream_read_first(o->ranges, "ranges"))) {
+				err_wrap("--ranges");
 				die_err();
-			if (strcmp(r->t.ranges->kind, "ranges"))
-				die("--ranges %s: expected a ranges record, got '%s'", o->ranges, r->t.ranges->kind);
-			stream_close_read(rs);
+			}
 		}
 		record_free(init);
 		r->t.seed = o->seed;
 		snprintf(r->t.config, sizeof r->t.config, "%s", name);
-		if (!o->replica && metrics_trim(path, 0) < 0) /* a fresh run starts a fresh log */
-			die_err();
 	}
 	r->freeze_ranges = o->freeze_ranges >= 0 ? o->freeze_ranges : r->c.epochs / 2 + 1;
-	r->saved_step = o->resume ? r->t.step : -1;
-	if (!o->replica && !(r->metrics = fopen(path, "a")))
-		die("%s: cannot append", path);
+	r->books.saved_step = o->resume ? r->t.step : -1;
+	/* a resumed run drops the metrics of steps it has to do again; a fresh run starts
+	 * a fresh log */
+	if (run_metrics_open(&r->books, o->resume ? r->t.step : 0) < 0)
+		die_err();
 	if (o->params && !(r->params = stream_open_write(o->params, STREAM_LEVEL_DEFAULT)))
 		die_err();
 	if (o->params)
@@ -460,23 +400,15 @@ int main(int argc, char **argv)
 	}
 	if (!r.o.max_steps || r.t.step < r.o.max_steps) {
 		if (rc < 0)
-			die("%s (last checkpoint: %s/latest.tns, step %ld)", err_msg(), r.dir, r.saved_step);
+			die("%s (last checkpoint: %s/latest.tns, step %ld)", err_msg(), r.books.dir, r.books.saved_step);
 	}
 	/* the end: the last state is saved, as epoch_<e> too when the epoch is complete */
-	if (r.t.step != r.saved_step) {
-		if (r.iters_per_epoch > 0 && r.t.epoch_steps == r.iters_per_epoch)
-			save_epoch(&r);
-		else
-			save_step(&r);
-	}
-	if (stream_close_write(r.params) < 0)
+	if (run_end(&r.books, &r.t, r.iters_per_epoch) < 0 || stream_close_write(r.params) < 0 || run_close(&r.books) < 0)
 		die_err();
-	if (r.metrics && fclose(r.metrics) != 0)
-		die("%s/metrics.jsonl: write error: %s", r.dir, strerror(errno));
 	stream_close_read(in);
 	if (!r.o.replica)
 		fprintf(stderr, "%s: %ld steps done (epoch %ld), %.0f images, %.1f s; %s/latest.tns%s\n", tool_name,
-			r.t.step, r.t.epoch + 1, r.t.images, now() - r.start, r.dir, others ? " (other records ignored)" : "");
+			r.t.step, r.t.epoch + 1, r.t.images, now() - r.start, r.books.dir, others ? " (other records ignored)" : "");
 	cJSON_Delete(r.loss);
 	record_free(r.stats);
 	record_free(r.t.ranges);
