@@ -20,6 +20,7 @@ static void usage(void)
 {
 	printf("usage: sgd-step --init PARAMS [--pretrained FILE.pth] [options] < loss+grads\n"
 	       "       sgd-step --resume [options] < loss+grads\n"
+	       "       sgd-step --print-config [--config FILE]\n"
 	       "\n"
 	       "Owns the weights, the BN running statistics and the optimizer state of a training run.\n"
 	       "Sends the initial params, then reads \"loss\" and \"grads\" records (loss passes forward's\n"
@@ -62,6 +63,11 @@ static void usage(void)
 	       "                        the same steps on the same gradients, but nothing written\n"
 	       "                        (checkpoints, metrics and progress are rank 0's); with\n"
 	       "                        --resume it reads RUN/latest.tns as rank 0 does\n"
+	       "  --print-config        print the config as the pipelines read it and exit: JSON, its\n"
+	       "                        \"base\" chain merged, \"train\" with every key (the defaults\n"
+	       "                        above for those it leaves out, checked as for training) and\n"
+	       "                        \"qat\" with TI's defaults for those it leaves out (epochs a\n"
+	       "                        quarter of train's, at least 1; lr a tenth of train's)\n"
 	       "  -h, --help            this help\n"
 	       "\n"
 	       "In: \"loss\" records (meta loss, loss_cls, loss_bbox, num_pos, images, epoch, ...), each\n"
@@ -79,7 +85,7 @@ static void usage(void)
 
 typedef struct opts {
 	const char *config, *init, *pretrained, *prefix, *params, *run, *ranges;
-	int resume, quant, replica;
+	int resume, quant, replica, print_config;
 	long checkpoint_every, log_every, epochs, iters_per_epoch, max_steps, freeze_ranges;
 	double lr;
 	unsigned long long seed;
@@ -88,7 +94,7 @@ typedef struct opts {
 static void parse(int argc, char **argv, opts *o)
 {
 	enum { O_CONFIG = 256, O_INIT, O_PRE, O_PREFIX, O_RESUME, O_PARAMS, O_RUN, O_CKPT, O_LOG, O_LR, O_EPOCHS, O_IPE,
-	       O_MAX, O_SEED, O_QUANT, O_RANGES, O_FREEZE, O_REPLICA };
+	       O_MAX, O_SEED, O_QUANT, O_RANGES, O_FREEZE, O_REPLICA, O_PRINT };
 	static const struct option longopts[] = {
 		{"config", required_argument, 0, O_CONFIG},      {"init", required_argument, 0, O_INIT},
 		{"pretrained", required_argument, 0, O_PRE},     {"pretrained-prefix", required_argument, 0, O_PREFIX},
@@ -99,10 +105,12 @@ static void parse(int argc, char **argv, opts *o)
 		{"max-steps", required_argument, 0, O_MAX},      {"seed", required_argument, 0, O_SEED},
 		{"quant", no_argument, 0, O_QUANT},              {"ranges", required_argument, 0, O_RANGES},
 		{"freeze-ranges", required_argument, 0, O_FREEZE}, {"replica", no_argument, 0, O_REPLICA},
-		{"help", no_argument, 0, 'h'},                   {0}};
-	int c;
+		{"print-config", no_argument, 0, O_PRINT},       {"help", no_argument, 0, 'h'},
+		{0}};
+	int c, given = 0;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+		given++;
 		switch (c) {
 		case O_CONFIG: o->config = optarg; break;
 		case O_INIT: o->init = optarg; break;
@@ -122,6 +130,7 @@ static void parse(int argc, char **argv, opts *o)
 		case O_RANGES: o->ranges = optarg; break;
 		case O_FREEZE: o->freeze_ranges = arg_long("--freeze-ranges", optarg, 0, 1L << 30); break;
 		case O_REPLICA: o->replica = 1; break;
+		case O_PRINT: o->print_config = 1; break;
 		case 'h': usage(); exit(0);
 		case ':': usage_error("option '%s' needs an argument", argv[optind - 1]);
 		default: usage_error("unknown option '%s'", argv[optind - 1]);
@@ -131,6 +140,11 @@ static void parse(int argc, char **argv, opts *o)
 		tool_fifo_watch(o->params, 1); /* released however this ends before its open */
 	if (optind < argc)
 		usage_error("unexpected argument '%s'", argv[optind]);
+	if (o->print_config) {
+		if (given != 1 + !!o->config)
+			usage_error("--print-config takes --config FILE and nothing else");
+		return;
+	}
 	if (o->resume && (o->init || o->pretrained))
 		usage_error("--resume continues a run: it takes no --init or --pretrained");
 	if (!o->resume && !o->init)
@@ -369,6 +383,19 @@ int main(int argc, char **argv)
 	tool_init("sgd-step");
 	run r = {.o = {.checkpoint_every = -1, .log_every = 20, .freeze_ranges = -1}};
 	parse(argc, argv, &r.o);
+	if (r.o.print_config) {
+		cJSON *j = config_resolved(r.o.config);
+		if (!j)
+			die_err();
+		char *text = cJSON_Print(j);
+		if (!text)
+			die("out of memory");
+		puts(text);
+		free(text);
+		cJSON_Delete(j);
+		close_stdout();
+		return 0;
+	}
 	/* a reader of --params that goes away is an EPIPE error with a message, not a silent death */
 	signal(SIGPIPE, SIG_IGN);
 	start(&r);

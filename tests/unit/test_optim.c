@@ -237,6 +237,68 @@ static void test_bad_grads(void)
 	record_free(p);
 }
 
+/* optim_config_json over the defaults gives the config back; apply(json(c)) == c. */
+static void check_round_trip(const optim_config *c, const char *what)
+{
+	cJSON *j = optim_config_json(c);
+	optim_config back;
+	optim_config_default(&back);
+	CHECK_MSG(j && optim_config_apply(&back, j, "printed") == 0, "%s: %s", what, err_msg());
+	CHECK_MSG(!memcmp(&back, c, sizeof back), "%s: the printed train section reads back otherwise", what);
+	cJSON_Delete(j);
+}
+
+static void test_config_json(void)
+{
+	optim_config c;
+	optim_config_default(&c);
+	check_round_trip(&c, "defaults");
+	/* every schedule of the LR cases */
+	FILE *f = fopen(FIX "lr_cases.json", "rb");
+	static char buf[1 << 20];
+	size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+	if (f)
+		fclose(f);
+	buf[n] = 0;
+	cJSON *cases = cJSON_Parse(buf), *it;
+	int k = 0;
+	cJSON_ArrayForEach(it, cases) {
+		char what[32];
+		snprintf(what, sizeof what, "lr case %d", k++);
+		optim_config_default(&c);
+		if (optim_config_apply(&c, cJSON_GetObjectItem(it, "train"), what) == 0)
+			check_round_trip(&c, what);
+	}
+	CHECK(k == 5);
+	cJSON_Delete(cases);
+	static const char *const more[] = {
+		"{\"lr_config\": {\"policy\": \"step\", \"step\": [8, 11], \"min_lr\": 0.001, \"warmup\": \"exp\"}}",
+		"{\"lr_config\": {\"policy\": \"cosine\", \"min_lr\": 0.0005, \"warmup\": null}, \"epochs\": 3}",
+		"{\"lr_config\": {\"policy\": \"fixed\", \"step\": 4, \"min_lr_ratio\": 0.5}, \"bn_momentum\": 0.03}",
+	};
+	for (size_t i = 0; i < sizeof more / sizeof *more; i++) {
+		cJSON *j = cJSON_Parse(more[i]);
+		optim_config_default(&c);
+		CHECK_MSG(optim_config_apply(&c, j, "t") == 0, "%s", err_msg());
+		check_round_trip(&c, more[i]);
+		cJSON_Delete(j);
+	}
+	/* the resolved config: train complete, qat's defaults where it has none */
+	cJSON *r = config_resolved(NULL);
+	const cJSON *q = cJSON_GetObjectItem(r, "qat"), *t = cJSON_GetObjectItem(r, "train");
+	CHECK(r && cJSON_GetObjectItem(q, "epochs")->valuedouble == 6 && cJSON_GetObjectItem(q, "lr")->valuedouble == 0.04 / 10);
+	CHECK(cJSON_GetObjectItem(t, "batch")->valuedouble == 8 && cJSON_GetObjectItem(t, "checkpoint_every")->valuedouble == 500);
+	cJSON_Delete(r);
+	r = config_resolved(FIX "cosine.json");
+	CHECK_MSG(r, "%s", err_msg());
+	optim_config from_file;
+	CHECK(load_train(&from_file, FIX "cosine.json") == 0);
+	optim_config_default(&c);
+	CHECK(r && optim_config_apply(&c, cJSON_GetObjectItem(r, "train"), "resolved") == 0 && !memcmp(&c, &from_file, sizeof c));
+	cJSON_Delete(r);
+	CHECK(!config_resolved("/nonexistent.json") && strstr(err_msg(), "/nonexistent.json"));
+}
+
 static void test_config(void)
 {
 	static const struct {
@@ -293,6 +355,7 @@ int main(void)
 	test_set("cosine", 6, dir);
 	test_bad_grads();
 	test_config();
+	test_config_json();
 	char cmd[128];
 	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
 	if (system(cmd) != 0)
