@@ -33,11 +33,12 @@ bool() {
 }
 
 # load_config CONFIG: what every run script starts from. Sets cfg_file, BIN (default
-# bin), CFG_JSON (config_json: merged, defaults filled; a bad config stops here), name, run (RUN or runs/<name>), data and classes
-# (DATA / CLASSES, else the config's dataset section; empty if neither), and the
-# boolean settings every script reads alike: quantize (QUANTIZE, else the config's
-# "quantize"), int8 (INT8) and per_channel_dw (PER_CHANNEL_DW: forward's, fakequant's
-# and tidl-pack's flag as an array).
+# bin), CFG_JSON (config_json: merged, defaults filled; a bad config fails here),
+# name, run (RUN or runs/<name>), data and classes (DATA / CLASSES, else the config's
+# dataset section; empty if neither), and the boolean settings every script reads
+# alike: quantize (QUANTIZE, else the config's "quantize"), int8 (INT8) and
+# per_channel_dw (PER_CHANNEL_DW: forward's, fakequant's and tidl-pack's flag as an
+# array).
 load_config() {
 	cfg_file=$1
 	BIN=${BIN:-bin}
