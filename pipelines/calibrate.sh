@@ -36,7 +36,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 load_config "${1:?usage: calibrate.sh CONFIG}"
 ckpt=${CKPT:-$run/latest.tns}
 split=${SPLIT:-$(cfg .dataset.train_split trainval)}
-batch=${BATCH:-$(cfg .train.batch 8)}
+batch=${BATCH:-$(cfg .train.batch)}
 iters=${ITERS:-1000}
 aug=${AUG:-train}
 out=${OUT:-$run}

@@ -1,19 +1,14 @@
 # Shell helpers the pipeline scripts share. Source it; it sets nothing else.
 
-# config_json FILE: the config with its "base" chain merged, as lib/core/config.c reads it
-# (jq's * merges objects member by member and replaces everything else, the same rule).
+# config_json FILE: the config as the tools read it, from sgd-step --print-config: its
+# "base" chain merged, "train" complete with the training defaults and "qat" with its
+# defaults (lib/train/optim.c keeps them, once).
 config_json() {
-	local f=$1 base
-	base=$(jq -r '.base // empty' "$f") || return 1
-	if [ -z "$base" ]; then
-		cat "$f"
-		return
-	fi
-	case $base in /*) ;; *) base=$(dirname "$f")/$base ;; esac
-	jq -s '.[0] * (.[1] | del(.base))' <(config_json "$base") "$f"
+	"${BIN:-bin}/sgd-step" --print-config --config "$1"
 }
 
-# cfg KEY DEFAULT: a value of the merged config in $CFG_JSON (jq path), or DEFAULT.
+# cfg KEY DEFAULT: a value of the merged config in $CFG_JSON (jq path), or DEFAULT. The
+# training keys (.train.*, .qat.epochs, .qat.lr) always have a value there.
 cfg() {
 	local v
 	v=$(jq -r "$1 // empty" <<<"$CFG_JSON")
@@ -38,15 +33,16 @@ bool() {
 }
 
 # load_config CONFIG: what every run script starts from. Sets cfg_file, BIN (default
-# bin), CFG_JSON (the merged config), name, run (RUN or runs/<name>), data and classes
-# (DATA / CLASSES, else the config's dataset section; empty if neither), and the
-# boolean settings every script reads alike: quantize (QUANTIZE, else the config's
-# "quantize"), int8 (INT8) and per_channel_dw (PER_CHANNEL_DW: forward's, fakequant's
-# and tidl-pack's flag as an array).
+# bin), CFG_JSON (config_json: merged, defaults filled; a bad config fails here),
+# name, run (RUN or runs/<name>), data and classes (DATA / CLASSES, else the config's
+# dataset section; empty if neither), and the boolean settings every script reads
+# alike: quantize (QUANTIZE, else the config's "quantize"), int8 (INT8) and
+# per_channel_dw (PER_CHANNEL_DW: forward's, fakequant's and tidl-pack's flag as an
+# array).
 load_config() {
 	cfg_file=$1
 	BIN=${BIN:-bin}
-	CFG_JSON=$(config_json "$cfg_file")
+	CFG_JSON=$(config_json "$cfg_file") || return
 	name=$(cfg .name "$(basename "$cfg_file" .json)")
 	run=${RUN:-runs/$name}
 	data=${DATA:-$(cfg .dataset.root "")}

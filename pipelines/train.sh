@@ -17,7 +17,8 @@
 # float run: RUN (the QAT run) defaults to runs/<name>_qat, INIT to runs/<name>/latest.tns, the
 # starting activation ranges RANGES to runs/<name>/ranges.tns (made by
 # pipelines/calibrate.sh when missing); EPOCHS and LR default to the config's
-# qat.epochs and qat.lr (else a quarter of the epochs and a tenth of the LR). forward
+# qat.epochs and qat.lr (else a quarter of the epochs and a tenth of the LR: sgd-step
+# --print-config fills them in). forward
 # runs fake-quantised (--quant --stats), sgd-step owns the ranges (--quant).
 # The run directory gets checkpoints (latest.tns, iter_*.tns, epoch_*.tns),
 # metrics.jsonl and train.log. Running the same command again resumes.
@@ -40,8 +41,8 @@ fwd_quant=() sgd_quant=() lr=${LR:-}
 if [ "$quant" = 1 ]; then
 	float_run=runs/$name
 	run=${RUN:-runs/${name}_qat}
-	epochs=${EPOCHS:-$(cfg .qat.epochs $(($(cfg .train.epochs 24) / 4 > 0 ? $(cfg .train.epochs 24) / 4 : 1)))}
-	lr=${LR:-$(cfg .qat.lr "$(jq -rn --argjson l "$(cfg .train.optimizer.lr 0.04)" '$l / 10')")}
+	epochs=${EPOCHS:-$(cfg .qat.epochs)}
+	lr=${LR:-$(cfg .qat.lr)}
 	INIT=${INIT:-$float_run/latest.tns}
 	ranges=${RANGES:-$float_run/ranges.tns}
 	[ -f "$INIT" ] || { say "QAT starts from a float checkpoint: $INIT missing (train without QUANTIZE first, or set INIT)"; exit 1; }
@@ -52,9 +53,9 @@ if [ "$quant" = 1 ]; then
 	fwd_quant=(--quant --stats ${BITS:+--bits "$BITS"} ${WBITS:+--weight-bits "$WBITS"} "${per_channel_dw[@]}")
 	sgd_quant=(--quant)
 else
-	epochs=${EPOCHS:-$(cfg .train.epochs 24)}
+	epochs=${EPOCHS:-$(cfg .train.epochs)}
 fi
-batch=${BATCH:-$(cfg .train.batch 8)}
+batch=${BATCH:-$(cfg .train.batch)} # the training defaults are filled in (config_json)
 seed=${SEED:-0}
 [ -n "$data" ] || { say "no data: set DATA or the config's dataset.root"; exit 2; }
 decoder "$split"

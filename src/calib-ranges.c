@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "train/checkpoint.h"
+#include "train/loop.h"
 #include "nn/model.h"
 #include "quant/qmodel.h"
 #include "core/stream.h"
@@ -37,21 +38,6 @@ static void usage(void)
 	       "\n"
 	       "In (kind \"stats\"): one f32[2] (min, max) per point, named by the point. Out (kind\n"
 	       "\"ranges\"): the same tensors, meta batches (stats averaged) and config.\n");
-}
-
-static record *read_init(const char *path)
-{
-	stream_reader *r = stream_open_read(path);
-	record *rec = NULL;
-	int rc = r ? stream_read(r, &rec) : -1;
-	if (rc == 0)
-		die("--init %s: no ranges record", path);
-	if (rc < 0)
-		die_err();
-	if (strcmp(rec->kind, "ranges"))
-		die("--init %s: expected a ranges record, got '%s'", path, rec->kind);
-	stream_close_read(r);
-	return rec;
 }
 
 int main(int argc, char **argv)
@@ -91,16 +77,19 @@ int main(int argc, char **argv)
 		usage_error("bias calibration needs --init, --weights, --params and --save together");
 	refuse_terminal_stdout();
 
-	record *ranges = init ? read_init(init) : record_new("ranges");
-	if (!ranges)
+	record *ranges = init ? stream_read_first(init, "ranges") : record_new("ranges");
+	if (!ranges) {
+		if (init)
+			err_wrap("--init");
 		die_err();
+	}
 	record *params = NULL;
 	stream_writer *pw = NULL;
 	if (weights) {
 		if (!(params = stream_read_first(weights, "params")) || !(pw = stream_open_write(params_path, STREAM_LEVEL_DEFAULT)))
 			die_err();
 		tool_fifo_opened(params_path);
-		if (stream_write(pw, params) < 0 || stream_write(pw, ranges) < 0)
+		if (loop_send(pw, params, ranges, 0) < 0)
 			die_err();
 	}
 	stream_reader *in = stream_open_read("-");
@@ -125,7 +114,7 @@ int main(int argc, char **argv)
 		if (params && corrected == 0)
 			die("stdin: record %ld: stats without channel means (forward --bias-calib makes them)",
 			    stream_count(in));
-		if (pw && (stream_write(pw, params) < 0 || stream_write(pw, ranges) < 0))
+		if (pw && loop_send(pw, params, ranges, 0) < 0)
 			die_err();
 		const char *cfg = meta_str(r, "config", NULL);
 		if (cfg && !meta_str(ranges, "config", NULL))

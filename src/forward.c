@@ -9,6 +9,7 @@
 
 #include "core/config.h"
 #include "train/dist.h"
+#include "train/loop.h"
 #include "nn/model.h"
 #include "quant/qmodel.h"
 #include "ssd/ssd_loss.h"
@@ -141,47 +142,18 @@ static void profile_report(const model *m)
 		fprintf(stderr, "  peak RSS %.1f MiB, %ld page faults\n", ru.ru_maxrss / 1024.0, ru.ru_minflt + ru.ru_majflt);
 }
 
-/* The next record of the weights stream into the model (params, or with ranges the
- * ranges record that must follow it) and its step. Returns 0 when the record says it
- * is the optimizer's last ("final": sgd-step reached --max-steps), else 1. */
-static int next_params(model *m, stream_reader **w, const char *path, long batch_no, int ranges, double *step)
-{
-	if (!*w) {
-		if (!(*w = stream_open_read(path)))
-			die_err();
-		tool_fifo_opened(path);
-	}
-	record *p;
-	int rc = stream_read(*w, &p);
-	if (rc < 0)
-		die_err();
-	if (rc == 0)
-		die("--weights %s: no %s record for batch %ld (stream ended after %ld records)", path,
-		    ranges ? "ranges" : "params", batch_no, stream_count(*w));
-	if ((ranges ? model_load_ranges(m, p) : model_load_params(m, p)) < 0) {
-		err_wrap("--weights %s: record %ld", path, stream_count(*w));
-		die_err();
-	}
-	if (step)
-		*step = meta_num(p, "step", 0);
-	int more = !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(p->meta, "final"));
-	record_free(p);
-	return more;
-}
-
 static void load_ranges(model *m, const char *path)
 {
-	stream_reader *r = stream_open_read(path);
-	record *rec;
-	int rc = r ? stream_read(r, &rec) : -1;
-	if (rc == 0)
-		die("--ranges %s: no ranges record", path);
-	if (rc < 0 || model_load_ranges(m, rec) < 0) {
+	record *rec = stream_read_first(path, "ranges");
+	if (!rec) {
+		err_wrap("--ranges");
+		die_err();
+	}
+	if (model_load_ranges(m, rec) < 0) {
 		err_wrap("--ranges %s", path);
 		die_err();
 	}
 	record_free(rec);
-	stream_close_read(r);
 }
 
 /* The batch's meta (index, ids, epoch ...) on a record made for it. */
@@ -306,9 +278,12 @@ int main(int argc, char **argv)
 	int rank = 0, ranks = 1;
 	if (o.mpi && (dist_init(&argc, &argv, &rank, &ranks) < 0 || model_set_sync(m, dist_model_sync()) < 0))
 		die_err();
-	int stream_ranges = o.quant && !o.ranges; /* a ranges record follows each params record */
+	/* the weights (docs: lib/train/loop.h); with --quant and no --ranges a ranges
+	 * record follows each params record */
+	loop_in w;
+	loop_in_init(&w, o.weights, "--weights", o.quant && !o.ranges, tool_fifo_opened);
 
-	stream_reader *in = stream_open_read("-"), *w = NULL, *g = NULL;
+	stream_reader *in = stream_open_read("-"), *g = NULL;
 	if (!in)
 		die_err();
 	long batches = 0;
@@ -336,9 +311,9 @@ int main(int argc, char **argv)
 		int per_batch = o.train || o.bias_calib; /* the owner answers every batch */
 		if (per_batch || batches == 1) {
 			double t0 = omp_get_wtime();
-			int more = next_params(m, &w, o.weights, batches, 0, &step);
-			if (stream_ranges)
-				next_params(m, &w, o.weights, batches, 1, NULL);
+			int more = loop_next(&w, m, batches, &step);
+			if (more < 0)
+				die_err();
 			t_params += omp_get_wtime() - t0;
 			/* the optimizer has finished (--max-steps): end here, cleanly, and on
 			 * every rank together */
@@ -460,16 +435,9 @@ int main(int argc, char **argv)
 	}
 	if (stream_close_write(out) < 0)
 		die_err();
-	/* the optimizer answers the last grads with params nobody will use: take them, so
-	 * its write completes instead of meeting a closed FIFO */
-	for (int k = 0; (o.train || o.bias_calib) && w && !optimizer_ended && k < 1 + stream_ranges; k++) {
-		record *last;
-		if (stream_read(w, &last) < 0) {
-			err_wrap("--weights");
-			die_err();
-		}
-		record_free(last);
-	}
+	/* the owner answered the last batch with weights nobody will use: take them */
+	if ((o.train || o.bias_calib) && loop_drain(&w) < 0)
+		die_err();
 	if (o.profile) {
 		profile_report(m);
 		if (o.mpi)
@@ -477,8 +445,7 @@ int main(int argc, char **argv)
 				ranks, dist_seconds());
 	}
 	stream_close_read(in);
-	if (w)
-		stream_close_read(w);
+	loop_in_close(&w);
 	if (g)
 		stream_close_read(g);
 	model_free(m);

@@ -3,11 +3,12 @@
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <errno.h>
 #include <string.h>
 #include <time.h>
 
 #include "train/checkpoint.h"
+#include "train/loop.h"
+#include "train/run.h"
 #include "core/config.h"
 #include "nn/model.h"
 #include "quant/qmodel.h"
@@ -20,6 +21,7 @@ static void usage(void)
 {
 	printf("usage: sgd-step --init PARAMS [--pretrained FILE.pth] [options] < loss+grads\n"
 	       "       sgd-step --resume [options] < loss+grads\n"
+	       "       sgd-step --print-config [--config FILE]\n"
 	       "\n"
 	       "Owns the weights, the BN running statistics and the optimizer state of a training run.\n"
 	       "Sends the initial params, then reads \"loss\" and \"grads\" records (loss passes forward's\n"
@@ -62,6 +64,11 @@ static void usage(void)
 	       "                        the same steps on the same gradients, but nothing written\n"
 	       "                        (checkpoints, metrics and progress are rank 0's); with\n"
 	       "                        --resume it reads RUN/latest.tns as rank 0 does\n"
+	       "  --print-config        print the config as the pipelines read it and exit: JSON, its\n"
+	       "                        \"base\" chain merged, \"train\" with every key (the defaults\n"
+	       "                        above for those it leaves out, checked as for training) and\n"
+	       "                        \"qat\" with TI's defaults for those it leaves out (epochs a\n"
+	       "                        quarter of train's, at least 1; lr a tenth of train's)\n"
 	       "  -h, --help            this help\n"
 	       "\n"
 	       "In: \"loss\" records (meta loss, loss_cls, loss_bbox, num_pos, images, epoch, ...), each\n"
@@ -79,7 +86,7 @@ static void usage(void)
 
 typedef struct opts {
 	const char *config, *init, *pretrained, *prefix, *params, *run, *ranges;
-	int resume, quant, replica;
+	int resume, quant, replica, print_config;
 	long checkpoint_every, log_every, epochs, iters_per_epoch, max_steps, freeze_ranges;
 	double lr;
 	unsigned long long seed;
@@ -88,7 +95,7 @@ typedef struct opts {
 static void parse(int argc, char **argv, opts *o)
 {
 	enum { O_CONFIG = 256, O_INIT, O_PRE, O_PREFIX, O_RESUME, O_PARAMS, O_RUN, O_CKPT, O_LOG, O_LR, O_EPOCHS, O_IPE,
-	       O_MAX, O_SEED, O_QUANT, O_RANGES, O_FREEZE, O_REPLICA };
+	       O_MAX, O_SEED, O_QUANT, O_RANGES, O_FREEZE, O_REPLICA, O_PRINT };
 	static const struct option longopts[] = {
 		{"config", required_argument, 0, O_CONFIG},      {"init", required_argument, 0, O_INIT},
 		{"pretrained", required_argument, 0, O_PRE},     {"pretrained-prefix", required_argument, 0, O_PREFIX},
@@ -99,10 +106,12 @@ static void parse(int argc, char **argv, opts *o)
 		{"max-steps", required_argument, 0, O_MAX},      {"seed", required_argument, 0, O_SEED},
 		{"quant", no_argument, 0, O_QUANT},              {"ranges", required_argument, 0, O_RANGES},
 		{"freeze-ranges", required_argument, 0, O_FREEZE}, {"replica", no_argument, 0, O_REPLICA},
-		{"help", no_argument, 0, 'h'},                   {0}};
-	int c;
+		{"print-config", no_argument, 0, O_PRINT},       {"help", no_argument, 0, 'h'},
+		{0}};
+	int c, given = 0;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+		given++;
 		switch (c) {
 		case O_CONFIG: o->config = optarg; break;
 		case O_INIT: o->init = optarg; break;
@@ -122,6 +131,7 @@ static void parse(int argc, char **argv, opts *o)
 		case O_RANGES: o->ranges = optarg; break;
 		case O_FREEZE: o->freeze_ranges = arg_long("--freeze-ranges", optarg, 0, 1L << 30); break;
 		case O_REPLICA: o->replica = 1; break;
+		case O_PRINT: o->print_config = 1; break;
 		case 'h': usage(); exit(0);
 		case ':': usage_error("option '%s' needs an argument", argv[optind - 1]);
 		default: usage_error("unknown option '%s'", argv[optind - 1]);
@@ -131,6 +141,11 @@ static void parse(int argc, char **argv, opts *o)
 		tool_fifo_watch(o->params, 1); /* released however this ends before its open */
 	if (optind < argc)
 		usage_error("unexpected argument '%s'", argv[optind]);
+	if (o->print_config) {
+		if (given != 1 + !!o->config)
+			usage_error("--print-config takes --config FILE and nothing else");
+		return;
+	}
 	if (o->resume && (o->init || o->pretrained))
 		usage_error("--resume continues a run: it takes no --init or --pretrained");
 	if (!o->resume && !o->init)
@@ -146,10 +161,9 @@ typedef struct run {
 	train_state t;
 	optim_config c;
 	opts o;
-	char dir[4096];
-	long max_iters, iters_per_epoch, saved_step;
+	run_dir books;                 /* checkpoints and metrics.jsonl */
+	long max_iters, iters_per_epoch;
 	stream_writer *params;
-	FILE *metrics;
 	double start, last, step_time; /* step_time: smoothed seconds per step */
 	cJSON *loss;                   /* the meta of the loss record before the next grads */
 	record *stats;                 /* QAT: the stats record before the next grads */
@@ -163,53 +177,15 @@ static double now(void)
 	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static void save(run *r, const char *name)
-{
-	r->saved_step = r->t.step;
-	if (r->o.replica)
-		return;
-	if (checkpoint_save(&r->t, r->dir, name) < 0 || checkpoint_save(&r->t, r->dir, "latest.tns") < 0)
-		die_err();
-}
-
-static void save_step(run *r)
-{
-	char name[64];
-	snprintf(name, sizeof name, "iter_%ld.tns", r->t.step);
-	save(r, name);
-}
-
-static void save_epoch(run *r)
-{
-	char name[64];
-	snprintf(name, sizeof name, "epoch_%ld.tns", r->t.epoch + 1);
-	save(r, name);
-}
-
+/* The state to forward (lib/train/loop.h), marked final at the last step of --max-steps. */
 static void send_params(run *r)
 {
 	record *p = train_state_params(&r->t);
 	if (!p)
 		die_err();
-	/* the last step of --max-steps: forward stops at this record instead of running
-	 * a batch whose gradient nobody would take (the mark is on the wire only: p is
-	 * the state the checkpoints save) */
 	int final = r->o.max_steps && r->t.step >= r->o.max_steps;
-	if (final && !cJSON_AddTrueToObject(p->meta, "final"))
-		die("out of memory");
-	if (r->params && (stream_write(r->params, p) < 0 || (r->t.ranges && stream_write(r->params, r->t.ranges) < 0)))
+	if (r->params && loop_send(r->params, p, r->t.ranges, final) < 0)
 		die_err();
-	if (final)
-		cJSON_DeleteItemFromObjectCaseSensitive(p->meta, "final");
-}
-
-/* A number for metrics.jsonl: JSON has no NaN or infinity. */
-static void json_num(FILE *f, const char *key, double v)
-{
-	if (isfinite(v))
-		fprintf(f, ",\"%s\":%.9g", key, v);
-	else
-		fprintf(f, ",\"%s\":null", key);
 }
 
 /* A number of the step's loss numbers: the global batch's (grads meta "replicas",
@@ -230,18 +206,9 @@ static void log_step(run *r, const record *grads, double images, double dt)
 	r->step_time = r->step_time > 0 ? 0.9 * r->step_time + 0.1 * dt : dt;
 	double ips = dt > 0 ? images / dt : NAN;
 	double eta = r->max_iters > 0 ? (double)(r->max_iters - r->t.step) * r->step_time : NAN;
-	fprintf(r->metrics, "{\"step\":%ld,\"epoch\":%ld", r->t.step, r->t.epoch);
-	json_num(r->metrics, "lr", r->t.lr);
-	json_num(r->metrics, "loss", loss);
-	json_num(r->metrics, "loss_cls", cls);
-	json_num(r->metrics, "loss_bbox", reg);
-	json_num(r->metrics, "num_pos", pos);
-	json_num(r->metrics, "images", images);
-	json_num(r->metrics, "images_per_s", ips);
-	json_num(r->metrics, "eta_s", eta);
-	fputs("}\n", r->metrics);
-	if (fflush(r->metrics) != 0)
-		die("%s/metrics.jsonl: write error: %s", r->dir, strerror(errno));
+	run_metrics m = {r->t.step, r->t.epoch, r->t.lr, loss, cls, reg, pos, images, ips, eta};
+	if (run_log(&r->books, &m) < 0)
+		die_err();
 	if (!r->o.log_every || r->t.step % r->o.log_every)
 		return;
 	char total[32] = "?", eta_s[32] = "-";
@@ -261,16 +228,11 @@ static void step(run *r, const record *grads, const char *where)
 			       : meta_num(grads, "epoch", (double)r->t.epoch);
 	if (epoch < 0 || epoch != floor(epoch) || epoch > 1e9)
 		die("%s: bad epoch %g in the meta", where, epoch);
-	if ((long)epoch != r->t.epoch) {
-		if (r->t.epoch_steps > 0) {
-			save_epoch(r);
-			if (!r->o.iters_per_epoch)
-				r->iters_per_epoch = r->t.epoch_steps;
-		}
-		r->t.epoch = (long)epoch;
-		r->t.epoch_steps = 0;
-		r->t.epoch_images = 0;
-	}
+	long ended = run_next_epoch(&r->books, &r->t, (long)epoch);
+	if (ended < 0)
+		die_err();
+	if (ended > 0 && !r->o.iters_per_epoch)
+		r->iters_per_epoch = ended; /* the length of an epoch, once one has ended */
 	double lr = lr_at(&r->c, r->t.step, r->t.epoch, r->max_iters);
 	if (sgd_step(r->t.opt, grads, lr, &r->c) < 0)
 		die("%s: %s", where, err_msg());
@@ -294,8 +256,8 @@ static void step(run *r, const record *grads, const char *where)
 	double t = now();
 	log_step(r, grads, images, t - r->last);
 	r->last = t;
-	if (r->c.checkpoint_every && r->t.step % r->c.checkpoint_every == 0)
-		save_step(r);
+	if (r->c.checkpoint_every && r->t.step % r->c.checkpoint_every == 0 && run_save_step(&r->books, &r->t) < 0)
+		die_err();
 	cJSON_Delete(r->loss);
 	r->loss = NULL;
 }
@@ -336,21 +298,18 @@ static void start(run *r)
 		if (!name[0])
 			snprintf(name, sizeof name, "%s", meta_str(init, "config", "default"));
 	}
+	char dir[4096];
 	if (o->run)
-		snprintf(r->dir, sizeof r->dir, "%s", o->run);
+		snprintf(dir, sizeof dir, "%s", o->run);
 	else
-		snprintf(r->dir, sizeof r->dir, "runs/%s", name[0] ? name : "default");
-	if (!o->replica && (make_dirs(r->dir) < 0 || checkpoint_clean(r->dir) < 0))
+		snprintf(dir, sizeof dir, "runs/%s", name[0] ? name : "default");
+	if (run_open(&r->books, dir, o->replica) < 0)
 		die_err();
-	char path[4200];
-	snprintf(path, sizeof path, "%s/metrics.jsonl", r->dir);
 	if (o->resume) {
 		char latest[4200];
-		snprintf(latest, sizeof latest, "%s/latest.tns", r->dir);
+		snprintf(latest, sizeof latest, "%s/latest.tns", r->books.dir);
 		if (checkpoint_load(&r->t, latest) < 0)
 			die("cannot resume: %s", err_msg());
-		if (!o->replica && metrics_trim(path, r->t.step) < 0)
-			die_err();
 		if (!o->replica)
 			fprintf(stderr, "%s: resuming %s at step %ld, epoch %ld (%.0f images into it)\n", tool_name, latest, r->t.step,
 			r->t.epoch, r->t.epoch_images);
@@ -398,26 +357,21 @@ static void start(run *r)
 		if (!(r->t.opt = sgd_new(init)))
 			die("%s: %s", o->init, err_msg());
 		if (o->quant) {
-			stream_reader *rs = stream_open_read(o->ranges);
-			int rrc = rs ? stream_read(rs, &r->t.ranges) : -1;
-			if (rrc == 0)
-				die("--ranges %s: no ranges record", o->ranges);
-			if (rrc < 0)
+			if (!(r->t.ranges = stream_read_first(o->ranges, "ranges"))) {
+				err_wrap("--ranges");
 				die_err();
-			if (strcmp(r->t.ranges->kind, "ranges"))
-				die("--ranges %s: expected a ranges record, got '%s'", o->ranges, r->t.ranges->kind);
-			stream_close_read(rs);
+			}
 		}
 		record_free(init);
 		r->t.seed = o->seed;
 		snprintf(r->t.config, sizeof r->t.config, "%s", name);
-		if (!o->replica && metrics_trim(path, 0) < 0) /* a fresh run starts a fresh log */
-			die_err();
 	}
 	r->freeze_ranges = o->freeze_ranges >= 0 ? o->freeze_ranges : r->c.epochs / 2 + 1;
-	r->saved_step = o->resume ? r->t.step : -1;
-	if (!o->replica && !(r->metrics = fopen(path, "a")))
-		die("%s: cannot append", path);
+	r->books.saved_step = o->resume ? r->t.step : -1;
+	/* a resumed run drops the metrics of steps it has to do again; a fresh run starts
+	 * a fresh log */
+	if (run_metrics_open(&r->books, o->resume ? r->t.step : 0) < 0)
+		die_err();
 	if (o->params && !(r->params = stream_open_write(o->params, STREAM_LEVEL_DEFAULT)))
 		die_err();
 	if (o->params)
@@ -430,6 +384,19 @@ int main(int argc, char **argv)
 	tool_init("sgd-step");
 	run r = {.o = {.checkpoint_every = -1, .log_every = 20, .freeze_ranges = -1}};
 	parse(argc, argv, &r.o);
+	if (r.o.print_config) {
+		cJSON *j = config_resolved(r.o.config);
+		if (!j)
+			die_err();
+		char *text = cJSON_Print(j);
+		if (!text)
+			die("out of memory");
+		puts(text);
+		free(text);
+		cJSON_Delete(j);
+		close_stdout();
+		return 0;
+	}
 	/* a reader of --params that goes away is an EPIPE error with a message, not a silent death */
 	signal(SIGPIPE, SIG_IGN);
 	start(&r);
@@ -461,23 +428,15 @@ int main(int argc, char **argv)
 	}
 	if (!r.o.max_steps || r.t.step < r.o.max_steps) {
 		if (rc < 0)
-			die("%s (last checkpoint: %s/latest.tns, step %ld)", err_msg(), r.dir, r.saved_step);
+			die("%s (last checkpoint: %s/latest.tns, step %ld)", err_msg(), r.books.dir, r.books.saved_step);
 	}
 	/* the end: the last state is saved, as epoch_<e> too when the epoch is complete */
-	if (r.t.step != r.saved_step) {
-		if (r.iters_per_epoch > 0 && r.t.epoch_steps == r.iters_per_epoch)
-			save_epoch(&r);
-		else
-			save_step(&r);
-	}
-	if (stream_close_write(r.params) < 0)
+	if (run_end(&r.books, &r.t, r.iters_per_epoch) < 0 || stream_close_write(r.params) < 0 || run_close(&r.books) < 0)
 		die_err();
-	if (r.metrics && fclose(r.metrics) != 0)
-		die("%s/metrics.jsonl: write error: %s", r.dir, strerror(errno));
 	stream_close_read(in);
 	if (!r.o.replica)
 		fprintf(stderr, "%s: %ld steps done (epoch %ld), %.0f images, %.1f s; %s/latest.tns%s\n", tool_name,
-			r.t.step, r.t.epoch + 1, r.t.images, now() - r.start, r.dir, others ? " (other records ignored)" : "");
+			r.t.step, r.t.epoch + 1, r.t.images, now() - r.start, r.books.dir, others ? " (other records ignored)" : "");
 	cJSON_Delete(r.loss);
 	record_free(r.stats);
 	record_free(r.t.ranges);

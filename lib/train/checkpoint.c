@@ -188,36 +188,3 @@ int make_dirs(const char *path)
 	}
 	return 0;
 }
-
-int metrics_trim(const char *path, long step)
-{
-	FILE *in = fopen(path, "r");
-	if (!in)
-		return errno == ENOENT ? 0 : err_set("%s: %s", path, strerror(errno));
-	afile out;
-	if (afile_open(&out, path, "w") < 0) {
-		fclose(in);
-		return -1;
-	}
-	char *line = NULL;
-	size_t cap = 0;
-	ssize_t len;
-	int rc = 0;
-	while ((len = getline(&line, &cap, in)) > 0) {
-		/* a line cut short by a kill does not parse and goes too */
-		cJSON *j = line[len - 1] == '\n' ? cJSON_Parse(line) : NULL;
-		const cJSON *s = j ? cJSON_GetObjectItemCaseSensitive(j, "step") : NULL;
-		if (cJSON_IsNumber(s) && s->valuedouble <= (double)step && fputs(line, out.f) == EOF)
-			rc = err_set("%s: write error: %s", out.path, strerror(errno));
-		cJSON_Delete(j);
-	}
-	free(line);
-	if (ferror(in))
-		rc = err_set("%s: read error", path);
-	fclose(in);
-	if (rc < 0) {
-		afile_abort(&out);
-		return -1;
-	}
-	return afile_commit(&out);
-}

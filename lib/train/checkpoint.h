@@ -45,8 +45,5 @@ int checkpoint_load(train_state *t, const char *path);
 int checkpoint_clean(const char *dir);
 /* Like mkdir -p. */
 int make_dirs(const char *path);
-/* Keeps only the lines of a metrics.jsonl whose "step" is <= step (the steps a resumed
- * run has not undone), rewriting it atomically; a missing file is fine. */
-int metrics_trim(const char *path, long step);
 
 #endif

@@ -152,6 +152,98 @@ int optim_config_apply(optim_config *c, const cJSON *train, const char *where)
 	return 0;
 }
 
+/* Adds a member to o; 0, or -1 (err) out of memory (o or v NULL too; v is freed). */
+static int add(cJSON *o, const char *key, cJSON *v)
+{
+	if (!o || !v || !cJSON_AddItemToObject(o, key, v)) {
+		cJSON_Delete(v);
+		return err_set("out of memory");
+	}
+	return 0;
+}
+
+/* lr_config.step: the milestones, or the period. */
+static cJSON *step_json(const optim_config *c)
+{
+	if (!c->nmilestones)
+		return cJSON_CreateNumber((double)c->step_every);
+	double v[OPTIM_MAX_MILESTONES];
+	for (int i = 0; i < c->nmilestones; i++)
+		v[i] = (double)c->milestones[i];
+	return cJSON_CreateDoubleArray(v, c->nmilestones);
+}
+
+cJSON *optim_config_json(const optim_config *c)
+{
+	static const char *const policies[] = {[LR_FIXED] = "fixed", [LR_STEP] = "step", [LR_COSINE] = "cosine"};
+	static const char *const warmups[] = {[WARMUP_LINEAR] = "linear", [WARMUP_CONSTANT] = "constant",
+					      [WARMUP_EXP] = "exp"};
+	cJSON *t = cJSON_CreateObject(), *o = NULL, *l = NULL;
+	/* each add() stops the chain at the first failure; t owns o and l once added */
+	int ok = add(t, "optimizer", o = cJSON_CreateObject()) == 0 && add(t, "lr_config", l = cJSON_CreateObject()) == 0 &&
+		 add(t, "epochs", cJSON_CreateNumber((double)c->epochs)) == 0 &&
+		 add(t, "batch", cJSON_CreateNumber((double)c->batch)) == 0 &&
+		 add(t, "checkpoint_every", cJSON_CreateNumber((double)c->checkpoint_every)) == 0 &&
+		 add(t, "bn_momentum", cJSON_CreateNumber(c->bn_momentum)) == 0 &&
+		 add(o, "type", cJSON_CreateString("SGD")) == 0 && add(o, "lr", cJSON_CreateNumber(c->lr)) == 0 &&
+		 add(o, "momentum", cJSON_CreateNumber(c->momentum)) == 0 &&
+		 add(o, "weight_decay", cJSON_CreateNumber(c->weight_decay)) == 0 &&
+		 add(l, "policy", cJSON_CreateString(policies[c->policy])) == 0 &&
+		 add(l, "warmup", c->warmup == WARMUP_NONE ? cJSON_CreateNull() : cJSON_CreateString(warmups[c->warmup])) == 0 &&
+		 add(l, "warmup_iters", cJSON_CreateNumber((double)c->warmup_iters)) == 0 &&
+		 add(l, "warmup_ratio", cJSON_CreateNumber(c->warmup_ratio)) == 0 &&
+		 /* a given min_lr_ratio unsets min_lr: only one of them stands */
+		 add(l, c->min_lr >= 0 ? "min_lr" : "min_lr_ratio",
+		     cJSON_CreateNumber(c->min_lr >= 0 ? c->min_lr : c->min_lr_ratio)) == 0 &&
+		 (!c->nmilestones && !c->step_every ? 1 : add(l, "step", step_json(c)) == 0) &&
+		 add(l, "gamma", cJSON_CreateNumber(c->gamma)) == 0 && add(l, "by_epoch", cJSON_CreateBool(c->by_epoch)) == 0;
+	if (!ok) {
+		cJSON_Delete(t);
+		return NULL;
+	}
+	return t;
+}
+
+cJSON *config_resolved(const char *path)
+{
+	cJSON *j = path ? config_read(path) : cJSON_CreateObject();
+	if (!j) {
+		if (!path)
+			err_set("out of memory");
+		return NULL;
+	}
+	optim_config c;
+	optim_config_default(&c);
+	char where[4200];
+	snprintf(where, sizeof where, "%s: train", path ? path : "defaults");
+	const cJSON *tr = cJSON_GetObjectItemCaseSensitive(j, "train");
+	cJSON *train = tr && optim_config_apply(&c, tr, where) < 0 ? NULL : optim_config_json(&c);
+	if (!train) {
+		cJSON_Delete(j);
+		return NULL;
+	}
+	if (tr)
+		cJSON_ReplaceItemInObjectCaseSensitive(j, "train", train);
+	else if (add(j, "train", train) < 0) {
+		cJSON_Delete(j);
+		return NULL;
+	}
+	/* TI's QAT: a quarter of the epochs at a tenth of the LR, for what "qat" leaves out */
+	cJSON *q = cJSON_GetObjectItemCaseSensitive(j, "qat");
+	if (!q && add(j, "qat", q = cJSON_CreateObject()) < 0) {
+		cJSON_Delete(j);
+		return NULL;
+	}
+	if (cJSON_IsObject(q) &&
+	    ((!cJSON_GetObjectItemCaseSensitive(q, "epochs") &&
+	      add(q, "epochs", cJSON_CreateNumber((double)(c.epochs / 4 > 0 ? c.epochs / 4 : 1))) < 0) ||
+	     (!cJSON_GetObjectItemCaseSensitive(q, "lr") && add(q, "lr", cJSON_CreateNumber(c.lr / 10)) < 0))) {
+		cJSON_Delete(j);
+		return NULL;
+	}
+	return j;
+}
+
 int optim_config_check(const optim_config *c, long max_iters)
 {
 	if (!c->by_epoch && c->policy == LR_COSINE && max_iters <= 0)

@@ -50,6 +50,14 @@ void optim_config_default(optim_config *c);
 /* Applies a "train" section; where names it in messages ("file: train"). Unknown keys,
  * wrong types and values out of range are errors naming the key path. */
 int optim_config_apply(optim_config *c, const cJSON *train, const char *where);
+/* The "train" section c stands for, every key written out: optim_config_apply() of it
+ * over the defaults gives c back. NULL (err) when out of memory. */
+cJSON *optim_config_json(const optim_config *c);
+/* The config at path (NULL: none) as the pipelines read it: its bases merged, its
+ * "train" section complete (optim_config_json of it over the defaults, checked) and
+ * "qat" given TI's defaults for what it leaves out: epochs a quarter of train's (at
+ * least 1), lr a tenth of train's. NULL (err) on a bad config. */
+cJSON *config_resolved(const char *path);
 /* Checks that the schedule can be computed: by_epoch false with a policy that needs
  * the run's length (cosine) needs max_iters > 0. */
 int optim_config_check(const optim_config *c, long max_iters);

@@ -101,7 +101,7 @@ setup() {
 	"$BIN/forward" --config tests/fixtures/model/tiny.json --init >"$T/p.tns"
 	run "$BIN/calib-ranges" --init "$T/p.tns" <"$S"
 	[ "$status" -eq 1 ]
-	[[ "$output" == *"expected a ranges record, got 'params'"* ]]
+	[[ "$output" == *"--init: $T/p.tns: no ranges record"* ]]
 	run "$BIN/calib-ranges" --help
 	[ "$status" -eq 0 ]
 	[[ "$output" == *"--init"*"--every"*"--batches"* ]]

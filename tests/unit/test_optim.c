@@ -1,14 +1,12 @@
 /* test_optim: SGD, BN running statistics and the LR schedules against
  * tests/ref_optim.py (torch.optim.SGD and mmcv's formulas; tests/fixtures/optim/);
- * checks of grads records; the "train" config section; checkpoints (atomic write,
- * exact resume) and metrics_trim. Prints the largest difference in ulps per set. */
+ * checks of grads records; the "train" config section; the exact resume of those steps
+ * through a checkpoint. Prints the largest difference in ulps per set. (The checkpoint
+ * file itself: test_checkpoint; afile: test_afile; run bookkeeping: test_run.) */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#include "core/afile.h"
 #include "check.h"
 #include "fixture.h"
 #include "train/checkpoint.h"
@@ -239,6 +237,68 @@ static void test_bad_grads(void)
 	record_free(p);
 }
 
+/* optim_config_json over the defaults gives the config back; apply(json(c)) == c. */
+static void check_round_trip(const optim_config *c, const char *what)
+{
+	cJSON *j = optim_config_json(c);
+	optim_config back;
+	optim_config_default(&back);
+	CHECK_MSG(j && optim_config_apply(&back, j, "printed") == 0, "%s: %s", what, err_msg());
+	CHECK_MSG(!memcmp(&back, c, sizeof back), "%s: the printed train section reads back otherwise", what);
+	cJSON_Delete(j);
+}
+
+static void test_config_json(void)
+{
+	optim_config c;
+	optim_config_default(&c);
+	check_round_trip(&c, "defaults");
+	/* every schedule of the LR cases */
+	FILE *f = fopen(FIX "lr_cases.json", "rb");
+	static char buf[1 << 20];
+	size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+	if (f)
+		fclose(f);
+	buf[n] = 0;
+	cJSON *cases = cJSON_Parse(buf), *it;
+	int k = 0;
+	cJSON_ArrayForEach(it, cases) {
+		char what[32];
+		snprintf(what, sizeof what, "lr case %d", k++);
+		optim_config_default(&c);
+		if (optim_config_apply(&c, cJSON_GetObjectItem(it, "train"), what) == 0)
+			check_round_trip(&c, what);
+	}
+	CHECK(k == 5);
+	cJSON_Delete(cases);
+	static const char *const more[] = {
+		"{\"lr_config\": {\"policy\": \"step\", \"step\": [8, 11], \"min_lr\": 0.001, \"warmup\": \"exp\"}}",
+		"{\"lr_config\": {\"policy\": \"cosine\", \"min_lr\": 0.0005, \"warmup\": null}, \"epochs\": 3}",
+		"{\"lr_config\": {\"policy\": \"fixed\", \"step\": 4, \"min_lr_ratio\": 0.5}, \"bn_momentum\": 0.03}",
+	};
+	for (size_t i = 0; i < sizeof more / sizeof *more; i++) {
+		cJSON *j = cJSON_Parse(more[i]);
+		optim_config_default(&c);
+		CHECK_MSG(optim_config_apply(&c, j, "t") == 0, "%s", err_msg());
+		check_round_trip(&c, more[i]);
+		cJSON_Delete(j);
+	}
+	/* the resolved config: train complete, qat's defaults where it has none */
+	cJSON *r = config_resolved(NULL);
+	const cJSON *q = cJSON_GetObjectItem(r, "qat"), *t = cJSON_GetObjectItem(r, "train");
+	CHECK(r && cJSON_GetObjectItem(q, "epochs")->valuedouble == 6 && cJSON_GetObjectItem(q, "lr")->valuedouble == 0.04 / 10);
+	CHECK(cJSON_GetObjectItem(t, "batch")->valuedouble == 8 && cJSON_GetObjectItem(t, "checkpoint_every")->valuedouble == 500);
+	cJSON_Delete(r);
+	r = config_resolved(FIX "cosine.json");
+	CHECK_MSG(r, "%s", err_msg());
+	optim_config from_file;
+	CHECK(load_train(&from_file, FIX "cosine.json") == 0);
+	optim_config_default(&c);
+	CHECK(r && optim_config_apply(&c, cJSON_GetObjectItem(r, "train"), "resolved") == 0 && !memcmp(&c, &from_file, sizeof c));
+	cJSON_Delete(r);
+	CHECK(!config_resolved("/nonexistent.json") && strstr(err_msg(), "/nonexistent.json"));
+}
+
 static void test_config(void)
 {
 	static const struct {
@@ -283,84 +343,6 @@ static void test_config(void)
 	cJSON_Delete(j);
 }
 
-static void test_checkpoint_files(const char *dir)
-{
-	/* before the first step: no momentum buffers; load gives the same state */
-	record *p = small_params();
-	train_state t = {.opt = sgd_new(p), .seed = 18446744073709551615ull, .epoch = 2, .epoch_images = 48};
-	snprintf(t.config, sizeof t.config, "tiny");
-	CHECK(checkpoint_save(&t, dir, "iter_0.tns") == 0);
-	char path[512];
-	snprintf(path, sizeof path, "%s/iter_0.tns", dir);
-	train_state r = {0};
-	CHECK_MSG(checkpoint_load(&r, path) == 0, "%s", err_msg());
-	CHECK(r.seed == 18446744073709551615ull && r.epoch == 2 && r.epoch_images == 48 && r.step == 0);
-	CHECK(r.opt && sgd_momentum(r.opt)->ntensors == 0);
-	sgd_free(r.opt);
-	/* no temp file left behind */
-	char cmd[600];
-	snprintf(cmd, sizeof cmd, "ls -A %s | grep -q '^\\.tmp'", dir);
-	CHECK(system(cmd) != 0);
-	/* params_read takes the first params record */
-	record *q = stream_read_first(path, "params");
-	CHECK(q && q->ntensors == 4 && meta_num(q, "epoch", -1) == 2);
-	record_free(q);
-	CHECK(!stream_read_first("/nonexistent", "params") && strstr(err_msg(), "/nonexistent"));
-	/* a damaged checkpoint is an error */
-	snprintf(cmd, sizeof cmd, "head -c 100 %s/iter_0.tns > %s/cut.tns", dir, dir);
-	CHECK(system(cmd) == 0);
-	snprintf(path, sizeof path, "%s/cut.tns", dir);
-	CHECK(checkpoint_load(&r, path) < 0 && strstr(err_msg(), "truncated"));
-	CHECK(checkpoint_save(&t, "/nonexistent/dir", "x.tns") < 0 && strstr(err_msg(), "/nonexistent/dir"));
-	sgd_free(t.opt);
-	record_free(p);
-	/* metrics_trim keeps the steps <= N and drops a torn last line */
-	snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
-	FILE *f = fopen(path, "w");
-	fputs("{\"step\":1,\"loss\":3}\n{\"step\":2,\"loss\":2}\n{\"step\":3,\"loss\":1}\n{\"step\":4,\"lo", f);
-	fclose(f);
-	CHECK(metrics_trim(path, 2) == 0);
-	char buf[256] = "";
-	f = fopen(path, "r");
-	size_t n = fread(buf, 1, sizeof buf - 1, f);
-	buf[n] = 0;
-	fclose(f);
-	CHECK_MSG(!strcmp(buf, "{\"step\":1,\"loss\":3}\n{\"step\":2,\"loss\":2}\n"), "%s", buf);
-	snprintf(path, sizeof path, "%s/none.jsonl", dir);
-	CHECK(metrics_trim(path, 2) == 0);
-	snprintf(path, sizeof path, "%s/a/b/c", dir);
-	CHECK(make_dirs(path) == 0 && make_dirs(path) == 0);
-
-	/* afile (what records_save, metrics_trim and tidl-pack write through): until the
-	 * commit the old file stands whole; an abort leaves it so; nothing else is left */
-	snprintf(path, sizeof path, "%s/model.prototxt", dir);
-	f = fopen(path, "w");
-	fputs("old\n", f);
-	fclose(f);
-	afile a;
-	CHECK(afile_open(&a, path, "w") == 0);
-	fputs("new, half", a.f);
-	fflush(a.f);
-	f = fopen(path, "r");
-	n = fread(buf, 1, sizeof buf - 1, f);
-	buf[n] = 0;
-	fclose(f);
-	CHECK_MSG(!strcmp(buf, "old\n"), "%s", buf);
-	afile_abort(&a);
-	CHECK(access(a.tmp, F_OK) != 0);
-	CHECK(afile_open(&a, path, "w") == 0);
-	fputs("new\n", a.f);
-	CHECK_MSG(afile_commit(&a) == 0, "%s", err_msg());
-	f = fopen(path, "r");
-	n = fread(buf, 1, sizeof buf - 1, f);
-	buf[n] = 0;
-	fclose(f);
-	CHECK_MSG(!strcmp(buf, "new\n"), "%s", buf);
-	snprintf(cmd, sizeof cmd, "ls -A %s | grep -q '^\\.tmp'", dir);
-	CHECK(system(cmd) != 0);
-	CHECK(afile_open(&a, "/nonexistent/dir/x", "w") < 0 && !strcmp(err_msg(), "/nonexistent/dir/x: No such file or directory"));
-}
-
 int main(void)
 {
 	char dir[] = "/tmp/test_optim.XXXXXX";
@@ -373,7 +355,7 @@ int main(void)
 	test_set("cosine", 6, dir);
 	test_bad_grads();
 	test_config();
-	test_checkpoint_files(dir);
+	test_config_json();
 	char cmd[128];
 	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
 	if (system(cmd) != 0)
