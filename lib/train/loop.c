@@ -1,6 +1,7 @@
 #include "train/loop.h"
 
 #include "core/err.h"
+#include "quant/qmodel.h"
 
 void loop_in_init(loop_in *in, const char *path, const char *opt, int ranges, void (*opened)(const char *path))
 {

@@ -6,6 +6,7 @@
 
 #include "core/config.h"
 #include "core/err.h"
+#include "core/str.h"
 
 /* ---------------------------------------------------------------- config */
 
@@ -315,12 +316,6 @@ struct sgd {
 	int *grad_of;     /* per step: grads tensor index of each trainable */
 	int *bmean, *bvar; /* per step: grads tensor index of each BN's batch stats, or -1 */
 };
-
-static int ends_with(const char *s, const char *suffix)
-{
-	size_t a = strlen(s), b = strlen(suffix);
-	return a >= b && !strcmp(s + a - b, suffix);
-}
 
 int param_is_running_stat(const char *name)
 {
