@@ -7,6 +7,7 @@
 
 #include "check.h"
 #include "core/err.h"
+#include "quant/qmodel.h"
 #include "train/loop.h"
 
 #define CFG "tests/fixtures/model/tiny.json"
