@@ -181,9 +181,9 @@ int main(int argc, char **argv)
 	record_free(init);
 	optim_config oc;
 	load_optim(&oc, config, steps);
-	model_config mc;
+	head_config mc;
 	loss_params lp;
-	model_config_default(&mc);
+	head_config_default(&mc);
 	loss_params_default(&lp);
 	ssd_loss *l = NULL;
 	if (loss_config_load(&mc, &lp, config) < 0 || !(l = ssd_loss_new(&mc, &lp, 1)))

@@ -64,11 +64,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		const cJSON *train = cJSON_GetObjectItemCaseSensitive(j, "train");
 		if (train && optim_config_apply(&oc, train, "a.json: train") == 0)
 			optim_config_check(&oc, 1000);
-		model_config mc;
-		model_config_default(&mc);
+		head_config mc;
+		head_config_default(&mc);
 		const cJSON *model = cJSON_GetObjectItemCaseSensitive(j, "model");
 		if (model)
-			model_config_apply(&mc, model, "a.json: model");
+			head_config_apply(&mc, model, "a.json: model");
 		cJSON_Delete(j);
 	}
 	return 0;

@@ -98,9 +98,9 @@ int main(int argc, char **argv)
 	if (grad_path)
 		tool_fifo_watch(grad_path, 1);
 
-	model_config m;
+	head_config m;
 	loss_params p;
-	model_config_default(&m);
+	head_config_default(&m);
 	loss_params_default(&p);
 	if (config && loss_config_load(&m, &p, config) < 0)
 		die_err();

@@ -78,9 +78,9 @@ int main(int argc, char **argv)
 	if (optind < argc)
 		usage_error("unexpected argument '%s'", argv[optind]);
 
-	model_config m;
-	model_config_default(&m);
-	if (config && model_config_load(&m, config) < 0)
+	head_config m;
+	head_config_default(&m);
+	if (config && head_config_load(&m, config) < 0)
 		die_err();
 	if (score >= 0)
 		m.test.score_thr = score;

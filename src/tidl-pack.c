@@ -53,7 +53,7 @@ static void usage(void)
 
 static void print_summary(const model *m, const char *config, const char *weights, const char *ranges, int bits,
 			  int wbits, const char *onnx, const onnx_info *oi, const char *prototxt, const tidl_ssd *s,
-			  double prior_diff, const data_config *dc, const model_config *mc)
+			  double prior_diff, const data_config *dc, const head_config *mc)
 {
 	printf("model: %s (%s), weights %s, ", model_name(m), config, weights);
 	if (ranges) {
@@ -190,11 +190,11 @@ int main(int argc, char **argv)
 		usage_error("--weight-bits and --per-channel-dw go with --quant");
 
 	model *m = model_load(config);
-	model_config mc;
+	head_config mc;
 	data_config dc;
-	model_config_default(&mc);
+	head_config_default(&mc);
 	data_config_default(&dc);
-	if (!m || model_config_load(&mc, config) < 0 || data_config_load(&dc, config) < 0)
+	if (!m || head_config_load(&mc, config) < 0 || data_config_load(&dc, config) < 0)
 		die_err();
 	if (quant && model_quantize_as(m, (int)bits, (int)wbits, per_channel_dw) < 0)
 		die_err();

@@ -34,7 +34,7 @@
 #include "nn/model.h"
 
 /* The post-processing after the heads: the anchors at the export size (anchors_new of the
- * config, as ssd-decode's), the box coder and test settings (model_config_load). */
+ * config, as ssd-decode's), the box coder and test settings (head_config_load). */
 typedef struct onnx_detect {
 	const anchor_set *anchors;
 	box_coder coder;

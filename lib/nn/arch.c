@@ -600,15 +600,15 @@ int arch_build(model *m, const cJSON *sec, const char *where)
 	char sub[256];
 	double eps = 1e-5;
 	m->num_classes = 0;
-	model_config det;
-	model_config_default(&det);
+	head_config det;
+	head_config_default(&det);
 	if (!cJSON_IsObject(sec)) {
 		err_set("%s: expected an object", where);
 		goto fail;
 	}
 	if (cfg_check_keys(sec, where, keys) < 0 ||
 	    cfg_int(sec, "num_classes", where, 1, 100000, &m->num_classes) < 0 ||
-	    cfg_num(sec, "bn_eps", where, 0, 1, &eps) < 0 || model_config_apply(&det, sec, where) < 0)
+	    cfg_num(sec, "bn_eps", where, 0, 1, &eps) < 0 || head_config_apply(&det, sec, where) < 0)
 		goto fail;
 	if (!m->num_classes) {
 		err_set("%s.num_classes: missing", where);

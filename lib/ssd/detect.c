@@ -11,7 +11,7 @@
 
 /* ------------------------------------------------------------------ config */
 
-void model_config_default(model_config *m)
+void head_config_default(head_config *m)
 {
 	anchor_config_default(&m->anchors);
 	box_coder_default(&m->coder);
@@ -92,11 +92,11 @@ static int apply_test(detect_params *t, const cJSON *o, const char *where)
 	return 0;
 }
 
-int model_config_apply(model_config *m, const cJSON *model, const char *where)
+int head_config_apply(head_config *m, const cJSON *model, const char *where)
 {
 	if (!cJSON_IsObject(model))
 		return err_set("%s: expected an object", where);
-	model_config n = *m;
+	head_config n = *m;
 	char sub[600];
 	const cJSON *o;
 	snprintf(sub, sizeof sub, "%s.anchors", where);
@@ -112,7 +112,7 @@ int model_config_apply(model_config *m, const cJSON *model, const char *where)
 	return 0;
 }
 
-int model_config_load(model_config *m, const char *path)
+int head_config_load(head_config *m, const char *path)
 {
 	cJSON *j = config_read(path);
 	if (!j)
@@ -120,7 +120,7 @@ int model_config_load(model_config *m, const char *path)
 	char where[512];
 	snprintf(where, sizeof where, "%s: model", path);
 	const cJSON *model = cJSON_GetObjectItemCaseSensitive(j, "model");
-	int rc = model ? model_config_apply(m, model, where) : 0;
+	int rc = model ? head_config_apply(m, model, where) : 0;
 	cJSON_Delete(j);
 	return rc;
 }
@@ -135,7 +135,7 @@ typedef struct scored {
 } scored;
 
 struct detector {
-	model_config m;
+	head_config m;
 	anchor_set *anchors;
 	int64_t cap_a, cap_p; /* anchors, anchors x classes the scratch holds */
 	float *probs;         /* [cand, C] foreground scores of the candidates */
@@ -151,7 +151,7 @@ struct detector {
 	int32_t *out_labels;
 };
 
-detector *detector_new(const model_config *m)
+detector *detector_new(const head_config *m)
 {
 	detector *d = calloc(1, sizeof *d);
 	if (!d)

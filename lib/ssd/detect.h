@@ -35,19 +35,22 @@ typedef struct detect_params {
 	int max_per_img;
 } detect_params;
 
-typedef struct model_config {
+/* The SSD head's settings that inference and the loss read from a config's "model"
+ * section: anchors, box coding, test-time NMS (mmdet's anchor_generator, bbox_coder,
+ * test_cfg). */
+typedef struct head_config {
 	anchor_config anchors;
 	box_coder coder;
 	detect_params test;
-} model_config;
+} head_config;
 
 /* TI ssd_mobilenet_fpn / mmdet SSD: anchors as anchor_config_default, means 0, stds
  * (0.1, 0.1, 0.2, 0.2), nms_pre 1000, score_thr 0.02, nms_iou 0.45, max_per_img 200. */
-void model_config_default(model_config *m);
+void head_config_default(head_config *m);
 /* Applies a "model" object over *m; where names it in messages ("file: model"). */
-int model_config_apply(model_config *m, const cJSON *model, const char *where);
+int head_config_apply(head_config *m, const cJSON *model, const char *where);
 /* Reads a config file and applies its "model" member (absent: defaults stay). */
-int model_config_load(model_config *m, const char *path);
+int head_config_load(head_config *m, const char *path);
 
 /* One image's detections; the arrays belong to the detector and stay valid until its
  * next run. */
@@ -60,7 +63,7 @@ typedef struct detections {
 
 typedef struct detector detector;
 
-detector *detector_new(const model_config *m);
+detector *detector_new(const head_config *m);
 void detector_free(detector *d);
 /* The anchors at input size S (made once per size); NULL (err) if the config gives none. */
 const anchor_set *detector_anchors(detector *d, int size);

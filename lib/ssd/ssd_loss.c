@@ -41,7 +41,7 @@ int loss_params_apply(loss_params *p, const cJSON *train, const char *where)
 	return 0;
 }
 
-int loss_config_load(model_config *m, loss_params *p, const char *path)
+int loss_config_load(head_config *m, loss_params *p, const char *path)
 {
 	cJSON *j = config_read(path);
 	if (!j)
@@ -49,7 +49,7 @@ int loss_config_load(model_config *m, loss_params *p, const char *path)
 	char where[512];
 	snprintf(where, sizeof where, "%s: model", path);
 	const cJSON *model = cJSON_GetObjectItemCaseSensitive(j, "model");
-	int rc = model ? model_config_apply(m, model, where) : 0;
+	int rc = model ? head_config_apply(m, model, where) : 0;
 	const cJSON *train = model ? cJSON_GetObjectItemCaseSensitive(model, "train") : NULL;
 	if (rc == 0 && train) {
 		snprintf(where, sizeof where, "%s: model.train", path);
@@ -327,7 +327,7 @@ typedef struct image_out {
 } image_out;
 
 struct ssd_loss {
-	model_config m;
+	head_config m;
 	loss_params p;
 	int nthreads;
 	anchor_set *anchors;
@@ -462,7 +462,7 @@ static void scratch_free(scratch *s)
 	memset(s, 0, sizeof *s);
 }
 
-ssd_loss *ssd_loss_new(const model_config *m, const loss_params *p, int nthreads)
+ssd_loss *ssd_loss_new(const head_config *m, const loss_params *p, int nthreads)
 {
 	ssd_loss *l = calloc(1, sizeof *l);
 	if (nthreads < 1)

@@ -51,9 +51,9 @@ typedef struct loss_params {
 void loss_params_default(loss_params *p);
 /* Applies a "train" object over *p; where names it in messages ("file: model.train"). */
 int loss_params_apply(loss_params *p, const cJSON *train, const char *where);
-/* Reads a config file: "model" through model_config_apply (anchors, bbox_coder, test)
+/* Reads a config file: "model" through head_config_apply (anchors, bbox_coder, test)
  * and "model.train" into *p. Absent sections leave the defaults. */
-int loss_config_load(model_config *m, loss_params *p, const char *path);
+int loss_config_load(head_config *m, loss_params *p, const char *path);
 
 /* ---- kernels (no allocation) ---- */
 
@@ -81,7 +81,7 @@ typedef struct loss_result {
 typedef struct ssd_loss ssd_loss;
 
 /* nthreads: images of a batch in parallel (values below 1 mean 1). */
-ssd_loss *ssd_loss_new(const model_config *m, const loss_params *p, int nthreads);
+ssd_loss *ssd_loss_new(const head_config *m, const loss_params *p, int nthreads);
 void ssd_loss_free(ssd_loss *l);
 /* The anchors at input size S (made once per size); NULL (err) if the config gives none. */
 const anchor_set *ssd_loss_anchors(ssd_loss *l, int size);

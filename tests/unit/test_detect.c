@@ -44,12 +44,12 @@ static void test_anchors_fixture(void)
 	int n = read_all(FIX "anchors.tns", &v);
 	CHECK(n == 4);
 	for (int i = 0; i < n; i++) {
-		model_config m;
-		model_config_default(&m);
+		head_config m;
+		head_config_default(&m);
 		cJSON *model = cJSON_CreateObject();
 		cJSON_AddItemToObject(model, "anchors",
 				      cJSON_Duplicate(cJSON_GetObjectItem(v[i]->meta, "config"), 1));
-		CHECK_MSG(model_config_apply(&m, model, "fixture") == 0, "%s", err_msg());
+		CHECK_MSG(head_config_apply(&m, model, "fixture") == 0, "%s", err_msg());
 		cJSON_Delete(model);
 		int size = (int)meta_num(v[i], "size", 0);
 		anchor_set *a = anchors_new(&m.anchors, size);
@@ -306,11 +306,11 @@ static void test_pred_fixtures(void)
 		char pp[512], dp[512];
 		snprintf(pp, sizeof pp, FIX "%s", cJSON_GetObjectItem(c, "pred")->valuestring);
 		snprintf(dp, sizeof dp, FIX "%s", cJSON_GetObjectItem(c, "dets")->valuestring);
-		model_config m;
-		model_config_default(&m);
+		head_config m;
+		head_config_default(&m);
 		cJSON *model = cJSON_CreateObject();
 		cJSON_AddItemToObject(model, "test", cJSON_Duplicate(cJSON_GetObjectItem(c, "test"), 1));
-		CHECK_MSG(model_config_apply(&m, model, "case") == 0, "%s", err_msg());
+		CHECK_MSG(head_config_apply(&m, model, "case") == 0, "%s", err_msg());
 		cJSON_Delete(model);
 		record **pv, **dv;
 		int np = read_all(pp, &pv), nd = read_all(dp, &dv);
@@ -336,8 +336,8 @@ static void test_pred_errors(void)
 	record **pv;
 	int np = read_all(FIX "pred_small.tns", &pv);
 	CHECK(np == 2);
-	model_config m;
-	model_config_default(&m);
+	head_config m;
+	head_config_default(&m);
 	detector *d = detector_new(&m);
 	collected got = {0};
 	long images = 0;
@@ -374,15 +374,15 @@ static void test_pred_errors(void)
 
 static void test_config(void)
 {
-	model_config m, def;
-	model_config_default(&def);
+	head_config m, def;
+	head_config_default(&def);
 	m = def;
 	CHECK(m.test.nms_pre == 1000 && m.test.score_thr == 0.02 && m.test.nms_iou == 0.45 && m.test.max_per_img == 200);
 	CHECK(m.anchors.nlevels == 6 && m.coder.stds[2] == 0.2);
 	cJSON *j = cJSON_Parse("{\"backbone\": {}, \"anchors\": {\"strides\": [8, 16, 32, 64, 100, 300], \"ratios\": "
 			       "[[2], [2, 3], [2, 3], [2, 3], [2], [2]], \"basesize_ratio_range\": [0.2, 0.9]}, "
 			       "\"bbox_coder\": {\"stds\": [0.1, 0.1, 0.2, 0.3]}, \"test\": {\"score_thr\": 0.5}}");
-	CHECK_MSG(model_config_apply(&m, j, "f: model") == 0, "%s", err_msg());
+	CHECK_MSG(head_config_apply(&m, j, "f: model") == 0, "%s", err_msg());
 	cJSON_Delete(j);
 	CHECK(m.anchors.strides[5] == 300 && m.anchors.nratios[4] == 1 && m.anchors.basesize_min == 0.2);
 	CHECK(m.coder.stds[3] == 0.3 && m.test.score_thr == 0.5 && m.test.nms_iou == 0.45);
@@ -410,15 +410,15 @@ static void test_config(void)
 		m = def;
 		j = cJSON_Parse(bad[i].json);
 		CHECK(j != NULL);
-		CHECK_MSG(model_config_apply(&m, j, "f: model") < 0 && strstr(err_msg(), bad[i].msg), "%s: got '%s'",
+		CHECK_MSG(head_config_apply(&m, j, "f: model") < 0 && strstr(err_msg(), bad[i].msg), "%s: got '%s'",
 			  bad[i].json, err_msg());
 		CHECK(!memcmp(&m, &def, sizeof m)); /* a failed apply changes nothing */
 		cJSON_Delete(j);
 	}
-	/* model_config_load: a file without "model" keeps the defaults; a missing file fails */
+	/* head_config_load: a file without "model" keeps the defaults; a missing file fails */
 	m = def;
-	CHECK(model_config_load(&m, "configs/ssd_mobilenet_fpn.json") == 0 && !memcmp(&m, &def, sizeof m));
-	CHECK(model_config_load(&m, FIX "no-such.json") < 0 && strstr(err_msg(), "no-such.json"));
+	CHECK(head_config_load(&m, "configs/ssd_mobilenet_fpn.json") == 0 && !memcmp(&m, &def, sizeof m));
+	CHECK(head_config_load(&m, FIX "no-such.json") < 0 && strstr(err_msg(), "no-such.json"));
 }
 
 int main(void)

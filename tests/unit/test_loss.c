@@ -67,9 +67,9 @@ static void check_case(const char *name, const char *config)
 	record **in, **ex;
 	int nin = read_all(pp, &in), nex = read_all(ep, &ex);
 	CHECK(nin > 0 && nex > 0);
-	model_config m;
+	head_config m;
 	loss_params p;
-	model_config_default(&m);
+	head_config_default(&m);
 	loss_params_default(&p);
 	if (config)
 		CHECK_MSG(loss_config_load(&m, &p, config) == 0, "%s", err_msg());
@@ -226,9 +226,9 @@ static void check_exp(void)
 /* Hand-worked: an image without gts alone adds nothing (num_total_pos 1, zero gradient). */
 static void check_empty(void)
 {
-	model_config m;
+	head_config m;
 	loss_params p;
-	model_config_default(&m);
+	head_config_default(&m);
 	loss_params_default(&p);
 	ssd_loss *l = ssd_loss_new(&m, &p, 2);
 	int64_t A = 392, K = 3;
@@ -272,9 +272,9 @@ static void check_empty(void)
 /* The loss with the default settings (TI's ssd_mobilenet_fpn); it copies them. */
 static ssd_loss *default_loss(int threads)
 {
-	model_config m;
+	head_config m;
 	loss_params p;
-	model_config_default(&m);
+	head_config_default(&m);
 	loss_params_default(&p);
 	return ssd_loss_new(&m, &p, threads);
 }
@@ -417,8 +417,8 @@ static void check_config(void)
 	j = cJSON_Parse("{\"pos_iou_thr\": 1.5}");
 	CHECK(loss_params_apply(&p, j, "t") < 0 && p.pos_iou_thr == 0.7);
 	cJSON_Delete(j);
-	model_config m;
-	model_config_default(&m);
+	head_config m;
+	head_config_default(&m);
 	loss_params_default(&p);
 	CHECK(loss_config_load(&m, &p, FIX "custom.json") == 0 && p.neg_pos_ratio == 2 && p.smoothl1_beta == 0.5 &&
 	      m.coder.stds[2] == 0.25);
@@ -430,9 +430,9 @@ static void check_config(void)
 /* ms per batch of 8 at 512, 20 gts per image, VOC's 20 classes. */
 static void bench(void)
 {
-	model_config m;
+	head_config m;
 	loss_params p;
-	model_config_default(&m);
+	head_config_default(&m);
 	loss_params_default(&p);
 	int64_t N = 8, A = 24560, K = 21, M = 20;
 	float *cls = malloc((size_t)(N * A * K) * sizeof *cls), *reg = malloc((size_t)(N * A * 4) * sizeof *reg);

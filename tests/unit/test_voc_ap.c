@@ -152,8 +152,8 @@ static int emit_to_map(void *ctx, record *r)
 
 static int add_oracle(map_eval *m, const char *path)
 {
-	model_config mc;
-	model_config_default(&mc);
+	head_config mc;
+	head_config_default(&mc);
 	detector *d = detector_new(&mc);
 	stream_reader *s = stream_open_read(path);
 	if (!d || !s)
