@@ -52,7 +52,7 @@ PY
 @test "coco-decode --help and usage errors" {
 	run "$BIN/coco-decode" --help
 	[ "$status" -eq 0 ]
-	for o in --classes --filter-empty-gt --shuffle --epochs --resume --limit --shard --threads --skip-bad --list; do
+	for o in --classes --filter-empty-gt --min-size --shuffle --epochs --resume --limit --shard --threads --skip-bad --list; do
 		[[ "$output" == *"$o"* ]]
 	done
 	run "$BIN/coco-decode" only-one </dev/null
@@ -74,22 +74,41 @@ sys.path.insert(0, "tests")
 import numpy as np, tnsfile
 r = tnsfile.read(sys.argv[1])
 a = r[0][1]
-# labels by category id order: cat (2) 0, bird (5) 1, dog (9) 2; the w < 1 box is dropped
-assert a["labels"].tolist() == [2, 1], a["labels"]
+# labels in the file's category order (mmdet's getCatIds): dog (9) 0, cat (2) 1, bird (5) 2;
+# the w < 1 box is dropped
+assert a["labels"].tolist() == [0, 2], a["labels"]
 assert np.array_equal(a["boxes"], np.array([[1.5, 2.25, 12, 22.25], [40, 5, 60, 35]], np.float32)), a["boxes"]
 assert a["difficult"].tolist() == [0, 1]
 assert a["image"].shape == (3, 48, 64) and a["image"][2, 0, 0] == 7
-assert r[1][1]["labels"].tolist() == [0] and r[2][1]["boxes"].shape == (0, 4)
+assert r[1][1]["labels"].tolist() == [1] and r[2][1]["boxes"].shape == (0, 4)
 PY
-	# a class list: its order gives the labels, other categories are left out
-	printf 'dog\ncat\n' >"$T/classes"
-	"$BIN/coco-decode" "$T/gt.json" "$T/img" --classes "$T/classes" --filter-empty-gt >"$T/sub.tns"
-	run "$BIN/tns" cat --json "$T/sub.tns"
-	[ "$(jq -r .meta.id <<<"$output" | tr '\n' ' ')" = "7 3 " ]
-	/usr/bin/python3 -c "
+	# a class list: other categories are left out; labels still follow the file's
+	# order (mmdet's cat2label), so a list in another order gets a warning naming them
+	for list in 'dog\ncat\n' 'cat\ndog\n'; do
+		printf "$list" >"$T/classes"
+		"$BIN/coco-decode" "$T/gt.json" "$T/img" --classes "$T/classes" --filter-empty-gt --verbose \
+			>"$T/sub.tns" 2>"$T/err"
+		run "$BIN/tns" cat --json "$T/sub.tns"
+		[ "$(jq -r .meta.id <<<"$output" | tr '\n' ' ')" = "7 3 " ]
+		/usr/bin/python3 -c "
 import sys; sys.path.insert(0, 'tests'); import tnsfile
 r = tnsfile.read('$T/sub.tns')
 assert r[0][1]['labels'].tolist() == [0] and r[1][1]['labels'].tolist() == [1]"
+		# the summary names the labels as the file does
+		grep -qx 'coco-decode:   dog  *1' "$T/err"
+		grep -qx 'coco-decode:   cat  *1' "$T/err"
+	done
+	grep -qx "coco-decode: $T/classes: warning: the class list is not in the file's category order; labels follow the file's, as mmdet's cat2label: 0 dog, 1 cat" "$T/err"
+	printf 'dog\ncat\n' >"$T/classes"
+	run "$BIN/coco-decode" "$T/gt.json" "$T/img" --classes "$T/classes" --list
+	[[ "$output" != *warning* ]]
+	# mmdet's min_size on the file's width and height (images 64x48, 40x40, 32x50)
+	run "$BIN/coco-decode" "$T/gt.json" "$T/img" --min-size 32 --list
+	[ "$output" = $'7\t2\n3\t1\n12\t0' ]
+	run "$BIN/coco-decode" "$T/gt.json" "$T/img" --min-size 33 --list
+	[ "$output" = $'7\t2\n3\t1' ]
+	run "$BIN/coco-decode" "$T/gt.json" "$T/img" --min-size 41 --list
+	[ "$output" = $'7\t2' ]
 	# listing, limit, shards and threads as voc-decode's
 	run "$BIN/coco-decode" "$T/gt.json" "$T/img" --list
 	[ "$output" = $'7\t2\n3\t1\n12\t0' ]
