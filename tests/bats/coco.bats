@@ -162,6 +162,26 @@ bad_json() {
 	[[ "$output" == "coco-decode: $T/classes: class 'horse': no category of that name" ]]
 }
 
+@test "pipelines' decoder: training drops images under 32 pixels on a side (mmdet's _filter_imgs), eval keeps them" {
+	small_set
+	# c.png (32x50) is kept at 32; a 31-pixel-wide copy of it is not
+	jq '.images += [{"id": 20, "file_name": "c.png", "width": 31, "height": 50}]' "$T/gt.json" >"$T/gt31.json"
+	cat >"$T/cfg.json" <<-EOF
+	{"name": "t", "dataset": {"type": "coco", "root": "$T", "train_split": "train", "test_split": "test",
+	 "train": {"ann_file": "gt31.json", "img_prefix": "img"}, "test": {"ann_file": "gt31.json", "img_prefix": "img"}}}
+	EOF
+	cd "$ROOT"
+	. pipelines/lib.sh
+	DATA=$T load_config "$T/cfg.json"
+	decoder train train
+	run "${decode_cmd[@]}" --list
+	[ "$status" -eq 0 ]
+	[ "$output" = $'7\t2\n3\t1\n12\t0' ]
+	decoder test
+	run "${decode_cmd[@]}" --list
+	[ "$output" = $'7\t2\n3\t1\n12\t0\n20\t0' ]
+}
+
 @test "coco-decode on the COCO version of BCCD: the records of voc-decode, byte for byte in tensors" {
 	[ -d "$BCCD" ] || skip "no BCCD data"
 	/usr/bin/python3 "$ROOT/pipelines/voc2coco.py" "$BCCD" "$ROOT/configs/bccd.classes" "$T" test 2>/dev/null
