@@ -24,8 +24,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	voc_classes *classes = coco_classes(s);
 	int *label = classes ? coco_labels(s, classes) : NULL;
 	if (label) {
-		voc_close(coco_dataset(s, label, "/nonexistent", 0));
-		voc_close(coco_dataset(s, label, "/nonexistent", 1));
+		voc_classes_free(coco_label_names(s, label));
+		voc_close(coco_dataset(s, label, "/nonexistent", 0, 0));
+		voc_close(coco_dataset(s, label, "/nonexistent", 1, 32));
 	}
 	free(label);
 	voc_classes_free(classes);

@@ -144,12 +144,14 @@ coco_file() {
 	case $f in /*) echo "$f" ;; *) echo "${data:+$data/}$f" ;; esac
 }
 
-# decoder SPLIT: sets decode_cmd, the command (an array) that writes the config's dataset's
-# SPLIT as image records; callers add the options voc-decode and coco-decode share
-# (--list, --shard, --shuffle, ...). VOC: voc-decode DATA --split SPLIT. "type": "coco":
-# coco-decode of dataset.SPLIT's ann_file and img_prefix, --filter-empty-gt if its
-# filter_empty_gt is true. CLASSES goes to either. (A command, not a function that runs
-# it, so the decoder is a direct child of a pipeline's job, as the other stages.)
+# decoder SPLIT [train]: sets decode_cmd, the command (an array) that writes the config's
+# dataset's SPLIT as image records; callers add the options voc-decode and coco-decode
+# share (--list, --shard, --shuffle, ...). VOC: voc-decode DATA --split SPLIT. "type":
+# "coco": coco-decode of dataset.SPLIT's ann_file and img_prefix, --filter-empty-gt if
+# its filter_empty_gt is true, and for training --min-size 32 (mmdet 2.x's _filter_imgs
+# drops images under 32 pixels on a side from every training set). CLASSES goes to
+# either. (A command, not a function that runs it, so the decoder is a direct child of
+# a pipeline's job, as the other stages.)
 decoder() {
 	local ann img
 	if [ "$(cfg .dataset.type voc)" != coco ]; then
@@ -159,6 +161,7 @@ decoder() {
 	ann=$(coco_file "$1" ann_file) && img=$(coco_file "$1" img_prefix) || return 2
 	decode_cmd=("$BIN/coco-decode" "$ann" "$img" ${classes:+--classes "$classes"})
 	[ "$(cfg ".dataset[\"$1\"].filter_empty_gt" false)" = false ] || decode_cmd+=(--filter-empty-gt)
+	[ "${2:-}" != train ] || decode_cmd+=(--min-size 32)
 }
 
 # lock_run DIR: makes this script the one writer of run directory DIR (created if

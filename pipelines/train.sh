@@ -58,7 +58,7 @@ fi
 batch=${BATCH:-$(cfg .train.batch)} # the training defaults are filled in (config_json)
 seed=${SEED:-0}
 [ -n "$data" ] || { say "no data: set DATA or the config's dataset.root"; exit 2; }
-decoder "$split"
+decoder "$split" train
 mkdir -p "$run"
 [ "$rank" -ne 0 ] || lock_run "$run" # one writer per run directory
 stages_follow_driver                  # the stages stop when this script dies

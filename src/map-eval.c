@@ -236,6 +236,12 @@ int main(int argc, char **argv)
 		if (set) {
 			if (!(label = coco_labels(set, classes)) || !(category = calloc((size_t)classes->n, sizeof *category)))
 				die("%s: %s", classes_file ? classes_file : ann_file, err_msg());
+			/* labels follow the file's category order (mmdet's cat2label): name them so */
+			voc_classes *named = coco_label_names(set, label);
+			if (!named)
+				die_err();
+			voc_classes_free(classes);
+			classes = named;
 			for (int i = set->ncategories - 1; i >= 0; i--)
 				if (label[i] >= 0)
 					category[label[i]] = i;

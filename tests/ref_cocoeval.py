@@ -104,9 +104,10 @@ def curve(matched, ignored, scores, npos):
 
 def evaluate(gt, dets, cat_ids=None):
     """gt: COCO dict; dets: list of {image_id, category_id, bbox, score} in results order.
-    Returns (stats[12], classwise AP per category id order)."""
+    Returns (stats[12], classwise AP per category in the file's order: mmdet's cat_ids, which
+    labels number)."""
     img_ids = sorted({im["id"] for im in gt["images"]})
-    cat_ids = sorted(c["id"] for c in gt["categories"]) if cat_ids is None else cat_ids
+    cat_ids = [c["id"] for c in gt["categories"]] if cat_ids is None else cat_ids
     gts, dts = defaultdict(list), defaultdict(list)
     for a in gt["annotations"]:
         gts[a["image_id"], a["category_id"]].append(a)
@@ -189,10 +190,9 @@ def dets_from_records(records, cat_ids):
 
 def write_expected(path, gt, dets):
     stats, classwise = evaluate(gt, dets)
-    names = {c["id"]: c["name"] for c in gt["categories"]}
     with open(path, "w") as f:
         json.dump({"stats": stats, "classwise": classwise,
-                   "names": [names[c] for c in sorted(names)]}, f, indent=1)
+                   "names": [c["name"] for c in gt["categories"]]}, f, indent=1)
     return stats
 
 
@@ -262,7 +262,7 @@ def write_case(out, gt, records):
     with open(os.path.join(out, "gt.json"), "w") as f:
         json.dump(gt, f)
     tnsfile.write(os.path.join(out, "dets.tns"), records)
-    cat_ids = sorted(c["id"] for c in gt["categories"])
+    cat_ids = [c["id"] for c in gt["categories"]]
     dets, rec_gt = dets_from_records(records, cat_ids)
     stats = write_expected(os.path.join(out, "expected.json"), gt, dets)
     print(f"{out}: {len(gt['images'])} images, {len(gt['annotations'])} gts, {len(dets)} dets, "

@@ -226,9 +226,10 @@ static int read_categories(const struct ctx *c, const cJSON *arr, coco_set *s)
 			return fail(c, "categories[%ld].name: expected a non-empty string", i);
 		if (!(cat->name = strdup(name->valuestring)))
 			return err_set("out of memory");
+		cat->file_pos = (int)i;
 		s->ncategories++;
 	}
-	/* id order: mmdet's cat2label over COCO's ids, and what label lookups search */
+	/* id order: what category_id lookups search */
 	for (int i = 1; i < s->ncategories; i++)
 		for (int j = i; j > 0 && s->categories[j - 1].id >= s->categories[j].id; j--) {
 			if (s->categories[j - 1].id == s->categories[j].id)
@@ -441,15 +442,30 @@ coco_set *coco_load(const char *path)
 
 /* ---------------------------------------------------------------- labels */
 
-voc_classes *coco_classes(const coco_set *s)
+/* The categories' indices in the file's order. */
+static int *file_order(const coco_set *s)
+{
+	int *order = malloc((size_t)(s->ncategories ? s->ncategories : 1) * sizeof *order);
+	if (!order) {
+		err_set("out of memory");
+		return NULL;
+	}
+	for (int i = 0; i < s->ncategories; i++)
+		order[s->categories[i].file_pos] = i;
+	return order;
+}
+
+/* Names indexed by position: names[at[i]] = category i's name for at[i] >= 0. */
+static voc_classes *names_at(const coco_set *s, const int *at, int n)
 {
 	voc_classes *c = calloc(1, sizeof *c);
-	if (c)
-		c->names = calloc((size_t)(s->ncategories ? s->ncategories : 1), sizeof *c->names);
-	for (int i = 0; c && c->names && i < s->ncategories; i++, c->n++)
-		if (!(c->names[i] = strdup(s->categories[i].name)))
-			break;
-	if (!c || !c->names || c->n < s->ncategories) {
+	if (c && (c->names = calloc((size_t)(n ? n : 1), sizeof *c->names)))
+		c->n = n;
+	int ok = c && c->names;
+	for (int i = 0; ok && i < s->ncategories; i++)
+		if (at[i] >= 0 && at[i] < n && !c->names[at[i]])
+			ok = (c->names[at[i]] = strdup(s->categories[i].name)) != NULL;
+	if (!ok) {
 		voc_classes_free(c);
 		err_set("out of memory");
 		return NULL;
@@ -457,26 +473,61 @@ voc_classes *coco_classes(const coco_set *s)
 	return c;
 }
 
+voc_classes *coco_classes(const coco_set *s)
+{
+	int *label = coco_labels(s, NULL);
+	voc_classes *c = label ? names_at(s, label, s->ncategories) : NULL;
+	free(label);
+	return c;
+}
+
 int *coco_labels(const coco_set *s, const voc_classes *classes)
 {
 	int *label = malloc((size_t)(s->ncategories ? s->ncategories : 1) * sizeof *label);
-	if (!label) {
+	int *order = file_order(s);
+	int *matched = classes ? calloc((size_t)(classes->n ? classes->n : 1), sizeof *matched) : NULL;
+	if (!label || !order || (classes && !matched)) {
 		err_set("out of memory");
-		return NULL;
+		goto fail;
 	}
-	for (int i = 0; i < s->ncategories; i++)
-		label[i] = classes ? voc_class_index(classes, s->categories[i].name) : i;
-	for (int k = 0; classes && k < classes->n; k++) {
-		int found = 0;
-		for (int i = 0; i < s->ncategories && !found; i++)
-			found = label[i] == k;
-		if (!found) {
-			err_set("class '%s': no category of that name", classes->names[k]);
-			free(label);
-			return NULL;
+	/* a class names one category: two of one name would make more labels than classes */
+	for (int i = 0; i < s->ncategories; i++) {
+		int k = classes ? voc_class_index(classes, s->categories[i].name) : 0;
+		label[i] = k;
+		if (k < 0 || !classes)
+			continue;
+		if (matched[k]) {
+			err_set("class '%s': categories %lld and %lld both have that name", classes->names[k],
+				(long long)s->categories[matched[k] - 1].id, (long long)s->categories[i].id);
+			goto fail;
 		}
+		matched[k] = i + 1;
 	}
+	for (int k = 0; classes && k < classes->n; k++)
+		if (!matched[k]) {
+			err_set("class '%s': no category of that name", classes->names[k]);
+			goto fail;
+		}
+	/* pycocotools' getCatIds(catNms=...) keeps the file's order, whatever the list's */
+	for (int r = 0, next = 0; r < s->ncategories; r++)
+		if (label[order[r]] >= 0)
+			label[order[r]] = next++;
+	free(order);
+	free(matched);
 	return label;
+fail:
+	free(label);
+	free(order);
+	free(matched);
+	return NULL;
+}
+
+voc_classes *coco_label_names(const coco_set *s, const int *label)
+{
+	int n = 0;
+	for (int i = 0; i < s->ncategories; i++)
+		n += label[i] >= 0;
+	return names_at(s, label, n);
 }
 
 /* ---------------------------------------------------------------- as a dataset */
@@ -495,7 +546,7 @@ static const char *box_fault(const coco_ann *a, const coco_image *im)
 	return NULL;
 }
 
-voc_dataset *coco_dataset(const coco_set *s, const int *label, const char *img_prefix, int filter_empty_gt)
+voc_dataset *coco_dataset(const coco_set *s, const int *label, const char *img_prefix, int filter_empty_gt, int min_size)
 {
 	long n = 0, nb = 0;
 	voc_listed_image *li = calloc((size_t)(s->nimages ? s->nimages : 1), sizeof *li);
@@ -538,7 +589,8 @@ voc_dataset *coco_dataset(const coco_set *s, const int *label, const char *img_p
 			ignore[nb] = (uint8_t)a->iscrowd;
 			nb++;
 		}
-		if (filter_empty_gt && !labelled) {
+		/* mmdet's _filter_imgs: the file's sizes, checked after the annotations */
+		if ((filter_empty_gt && !labelled) || im->width < min_size || im->height < min_size) {
 			free(why[n]);
 			why[n] = NULL;
 			nb = first;

@@ -52,7 +52,7 @@ PY
 @test "coco-decode --help and usage errors" {
 	run "$BIN/coco-decode" --help
 	[ "$status" -eq 0 ]
-	for o in --classes --filter-empty-gt --shuffle --epochs --resume --limit --shard --threads --skip-bad --list; do
+	for o in --classes --filter-empty-gt --min-size --shuffle --epochs --resume --limit --shard --threads --skip-bad --list; do
 		[[ "$output" == *"$o"* ]]
 	done
 	run "$BIN/coco-decode" only-one </dev/null
@@ -74,22 +74,41 @@ sys.path.insert(0, "tests")
 import numpy as np, tnsfile
 r = tnsfile.read(sys.argv[1])
 a = r[0][1]
-# labels by category id order: cat (2) 0, bird (5) 1, dog (9) 2; the w < 1 box is dropped
-assert a["labels"].tolist() == [2, 1], a["labels"]
+# labels in the file's category order (mmdet's getCatIds): dog (9) 0, cat (2) 1, bird (5) 2;
+# the w < 1 box is dropped
+assert a["labels"].tolist() == [0, 2], a["labels"]
 assert np.array_equal(a["boxes"], np.array([[1.5, 2.25, 12, 22.25], [40, 5, 60, 35]], np.float32)), a["boxes"]
 assert a["difficult"].tolist() == [0, 1]
 assert a["image"].shape == (3, 48, 64) and a["image"][2, 0, 0] == 7
-assert r[1][1]["labels"].tolist() == [0] and r[2][1]["boxes"].shape == (0, 4)
+assert r[1][1]["labels"].tolist() == [1] and r[2][1]["boxes"].shape == (0, 4)
 PY
-	# a class list: its order gives the labels, other categories are left out
-	printf 'dog\ncat\n' >"$T/classes"
-	"$BIN/coco-decode" "$T/gt.json" "$T/img" --classes "$T/classes" --filter-empty-gt >"$T/sub.tns"
-	run "$BIN/tns" cat --json "$T/sub.tns"
-	[ "$(jq -r .meta.id <<<"$output" | tr '\n' ' ')" = "7 3 " ]
-	/usr/bin/python3 -c "
+	# a class list: other categories are left out; labels still follow the file's
+	# order (mmdet's cat2label), so a list in another order gets a warning naming them
+	for list in 'dog\ncat\n' 'cat\ndog\n'; do
+		printf "$list" >"$T/classes"
+		"$BIN/coco-decode" "$T/gt.json" "$T/img" --classes "$T/classes" --filter-empty-gt --verbose \
+			>"$T/sub.tns" 2>"$T/err"
+		run "$BIN/tns" cat --json "$T/sub.tns"
+		[ "$(jq -r .meta.id <<<"$output" | tr '\n' ' ')" = "7 3 " ]
+		/usr/bin/python3 -c "
 import sys; sys.path.insert(0, 'tests'); import tnsfile
 r = tnsfile.read('$T/sub.tns')
 assert r[0][1]['labels'].tolist() == [0] and r[1][1]['labels'].tolist() == [1]"
+		# the summary names the labels as the file does
+		grep -qx 'coco-decode:   dog  *1' "$T/err"
+		grep -qx 'coco-decode:   cat  *1' "$T/err"
+	done
+	grep -qx "coco-decode: $T/classes: warning: the class list is not in the file's category order; labels follow the file's, as mmdet's cat2label: 0 dog, 1 cat" "$T/err"
+	printf 'dog\ncat\n' >"$T/classes"
+	run "$BIN/coco-decode" "$T/gt.json" "$T/img" --classes "$T/classes" --list
+	[[ "$output" != *warning* ]]
+	# mmdet's min_size on the file's width and height (images 64x48, 40x40, 32x50)
+	run "$BIN/coco-decode" "$T/gt.json" "$T/img" --min-size 32 --list
+	[ "$output" = $'7\t2\n3\t1\n12\t0' ]
+	run "$BIN/coco-decode" "$T/gt.json" "$T/img" --min-size 33 --list
+	[ "$output" = $'7\t2\n3\t1' ]
+	run "$BIN/coco-decode" "$T/gt.json" "$T/img" --min-size 41 --list
+	[ "$output" = $'7\t2' ]
 	# listing, limit, shards and threads as voc-decode's
 	run "$BIN/coco-decode" "$T/gt.json" "$T/img" --list
 	[ "$output" = $'7\t2\n3\t1\n12\t0' ]
@@ -125,14 +144,15 @@ bad_json() {
 	[ "$status" -eq 1 ]
 	[ "$output" = "coco-decode: $T/nonexistent.json: no such file" ]
 	# per image: a box outside its image, a missing image file (--skip-bad goes on)
+	# (records to a file: the output is stderr alone, one line)
 	jq '.annotations[3].bbox = [10, 10, 40, 40]' "$T/gt.json" >"$T/out.json"
-	run "$BIN/coco-decode" "$T/out.json" "$T/img" --list
+	run bash -c '"$0" "$1" "$2" >"$3"' "$BIN/coco-decode" "$T/out.json" "$T/img" "$T/o.tns"
 	[ "$status" -eq 1 ]
-	[[ "$output" == *"coco-decode: $T/out.json: image 3 (b.png): annotation 4: box [10, 10, 40, 40] lies outside the image (40x40)"* ]]
+	[ "$output" = "coco-decode: $T/out.json: image 3 (b.png): annotation 4: box [10, 10, 40, 40] lies outside the image (40x40)" ]
 	rm "$T/img/c.png"
-	run "$BIN/coco-decode" "$T/gt.json" "$T/img" --list
+	run bash -c '"$0" "$1" "$2" >"$3"' "$BIN/coco-decode" "$T/gt.json" "$T/img" "$T/o.tns"
 	[ "$status" -eq 1 ]
-	[[ "$output" == *"coco-decode: $T/img/c.png: missing image"* ]]
+	[ "$output" = "coco-decode: $T/img/c.png: missing image" ]
 	run "$BIN/coco-decode" "$T/gt.json" "$T/img" --skip-bad --list
 	[ "$status" -eq 0 ]
 	[[ "$output" == *"(skipped)"* ]]
@@ -140,6 +160,26 @@ bad_json() {
 	run "$BIN/coco-decode" "$T/gt.json" "$T/img" --classes "$T/classes"
 	[ "$status" -eq 1 ]
 	[[ "$output" == "coco-decode: $T/classes: class 'horse': no category of that name" ]]
+}
+
+@test "pipelines' decoder: training drops images under 32 pixels on a side (mmdet's _filter_imgs), eval keeps them" {
+	small_set
+	# c.png (32x50) is kept at 32; a 31-pixel-wide copy of it is not
+	jq '.images += [{"id": 20, "file_name": "c.png", "width": 31, "height": 50}]' "$T/gt.json" >"$T/gt31.json"
+	cat >"$T/cfg.json" <<-EOF
+	{"name": "t", "dataset": {"type": "coco", "root": "$T", "train_split": "train", "test_split": "test",
+	 "train": {"ann_file": "gt31.json", "img_prefix": "img"}, "test": {"ann_file": "gt31.json", "img_prefix": "img"}}}
+	EOF
+	cd "$ROOT"
+	. pipelines/lib.sh
+	DATA=$T load_config "$T/cfg.json"
+	decoder train train
+	run "${decode_cmd[@]}" --list
+	[ "$status" -eq 0 ]
+	[ "$output" = $'7\t2\n3\t1\n12\t0' ]
+	decoder test
+	run "${decode_cmd[@]}" --list
+	[ "$output" = $'7\t2\n3\t1\n12\t0\n20\t0' ]
 }
 
 @test "coco-decode on the COCO version of BCCD: the records of voc-decode, byte for byte in tensors" {

@@ -10,7 +10,8 @@ setup() {
 may_include() {
 	case $1 in
 	core) echo "" ;;
-	kernels | data | ssd | tool) echo "core" ;;
+	kernels | data | ssd) echo "core" ;;
+	tool) echo "core kernels data ssd nn quant train eval export" ;;
 	nn) echo "core kernels ssd" ;;
 	quant) echo "core kernels nn" ;;
 	train) echo "core kernels nn quant" ;;

@@ -42,8 +42,9 @@ static void test_read(void)
 	const coco_ann *crowd = &s->anns[s->images[1].first_ann];
 	CHECK(crowd->iscrowd == 1 && crowd->area == 4 && crowd->category == 1); /* missing area: w * h */
 	CHECK(coco_image_index(s, 2) == 1 && coco_image_index(s, 3) == -1);
+	/* the default class list: the file's category order (getCatIds()), not the ids' */
 	voc_classes *c = coco_classes(s);
-	CHECK(c && c->n == 2 && !strcmp(c->names[0], "three"));
+	CHECK(c && c->n == 2 && !strcmp(c->names[0], "seven") && !strcmp(c->names[1], "three"));
 	voc_classes_free(c);
 	coco_free(s);
 
@@ -62,6 +63,84 @@ static void test_read(void)
 		CHECK_MSG(!s && !strcmp(err_msg(), bad[i][1]), "case %zu: %s", i, err_msg());
 		coco_free(s);
 	}
+}
+
+static voc_classes *list(int n, const char *const *names)
+{
+	voc_classes *c = calloc(1, sizeof *c);
+	c->names = calloc((size_t)n, sizeof *c->names);
+	for (c->n = 0; c->n < n; c->n++)
+		c->names[c->n] = strdup(names[c->n]);
+	return c;
+}
+
+/* mmdet 2.x: cat_ids = getCatIds(catNms=CLASSES) lists the named categories in the
+ * file's order, cat2label numbers them so: the list's own order does not count. */
+static void test_labels(void)
+{
+	/* file order: dog (id 9), cat (id 2), bird (id 5), cow (id 7) */
+	coco_set *s = parse("{\"images\": [], \"categories\": [{\"id\": 9, \"name\": \"dog\"},"
+			    " {\"id\": 2, \"name\": \"cat\"}, {\"id\": 5, \"name\": \"bird\"}, {\"id\": 7, \"name\": \"cow\"}]}");
+	CHECK_MSG(s != NULL, "%s", err_msg());
+	if (!s)
+		return;
+	/* s->categories are by id: cat 2, bird 5, cow 7, dog 9 */
+	int *all = coco_labels(s, NULL);
+	CHECK(all && all[0] == 1 && all[1] == 2 && all[2] == 3 && all[3] == 0);
+	free(all);
+	/* a list in its own order: bird, dog -> dog is label 0 (first in the file), bird 1 */
+	voc_classes *c = list(2, (const char *const[]){"bird", "dog"});
+	int *label = coco_labels(s, c);
+	CHECK(label && label[0] == -1 && label[1] == 1 && label[2] == -1 && label[3] == 0);
+	voc_classes *names = label ? coco_label_names(s, label) : NULL;
+	CHECK(names && names->n == 2 && !strcmp(names->names[0], "dog") && !strcmp(names->names[1], "bird"));
+	voc_classes_free(names);
+	free(label);
+	voc_classes_free(c);
+	/* a name no category has */
+	c = list(2, (const char *const[]){"cat", "horse"});
+	CHECK(!coco_labels(s, c) && !strcmp(err_msg(), "class 'horse': no category of that name"));
+	voc_classes_free(c);
+	coco_free(s);
+
+	/* two categories of one name would give more labels than classes */
+	s = parse("{\"images\": [], \"categories\": [{\"id\": 1, \"name\": \"a\"}, {\"id\": 3, \"name\": \"a\"}]}");
+	c = list(1, (const char *const[]){"a"});
+	CHECK(s && !coco_labels(s, c) && !strcmp(err_msg(), "class 'a': categories 1 and 3 both have that name"));
+	voc_classes_free(c);
+	coco_free(s);
+}
+
+/* mmdet's _filter_imgs: filter_empty_gt (an annotation of a labelled category, crowd or
+ * too small included) and min_size on the file's width and height. */
+static void test_filter(void)
+{
+	coco_set *s = parse("{\"images\": [{\"id\": 1, \"file_name\": \"a.jpg\", \"width\": 32, \"height\": 40},"
+			    " {\"id\": 2, \"file_name\": \"b.jpg\", \"width\": 31, \"height\": 100},"
+			    " {\"id\": 3, \"file_name\": \"c.jpg\", \"width\": 100, \"height\": 31},"
+			    " {\"id\": 4, \"file_name\": \"d.jpg\", \"width\": 64, \"height\": 64},"
+			    " {\"id\": 5, \"file_name\": \"e.jpg\", \"width\": 64, \"height\": 64}],"
+			    " \"annotations\": [{\"id\": 1, \"image_id\": 1, \"category_id\": 1, \"bbox\": [1, 1, 5, 5]},"
+			    "  {\"id\": 2, \"image_id\": 2, \"category_id\": 1, \"bbox\": [1, 1, 5, 5]},"
+			    "  {\"id\": 3, \"image_id\": 3, \"category_id\": 1, \"bbox\": [1, 1, 5, 5]},"
+			    "  {\"id\": 4, \"image_id\": 4, \"category_id\": 1, \"bbox\": [1, 1, 0.5, 5]}],"
+			    " \"categories\": [{\"id\": 1, \"name\": \"x\"}]}");
+	CHECK_MSG(s != NULL, "%s", err_msg());
+	if (!s)
+		return;
+	int *label = coco_labels(s, NULL);
+	static const struct {
+		int filter_empty, min_size;
+		long images;
+	} cases[] = {{0, 0, 5}, {1, 0, 4}, {0, 32, 3}, {1, 32, 2}, {0, 33, 2}, {0, 65, 0}};
+	for (size_t i = 0; label && i < sizeof cases / sizeof *cases; i++) {
+		voc_dataset *d = coco_dataset(s, label, ".", cases[i].filter_empty, cases[i].min_size);
+		CHECK_MSG(d && voc_size(d) == cases[i].images, "case %zu: %ld images (%s)", i, d ? voc_size(d) : -1,
+			  d ? "" : err_msg());
+		voc_close(d);
+	}
+	free(label);
+	coco_free(s);
 }
 
 static void compute(coco_eval *e, double *stats, double *ap)
@@ -147,6 +226,8 @@ static void test_eval(void)
 int main(void)
 {
 	test_read();
+	test_labels();
+	test_filter();
 	test_eval();
 	return check_done("test_coco");
 }
