@@ -33,7 +33,7 @@ char *voc_file_where(const voc_dataset *d, const struct root *rt, const char *re
 
 char *voc_file_meta(const struct root *rt, const char *rel)
 {
-	if (rt->dir)
+	if (rt->dir || rt->listed)
 		return str_printf("%s/%s", rt->name, rel);
 	return str_printf("%s%s", rt->prefix, rel);
 }
@@ -297,12 +297,16 @@ voc_dataset *voc_open_listed(const char *image_dir, const char *root_name, long 
 		goto fail;
 	}
 	d->items_cap = n;
-	if (!is_dir(image_dir)) {
-		err_set("%s: not a directory of images", image_dir);
+	int archive = !is_dir(image_dir);
+	if (archive) {
+		struct stat st;
+		if (stat(image_dir, &st) != 0 || !S_ISREG(st.st_mode)) {
+			err_set("%s: not a directory of images, nor an archive of them", image_dir);
+			goto fail;
+		}
+	} else if (voc_add_root(d, root_name, image_dir, -1, NULL) < 0) {
 		goto fail;
 	}
-	if (voc_add_root(d, root_name, image_dir, -1, NULL) < 0)
-		goto fail;
 	long at = 0;
 	for (long i = 0; i < n; i++, d->nitems++) {
 		const voc_listed_image *li = &images[i];
@@ -319,6 +323,9 @@ voc_dataset *voc_open_listed(const char *image_dir, const char *root_name, long 
 		memcpy(d->gt_ignore + at, li->ignore, (size_t)li->n * sizeof *d->gt_ignore);
 		at += li->n;
 	}
+	/* an archive's root and its prefix come from where the listed files are in it */
+	if (archive && voc_open_listed_archive(d, image_dir) < 0)
+		goto fail;
 	return d;
 fail:
 	voc_close(d);
@@ -407,11 +414,21 @@ int voc_load_image(const voc_dataset *d, const struct item *it, int want_bytes, 
 int voc_load_listed_image(const voc_dataset *d, const struct item *it, int want_bytes, char **rel,
 			  unsigned char **own, const unsigned char **img, size_t *len)
 {
-	char *path = voc_file_where(d, &d->roots[it->root], it->file);
+	const struct root *rt = &d->roots[it->root];
+	char *path = voc_file_where(d, rt, it->file);
 	*own = NULL;
 	if (!(*rel = str_dup(it->file)) || !path) {
 		free(path);
 		return -1;
+	}
+	if (!rt->dir) { /* in an archive: found at open (ext), read by the reader (img) */
+		int rc = 0;
+		if (!it->ext || (want_bytes && !it->img))
+			rc = err_set("%s: missing image", path);
+		*img = it->img;
+		*len = it->img_len;
+		free(path);
+		return rc;
 	}
 	int rc = want_bytes ? files_read(path, (char **)own, len)
 		 : access(path, F_OK) == 0 ? 0

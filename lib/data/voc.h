@@ -43,8 +43,10 @@ typedef struct voc_listed_image {
 } voc_listed_image;
 
 /* A dataset of the images (copied) in image_dir, read with the same plans and records
- * as VOC's (meta root root_name, file "<root_name>/<file>", and difficult_is). -1/NULL
- * (err) when image_dir is no directory. */
+ * as VOC's (meta root root_name, file "<root_name>/<file>", and difficult_is). image_dir
+ * may be an archive (.tar, .tar.gz, .zip, ...) of the images instead: the files are
+ * found under the one folder inside that holds the first of them (file "<that folder>/
+ * <file>", as from the folder unpacked). NULL (err) when image_dir is neither. */
 voc_dataset *voc_open_listed(const char *image_dir, const char *root_name, long n, const voc_listed_image *images);
 
 #endif

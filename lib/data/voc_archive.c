@@ -342,8 +342,173 @@ out:
 	return rc;
 }
 
+/* ---------------------------------------------------------------- listed images */
+
+static int item_cmp_file(const void *a, const void *b)
+{
+	return strcmp((*(struct item *const *)a)->file, (*(struct item *const *)b)->file);
+}
+
+/* The listed item whose file is name, or NULL (sorted by file). */
+static struct item *listed_find(struct item **sorted, long n, const char *name)
+{
+	struct item key = {.file = (char *)name}, *k = &key, **hit;
+	hit = n ? bsearch(&k, sorted, (size_t)n, sizeof *sorted, item_cmp_file) : NULL;
+	return hit ? *hit : NULL;
+}
+
+/* The items (all, or only the wanted ones) sorted by file: their count, or -1 (err). */
+static long listed_sorted(voc_dataset *d, struct item ***out, int wanted_only)
+{
+	struct item **s = malloc((size_t)(d->nitems ? d->nitems : 1) * sizeof *s);
+	if (!s)
+		return err_set("out of memory");
+	long n = 0;
+	for (long i = 0; i < d->nitems; i++)
+		if (!wanted_only || d->items[i].wanted)
+			s[n++] = &d->items[i];
+	if (n)
+		qsort(s, (size_t)n, sizeof *s, item_cmp_file);
+	*out = s;
+	return n;
+}
+
+/* A listed file found in an archive under folder `prefix` (pass 1 of voc_open_listed_archive). */
+struct listed_hit {
+	int prefix;
+	struct item *it;
+};
+
+int voc_open_listed_archive(voc_dataset *d, const char *path)
+{
+	if (array_grow(&d->archives, &d->archives_cap, d->narchives + 1, sizeof *d->archives) < 0 ||
+	    !(d->archives[d->narchives] = str_dup(path)))
+		return -1;
+	int ai = d->narchives++;
+	struct item **sorted;
+	long n = listed_sorted(d, &sorted, 0);
+	if (n < 0)
+		return -1;
+	struct archive *a = files_archive_open(path);
+	char **prefixes = NULL;
+	long *counts = NULL, nprefix = 0, prefix_cap = 0, counts_cap = 0, nhits = 0, hits_cap = 0;
+	struct listed_hit *hits = NULL;
+	int r, rc = -1;
+	struct archive_entry *e;
+	/* every folder under which a listed file is: the one with the most of them is the
+	 * image folder (a stray file of the same name elsewhere does not decide it) */
+	while (a && ((r = archive_read_next_header(a, &e)) == ARCHIVE_OK || r == ARCHIVE_WARN)) {
+		if (archive_entry_filetype(e) != AE_IFREG)
+			continue;
+		const char *name = files_entry_path(e);
+		for (const char *rel = name; rel; rel = strchr(rel, '/') ? strchr(rel, '/') + 1 : NULL) {
+			struct item *it = listed_find(sorted, n, rel);
+			if (!it)
+				continue;
+			size_t pl = (size_t)(rel - name);
+			long p = 0;
+			while (p < nprefix && (strlen(prefixes[p]) != pl || strncmp(prefixes[p], name, pl)))
+				p++;
+			if (p == nprefix) {
+				if (array_grow(&prefixes, &prefix_cap, nprefix + 1, sizeof *prefixes) < 0 ||
+				    array_grow(&counts, &counts_cap, nprefix + 1, sizeof *counts) < 0 ||
+				    !(prefixes[nprefix] = strndup(name, pl)))
+					goto out;
+				counts[nprefix++] = 0;
+			}
+			if (array_grow(&hits, &hits_cap, nhits + 1, sizeof *hits) < 0)
+				goto out;
+			hits[nhits++] = (struct listed_hit){.prefix = (int)p, .it = it};
+			counts[p]++;
+		}
+	}
+	if (!a)
+		goto out;
+	if (r != ARCHIVE_EOF) {
+		err_set("%s: %s", path, archive_error_string(a));
+		goto out;
+	}
+	long best = -1;
+	for (long p = 0; p < nprefix; p++)
+		if (best < 0 || counts[p] > counts[best] ||
+		    (counts[p] == counts[best] && strlen(prefixes[p]) < strlen(prefixes[best])))
+			best = p;
+	for (long h = 0; h < nhits; h++)
+		if (hits[h].prefix == best)
+			hits[h].it->ext = ""; /* there: read by voc_load_archive_images */
+	/* the root is named as the folder unpacked would be */
+	const char *prefix = best >= 0 ? prefixes[best] : "";
+	char *name = prefix[0] ? strndup(prefix, strlen(prefix) - 1) : voc_base_name(path);
+	char *slash = name ? strrchr(name, '/') : NULL;
+	if (name && !prefix[0]) {
+		char *dot = strchr(name, '.');
+		if (dot && dot != name)
+			*dot = 0;
+	}
+	rc = name ? voc_add_root(d, slash ? slash + 1 : name, NULL, ai, prefix) : err_set("out of memory");
+	free(name);
+	if (rc == 0)
+		d->roots[d->nroots - 1].listed = 1;
+	for (long i = 0; rc == 0 && i < d->nitems; i++)
+		d->items[i].root = d->nroots - 1;
+out:
+	for (long p = 0; p < nprefix; p++)
+		free(prefixes[p]);
+	free(prefixes);
+	free(counts);
+	free(hits);
+	free(sorted);
+	if (a)
+		archive_read_free(a);
+	return rc;
+}
+
+/* Pass 2 for a listed dataset: the compressed bytes of the wanted images. */
+static int load_listed_images(voc_dataset *d, int ai)
+{
+	const struct root *rt = &d->roots[d->nroots - 1];
+	struct item **sorted;
+	long n = listed_sorted(d, &sorted, 1);
+	if (n <= 0) {
+		free(n < 0 ? NULL : sorted);
+		return n < 0 ? -1 : 0;
+	}
+	const char *path = d->archives[ai];
+	struct archive *a = files_archive_open(path);
+	int r, rc = -1;
+	struct archive_entry *e;
+	size_t pl = strlen(rt->prefix);
+	while (a && ((r = archive_read_next_header(a, &e)) == ARCHIVE_OK || r == ARCHIVE_WARN)) {
+		const char *name = files_entry_path(e);
+		struct item *it;
+		if (archive_entry_filetype(e) != AE_IFREG || strncmp(name, rt->prefix, pl) ||
+		    !(it = listed_find(sorted, n, name + pl)) || it->img)
+			continue;
+		char *data;
+		if (files_entry_data(a, e, &data, &it->img_len) < 0) {
+			err_wrap("%s:%s", path, name);
+			goto out;
+		}
+		it->img = (unsigned char *)data;
+	}
+	if (!a)
+		goto out;
+	if (r != ARCHIVE_EOF) {
+		err_set("%s: %s", path, archive_error_string(a));
+		goto out;
+	}
+	rc = 0;
+out:
+	free(sorted);
+	if (a)
+		archive_read_free(a);
+	return rc;
+}
+
 int voc_load_archive_images(voc_dataset *d)
 {
+	if (d->gt_boxes) /* listed: one archive at most, its own pass */
+		return d->narchives ? load_listed_images(d, 0) : 0;
 	long nwanted = 0;
 	for (long i = 0; i < d->nitems; i++)
 		nwanted += d->items[i].wanted;

@@ -19,6 +19,7 @@ struct root {
 	char *dir;    /* a root on disk, or NULL */
 	int archive;  /* a root inside d->archives[archive] (dir NULL) */
 	char *prefix; /* entry path prefix in the archive: "" or ending in '/' */
+	int listed;   /* a listed dataset's archive: files named "<name>/<rel>", as its folder's */
 };
 
 struct item {
@@ -60,7 +61,7 @@ struct voc_dataset {
 
 /* Where a root's file is, for messages: a path, or "archive:entry". */
 char *voc_file_where(const voc_dataset *d, const struct root *rt, const char *rel);
-/* The file's path as the records name it: "<root name>/<rel>" (for an archive, the
+/* The file's path as the records name it: "<root name>/<rel>" (for a VOC archive, the
  * entry path), so a tree and an archive of it give identical records. */
 char *voc_file_meta(const struct root *rt, const char *rel);
 /* Adds a root: on disk (dir) or in archive number `archive` under prefix. */
@@ -88,6 +89,9 @@ int voc_load_listed_image(const voc_dataset *d, const struct item *it, int want_
 
 /* Pass 1 over an archive: its roots, their split lists and annotations. */
 int voc_open_archive(voc_dataset *d, const char *path);
+/* Pass 1 for a listed dataset (voc_open_listed) whose images are in an archive: its
+ * root (the prefix under which the listed files are) and which of them are there. */
+int voc_open_listed_archive(voc_dataset *d, const char *path);
 /* Pass 2 over every archive: the compressed bytes of the items marked wanted. */
 int voc_load_archive_images(voc_dataset *d);
 

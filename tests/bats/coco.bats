@@ -128,6 +128,29 @@ bad_json() {
 	[[ "$output" == "coco-decode: $T/bad.json: $2"* ]]
 }
 
+@test "coco-decode: the images from a .zip or .tar.gz of their folder give the folder's records, byte for byte" {
+	small_set
+	"$BIN/coco-decode" "$T/gt.json" "$T/img" >"$T/dir.tns"
+	"$BIN/coco-decode" "$T/gt.json" "$T/img" --list >"$T/dir.list"
+	# the folder at the archive's top, and one level down with a stray file beside it
+	(cd "$T" && mkdir -p deep/x && cp -r img deep/x/ && echo stray >deep/x/a.png &&
+		/usr/bin/python3 -c 'import shutil; shutil.make_archive("img", "zip", ".", "img"); shutil.make_archive("deep", "gztar", ".", "deep")')
+	for a in img.zip deep.tar.gz; do
+		"$BIN/coco-decode" "$T/gt.json" "$T/$a" >"$T/arc.tns"
+		cmp "$T/dir.tns" "$T/arc.tns"
+		"$BIN/coco-decode" "$T/gt.json" "$T/$a" --list >"$T/arc.list"
+		cmp "$T/dir.list" "$T/arc.list"
+	done
+	# an image the archive lacks: named by archive and entry, exit 1
+	(cd "$T" && rm img/b.png && /usr/bin/python3 -c 'import shutil; shutil.make_archive("less", "zip", ".", "img")')
+	run "$BIN/coco-decode" "$T/gt.json" "$T/less.zip"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"coco-decode: $T/less.zip:img/b.png: missing image"* ]]
+	run "$BIN/coco-decode" "$T/gt.json" "$T/gt.json"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"gt.json"* ]]
+}
+
 @test "coco-decode: bad input is one clear line and exit 1" {
 	small_set
 	printf '{"images": [\n  {"id": 1 "file_name": "a.png"}]}' >"$T/broken.json"
