@@ -21,8 +21,9 @@
 #include <omp.h>
 
 #include "core/err.h"
-#include "nn/layers.h"
 #include "core/tensor.h"
+#include "nn/layers.h"
+#include "quant/qlayers.h"
 
 /* -c: process CPU time instead of wall time. On a shared machine a single-threaded
  * run (OMP_NUM_THREADS=1) timed so is not charged for the time slices other
@@ -129,6 +130,41 @@ static const char *check_conv(conv2d_desc d, const float *x, const float *w, con
 	return note;
 }
 
+/* The same shape on integers (qconv_forward, forward --int8's kernel): uint8 input,
+ * int8 weights, one shift. Returns the best time, or -1 when qconv refuses the shape. */
+static double bench_qconv(const conv2d_desc *f)
+{
+	qconv d = {.n = f->n, .c = f->c, .h = f->h, .w = f->w, .k = f->k, .kh = f->kh, .kw = f->kw, .sh = f->sh,
+		   .sw = f->sw, .ph = f->ph, .pw = f->pw, .dh = f->dh, .dw = f->dw, .groups = f->groups};
+	d.r = d.c / d.groups * d.kh * d.kw;
+	d.rp = (d.r + 3) & ~3;
+	d.shift = 8;
+	d.lo = 0;
+	d.hi = 255;
+	int8_t *w = aligned_zalloc((size_t)d.k * d.rp);
+	int64_t *bias = aligned_zalloc((size_t)d.k * sizeof *bias), *gb = aligned_zalloc((size_t)d.k * sizeof *gb);
+	for (size_t i = 0; i < (size_t)d.k * d.rp; i++)
+		w[i] = (int8_t)((i * 2654435761u) >> 24) / 4;
+	d.weight = w;
+	d.bias = bias;
+	double t = -1;
+	if (w && bias && gb && !qconv_init(&d, gb)) {
+		size_t xs = (size_t)d.n * d.c * d.h * d.w, ys = (size_t)d.n * d.k * d.oh * d.ow;
+		uint8_t *x = aligned_zalloc(xs), *y = aligned_zalloc(ys), *ws = aligned_zalloc(qconv_workspace_size(&d));
+		for (size_t i = 0; x && i < xs; i++)
+			x[i] = (uint8_t)((i * 2654435761u) >> 24);
+		if (x && y && ws)
+			TIME_BEST(t, qconv_forward(y, x, ws, &d));
+		free(x);
+		free(y);
+		free(ws);
+	}
+	free(w);
+	free(bias);
+	free(gb);
+	return t;
+}
+
 static void bench_conv(const char *name, const char *filter, conv2d_desc d)
 {
 	if (filter && !strstr(name, filter))
@@ -146,9 +182,10 @@ static void bench_conv(const char *name, const char *filter, conv2d_desc d)
 	double flops = 2.0 * ys * (d.c / d.groups) * d.kh * d.kw, tf, tb;
 	TIME_BEST(tf, conv2d_forward(y, x, w, b, ws, &d));
 	TIME_BEST(tb, conv2d_backward(dx, dw, db, dy, x, w, ws, &d));
-	printf("%-40s fwd %8.2f ms %7.1f GFLOP/s   bwd %8.2f ms %7.1f GFLOP/s  [%s]%s\n", name, tf * 1e3,
-	       flops / tf * 1e-9, tb * 1e3, 2 * flops / tb * 1e-9, algo_names[d.algo],
-	       check_conv(d, x, w, b, dy, y, dx, dw, db, ws));
+	double tq = bench_qconv(&d);
+	printf("%-40s fwd %8.2f ms %7.1f GFLOP/s   bwd %8.2f ms %7.1f GFLOP/s   int8 %8.2f ms %5.2fx  [%s]%s\n",
+	       name, tf * 1e3, flops / tf * 1e-9, tb * 1e3, 2 * flops / tb * 1e-9, tq * 1e3, tf / tq,
+	       algo_names[d.algo], check_conv(d, x, w, b, dy, y, dx, dw, db, ws));
 	free(x);
 	free(w);
 	free(b);

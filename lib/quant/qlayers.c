@@ -22,6 +22,8 @@
 #include "core/err.h"
 #include "nn/layers.h"
 
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
 /* The GEMM form of a conv: C [k][p] = W [k][r] . B [r][p], B the input columns (im2col,
  * or the input itself for a 1x1 stride-1 conv) packed 4 reduction rows at a time,
  * [r/4][pixels][4] bytes, so that one vpdpbusd adds 4 products per int32 lane; a block
@@ -64,6 +66,44 @@ static void requant32(void *out, const int32_t *v, int n, int32_t add, int shift
 		qput(out, (size_t)i, x > hi ? hi : x, fmt);
 	}
 }
+
+#if defined(__AVX512BW__)
+/* 64 int32 sums (4 vectors, in order) -> 64 bytes clamp((v + add) >> shift, lo, hi), the
+ * point's bytes (signed when lo < 0): saturating packs to int16 and to bytes keep every
+ * value inside [lo, hi] where it was, so the byte clamp after them is the clamp. */
+typedef struct requant_vec {
+	__m512i add, lo, hi, order;
+	__m128i shift;
+	int sgn;
+} requant_vec;
+
+static inline requant_vec requant_vec_set(int32_t add, int shift, int32_t lo, int32_t hi)
+{
+	requant_vec r;
+	r.add = _mm512_set1_epi32(add);
+	r.shift = _mm_cvtsi32_si128(shift);
+	r.sgn = lo < 0;
+	r.lo = _mm512_set1_epi8((char)lo);
+	r.hi = _mm512_set1_epi8((char)hi);
+	/* the packs interleave 128-bit lanes: dword l * 4 + v holds vector v's values 4l .. 4l+3 */
+	r.order = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+	return r;
+}
+
+static inline __m512i requant64(const __m512i *v, const requant_vec *r)
+{
+	__m512i x0 = _mm512_sra_epi32(_mm512_add_epi32(v[0], r->add), r->shift);
+	__m512i x1 = _mm512_sra_epi32(_mm512_add_epi32(v[1], r->add), r->shift);
+	__m512i x2 = _mm512_sra_epi32(_mm512_add_epi32(v[2], r->add), r->shift);
+	__m512i x3 = _mm512_sra_epi32(_mm512_add_epi32(v[3], r->add), r->shift);
+	__m512i a = _mm512_packs_epi32(x0, x1), b = _mm512_packs_epi32(x2, x3), y;
+	if (r->sgn)
+		y = _mm512_min_epi8(_mm512_max_epi8(_mm512_packs_epi16(a, b), r->lo), r->hi);
+	else
+		y = _mm512_min_epu8(_mm512_max_epu8(_mm512_packus_epi16(a, b), r->lo), r->hi);
+	return _mm512_permutexvar_epi32(r->order, y);
+}
+#endif
 
 /* output channel k's requantisation shift */
 static inline int shift_of(const qconv *d, int k)
@@ -127,8 +167,12 @@ int qconv_init(qconv *d, int64_t *gemm_bias)
 			sum += w;
 			mag += w < 0 ? -w : w;
 		}
-		int64_t b = d->bias[k] - (in_sgn && !d->depthwise ? 128 * sum : 0);
-		int64_t bound = mag * 255 + (b < 0 ? -b : b) + (fast ? rounding(sk) : 0);
+		/* gemm_bias serves the paths that see a signed input as uint8 (q + 128); the
+		 * depthwise int16 path adds bias itself: the bound covers both */
+		int64_t b = d->bias[k] - (in_sgn ? 128 * sum : 0), b0 = d->bias[k];
+		int64_t bmax = b < 0 ? -b : b;
+		bmax = b0 > bmax ? b0 : -b0 > bmax ? -b0 : bmax;
+		int64_t bound = mag * 255 + bmax + (fast ? rounding(sk) : 0);
 		if (bound >= INT32_MAX)
 			fast = 0;
 		gemm_bias[k] = b;
@@ -138,6 +182,7 @@ int qconv_init(qconv *d, int64_t *gemm_bias)
 }
 
 static size_t dw_bytes(const qconv *d);
+static size_t dw_vnni_bytes(const qconv *d);
 
 static int wide_block(const qconv *d);
 
@@ -290,7 +335,6 @@ static void pack_columns(uint8_t *bp, const uint8_t *inp, const qconv *d, int n,
 }
 
 #if HAVE_VNNI
-#define ALWAYS_INLINE inline __attribute__((always_inline))
 
 /* c [mr][QN] = a [mr][rp] . bp's QN columns from j (rp/4 groups of 4 bytes). */
 static ALWAYS_INLINE void tile_vnni(int32_t *c, const int8_t *a, int rp, const uint8_t *bp, const int mr)
@@ -455,9 +499,162 @@ static size_t dw_bytes(const qconv *d)
 {
 	int qh, qw;
 	dw_geometry(d, &qh, &qw);
-	return round_up((size_t)d->sh * d->sw * qh * qw * sizeof(int16_t), 64) +
-	       round_up((size_t)d->oh * qw * sizeof(int32_t), 64);
+	size_t b = round_up((size_t)d->sh * d->sw * qh * qw * sizeof(int16_t), 64) +
+		   round_up((size_t)d->oh * qw * sizeof(int32_t), 64);
+	size_t v = dw_vnni_bytes(d);
+	return v > b ? v : b;
 }
+
+/* The depthwise form on VNNI (8 bits, int32 epilogue): the plane is copied once into a
+ * padded uint8 plane (signed values + 128, padding the zero point, as the GEMM form
+ * sees them; gemm_bias carries the 128 * sum(weight)), then each vector of 16 output
+ * pixels of a row sums, per kernel row, the taps of 4 kernel columns in one vpdpbusd:
+ * vpermb gathers each pixel's 4 input bytes (columns x * sw + t * dw, t < 4) from one
+ * 64-byte load. A tap group reads 15 sw + 3 dw + 1 bytes: geometries beyond 64 take the
+ * int16 form. */
+static int dw_vnni_fits(const qconv *d)
+{
+	return HAVE_VNNI && !(d->in_fmt & QF_WIDE) && d->fast && 15 * d->sw + 3 * d->dw <= 63 &&
+	       d->kh * ((d->kw + 3) / 4) <= 64;
+}
+
+/* the padded plane: rows h + 2 ph of w + 2 pw bytes, and a vector's slack for the last loads */
+static size_t dw_vnni_plane(const qconv *d)
+{
+	return (size_t)(d->h + 2 * d->ph) * (d->w + 2 * d->pw);
+}
+
+static size_t dw_vnni_bytes(const qconv *d)
+{
+	if (!dw_vnni_fits(d))
+		return 0;
+	int groups = (d->kw + 3) / 4;
+	return round_up(dw_vnni_plane(d) + 64 * groups + 64, 64) + 64 /* a row's last vector */;
+}
+
+#if HAVE_VNNI
+/* dst[i] = src[i] ^ flip, i < n */
+static void copy_flip(uint8_t *restrict dst, const uint8_t *restrict src, int n, uint8_t flip)
+{
+	int i = 0;
+	const __m512i f = _mm512_set1_epi8((char)flip);
+	for (; i + 64 <= n; i += 64)
+		_mm512_storeu_si512(dst + i, _mm512_xor_si512(_mm512_loadu_si512(src + i), f));
+	for (; i < n; i++)
+		dst[i] = src[i] ^ flip;
+}
+
+static inline __m128i dw_requant(__m512i acc, __m512i vb, __m128i vs, __m512i vlo, __m512i vhi)
+{
+	acc = _mm512_sra_epi32(_mm512_add_epi32(acc, vb), vs);
+	return _mm512_cvtepi32_epi8(_mm512_min_epi32(_mm512_max_epi32(acc, vlo), vhi));
+}
+
+/* sums of nc vectors of 16 output pixels from r (padded plane), kh kernel rows rstep
+ * bytes apart, groups tap groups gstep apart */
+static ALWAYS_INLINE void dw_sums(__m512i *acc, const uint8_t *r, int sw, size_t rstep, int gstep,
+				  const __m512i *wv, __m512i idx, const int kh, const int groups, const int nc)
+{
+#pragma GCC unroll 4
+	for (int c = 0; c < nc; c++)
+		acc[c] = _mm512_setzero_si512();
+#pragma GCC unroll 3
+	for (int ky = 0; ky < kh; ky++)
+		for (int g = 0; g < groups; g++) {
+			const uint8_t *p = r + ky * rstep + g * gstep;
+#pragma GCC unroll 4
+			for (int c = 0; c < nc; c++)
+				acc[c] = _mm512_dpbusd_epi32(
+					acc[c], _mm512_permutexvar_epi8(idx, _mm512_loadu_si512(p + 16 * c * sw)),
+					wv[ky * groups + g]);
+		}
+}
+
+/* one output row of OW pixels: 64 at a time, then 16 (the last part through tail) */
+static ALWAYS_INLINE void dw_row(uint8_t *orow, const uint8_t *r0, int OW, int sw, size_t rstep, int gstep,
+				 const __m512i *wv, __m512i idx, __m512i vb, __m128i vs, __m512i vlo, __m512i vhi,
+				 const requant_vec *rq, uint8_t *tail, const int kh, const int groups)
+{
+	int ox = 0;
+	for (; ox + 64 <= OW; ox += 64) {
+		__m512i acc[4];
+		dw_sums(acc, r0 + (size_t)ox * sw, sw, rstep, gstep, wv, idx, kh, groups, 4);
+		_mm512_storeu_si512(orow + ox, requant64(acc, rq));
+	}
+	for (; ox < OW; ox += 16) {
+		__m512i acc[1];
+		dw_sums(acc, r0 + (size_t)ox * sw, sw, rstep, gstep, wv, idx, kh, groups, 1);
+		__m128i y = dw_requant(acc[0], vb, vs, vlo, vhi);
+		if (ox + 16 <= OW) {
+			_mm_storeu_si128((__m128i *)(orow + ox), y);
+		} else {
+			_mm_storeu_si128((__m128i *)tail, y);
+			memcpy(orow + ox, tail, (size_t)(OW - ox));
+		}
+	}
+}
+
+static void depthwise_vnni(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qconv *d)
+{
+	int H = d->h, W = d->w, OW = d->ow, OH = d->oh, PW = W + 2 * d->pw, PH = H + 2 * d->ph;
+	int kh = d->kh, kw = d->kw, groups = (kw + 3) / 4;
+	uint8_t flip = d->in_fmt & QF_SIGNED ? 0x80 : 0;
+	size_t tb = thread_bytes(d), hw = (size_t)H * W, ohw = (size_t)OH * OW;
+	uint8_t *base = (uint8_t *)round_up((size_t)ws, 64);
+	/* lane j of group g: the bytes of columns j * sw + (4g + t) * dw, t < 4 (past kw:
+	 * any byte, its weight is 0) */
+	__m512i idx;
+	{
+		uint8_t ix[64];
+		for (int j = 0; j < 16; j++)
+			for (int t = 0; t < 4; t++)
+				ix[4 * j + t] = (uint8_t)(j * d->sw + t * d->dw);
+		idx = _mm512_loadu_si512(ix);
+	}
+	const __m512i vlo = _mm512_set1_epi32(d->lo), vhi = _mm512_set1_epi32(d->hi);
+#pragma omp parallel for schedule(static)
+	for (int t = 0; t < d->n * d->c; t++) {
+		int ch = t % d->c;
+		uint8_t *P = base + (size_t)omp_get_thread_num() * tb, *tail = P + round_up(dw_vnni_plane(d) + 64 * groups, 64);
+		const uint8_t *src = inp + (size_t)t * hw;
+		memset(P, flip, (size_t)d->ph * PW);
+		for (int y = 0; y < H; y++) {
+			uint8_t *row = P + (size_t)(y + d->ph) * PW;
+			memset(row, flip, (size_t)d->pw);
+			copy_flip(row + d->pw, src + (size_t)y * W, W, flip);
+			memset(row + d->pw + W, flip, (size_t)d->pw);
+		}
+		memset(P + (size_t)(H + d->ph) * PW, flip, (size_t)(PH - H - d->ph) * PW);
+		/* each kernel row's 4-tap groups: the weights of kernel columns 4g .. 4g+3 */
+		__m512i wv[64]; /* kh * groups <= 64: dw_vnni_fits */
+		const int8_t *wt = (const int8_t *)d->weight + (size_t)ch * d->rp;
+		for (int ky = 0; ky < kh; ky++)
+			for (int g = 0; g < groups; g++) {
+				uint8_t w4[4];
+				for (int q = 0; q < 4; q++)
+					w4[q] = 4 * g + q < kw ? (uint8_t)wt[ky * kw + 4 * g + q] : 0;
+				int32_t v;
+				memcpy(&v, w4, 4);
+				wv[ky * groups + g] = _mm512_set1_epi32(v);
+			}
+		int sk = shift_of(d, ch);
+		const __m512i vb = _mm512_set1_epi32((int32_t)d->gemm_bias[ch] + rounding(sk));
+		const __m128i vs = _mm_cvtsi32_si128(sk);
+		const requant_vec rq = requant_vec_set((int32_t)d->gemm_bias[ch] + rounding(sk), sk, d->lo, d->hi);
+		uint8_t *o = out + (size_t)t * ohw;
+		size_t rstep = (size_t)d->dh * PW;
+		int sw = d->sw, gstep = 4 * d->dw;
+		for (int oy = 0; oy < OH; oy++) {
+			const uint8_t *r0 = P + (size_t)oy * d->sh * PW;
+			uint8_t *orow = o + (size_t)oy * OW;
+			if (kh == 3 && groups == 1)
+				dw_row(orow, r0, OW, sw, rstep, gstep, wv, idx, vb, vs, vlo, vhi, &rq, tail, 3, 1);
+			else
+				dw_row(orow, r0, OW, sw, rstep, gstep, wv, idx, vb, vs, vlo, vhi, &rq, tail, kh, groups);
+		}
+	}
+}
+#endif
 
 static void depthwise_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qconv *d)
 {
@@ -599,6 +796,10 @@ void qconv_forward(void *out, const void *inp, uint8_t *ws, const qconv *d)
 {
 	if (d->in_fmt & QF_WIDE)
 		wide_forward(out, inp, ws, d);
+#if HAVE_VNNI
+	else if (d->depthwise && dw_vnni_fits(d))
+		depthwise_vnni(out, inp, ws, d);
+#endif
 	else if (d->depthwise)
 		depthwise_forward(out, inp, ws, d);
 	else
