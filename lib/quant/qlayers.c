@@ -336,17 +336,20 @@ static void pack_columns(uint8_t *bp, const uint8_t *inp, const qconv *d, int n,
 
 #if HAVE_VNNI
 
-/* c [mr][QN] = a [mr][rp] . bp's QN columns from j (rp/4 groups of 4 bytes). */
-static ALWAYS_INLINE void tile_vnni(int32_t *c, const int8_t *a, int rp, const uint8_t *bp, const int mr)
+/* acc [mr][4 vectors] = a [mr][rp] . bp's QN columns (rp/4 groups of 4 bytes) */
+static ALWAYS_INLINE void tile_sums(__m512i acc[QM][4], const int8_t *a, int rp, const uint8_t *bp, const int mr)
 {
-	__m512i acc[QM][4];
+	/* unrolled, so that the sums live in registers */
+#pragma GCC unroll 6
 	for (int i = 0; i < mr; i++)
+#pragma GCC unroll 4
 		for (int v = 0; v < 4; v++)
 			acc[i][v] = _mm512_setzero_si512();
 	for (int r4 = 0; r4 < rp / 4; r4++) {
 		const uint8_t *b = bp + (size_t)r4 * QC * 4;
 		__m512i b0 = _mm512_loadu_si512(b), b1 = _mm512_loadu_si512(b + 64);
 		__m512i b2 = _mm512_loadu_si512(b + 128), b3 = _mm512_loadu_si512(b + 192);
+#pragma GCC unroll 6
 		for (int i = 0; i < mr; i++) {
 			int32_t w4;
 			memcpy(&w4, a + (size_t)i * rp + 4 * r4, 4);
@@ -357,9 +360,33 @@ static ALWAYS_INLINE void tile_vnni(int32_t *c, const int8_t *a, int rp, const u
 			acc[i][3] = _mm512_dpbusd_epi32(acc[i][3], b3, av);
 		}
 	}
+}
+
+/* c [mr][QN] = a [mr][rp] . bp's QN columns */
+static ALWAYS_INLINE void tile_vnni(int32_t *c, const int8_t *a, int rp, const uint8_t *bp, const int mr)
+{
+	__m512i acc[QM][4];
+	tile_sums(acc, a, rp, bp, mr);
+#pragma GCC unroll 6
 	for (int i = 0; i < mr; i++)
+#pragma GCC unroll 4
 		for (int v = 0; v < 4; v++)
 			_mm512_storeu_si512(c + i * QN + 16 * v, acc[i][v]);
+}
+
+/* The same tile requantised in registers (the int32 epilogue, d->fast): o [mr][ostride]
+ * gets output channels k .. k+mr-1 of QN pixels. */
+static ALWAYS_INLINE void tile_vnni_bytes(uint8_t *o, size_t ostride, const int8_t *a, int rp, const uint8_t *bp,
+					  const qconv *d, int k, const int mr)
+{
+	__m512i acc[QM][4];
+	tile_sums(acc, a, rp, bp, mr);
+#pragma GCC unroll 6
+	for (int i = 0; i < mr; i++) {
+		int sk = shift_of(d, k + i);
+		requant_vec r = requant_vec_set((int32_t)d->gemm_bias[k + i] + rounding(sk), sk, d->lo, d->hi);
+		_mm512_storeu_si512(o + i * ostride, requant64(acc[i], &r));
+	}
 }
 
 static void tile(int32_t *c, const int8_t *a, int rp, const uint8_t *bp, int mr)
@@ -371,6 +398,19 @@ static void tile(int32_t *c, const int8_t *a, int rp, const uint8_t *bp, int mr)
 	case 3: tile_vnni(c, a, rp, bp, 3); break;
 	case 2: tile_vnni(c, a, rp, bp, 2); break;
 	default: tile_vnni(c, a, rp, bp, 1); break;
+	}
+}
+
+static void tile_bytes(uint8_t *o, size_t ostride, const int8_t *a, int rp, const uint8_t *bp, const qconv *d, int k,
+		       int mr)
+{
+	switch (mr) {
+	case 6: tile_vnni_bytes(o, ostride, a, rp, bp, d, k, 6); break;
+	case 5: tile_vnni_bytes(o, ostride, a, rp, bp, d, k, 5); break;
+	case 4: tile_vnni_bytes(o, ostride, a, rp, bp, d, k, 4); break;
+	case 3: tile_vnni_bytes(o, ostride, a, rp, bp, d, k, 3); break;
+	case 2: tile_vnni_bytes(o, ostride, a, rp, bp, d, k, 2); break;
+	default: tile_vnni_bytes(o, ostride, a, rp, bp, d, k, 1); break;
 	}
 }
 
@@ -464,6 +504,13 @@ static void gemm_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qc
 			const int8_t *a = (const int8_t *)d->weight + (size_t)k * d->rp;
 			for (int j = 0; j < np; j += QN) {
 				int nv = np - j < QN ? np - j : QN;
+#if HAVE_VNNI
+				if (d->fast && nv == QN) {
+					tile_bytes(out + (((size_t)n * d->k + k) * P + p0 + j), (size_t)P, a, d->rp,
+						   bp + (size_t)j * 4, d, k, mr);
+					continue;
+				}
+#endif
 				tile(c, a, d->rp, bp + (size_t)j * 4, mr);
 				for (int i = 0; i < mr; i++) {
 					uint8_t *o = out + (((size_t)n * d->k + k + i) * P + p0 + j);
