@@ -192,7 +192,7 @@ static size_t thread_bytes(const qconv *d)
 		return round_up((size_t)(d->r + d->k / d->groups) * wide_block(d) * sizeof(double), 64);
 	if (d->depthwise)
 		return dw_bytes(d);
-	return round_up((size_t)d->rp * QC, 64) + QM * QN * sizeof(int32_t);
+	return round_up((size_t)d->rp * QC, 64) + QM * QN * sizeof(int32_t) + 4 * QC;
 }
 
 size_t qconv_workspace_size(const qconv *d)
@@ -238,11 +238,36 @@ void qconv_forward_ref(void *out, const void *inp, const qconv *d)
 /* ---------------------------------------------------------------- GEMM form */
 
 /* dst [np][4] = the bytes of rows x, x + stride, x + 2 stride, x + 3 stride, ^ flip:
- * 16 pixels at a time by two rounds of byte then word interleaving. */
+ * two rounds of byte then word interleaving (within 128-bit lanes: with AVX-512 a 4x4
+ * transpose of the lanes then puts 64 pixels in order), then 16 pixels at a time. */
 static void pack4(uint8_t *dst, const uint8_t *x, size_t stride, int np, uint8_t flip)
 {
 	const uint8_t *x1 = x + stride, *x2 = x1 + stride, *x3 = x2 + stride;
 	int p = 0;
+#if defined(__AVX512BW__)
+	const __m512i f4 = _mm512_set1_epi8((char)flip);
+	for (; p + 64 <= np; p += 64) {
+		__m512i a = _mm512_xor_si512(_mm512_loadu_si512(x + p), f4);
+		__m512i b = _mm512_xor_si512(_mm512_loadu_si512(x1 + p), f4);
+		__m512i c = _mm512_xor_si512(_mm512_loadu_si512(x2 + p), f4);
+		__m512i e = _mm512_xor_si512(_mm512_loadu_si512(x3 + p), f4);
+		__m512i ab0 = _mm512_unpacklo_epi8(a, b), ab1 = _mm512_unpackhi_epi8(a, b);
+		__m512i ce0 = _mm512_unpacklo_epi8(c, e), ce1 = _mm512_unpackhi_epi8(c, e);
+		/* t_v, lane l: pixels 16 l + 4 v .. 16 l + 4 v + 3 */
+		__m512i t0 = _mm512_unpacklo_epi16(ab0, ce0), t1 = _mm512_unpackhi_epi16(ab0, ce0);
+		__m512i t2 = _mm512_unpacklo_epi16(ab1, ce1), t3 = _mm512_unpackhi_epi16(ab1, ce1);
+		/* output vector l = lane l of t0 .. t3 */
+		__m512i u0 = _mm512_shuffle_i32x4(t0, t1, _MM_SHUFFLE(1, 0, 1, 0)); /* t0.0 t0.1 t1.0 t1.1 */
+		__m512i u1 = _mm512_shuffle_i32x4(t2, t3, _MM_SHUFFLE(1, 0, 1, 0)); /* t2.0 t2.1 t3.0 t3.1 */
+		__m512i u2 = _mm512_shuffle_i32x4(t0, t1, _MM_SHUFFLE(3, 2, 3, 2));
+		__m512i u3 = _mm512_shuffle_i32x4(t2, t3, _MM_SHUFFLE(3, 2, 3, 2));
+		uint8_t *o = dst + 4 * p;
+		_mm512_storeu_si512(o, _mm512_shuffle_i32x4(u0, u1, _MM_SHUFFLE(2, 0, 2, 0)));
+		_mm512_storeu_si512(o + 64, _mm512_shuffle_i32x4(u0, u1, _MM_SHUFFLE(3, 1, 3, 1)));
+		_mm512_storeu_si512(o + 128, _mm512_shuffle_i32x4(u2, u3, _MM_SHUFFLE(2, 0, 2, 0)));
+		_mm512_storeu_si512(o + 192, _mm512_shuffle_i32x4(u2, u3, _MM_SHUFFLE(3, 1, 3, 1)));
+	}
+#endif
 #if defined(__SSE2__)
 	const __m128i f = _mm_set1_epi8((char)flip);
 	for (; p + 16 <= np; p += 16) {
@@ -267,10 +292,33 @@ static void pack4(uint8_t *dst, const uint8_t *x, size_t stride, int np, uint8_t
 	}
 }
 
-/* dst[4 * p], p < np = the tap (ky, kx) of plane xc under output pixels p0 .. p0+np
- * (uint8, zero point `flip` in the padding): a run per output row, padding columns
- * apart, so the copy is one strided loop without divisions or per-pixel tests. */
-static void pack_tap(uint8_t *dst, const uint8_t *xc, const qconv *d, int ky, int kx, int p0, int np, uint8_t flip)
+/* dst[i] = src[i * s], i < n */
+static void strided_copy(uint8_t *restrict dst, const uint8_t *restrict src, int n, int s)
+{
+	if (s == 1) {
+		memcpy(dst, src, (size_t)n);
+		return;
+	}
+	int i = 0;
+#if defined(__AVX512VBMI__)
+	if (s == 2) {
+		uint8_t ix[64]; /* the even bytes of two vectors */
+		for (int j = 0; j < 64; j++)
+			ix[j] = (uint8_t)(2 * j);
+		const __m512i even = _mm512_loadu_si512(ix);
+		for (; i + 64 <= n; i += 64)
+			_mm512_storeu_si512(dst + i, _mm512_permutex2var_epi8(_mm512_loadu_si512(src + 2 * i), even,
+									      _mm512_loadu_si512(src + 2 * i + 64)));
+	}
+#endif
+	for (; i < n; i++)
+		dst[i] = src[(size_t)i * s];
+}
+
+/* dst[p], p < np = the tap (ky, kx) of plane xc under output pixels p0 .. p0+np, raw
+ * bytes with 0 in the padding (pack4's flip makes it the zero point): a run per output
+ * row, padding columns apart. */
+static void tap_row(uint8_t *dst, const uint8_t *xc, const qconv *d, int ky, int kx, int p0, int np)
 {
 	int sw = d->sw, xoff = kx * d->dw - d->pw;
 	/* the output columns whose input column ox * sw + xoff is inside [0, w) */
@@ -290,47 +338,42 @@ static void pack_tap(uint8_t *dst, const uint8_t *xc, const qconv *d, int ky, in
 			if (a > b)
 				a = b = ox;
 		}
-		uint8_t *o = dst + 4 * (size_t)p; /* o[4 * (X - ox)]: output column X of this row */
-		ptrdiff_t base = (ptrdiff_t)iy * d->w + xoff; /* xc[base + X * sw] */
-		for (int X = ox; X < a; X++)
-			o[4 * (X - ox)] = flip;
-		for (int X = a; X < b; X++)
-			o[4 * (X - ox)] = xc[base + (ptrdiff_t)X * sw] ^ flip;
-		for (int X = b; X < end; X++)
-			o[4 * (X - ox)] = flip;
+		uint8_t *o = dst + p - ox; /* o[X]: output column X of this row */
+		memset(o + ox, 0, (size_t)(a - ox));
+		if (b > a)
+			strided_copy(o + a, xc + (ptrdiff_t)iy * d->w + xoff + (ptrdiff_t)a * sw, b - a, sw);
+		memset(o + b, 0, (size_t)(end - b));
 		p += run;
 	}
 }
 
 /* bp [rp/4][QC][4] = the columns p0 .. p0+np of image n, group g (the input as uint8:
- * signed values + 128, so padding is the zero point 128 for them), rows past r zero. */
-static void pack_columns(uint8_t *bp, const uint8_t *inp, const qconv *d, int n, int g, int p0, int np)
+ * signed values + 128, so padding is the zero point 128 for them). Each 4 rows are
+ * gathered into rows [4][QC] (taps of a conv, or a 1x1's last rows) unless they can be
+ * read in place, then interleaved. Rows past r hold any byte: their weights are 0. */
+static void pack_columns(uint8_t *bp, uint8_t *rows, const uint8_t *inp, const qconv *d, int n, int g, int p0,
+			 int np)
 {
 	int cg = d->c / d->groups, khw = d->kh * d->kw, hw = d->h * d->w;
 	uint8_t flip = d->in_fmt & QF_SIGNED ? 0x80 : 0;
 	const uint8_t *x = inp + ((size_t)n * d->c + (size_t)g * cg) * hw;
 	int pointwise = khw == 1 && d->sh == 1 && d->sw == 1 && d->ph == 0 && d->pw == 0;
-	for (int r = 0; r < d->rp; r++) {
-		uint8_t *dst = bp + (size_t)(r >> 2) * QC * 4 + (r & 3);
-		if (r >= d->r) {
-			for (int p = 0; p < np; p++)
-				dst[4 * p] = 0;
+	for (int r0 = 0; r0 < d->rp; r0 += 4) {
+		uint8_t *dst = bp + (size_t)(r0 >> 2) * QC * 4;
+		if (pointwise && r0 + 4 <= d->r) {
+			pack4(dst, x + (size_t)r0 * hw + p0, (size_t)hw, np, flip);
 			continue;
 		}
-		int ci = r / khw, ky = r % khw / d->kw, kx = r % d->kw;
-		const uint8_t *xc = x + (size_t)ci * hw;
-		if (pointwise) {
-			if ((r & 3) == 0 && r + 4 <= d->r) {
-				pack4(dst, xc + p0, hw, np, flip);
-				r += 3;
-				continue;
-			}
-			const uint8_t *src = xc + p0;
-			for (int p = 0; p < np; p++)
-				dst[4 * p] = src[p] ^ flip;
-			continue;
+		for (int r = r0; r < r0 + 4; r++) {
+			uint8_t *row = rows + (size_t)(r - r0) * QC;
+			if (r >= d->r)
+				memset(row, 0, (size_t)np);
+			else if (pointwise)
+				memcpy(row, x + (size_t)r * hw + p0, (size_t)np);
+			else
+				tap_row(row, x + (size_t)(r / khw) * hw, d, r % khw / d->kw, r % d->kw, p0, np);
 		}
-		pack_tap(dst, xc, d, ky, kx, p0, np, flip);
+		pack4(dst, rows, QC, np, flip);
 	}
 }
 
@@ -498,7 +541,7 @@ static void gemm_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qc
 		int p0 = blk * QC, np = P - p0 < QC ? P - p0 : QC;
 		uint8_t *bp = base + (size_t)omp_get_thread_num() * tb;
 		int32_t *c = (int32_t *)(bp + round_up((size_t)d->rp * QC, 64));
-		pack_columns(bp, inp, d, n, g, p0, np);
+		pack_columns(bp, (uint8_t *)(c + QM * QN), inp, d, n, g, p0, np);
 		for (int k0 = 0; k0 < kg; k0 += QM) {
 			int mr = kg - k0 < QM ? kg - k0 : QM, k = g * kg + k0;
 			const int8_t *a = (const int8_t *)d->weight + (size_t)k * d->rp;

@@ -168,6 +168,8 @@ static void test_conv(void)
 		/* rows of whole vectors and a part (depthwise: 64 and 16 pixels at a time) */
 		{1, 3, 5, 147, 3, 3, 3, 1, 1, 1, 3},     {2, 3, 6, 150, 3, 3, 3, 2, 1, 1, 3},
 		{1, 2, 4, 131, 2, 5, 5, 1, 2, 1, 2},
+		/* im2col rows copied 64 bytes at a time, stride 1 and 2 */
+		{1, 3, 7, 260, 8, 3, 3, 2, 1, 1, 1},     {1, 4, 3, 150, 5, 3, 3, 1, 1, 1, 1},
 	};
 	int fast = 0, slow = 0;
 	for (size_t i = 0; i < sizeof geos / sizeof *geos; i++)
