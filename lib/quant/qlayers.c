@@ -309,6 +309,15 @@ static void strided_copy(uint8_t *restrict dst, const uint8_t *restrict src, int
 		for (; i + 64 <= n; i += 64)
 			_mm512_storeu_si512(dst + i, _mm512_permutex2var_epi8(_mm512_loadu_si512(src + 2 * i), even,
 									      _mm512_loadu_si512(src + 2 * i + 64)));
+		if (i < n) { /* the rest (feature maps of 32 and 16 columns): masked, never past src or dst */
+			int m = 2 * (n - i) - 2; /* the last byte read, <= 124 */
+			__mmask64 lo = m >= 63 ? ~(__mmask64)0 : ((__mmask64)1 << (m + 1)) - 1;
+			__mmask64 hi = m >= 64 ? ((__mmask64)1 << (m - 63)) - 1 : 0;
+			__m512i v = _mm512_permutex2var_epi8(_mm512_maskz_loadu_epi8(lo, src + 2 * i), even,
+							     _mm512_maskz_loadu_epi8(hi, src + 2 * i + 64));
+			_mm512_mask_storeu_epi8(dst + i, ((__mmask64)1 << (n - i)) - 1, v);
+			i = n;
+		}
 	}
 #endif
 	for (; i < n; i++)
