@@ -952,15 +952,57 @@ static const void *elem(const void *x, size_t i, int fmt)
 
 #define CHUNK 4096
 
+#if defined(__AVX512BW__)
+/* v [4] = the 64 bytes at x as int32 (signed or not) */
+static inline void widen64(__m512i *v, const uint8_t *x, int sgn)
+{
+	for (int i = 0; i < 4; i++) {
+		__m128i b = _mm_loadu_si128((const __m128i *)(x + 16 * i));
+		v[i] = sgn ? _mm512_cvtepi8_epi32(b) : _mm512_cvtepu8_epi32(b);
+	}
+}
+
+/* out [n] (bytes) = requant(a * 2^sa + b * 2^sb) in int32 (the callers' fast case, b
+ * NULL: a alone), 64 at a time; returns how many it did */
+static int requant_bytes64(uint8_t *out, const uint8_t *a, int a_sgn, int sa, const uint8_t *b, int b_sgn, int sb,
+			   int n, int shift, int32_t lo, int32_t hi)
+{
+	requant_vec r = requant_vec_set(rounding(shift), shift, lo, hi);
+	__m128i ca = _mm_cvtsi32_si128(sa), cb = _mm_cvtsi32_si128(sb);
+	int i = 0;
+	for (; i + 64 <= n; i += 64) {
+		__m512i va[4], vb[4];
+		widen64(va, a + i, a_sgn);
+		if (b) {
+			widen64(vb, b + i, b_sgn);
+			for (int j = 0; j < 4; j++)
+				va[j] = _mm512_add_epi32(_mm512_sll_epi32(va[j], ca), _mm512_sll_epi32(vb[j], cb));
+		}
+		_mm512_storeu_si512(out + i, requant64(va, &r));
+	}
+	return i;
+}
+#endif
+
 void qrescale(void *out, const void *x, int x_fmt, size_t n, int shift, int32_t lo, int32_t hi)
 {
 	int fast = shift >= 0 && shift < 31;
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
 	for (size_t o = 0; o < n; o += CHUNK) {
+		size_t at = o;
 		int c = n - o < CHUNK ? (int)(n - o) : CHUNK;
 		int32_t v[CHUNK];
-		void *y = (void *)elem(out, o, x_fmt);
-		widen(v, elem(x, o, x_fmt), x_fmt, c);
+#if defined(__AVX512BW__)
+		/* bytes: 64 at a time without the int32 chunk */
+		if (fast && !(x_fmt & QF_WIDE)) {
+			int done = requant_bytes64((uint8_t *)elem(out, at, x_fmt), elem(x, at, x_fmt), x_fmt & QF_SIGNED, 0, NULL, 0, 0,
+						   c, shift, lo, hi);
+			at += done;
+			c -= done;
+		}
+#endif
+		void *y = (void *)elem(out, at, x_fmt);
+		widen(v, elem(x, at, x_fmt), x_fmt, c);
 		if (fast)
 			requant32(y, v, c, rounding(shift), shift, lo, hi, x_fmt);
 		else
@@ -978,11 +1020,20 @@ void qadd(void *out, const void *a, int a_fmt, int fa, const void *b, int b_fmt,
 	int fast = sa <= up && sb <= up && shift >= 0 && shift < 31;
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
 	for (size_t o = 0; o < n; o += CHUNK) {
+		size_t at = o;
 		int c = n - o < CHUNK ? (int)(n - o) : CHUNK;
 		int32_t va[CHUNK], vb[CHUNK];
-		void *y = (void *)elem(out, o, a_fmt);
-		widen(va, elem(a, o, a_fmt), a_fmt, c);
-		widen(vb, elem(b, o, b_fmt), b_fmt, c);
+#if defined(__AVX512BW__)
+		if (fast && !(a_fmt & QF_WIDE)) {
+			int done = requant_bytes64((uint8_t *)elem(out, at, a_fmt), elem(a, at, a_fmt), a_fmt & QF_SIGNED, sa,
+						   elem(b, at, b_fmt), b_fmt & QF_SIGNED, sb, c, shift, lo, hi);
+			at += done;
+			c -= done;
+		}
+#endif
+		void *y = (void *)elem(out, at, a_fmt);
+		widen(va, elem(a, at, a_fmt), a_fmt, c);
+		widen(vb, elem(b, at, b_fmt), b_fmt, c);
 		if (fast) {
 #pragma omp simd
 			for (int i = 0; i < c; i++)
@@ -998,6 +1049,9 @@ void qadd(void *out, const void *a, int a_fmt, int fa, const void *b, int b_fmt,
 	}
 }
 
+/* the longest row qadd_bilinear's int32 form takes (its rows live on the stack) */
+#define QROW_MAX 2048
+
 void qadd_bilinear(void *out, const void *a, int a_fmt, int fa, const void *b, int b_fmt, int fb, int nc, int h,
 		   int w, int oh, int ow, const qtaps *rows, const qtaps *cols, int bits, int fo, int32_t lo,
 		   int32_t hi)
@@ -1005,6 +1059,36 @@ void qadd_bilinear(void *out, const void *a, int a_fmt, int fa, const void *b, i
 	int fu = fb + 2 * bits, f = fa > fu ? fa : fu, sa = f - fa, su = f - fu, shift = f - fo;
 	/* |a| < 2^16 and |up| < 2^(16 + 2 bits) <= 2^32 moved up by at most 2^QMAX_FRAC_GAP: within int64 */
 	int64_t ma = (int64_t)1 << sa, mu = (int64_t)1 << su;
+	/* bytes whose sums stay within int32 (|a| * 2^sa + 2^(2 bits) * |b| * 2^su, with the
+	 * rounding): rows first, each output row's int32 values then one requant32 */
+	int64_t bound = 256 * ma + ((int64_t)256 << 2 * bits) * mu + rounding(shift);
+	if (!(a_fmt & QF_WIDE) && !(b_fmt & QF_WIDE) && shift >= 0 && shift < 31 && bound < INT32_MAX &&
+	    w <= QROW_MAX && ow <= QROW_MAX) {
+		int32_t m_a = (int32_t)ma, m_u = (int32_t)mu;
+#pragma omp parallel for schedule(static) if ((size_t)nc * oh * ow >= PAR_MIN)
+		for (int p = 0; p < nc; p++) {
+			int32_t t[QROW_MAX], v[QROW_MAX];
+			const uint8_t *bp = (const uint8_t *)b + (size_t)p * h * w;
+			const uint8_t *ap = (const uint8_t *)a + (size_t)p * oh * ow;
+			uint8_t *op = (uint8_t *)out + (size_t)p * oh * ow;
+			for (int y = 0; y < oh; y++) {
+				const uint8_t *r0 = bp + (size_t)rows->i0[y] * w, *r1 = bp + (size_t)rows->i1[y] * w;
+				const uint8_t *ay = ap + (size_t)y * ow;
+				int32_t h0 = rows->w0[y], h1 = rows->w1[y];
+				if (b_fmt & QF_SIGNED)
+					for (int x = 0; x < w; x++)
+						t[x] = h0 * (int8_t)r0[x] + h1 * (int8_t)r1[x];
+				else
+					for (int x = 0; x < w; x++)
+						t[x] = h0 * r0[x] + h1 * r1[x];
+				for (int x = 0; x < ow; x++)
+					v[x] = (a_fmt & QF_SIGNED ? (int8_t)ay[x] : ay[x]) * m_a +
+					       (cols->w0[x] * t[cols->i0[x]] + cols->w1[x] * t[cols->i1[x]]) * m_u;
+				requant32(op + (size_t)y * ow, v, ow, rounding(shift), shift, lo, hi, 0);
+			}
+		}
+		return;
+	}
 #pragma omp parallel for schedule(static) if ((size_t)nc * oh * ow >= PAR_MIN)
 	for (int p = 0; p < nc; p++) {
 		size_t bp = (size_t)p * h * w, ap = (size_t)p * oh * ow;
