@@ -639,8 +639,10 @@ static void copy_flip(uint8_t *restrict dst, const uint8_t *restrict src, int n,
 	const __m512i f = _mm512_set1_epi8((char)flip);
 	for (; i + 64 <= n; i += 64)
 		_mm512_storeu_si512(dst + i, _mm512_xor_si512(_mm512_loadu_si512(src + i), f));
-	for (; i < n; i++)
-		dst[i] = src[i] ^ flip;
+	if (i < n) { /* the rest, masked: rows of 32 columns and fewer are all rest */
+		__mmask64 m = ((__mmask64)1 << (n - i)) - 1;
+		_mm512_mask_storeu_epi8(dst + i, m, _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, src + i), f));
+	}
 }
 
 static inline __m128i dw_requant(__m512i acc, __m512i vb, __m128i vs, __m512i vlo, __m512i vhi)
@@ -716,14 +718,10 @@ static void depthwise_vnni(uint8_t *out, const uint8_t *inp, uint8_t *ws, const 
 		int ch = t % d->c;
 		uint8_t *P = base + (size_t)omp_get_thread_num() * tb, *tail = P + round_up(dw_vnni_plane(d) + 64 * groups, 64);
 		const uint8_t *src = inp + (size_t)t * hw;
-		memset(P, flip, (size_t)d->ph * PW);
-		for (int y = 0; y < H; y++) {
-			uint8_t *row = P + (size_t)(y + d->ph) * PW;
-			memset(row, flip, (size_t)d->pw);
-			copy_flip(row + d->pw, src + (size_t)y * W, W, flip);
-			memset(row + d->pw + W, flip, (size_t)d->pw);
-		}
-		memset(P + (size_t)(H + d->ph) * PW, flip, (size_t)(PH - H - d->ph) * PW);
+		/* the zero point everywhere, then the rows: one call each (small planes are many) */
+		memset(P, flip, (size_t)PH * PW);
+		for (int y = 0; y < H; y++)
+			copy_flip(P + (size_t)(y + d->ph) * PW + d->pw, src + (size_t)y * W, W, flip);
 		/* each kernel row's 4-tap groups: the weights of kernel columns 4g .. 4g+3 */
 		__m512i wv[64]; /* kh * groups <= 64: dw_vnni_fits */
 		const int8_t *wt = (const int8_t *)d->weight + (size_t)ch * d->rp;
