@@ -960,8 +960,8 @@ static inline void widen64(__m512i *v, const uint8_t *x, int sgn)
 	}
 }
 
-/* out [n] (bytes) = requant(a * 2^sa + b * 2^sb) in int32 (the callers' fast case, b
- * NULL: a alone), 64 at a time; returns how many it did */
+/* out [n] (bytes) = requant(a * 2^sa + b * 2^sb) in int32 (the callers' fast case; b
+ * NULL: a * 2^sa alone), 64 at a time; returns how many it did */
 static int requant_bytes64(uint8_t *out, const uint8_t *a, int a_sgn, int sa, const uint8_t *b, int b_sgn, int sb,
 			   int n, int shift, int32_t lo, int32_t hi)
 {
@@ -971,7 +971,10 @@ static int requant_bytes64(uint8_t *out, const uint8_t *a, int a_sgn, int sa, co
 	for (; i + 64 <= n; i += 64) {
 		__m512i va[4], vb[4];
 		widen64(va, a + i, a_sgn);
-		if (b) {
+		if (!b)
+			for (int j = 0; j < 4; j++)
+				va[j] = _mm512_sll_epi32(va[j], ca);
+		else {
 			widen64(vb, b + i, b_sgn);
 			for (int j = 0; j < 4; j++)
 				va[j] = _mm512_add_epi32(_mm512_sll_epi32(va[j], ca), _mm512_sll_epi32(vb[j], cb));
@@ -985,6 +988,9 @@ static int requant_bytes64(uint8_t *out, const uint8_t *a, int a_sgn, int sa, co
 void qrescale(void *out, const void *x, int x_fmt, size_t n, int shift, int32_t lo, int32_t hi)
 {
 	int fast = shift >= 0 && shift < 31;
+	/* bytes moved up (a point with more fraction bits, e.g. RegNet's ReLU after its
+	 * residual add): exact in int32 while |x| * 2^-shift < 2^31 */
+	int up = shift < 0 && shift > -23 ? -shift : 0;
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
 	for (size_t o = 0; o < n; o += CHUNK) {
 		size_t at = o;
@@ -992,9 +998,9 @@ void qrescale(void *out, const void *x, int x_fmt, size_t n, int shift, int32_t 
 		int32_t v[CHUNK];
 #if defined(__AVX512BW__)
 		/* bytes: 64 at a time without the int32 chunk */
-		if (fast && !(x_fmt & QF_WIDE)) {
-			int done = requant_bytes64((uint8_t *)elem(out, at, x_fmt), elem(x, at, x_fmt), x_fmt & QF_SIGNED, 0, NULL, 0, 0,
-						   c, shift, lo, hi);
+		if ((fast || up) && !(x_fmt & QF_WIDE)) {
+			int done = requant_bytes64((uint8_t *)elem(out, at, x_fmt), elem(x, at, x_fmt), x_fmt & QF_SIGNED, up,
+						   NULL, 0, 0, c, up ? 0 : shift, lo, hi);
 			at += done;
 			c -= done;
 		}
