@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include <cblas.h>
+#include <immintrin.h>
 #include <omp.h>
 
 #include "core/err.h"
@@ -78,6 +79,56 @@ static void bench_sgemm(int n)
 	free(a);
 	free(b);
 	free(c);
+}
+
+/* The machine's fp32 FMA peak: every OpenMP thread runs 12 independent chains of vector
+ * FMAs (more than latency x issue width) for min_secs; GFLOP/s of all of them, wall
+ * time. The ceiling the conv rates (and bench-model's images/s) are fractions of. */
+#if defined(__AVX512F__)
+typedef __m512 fvec;
+#define FV_LANES 16
+#define FV_SET(x) _mm512_set1_ps(x)
+#define FV_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define FV_SUM(a) _mm512_reduce_add_ps(a)
+#else
+typedef __m256 fvec;
+#define FV_LANES 8
+#define FV_SET(x) _mm256_set1_ps(x)
+#define FV_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+static float FV_SUM(__m256 a)
+{
+	float v[8], s = 0;
+	_mm256_storeu_ps(v, a);
+	for (int i = 0; i < 8; i++)
+		s += v[i];
+	return s;
+}
+#endif
+
+static double fma_peak(void)
+{
+	double t0 = omp_get_wtime(), flops = 0;
+#pragma omp parallel reduction(+ : flops)
+	{
+		fvec a0 = FV_SET(1), a1 = FV_SET(2), a2 = FV_SET(3), a3 = FV_SET(4), a4 = FV_SET(5), a5 = FV_SET(6);
+		fvec a6 = FV_SET(7), a7 = FV_SET(8), a8 = FV_SET(9), a9 = FV_SET(10), a10 = FV_SET(11), a11 = FV_SET(12);
+		const fvec m = FV_SET(0.999999f), c = FV_SET(1e-7f);
+		long reps = 0;
+		while (omp_get_wtime() - t0 < min_secs) {
+			for (int i = 0; i < 65536; i++) {
+				a0 = FV_FMA(a0, m, c), a1 = FV_FMA(a1, m, c), a2 = FV_FMA(a2, m, c), a3 = FV_FMA(a3, m, c);
+				a4 = FV_FMA(a4, m, c), a5 = FV_FMA(a5, m, c), a6 = FV_FMA(a6, m, c), a7 = FV_FMA(a7, m, c);
+				a8 = FV_FMA(a8, m, c), a9 = FV_FMA(a9, m, c), a10 = FV_FMA(a10, m, c), a11 = FV_FMA(a11, m, c);
+			}
+			reps += 65536;
+		}
+		float keep = FV_SUM(a0) + FV_SUM(a1) + FV_SUM(a2) + FV_SUM(a3) + FV_SUM(a4) + FV_SUM(a5) + FV_SUM(a6) +
+			     FV_SUM(a7) + FV_SUM(a8) + FV_SUM(a9) + FV_SUM(a10) + FV_SUM(a11);
+		if (keep == 12345.0f) /* never: keeps the chains alive */
+			reps++;
+		flops = 2.0 * 12 * FV_LANES * reps;
+	}
+	return flops / (omp_get_wtime() - t0) * 1e-9;
 }
 
 static const char *algo_names[] = {"auto", "gemm", "gemm512", "dw3x3", "dw_direct"};
@@ -272,8 +323,14 @@ int main(int argc, char **argv)
 			filter = argv[i];
 	}
 	printf("threads: OpenMP %d, OpenBLAS %d; batch %d\n", omp_get_max_threads(), openblas_get_num_threads(), n);
-	if (!filter || strstr("sgemm", filter))
+	if (filter && !strcmp(filter, "peak")) { /* bench-model's ceiling, alone */
+		printf("fma peak: %.1f GFLOP/s (%d threads)\n", fma_peak(), omp_get_max_threads());
+		return 0;
+	}
+	if (!filter || strstr("sgemm", filter)) {
+		printf("%-40s %7.1f GFLOP/s (%d threads)\n", "fp32 FMA peak", fma_peak(), omp_get_max_threads());
 		bench_sgemm(2048);
+	}
 	struct {
 		const char *name;
 		conv2d_desc d;
