@@ -988,9 +988,11 @@ static int requant_bytes64(uint8_t *out, const uint8_t *a, int a_sgn, int sa, co
 void qrescale(void *out, const void *x, int x_fmt, size_t n, int shift, int32_t lo, int32_t hi)
 {
 	int fast = shift >= 0 && shift < 31;
+#if defined(__AVX512BW__)
 	/* bytes moved up (a point with more fraction bits, e.g. RegNet's ReLU after its
 	 * residual add): exact in int32 while |x| * 2^-shift < 2^31 */
 	int up = shift < 0 && shift > -23 ? -shift : 0;
+#endif
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
 	for (size_t o = 0; o < n; o += CHUNK) {
 		size_t at = o;
