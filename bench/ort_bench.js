@@ -5,6 +5,7 @@
 // export's post-processing, ssd-decode's part, is left out).
 //   node bench/ort_bench.js MODEL.onnx IMAGES.f32 N S THREADS
 // Prints one line: images, seconds in session.create, seconds in the runs.
+// OMP_WAIT_POLICY=passive also turns ORT's spinning off (session.intra_op.allow_spinning).
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -30,9 +31,12 @@ async function main() {
 		throw new Error(`${images}: ${buf.length} bytes, expected ${4 * per * n}`);
 	const all = new Float32Array(buf.buffer, buf.byteOffset, per * n);
 	const t0 = process.hrtime.bigint();
+	// ORT's pool spins between ops as libgomp does: with OMP_WAIT_POLICY=passive (ours
+	// sleeping at barriers) it is told not to, so both sides wait alike
+	const spin = (process.env.OMP_WAIT_POLICY || '').toLowerCase() === 'passive' ? '0' : '1';
 	const session = await ort.InferenceSession.create(model, {
 		intraOpNumThreads: +threads, interOpNumThreads: 1, graphOptimizationLevel: 'all',
-		executionProviders: ['cpu']});
+		executionProviders: ['cpu'], extra: {session: {intra_op: {allow_spinning: spin}}}});
 	const t1 = process.hrtime.bigint();
 	const heads = session.outputNames.filter((name) => /^(cls|reg)_[0-9]+$/.test(name));
 	if (!heads.length)

@@ -22,7 +22,8 @@ BIN=${BIN:-bin} BATCHES=${BATCHES:-3} THREADS=${THREADS:-2} PY=${PY:-/usr/bin/py
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 "$BIN/forward" --config "$cfg" --init --seed 1 >"$tmp/params.tns"
-printf 'forward vs torch, %s, %d threads, %d CPUs, %d batches per case\n' "$cfg" "$THREADS" "$(nproc)" "$BATCHES"
+printf 'forward vs torch, %s, %d threads, %d CPUs, %d batches per case, OMP_WAIT_POLICY %s\n' "$cfg" "$THREADS" \
+	"$(nproc)" "$BATCHES" "${OMP_WAIT_POLICY:-unset}"
 peak=0
 if [ -x "${BENCH:-build/bench}/bench_layers" ]; then
 	peak=$(OMP_NUM_THREADS=$THREADS "${BENCH:-build/bench}/bench_layers" -t 1 peak | sed -n 's/^fma peak: \([0-9.]*\).*/\1/p')
