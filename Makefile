@@ -224,8 +224,8 @@ bench-eval: all $(BUILD)/bench/gen_dets $(BUILD)/bench/gen_pred
 # The network: images/s for inference and a train step, ours and torch's, side by side.
 # CASES="int8:8:512 ..." picks our cases (mode:batch:size), TORCH=0 skips torch.
 BENCH_MODELS ?= ssd_mobilenet_fpn ssd_regnet_fpn ssd_resnet_fpn ssd512_vgg16
-bench-model: all
-	for m in $(BENCH_MODELS); do BIN=$(BIN) CASES="$(CASES)" TORCH=$(TORCH) pipelines/bench-model.sh configs/$$m.json || exit 1; echo; done
+bench-model: all $(BUILD)/bench/bench_layers
+	for m in $(BENCH_MODELS); do BIN=$(BIN) BENCH=$(BUILD)/bench CASES="$(CASES)" TORCH=$(TORCH) pipelines/bench-model.sh configs/$$m.json || exit 1; echo; done
 
 # The training loop's price: forward | loss | sgd-step with its FIFOs against the same
 # steps in one process (bench/bench_train_step), on the same batches. See docs/stream-format.md.

@@ -18,11 +18,13 @@
 #include <time.h>
 
 #include <cblas.h>
+#include <immintrin.h>
 #include <omp.h>
 
 #include "core/err.h"
-#include "kernels/layers.h"
 #include "core/tensor.h"
+#include "kernels/layers.h"
+#include "kernels/qlayers.h"
 
 /* -c: process CPU time instead of wall time. On a shared machine a single-threaded
  * run (OMP_NUM_THREADS=1) timed so is not charged for the time slices other
@@ -79,6 +81,56 @@ static void bench_sgemm(int n)
 	free(c);
 }
 
+/* The machine's fp32 FMA peak: every OpenMP thread runs 12 independent chains of vector
+ * FMAs (more than latency x issue width) for min_secs; GFLOP/s of all of them, wall
+ * time. The ceiling the conv rates (and bench-model's images/s) are fractions of. */
+#if defined(__AVX512F__)
+typedef __m512 fvec;
+#define FV_LANES 16
+#define FV_SET(x) _mm512_set1_ps(x)
+#define FV_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define FV_SUM(a) _mm512_reduce_add_ps(a)
+#else
+typedef __m256 fvec;
+#define FV_LANES 8
+#define FV_SET(x) _mm256_set1_ps(x)
+#define FV_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+static float FV_SUM(__m256 a)
+{
+	float v[8], s = 0;
+	_mm256_storeu_ps(v, a);
+	for (int i = 0; i < 8; i++)
+		s += v[i];
+	return s;
+}
+#endif
+
+static double fma_peak(void)
+{
+	double t0 = omp_get_wtime(), flops = 0;
+#pragma omp parallel reduction(+ : flops)
+	{
+		fvec a0 = FV_SET(1), a1 = FV_SET(2), a2 = FV_SET(3), a3 = FV_SET(4), a4 = FV_SET(5), a5 = FV_SET(6);
+		fvec a6 = FV_SET(7), a7 = FV_SET(8), a8 = FV_SET(9), a9 = FV_SET(10), a10 = FV_SET(11), a11 = FV_SET(12);
+		const fvec m = FV_SET(0.999999f), c = FV_SET(1e-7f);
+		long reps = 0;
+		while (omp_get_wtime() - t0 < min_secs) {
+			for (int i = 0; i < 65536; i++) {
+				a0 = FV_FMA(a0, m, c), a1 = FV_FMA(a1, m, c), a2 = FV_FMA(a2, m, c), a3 = FV_FMA(a3, m, c);
+				a4 = FV_FMA(a4, m, c), a5 = FV_FMA(a5, m, c), a6 = FV_FMA(a6, m, c), a7 = FV_FMA(a7, m, c);
+				a8 = FV_FMA(a8, m, c), a9 = FV_FMA(a9, m, c), a10 = FV_FMA(a10, m, c), a11 = FV_FMA(a11, m, c);
+			}
+			reps += 65536;
+		}
+		float keep = FV_SUM(a0) + FV_SUM(a1) + FV_SUM(a2) + FV_SUM(a3) + FV_SUM(a4) + FV_SUM(a5) + FV_SUM(a6) +
+			     FV_SUM(a7) + FV_SUM(a8) + FV_SUM(a9) + FV_SUM(a10) + FV_SUM(a11);
+		if (keep == 12345.0f) /* never: keeps the chains alive */
+			reps++;
+		flops = 2.0 * 12 * FV_LANES * reps;
+	}
+	return flops / (omp_get_wtime() - t0) * 1e-9;
+}
+
 static const char *algo_names[] = {"auto", "gemm", "gemm512", "dw3x3", "dw_direct"};
 
 static double max_rel(const float *a, const float *b, size_t n)
@@ -129,6 +181,41 @@ static const char *check_conv(conv2d_desc d, const float *x, const float *w, con
 	return note;
 }
 
+/* The same shape on integers (qconv_forward, forward --int8's kernel): uint8 input,
+ * int8 weights, one shift. Returns the best time, or -1 when qconv refuses the shape. */
+static double bench_qconv(const conv2d_desc *f)
+{
+	qconv d = {.n = f->n, .c = f->c, .h = f->h, .w = f->w, .k = f->k, .kh = f->kh, .kw = f->kw, .sh = f->sh,
+		   .sw = f->sw, .ph = f->ph, .pw = f->pw, .dh = f->dh, .dw = f->dw, .groups = f->groups};
+	d.r = d.c / d.groups * d.kh * d.kw;
+	d.rp = (d.r + 3) & ~3;
+	d.shift = 8;
+	d.lo = 0;
+	d.hi = 255;
+	int8_t *w = aligned_zalloc((size_t)d.k * d.rp);
+	int64_t *bias = aligned_zalloc((size_t)d.k * sizeof *bias), *gb = aligned_zalloc((size_t)d.k * sizeof *gb);
+	for (size_t i = 0; i < (size_t)d.k * d.rp; i++)
+		w[i] = (int8_t)((i * 2654435761u) >> 24) / 4;
+	d.weight = w;
+	d.bias = bias;
+	double t = -1;
+	if (w && bias && gb && !qconv_init(&d, gb)) {
+		size_t xs = (size_t)d.n * d.c * d.h * d.w, ys = (size_t)d.n * d.k * d.oh * d.ow;
+		uint8_t *x = aligned_zalloc(xs), *y = aligned_zalloc(ys), *ws = aligned_zalloc(qconv_workspace_size(&d));
+		for (size_t i = 0; x && i < xs; i++)
+			x[i] = (uint8_t)((i * 2654435761u) >> 24);
+		if (x && y && ws)
+			TIME_BEST(t, qconv_forward(y, x, ws, &d));
+		free(x);
+		free(y);
+		free(ws);
+	}
+	free(w);
+	free(bias);
+	free(gb);
+	return t;
+}
+
 static void bench_conv(const char *name, const char *filter, conv2d_desc d)
 {
 	if (filter && !strstr(name, filter))
@@ -146,9 +233,10 @@ static void bench_conv(const char *name, const char *filter, conv2d_desc d)
 	double flops = 2.0 * ys * (d.c / d.groups) * d.kh * d.kw, tf, tb;
 	TIME_BEST(tf, conv2d_forward(y, x, w, b, ws, &d));
 	TIME_BEST(tb, conv2d_backward(dx, dw, db, dy, x, w, ws, &d));
-	printf("%-40s fwd %8.2f ms %7.1f GFLOP/s   bwd %8.2f ms %7.1f GFLOP/s  [%s]%s\n", name, tf * 1e3,
-	       flops / tf * 1e-9, tb * 1e3, 2 * flops / tb * 1e-9, algo_names[d.algo],
-	       check_conv(d, x, w, b, dy, y, dx, dw, db, ws));
+	double tq = bench_qconv(&d);
+	printf("%-40s fwd %8.2f ms %7.1f GFLOP/s   bwd %8.2f ms %7.1f GFLOP/s   int8 %8.2f ms %5.2fx  [%s]%s\n",
+	       name, tf * 1e3, flops / tf * 1e-9, tb * 1e3, 2 * flops / tb * 1e-9, tq * 1e3, tf / tq,
+	       algo_names[d.algo], check_conv(d, x, w, b, dy, y, dx, dw, db, ws));
 	free(x);
 	free(w);
 	free(b);
@@ -235,8 +323,14 @@ int main(int argc, char **argv)
 			filter = argv[i];
 	}
 	printf("threads: OpenMP %d, OpenBLAS %d; batch %d\n", omp_get_max_threads(), openblas_get_num_threads(), n);
-	if (!filter || strstr("sgemm", filter))
+	if (filter && !strcmp(filter, "peak")) { /* bench-model's ceiling, alone */
+		printf("fma peak: %.1f GFLOP/s (%d threads)\n", fma_peak(), omp_get_max_threads());
+		return 0;
+	}
+	if (!filter || strstr("sgemm", filter)) {
+		printf("%-40s %7.1f GFLOP/s (%d threads)\n", "fp32 FMA peak", fma_peak(), omp_get_max_threads());
 		bench_sgemm(2048);
+	}
 	struct {
 		const char *name;
 		conv2d_desc d;

@@ -18,6 +18,7 @@
 # both must agree (same batches, same initial params): both did the same work. Beside
 # them, the stream work the loop adds to a step (its records encoded and decoded once, in
 # memory; bench_train_step) and its share of the fastest in-process step.
+# Then bench-loop-profile.sh: the loop with its data stages, per process, as a table.
 # Usage: BIN=bin BENCH=build/bench pipelines/bench-loop.sh [DATA [CLASSES]]
 # Environment: CONFIG (configs/ssd_mobilenet_fpn_bccd.json), SIZES ("320 512"), BATCH (8),
 # STEPS (12; at 512 STEPS_512, 8), WARMUP (2), REPS (3), PACED (1), THREADS (forward's),
@@ -135,3 +136,7 @@ printf '(images/s: medians over the runs; overhead: median and quartiles over al
 printf 'time - 1; stream work: the loop'"'"'s records encoded and decoded once per step at level %s, in memory,\n' \
 	"$level"
 printf 'and its share of the fastest in-process step)\n'
+
+# Where every second of a step goes, per process, the data stages included
+echo
+"$(dirname "$0")/bench-loop-profile.sh" "$data" "$classes"

@@ -22,6 +22,8 @@
 #include "core/err.h"
 #include "kernels/layers.h"
 
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
 /* The GEMM form of a conv: C [k][p] = W [k][r] . B [r][p], B the input columns (im2col,
  * or the input itself for a 1x1 stride-1 conv) packed 4 reduction rows at a time,
  * [r/4][pixels][4] bytes, so that one vpdpbusd adds 4 products per int32 lane; a block
@@ -64,6 +66,44 @@ static void requant32(void *out, const int32_t *v, int n, int32_t add, int shift
 		qput(out, (size_t)i, x > hi ? hi : x, fmt);
 	}
 }
+
+#if defined(__AVX512BW__)
+/* 64 int32 sums (4 vectors, in order) -> 64 bytes clamp((v + add) >> shift, lo, hi), the
+ * point's bytes (signed when lo < 0): saturating packs to int16 and to bytes keep every
+ * value inside [lo, hi] where it was, so the byte clamp after them is the clamp. */
+typedef struct requant_vec {
+	__m512i add, lo, hi, order;
+	__m128i shift;
+	int sgn;
+} requant_vec;
+
+static inline requant_vec requant_vec_set(int32_t add, int shift, int32_t lo, int32_t hi)
+{
+	requant_vec r;
+	r.add = _mm512_set1_epi32(add);
+	r.shift = _mm_cvtsi32_si128(shift);
+	r.sgn = lo < 0;
+	r.lo = _mm512_set1_epi8((char)lo);
+	r.hi = _mm512_set1_epi8((char)hi);
+	/* the packs interleave 128-bit lanes: dword l * 4 + v holds vector v's values 4l .. 4l+3 */
+	r.order = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+	return r;
+}
+
+static inline __m512i requant64(const __m512i *v, const requant_vec *r)
+{
+	__m512i x0 = _mm512_sra_epi32(_mm512_add_epi32(v[0], r->add), r->shift);
+	__m512i x1 = _mm512_sra_epi32(_mm512_add_epi32(v[1], r->add), r->shift);
+	__m512i x2 = _mm512_sra_epi32(_mm512_add_epi32(v[2], r->add), r->shift);
+	__m512i x3 = _mm512_sra_epi32(_mm512_add_epi32(v[3], r->add), r->shift);
+	__m512i a = _mm512_packs_epi32(x0, x1), b = _mm512_packs_epi32(x2, x3), y;
+	if (r->sgn)
+		y = _mm512_min_epi8(_mm512_max_epi8(_mm512_packs_epi16(a, b), r->lo), r->hi);
+	else
+		y = _mm512_min_epu8(_mm512_max_epu8(_mm512_packus_epi16(a, b), r->lo), r->hi);
+	return _mm512_permutexvar_epi32(r->order, y);
+}
+#endif
 
 /* output channel k's requantisation shift */
 static inline int shift_of(const qconv *d, int k)
@@ -127,8 +167,12 @@ int qconv_init(qconv *d, int64_t *gemm_bias)
 			sum += w;
 			mag += w < 0 ? -w : w;
 		}
-		int64_t b = d->bias[k] - (in_sgn && !d->depthwise ? 128 * sum : 0);
-		int64_t bound = mag * 255 + (b < 0 ? -b : b) + (fast ? rounding(sk) : 0);
+		/* gemm_bias serves the paths that see a signed input as uint8 (q + 128); the
+		 * depthwise int16 path adds bias itself: the bound covers both */
+		int64_t b = d->bias[k] - (in_sgn ? 128 * sum : 0), b0 = d->bias[k];
+		int64_t bmax = b < 0 ? -b : b;
+		bmax = b0 > bmax ? b0 : -b0 > bmax ? -b0 : bmax;
+		int64_t bound = mag * 255 + bmax + (fast ? rounding(sk) : 0);
 		if (bound >= INT32_MAX)
 			fast = 0;
 		gemm_bias[k] = b;
@@ -138,6 +182,7 @@ int qconv_init(qconv *d, int64_t *gemm_bias)
 }
 
 static size_t dw_bytes(const qconv *d);
+static size_t dw_vnni_bytes(const qconv *d);
 
 static int wide_block(const qconv *d);
 
@@ -147,7 +192,7 @@ static size_t thread_bytes(const qconv *d)
 		return round_up((size_t)(d->r + d->k / d->groups) * wide_block(d) * sizeof(double), 64);
 	if (d->depthwise)
 		return dw_bytes(d);
-	return round_up((size_t)d->rp * QC, 64) + QM * QN * sizeof(int32_t);
+	return round_up((size_t)d->rp * QC, 64) + QM * QN * sizeof(int32_t) + 4 * QC;
 }
 
 size_t qconv_workspace_size(const qconv *d)
@@ -193,11 +238,36 @@ void qconv_forward_ref(void *out, const void *inp, const qconv *d)
 /* ---------------------------------------------------------------- GEMM form */
 
 /* dst [np][4] = the bytes of rows x, x + stride, x + 2 stride, x + 3 stride, ^ flip:
- * 16 pixels at a time by two rounds of byte then word interleaving. */
+ * two rounds of byte then word interleaving (within 128-bit lanes: with AVX-512 a 4x4
+ * transpose of the lanes then puts 64 pixels in order), then 16 pixels at a time. */
 static void pack4(uint8_t *dst, const uint8_t *x, size_t stride, int np, uint8_t flip)
 {
 	const uint8_t *x1 = x + stride, *x2 = x1 + stride, *x3 = x2 + stride;
 	int p = 0;
+#if defined(__AVX512BW__)
+	const __m512i f4 = _mm512_set1_epi8((char)flip);
+	for (; p + 64 <= np; p += 64) {
+		__m512i a = _mm512_xor_si512(_mm512_loadu_si512(x + p), f4);
+		__m512i b = _mm512_xor_si512(_mm512_loadu_si512(x1 + p), f4);
+		__m512i c = _mm512_xor_si512(_mm512_loadu_si512(x2 + p), f4);
+		__m512i e = _mm512_xor_si512(_mm512_loadu_si512(x3 + p), f4);
+		__m512i ab0 = _mm512_unpacklo_epi8(a, b), ab1 = _mm512_unpackhi_epi8(a, b);
+		__m512i ce0 = _mm512_unpacklo_epi8(c, e), ce1 = _mm512_unpackhi_epi8(c, e);
+		/* t_v, lane l: pixels 16 l + 4 v .. 16 l + 4 v + 3 */
+		__m512i t0 = _mm512_unpacklo_epi16(ab0, ce0), t1 = _mm512_unpackhi_epi16(ab0, ce0);
+		__m512i t2 = _mm512_unpacklo_epi16(ab1, ce1), t3 = _mm512_unpackhi_epi16(ab1, ce1);
+		/* output vector l = lane l of t0 .. t3 */
+		__m512i u0 = _mm512_shuffle_i32x4(t0, t1, _MM_SHUFFLE(1, 0, 1, 0)); /* t0.0 t0.1 t1.0 t1.1 */
+		__m512i u1 = _mm512_shuffle_i32x4(t2, t3, _MM_SHUFFLE(1, 0, 1, 0)); /* t2.0 t2.1 t3.0 t3.1 */
+		__m512i u2 = _mm512_shuffle_i32x4(t0, t1, _MM_SHUFFLE(3, 2, 3, 2));
+		__m512i u3 = _mm512_shuffle_i32x4(t2, t3, _MM_SHUFFLE(3, 2, 3, 2));
+		uint8_t *o = dst + 4 * p;
+		_mm512_storeu_si512(o, _mm512_shuffle_i32x4(u0, u1, _MM_SHUFFLE(2, 0, 2, 0)));
+		_mm512_storeu_si512(o + 64, _mm512_shuffle_i32x4(u0, u1, _MM_SHUFFLE(3, 1, 3, 1)));
+		_mm512_storeu_si512(o + 128, _mm512_shuffle_i32x4(u2, u3, _MM_SHUFFLE(2, 0, 2, 0)));
+		_mm512_storeu_si512(o + 192, _mm512_shuffle_i32x4(u2, u3, _MM_SHUFFLE(3, 1, 3, 1)));
+	}
+#endif
 #if defined(__SSE2__)
 	const __m128i f = _mm_set1_epi8((char)flip);
 	for (; p + 16 <= np; p += 16) {
@@ -222,10 +292,42 @@ static void pack4(uint8_t *dst, const uint8_t *x, size_t stride, int np, uint8_t
 	}
 }
 
-/* dst[4 * p], p < np = the tap (ky, kx) of plane xc under output pixels p0 .. p0+np
- * (uint8, zero point `flip` in the padding): a run per output row, padding columns
- * apart, so the copy is one strided loop without divisions or per-pixel tests. */
-static void pack_tap(uint8_t *dst, const uint8_t *xc, const qconv *d, int ky, int kx, int p0, int np, uint8_t flip)
+/* dst[i] = src[i * s], i < n */
+static void strided_copy(uint8_t *restrict dst, const uint8_t *restrict src, int n, int s)
+{
+	if (s == 1) {
+		memcpy(dst, src, (size_t)n);
+		return;
+	}
+	int i = 0;
+#if defined(__AVX512VBMI__)
+	if (s == 2) {
+		uint8_t ix[64]; /* the even bytes of two vectors */
+		for (int j = 0; j < 64; j++)
+			ix[j] = (uint8_t)(2 * j);
+		const __m512i even = _mm512_loadu_si512(ix);
+		for (; i + 64 <= n; i += 64)
+			_mm512_storeu_si512(dst + i, _mm512_permutex2var_epi8(_mm512_loadu_si512(src + 2 * i), even,
+									      _mm512_loadu_si512(src + 2 * i + 64)));
+		if (i < n) { /* the rest (feature maps of 32 and 16 columns): masked, never past src or dst */
+			int m = 2 * (n - i) - 2; /* the last byte read, <= 124 */
+			__mmask64 lo = m >= 63 ? ~(__mmask64)0 : ((__mmask64)1 << (m + 1)) - 1;
+			__mmask64 hi = m >= 64 ? ((__mmask64)1 << (m - 63)) - 1 : 0;
+			__m512i v = _mm512_permutex2var_epi8(_mm512_maskz_loadu_epi8(lo, src + 2 * i), even,
+							     _mm512_maskz_loadu_epi8(hi, src + 2 * i + 64));
+			_mm512_mask_storeu_epi8(dst + i, ((__mmask64)1 << (n - i)) - 1, v);
+			i = n;
+		}
+	}
+#endif
+	for (; i < n; i++)
+		dst[i] = src[(size_t)i * s];
+}
+
+/* dst[p], p < np = the tap (ky, kx) of plane xc under output pixels p0 .. p0+np, raw
+ * bytes with 0 in the padding (pack4's flip makes it the zero point): a run per output
+ * row, padding columns apart. */
+static void tap_row(uint8_t *dst, const uint8_t *xc, const qconv *d, int ky, int kx, int p0, int np)
 {
 	int sw = d->sw, xoff = kx * d->dw - d->pw;
 	/* the output columns whose input column ox * sw + xoff is inside [0, w) */
@@ -245,64 +347,61 @@ static void pack_tap(uint8_t *dst, const uint8_t *xc, const qconv *d, int ky, in
 			if (a > b)
 				a = b = ox;
 		}
-		uint8_t *o = dst + 4 * (size_t)p; /* o[4 * (X - ox)]: output column X of this row */
-		ptrdiff_t base = (ptrdiff_t)iy * d->w + xoff; /* xc[base + X * sw] */
-		for (int X = ox; X < a; X++)
-			o[4 * (X - ox)] = flip;
-		for (int X = a; X < b; X++)
-			o[4 * (X - ox)] = xc[base + (ptrdiff_t)X * sw] ^ flip;
-		for (int X = b; X < end; X++)
-			o[4 * (X - ox)] = flip;
+		uint8_t *o = dst + p - ox; /* o[X]: output column X of this row */
+		memset(o + ox, 0, (size_t)(a - ox));
+		if (b > a)
+			strided_copy(o + a, xc + (ptrdiff_t)iy * d->w + xoff + (ptrdiff_t)a * sw, b - a, sw);
+		memset(o + b, 0, (size_t)(end - b));
 		p += run;
 	}
 }
 
 /* bp [rp/4][QC][4] = the columns p0 .. p0+np of image n, group g (the input as uint8:
- * signed values + 128, so padding is the zero point 128 for them), rows past r zero. */
-static void pack_columns(uint8_t *bp, const uint8_t *inp, const qconv *d, int n, int g, int p0, int np)
+ * signed values + 128, so padding is the zero point 128 for them). Each 4 rows are
+ * gathered into rows [4][QC] (taps of a conv, or a 1x1's last rows) unless they can be
+ * read in place, then interleaved. Rows past r hold any byte: their weights are 0. */
+static void pack_columns(uint8_t *bp, uint8_t *rows, const uint8_t *inp, const qconv *d, int n, int g, int p0,
+			 int np)
 {
 	int cg = d->c / d->groups, khw = d->kh * d->kw, hw = d->h * d->w;
 	uint8_t flip = d->in_fmt & QF_SIGNED ? 0x80 : 0;
 	const uint8_t *x = inp + ((size_t)n * d->c + (size_t)g * cg) * hw;
 	int pointwise = khw == 1 && d->sh == 1 && d->sw == 1 && d->ph == 0 && d->pw == 0;
-	for (int r = 0; r < d->rp; r++) {
-		uint8_t *dst = bp + (size_t)(r >> 2) * QC * 4 + (r & 3);
-		if (r >= d->r) {
-			for (int p = 0; p < np; p++)
-				dst[4 * p] = 0;
+	for (int r0 = 0; r0 < d->rp; r0 += 4) {
+		uint8_t *dst = bp + (size_t)(r0 >> 2) * QC * 4;
+		if (pointwise && r0 + 4 <= d->r) {
+			pack4(dst, x + (size_t)r0 * hw + p0, (size_t)hw, np, flip);
 			continue;
 		}
-		int ci = r / khw, ky = r % khw / d->kw, kx = r % d->kw;
-		const uint8_t *xc = x + (size_t)ci * hw;
-		if (pointwise) {
-			if ((r & 3) == 0 && r + 4 <= d->r) {
-				pack4(dst, xc + p0, hw, np, flip);
-				r += 3;
-				continue;
-			}
-			const uint8_t *src = xc + p0;
-			for (int p = 0; p < np; p++)
-				dst[4 * p] = src[p] ^ flip;
-			continue;
+		for (int r = r0; r < r0 + 4; r++) {
+			uint8_t *row = rows + (size_t)(r - r0) * QC;
+			if (r >= d->r)
+				memset(row, 0, (size_t)np);
+			else if (pointwise)
+				memcpy(row, x + (size_t)r * hw + p0, (size_t)np);
+			else
+				tap_row(row, x + (size_t)(r / khw) * hw, d, r % khw / d->kw, r % d->kw, p0, np);
 		}
-		pack_tap(dst, xc, d, ky, kx, p0, np, flip);
+		pack4(dst, rows, QC, np, flip);
 	}
 }
 
 #if HAVE_VNNI
-#define ALWAYS_INLINE inline __attribute__((always_inline))
 
-/* c [mr][QN] = a [mr][rp] . bp's QN columns from j (rp/4 groups of 4 bytes). */
-static ALWAYS_INLINE void tile_vnni(int32_t *c, const int8_t *a, int rp, const uint8_t *bp, const int mr)
+/* acc [mr][4 vectors] = a [mr][rp] . bp's QN columns (rp/4 groups of 4 bytes) */
+static ALWAYS_INLINE void tile_sums(__m512i acc[QM][4], const int8_t *a, int rp, const uint8_t *bp, const int mr)
 {
-	__m512i acc[QM][4];
+	/* unrolled, so that the sums live in registers */
+#pragma GCC unroll 6
 	for (int i = 0; i < mr; i++)
+#pragma GCC unroll 4
 		for (int v = 0; v < 4; v++)
 			acc[i][v] = _mm512_setzero_si512();
 	for (int r4 = 0; r4 < rp / 4; r4++) {
 		const uint8_t *b = bp + (size_t)r4 * QC * 4;
 		__m512i b0 = _mm512_loadu_si512(b), b1 = _mm512_loadu_si512(b + 64);
 		__m512i b2 = _mm512_loadu_si512(b + 128), b3 = _mm512_loadu_si512(b + 192);
+#pragma GCC unroll 6
 		for (int i = 0; i < mr; i++) {
 			int32_t w4;
 			memcpy(&w4, a + (size_t)i * rp + 4 * r4, 4);
@@ -313,9 +412,33 @@ static ALWAYS_INLINE void tile_vnni(int32_t *c, const int8_t *a, int rp, const u
 			acc[i][3] = _mm512_dpbusd_epi32(acc[i][3], b3, av);
 		}
 	}
+}
+
+/* c [mr][QN] = a [mr][rp] . bp's QN columns */
+static ALWAYS_INLINE void tile_vnni(int32_t *c, const int8_t *a, int rp, const uint8_t *bp, const int mr)
+{
+	__m512i acc[QM][4];
+	tile_sums(acc, a, rp, bp, mr);
+#pragma GCC unroll 6
 	for (int i = 0; i < mr; i++)
+#pragma GCC unroll 4
 		for (int v = 0; v < 4; v++)
 			_mm512_storeu_si512(c + i * QN + 16 * v, acc[i][v]);
+}
+
+/* The same tile requantised in registers (the int32 epilogue, d->fast): o [mr][ostride]
+ * gets output channels k .. k+mr-1 of QN pixels. */
+static ALWAYS_INLINE void tile_vnni_bytes(uint8_t *o, size_t ostride, const int8_t *a, int rp, const uint8_t *bp,
+					  const qconv *d, int k, const int mr)
+{
+	__m512i acc[QM][4];
+	tile_sums(acc, a, rp, bp, mr);
+#pragma GCC unroll 6
+	for (int i = 0; i < mr; i++) {
+		int sk = shift_of(d, k + i);
+		requant_vec r = requant_vec_set((int32_t)d->gemm_bias[k + i] + rounding(sk), sk, d->lo, d->hi);
+		_mm512_storeu_si512(o + i * ostride, requant64(acc[i], &r));
+	}
 }
 
 static void tile(int32_t *c, const int8_t *a, int rp, const uint8_t *bp, int mr)
@@ -327,6 +450,19 @@ static void tile(int32_t *c, const int8_t *a, int rp, const uint8_t *bp, int mr)
 	case 3: tile_vnni(c, a, rp, bp, 3); break;
 	case 2: tile_vnni(c, a, rp, bp, 2); break;
 	default: tile_vnni(c, a, rp, bp, 1); break;
+	}
+}
+
+static void tile_bytes(uint8_t *o, size_t ostride, const int8_t *a, int rp, const uint8_t *bp, const qconv *d, int k,
+		       int mr)
+{
+	switch (mr) {
+	case 6: tile_vnni_bytes(o, ostride, a, rp, bp, d, k, 6); break;
+	case 5: tile_vnni_bytes(o, ostride, a, rp, bp, d, k, 5); break;
+	case 4: tile_vnni_bytes(o, ostride, a, rp, bp, d, k, 4); break;
+	case 3: tile_vnni_bytes(o, ostride, a, rp, bp, d, k, 3); break;
+	case 2: tile_vnni_bytes(o, ostride, a, rp, bp, d, k, 2); break;
+	default: tile_vnni_bytes(o, ostride, a, rp, bp, d, k, 1); break;
 	}
 }
 
@@ -414,12 +550,19 @@ static void gemm_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qc
 		int p0 = blk * QC, np = P - p0 < QC ? P - p0 : QC;
 		uint8_t *bp = base + (size_t)omp_get_thread_num() * tb;
 		int32_t *c = (int32_t *)(bp + round_up((size_t)d->rp * QC, 64));
-		pack_columns(bp, inp, d, n, g, p0, np);
+		pack_columns(bp, (uint8_t *)(c + QM * QN), inp, d, n, g, p0, np);
 		for (int k0 = 0; k0 < kg; k0 += QM) {
 			int mr = kg - k0 < QM ? kg - k0 : QM, k = g * kg + k0;
 			const int8_t *a = (const int8_t *)d->weight + (size_t)k * d->rp;
 			for (int j = 0; j < np; j += QN) {
 				int nv = np - j < QN ? np - j : QN;
+#if HAVE_VNNI
+				if (d->fast && nv == QN) {
+					tile_bytes(out + (((size_t)n * d->k + k) * P + p0 + j), (size_t)P, a, d->rp,
+						   bp + (size_t)j * 4, d, k, mr);
+					continue;
+				}
+#endif
 				tile(c, a, d->rp, bp + (size_t)j * 4, mr);
 				for (int i = 0; i < mr; i++) {
 					uint8_t *o = out + (((size_t)n * d->k + k + i) * P + p0 + j);
@@ -455,9 +598,199 @@ static size_t dw_bytes(const qconv *d)
 {
 	int qh, qw;
 	dw_geometry(d, &qh, &qw);
-	return round_up((size_t)d->sh * d->sw * qh * qw * sizeof(int16_t), 64) +
-	       round_up((size_t)d->oh * qw * sizeof(int32_t), 64);
+	size_t b = round_up((size_t)d->sh * d->sw * qh * qw * sizeof(int16_t), 64) +
+		   round_up((size_t)d->oh * qw * sizeof(int32_t), 64);
+	size_t v = dw_vnni_bytes(d);
+	return v > b ? v : b;
 }
+
+/* The depthwise form on VNNI (8 bits, int32 epilogue): the plane is copied once into a
+ * padded uint8 plane (signed values + 128, padding the zero point, as the GEMM form
+ * sees them; gemm_bias carries the 128 * sum(weight)), then each vector of 16 output
+ * pixels of a row sums, per kernel row, the taps of 4 kernel columns in one vpdpbusd:
+ * vpermb gathers each pixel's 4 input bytes (columns x * sw + t * dw, t < 4) from one
+ * 64-byte load. A tap group reads 15 sw + 3 dw + 1 bytes: geometries beyond 64 take the
+ * int16 form. */
+static int dw_vnni_fits(const qconv *d)
+{
+	return HAVE_VNNI && !(d->in_fmt & QF_WIDE) && d->fast && 15 * d->sw + 3 * d->dw <= 63 &&
+	       d->kh * ((d->kw + 3) / 4) <= 64;
+}
+
+/* the padded plane: rows h + 2 ph of w + 2 pw bytes, and a vector's slack for the last loads */
+static size_t dw_vnni_plane(const qconv *d)
+{
+	return (size_t)(d->h + 2 * d->ph) * (d->w + 2 * d->pw);
+}
+
+static size_t dw_vnni_bytes(const qconv *d)
+{
+	if (!dw_vnni_fits(d))
+		return 0;
+	int groups = (d->kw + 3) / 4;
+	return round_up(dw_vnni_plane(d) + 64 * groups + 64, 64) + 64 /* a row's last vector */;
+}
+
+#if HAVE_VNNI
+/* dst[i] = src[i] ^ flip, i < n */
+static void copy_flip(uint8_t *restrict dst, const uint8_t *restrict src, int n, uint8_t flip)
+{
+	int i = 0;
+	const __m512i f = _mm512_set1_epi8((char)flip);
+	for (; i + 64 <= n; i += 64)
+		_mm512_storeu_si512(dst + i, _mm512_xor_si512(_mm512_loadu_si512(src + i), f));
+	if (i < n) { /* the rest, masked: rows of 32 columns and fewer are all rest */
+		__mmask64 m = ((__mmask64)1 << (n - i)) - 1;
+		_mm512_mask_storeu_epi8(dst + i, m, _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, src + i), f));
+	}
+}
+
+static inline __m128i dw_requant(__m512i acc, __m512i vb, __m128i vs, __m512i vlo, __m512i vhi)
+{
+	acc = _mm512_sra_epi32(_mm512_add_epi32(acc, vb), vs);
+	return _mm512_cvtepi32_epi8(_mm512_min_epi32(_mm512_max_epi32(acc, vlo), vhi));
+}
+
+/* sums of nc vectors of 16 output pixels from r (padded plane), kh kernel rows rstep
+ * bytes apart, groups tap groups gstep apart */
+static ALWAYS_INLINE void dw_sums(__m512i *acc, const uint8_t *r, int sw, size_t rstep, int gstep,
+				  const __m512i *wv, __m512i idx, const int kh, const int groups, const int nc)
+{
+#pragma GCC unroll 4
+	for (int c = 0; c < nc; c++)
+		acc[c] = _mm512_setzero_si512();
+#pragma GCC unroll 3
+	for (int ky = 0; ky < kh; ky++)
+		for (int g = 0; g < groups; g++) {
+			const uint8_t *p = r + ky * rstep + g * gstep;
+#pragma GCC unroll 4
+			for (int c = 0; c < nc; c++)
+				acc[c] = _mm512_dpbusd_epi32(
+					acc[c], _mm512_permutexvar_epi8(idx, _mm512_loadu_si512(p + 16 * c * sw)),
+					wv[ky * groups + g]);
+		}
+}
+
+/* one output row of OW pixels from column ox: 64 at a time, then 16 (the last part
+ * through tail) */
+static ALWAYS_INLINE void dw_row(uint8_t *orow, const uint8_t *r0, int ox, int OW, int sw, size_t rstep, int gstep,
+				 const __m512i *wv, __m512i idx, __m512i vb, __m128i vs, __m512i vlo, __m512i vhi,
+				 const requant_vec *rq, uint8_t *tail, const int kh, const int groups)
+{
+	for (; ox + 64 <= OW; ox += 64) {
+		__m512i acc[4];
+		dw_sums(acc, r0 + (size_t)ox * sw, sw, rstep, gstep, wv, idx, kh, groups, 4);
+		_mm512_storeu_si512(orow + ox, requant64(acc, rq));
+	}
+	for (; ox < OW; ox += 16) {
+		__m512i acc[1];
+		dw_sums(acc, r0 + (size_t)ox * sw, sw, rstep, gstep, wv, idx, kh, groups, 1);
+		__m128i y = dw_requant(acc[0], vb, vs, vlo, vhi);
+		if (ox + 16 <= OW) {
+			_mm_storeu_si128((__m128i *)(orow + ox), y);
+		} else {
+			_mm_storeu_si128((__m128i *)tail, y);
+			memcpy(orow + ox, tail, (size_t)(OW - ox));
+		}
+	}
+}
+
+/* Two output rows of a 3x3 at stride 1 (rows r, r + PW, ... of the padded plane): input
+ * rows 0..3 serve both, so each row's gathered vectors are made once (4 vpermb for 6
+ * vpdpbusd instead of 6). Whole 64-pixel parts only; returns the columns done. */
+static int dw_rows2_s1(uint8_t *o0, uint8_t *o1, const uint8_t *r, size_t PW, int OW, const __m512i *wv,
+		       __m512i idx, const requant_vec *rq)
+{
+	int ox = 0;
+	for (; ox + 64 <= OW; ox += 64) {
+		__m512i a0[4], a1[4];
+#pragma GCC unroll 4
+		for (int c = 0; c < 4; c++)
+			a0[c] = a1[c] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+		for (int k = 0; k < 4; k++) {
+			const uint8_t *p = r + k * PW + ox;
+#pragma GCC unroll 4
+			for (int c = 0; c < 4; c++) {
+				__m512i v = _mm512_permutexvar_epi8(idx, _mm512_loadu_si512(p + 16 * c));
+				if (k < 3)
+					a0[c] = _mm512_dpbusd_epi32(a0[c], v, wv[k]);
+				if (k > 0)
+					a1[c] = _mm512_dpbusd_epi32(a1[c], v, wv[k - 1]);
+			}
+		}
+		_mm512_storeu_si512(o0 + ox, requant64(a0, rq));
+		_mm512_storeu_si512(o1 + ox, requant64(a1, rq));
+	}
+	return ox;
+}
+
+static void depthwise_vnni(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qconv *d)
+{
+	int H = d->h, W = d->w, OW = d->ow, OH = d->oh, PW = W + 2 * d->pw, PH = H + 2 * d->ph;
+	int kh = d->kh, kw = d->kw, groups = (kw + 3) / 4;
+	uint8_t flip = d->in_fmt & QF_SIGNED ? 0x80 : 0;
+	size_t tb = thread_bytes(d), hw = (size_t)H * W, ohw = (size_t)OH * OW;
+	uint8_t *base = (uint8_t *)round_up((size_t)ws, 64);
+	/* lane j of group g: the bytes of columns j * sw + (4g + t) * dw, t < 4 (past kw:
+	 * any byte, its weight is 0) */
+	__m512i idx;
+	{
+		uint8_t ix[64];
+		for (int j = 0; j < 16; j++)
+			for (int t = 0; t < 4; t++)
+				ix[4 * j + t] = (uint8_t)(j * d->sw + t * d->dw);
+		idx = _mm512_loadu_si512(ix);
+	}
+	const __m512i vlo = _mm512_set1_epi32(d->lo), vhi = _mm512_set1_epi32(d->hi);
+#pragma omp parallel for schedule(static)
+	for (int t = 0; t < d->n * d->c; t++) {
+		int ch = t % d->c;
+		uint8_t *P = base + (size_t)omp_get_thread_num() * tb, *tail = P + round_up(dw_vnni_plane(d) + 64 * groups, 64);
+		const uint8_t *src = inp + (size_t)t * hw;
+		/* the zero point everywhere, then the rows: one call each (small planes are many) */
+		memset(P, flip, (size_t)PH * PW);
+		for (int y = 0; y < H; y++)
+			copy_flip(P + (size_t)(y + d->ph) * PW + d->pw, src + (size_t)y * W, W, flip);
+		/* each kernel row's 4-tap groups: the weights of kernel columns 4g .. 4g+3 */
+		__m512i wv[64]; /* kh * groups <= 64: dw_vnni_fits */
+		const int8_t *wt = (const int8_t *)d->weight + (size_t)ch * d->rp;
+		for (int ky = 0; ky < kh; ky++)
+			for (int g = 0; g < groups; g++) {
+				uint8_t w4[4];
+				for (int q = 0; q < 4; q++)
+					w4[q] = 4 * g + q < kw ? (uint8_t)wt[ky * kw + 4 * g + q] : 0;
+				int32_t v;
+				memcpy(&v, w4, 4);
+				wv[ky * groups + g] = _mm512_set1_epi32(v);
+			}
+		int sk = shift_of(d, ch);
+		const __m512i vb = _mm512_set1_epi32((int32_t)d->gemm_bias[ch] + rounding(sk));
+		const __m128i vs = _mm_cvtsi32_si128(sk);
+		const requant_vec rq = requant_vec_set((int32_t)d->gemm_bias[ch] + rounding(sk), sk, d->lo, d->hi);
+		uint8_t *o = out + (size_t)t * ohw;
+		size_t rstep = (size_t)d->dh * PW;
+		int sw = d->sw, gstep = 4 * d->dw;
+		int oy = 0;
+		if (kh == 3 && groups == 1 && d->sh == 1 && sw == 1 && d->dh == 1)
+			for (; oy + 2 <= OH; oy += 2) {
+				const uint8_t *r0 = P + (size_t)oy * PW;
+				uint8_t *orow = o + (size_t)oy * OW;
+				int ox = dw_rows2_s1(orow, orow + OW, r0, (size_t)PW, OW, wv, idx, &rq);
+				dw_row(orow, r0, ox, OW, sw, rstep, gstep, wv, idx, vb, vs, vlo, vhi, &rq, tail, 3, 1);
+				dw_row(orow + OW, r0 + PW, ox, OW, sw, rstep, gstep, wv, idx, vb, vs, vlo, vhi, &rq, tail, 3, 1);
+			}
+		for (; oy < OH; oy++) {
+			const uint8_t *r0 = P + (size_t)oy * d->sh * PW;
+			uint8_t *orow = o + (size_t)oy * OW;
+			if (kh == 3 && groups == 1)
+				dw_row(orow, r0, 0, OW, sw, rstep, gstep, wv, idx, vb, vs, vlo, vhi, &rq, tail, 3, 1);
+			else
+				dw_row(orow, r0, 0, OW, sw, rstep, gstep, wv, idx, vb, vs, vlo, vhi, &rq, tail, kh, groups);
+		}
+	}
+}
+#endif
 
 static void depthwise_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qconv *d)
 {
@@ -599,6 +932,10 @@ void qconv_forward(void *out, const void *inp, uint8_t *ws, const qconv *d)
 {
 	if (d->in_fmt & QF_WIDE)
 		wide_forward(out, inp, ws, d);
+#if HAVE_VNNI
+	else if (d->depthwise && dw_vnni_fits(d))
+		depthwise_vnni(out, inp, ws, d);
+#endif
 	else if (d->depthwise)
 		depthwise_forward(out, inp, ws, d);
 	else
@@ -652,15 +989,65 @@ static const void *elem(const void *x, size_t i, int fmt)
 
 #define CHUNK 4096
 
+#if defined(__AVX512BW__)
+/* v [4] = the 64 bytes at x as int32 (signed or not) */
+static inline void widen64(__m512i *v, const uint8_t *x, int sgn)
+{
+	for (int i = 0; i < 4; i++) {
+		__m128i b = _mm_loadu_si128((const __m128i *)(x + 16 * i));
+		v[i] = sgn ? _mm512_cvtepi8_epi32(b) : _mm512_cvtepu8_epi32(b);
+	}
+}
+
+/* out [n] (bytes) = requant(a * 2^sa + b * 2^sb) in int32 (the callers' fast case; b
+ * NULL: a * 2^sa alone), 64 at a time; returns how many it did */
+static int requant_bytes64(uint8_t *out, const uint8_t *a, int a_sgn, int sa, const uint8_t *b, int b_sgn, int sb,
+			   int n, int shift, int32_t lo, int32_t hi)
+{
+	requant_vec r = requant_vec_set(rounding(shift), shift, lo, hi);
+	__m128i ca = _mm_cvtsi32_si128(sa), cb = _mm_cvtsi32_si128(sb);
+	int i = 0;
+	for (; i + 64 <= n; i += 64) {
+		__m512i va[4], vb[4];
+		widen64(va, a + i, a_sgn);
+		if (!b)
+			for (int j = 0; j < 4; j++)
+				va[j] = _mm512_sll_epi32(va[j], ca);
+		else {
+			widen64(vb, b + i, b_sgn);
+			for (int j = 0; j < 4; j++)
+				va[j] = _mm512_add_epi32(_mm512_sll_epi32(va[j], ca), _mm512_sll_epi32(vb[j], cb));
+		}
+		_mm512_storeu_si512(out + i, requant64(va, &r));
+	}
+	return i;
+}
+#endif
+
 void qrescale(void *out, const void *x, int x_fmt, size_t n, int shift, int32_t lo, int32_t hi)
 {
 	int fast = shift >= 0 && shift < 31;
+#if defined(__AVX512BW__)
+	/* bytes moved up (a point with more fraction bits, e.g. RegNet's ReLU after its
+	 * residual add): exact in int32 while |x| * 2^-shift < 2^31 */
+	int up = shift < 0 && shift > -23 ? -shift : 0;
+#endif
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
 	for (size_t o = 0; o < n; o += CHUNK) {
+		size_t at = o;
 		int c = n - o < CHUNK ? (int)(n - o) : CHUNK;
 		int32_t v[CHUNK];
-		void *y = (void *)elem(out, o, x_fmt);
-		widen(v, elem(x, o, x_fmt), x_fmt, c);
+#if defined(__AVX512BW__)
+		/* bytes: 64 at a time without the int32 chunk */
+		if ((fast || up) && !(x_fmt & QF_WIDE)) {
+			int done = requant_bytes64((uint8_t *)elem(out, at, x_fmt), elem(x, at, x_fmt), x_fmt & QF_SIGNED, up,
+						   NULL, 0, 0, c, up ? 0 : shift, lo, hi);
+			at += done;
+			c -= done;
+		}
+#endif
+		void *y = (void *)elem(out, at, x_fmt);
+		widen(v, elem(x, at, x_fmt), x_fmt, c);
 		if (fast)
 			requant32(y, v, c, rounding(shift), shift, lo, hi, x_fmt);
 		else
@@ -678,11 +1065,20 @@ void qadd(void *out, const void *a, int a_fmt, int fa, const void *b, int b_fmt,
 	int fast = sa <= up && sb <= up && shift >= 0 && shift < 31;
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
 	for (size_t o = 0; o < n; o += CHUNK) {
+		size_t at = o;
 		int c = n - o < CHUNK ? (int)(n - o) : CHUNK;
 		int32_t va[CHUNK], vb[CHUNK];
-		void *y = (void *)elem(out, o, a_fmt);
-		widen(va, elem(a, o, a_fmt), a_fmt, c);
-		widen(vb, elem(b, o, b_fmt), b_fmt, c);
+#if defined(__AVX512BW__)
+		if (fast && !(a_fmt & QF_WIDE)) {
+			int done = requant_bytes64((uint8_t *)elem(out, at, a_fmt), elem(a, at, a_fmt), a_fmt & QF_SIGNED, sa,
+						   elem(b, at, b_fmt), b_fmt & QF_SIGNED, sb, c, shift, lo, hi);
+			at += done;
+			c -= done;
+		}
+#endif
+		void *y = (void *)elem(out, at, a_fmt);
+		widen(va, elem(a, at, a_fmt), a_fmt, c);
+		widen(vb, elem(b, at, b_fmt), b_fmt, c);
 		if (fast) {
 #pragma omp simd
 			for (int i = 0; i < c; i++)
@@ -698,6 +1094,9 @@ void qadd(void *out, const void *a, int a_fmt, int fa, const void *b, int b_fmt,
 	}
 }
 
+/* the longest row qadd_bilinear's int32 form takes (its rows live on the stack) */
+#define QROW_MAX 2048
+
 void qadd_bilinear(void *out, const void *a, int a_fmt, int fa, const void *b, int b_fmt, int fb, int nc, int h,
 		   int w, int oh, int ow, const qtaps *rows, const qtaps *cols, int bits, int fo, int32_t lo,
 		   int32_t hi)
@@ -705,6 +1104,36 @@ void qadd_bilinear(void *out, const void *a, int a_fmt, int fa, const void *b, i
 	int fu = fb + 2 * bits, f = fa > fu ? fa : fu, sa = f - fa, su = f - fu, shift = f - fo;
 	/* |a| < 2^16 and |up| < 2^(16 + 2 bits) <= 2^32 moved up by at most 2^QMAX_FRAC_GAP: within int64 */
 	int64_t ma = (int64_t)1 << sa, mu = (int64_t)1 << su;
+	/* bytes whose sums stay within int32 (|a| * 2^sa + 2^(2 bits) * |b| * 2^su, with the
+	 * rounding): rows first, each output row's int32 values then one requant32 */
+	int64_t bound = 256 * ma + ((int64_t)256 << 2 * bits) * mu + rounding(shift);
+	if (!(a_fmt & QF_WIDE) && !(b_fmt & QF_WIDE) && shift >= 0 && shift < 31 && bound < INT32_MAX &&
+	    w <= QROW_MAX && ow <= QROW_MAX) {
+		int32_t m_a = (int32_t)ma, m_u = (int32_t)mu;
+#pragma omp parallel for schedule(static) if ((size_t)nc * oh * ow >= PAR_MIN)
+		for (int p = 0; p < nc; p++) {
+			int32_t t[QROW_MAX], v[QROW_MAX];
+			const uint8_t *bp = (const uint8_t *)b + (size_t)p * h * w;
+			const uint8_t *ap = (const uint8_t *)a + (size_t)p * oh * ow;
+			uint8_t *op = (uint8_t *)out + (size_t)p * oh * ow;
+			for (int y = 0; y < oh; y++) {
+				const uint8_t *r0 = bp + (size_t)rows->i0[y] * w, *r1 = bp + (size_t)rows->i1[y] * w;
+				const uint8_t *ay = ap + (size_t)y * ow;
+				int32_t h0 = rows->w0[y], h1 = rows->w1[y];
+				if (b_fmt & QF_SIGNED)
+					for (int x = 0; x < w; x++)
+						t[x] = h0 * (int8_t)r0[x] + h1 * (int8_t)r1[x];
+				else
+					for (int x = 0; x < w; x++)
+						t[x] = h0 * r0[x] + h1 * r1[x];
+				for (int x = 0; x < ow; x++)
+					v[x] = (a_fmt & QF_SIGNED ? (int8_t)ay[x] : ay[x]) * m_a +
+					       (cols->w0[x] * t[cols->i0[x]] + cols->w1[x] * t[cols->i1[x]]) * m_u;
+				requant32(op + (size_t)y * ow, v, ow, rounding(shift), shift, lo, hi, 0);
+			}
+		}
+		return;
+	}
 #pragma omp parallel for schedule(static) if ((size_t)nc * oh * ow >= PAR_MIN)
 	for (int p = 0; p < nc; p++) {
 		size_t bp = (size_t)p * h * w, ap = (size_t)p * oh * ow;

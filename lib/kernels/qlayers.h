@@ -18,7 +18,9 @@
  *
  * Kernels never allocate, print or exit. The conv's GEMM runs on AVX-512 VNNI
  * (vpdpbusd: u8 x s8 in 4-byte groups, int32 sums) where the build has it, else on
- * AVX2 (vpmaddwd on the bytes widened to int16), else on portable C. */
+ * AVX2 (vpmaddwd on the bytes widened to int16), else on portable C; an 8-bit
+ * depthwise conv on VNNI gathers each pixel's taps of a kernel row with vpermb (else
+ * an int16 form). */
 #ifndef QLAYERS_H
 #define QLAYERS_H
 
