@@ -54,11 +54,6 @@ if [ "${NP:-1}" -gt 1 ] && [ -z "${OMPI_COMM_WORLD_SIZE:-}" ]; then
 	exit
 fi
 mpi_ranks "$0" "$@"
-# forward's OpenMP threads sleep at barriers instead of spinning: the pipeline's other
-# stages want the same cores (and on a shared machine other jobs do). On the 2-core
-# machine under load, 8 images at 512 took 23.5 s with GOMP's default spinning and
-# 1.7 s passive (docs/detect.md).
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 ckpt=$(run_checkpoint)
 [ -f "$ckpt" ] || { say "$ckpt: no such checkpoint (train first, or set CKPT)"; exit 1; }
 quant_args "$ckpt"

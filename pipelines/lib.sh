@@ -1,4 +1,9 @@
-# Shell helpers the pipeline scripts share. Source it; it sets nothing else.
+# Shell helpers the pipeline scripts share. Source it; it sets nothing else but this:
+# a pipeline's stages share the cores, so an OpenMP thread waiting for work sleeps
+# instead of spinning on a core another stage needs (libgomp's default spins: forward
+# ran 15-35x slower beside other jobs on 2 cores; detect.sh's 8 images at 512 took
+# 23.5 s spinning and 1.7 s passive: docs/benchmarks.md, docs/detect.md).
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 
 # config_json FILE: the config as the tools read it, from sgd-step --print-config: its
 # "base" chain merged, "train" complete with the training defaults and "qat" with its
