@@ -173,13 +173,33 @@ fail:
 	return -1;
 }
 
+/* Registers archive path in d: its index, or -1 (err). */
+static int add_archive(voc_dataset *d, const char *path)
+{
+	if (array_grow(&d->archives, &d->archives_cap, d->narchives + 1, sizeof *d->archives) < 0 ||
+	    !(d->archives[d->narchives] = str_dup(path)))
+		return -1;
+	return d->narchives++;
+}
+
+/* A root's name in archive path: its prefix without the '/', or for the archive's top
+ * the archive's base name up to its first dot ("VOC2007.tar.gz" -> "VOC2007"). */
+static char *archive_root_name(const char *path, const char *prefix)
+{
+	char *name = prefix[0] ? strndup(prefix, strlen(prefix) - 1) : voc_base_name(path);
+	char *dot = name && !prefix[0] ? strchr(name, '.') : NULL;
+	if (dot && dot != name)
+		*dot = 0;
+	if (!name)
+		err_set("out of memory");
+	return name;
+}
+
 int voc_open_archive(voc_dataset *d, const char *path)
 {
-	if (array_grow(&d->archives, &d->archives_cap, d->narchives + 1, sizeof *d->archives) < 0)
+	int ai = add_archive(d, path);
+	if (ai < 0)
 		return -1;
-	if (!(d->archives[d->narchives] = str_dup(path)))
-		return -1;
-	int ai = d->narchives++;
 	struct archive *a = files_archive_open(path);
 	if (!a)
 		return -1;
@@ -225,18 +245,8 @@ int voc_open_archive(voc_dataset *d, const char *path)
 	for (long oi = 0; oi < p.nprefix; oi++) {
 		long i = order[oi];
 		const char *prefix = p.prefixes[i];
-		char *name;
-		if (prefix[0])
-			name = strndup(prefix, strlen(prefix) - 1);
-		else {
-			char *b = voc_base_name(path);
-			char *dot = b ? strchr(b, '.') : NULL;
-			if (dot && dot != b)
-				*dot = 0;
-			name = b;
-		}
+		char *name = archive_root_name(path, prefix);
 		if (!name) {
-			err_set("out of memory");
 			free(order);
 			goto out;
 		}
@@ -295,8 +305,15 @@ static int item_cmp_key(const void *key, const void *elem)
 	return x->root != y->root ? (x->root < y->root ? -1 : 1) : strcmp(x->id, y->id);
 }
 
-/* Pass 2 over one archive: keeps the compressed bytes of the wanted images. */
-static int load_archive_images(voc_dataset *d, int ai, struct item **sorted, long nsorted)
+/* The wanted items sorted for a pass 2, and the lookup of an entry among them. */
+struct wanted {
+	struct item **sorted;
+	long n;
+	struct item *(*find)(const voc_dataset *d, int ai, const struct wanted *w, const char *name);
+};
+
+/* Pass 2 over one archive: keeps the compressed bytes of the images w finds. */
+static int read_images(voc_dataset *d, int ai, const struct wanted *w)
 {
 	const char *path = d->archives[ai];
 	struct archive *a = files_archive_open(path);
@@ -308,29 +325,15 @@ static int load_archive_images(voc_dataset *d, int ai, struct item **sorted, lon
 		if (archive_entry_filetype(e) != AE_IFREG)
 			continue;
 		const char *name = files_entry_path(e);
-		size_t plen;
-		char *id;
-		int ext;
-		if (classify(name, d->split, &plen, &id, &ext) != E_IMAGE) {
-			free(id);
-			continue;
-		}
-		struct item key = {.root = -1, .id = id};
-		for (int i = 0; i < d->nroots; i++)
-			if (d->roots[i].archive == ai && !d->roots[i].dir && strlen(d->roots[i].prefix) == plen &&
-			    !strncmp(d->roots[i].prefix, name, plen))
-				key.root = i;
-		struct item **hit = key.root < 0 ? NULL
-						 : bsearch(&key, sorted, (size_t)nsorted, sizeof *sorted, item_cmp_key);
-		free(id);
-		if (!hit || (*hit)->img || !(*hit)->ext || strcmp((*hit)->ext, voc_image_exts[ext]))
+		struct item *it = w->find(d, ai, w, name);
+		if (!it || it->img)
 			continue;
 		char *data;
-		if (files_entry_data(a, e, &data, &(*hit)->img_len) < 0) {
+		if (files_entry_data(a, e, &data, &it->img_len) < 0) {
 			err_wrap("%s:%s", path, name);
 			goto out;
 		}
-		(*hit)->img = (unsigned char *)data;
+		it->img = (unsigned char *)data;
 	}
 	if (r != ARCHIVE_EOF) {
 		err_set("%s: %s", path, archive_error_string(a));
@@ -340,6 +343,29 @@ static int load_archive_images(voc_dataset *d, int ai, struct item **sorted, lon
 out:
 	archive_read_free(a);
 	return rc;
+}
+
+/* A VOC image entry ROOT/JPEGImages/ID.EXT: the wanted item of that root and id, if the
+ * extension is the one found at open. */
+static struct item *find_voc_image(const voc_dataset *d, int ai, const struct wanted *w, const char *name)
+{
+	size_t plen;
+	char *id;
+	int ext;
+	if (classify(name, d->split, &plen, &id, &ext) != E_IMAGE) {
+		free(id);
+		return NULL;
+	}
+	struct item key = {.root = -1, .id = id};
+	for (int i = 0; i < d->nroots; i++)
+		if (d->roots[i].archive == ai && !d->roots[i].dir && strlen(d->roots[i].prefix) == plen &&
+		    !strncmp(d->roots[i].prefix, name, plen))
+			key.root = i;
+	struct item **hit = key.root < 0 ? NULL : bsearch(&key, w->sorted, (size_t)w->n, sizeof *w->sorted, item_cmp_key);
+	free(id);
+	if (!hit || !(*hit)->ext || strcmp((*hit)->ext, voc_image_exts[ext]))
+		return NULL;
+	return *hit;
 }
 
 /* ---------------------------------------------------------------- listed images */
@@ -381,10 +407,9 @@ struct listed_hit {
 
 int voc_open_listed_archive(voc_dataset *d, const char *path)
 {
-	if (array_grow(&d->archives, &d->archives_cap, d->narchives + 1, sizeof *d->archives) < 0 ||
-	    !(d->archives[d->narchives] = str_dup(path)))
+	int ai = add_archive(d, path);
+	if (ai < 0)
 		return -1;
-	int ai = d->narchives++;
 	struct item **sorted;
 	long n = listed_sorted(d, &sorted, 0);
 	if (n < 0)
@@ -438,14 +463,8 @@ int voc_open_listed_archive(voc_dataset *d, const char *path)
 			hits[h].it->ext = ""; /* there: read by voc_load_archive_images */
 	/* the root is named as the folder unpacked would be */
 	const char *prefix = best >= 0 ? prefixes[best] : "";
-	char *name = prefix[0] ? strndup(prefix, strlen(prefix) - 1) : voc_base_name(path);
-	char *slash = name ? strrchr(name, '/') : NULL;
-	if (name && !prefix[0]) {
-		char *dot = strchr(name, '.');
-		if (dot && dot != name)
-			*dot = 0;
-	}
-	rc = name ? voc_add_root(d, slash ? slash + 1 : name, NULL, ai, prefix) : err_set("out of memory");
+	char *name = archive_root_name(path, prefix), *slash = name ? strrchr(name, '/') : NULL;
+	rc = name ? voc_add_root(d, slash ? slash + 1 : name, NULL, ai, prefix) : -1;
 	free(name);
 	if (rc == 0)
 		d->roots[d->nroots - 1].listed = 1;
@@ -463,52 +482,26 @@ out:
 	return rc;
 }
 
-/* Pass 2 for a listed dataset: the compressed bytes of the wanted images. */
-static int load_listed_images(voc_dataset *d, int ai)
+/* An entry under a listed dataset's image folder: the wanted item of that file. */
+static struct item *find_listed_image(const voc_dataset *d, int ai, const struct wanted *w, const char *name)
 {
-	const struct root *rt = &d->roots[d->nroots - 1];
-	struct item **sorted;
-	long n = listed_sorted(d, &sorted, 1);
-	if (n <= 0) {
-		free(n < 0 ? NULL : sorted);
-		return n < 0 ? -1 : 0;
-	}
-	const char *path = d->archives[ai];
-	struct archive *a = files_archive_open(path);
-	int r, rc = -1;
-	struct archive_entry *e;
-	size_t pl = strlen(rt->prefix);
-	while (a && ((r = archive_read_next_header(a, &e)) == ARCHIVE_OK || r == ARCHIVE_WARN)) {
-		const char *name = files_entry_path(e);
-		struct item *it;
-		if (archive_entry_filetype(e) != AE_IFREG || strncmp(name, rt->prefix, pl) ||
-		    !(it = listed_find(sorted, n, name + pl)) || it->img)
-			continue;
-		char *data;
-		if (files_entry_data(a, e, &data, &it->img_len) < 0) {
-			err_wrap("%s:%s", path, name);
-			goto out;
-		}
-		it->img = (unsigned char *)data;
-	}
-	if (!a)
-		goto out;
-	if (r != ARCHIVE_EOF) {
-		err_set("%s: %s", path, archive_error_string(a));
-		goto out;
-	}
-	rc = 0;
-out:
-	free(sorted);
-	if (a)
-		archive_read_free(a);
-	return rc;
+	const char *prefix = d->roots[d->nroots - 1].prefix;
+	size_t pl = strlen(prefix);
+	return strncmp(name, prefix, pl) ? NULL : listed_find(w->sorted, w->n, name + pl);
 }
 
 int voc_load_archive_images(voc_dataset *d)
 {
-	if (d->gt_boxes) /* listed: one archive at most, its own pass */
-		return d->narchives ? load_listed_images(d, 0) : 0;
+	if (d->gt_boxes) { /* listed: one archive at most, its items sorted by file */
+		struct wanted w = {.find = find_listed_image};
+		if (!d->narchives)
+			return 0;
+		if ((w.n = listed_sorted(d, &w.sorted, 1)) < 0)
+			return -1;
+		int rc = w.n ? read_images(d, 0, &w) : 0;
+		free(w.sorted);
+		return rc;
+	}
 	long nwanted = 0;
 	for (long i = 0; i < d->nitems; i++)
 		nwanted += d->items[i].wanted;
@@ -521,8 +514,9 @@ int voc_load_archive_images(voc_dataset *d)
 			sorted[n++] = &d->items[i];
 	qsort(sorted, (size_t)n, sizeof *sorted, voc_item_cmp_id);
 	int rc = 0;
+	struct wanted w = {.sorted = sorted, .n = n, .find = find_voc_image};
 	for (int ai = 0; ai < d->narchives && rc == 0 && n > 0; ai++)
-		rc = load_archive_images(d, ai, sorted, n);
+		rc = read_images(d, ai, &w);
 	free(sorted);
 	return rc;
 }

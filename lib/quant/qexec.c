@@ -55,11 +55,6 @@ struct qexec {
 	size_t ws_bytes;
 };
 
-static size_t count(const gnode *nd)
-{
-	return (size_t)nd->n * nd->c * nd->h * nd->w;
-}
-
 void qexec_free(model *m)
 {
 	struct qexec *x = m->q.exec;
@@ -154,13 +149,13 @@ static int place(const model *m, struct qexec *x, size_t *bytes)
 			if (death[live[j]] >= i)
 				live[k++] = live[j];
 		nlive = k;
-		size_t need = (count(&m->nodes[i]) * x->esz + 63) & ~(size_t)63, at = 0;
+		size_t need = (g_node_floats(&m->nodes[i]) * x->esz + 63) & ~(size_t)63, at = 0;
 		int pos = 0;
 		for (; pos < nlive; pos++) {
 			const qnode *o = &x->q[live[pos]];
 			if (o->off >= at + need)
 				break;
-			size_t end = o->off + ((count(&m->nodes[live[pos]]) * x->esz + 63) & ~(size_t)63);
+			size_t end = o->off + ((g_node_floats(&m->nodes[live[pos]]) * x->esz + 63) & ~(size_t)63);
 			at = end > at ? end : at;
 		}
 		q->off = at;
@@ -467,7 +462,7 @@ static int run_node(model *m, int i, const float *input, float *const *outputs)
 	case QK_NONE:
 		return 0;
 	case QK_INPUT:
-		quantise_input(out, input, count(nd), &m->q.act[nd->qp], x->wide);
+		quantise_input(out, input, g_node_floats(nd), &m->q.act[nd->qp], x->wide);
 		return 0;
 	case QK_CONV:
 		qconv_forward(out, x->act + x->q[p->in[0]].off, x->ws, &q->conv);
@@ -487,13 +482,13 @@ static int run_node(model *m, int i, const float *input, float *const *outputs)
 				      q->frac, q->lo, q->hi);
 			return 0;
 		}
-		qadd(out, x->act + a->off, fmt(x, a), a->frac, x->act + b->off, fmt(x, b), b->frac, count(nd), q->frac,
+		qadd(out, x->act + a->off, fmt(x, a), a->frac, x->act + b->off, fmt(x, b), b->frac, g_node_floats(nd), q->frac,
 		     q->lo, q->hi);
 		return 0;
 	}
 	case QK_RELU: {
 		const qnode *qs = &x->q[p->in[0]];
-		qrescale(out, x->act + qs->off, fmt(x, qs), count(nd), qs->frac - q->frac, q->lo, q->hi);
+		qrescale(out, x->act + qs->off, fmt(x, qs), g_node_floats(nd), qs->frac - q->frac, q->lo, q->hi);
 		return 0;
 	}
 	case QK_L2NORM: {
