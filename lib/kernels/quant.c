@@ -1,5 +1,6 @@
 /* quant: power-of-2 fixed-point quantisation. Semantics in quant.h. */
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "kernels/quant.h"
@@ -78,10 +79,38 @@ qact quant_act_params(const float range[2], int bits, int is_signed)
 	return a;
 }
 
+/* QAT runs these on every activation of every step (extrema and histogram for the
+ * batch range, then the fake quantisation): scalar, they cost more than the convs.
+ * The AVX-512 forms give the same results: the same f32 and f64 operations per value,
+ * NaN skipped the same way, counts order-free. */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+static inline __m512 act_int16(__m512 x, __m512 scale, __m512 qmin, __m512 qmax)
+{
+	__m512 v = _mm512_roundscale_ps(_mm512_add_ps(_mm512_mul_ps(x, scale), _mm512_set1_ps(0.5f)),
+					_MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+	/* !(v <= qmax), NaN included, to qmax; then up to qmin */
+	v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, qmax, _CMP_LE_OQ), qmax, v);
+	return _mm512_max_ps(v, qmin);
+}
+#endif
+
 void quant_act(const float *x, size_t n, const qact *a, float *y, int32_t *q)
 {
 	const float inv = ldexpf(1, -a->frac);
-	for (size_t i = 0; i < n; i++) {
+	size_t i = 0;
+#if defined(__AVX512F__)
+	const __m512 scale = _mm512_set1_ps(a->scale), qmin = _mm512_set1_ps((float)a->qmin),
+		     qmax = _mm512_set1_ps((float)a->qmax), vinv = _mm512_set1_ps(inv);
+	for (; i + 16 <= n; i += 16) {
+		__m512 v = act_int16(_mm512_loadu_ps(x + i), scale, qmin, qmax);
+		if (q)
+			_mm512_storeu_si512(q + i, _mm512_cvttps_epi32(v));
+		_mm512_storeu_ps(y + i, _mm512_mul_ps(v, vinv));
+	}
+#endif
+	for (; i < n; i++) {
 		float v = quant_act_int(x[i], a);
 		if (q)
 			q[i] = (int32_t)v;
@@ -91,8 +120,46 @@ void quant_act(const float *x, size_t n, const qact *a, float *y, int32_t *q)
 
 void quant_act_backward(const float *x, const float *dy, size_t n, const qact *a, float *dx)
 {
-	for (size_t i = 0; i < n; i++)
+	size_t i = 0;
+#if defined(__AVX512F__)
+	const __m512 lo = _mm512_set1_ps(a->lo), hi = _mm512_set1_ps(a->hi);
+	for (; i + 16 <= n; i += 16) {
+		__m512 v = _mm512_loadu_ps(x + i);
+		__mmask16 in = _mm512_cmp_ps_mask(v, lo, _CMP_GE_OQ) & _mm512_cmp_ps_mask(v, hi, _CMP_LE_OQ);
+		_mm512_storeu_ps(dx + i, _mm512_maskz_loadu_ps(in, dy + i));
+	}
+#endif
+	for (; i < n; i++)
 		dx[i] = x[i] >= a->lo && x[i] <= a->hi ? dy[i] : 0.0f;
+}
+
+/* min, max and count of the non-NaN values of x[0, n) */
+static void extrema_slice(const float *x, size_t n, float *mn, float *mx, size_t *valid)
+{
+	size_t i = 0, v = 0;
+	float lo = INFINITY, hi = -INFINITY;
+#if defined(__AVX512F__)
+	__m512 vlo = _mm512_set1_ps(INFINITY), vhi = _mm512_set1_ps(-INFINITY);
+	for (; i + 16 <= n; i += 16) {
+		__m512 t = _mm512_loadu_ps(x + i);
+		__mmask16 ok = _mm512_cmp_ps_mask(t, t, _CMP_ORD_Q);
+		vlo = _mm512_mask_min_ps(vlo, ok, vlo, t);
+		vhi = _mm512_mask_max_ps(vhi, ok, vhi, t);
+		v += (size_t)__builtin_popcount(ok);
+	}
+	lo = _mm512_reduce_min_ps(vlo);
+	hi = _mm512_reduce_max_ps(vhi);
+#endif
+	for (; i < n; i++) {
+		if (isnan(x[i]))
+			continue;
+		lo = x[i] < lo ? x[i] : lo;
+		hi = x[i] > hi ? x[i] : hi;
+		v++;
+	}
+	*mn = lo;
+	*mx = hi;
+	*valid = v;
 }
 
 void quant_extrema(const float *x, size_t n, double ext[3])
@@ -100,18 +167,24 @@ void quant_extrema(const float *x, size_t n, double ext[3])
 	/* counts and extrema are order-free: threads split the tensor, results are exact */
 	float mn = INFINITY, mx = -INFINITY;
 	size_t valid = 0;
-#pragma omp parallel for reduction(min : mn) reduction(max : mx) reduction(+ : valid) schedule(static) if (n >= 65536)
-	for (size_t i = 0; i < n; i++) {
-		if (isnan(x[i]))
-			continue;
-		mn = fminf(mn, x[i]);
-		mx = fmaxf(mx, x[i]);
-		valid++;
+	const size_t chunk = 1 << 16;
+#pragma omp parallel for reduction(min : mn) reduction(max : mx) reduction(+ : valid) schedule(static) if (n > chunk)
+	for (size_t o = 0; o < n; o += chunk) {
+		float a, b;
+		size_t c;
+		extrema_slice(x + o, n - o < chunk ? n - o : chunk, &a, &b, &c);
+		mn = a < mn ? a : mn;
+		mx = b > mx ? b : mx;
+		valid += c;
 	}
 	ext[0] = -(double)mn;
 	ext[1] = mx;
 	ext[2] = (double)valid;
 }
+
+/* Bins are counted in 4 interleaved copies: runs of equal values (a ReLU's zeros) would
+ * otherwise make every increment wait for the previous one's store. */
+#define HIST_WAYS 4
 
 void quant_histogram(const float *x, size_t n, const double ext[3], double hist[QUANT_BINS])
 {
@@ -121,17 +194,38 @@ void quant_histogram(const float *x, size_t n, const double ext[3], double hist[
 		return;
 #pragma omp parallel if (n >= 65536)
 	{
-		size_t local[QUANT_BINS] = {0};
+		uint32_t local[HIST_WAYS][QUANT_BINS] = {{0}};
 #pragma omp for schedule(static)
-		for (size_t i = 0; i < n; i++) {
-			if (isnan(x[i]))
-				continue;
-			int b = (int)(((double)x[i] - dmn) / w);
-			local[b < QUANT_BINS ? b : QUANT_BINS - 1]++;
+		for (size_t o = 0; o < n; o += 1 << 16) {
+			size_t end = n - o < (1 << 16) ? n : o + (1 << 16), i = o;
+#if defined(__AVX512F__)
+			const __m512d vmn = _mm512_set1_pd(dmn), vw = _mm512_set1_pd(w);
+			const __m256i top = _mm256_set1_epi32(QUANT_BINS - 1);
+			for (; i + 8 <= end; i += 8) {
+				__m256 t = _mm256_loadu_ps(x + i);
+				__mmask8 ok = _mm256_cmp_ps_mask(t, t, _CMP_ORD_Q);
+				__m512d d = _mm512_div_pd(_mm512_sub_pd(_mm512_cvtps_pd(t), vmn), vw);
+				/* NaN lanes (and an infinite w's NaN quotients) to bin 0, counted 0 times */
+				__m256i b = _mm256_maskz_mov_epi32(ok, _mm256_min_epi32(_mm512_cvttpd_epi32(d), top));
+				b = _mm256_max_epi32(b, _mm256_setzero_si256());
+				int32_t bin[8];
+				_mm256_storeu_si256((__m256i *)bin, b);
+				for (int j = 0; j < 8; j++)
+					local[j % HIST_WAYS][bin[j]] += (ok >> j) & 1;
+			}
+#endif
+			for (; i < end; i++) {
+				if (isnan(x[i]))
+					continue;
+				double d = ((double)x[i] - dmn) / w;
+				int b = d >= 0 ? (d < QUANT_BINS - 1 ? (int)d : QUANT_BINS - 1) : 0;
+				local[i % HIST_WAYS][b]++;
+			}
 		}
 #pragma omp critical
 		for (int b = 0; b < QUANT_BINS; b++)
-			hist[b] += (double)local[b];
+			for (int k = 0; k < HIST_WAYS; k++)
+				hist[b] += (double)local[k][b];
 	}
 }
 

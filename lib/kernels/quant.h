@@ -78,7 +78,8 @@ void quant_act_backward(const float *x, const float *dy, size_t n, const qact *a
  * t = n / QUANT_TRIM_DIV (integer division); klo = the smallest bin whose cumulative
  * count from bin 0 exceeds t, khi = the largest bin whose cumulative count from the
  * last bin down exceeds t; out = (mn + klo * w, mn + (khi + 1) * w). NaNs are skipped
- * (a tensor of only NaNs gives (0, 0)). */
+ * (a tensor of only NaNs gives (0, 0)); with an infinite mn or mx, a value whose
+ * quotient is NaN counts in bin 0. */
 void quant_batch_range(const float *x, size_t n, float out[2]);
 /* The same in three steps, for a batch split across replicas (data-parallel QAT):
  * each part's extrema ext = (-min, max, count of non-NaN values), combined by max,

@@ -318,10 +318,92 @@ static void range_threads(void)
 	free(x);
 }
 
+/* The vector forms against the plain per-value definitions (quant.h), on lengths with
+ * tails, NaNs, runs of zeros (a ReLU's) and negatives, on 1 and 2 threads. */
+static float ref_act_int(float x, const qact *a)
+{
+	float t = x * a->scale;
+	float v = floorf(t + 0.5f);
+	if (!(v <= (float)a->qmax))
+		return (float)a->qmax;
+	return v < (float)a->qmin ? (float)a->qmin : v;
+}
+
+static void vector_forms(void)
+{
+	const size_t sizes[] = {0, 1, 7, 15, 16, 17, 33, 1000, 65536, 65553, 200003};
+	uint64_t st = 99;
+	for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++)
+		for (int threads = 1; threads <= 2; threads++) {
+			size_t n = sizes[k];
+			omp_set_num_threads(threads);
+			float *x = malloc((n + 1) * sizeof *x), *y = malloc((n + 1) * sizeof *y);
+			float *dy = malloc((n + 1) * sizeof *dy), *dx = malloc((n + 1) * sizeof *dx);
+			int32_t *q = malloc((n + 1) * sizeof *q);
+			for (size_t i = 0; i < n; i++) {
+				st = st * 6364136223846793005ull + 1442695040888963407ull;
+				double u = (double)(st >> 11) / 9007199254740992.0;
+				x[i] = i % 5 == 0 ? 0.0f : (float)((u - 0.35) * 9.0);
+				if (i % 101 == 3)
+					x[i] = NAN;
+				dy[i] = (float)(u - 0.5);
+			}
+			/* extrema and histogram */
+			double ext[3], hist[QUANT_BINS];
+			quant_extrema(x, n, ext);
+			float mn = INFINITY, mx = -INFINITY;
+			size_t valid = 0;
+			for (size_t i = 0; i < n; i++)
+				if (!isnan(x[i])) {
+					mn = x[i] < mn ? x[i] : mn;
+					mx = x[i] > mx ? x[i] : mx;
+					valid++;
+				}
+			CHECK_MSG(ext[0] == -(double)mn && ext[1] == mx && ext[2] == (double)valid,
+				  "extrema n %zu, %d threads: (%g, %g, %g) vs (%g, %g, %zu)", n, threads, ext[0], ext[1],
+				  ext[2], -(double)mn, mx, valid);
+			if (valid && mn != mx) {
+				quant_histogram(x, n, ext, hist);
+				double w = ((double)mx - mn) / QUANT_BINS, ref[QUANT_BINS] = {0};
+				for (size_t i = 0; i < n; i++)
+					if (!isnan(x[i])) {
+						int b = (int)(((double)x[i] - mn) / w);
+						ref[b < QUANT_BINS ? b : QUANT_BINS - 1]++;
+					}
+				int same = 1;
+				for (int b = 0; b < QUANT_BINS; b++)
+					same &= hist[b] == ref[b];
+				CHECK_MSG(same, "histogram n %zu, %d threads", n, threads);
+			}
+			/* fake quantisation forward and backward at an unsigned and a signed point */
+			for (int sg = 0; sg <= 1; sg++) {
+				const float range[2] = {-2.5f, 3.0f};
+				qact a = quant_act_params(range, 8, sg);
+				quant_act(x, n, &a, y, q);
+				quant_act_backward(x, dy, n, &a, dx);
+				size_t bad = 0;
+				for (size_t i = 0; i < n; i++) {
+					float v = ref_act_int(x[i], &a);
+					float r = v * ldexpf(1, -a.frac), d = x[i] >= a.lo && x[i] <= a.hi ? dy[i] : 0.0f;
+					bad += memcmp(&y[i], &r, 4) || q[i] != (int32_t)v || memcmp(&dx[i], &d, 4);
+				}
+				CHECK_MSG(bad == 0, "quant_act n %zu, signed %d, %d threads: %zu values differ", n, sg, threads,
+					  bad);
+			}
+			free(x);
+			free(y);
+			free(dy);
+			free(dx);
+			free(q);
+		}
+	omp_set_num_threads(2);
+}
+
 int main(void)
 {
 	bias_split();
 	range_threads();
+	vector_forms();
 	const char *files[] = {"pow2_exp", "weight", "round", "act", "batch_range", "range_update", "fold_bn",
 			       "bias_calib"};
 	for (size_t i = 0; i < sizeof files / sizeof *files; i++)
