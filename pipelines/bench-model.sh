@@ -3,8 +3,9 @@
 # at 512 and 320, and of `forward --int8` (the 8-bit model on integers, ranges
 # calibrated on the same batches), beside PyTorch on the same model (tests/bench_model_torch.py, 2 threads,
 # NCHW and channels_last), in the same run, with the ratios to torch's best layout.
-# Our figures are the tool's wall time over BATCHES batches (stream decode/encode and the
-# first batch's allocation included) and the compute time from --profile.
+# Our figures are the tool's wall time over BATCHES batches, and for inference over at
+# least IMAGES images (40: whole batches; stream decode/encode and the first batch's
+# allocation included), and the compute time from --profile.
 # Usage: BIN=bin pipelines/bench-model.sh [CONFIG] [DATA] [CLASSES]
 # (make bench-model runs it for each of BENCH_MODELS, the seed table's four rows.)
 # CASES: which of ours, as mode:batch:size words (default all six below, then ONNX
@@ -18,12 +19,12 @@
 # images/s over the peak's GFLOP/s. BENCH: bench_layers' directory.
 set -euo pipefail
 cfg=${1:-configs/ssd_mobilenet_fpn.json} data=${2:-../shared/data/bccd} classes=${3:-configs/bccd.classes}
-BIN=${BIN:-bin} BATCHES=${BATCHES:-3} THREADS=${THREADS:-2} PY=${PY:-/usr/bin/python3}
+BIN=${BIN:-bin} BATCHES=${BATCHES:-3} IMAGES=${IMAGES:-40} THREADS=${THREADS:-2} PY=${PY:-/usr/bin/python3}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 "$BIN/forward" --config "$cfg" --init --seed 1 >"$tmp/params.tns"
-printf 'forward vs torch, %s, %d threads, %d CPUs, %d batches per case, OMP_WAIT_POLICY %s\n' "$cfg" "$THREADS" \
-	"$(nproc)" "$BATCHES" "${OMP_WAIT_POLICY:-unset}"
+printf 'forward vs torch, %s, %d threads, %d CPUs, %d batches per case (inference: at least %d images), OMP_WAIT_POLICY %s\n' \
+	"$cfg" "$THREADS" "$(nproc)" "$BATCHES" "$IMAGES" "${OMP_WAIT_POLICY:-unset}"
 peak=0
 if [ -x "${BENCH:-build/bench}/bench_layers" ]; then
 	peak=$(OMP_NUM_THREADS=$THREADS "${BENCH:-build/bench}/bench_layers" -t 1 peak | sed -n 's/^fma peak: \([0-9.]*\).*/\1/p')
@@ -36,6 +37,8 @@ results=$tmp/results
 # case: mode batch size
 run_case() {
 	local mode=$1 b=$2 s=$3 n=$(($2 * BATCHES))
+	# inference over at least IMAGES images (whole batches), as a user's run over a folder
+	[ "$mode" = train ] || [ "$n" -ge "$IMAGES" ] || n=$(((IMAGES + b - 1) / b * b))
 	"$BIN/voc-decode" "$data" --split trainval --classes "$classes" --limit "$n" \
 		| "$BIN/augment" --eval --size "$s" --batch "$b" >"$tmp/batch.tns"
 	local args=(--config "$cfg" --threads "$THREADS" --profile)
