@@ -182,9 +182,63 @@ void quant_extrema(const float *x, size_t n, double ext[3])
 	ext[2] = (double)valid;
 }
 
-/* Bins are counted in 4 interleaved copies: runs of equal values (a ReLU's zeros) would
- * otherwise make every increment wait for the previous one's store. */
-#define HIST_WAYS 4
+/* Bins are counted in 8 interleaved 16-bit copies, one per lane of a vector of 8:
+ * runs of equal values (a ReLU's zeros) would otherwise make each increment wait for
+ * the previous one's store. 8 x 2048 x 2 bytes stay in L1; a copy takes at most one
+ * count per 8 values, so it is added into the totals before 2^16 - 1 can be passed. */
+#define HIST_WAYS 8
+#define HIST_CHUNK (1 << 16)
+
+typedef struct hist_part {
+	uint16_t way[HIST_WAYS][QUANT_BINS];
+	uint64_t total[QUANT_BINS];
+	size_t pending; /* the most any copy may hold now */
+} hist_part;
+
+static void hist_flush(hist_part *h)
+{
+	for (int b = 0; b < QUANT_BINS; b++) {
+		uint64_t t = 0;
+		for (int k = 0; k < HIST_WAYS; k++)
+			t += h->way[k][b];
+		h->total[b] += t;
+	}
+	memset(h->way, 0, sizeof h->way);
+	h->pending = 0;
+}
+
+/* bins of x[0, n), n <= HIST_CHUNK */
+static void hist_slice(hist_part *h, const float *x, size_t n, double dmn, double w)
+{
+	if (h->pending + (n + HIST_WAYS - 1) / HIST_WAYS > UINT16_MAX)
+		hist_flush(h);
+	h->pending += (n + HIST_WAYS - 1) / HIST_WAYS;
+	size_t i = 0;
+#if defined(__AVX512F__)
+	const __m512d vmn = _mm512_set1_pd(dmn), vw = _mm512_set1_pd(w);
+	const __m256i top = _mm256_set1_epi32(QUANT_BINS - 1);
+	for (; i + 8 <= n; i += 8) {
+		__m256 t = _mm256_loadu_ps(x + i);
+		__mmask8 ok = _mm256_cmp_ps_mask(t, t, _CMP_ORD_Q);
+		__m512d d = _mm512_div_pd(_mm512_sub_pd(_mm512_cvtps_pd(t), vmn), vw);
+		/* NaN lanes (and an infinite w's NaN quotients) to bin 0, counted 0 times */
+		__m256i b = _mm256_maskz_mov_epi32(ok, _mm256_min_epi32(_mm512_cvttpd_epi32(d), top));
+		b = _mm256_max_epi32(b, _mm256_setzero_si256());
+		int32_t bin[8];
+		_mm256_storeu_si256((__m256i *)bin, b);
+#pragma GCC unroll 8
+		for (int j = 0; j < 8; j++)
+			h->way[j][bin[j]] += (ok >> j) & 1;
+	}
+#endif
+	for (; i < n; i++) {
+		if (isnan(x[i]))
+			continue;
+		double d = ((double)x[i] - dmn) / w;
+		int b = d >= 0 ? (d < QUANT_BINS - 1 ? (int)d : QUANT_BINS - 1) : 0;
+		h->way[i % HIST_WAYS][b]++;
+	}
+}
 
 void quant_histogram(const float *x, size_t n, const double ext[3], double hist[QUANT_BINS])
 {
@@ -192,40 +246,16 @@ void quant_histogram(const float *x, size_t n, const double ext[3], double hist[
 	const double dmn = -ext[0], w = (ext[1] - dmn) / QUANT_BINS;
 	if (!(w > 0))
 		return;
-#pragma omp parallel if (n >= 65536)
+#pragma omp parallel if (n > HIST_CHUNK)
 	{
-		uint32_t local[HIST_WAYS][QUANT_BINS] = {{0}};
+		hist_part h = {0}; /* 48 KB of stack */
 #pragma omp for schedule(static)
-		for (size_t o = 0; o < n; o += 1 << 16) {
-			size_t end = n - o < (1 << 16) ? n : o + (1 << 16), i = o;
-#if defined(__AVX512F__)
-			const __m512d vmn = _mm512_set1_pd(dmn), vw = _mm512_set1_pd(w);
-			const __m256i top = _mm256_set1_epi32(QUANT_BINS - 1);
-			for (; i + 8 <= end; i += 8) {
-				__m256 t = _mm256_loadu_ps(x + i);
-				__mmask8 ok = _mm256_cmp_ps_mask(t, t, _CMP_ORD_Q);
-				__m512d d = _mm512_div_pd(_mm512_sub_pd(_mm512_cvtps_pd(t), vmn), vw);
-				/* NaN lanes (and an infinite w's NaN quotients) to bin 0, counted 0 times */
-				__m256i b = _mm256_maskz_mov_epi32(ok, _mm256_min_epi32(_mm512_cvttpd_epi32(d), top));
-				b = _mm256_max_epi32(b, _mm256_setzero_si256());
-				int32_t bin[8];
-				_mm256_storeu_si256((__m256i *)bin, b);
-				for (int j = 0; j < 8; j++)
-					local[j % HIST_WAYS][bin[j]] += (ok >> j) & 1;
-			}
-#endif
-			for (; i < end; i++) {
-				if (isnan(x[i]))
-					continue;
-				double d = ((double)x[i] - dmn) / w;
-				int b = d >= 0 ? (d < QUANT_BINS - 1 ? (int)d : QUANT_BINS - 1) : 0;
-				local[i % HIST_WAYS][b]++;
-			}
-		}
+		for (size_t o = 0; o < n; o += HIST_CHUNK)
+			hist_slice(&h, x + o, n - o < HIST_CHUNK ? n - o : HIST_CHUNK, dmn, w);
+		hist_flush(&h);
 #pragma omp critical
 		for (int b = 0; b < QUANT_BINS; b++)
-			for (int k = 0; k < HIST_WAYS; k++)
-				hist[b] += (double)local[k][b];
+			hist[b] += (double)h.total[b];
 	}
 }
 
