@@ -331,7 +331,8 @@ static float ref_act_int(float x, const qact *a)
 
 static void vector_forms(void)
 {
-	const size_t sizes[] = {0, 1, 7, 15, 16, 17, 33, 1000, 65536, 65553, 200003};
+	/* 1100017: past 2^16 counts of one bin in each 16-bit copy of the histogram */
+	const size_t sizes[] = {0, 1, 7, 15, 16, 17, 33, 1000, 65536, 65553, 200003, 1100017};
 	uint64_t st = 99;
 	for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++)
 		for (int threads = 1; threads <= 2; threads++) {
@@ -343,7 +344,9 @@ static void vector_forms(void)
 			for (size_t i = 0; i < n; i++) {
 				st = st * 6364136223846793005ull + 1442695040888963407ull;
 				double u = (double)(st >> 11) / 9007199254740992.0;
-				x[i] = i % 5 == 0 ? 0.0f : (float)((u - 0.35) * 9.0);
+				x[i] = i % 5 == 0 || n > 1000000 ? 0.0f : (float)((u - 0.35) * 9.0);
+				if (n > 1000000 && i % 1000 == 7)
+					x[i] = (float)u; /* mostly one bin, but a range */
 				if (i % 101 == 3)
 					x[i] = NAN;
 				dy[i] = (float)(u - 0.5);
