@@ -2,6 +2,7 @@
  * own AVX-512 GEMM (CONV_GEMM512); the per-thread workspace they share. */
 #include "kernels/conv_impl.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -292,13 +293,13 @@ static void pw_gemm_nt(float *c, size_t ldc, const float *a, size_t lda, const f
 }
 
 /* c [m, n] += a [m, kd] (lda) . b [n, kd]^T (ldb) for narrow n (the weight gradient
- * of a conv with few input channels), as dot products along kd: a 4 x 6 tile of
- * vector accumulators, each reduced at the end of a DOT_L block. The 64-wide panels
- * of pw_gemm_nt would be mostly padding there. The block of b is copied to bc
- * (n * DOT_L floats) first: its rows are 2^k floats apart in a conv and would share
- * a few cache sets. */
+ * of a conv with few input or, transposed, output channels), as dot products along
+ * kd: a 4 x 6 tile of vector accumulators, each reduced at the end of a DOT_L block
+ * (pf: prefetch a). The 64-wide panels of pw_gemm_nt would be mostly padding there.
+ * The block of b is copied to bc (n * DOT_L floats) first: its rows are 2^k floats
+ * apart in a conv and would share a few cache sets. */
 static ALWAYS_INLINE void dot_tile(float *c, size_t ldc, const float *a, size_t lda, const float *bc,
-				   int len, int mr, int nr)
+				   int len, int mr, int nr, int pf)
 {
 	__m512 t[4][6];
 #pragma GCC unroll 4
@@ -318,6 +319,13 @@ static ALWAYS_INLINE void dot_tile(float *c, size_t ldc, const float *a, size_t 
 #pragma GCC unroll 6
 		for (int j = 0; j < 6; j++)
 			bv[j] = _mm512_maskz_loadu_ps(m, br[j] + p);
+		/* the first tile of a row block brings its a rows (dout, read straight from
+		 * the tensor) in from memory: fetch them 1 KiB ahead, ten streams being more
+		 * than the hardware prefetcher follows (measured 5-20% on dW). The address
+		 * may pass the row's end (a prefetch never faults): formed from an integer. */
+		if (pf)
+			for (int i = 0; i < 4; i++)
+				_mm_prefetch((const char *)((uintptr_t)(ar[i] + p) + 1024), _MM_HINT_T0);
 #pragma GCC unroll 4
 		for (int i = 0; i < 4; i++) {
 			__m512 av = _mm512_maskz_loadu_ps(m, ar[i] + p);
@@ -350,7 +358,7 @@ static void pw_gemm_nt_dot(float *c, size_t ldc, const float *a, size_t lda, con
 		for (int i0 = 0; i0 < m; i0 += 4)
 			for (int j0 = 0; j0 < n; j0 += 6)
 				dot_tile(c + (size_t)i0 * ldc + j0, ldc, a + (size_t)i0 * lda + k0, lda,
-					 bc + (size_t)j0 * len, len, m - i0 < 4 ? m - i0 : 4, n - j0 < 6 ? n - j0 : 6);
+					 bc + (size_t)j0 * len, len, m - i0 < 4 ? m - i0 : 4, n - j0 < 6 ? n - j0 : 6, j0 == 0);
 	}
 }
 #endif
