@@ -309,16 +309,24 @@ int model_forward(model *m, const float *input, float *const *outputs)
 {
 	if (!m->planned || m->q.integer_only)
 		return err_set("model: not planned%s", m->q.integer_only ? " for the float forward (--int8 only)" : "");
-	m->ext_input = input;
-	m->ext_out = outputs;
 	g_refresh_folds(m);
-	for (int i = 1; i < m->nnodes; i++) {
-		double t0 = m->profile ? omp_get_wtime() : 0;
-		if (forward_node(m, i) < 0)
-			return err_wrap("%s", m->nodes[i].name);
-		if (m->profile)
-			m->prof_fwd[g_prof_class(&m->nodes[i])] += omp_get_wtime() - t0;
+	/* pass_n images at a time (model_plan): each pass's input and outputs at its offset */
+	size_t image_floats = (size_t)3 * m->plan_h * m->plan_w;
+	float *outs[4];
+	for (int b = 0; b < m->plan_n; b += m->pass_n) {
+		for (int j = 0; j < m->noutputs; j++)
+			outs[j] = outputs[j] + (size_t)b * m->nodes[m->outputs[j]].h * m->nodes[m->outputs[j]].c;
+		m->ext_input = input + b * image_floats;
+		m->ext_out = outs;
+		for (int i = 1; i < m->nnodes; i++) {
+			double t0 = m->profile ? omp_get_wtime() : 0;
+			if (forward_node(m, i) < 0)
+				return err_wrap("%s", m->nodes[i].name);
+			if (m->profile)
+				m->prof_fwd[g_prof_class(&m->nodes[i])] += omp_get_wtime() - t0;
+		}
 	}
+	m->ext_out = outputs; /* not outs: backward may read them after this returns */
 	if (m->profile)
 		m->prof_calls++;
 	return 0;

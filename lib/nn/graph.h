@@ -137,6 +137,8 @@ struct model {
 	char output_names[4][16];
 	/* plan */
 	int planned, plan_n, plan_h, plan_w, train, input_grad; /* the planned input shape */
+	int pass_n;                /* images per pass through the nodes: plan_n, or 1 when an
+				    * inference batch runs image by image (model_plan) */
 	int nstores, scap;
 	storage *stores;
 	int nbufs;

@@ -294,7 +294,7 @@ int model_count(model *m, int h, int w, model_counts *c)
 	c->anchors = m->nodes[m->outputs[0]].h;
 	/* a plan for another shape stays valid only if it is re-made */
 	if (m->planned)
-		g_shapes(m, m->plan_n, m->plan_h, m->plan_w);
+		g_shapes(m, m->pass_n, m->plan_h, m->plan_w);
 	return 0;
 }
 
@@ -316,7 +316,7 @@ const char *model_output_name(const model *m, int i)
 void model_output_shape(const model *m, int i, int64_t shape[3])
 {
 	const gnode *nd = &m->nodes[m->outputs[i]];
-	shape[0] = nd->n;
+	shape[0] = m->planned ? m->plan_n : nd->n; /* the batch's, also when run image by image */
 	shape[1] = nd->h;
 	shape[2] = nd->c;
 }

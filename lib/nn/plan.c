@@ -212,6 +212,21 @@ static void plan_fused_acts(model *m)
 }
 
 
+/* Inference of a float model runs an n-image batch as n passes of one image over a plan
+ * for one: every image's values are computed as in the batch (no op mixes images
+ * outside training), buffers are n times smaller, stay in cache between layers and are
+ * planned (first touched) in the time of one image's. Kept values are the whole
+ * batch's, and the integer path (quant/qexec.c) plans whole batches: those keep n. */
+static int pass_images(const model *m, int n, int train)
+{
+	if (train || m->q.npoints)
+		return n;
+	for (int i = 1; i < m->nnodes; i++)
+		if (m->nodes[i].keep)
+			return n;
+	return 1;
+}
+
 int model_plan(model *m, int n, int h, int w, int train, int input_grad)
 {
 	g_free_plan(m);
@@ -221,7 +236,8 @@ int model_plan(model *m, int n, int h, int w, int train, int input_grad)
 		return err_set("model: bad input shape [%d,3,%d,%d]", n, h, w);
 	if (train && !m->grads && !(m->grads = aligned_zalloc((m->nfloats ? m->nfloats : 1) * sizeof(float))))
 		return -1;
-	if (g_shapes(m, n, h, w) < 0)
+	int pass_n = pass_images(m, n, train);
+	if (g_shapes(m, pass_n, h, w) < 0)
 		return -1;
 	int F = m->nnodes;
 	plan_folds(m);
@@ -330,6 +346,7 @@ int model_plan(model *m, int n, int h, int w, int train, int input_grad)
 		return -1;
 	m->folded_dirty = 1;
 	m->plan_n = n;
+	m->pass_n = pass_n;
 	m->plan_h = h;
 	m->plan_w = w;
 	plan_fused_acts(m);

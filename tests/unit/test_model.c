@@ -171,6 +171,33 @@ static void test_parity(const char *name, record **recs)
 	for (int i = 0; i < 2; i++)
 		compare(model_output_name(m, i), out[i], record_find(epred, model_output_name(m, i)), 1e-4, 1);
 
+	/* inference runs the batch image by image on a plan for one image: each image's
+	 * outputs are the bits it gets alone, and the batch's plan is one image's size */
+	model_plan_info batch_plan, one_plan;
+	model_plan_get_info(m, &batch_plan);
+	int64_t bsh[3];
+	model_output_shape(m, 0, bsh);
+	CHECK_MSG(bsh[0] == n, "output batch %lld, expected %d", (long long)bsh[0], n);
+	CHECK(model_plan(m, 1, S, S, 0, 0) == 0);
+	model_plan_get_info(m, &one_plan);
+	CHECK_MSG(n == 1 || batch_plan.activation_bytes == one_plan.activation_bytes,
+		  "batch plan %zu bytes of activations, one image's %zu", batch_plan.activation_bytes,
+		  one_plan.activation_bytes);
+	for (int b = 0; b < n; b++) {
+		float *one[2];
+		size_t per[2];
+		for (int i = 0; i < 2; i++) {
+			per[i] = (size_t)(sh[i][1] * sh[i][2]);
+			one[i] = malloc(per[i] * sizeof(float));
+		}
+		CHECK(model_forward(m, (const float *)img->data + (size_t)b * 3 * S * S, one) == 0);
+		for (int i = 0; i < 2; i++) {
+			CHECK_MSG(!memcmp(one[i], out[i] + b * per[i], per[i] * sizeof(float)), "%s: image %d of the batch differs "
+				  "from its forward alone", model_output_name(m, i), b);
+			free(one[i]);
+		}
+	}
+
 	/* a second train step on the same plan gives the same gradients (no stale state) */
 	CHECK(model_plan(m, n, S, S, 1, 0) == 0);
 	CHECK(model_forward(m, img->data, out) == 0);
