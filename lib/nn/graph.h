@@ -86,7 +86,7 @@ typedef struct gnode {
 typedef struct storage {
 	size_t bytes;
 	int birth, death;          /* steps: forward of node i is i, its backward 2F-1-i */
-	int buf;
+	size_t off;                /* bytes into model.arena */
 	float *ptr;
 } storage;
 
@@ -141,9 +141,8 @@ struct model {
 				    * inference batch runs image by image (model_plan) */
 	int nstores, scap;
 	storage *stores;
-	int nbufs;
-	float **bufs;
-	size_t *bufsize;
+	float *arena;              /* every storage at its offset: one mapping, zero pages */
+	size_t arena_bytes;
 	float *ws;
 	size_t ws_bytes;
 	const float *ext_input;

@@ -109,6 +109,7 @@ static void test_parity(const char *name, record **recs)
 	tensor *img = record_find(batch, "image");
 	int n = (int)img->shape[0], S = (int)img->shape[2];
 	CHECK_MSG(model_plan(m, n, S, S, 1, 1) == 0, "%s", err_msg());
+	model_plan_poison(m); /* every value written before it is read, gradients too */
 	int64_t sh[2][3];
 	float *out[2], *dimg = malloc((size_t)tensor_numel(img) * sizeof(float));
 	for (int i = 0; i < 2; i++) {
@@ -166,6 +167,7 @@ static void test_parity(const char *name, record **recs)
 
 	/* eval mode, running statistics (BN folded into the convs) */
 	CHECK_MSG(model_plan(m, n, S, S, 0, 0) == 0, "%s", err_msg());
+	model_plan_poison(m);
 	CHECK_MSG(model_forward(m, img->data, out) == 0, "%s", err_msg());
 	printf("%s, eval mode:\n", name);
 	for (int i = 0; i < 2; i++)
@@ -200,6 +202,7 @@ static void test_parity(const char *name, record **recs)
 
 	/* a second train step on the same plan gives the same gradients (no stale state) */
 	CHECK(model_plan(m, n, S, S, 1, 0) == 0);
+	model_plan_poison(m);
 	CHECK(model_forward(m, img->data, out) == 0);
 	CHECK(model_backward(m, dout, NULL) == 0);
 	CHECK(model_forward(m, img->data, out) == 0);
