@@ -391,6 +391,28 @@ static void test_params_errors(void)
 	record_add(r, "neck.extra.weight", DT_F32, 1, one);
 	CHECK(model_load_params(m, r) < 0);
 	CHECK_MSG(strstr(err_msg(), "unexpected tensor 'neck.extra.weight'") != NULL, "%s", err_msg());
+	/* out of parameter order, the parameters last to first: loaded by name, and an
+	 * extra tensor before them is still found */
+	model_init_params(m, 8);
+	for (int extra = 1; extra >= 0; extra--) {
+		record *shuffled = record_new("params");
+		if (extra)
+			record_add(shuffled, "neck.extra.weight", DT_F32, 1, one);
+		for (int i = model_nparams(m) - 1; i >= 0; i--) {
+			tensor *t = record_add(shuffled, r->tensors[i].name, DT_F32, r->tensors[i].ndim, r->tensors[i].shape);
+			memcpy(t->data, r->tensors[i].data, tensor_nbytes(t));
+		}
+		if (extra) {
+			CHECK(model_load_params(m, shuffled) < 0);
+			CHECK_MSG(strstr(err_msg(), "unexpected tensor 'neck.extra.weight'") != NULL, "%s", err_msg());
+		} else {
+			CHECK_MSG(model_load_params(m, shuffled) == 0, "%s", err_msg());
+			for (int i = 0; i < model_nparams(m); i++)
+				CHECK(!memcmp(model_param_data(m, i), r->tensors[i].data,
+					      model_param_at(m, i)->count * sizeof(float)));
+		}
+		record_free(shuffled);
+	}
 	record_free(r);
 	/* wrong kind */
 	r = record_new("batch");
