@@ -154,8 +154,8 @@ static void profile_report(const model *m)
 	double wall = omp_get_wtime() - t_main;
 	fprintf(stderr, "  outside the layers: params stream %.3f s, planning %.3f s, the rest %.3f s (start, config, "
 		"streams); %.3f s in all\n", t_params, t_plan, wall - tf - tb - t_params - t_plan, wall);
-	fprintf(stderr, "  of the rest: reading batches %.3f s, grad records %.3f s (waits for loss included), making "
-		"records %.3f s, writing records %.3f s\n", t_read, t_grad, t_make, t_write);
+	fprintf(stderr, "  of the rest: reading batches %.3f s, grad records %.3f s, making records %.3f s, writing "
+		"records %.3f s (reads wait for their writer, writes for a full pipe)\n", t_read, t_grad, t_make, t_write);
 	struct rusage ru;
 	if (!getrusage(RUSAGE_SELF, &ru))
 		fprintf(stderr, "  peak RSS %.1f MiB, %ld page faults\n", ru.ru_maxrss / 1024.0, ru.ru_minflt + ru.ru_majflt);
