@@ -324,6 +324,17 @@ static void strided_copy(uint8_t *restrict dst, const uint8_t *restrict src, int
 		dst[i] = src[(size_t)i * s];
 }
 
+#if defined(__AVX512BW__)
+/* lanes [i, j) of a 64-lane mask, 0 <= i, j <= 64 */
+static inline __mmask64 bits_between(int i, int j)
+{
+	if (j <= i)
+		return 0;
+	__mmask64 below_j = j >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << j) - 1;
+	return below_j & ~(((__mmask64)1 << i) - 1);
+}
+#endif
+
 /* dst[p], p < np = the tap (ky, kx) of plane xc under output pixels p0 .. p0+np, raw
  * bytes with 0 in the padding (pack4's flip makes it the zero point): a run per output
  * row, padding columns apart. */
@@ -336,6 +347,42 @@ static void tap_row(uint8_t *dst, const uint8_t *xc, const qconv *d, int ky, int
 	hi = hi < d->ow ? hi : d->ow;
 	lo = lo < hi ? lo : hi;
 	int oy = p0 / d->ow, ox = p0 % d->ow;
+#if defined(__AVX512VBMI__)
+	/* maps of 64 columns or fewer (RegNet's grouped 3x3s at 32x32 and 16x16): a row's
+	 * run is one masked load (two at stride 2) and one masked store, not three calls */
+	if (d->ow <= 64 && sw <= 2) {
+		static const uint8_t even[64] = {
+			0,  2,  4,  6,  8,  10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34, 36, 38, 40, 42,
+			44, 46, 48, 50, 52, 54, 56, 58, 60, 62, 64, 66, 68, 70, 72, 74, 76, 78, 80, 82, 84, 86,
+			88, 90, 92, 94, 96, 98, 100, 102, 104, 106, 108, 110, 112, 114, 116, 118, 120, 122, 124, 126};
+		const __m512i sel = _mm512_loadu_si512(even);
+		for (int p = 0; p < np; oy++, ox = 0) {
+			int run = d->ow - ox < np - p ? d->ow - ox : np - p, end = ox + run;
+			int iy = oy * d->sh - d->ph + ky * d->dh;
+			/* output columns [a, b) read the input, relative to ox: lanes [a - ox, b - ox) */
+			int a = lo > ox ? lo : ox, b = hi < end ? hi : end;
+			__m512i v = _mm512_setzero_si512();
+			if (iy >= 0 && iy < d->h && b > a) {
+				__mmask64 m = bits_between(a - ox, b - ox);
+				/* lane j reads column (ox + j) * sw + xoff: masked-off lanes never load */
+				const uint8_t *src = xc + (ptrdiff_t)iy * d->w + xoff + (ptrdiff_t)ox * sw;
+				if (sw == 1) {
+					v = _mm512_maskz_loadu_epi8(m, src);
+				} else {
+					/* bytes 2j of two vectors: byte lanes [2(a-ox), 2(b-ox) - 1) */
+					int j0 = 2 * (a - ox), j1 = 2 * (b - ox) - 1;
+					__m512i x0 = _mm512_maskz_loadu_epi8(bits_between(j0 < 64 ? j0 : 64, j1 < 64 ? j1 : 64), src);
+					__m512i x1 = _mm512_maskz_loadu_epi8(bits_between(j0 > 64 ? j0 - 64 : 0, j1 > 64 ? j1 - 64 : 0),
+									     src + 64);
+					v = _mm512_maskz_permutex2var_epi8(m, x0, sel, x1);
+				}
+			}
+			_mm512_mask_storeu_epi8(dst + p, bits_between(0, run), v);
+			p += run;
+		}
+		return;
+	}
+#endif
 	for (int p = 0; p < np; oy++, ox = 0) {
 		int run = d->ow - ox < np - p ? d->ow - ox : np - p, end = ox + run;
 		int iy = oy * d->sh - d->ph + ky * d->dh;
@@ -538,21 +585,35 @@ static void tile(int32_t *c, const int8_t *a, int rp, const uint8_t *bp, int mr)
 
 #endif
 
+/* Output channels a task: all of a group's, unless the pixel blocks are too few to keep
+ * every thread busy (batch 1, the 16x16 maps and smaller: one block), then a share of
+ * them, whole tiles, at least 4 tiles (each task packs its columns again). */
+static int gemm_task_rows(const qconv *d, int tasks)
+{
+	int kg = d->k / d->groups, want = 4 * d->nthreads;
+	if (tasks >= want || kg < 8 * QM)
+		return kg;
+	int split = (want + tasks - 1) / tasks, tiles = (kg + QM - 1) / QM;
+	int per = (tiles + split - 1) / split;
+	return (per < 4 ? 4 : per) * QM;
+}
+
 static void gemm_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qconv *d)
 {
 	int kg = d->k / d->groups, P = d->oh * d->ow, blocks = (P + QC - 1) / QC;
-	int tasks = d->n * d->groups * blocks;
+	int tasks = d->n * d->groups * blocks, rows = gemm_task_rows(d, tasks), parts = (kg + rows - 1) / rows;
 	size_t tb = thread_bytes(d);
 	uint8_t *base = (uint8_t *)round_up((size_t)ws, 64);
 #pragma omp parallel for schedule(dynamic, 1)
-	for (int t = 0; t < tasks; t++) {
-		int blk = t % blocks, g = t / blocks % d->groups, n = t / blocks / d->groups;
-		int p0 = blk * QC, np = P - p0 < QC ? P - p0 : QC;
+	for (int t = 0; t < tasks * parts; t++) {
+		int part = t % parts, blk = t / parts % blocks, g = t / parts / blocks % d->groups;
+		int n = t / parts / blocks / d->groups;
+		int p0 = blk * QC, np = P - p0 < QC ? P - p0 : QC, kend = (part + 1) * rows < kg ? (part + 1) * rows : kg;
 		uint8_t *bp = base + (size_t)omp_get_thread_num() * tb;
 		int32_t *c = (int32_t *)(bp + round_up((size_t)d->rp * QC, 64));
 		pack_columns(bp, (uint8_t *)(c + QM * QN), inp, d, n, g, p0, np);
-		for (int k0 = 0; k0 < kg; k0 += QM) {
-			int mr = kg - k0 < QM ? kg - k0 : QM, k = g * kg + k0;
+		for (int k0 = part * rows; k0 < kend; k0 += QM) {
+			int mr = kend - k0 < QM ? kend - k0 : QM, k = g * kg + k0;
 			const int8_t *a = (const int8_t *)d->weight + (size_t)k * d->rp;
 			for (int j = 0; j < np; j += QN) {
 				int nv = np - j < QN ? np - j : QN;

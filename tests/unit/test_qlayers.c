@@ -170,6 +170,9 @@ static void test_conv(void)
 		{1, 2, 4, 131, 2, 5, 5, 1, 2, 1, 2},
 		/* im2col rows copied 64 bytes at a time, stride 1 and 2 */
 		{1, 3, 7, 260, 8, 3, 3, 2, 1, 1, 1},     {1, 4, 3, 150, 5, 3, 3, 1, 1, 1, 1},
+		/* too few pixel blocks for the threads: tasks split the output channels (whole
+		 * tiles and a part; per group) */
+		{1, 40, 8, 8, 100, 3, 3, 1, 1, 1, 1},    {1, 16, 9, 9, 128, 1, 1, 1, 0, 1, 2},
 	};
 	int fast = 0, slow = 0;
 	for (size_t i = 0; i < sizeof geos / sizeof *geos; i++)
