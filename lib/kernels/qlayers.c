@@ -1275,3 +1275,126 @@ void qdequant(float *out, const void *x, size_t stride, int x_fmt, size_t n, int
 	for (size_t i = 0; i < n; i++)
 		out[i] = (float)qget(x, i * stride, x_fmt) * s;
 }
+
+#if defined(__AVX512F__)
+/* the 16 integers at x (bytes or words, fmt) as f32 */
+static inline __m512 load16_ps(const void *x, int fmt)
+{
+	__m512i v;
+	switch (fmt & 3) {
+	case 0: v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)x)); break;
+	case QF_SIGNED: v = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)x)); break;
+	case QF_WIDE: v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)x)); break;
+	default: v = _mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)x)); break;
+	}
+	return _mm512_cvtepi32_ps(v);
+}
+#endif
+
+void qdequant_planes(float *out, const void *x, int x_fmt, int c, int hw, int frac)
+{
+	/* 16 pixels of up to 64 planes a step: read along the planes, written along the pixels */
+	enum { PX = 16, CH = 64 };
+	const float s = ldexpf(1.0f, -frac);
+	int blocks = (hw + PX - 1) / PX;
+#pragma omp parallel for schedule(static) if ((size_t)c * hw >= PAR_MIN)
+	for (int b = 0; b < blocks; b++) {
+		float t[CH][PX];
+		int p0 = b * PX, m = hw - p0 < PX ? hw - p0 : PX;
+		for (int c0 = 0; c0 < c; c0 += CH) {
+			int nc = c - c0 < CH ? c - c0 : CH;
+			for (int ch = 0; ch < nc; ch++) {
+				size_t at = (size_t)(c0 + ch) * hw + p0;
+#if defined(__AVX512F__)
+				if (m == PX) {
+					_mm512_storeu_ps(t[ch], _mm512_mul_ps(load16_ps(elem(x, at, x_fmt), x_fmt), _mm512_set1_ps(s)));
+					continue;
+				}
+#endif
+				for (int j = 0; j < m; j++)
+					t[ch][j] = (float)qget(x, at + j, x_fmt) * s;
+			}
+			for (int j = 0; j < m; j++) {
+				float *o = out + (size_t)(p0 + j) * c + c0;
+				for (int ch = 0; ch < nc; ch++)
+					o[ch] = t[ch][j];
+			}
+		}
+	}
+}
+
+void qquantise(void *out, const float *x, size_t n, const qact *a, int fmt)
+{
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+	for (size_t o = 0; o < n; o += CHUNK) {
+		size_t c = n - o < CHUNK ? n - o : CHUNK, i = 0;
+#if defined(__AVX512F__)
+		/* quant_act_int's steps in its order: x * scale, + 1/2, floor, NaN and above
+		 * qmax to qmax (a comparison false for NaN), qmin below */
+		const __m512 sc = _mm512_set1_ps(a->scale), half = _mm512_set1_ps(0.5f);
+		const __m512 qmax = _mm512_set1_ps((float)a->qmax), qmin = _mm512_set1_ps((float)a->qmin);
+		for (; i + 16 <= c; i += 16) {
+			__m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(x + o + i), sc), half);
+			v = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+			v = _mm512_max_ps(_mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, qmax, _CMP_LE_OQ), qmax, v), qmin);
+			__m512i q = _mm512_cvtps_epi32(v);
+			if (fmt & QF_WIDE)
+				_mm256_storeu_si256((__m256i *)((uint16_t *)out + o + i), _mm512_cvtepi32_epi16(q));
+			else
+				_mm_storeu_si128((__m128i *)((uint8_t *)out + o + i), _mm512_cvtepi32_epi8(q));
+		}
+#endif
+		for (; i < c; i++)
+			qput(out, o + i, (int32_t)quant_act_int(x[o + i], a), fmt);
+	}
+}
+
+#if defined(__AVX512BW__)
+/* o [2n] = each of the n integers at x twice (bytes, or words when wide); returns how
+ * many of x it did (whole vectors) */
+static int double_row(void *o, const void *x, int n, int wide)
+{
+	int i = 0;
+	if (wide)
+		for (; i + 16 <= n; i += 16) {
+			__m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)x + i)));
+			_mm512_storeu_si512((uint16_t *)o + 2 * i, _mm512_or_si512(v, _mm512_slli_epi32(v, 16)));
+		}
+	else
+		for (; i + 32 <= n; i += 32) {
+			__m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)((const uint8_t *)x + i)));
+			_mm512_storeu_si512((uint8_t *)o + 2 * i, _mm512_or_si512(v, _mm512_slli_epi16(v, 8)));
+		}
+	return i;
+}
+#endif
+
+void qupsample_nearest(void *out, const void *x, int fmt, int nc, int h, int w, int oh, int ow)
+{
+	size_t e = fmt & QF_WIDE ? 2 : 1;
+#pragma omp parallel for schedule(static) if ((size_t)nc * oh * ow >= PAR_MIN)
+	for (int p = 0; p < nc; p++)
+		for (int oy = 0; oy < oh; oy++) {
+			int sy = upsample_nearest_src(oy, h, oh);
+			const uint8_t *row = (const uint8_t *)x + ((size_t)p * h + sy) * w * e;
+			uint8_t *o = (uint8_t *)out + ((size_t)p * oh + oy) * ow * e;
+			if (oy > 0 && upsample_nearest_src(oy - 1, h, oh) == sy) { /* the row above again */
+				memcpy(o, o - (size_t)ow * e, (size_t)ow * e);
+				continue;
+			}
+			int ox = 0;
+			if (ow == 2 * w) {
+				int i = 0;
+#if defined(__AVX512BW__)
+				i = double_row(o, row, w, fmt & QF_WIDE);
+#endif
+				for (; i < w; i++) {
+					memcpy(o + 2 * i * e, row + i * e, e);
+					memcpy(o + (2 * i + 1) * e, row + i * e, e);
+				}
+				continue;
+			}
+			for (; ox < ow; ox++)
+				memcpy(o + ox * e, row + (size_t)upsample_nearest_src(ox, w, ow) * e, e);
+		}
+}
