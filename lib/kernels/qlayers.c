@@ -185,6 +185,8 @@ static size_t dw_bytes(const qconv *d);
 static size_t dw_vnni_bytes(const qconv *d);
 
 static int wide_block(const qconv *d);
+static int grouped_fits(const qconv *d);
+static size_t grouped_bytes(const qconv *d);
 
 static size_t thread_bytes(const qconv *d)
 {
@@ -192,6 +194,8 @@ static size_t thread_bytes(const qconv *d)
 		return round_up((size_t)(d->r + d->k / d->groups) * wide_block(d) * sizeof(double), 64);
 	if (d->depthwise)
 		return dw_bytes(d);
+	if (grouped_fits(d))
+		return grouped_bytes(d);
 	return round_up((size_t)d->rp * QC, 64) + QM * QN * sizeof(int32_t) + 4 * QC;
 }
 
@@ -934,6 +938,159 @@ static void depthwise_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, con
 	}
 }
 
+/* ---------------------------------------------------------------- grouped */
+
+/* Grouped convs of a few output channels a group at stride 1 (RegNet's 3x3s, groups of
+ * 16): the GEMM form would gather kh * kw copies of every input byte for only kg rows of
+ * weights. Here each task, one group of one image, interleaves the group's input
+ * channels by 4 into a padded plane ([cg/4][PH][PW][4] bytes, signed values + 128 and
+ * padding the zero point, as the GEMM form sees them), so that a tap's 4-channel group of
+ * 16 consecutive pixels is one 64-byte load, and sums each output row with vpdpbusd:
+ * per tap and channel group, GR_V loads and GR_K weight broadcasts feed GR_K x GR_V
+ * vectors of sums. Rows are computed over whole vectors; the lanes past ow are read
+ * from the padding or the next row and dropped. */
+#define GR_K 4 /* output channels at a time */
+#define GR_V 4 /* vectors of 16 pixels at a time */
+
+static int grouped_fits(const qconv *d)
+{
+	int cg = d->c / d->groups, kg = d->k / d->groups;
+	return HAVE_VNNI && !(d->in_fmt & QF_WIDE) && d->fast && !d->depthwise && d->groups > 1 && kg <= 64 &&
+	       cg % 4 == 0 && d->sh == 1 && d->sw == 1;
+}
+
+/* the interleaved padded plane, and a vector's slack past it for the last row's loads */
+static size_t grouped_plane(const qconv *d)
+{
+	return round_up((size_t)(d->c / d->groups) * (d->h + 2 * d->ph) * (d->w + 2 * d->pw) + 64, 64);
+}
+
+static size_t grouped_bytes(const qconv *d)
+{
+	/* the plane, the group's weights as int32 groups of 4 channels, the taps' offsets, a row's tail */
+	size_t ntap = (size_t)(d->c / d->groups / 4) * d->kh * d->kw;
+	return grouped_plane(d) + (round_up((size_t)(d->k / d->groups) * ntap, 16) + round_up(ntap, 16)) * 4 + 64;
+}
+
+#if HAVE_VNNI
+/* sums of mk output channels (weights w [mk][ntap], ntap = cg/4 * kh * kw int32 groups)
+ * over nv vectors from p (offsets off [ntap] bytes into the plane, per tap) */
+static ALWAYS_INLINE void grouped_sums(__m512i acc[GR_K][GR_V], const uint8_t *p, const int32_t *off,
+				       const int32_t *w, int ntap, const int mk, const int nv)
+{
+#pragma GCC unroll 4
+	for (int i = 0; i < mk; i++)
+#pragma GCC unroll 4
+		for (int v = 0; v < nv; v++)
+			acc[i][v] = _mm512_setzero_si512();
+	for (int t = 0; t < ntap; t++) {
+		const uint8_t *q = p + off[t];
+		__m512i x[GR_V];
+#pragma GCC unroll 4
+		for (int v = 0; v < nv; v++)
+			x[v] = _mm512_loadu_si512(q + 64 * v);
+#pragma GCC unroll 4
+		for (int i = 0; i < mk; i++) {
+			__m512i wv = _mm512_set1_epi32(w[(size_t)i * ntap + t]);
+#pragma GCC unroll 4
+			for (int v = 0; v < nv; v++)
+				acc[i][v] = _mm512_dpbusd_epi32(acc[i][v], x[v], wv);
+		}
+	}
+}
+
+/* output channels k .. k+mk-1 of one row: nv vectors from column ox, each requantised */
+static ALWAYS_INLINE void grouped_block(uint8_t *o, size_t ostride, int OW, int ox, const uint8_t *p,
+					const int32_t *off, const int32_t *w, int ntap, const qconv *d, int k,
+					uint8_t *tail, const int mk, const int nv)
+{
+	__m512i acc[GR_K][GR_V];
+	grouped_sums(acc, p, off, w, ntap, mk, nv);
+	const __m512i vlo = _mm512_set1_epi32(d->lo), vhi = _mm512_set1_epi32(d->hi);
+#pragma GCC unroll 4
+	for (int i = 0; i < mk; i++) {
+		int sk = shift_of(d, k + i);
+		const __m512i vb = _mm512_set1_epi32((int32_t)d->gemm_bias[k + i] + rounding(sk));
+		const __m128i vs = _mm_cvtsi32_si128(sk);
+		uint8_t *oi = o + (size_t)i * ostride;
+#pragma GCC unroll 4
+		for (int v = 0; v < nv; v++) {
+			__m128i y = dw_requant(acc[i][v], vb, vs, vlo, vhi);
+			int x0 = ox + 16 * v;
+			if (x0 + 16 <= OW) {
+				_mm_storeu_si128((__m128i *)(oi + x0), y);
+			} else {
+				_mm_storeu_si128((__m128i *)tail, y);
+				memcpy(oi + x0, tail, (size_t)(OW - x0));
+			}
+		}
+	}
+}
+
+static void grouped_row(uint8_t *o, size_t ostride, int OW, int ox, const uint8_t *p, const int32_t *off,
+			const int32_t *w, int ntap, const qconv *d, int k, uint8_t *tail, int mk, int nv)
+{
+	/* the common shapes unrolled; the rest one channel at a time */
+	if (mk == 4 && nv == 4)
+		grouped_block(o, ostride, OW, ox, p, off, w, ntap, d, k, tail, 4, 4);
+	else if (mk == 4 && nv == 2)
+		grouped_block(o, ostride, OW, ox, p, off, w, ntap, d, k, tail, 4, 2);
+	else if (mk == 4 && nv == 1)
+		grouped_block(o, ostride, OW, ox, p, off, w, ntap, d, k, tail, 4, 1);
+	else
+		for (int i = 0; i < mk; i++)
+			for (int v = 0; v < nv; v++)
+				grouped_block(o + (size_t)i * ostride, ostride, OW, ox + 16 * v, p + 64 * v, off,
+					      w + (size_t)i * ntap, ntap, d, k + i, tail, 1, 1);
+}
+
+static void grouped_vnni(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qconv *d)
+{
+	int H = d->h, W = d->w, OH = d->oh, OW = d->ow, PH = H + 2 * d->ph, PW = W + 2 * d->pw;
+	int cg = d->c / d->groups, kg = d->k / d->groups, khw = d->kh * d->kw, ntap = cg / 4 * khw;
+	uint8_t flip = d->in_fmt & QF_SIGNED ? 0x80 : 0;
+	size_t tb = thread_bytes(d), hw = (size_t)H * W, ohw = (size_t)OH * OW;
+	uint8_t *base = (uint8_t *)round_up((size_t)ws, 64);
+#pragma omp parallel for schedule(dynamic, 1)
+	for (int t = 0; t < d->n * d->groups; t++) {
+		int n = t / d->groups, g = t % d->groups;
+		uint8_t *P = base + (size_t)omp_get_thread_num() * tb;
+		int32_t *w = (int32_t *)(P + grouped_plane(d)), *off = w + round_up((size_t)kg * ntap, 16);
+		uint8_t *tail = (uint8_t *)(off + round_up((size_t)ntap, 16));
+		memset(P, flip, (size_t)cg * PH * PW);
+		const uint8_t *x = inp + ((size_t)n * d->c + (size_t)g * cg) * hw;
+		for (int c4 = 0; c4 < cg / 4; c4++)
+			for (int y = 0; y < H; y++)
+				pack4(P + (((size_t)c4 * PH + y + d->ph) * PW + d->pw) * 4, x + (size_t)4 * c4 * hw + (size_t)y * W, hw,
+				      W, flip);
+		/* w [i][tap]: the weights of channels 4 c4 .. 4 c4 + 3 at (ky, kx), tap (c4 * kh + ky) * kw + kx */
+		for (int c4 = 0, tp = 0; c4 < cg / 4; c4++)
+			for (int ky = 0; ky < d->kh; ky++)
+				for (int kx = 0; kx < d->kw; kx++, tp++) {
+					off[tp] = (int32_t)((((size_t)c4 * PH + ky * d->dh) * PW + kx * d->dw) * 4);
+					for (int i = 0; i < kg; i++) {
+						const int8_t *wk = (const int8_t *)d->weight + (size_t)(g * kg + i) * d->rp;
+						uint8_t b4[4];
+						for (int q = 0; q < 4; q++)
+							b4[q] = (uint8_t)wk[((4 * c4 + q) * d->kh + ky) * d->kw + kx];
+						memcpy(&w[(size_t)i * ntap + tp], b4, 4);
+					}
+				}
+		for (int k0 = 0; k0 < kg; k0 += GR_K) {
+			int mk = kg - k0 < GR_K ? kg - k0 : GR_K, k = g * kg + k0;
+			uint8_t *o = out + ((size_t)n * d->k + k) * ohw;
+			for (int oy = 0; oy < OH; oy++)
+				for (int ox = 0; ox < OW; ox += 16 * GR_V) {
+					int nv = (OW - ox + 15) / 16;
+					nv = nv < GR_V ? nv : GR_V;
+					grouped_row(o + (size_t)oy * OW, ohw, OW, ox, P + ((size_t)oy * PW + ox) * 4, off,
+						    w + (size_t)k0 * ntap, ntap, d, k, tail, mk, nv);
+				}
+		}
+	}
+}
+#endif
+
 /* ---------------------------------------------------------------- 16 bits */
 
 /* A 16-bit model's conv, every shape, as one GEMM in doubles per block of pixels:
@@ -996,6 +1153,8 @@ void qconv_forward(void *out, const void *inp, uint8_t *ws, const qconv *d)
 #if HAVE_VNNI
 	else if (d->depthwise && dw_vnni_fits(d))
 		depthwise_vnni(out, inp, ws, d);
+	else if (grouped_fits(d))
+		grouped_vnni(out, inp, ws, d);
 #endif
 	else if (d->depthwise)
 		depthwise_forward(out, inp, ws, d);

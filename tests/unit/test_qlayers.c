@@ -175,6 +175,9 @@ static void test_conv(void)
 		/* too few pixel blocks for the threads: tasks split the output channels (whole
 		 * tiles and a part; per group) */
 		{1, 40, 8, 8, 100, 3, 3, 1, 1, 1, 1},    {1, 16, 9, 9, 128, 1, 1, 1, 0, 1, 2},
+		/* grouped at stride 1 (RegNet's): whole and part vectors and channel blocks, dilation */
+		{1, 32, 13, 21, 32, 3, 3, 1, 1, 1, 2},   {2, 24, 7, 40, 12, 3, 3, 1, 2, 2, 3},
+		{1, 16, 5, 70, 10, 3, 3, 1, 1, 1, 2},    {1, 16, 4, 33, 8, 1, 3, 1, 0, 1, 2},
 	};
 	int fast = 0, slow = 0;
 	for (size_t i = 0; i < sizeof geos / sizeof *geos; i++)
