@@ -329,8 +329,10 @@ static int make_conv(model *m, struct qexec *x, int i)
 		if (bf > accfrac)
 			return err_set("%s: channel %zu: bias frac %d above the accumulator's %d", nd->name, o, bf, accfrac);
 		q->shifts[o] = accfrac - q->frac;
+		/* times 2^wf, a normal f32 (exact, as ldexpf, which is a call a weight) */
+		float unit = wf >= -126 && wf <= 127 ? ldexpf(1.0f, wf) : 0.0f;
 		for (int j = 0; j < d->r; j++) {
-			float v = ldexpf(fw[o * d->r + j], wf), r = rintf(v);
+			float v = unit != 0.0f ? fw[o * d->r + j] * unit : ldexpf(fw[o * d->r + j], wf), r = rintf(v);
 			if (v != r || r < -wmax - 1 || r > wmax)
 				return err_set("%s: weight %g is not a %d-bit integer at frac %d", nd->name,
 					       (double)fw[o * d->r + j], x->wide ? 16 : 8, wf);
