@@ -25,6 +25,13 @@ static int is_dw3x3(const conv2d_desc *d)
 	       (d->sh == 1 || d->sh == 2) && d->ph == 1 && d->pw == 1 && d->dh == 1 && d->dw == 1;
 }
 
+/* conv_group.c's geometry: 3x3, stride 1 or 2, pad 1, groups of at most 64 channels. */
+static int is_group3x3(const conv2d_desc *d)
+{
+	return HAVE_GEMM512 && d->kh == 3 && d->kw == 3 && d->sh == d->sw && (d->sh == 1 || d->sh == 2) &&
+	       d->ph == 1 && d->pw == 1 && d->dh == 1 && d->dw == 1 && d->c / d->groups <= 64 &&
+	       d->k / d->groups <= 64;
+}
 
 int conv2d_init(conv2d_desc *d)
 {
@@ -49,6 +56,8 @@ int conv2d_init(conv2d_desc *d)
 			d->algo = CONV_DW3X3;
 		else if (is_depthwise(d))
 			d->algo = CONV_DW_DIRECT;
+		else if (is_group3x3(d) && d->groups > 1 && d->c / d->groups <= 32 && d->k / d->groups <= 32)
+			d->algo = CONV_GROUP3X3;
 		else
 			d->algo = HAVE_GEMM512 ? CONV_GEMM512 : CONV_GEMM;
 		break;
@@ -65,6 +74,10 @@ int conv2d_init(conv2d_desc *d)
 	case CONV_DW_DIRECT:
 		if (!is_depthwise(d))
 			return err_set("conv2d: the direct depthwise kernel needs groups == c == k");
+		break;
+	case CONV_GROUP3X3:
+		if (!is_group3x3(d))
+			return err_set("conv2d: the group3x3 kernel needs an AVX-512 build, 3x3, stride 1 or 2, pad 1, groups of <= 64 channels");
 		break;
 	default:
 		return err_set("conv2d: unknown algo %d", (int)d->algo);
@@ -200,6 +213,9 @@ int conv2d_forward(float *out, const float *inp, const float *weight, const floa
 	case CONV_DW_DIRECT:
 		conv_dw_forward(out, inp, weight, bias, d);
 		break;
+	case CONV_GROUP3X3:
+		conv_group_forward(out, inp, weight, bias, ws, d);
+		break;
 	default:
 		conv_gemm_forward(out, inp, weight, bias, ws, d);
 	}
@@ -219,6 +235,9 @@ int conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout
 	case CONV_DW3X3:
 	case CONV_DW_DIRECT:
 		conv_dw_backward(dinp, dweight, dbias, dout, inp, weight, d);
+		break;
+	case CONV_GROUP3X3:
+		conv_group_backward(dinp, dweight, dbias, dout, inp, weight, ws, d);
 		break;
 	default:
 		conv_gemm_backward(dinp, dweight, dbias, dout, inp, weight, ws, d);

@@ -80,6 +80,8 @@ size_t conv2d_workspace_size(const conv2d_desc *d)
 	case CONV_GEMM:
 	case CONV_GEMM512:
 		return (size_t)d->nthreads * par_stride(d) * sizeof(float);
+	case CONV_GROUP3X3:
+		return conv_group_workspace_floats(d) * sizeof(float);
 	default:
 		return 0;
 	}

@@ -32,6 +32,8 @@ enum conv_algo {
 	CONV_GEMM512,         /* the same with our AVX-512 GEMM kernel (AVX-512 builds only) */
 	CONV_DW3X3,           /* depthwise 3x3, stride 1 or 2, pad 1, dilation 1: vectorised */
 	CONV_DW_DIRECT,       /* depthwise (groups == C == K), any geometry: direct loops */
+	CONV_GROUP3X3,        /* 3x3, stride 1 or 2, pad 1, dilation 1, groups of <= 64 channels:
+			       * direct, AVX-512 builds only (RegNet's group width 16) */
 };
 
 /* Activation fused into conv2d_forward's output (after the bias). The backward does

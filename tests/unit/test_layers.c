@@ -126,7 +126,7 @@ static int M(const char *key)
 
 static const char *algo_name(enum conv_algo a)
 {
-	static const char *names[] = {"auto", "gemm", "gemm512", "dw3x3", "dw_direct"};
+	static const char *names[] = {"auto", "gemm", "gemm512", "dw3x3", "dw_direct", "group3x3"};
 	return names[a];
 }
 
@@ -140,7 +140,7 @@ static void fixture_conv(void)
 	};
 	int bias = M("bias");
 	const float *b = bias ? T("b") : NULL;
-	enum conv_algo algos[] = {CONV_AUTO, CONV_GEMM, CONV_GEMM512, CONV_DW3X3, CONV_DW_DIRECT};
+	enum conv_algo algos[] = {CONV_AUTO, CONV_GEMM, CONV_GEMM512, CONV_DW3X3, CONV_DW_DIRECT, CONV_GROUP3X3};
 	for (int ai = -1; ai < (int)(sizeof algos / sizeof *algos); ai++) {
 		conv2d_desc d = d0;
 		char what[64];
@@ -493,7 +493,7 @@ static float *rand_buf(size_t n)
 	return p;
 }
 
-static double worst[5][4]; /* algo x (y, dx, dw, db) */
+static double worst[6][4]; /* algo x (y, dx, dw, db) */
 
 /* Every applicable fast algo against the naive conv on one geometry; 0 if the
  * geometry is invalid. */
@@ -508,7 +508,7 @@ static int fast_vs_naive(conv2d_desc d0, int bias)
 	float *y0 = malloc(ys * 4), *dx0 = malloc(xs * 4), *dw0 = calloc(wsz, 4), *db0 = calloc(r.k, 4);
 	conv2d_forward_ref(y0, x, w, b, &r);
 	conv2d_backward_ref(dx0, dw0, db0, dy, x, w, &r);
-	for (int a = CONV_GEMM; a <= CONV_DW_DIRECT; a++) {
+	for (int a = CONV_GEMM; a <= CONV_GROUP3X3; a++) {
 		conv2d_desc d = d0;
 		d.algo = a;
 		if (conv2d_init(&d))
@@ -602,7 +602,7 @@ static void run_fast_vs_naive(void)
 		valid += fast_vs_naive(d, (int)i & 1);
 	}
 	printf("fast vs naive conv: %d geometries (%d valid); worst rel y / dx / dw / db:\n", tried, valid);
-	for (int a = CONV_GEMM; a <= CONV_DW_DIRECT; a++)
+	for (int a = CONV_GEMM; a <= CONV_GROUP3X3; a++)
 		printf("  %-10s %.2e %.2e %.2e %.2e\n", algo_name(a), worst[a][0], worst[a][1], worst[a][2], worst[a][3]);
 	CHECK(valid > 200);
 }

@@ -1,0 +1,520 @@
+/* conv_group: grouped 3x3 convs with narrow groups (RegNet's group width 16), stride 1
+ * or 2, pad 1, dilation 1 (CONV_GROUP3X3), direct in AVX-512, no im2col.
+ *
+ * Each (image, group) task copies its input channels once into a zero-padded plane
+ * (stride 2: four phase planes, even/odd rows x even/odd columns) whose rows are gw
+ * floats apart. An output pixel (oy, ox) is then grid position q = oy*gw + ox, and tap
+ * (ky, kx) reads the copy at q plus a constant: one tap of 16 consecutive grid
+ * positions is one unaligned load, whatever the row width (RegNet's planes are 10-80
+ * wide), and the grid's few junk columns (ox >= ow) are computed and dropped. A 8 x 48
+ * tile (8 output channels, 3 vectors of positions) stays in 24 registers while the
+ * reduction runs over (input channel, tap), the weights broadcast from a packed copy.
+ * The input gradient is the same kernel on the padded dout (stride 1: the kernel
+ * turned by 180 degrees; stride 2: one grid per phase of dinp, each with its 1, 2 or
+ * 4 taps). The weight gradient sums dout x tap over the grid in vectors kept per
+ * (k, c, tap) in the thread's workspace, reduced to a float once per group: the
+ * tasks are whole groups (images in order), so its sums do not depend on the thread
+ * count or timing. */
+#include "kernels/conv_impl.h"
+
+#include <string.h>
+
+#include <omp.h>
+
+#define GT_M 8               /* output channels of a tile */
+#define GT_V 3               /* 16-position vectors of a tile */
+#define GT_Q (16 * GT_V)     /* grid positions of a tile */
+#define GT_MAXT 9            /* taps */
+#define DW_QB 256            /* grid positions per block of the weight gradient (L1) */
+
+static size_t up(size_t n, size_t m)
+{
+	return (n + m - 1) / m * m;
+}
+
+/* The layout of one task's copies. A source copy is nc channels cs floats apart; the
+ * grid (rows gh, gw floats apart) is gp positions, rounded up to whole tiles (gpr),
+ * and each source plane keeps room for the reads of the last tile's farthest tap. */
+typedef struct gc_geom {
+	int gw, gh;
+	size_t gp, gpr;
+	size_t pp;   /* one (phase) plane */
+	size_t cs;   /* one channel: pp, or 4 pp for the stride-2 forward's phases */
+} gc_geom;
+
+/* The forward's (and the weight gradient's) copy of the input. */
+static gc_geom geom_fwd(const conv2d_desc *d)
+{
+	gc_geom g;
+	if (d->sh == 1) { /* the input padded by 1: (h+2) x (w+2) */
+		g.gw = d->w + 2;
+		g.gh = d->oh;
+		g.gp = (size_t)g.gh * g.gw;
+		g.gpr = up(g.gp, GT_Q);
+		g.pp = up(g.gpr + 2 * (size_t)g.gw + 2 > (size_t)(d->h + 2) * g.gw ? g.gpr + 2 * (size_t)g.gw + 2
+										     : (size_t)(d->h + 2) * g.gw, 16);
+		g.cs = g.pp;
+	} else { /* phase (py, px) [r][b] = padded input [2r+py][2b+px], (oh+1) x (ow+1) */
+		g.gw = d->ow + 1;
+		g.gh = d->oh;
+		g.gp = (size_t)g.gh * g.gw;
+		g.gpr = up(g.gp, GT_Q);
+		size_t need = g.gpr + (size_t)g.gw + 1, have = (size_t)(d->oh + 1) * g.gw;
+		g.pp = up(need > have ? need : have, 16);
+		g.cs = 4 * g.pp;
+	}
+	return g;
+}
+
+/* The input gradient's copy of dout: stride 1 padded by 1 on every side; stride 2
+ * one zero row and column after the end (a phase's taps read rows a and a+1). */
+static gc_geom geom_dx(const conv2d_desc *d)
+{
+	gc_geom g;
+	int pad = d->sh == 1 ? 2 : 1;
+	g.gw = d->ow + pad;
+	g.gh = d->oh;
+	g.gp = (size_t)g.gh * g.gw;
+	g.gpr = up(g.gp, GT_Q);
+	size_t need = g.gpr + (size_t)(pad * g.gw + pad), have = (size_t)(d->oh + pad) * g.gw;
+	g.pp = up(need > have ? need : have, 16);
+	g.cs = g.pp;
+	return g;
+}
+
+/* Per-thread workspace, in floats: src (a source copy), grid (a tile grid of up to
+ * mp rows), and for the weight gradient dg (dout on the grid) and acc (the vector sums). */
+typedef struct gc_scratch {
+	float *src, *grid, *dg, *acc;
+} gc_scratch;
+
+static size_t pad8(int n)
+{
+	return up((size_t)n, GT_M);
+}
+
+static size_t wpack_floats(const conv2d_desc *d)
+{
+	int cg = d->c / d->groups, kg = d->k / d->groups;
+	size_t f = (size_t)d->groups * cg * 9 * pad8(kg), x = (size_t)d->groups * kg * 9 * pad8(cg);
+	return up(f > x ? f : x, 16);
+}
+
+static size_t thread_floats(const conv2d_desc *d, gc_scratch *s, float *base)
+{
+	int cg = d->c / d->groups, kg = d->k / d->groups;
+	gc_geom f = geom_fwd(d), x = geom_dx(d);
+	size_t src = (size_t)cg * f.cs, grid = pad8(kg) * f.gpr, dg = 0, acc = 0;
+	if (!d->forward_only) {
+		size_t sx = (size_t)kg * x.cs, gx = pad8(cg) * x.gpr;
+		src = src > sx ? src : sx;
+		grid = grid > gx ? grid : gx;
+		dg = (size_t)kg * up(f.gpr, DW_QB);
+		acc = (size_t)kg * cg * 9 * 16;
+	}
+	src = up(src, 16);
+	if (s) {
+		s->src = base;
+		s->grid = s->src + src;
+		s->dg = s->grid + grid;
+		s->acc = s->dg + dg;
+	}
+	return src + grid + dg + acc;
+}
+
+size_t conv_group_workspace_floats(const conv2d_desc *d)
+{
+	return wpack_floats(d) + (size_t)d->nthreads * thread_floats(d, NULL, NULL);
+}
+
+static gc_scratch thread_scratch(float *ws, const conv2d_desc *d, int tid)
+{
+	gc_scratch s;
+	size_t per = thread_floats(d, NULL, NULL);
+	thread_floats(d, &s, ws + wpack_floats(d) + (size_t)tid * per);
+	return s;
+}
+
+/* ---------------------------------------------------------------- copies */
+
+/* dst [nc][cs]: plane [rows][gw] = src [nc][h][w] placed at (top, left), zero around
+ * it and up to pp; the rest of cs is left alone. */
+static void copy_padded(float *dst, size_t cs, size_t pp, int gw, const float *src, int nc, int h, int w,
+			int top, int left)
+{
+	for (int c = 0; c < nc; c++, dst += cs, src += (size_t)h * w) {
+		memset(dst, 0, (size_t)top * gw * sizeof(float));
+		for (int y = 0; y < h; y++) {
+			float *r = dst + (size_t)(y + top) * gw;
+			memset(r, 0, left * sizeof(float));
+			memcpy(r + left, src + (size_t)y * w, w * sizeof(float));
+			memset(r + left + w, 0, (gw - left - w) * sizeof(float));
+		}
+		size_t used = (size_t)(h + top) * gw;
+		memset(dst + used, 0, (pp - used) * sizeof(float));
+	}
+}
+
+/* The stride-2 phases of src [nc][h][w] padded by 1: dst [c][py*2+px][r][b] =
+ * padded [2r+py][2b+px], zero outside the input and up to pp. */
+static void copy_phases(float *dst, const gc_geom *g, const float *src, int nc, int h, int w)
+{
+	int gw = g->gw, rows = g->gh + 1;
+	for (int c = 0; c < nc; c++, src += (size_t)h * w)
+		for (int ph = 0; ph < 4; ph++) {
+			int py = ph >> 1, px = ph & 1;
+			float *p = dst + c * g->cs + ph * g->pp;
+			for (int r = 0; r < rows; r++) {
+				int iy = 2 * r + py - 1;
+				float *o = p + (size_t)r * gw;
+				if (iy < 0 || iy >= h) {
+					memset(o, 0, gw * sizeof(float));
+					continue;
+				}
+				const float *s = src + (size_t)iy * w;
+				for (int b = 0; b < gw; b++) {
+					int ix = 2 * b + px - 1;
+					o[b] = ix >= 0 && ix < w ? s[ix] : 0.0f;
+				}
+			}
+			memset(p + (size_t)rows * gw, 0, (g->pp - (size_t)rows * gw) * sizeof(float));
+		}
+}
+
+/* The source copy of the forward and its taps: tap t = ky*3 + kx of channel c at
+ * src + c*cs + off[t] (+ q). */
+static void fwd_source(float *src, const float **tap, const gc_geom *g, const float *inp, const conv2d_desc *d,
+		       int cg)
+{
+	if (d->sh == 1) {
+		copy_padded(src, g->cs, g->pp, g->gw, inp, cg, d->h, d->w, 1, 1);
+		for (int t = 0; t < 9; t++)
+			tap[t] = src + (t / 3) * g->gw + t % 3;
+	} else {
+		copy_phases(src, g, inp, cg, d->h, d->w);
+		for (int t = 0; t < 9; t++) {
+			int ky = t / 3, kx = t % 3;
+			tap[t] = src + ((ky & 1) * 2 + (kx & 1)) * g->pp + (ky >> 1) * g->gw + (kx >> 1);
+		}
+	}
+}
+
+/* ---------------------------------------------------------------- the tile kernel */
+
+#if defined(__AVX512F__)
+/* grid [mp][gpr] = sum over c < nc, t < nt of wp [c][t][mp] x tap[t] [c*cs + q] for
+ * every grid position q < gpr (mp a multiple of GT_M, gpr of GT_Q). */
+static void tap_conv(float *grid, size_t gpr, const float *const *tap, int nt, size_t cs, const float *wp,
+		     int nc, int mp)
+{
+	for (size_t q = 0; q < gpr; q += GT_Q)
+		for (int m0 = 0; m0 < mp; m0 += GT_M) {
+			__m512 a[GT_M][GT_V];
+#pragma GCC unroll 8
+			for (int i = 0; i < GT_M; i++)
+#pragma GCC unroll 3
+				for (int v = 0; v < GT_V; v++)
+					a[i][v] = _mm512_setzero_ps();
+			const float *w = wp + m0;
+			for (int c = 0; c < nc; c++) {
+				size_t co = (size_t)c * cs + q;
+				for (int t = 0; t < nt; t++, w += mp) {
+					const float *p = tap[t] + co;
+					__m512 x0 = _mm512_loadu_ps(p), x1 = _mm512_loadu_ps(p + 16),
+					       x2 = _mm512_loadu_ps(p + 32);
+#pragma GCC unroll 8
+					for (int i = 0; i < GT_M; i++) {
+						__m512 b = _mm512_set1_ps(w[i]);
+						a[i][0] = _mm512_fmadd_ps(b, x0, a[i][0]);
+						a[i][1] = _mm512_fmadd_ps(b, x1, a[i][1]);
+						a[i][2] = _mm512_fmadd_ps(b, x2, a[i][2]);
+					}
+				}
+			}
+#pragma GCC unroll 8
+			for (int i = 0; i < GT_M; i++) {
+				float *o = grid + (size_t)(m0 + i) * gpr + q;
+#pragma GCC unroll 3
+				for (int v = 0; v < GT_V; v++)
+					_mm512_storeu_ps(o + 16 * v, a[i][v]);
+			}
+		}
+}
+
+/* Lanes of the grid vector at q that are output pixels (ox < ow, q < gp). */
+static __mmask16 grid_mask(size_t q, const gc_geom *g, int ow)
+{
+	unsigned m = 0;
+	for (int j = 0; j < 16; j++)
+		if (q + j < g->gp && (int)((q + j) % g->gw) < ow)
+			m |= 1u << j;
+	return (__mmask16)m;
+}
+
+/* acc [kg][nj][16] += lanes of sum over q of dg [k][q] x tap [j] [q] over the grid
+ * positions q0..q1 (multiples of 16), tap j = (c, t) at tap[t] + c*cs; mask [(q - q0) / 16]:
+ * each 16-position vector's output lanes (the junk lanes are zeroed on the tap side, so an
+ * inf there cannot make a NaN). Tiles of 4 k x 6 j. */
+static void dw_block(float *acc, const float *dg, size_t dgs, const float *const *tap, size_t cs, int kg, int cg,
+		     const __mmask16 *mask, size_t q0, size_t q1)
+{
+	int nj = cg * 9;
+	for (int k0 = 0; k0 < kg; k0 += 4) {
+		int mk = kg - k0 < 4 ? kg - k0 : 4;
+		const float *dr[4];
+		for (int i = 0; i < 4; i++)
+			dr[i] = dg + (size_t)(k0 + (i < mk ? i : mk - 1)) * dgs;
+		for (int j0 = 0; j0 < nj; j0 += 6) {
+			int mj = nj - j0 < 6 ? nj - j0 : 6;
+			const float *xr[6];
+			for (int j = 0; j < 6; j++) {
+				int jj = j0 + (j < mj ? j : mj - 1);
+				xr[j] = tap[jj % 9] + (size_t)(jj / 9) * cs;
+			}
+			__m512 a[4][6];
+#pragma GCC unroll 4
+			for (int i = 0; i < 4; i++)
+#pragma GCC unroll 6
+				for (int j = 0; j < 6; j++)
+					a[i][j] = _mm512_setzero_ps();
+			for (size_t q = q0; q < q1; q += 16) {
+				__mmask16 m = mask[(q - q0) / 16];
+				__m512 x[6];
+#pragma GCC unroll 6
+				for (int j = 0; j < 6; j++)
+					x[j] = _mm512_maskz_loadu_ps(m, xr[j] + q);
+#pragma GCC unroll 4
+				for (int i = 0; i < 4; i++) {
+					__m512 g = _mm512_loadu_ps(dr[i] + q);
+#pragma GCC unroll 6
+					for (int j = 0; j < 6; j++)
+						a[i][j] = _mm512_fmadd_ps(g, x[j], a[i][j]);
+				}
+			}
+			for (int i = 0; i < mk; i++)
+				for (int j = 0; j < mj; j++) {
+					float *p = acc + ((size_t)(k0 + i) * nj + j0 + j) * 16;
+					_mm512_storeu_ps(p, _mm512_add_ps(_mm512_loadu_ps(p), a[i][j]));
+				}
+		}
+	}
+}
+#endif
+
+/* ---------------------------------------------------------------- forward */
+
+/* wp [g][c][t][pad8(kg)] = weight [g*kg + k][c][t], zero for k >= kg. */
+static void pack_fwd(float *wp, const float *weight, int groups, int cg, int kg)
+{
+	size_t mp = pad8(kg);
+	for (int g = 0; g < groups; g++)
+		for (int c = 0; c < cg; c++)
+			for (int t = 0; t < 9; t++) {
+				float *o = wp + (((size_t)g * cg + c) * 9 + t) * mp;
+				for (size_t k = 0; k < mp; k++)
+					o[k] = (int)k < kg ? weight[(((size_t)g * kg + k) * cg + c) * 9 + t] : 0.0f;
+			}
+}
+
+/* Below this many MACs a conv runs on one thread: the fork costs more than it saves. */
+#define GC_PAR_MIN_MACS (1L << 17)
+
+static int par_worth(const conv2d_desc *d)
+{
+	long macs = (long)d->n * d->k * (d->c / d->groups) * 9 * d->oh * d->ow;
+	return d->nthreads > 1 && macs >= GC_PAR_MIN_MACS;
+}
+
+void conv_group_forward(float *out, const float *inp, const float *weight, const float *bias, float *ws,
+			const conv2d_desc *d)
+{
+#if defined(__AVX512F__)
+	int G = d->groups, cg = d->c / G, kg = d->k / G, mp = (int)pad8(kg);
+	size_t hw = (size_t)d->h * d->w, ohw = (size_t)d->oh * d->ow;
+	gc_geom g = geom_fwd(d);
+	float *wp = ws;
+	pack_fwd(wp, weight, G, cg, kg);
+#pragma omp parallel num_threads(d->nthreads) if (par_worth(d))
+	{
+		gc_scratch s = thread_scratch(ws, d, omp_get_thread_num());
+#pragma omp for schedule(dynamic)
+		for (int task = 0; task < d->n * G; task++) {
+			int n = task / G, gi = task % G;
+			const float *tap[9];
+			fwd_source(s.src, tap, &g, inp + ((size_t)n * d->c + (size_t)gi * cg) * hw, d, cg);
+			tap_conv(s.grid, g.gpr, tap, 9, g.cs, wp + (size_t)gi * cg * 9 * mp, cg, mp);
+			for (int k = 0; k < kg; k++) {
+				float b = bias ? bias[gi * kg + k] : 0.0f;
+				const float *gr = s.grid + (size_t)k * g.gpr;
+				float *o = out + ((size_t)n * d->k + (size_t)gi * kg + k) * ohw;
+				for (int oy = 0; oy < d->oh; oy++)
+					for (int ox = 0; ox < d->ow; ox++)
+						o[oy * d->ow + ox] = conv_act_scalar(gr[oy * g.gw + ox] + b, d->act);
+			}
+		}
+	}
+#else
+	(void)out, (void)inp, (void)weight, (void)bias, (void)ws, (void)d;
+#endif
+}
+
+/* ---------------------------------------------------------------- backward */
+
+/* Stride-2 input gradient, phase ph = py*2 + px of dinp (pixels (2a+py, 2b+px)): per
+ * axis an even pixel takes tap 1 of output a, an odd one tap 0 of a+1 and tap 2 of a.
+ * Fills its taps (ky*3 + kx) and their offsets (dy, dx) into dout; returns how many. */
+static int phase_taps(int ph, int *tsel, int *dy, int *dx)
+{
+	int py = ph >> 1, px = ph & 1, nt = 0;
+	int ky[2] = {py ? 0 : 1, 2}, oy[2] = {py, 0}, kx[2] = {px ? 0 : 1, 2}, ox[2] = {px, 0};
+	for (int i = 0; i < 1 + py; i++)
+		for (int j = 0; j < 1 + px; j++, nt++) {
+			tsel[nt] = ky[i] * 3 + kx[j];
+			dy[nt] = oy[i];
+			dx[nt] = ox[j];
+		}
+	return nt;
+}
+
+/* The input gradient's weights, per group [9][kg][pad8(cg)] in the order tap_conv reads
+ * them: stride 1 [k][t][c] with tap 8 - t (the kernel turned by 180 degrees); stride 2
+ * per phase [k][its taps][c], the phases one after another. Zero for c >= cg. */
+static void pack_dx(float *wp, const float *weight, int groups, int cg, int kg, int stride)
+{
+	size_t mp = pad8(cg);
+	for (int g = 0; g < groups; g++) {
+		float *o = wp + (size_t)g * 9 * kg * mp;
+		for (int ph = 0; ph < (stride == 1 ? 1 : 4); ph++) {
+			int tsel[9], dy[4], dx[4], nt = 9;
+			if (stride == 1)
+				for (int t = 0; t < 9; t++)
+					tsel[t] = 8 - t;
+			else
+				nt = phase_taps(ph, tsel, dy, dx);
+			for (int k = 0; k < kg; k++)
+				for (int t = 0; t < nt; t++, o += mp)
+					for (size_t c = 0; c < mp; c++)
+						o[c] = (int)c < cg ? weight[(((size_t)g * kg + k) * cg + c) * 9 + tsel[t]] : 0.0f;
+		}
+	}
+}
+
+#if defined(__AVX512F__)
+/* dinp of one image and group [cg][h][w] from its dout [kg][oh][ow]; wp: the group's
+ * pack_dx weights. */
+static void dx_task(float *dinp, const float *dout, const float *wp, gc_scratch s, const gc_geom *g,
+		    int cg, int kg, const conv2d_desc *d)
+{
+	int mp = (int)pad8(cg), H = d->h, W = d->w;
+	size_t hw = (size_t)H * W;
+	if (d->sh == 1) {
+		/* dinp = the correlation of dout (padded by 1) with the turned kernel */
+		const float *tap[9];
+		copy_padded(s.src, g->cs, g->pp, g->gw, dout, kg, d->oh, d->ow, 1, 1);
+		for (int t = 0; t < 9; t++)
+			tap[t] = s.src + (t / 3) * g->gw + t % 3;
+		tap_conv(s.grid, g->gpr, tap, 9, g->cs, wp, kg, mp);
+		for (int c = 0; c < cg; c++)
+			for (int y = 0; y < H; y++)
+				memcpy(dinp + c * hw + (size_t)y * W, s.grid + (size_t)c * g->gpr + (size_t)y * g->gw,
+				       W * sizeof(float));
+		return;
+	}
+	/* stride 2: dout with a zero row and column after it; each phase of dinp is a grid
+	 * over (a, b) that reads dout at (a + dy, b + dx) */
+	copy_padded(s.src, g->cs, g->pp, g->gw, dout, kg, d->oh, d->ow, 0, 0);
+	for (int ph = 0; ph < 4; ph++) {
+		int py = ph >> 1, px = ph & 1, tsel[4], dy[4], dx[4];
+		int nt = phase_taps(ph, tsel, dy, dx);
+		const float *tap[4];
+		for (int t = 0; t < nt; t++)
+			tap[t] = s.src + dy[t] * g->gw + dx[t];
+		tap_conv(s.grid, g->gpr, tap, nt, g->cs, wp, kg, mp);
+		wp += (size_t)kg * nt * mp;
+		for (int c = 0; c < cg; c++) {
+			const float *gr = s.grid + (size_t)c * g->gpr;
+			float *o = dinp + c * hw;
+			for (int y = py; y < H; y += 2)
+				for (int x = px; x < W; x += 2)
+					o[(size_t)y * W + x] = gr[(y >> 1) * g->gw + (x >> 1)];
+		}
+	}
+}
+
+/* dweight [kg][cg][9] += and dbias [kg] += of one group over all images, in image order. */
+static void dw_task(float *dweight, float *dbias, const float *dout, const float *inp, gc_scratch s,
+		    const gc_geom *g, int gi, int cg, int kg, const conv2d_desc *d)
+{
+	size_t hw = (size_t)d->h * d->w, ohw = (size_t)d->oh * d->ow, dgs = up(g->gpr, DW_QB);
+	size_t nacc = (size_t)kg * cg * 9 * 16;
+	__mmask16 mask[(DW_QB / 16)];
+	if (dweight)
+		memset(s.acc, 0, nacc * sizeof(float));
+	for (int n = 0; n < d->n; n++) {
+		const float *go = dout + ((size_t)n * d->k + (size_t)gi * kg) * ohw;
+		if (dbias)
+			for (int k = 0; k < kg; k++) {
+				float v = 0;
+				const float *p = go + k * ohw;
+#pragma omp simd reduction(+ : v)
+				for (size_t i = 0; i < ohw; i++)
+					v += p[i];
+				dbias[k] += v;
+			}
+		if (!dweight)
+			continue;
+		const float *tap[9];
+		fwd_source(s.src, tap, g, inp + ((size_t)n * d->c + (size_t)gi * cg) * hw, d, cg);
+		/* dout on the grid, 0 in the junk columns and past the end */
+		for (int k = 0; k < kg; k++) {
+			float *r = s.dg + k * dgs;
+			memset(r, 0, dgs * sizeof(float));
+			for (int oy = 0; oy < d->oh; oy++)
+				memcpy(r + (size_t)oy * g->gw, go + k * ohw + (size_t)oy * d->ow, d->ow * sizeof(float));
+		}
+		for (size_t q0 = 0; q0 < g->gp; q0 += DW_QB) {
+			size_t q1 = q0 + DW_QB < up(g->gp, 16) ? q0 + DW_QB : up(g->gp, 16);
+			for (size_t q = q0; q < q1; q += 16)
+				mask[(q - q0) / 16] = grid_mask(q, g, d->ow);
+			dw_block(s.acc, s.dg, dgs, tap, g->cs, kg, cg, mask, q0, q1);
+		}
+	}
+	if (dweight)
+		for (size_t i = 0; i < nacc / 16; i++)
+			dweight[i] += _mm512_reduce_add_ps(_mm512_loadu_ps(s.acc + i * 16));
+}
+#endif
+
+void conv_group_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+			 const float *weight, float *ws, const conv2d_desc *d)
+{
+#if defined(__AVX512F__)
+	int G = d->groups, cg = d->c / G, kg = d->k / G;
+	size_t hw = (size_t)d->h * d->w, ohw = (size_t)d->oh * d->ow;
+	gc_geom gf = geom_fwd(d), gx = geom_dx(d);
+	float *wp = ws;
+	if (dinp)
+		pack_dx(wp, weight, G, cg, kg, d->sh);
+#pragma omp parallel num_threads(d->nthreads) if (par_worth(d))
+	{
+		gc_scratch s = thread_scratch(ws, d, omp_get_thread_num());
+		if (dweight || dbias) {
+#pragma omp for schedule(dynamic) nowait
+			for (int gi = 0; gi < G; gi++)
+				dw_task(dweight ? dweight + (size_t)gi * kg * cg * 9 : NULL, dbias ? dbias + gi * kg : NULL,
+					dout, inp, s, &gf, gi, cg, kg, d);
+		}
+		if (dinp) {
+#pragma omp for schedule(dynamic)
+			for (int task = 0; task < d->n * G; task++) {
+				int n = task / G, gi = task % G;
+				dx_task(dinp + ((size_t)n * d->c + (size_t)gi * cg) * hw,
+					dout + ((size_t)n * d->k + (size_t)gi * kg) * ohw, wp + (size_t)gi * 9 * kg * pad8(cg),
+					s, &gx, cg, kg, d);
+			}
+		}
+	}
+#else
+	(void)dinp, (void)dweight, (void)dbias, (void)dout, (void)inp, (void)weight, (void)ws, (void)d;
+#endif
+}
