@@ -39,8 +39,10 @@ run_case() {
 	local mode=$1 b=$2 s=$3 n=$(($2 * BATCHES))
 	# inference over at least IMAGES images (whole batches), as a user's run over a folder
 	[ "$mode" = train ] || [ "$n" -ge "$IMAGES" ] || n=$(((IMAGES + b - 1) / b * b))
+	# the batches as forward gets them from augment through a pipe (level -1, as ORT's
+	# side gets raw floats)
 	"$BIN/voc-decode" "$data" --split trainval --classes "$classes" --limit "$n" \
-		| "$BIN/augment" --eval --size "$s" --batch "$b" >"$tmp/batch.tns"
+		| TNS_LEVEL=-1 "$BIN/augment" --eval --size "$s" --batch "$b" >"$tmp/batch.tns"
 	local args=(--config "$cfg" --threads "$THREADS" --profile)
 	local gmacs
 	gmacs=$("$BIN/forward" --config "$cfg" --summary --size "$s" | awk '$1 == "total" { print $NF }')
