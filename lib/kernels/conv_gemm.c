@@ -26,6 +26,7 @@ typedef struct scratch {
 } scratch;
 
 static int fwd_blocks(const conv2d_desc *d);
+static int dw_transposed(const conv2d_desc *d);
 
 static size_t col_floats(const conv2d_desc *d)
 {
@@ -50,9 +51,9 @@ static size_t pack_floats(const conv2d_desc *d)
 		return 0;
 	size_t a = pw_pack_floats((d->c / d->groups) * d->kh * d->kw), b = pw_pack_floats(d->k / d->groups);
 	size_t c = pw_pack_floats(PW_KC), ckk = (size_t)(d->c / d->groups) * d->kh * d->kw;
-	/* the dot form's copy of b: ckk rows, or kg for a transposed 1x1 dW (dw_transposed) */
+	/* the dot form's copy of b: ckk rows, or kg for a transposed 1x1 dW */
 	size_t kg = d->k / d->groups, dn = ckk <= DOT_MAXN ? ckk : 0;
-	if (kg <= DOT_MAXN && kg > dn)
+	if (dw_transposed(d) && kg <= DOT_MAXN && kg > dn)
 		dn = kg;
 	size_t dot = dn * DOT_L;
 	a = a > b ? a : b;
@@ -556,7 +557,7 @@ static void gemm_fwd_task(float *out, const float *inp, const float *w, const fl
 static int dw_transposed(const conv2d_desc *d)
 {
 	int cg = d->c / d->groups, kg = d->k / d->groups;
-	return d->algo == CONV_GEMM512 && conv_is_pointwise(d) && kg < cg && kg <= PW_NR;
+	return d->algo == CONV_GEMM512 && !d->forward_only && conv_is_pointwise(d) && kg < cg && kg <= PW_NR;
 }
 
 /* dw_g [kg, ckk] += dout_g [kg, rows y0..y1] . col [ckk, rows y0..y1]^T (or its
