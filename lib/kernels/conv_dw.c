@@ -226,7 +226,7 @@ static ALWAYS_INLINE void dw3x3_plane_dw_impl(float *dw9, float *db, const float
 		const float *gr = dout + (size_t)oy * ow;
 		for (int j = 0; j < nch; j++) {
 			__mmask16 m = j == nch - 1 ? last : 0xffff;
-			__m512 g = m == 0xffff ? _mm512_loadu_ps(gr + 16 * j) : _mm512_maskz_loadu_ps(m, gr + 16 * j);
+			__m512 g = load_lanes(m, gr + 16 * j);
 			taps3 t0 = win_taps(&r0, j, s), t1 = win_taps(&r1, j, s), t2 = win_taps(&r2, j, s);
 			if (m != 0xffff) {
 				/* taps of lanes past the row end are zeroed so an inf there

@@ -178,10 +178,8 @@ static void pw_pack_t(float *bp, const float *b, size_t ldb, int kd, int nc)
 			int kc = kd - k0 < 16 ? kd - k0 : 16;
 			__mmask16 km = col_mask(kc, 0);
 			__m512 r[16];
-			for (int i = 0; i < 16; i++) /* a masked load only where needed (dot_tile) */
-				r[i] = i >= rows ? _mm512_setzero_ps()
-				       : kc == 16 ? _mm512_loadu_ps(b + (size_t)(j0 + i) * ldb + k0)
-						  : _mm512_maskz_loadu_ps(km, b + (size_t)(j0 + i) * ldb + k0);
+			for (int i = 0; i < 16; i++)
+				r[i] = i < rows ? load_lanes(km, b + (size_t)(j0 + i) * ldb + k0) : _mm512_setzero_ps();
 			transpose16(r);
 			for (int i = 0; i < kc; i++)
 				_mm512_store_ps(bp + (size_t)(k0 + i) * PW_NR + j0, r[i]);
@@ -223,7 +221,7 @@ static ALWAYS_INLINE void pw_ukr(int mr, int kd, const float *a, size_t am, size
 		for (int j = 0; j < 4; j++) {
 			__m512 v = _mm512_add_ps(t[i][j], bv);
 			if (acc)
-				v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m[j], ci + 16 * j));
+				v = _mm512_add_ps(v, load_lanes(m[j], ci + 16 * j));
 			/* max(0, v), min(6, v): a NaN passes, as torch's relu */
 			if (act != CONV_ACT_NONE)
 				v = _mm512_max_ps(zero, v);
@@ -316,14 +314,11 @@ static ALWAYS_INLINE void dot_tile(float *c, size_t ldc, const float *a, size_t 
 	for (int j = 0; j < 6; j++)
 		br[j] = bc + (size_t)(j < nr ? j : nr - 1) * len;
 	for (int p = 0; p < len; p += 16) {
-		/* plain loads but in the tail: a masked load, even with every lane set, ran
-		 * at a fraction of the speed here (Zen 5) */
-		int full = len - p >= 16;
-		__mmask16 m = full ? (__mmask16)0xffff : (__mmask16)((1u << (len - p)) - 1);
+		__mmask16 m = len - p >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (len - p)) - 1);
 		__m512 bv[6];
 #pragma GCC unroll 6
 		for (int j = 0; j < 6; j++)
-			bv[j] = full ? _mm512_loadu_ps(br[j] + p) : _mm512_maskz_loadu_ps(m, br[j] + p);
+			bv[j] = load_lanes(m, br[j] + p);
 		/* the first tile of a row block brings its a rows (dout, read straight from
 		 * the tensor) in from memory: fetch them 1 KiB ahead, ten streams being more
 		 * than the hardware prefetcher follows (measured 5-20% on dW). The address
@@ -333,7 +328,7 @@ static ALWAYS_INLINE void dot_tile(float *c, size_t ldc, const float *a, size_t 
 				_mm_prefetch((const char *)((uintptr_t)(ar[i] + p) + 1024), _MM_HINT_T0);
 #pragma GCC unroll 4
 		for (int i = 0; i < 4; i++) {
-			__m512 av = full ? _mm512_loadu_ps(ar[i] + p) : _mm512_maskz_loadu_ps(m, ar[i] + p);
+			__m512 av = load_lanes(m, ar[i] + p);
 #pragma GCC unroll 6
 			for (int j = 0; j < 6; j++)
 				t[i][j] = _mm512_fmadd_ps(av, bv[j], t[i][j]);
