@@ -4,6 +4,8 @@
 
 #include <string.h>
 
+#include <omp.h>
+
 /* ---------------------------------------------------------------- depthwise, direct */
 
 /* One plane: out [oh, ow] = corr(inp [h, w], w [kh, kw]) + b. Any geometry. */
@@ -224,7 +226,7 @@ static ALWAYS_INLINE void dw3x3_plane_dw_impl(float *dw9, float *db, const float
 		const float *gr = dout + (size_t)oy * ow;
 		for (int j = 0; j < nch; j++) {
 			__mmask16 m = j == nch - 1 ? last : 0xffff;
-			__m512 g = _mm512_maskz_loadu_ps(m, gr + 16 * j);
+			__m512 g = load_lanes(m, gr + 16 * j);
 			taps3 t0 = win_taps(&r0, j, s), t1 = win_taps(&r1, j, s), t2 = win_taps(&r2, j, s);
 			if (m != 0xffff) {
 				/* taps of lanes past the row end are zeroed so an inf there
@@ -357,26 +359,34 @@ void conv_dw_backward(float *dinp, float *dweight, float *dbias, const float *do
 	int C = d->c, kk = d->kh * d->kw;
 	size_t hw = (size_t)d->h * d->w, ohw = (size_t)d->oh * d->ow;
 	if (dweight || dbias) {
-#pragma omp parallel for schedule(static)
-		for (int c = 0; c < C; c++)
-			for (int n = 0; n < d->n; n++) {
-				const float *g = dout + ((size_t)n * C + c) * ohw;
+		/* each thread owns a block of channels, summing the images in order; it
+		 * walks them image by image, so its planes of one image are one stream
+		 * through memory (a channel's planes, image after image, are C planes
+		 * apart: each plane started a new stream, ~10% slower) */
+#pragma omp parallel
+		{
+			int nth = omp_get_num_threads(), th = omp_get_thread_num();
+			int c0 = (int)((long)C * th / nth), c1 = (int)((long)C * (th + 1) / nth);
+			for (int n = 0; n < d->n; n++)
+				for (int c = c0; c < c1; c++) {
+					const float *g = dout + ((size_t)n * C + c) * ohw;
 #if defined(__AVX512F__)
-				if (d->algo == CONV_DW3X3 && dweight) {
-					dw3x3_plane_dw(dweight + c * 9, dbias ? dbias + c : NULL, g,
-						       inp + ((size_t)n * C + c) * hw, d->h, d->w, d->oh, d->ow, d->sh);
-					continue;
-				}
+					if (d->algo == CONV_DW3X3 && dweight) {
+						dw3x3_plane_dw(dweight + c * 9, dbias ? dbias + c : NULL, g,
+							       inp + ((size_t)n * C + c) * hw, d->h, d->w, d->oh, d->ow, d->sh);
+						continue;
+					}
 #endif
-				if (dweight)
-					dw_direct_plane_dw(dweight + (size_t)c * kk, g, inp + ((size_t)n * C + c) * hw, d);
-				if (dbias) {
-					float s = 0;
-					for (size_t i = 0; i < ohw; i++)
-						s += g[i];
-					dbias[c] += s;
+					if (dweight)
+						dw_direct_plane_dw(dweight + (size_t)c * kk, g, inp + ((size_t)n * C + c) * hw, d);
+					if (dbias) {
+						float s = 0;
+						for (size_t i = 0; i < ohw; i++)
+							s += g[i];
+						dbias[c] += s;
+					}
 				}
-			}
+		}
 	}
 	if (!dinp)
 		return;

@@ -26,6 +26,7 @@ typedef struct scratch {
 } scratch;
 
 static int fwd_blocks(const conv2d_desc *d);
+static int dw_transposed(const conv2d_desc *d);
 
 static size_t col_floats(const conv2d_desc *d)
 {
@@ -50,9 +51,9 @@ static size_t pack_floats(const conv2d_desc *d)
 		return 0;
 	size_t a = pw_pack_floats((d->c / d->groups) * d->kh * d->kw), b = pw_pack_floats(d->k / d->groups);
 	size_t c = pw_pack_floats(PW_KC), ckk = (size_t)(d->c / d->groups) * d->kh * d->kw;
-	/* the dot form's copy of b: ckk rows, or kg for a transposed 1x1 dW (dw_transposed) */
+	/* the dot form's copy of b: ckk rows, or kg for a transposed 1x1 dW */
 	size_t kg = d->k / d->groups, dn = ckk <= DOT_MAXN ? ckk : 0;
-	if (kg <= DOT_MAXN && kg > dn)
+	if (dw_transposed(d) && kg <= DOT_MAXN && kg > dn)
 		dn = kg;
 	size_t dot = dn * DOT_L;
 	a = a > b ? a : b;
@@ -180,8 +181,7 @@ static void pw_pack_t(float *bp, const float *b, size_t ldb, int kd, int nc)
 			__mmask16 km = col_mask(kc, 0);
 			__m512 r[16];
 			for (int i = 0; i < 16; i++)
-				r[i] = i < rows ? _mm512_maskz_loadu_ps(km, b + (size_t)(j0 + i) * ldb + k0)
-						: _mm512_setzero_ps();
+				r[i] = i < rows ? load_lanes(km, b + (size_t)(j0 + i) * ldb + k0) : _mm512_setzero_ps();
 			transpose16(r);
 			for (int i = 0; i < kc; i++)
 				_mm512_store_ps(bp + (size_t)(k0 + i) * PW_NR + j0, r[i]);
@@ -223,7 +223,7 @@ static ALWAYS_INLINE void pw_ukr(int mr, int kd, const float *a, size_t am, size
 		for (int j = 0; j < 4; j++) {
 			__m512 v = _mm512_add_ps(t[i][j], bv);
 			if (acc)
-				v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m[j], ci + 16 * j));
+				v = _mm512_add_ps(v, load_lanes(m[j], ci + 16 * j));
 			/* max(0, v), min(6, v): a NaN passes, as torch's relu */
 			if (act != CONV_ACT_NONE)
 				v = _mm512_max_ps(zero, v);
@@ -320,7 +320,7 @@ static ALWAYS_INLINE void dot_tile(float *c, size_t ldc, const float *a, size_t 
 		__m512 bv[6];
 #pragma GCC unroll 6
 		for (int j = 0; j < 6; j++)
-			bv[j] = _mm512_maskz_loadu_ps(m, br[j] + p);
+			bv[j] = load_lanes(m, br[j] + p);
 		/* the first tile of a row block brings its a rows (dout, read straight from
 		 * the tensor) in from memory: fetch them 1 KiB ahead, ten streams being more
 		 * than the hardware prefetcher follows (measured 5-20% on dW). The address
@@ -330,7 +330,7 @@ static ALWAYS_INLINE void dot_tile(float *c, size_t ldc, const float *a, size_t 
 				_mm_prefetch((const char *)((uintptr_t)(ar[i] + p) + 1024), _MM_HINT_T0);
 #pragma GCC unroll 4
 		for (int i = 0; i < 4; i++) {
-			__m512 av = _mm512_maskz_loadu_ps(m, ar[i] + p);
+			__m512 av = load_lanes(m, ar[i] + p);
 #pragma GCC unroll 6
 			for (int j = 0; j < 6; j++)
 				t[i][j] = _mm512_fmadd_ps(av, bv[j], t[i][j]);
@@ -558,7 +558,7 @@ static void gemm_fwd_task(float *out, const float *inp, const float *w, const fl
 static int dw_transposed(const conv2d_desc *d)
 {
 	int cg = d->c / d->groups, kg = d->k / d->groups;
-	return d->algo == CONV_GEMM512 && conv_is_pointwise(d) && kg < cg && kg <= PW_NR;
+	return d->algo == CONV_GEMM512 && !d->forward_only && conv_is_pointwise(d) && kg < cg && kg <= PW_NR;
 }
 
 /* dw_g [kg, ckk] += dout_g [kg, rows y0..y1] . col [ckk, rows y0..y1]^T (or its
