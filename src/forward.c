@@ -120,12 +120,10 @@ static void summary(model *m, const char *config, int size)
  * grads records and in writing records (stream encode included) */
 static double t_main, t_params, t_plan, t_read, t_grad, t_make, t_write;
 
-/* Adds the seconds since t0 to *acc; the time now. */
-static double lap(double *acc, double t0)
+/* Adds the seconds since t0 to *acc. */
+static void lap(double *acc, double t0)
 {
-	double t = omp_get_wtime();
-	*acc += t - t0;
-	return t;
+	*acc += omp_get_wtime() - t0;
 }
 
 static void write_record(stream_writer *out, const record *r)

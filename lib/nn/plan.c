@@ -128,25 +128,26 @@ static void plan_folds(model *m)
 	m->fgrad_floats = m->train ? fg : 0;
 }
 
-static int live_together(const storage *a, const storage *b)
-{
-	return a->birth <= b->death && b->birth <= a->death;
-}
+/* A storage being placed: its size and lifetime, then its offset. */
+typedef struct slot {
+	size_t bytes, off;
+	int birth, death, id;
+} slot;
 
-static const storage *sort_stores;
-
-/* larger first, then earlier born: the greedy order */
+/* larger first, then earlier born (then by id: the same plan every time) */
 static int by_size(const void *pa, const void *pb)
 {
-	const storage *a = &sort_stores[*(const int *)pa], *b = &sort_stores[*(const int *)pb];
+	const slot *a = pa, *b = pb;
 	if (a->bytes != b->bytes)
 		return a->bytes < b->bytes ? 1 : -1;
-	return (a->birth > b->birth) - (a->birth < b->birth);
+	if (a->birth != b->birth)
+		return a->birth < b->birth ? -1 : 1;
+	return (a->id > b->id) - (a->id < b->id);
 }
 
 static int by_offset(const void *pa, const void *pb)
 {
-	const storage *a = &sort_stores[*(const int *)pa], *b = &sort_stores[*(const int *)pb];
+	const slot *a = *(slot *const *)pa, *b = *(slot *const *)pb;
 	return (a->off > b->off) - (a->off < b->off);
 }
 
@@ -157,42 +158,42 @@ static int by_offset(const void *pa, const void *pb)
  * value is written before it is read), not by a memset here. */
 static int place_storages(model *m)
 {
-	int ns = m->nstores, *order = malloc((size_t)(ns ? ns : 1) * sizeof *order);
-	int *placed = malloc((size_t)(ns ? ns : 1) * sizeof *placed);
-	if (!order || !placed) {
-		free(order);
-		free(placed);
+	int ns = m->nstores;
+	slot *slots = malloc((size_t)(ns ? ns : 1) * sizeof *slots);
+	slot **alive = malloc((size_t)(ns ? ns : 1) * sizeof *alive);
+	if (!slots || !alive) {
+		free(slots);
+		free(alive);
 		return err_set("out of memory");
 	}
 	for (int i = 0; i < ns; i++)
-		order[i] = i;
-	sort_stores = m->stores;
-	qsort(order, (size_t)ns, sizeof *order, by_size);
+		slots[i] = (slot){.bytes = m->stores[i].bytes, .birth = m->stores[i].birth, .death = m->stores[i].death, .id = i};
+	qsort(slots, (size_t)ns, sizeof *slots, by_size);
 	size_t total = 0;
 	for (int k = 0; k < ns; k++) {
-		storage *s = &m->stores[order[k]];
-		/* the placed ones alive with s, by offset */
-		int np = 0;
+		slot *s = &slots[k];
+		int na = 0;
 		for (int j = 0; j < k; j++)
-			if (live_together(&m->stores[order[j]], s))
-				placed[np++] = order[j];
-		qsort(placed, (size_t)np, sizeof *placed, by_offset);
+			if (slots[j].birth <= s->death && s->birth <= slots[j].death)
+				alive[na++] = &slots[j];
+		qsort(alive, (size_t)na, sizeof *alive, by_offset);
 		size_t end = 0, best = SIZE_MAX, best_gap = SIZE_MAX;
-		for (int j = 0; j < np; j++) {
-			const storage *p = &m->stores[placed[j]];
-			if (p->off > end && p->off - end >= s->bytes && p->off - end < best_gap) {
+		for (int j = 0; j < na; j++) {
+			if (alive[j]->off > end && alive[j]->off - end >= s->bytes && alive[j]->off - end < best_gap) {
 				best = end;
-				best_gap = p->off - end;
+				best_gap = alive[j]->off - end;
 			}
-			if (p->off + p->bytes > end)
-				end = p->off + p->bytes;
+			if (alive[j]->off + alive[j]->bytes > end)
+				end = alive[j]->off + alive[j]->bytes;
 		}
 		s->off = best != SIZE_MAX ? best : end;
 		if (s->off + s->bytes > total)
 			total = s->off + s->bytes;
 	}
-	free(order);
-	free(placed);
+	for (int k = 0; k < ns; k++)
+		m->stores[slots[k].id].off = slots[k].off;
+	free(slots);
+	free(alive);
 	m->arena_bytes = total ? total : 64;
 	void *a = mmap(NULL, m->arena_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (a == MAP_FAILED)

@@ -98,6 +98,16 @@ shapes() {
 	[[ "${lines[0]}" == '["dets",'* ]]
 }
 
+@test "forward --profile: the layers and the costs outside them on stderr, the preds unchanged" {
+	"$BIN/forward" --config "$CFG" --weights "$T/params.tns" <"$T/batch.tns" >"$T/plain.tns"
+	"$BIN/forward" --config "$CFG" --weights "$T/params.tns" --profile <"$T/batch.tns" >"$T/prof.tns" 2>"$T/err"
+	cmp "$T/plain.tns" "$T/prof.tns"
+	grep -q '^forward: profile over 1 batches' "$T/err"
+	grep -q '^  conv1x1 *[0-9.]* *0.000 ' "$T/err"
+	grep -q '^  outside the layers: params stream [0-9.]* s, planning [0-9.]* s, the rest [0-9.]* s' "$T/err"
+	grep -q '^  of the rest: reading batches [0-9.]* s, grad records 0.000 s, making records [0-9.]* s, writing records [0-9.]* s' "$T/err"
+}
+
 @test "forward --train: pred, then the grad from a FIFO, then grads with BN batch statistics" {
 	cat "$T/params.tns" "$T/params.tns" >"$T/weights.tns"
 	cat "$T/batch.tns" "$T/batch.tns" >"$T/batches.tns"
