@@ -181,6 +181,16 @@ int qconv_init(qconv *d, int64_t *gemm_bias)
 	return 0;
 }
 
+/* Below this many products a conv runs on the calling thread: waking the others for a
+ * parallel loop (OMP_WAIT_POLICY=passive, as the pipelines run) took about 20 us under
+ * load, the time of some 4M products on one thread (the heads' and the small maps' convs). */
+#define PAR_MIN_MACS ((size_t)1 << 22)
+
+static int parallel_conv(const qconv *d)
+{
+	return (size_t)d->n * d->k * d->oh * d->ow * (d->r ? d->r : 1) >= PAR_MIN_MACS;
+}
+
 static size_t dw_bytes(const qconv *d);
 static size_t dw_vnni_bytes(const qconv *d);
 
@@ -608,7 +618,7 @@ static void gemm_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qc
 	int tasks = d->n * d->groups * blocks, rows = gemm_task_rows(d, tasks), parts = (kg + rows - 1) / rows;
 	size_t tb = thread_bytes(d);
 	uint8_t *base = (uint8_t *)round_up((size_t)ws, 64);
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) if (parallel_conv(d))
 	for (int t = 0; t < tasks * parts; t++) {
 		int part = t % parts, blk = t / parts % blocks, g = t / parts / blocks % d->groups;
 		int n = t / parts / blocks / d->groups;
@@ -808,7 +818,7 @@ static void depthwise_vnni(uint8_t *out, const uint8_t *inp, uint8_t *ws, const 
 		idx = _mm512_loadu_si512(ix);
 	}
 	const __m512i vlo = _mm512_set1_epi32(d->lo), vhi = _mm512_set1_epi32(d->hi);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 4) if (parallel_conv(d))
 	for (int t = 0; t < d->n * d->c; t++) {
 		int ch = t % d->c;
 		uint8_t *P = base + (size_t)omp_get_thread_num() * tb, *tail = P + round_up(dw_vnni_plane(d) + 64 * groups, 64);
@@ -864,7 +874,7 @@ static void depthwise_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, con
 	dw_geometry(d, &qh, &qw);
 	size_t tb = thread_bytes(d), phase = (size_t)qh * qw;
 	uint8_t *base = (uint8_t *)round_up((size_t)ws, 64);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 4) if (parallel_conv(d))
 	for (int t = 0; t < d->n * d->c; t++) {
 		int ch = t % d->c;
 		int16_t *q = (int16_t *)(base + (size_t)omp_get_thread_num() * tb);
@@ -1051,7 +1061,7 @@ static void grouped_vnni(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qc
 	uint8_t flip = d->in_fmt & QF_SIGNED ? 0x80 : 0;
 	size_t tb = thread_bytes(d), hw = (size_t)H * W, ohw = (size_t)OH * OW;
 	uint8_t *base = (uint8_t *)round_up((size_t)ws, 64);
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) if (parallel_conv(d))
 	for (int t = 0; t < d->n * d->groups; t++) {
 		int n = t / d->groups, g = t % d->groups;
 		uint8_t *P = base + (size_t)omp_get_thread_num() * tb;
@@ -1164,7 +1174,9 @@ void qconv_forward(void *out, const void *inp, uint8_t *ws, const qconv *d)
 
 /* ---------------------------------------------------------------- elementwise */
 
-#define PAR_MIN 65536
+/* values below which an elementwise kernel runs on the calling thread (PAR_MIN_MACS:
+ * a few microseconds of vector work against the wake-up of the others) */
+#define PAR_MIN ((size_t)1 << 18)
 
 
 /* x [n] of format fmt -> int32 */
@@ -1252,7 +1264,7 @@ void qrescale(void *out, const void *x, int x_fmt, size_t n, int shift, int32_t 
 	 * residual add): exact in int32 while |x| * 2^-shift < 2^31 */
 	int up = shift < 0 && shift > -23 ? -shift : 0;
 #endif
-#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+#pragma omp parallel for schedule(dynamic, 1) if (n >= PAR_MIN)
 	for (size_t o = 0; o < n; o += CHUNK) {
 		size_t at = o;
 		int c = n - o < CHUNK ? (int)(n - o) : CHUNK;
@@ -1283,7 +1295,7 @@ void qadd(void *out, const void *a, int a_fmt, int fa, const void *b, int b_fmt,
 	/* values below 2^8 moved up by at most 2^21 (2^16 by 2^13) and summed stay within int32 */
 	int up = a_fmt & QF_WIDE ? 13 : 21;
 	int fast = sa <= up && sb <= up && shift >= 0 && shift < 31;
-#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+#pragma omp parallel for schedule(dynamic, 1) if (n >= PAR_MIN)
 	for (size_t o = 0; o < n; o += CHUNK) {
 		size_t at = o;
 		int c = n - o < CHUNK ? (int)(n - o) : CHUNK;
@@ -1339,7 +1351,7 @@ void qadd_bilinear(void *out, const void *a, int a_fmt, int fa, const void *b, i
 	if (!(a_fmt & QF_WIDE) && !(b_fmt & QF_WIDE) && shift >= 0 && shift < 31 && bound < INT32_MAX &&
 	    w <= QROW_MAX && ow <= QROW_MAX) {
 		int32_t m_a = (int32_t)ma, m_u = (int32_t)mu;
-#pragma omp parallel for schedule(static) if ((size_t)nc * oh * ow >= PAR_MIN)
+#pragma omp parallel for schedule(dynamic, 1) if ((size_t)nc * oh * ow >= PAR_MIN)
 		for (int p = 0; p < nc; p++) {
 			int32_t t[QROW_MAX], v[QROW_MAX];
 			const uint8_t *bp = (const uint8_t *)b + (size_t)p * h * w;
@@ -1380,7 +1392,7 @@ void qadd_bilinear(void *out, const void *a, int a_fmt, int fa, const void *b, i
 		}
 		return;
 	}
-#pragma omp parallel for schedule(static) if ((size_t)nc * oh * ow >= PAR_MIN)
+#pragma omp parallel for schedule(dynamic, 1) if ((size_t)nc * oh * ow >= PAR_MIN)
 	for (int p = 0; p < nc; p++) {
 		size_t bp = (size_t)p * h * w, ap = (size_t)p * oh * ow;
 		for (int y = 0; y < oh; y++) {
@@ -1401,7 +1413,7 @@ void qadd_bilinear(void *out, const void *a, int a_fmt, int fa, const void *b, i
 void qmaxpool(void *out, const void *x, int x_fmt, int n, int c, int h, int w, int kh, int kw, int sh, int sw,
 	      int ph, int pw, int oh, int ow, int shift, int32_t lo, int32_t hi)
 {
-#pragma omp parallel for schedule(static) if ((size_t)n * c * h * w >= PAR_MIN)
+#pragma omp parallel for schedule(dynamic, 1) if ((size_t)n * c * h * w >= PAR_MIN)
 	for (int p = 0; p < n * c; p++) {
 		size_t xp = (size_t)p * h * w;
 		for (int oy = 0; oy < oh; oy++) {
@@ -1430,7 +1442,7 @@ void ql2norm(void *out, const void *x, int x_fmt, int fx, const float *weight, f
 	enum { B = 64 }; /* pixels a task: their sums and factors stay in registers or L1 */
 	const float unit = ldexpf(1.0f, -fx);
 	int blocks = (hw + B - 1) / B;
-#pragma omp parallel for schedule(static) if ((size_t)n * c * hw >= PAR_MIN)
+#pragma omp parallel for schedule(dynamic, 1) if ((size_t)n * c * hw >= PAR_MIN)
 	for (int t = 0; t < n * blocks; t++) {
 		int b = t / blocks, i0 = t % blocks * B, m = hw - i0 < B ? hw - i0 : B;
 		size_t xb = (size_t)b * c * hw + i0;
@@ -1482,7 +1494,7 @@ void qdequant_planes(float *out, const void *x, int x_fmt, int c, int hw, int fr
 	enum { PX = 16, CH = 64 };
 	const float s = ldexpf(1.0f, -frac);
 	int blocks = (hw + PX - 1) / PX;
-#pragma omp parallel for schedule(static) if ((size_t)c * hw >= PAR_MIN)
+#pragma omp parallel for schedule(dynamic, 16) if ((size_t)c * hw >= PAR_MIN)
 	for (int b = 0; b < blocks; b++) {
 		float t[CH][PX];
 		int p0 = b * PX, m = hw - p0 < PX ? hw - p0 : PX;
@@ -1510,7 +1522,7 @@ void qdequant_planes(float *out, const void *x, int x_fmt, int c, int hw, int fr
 
 void qquantise(void *out, const float *x, size_t n, const qact *a, int fmt)
 {
-#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+#pragma omp parallel for schedule(dynamic, 1) if (n >= PAR_MIN)
 	for (size_t o = 0; o < n; o += CHUNK) {
 		size_t c = n - o < CHUNK ? n - o : CHUNK, i = 0;
 #if defined(__AVX512F__)
@@ -1557,7 +1569,7 @@ static int double_row(void *o, const void *x, int n, int wide)
 void qupsample_nearest(void *out, const void *x, int fmt, int nc, int h, int w, int oh, int ow)
 {
 	size_t e = fmt & QF_WIDE ? 2 : 1;
-#pragma omp parallel for schedule(static) if ((size_t)nc * oh * ow >= PAR_MIN)
+#pragma omp parallel for schedule(dynamic, 1) if ((size_t)nc * oh * ow >= PAR_MIN)
 	for (int p = 0; p < nc; p++)
 		for (int oy = 0; oy < oh; oy++) {
 			int sy = upsample_nearest_src(oy, h, oh);
