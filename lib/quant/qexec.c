@@ -10,7 +10,8 @@
  * again; a bilinear one is computed inside the add that reads it (FPN's top-down sum),
  * where its dyadic weights keep it an integer. The flattened outputs are dequantised to
  * f32. Conv weights and biases are the simulation's own (graph.c's folded and quantised
- * ones, times 2^frac: exact integers), so both paths run the same model. */
+ * ones, times 2^frac: exact integers), so both paths run the same model. A batch runs
+ * image by image: the arena and the conv descriptors hold one image. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
