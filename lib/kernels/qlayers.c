@@ -950,15 +950,17 @@ static void depthwise_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, con
 
 /* ---------------------------------------------------------------- grouped */
 
-/* Grouped convs of a few output channels a group at stride 1 (RegNet's 3x3s, groups of
- * 16): the GEMM form would gather kh * kw copies of every input byte for only kg rows of
- * weights. Here each task, one group of one image, interleaves the group's input
- * channels by 4 into a padded plane ([cg/4][PH][PW][4] bytes, signed values + 128 and
- * padding the zero point, as the GEMM form sees them), so that a tap's 4-channel group of
- * 16 consecutive pixels is one 64-byte load, and sums each output row with vpdpbusd:
- * per tap and channel group, GR_V loads and GR_K weight broadcasts feed GR_K x GR_V
- * vectors of sums. Rows are computed over whole vectors; the lanes past ow are read
- * from the padding or the next row and dropped. */
+/* Grouped convs of a few output channels a group at stride 1 or 2 (RegNet's 3x3s,
+ * groups of 16): the GEMM form would gather kh * kw copies of every input byte for only
+ * kg rows of weights. Here each task, one group of one image, interleaves the group's
+ * input channels by 4 into a padded plane (signed values + 128 and padding the zero
+ * point, as the GEMM form sees them), split into its stride x stride phases as the
+ * depthwise int16 form does (phase (a, b): padded rows a, a + s, ..., columns b, b + s,
+ * ...; [cg/4][qh][qw][4] bytes each), so that a tap's 4-channel group of 16 consecutive
+ * output pixels is one 64-byte load from one phase, and sums each output row with
+ * vpdpbusd: per tap and channel group, GR_V loads and GR_K weight broadcasts feed
+ * GR_K x GR_V vectors of sums. Rows are computed over whole vectors; the lanes past ow
+ * are read from the padding or the next row and dropped. */
 #define GR_K 4 /* output channels at a time */
 #define GR_V 4 /* vectors of 16 pixels at a time */
 
@@ -966,13 +968,29 @@ static int grouped_fits(const qconv *d)
 {
 	int cg = d->c / d->groups, kg = d->k / d->groups;
 	return HAVE_VNNI && !(d->in_fmt & QF_WIDE) && d->fast && !d->depthwise && d->groups > 1 && kg <= 64 &&
-	       cg % 4 == 0 && d->sh == 1 && d->sw == 1;
+	       cg % 4 == 0 && d->sh == d->sw && d->sh <= 2;
 }
 
-/* the interleaved padded plane, and a vector's slack past it for the last row's loads */
+/* rows and columns of a phase */
+static void grouped_geometry(const qconv *d, int *qh, int *qw)
+{
+	*qh = (d->h + 2 * d->ph + d->sh - 1) / d->sh;
+	*qw = (d->w + 2 * d->pw + d->sw - 1) / d->sw;
+}
+
+/* bytes of one phase of the interleaved padded plane */
+static size_t grouped_phase(const qconv *d)
+{
+	int qh, qw;
+	grouped_geometry(d, &qh, &qw);
+	return (size_t)(d->c / d->groups) * qh * qw;
+}
+
+/* the phases, a vector's slack past them for the last row's loads, an interleaved
+ * input row (stride 2: split by column between the phases) */
 static size_t grouped_plane(const qconv *d)
 {
-	return round_up((size_t)(d->c / d->groups) * (d->h + 2 * d->ph) * (d->w + 2 * d->pw) + 64, 64);
+	return round_up((size_t)d->sh * d->sw * grouped_phase(d) + 64, 64) + round_up((size_t)d->w * 4, 64);
 }
 
 static size_t grouped_bytes(const qconv *d)
@@ -1056,7 +1074,9 @@ static void grouped_row(uint8_t *o, size_t ostride, int OW, int ox, const uint8_
 
 static void grouped_vnni(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qconv *d)
 {
-	int H = d->h, W = d->w, OH = d->oh, OW = d->ow, PH = H + 2 * d->ph, PW = W + 2 * d->pw;
+	int H = d->h, W = d->w, OH = d->oh, OW = d->ow, s = d->sh, QH, QW;
+	grouped_geometry(d, &QH, &QW);
+	size_t phase = grouped_phase(d);
 	int cg = d->c / d->groups, kg = d->k / d->groups, khw = d->kh * d->kw, ntap = cg / 4 * khw;
 	uint8_t flip = d->in_fmt & QF_SIGNED ? 0x80 : 0;
 	size_t tb = thread_bytes(d), hw = (size_t)H * W, ohw = (size_t)OH * OW;
@@ -1067,17 +1087,32 @@ static void grouped_vnni(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qc
 		uint8_t *P = base + (size_t)omp_get_thread_num() * tb;
 		int32_t *w = (int32_t *)(P + grouped_plane(d)), *off = w + round_up((size_t)kg * ntap, 16);
 		uint8_t *tail = (uint8_t *)(off + round_up((size_t)ntap, 16));
-		memset(P, flip, (size_t)cg * PH * PW);
+		uint32_t *row = (uint32_t *)(P + round_up((size_t)s * s * phase + 64, 64));
+		memset(P, flip, (size_t)s * s * phase);
 		const uint8_t *x = inp + ((size_t)n * d->c + (size_t)g * cg) * hw;
 		for (int c4 = 0; c4 < cg / 4; c4++)
-			for (int y = 0; y < H; y++)
-				pack4(P + (((size_t)c4 * PH + y + d->ph) * PW + d->pw) * 4, x + (size_t)4 * c4 * hw + (size_t)y * W, hw,
-				      W, flip);
+			for (int y = 0; y < H; y++) {
+				const uint8_t *src = x + (size_t)4 * c4 * hw + (size_t)y * W;
+				int py = y + d->ph;
+				/* phase row (py % s, b), row py / s, from column (pw + b) / s */
+				uint8_t *dst = P + (size_t)(py % s) * s * phase + (((size_t)c4 * QH + py / s) * QW) * 4;
+				if (s == 1) {
+					pack4(dst + (size_t)d->pw * 4, src, hw, W, flip);
+					continue;
+				}
+				pack4((uint8_t *)row, src, hw, W, flip);
+				for (int xx = 0; xx < W; xx++) {
+					int px = xx + d->pw;
+					memcpy(dst + (size_t)(px % s) * phase + (size_t)(px / s) * 4, row + xx, 4);
+				}
+			}
 		/* w [i][tap]: the weights of channels 4 c4 .. 4 c4 + 3 at (ky, kx), tap (c4 * kh + ky) * kw + kx */
 		for (int c4 = 0, tp = 0; c4 < cg / 4; c4++)
 			for (int ky = 0; ky < d->kh; ky++)
 				for (int kx = 0; kx < d->kw; kx++, tp++) {
-					off[tp] = (int32_t)((((size_t)c4 * PH + ky * d->dh) * PW + kx * d->dw) * 4);
+					int ty = ky * d->dh, tx = kx * d->dw;
+					off[tp] = (int32_t)(((size_t)(ty % s) * s + tx % s) * phase +
+							    (((size_t)c4 * QH + ty / s) * QW + tx / s) * 4);
 					for (int i = 0; i < kg; i++) {
 						const int8_t *wk = (const int8_t *)d->weight + (size_t)(g * kg + i) * d->rp;
 						uint8_t b4[4];
@@ -1093,7 +1128,7 @@ static void grouped_vnni(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qc
 				for (int ox = 0; ox < OW; ox += 16 * GR_V) {
 					int nv = (OW - ox + 15) / 16;
 					nv = nv < GR_V ? nv : GR_V;
-					grouped_row(o + (size_t)oy * OW, ohw, OW, ox, P + ((size_t)oy * PW + ox) * 4, off,
+					grouped_row(o + (size_t)oy * OW, ohw, OW, ox, P + ((size_t)oy * QW + ox) * 4, off,
 						    w + (size_t)k0 * ntap, ntap, d, k, tail, mk, nv);
 				}
 		}
