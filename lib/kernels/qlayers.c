@@ -181,6 +181,16 @@ int qconv_init(qconv *d, int64_t *gemm_bias)
 	return 0;
 }
 
+/* Below this many products a conv runs on the calling thread: waking the others for a
+ * parallel loop (OMP_WAIT_POLICY=passive, as the pipelines run) took about 20 us under
+ * load, the time of some 4M products on one thread (the heads' and the small maps' convs). */
+#define PAR_MIN_MACS ((size_t)1 << 22)
+
+static int parallel_conv(const qconv *d)
+{
+	return (size_t)d->n * d->k * d->oh * d->ow * (d->r ? d->r : 1) >= PAR_MIN_MACS;
+}
+
 static size_t dw_bytes(const qconv *d);
 static size_t dw_vnni_bytes(const qconv *d);
 
@@ -608,7 +618,7 @@ static void gemm_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qc
 	int tasks = d->n * d->groups * blocks, rows = gemm_task_rows(d, tasks), parts = (kg + rows - 1) / rows;
 	size_t tb = thread_bytes(d);
 	uint8_t *base = (uint8_t *)round_up((size_t)ws, 64);
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) if (parallel_conv(d))
 	for (int t = 0; t < tasks * parts; t++) {
 		int part = t % parts, blk = t / parts % blocks, g = t / parts / blocks % d->groups;
 		int n = t / parts / blocks / d->groups;
@@ -808,7 +818,7 @@ static void depthwise_vnni(uint8_t *out, const uint8_t *inp, uint8_t *ws, const 
 		idx = _mm512_loadu_si512(ix);
 	}
 	const __m512i vlo = _mm512_set1_epi32(d->lo), vhi = _mm512_set1_epi32(d->hi);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 4) if (parallel_conv(d))
 	for (int t = 0; t < d->n * d->c; t++) {
 		int ch = t % d->c;
 		uint8_t *P = base + (size_t)omp_get_thread_num() * tb, *tail = P + round_up(dw_vnni_plane(d) + 64 * groups, 64);
@@ -864,7 +874,7 @@ static void depthwise_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, con
 	dw_geometry(d, &qh, &qw);
 	size_t tb = thread_bytes(d), phase = (size_t)qh * qw;
 	uint8_t *base = (uint8_t *)round_up((size_t)ws, 64);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 4) if (parallel_conv(d))
 	for (int t = 0; t < d->n * d->c; t++) {
 		int ch = t % d->c;
 		int16_t *q = (int16_t *)(base + (size_t)omp_get_thread_num() * tb);
@@ -940,15 +950,17 @@ static void depthwise_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, con
 
 /* ---------------------------------------------------------------- grouped */
 
-/* Grouped convs of a few output channels a group at stride 1 (RegNet's 3x3s, groups of
- * 16): the GEMM form would gather kh * kw copies of every input byte for only kg rows of
- * weights. Here each task, one group of one image, interleaves the group's input
- * channels by 4 into a padded plane ([cg/4][PH][PW][4] bytes, signed values + 128 and
- * padding the zero point, as the GEMM form sees them), so that a tap's 4-channel group of
- * 16 consecutive pixels is one 64-byte load, and sums each output row with vpdpbusd:
- * per tap and channel group, GR_V loads and GR_K weight broadcasts feed GR_K x GR_V
- * vectors of sums. Rows are computed over whole vectors; the lanes past ow are read
- * from the padding or the next row and dropped. */
+/* Grouped convs of a few output channels a group at stride 1 or 2 (RegNet's 3x3s,
+ * groups of 16): the GEMM form would gather kh * kw copies of every input byte for only
+ * kg rows of weights. Here each task, one group of one image, interleaves the group's
+ * input channels by 4 into a padded plane (signed values + 128 and padding the zero
+ * point, as the GEMM form sees them), split into its stride x stride phases as the
+ * depthwise int16 form does (phase (a, b): padded rows a, a + s, ..., columns b, b + s,
+ * ...; [cg/4][qh][qw][4] bytes each), so that a tap's 4-channel group of 16 consecutive
+ * output pixels is one 64-byte load from one phase, and sums each output row with
+ * vpdpbusd: per tap and channel group, GR_V loads and GR_K weight broadcasts feed
+ * GR_K x GR_V vectors of sums. Rows are computed over whole vectors; the lanes past ow
+ * are read from the padding or the next row and dropped. */
 #define GR_K 4 /* output channels at a time */
 #define GR_V 4 /* vectors of 16 pixels at a time */
 
@@ -956,13 +968,29 @@ static int grouped_fits(const qconv *d)
 {
 	int cg = d->c / d->groups, kg = d->k / d->groups;
 	return HAVE_VNNI && !(d->in_fmt & QF_WIDE) && d->fast && !d->depthwise && d->groups > 1 && kg <= 64 &&
-	       cg % 4 == 0 && d->sh == 1 && d->sw == 1;
+	       cg % 4 == 0 && d->sh == d->sw && d->sh <= 2;
 }
 
-/* the interleaved padded plane, and a vector's slack past it for the last row's loads */
+/* rows and columns of a phase */
+static void grouped_geometry(const qconv *d, int *qh, int *qw)
+{
+	*qh = (d->h + 2 * d->ph + d->sh - 1) / d->sh;
+	*qw = (d->w + 2 * d->pw + d->sw - 1) / d->sw;
+}
+
+/* bytes of one phase of the interleaved padded plane */
+static size_t grouped_phase(const qconv *d)
+{
+	int qh, qw;
+	grouped_geometry(d, &qh, &qw);
+	return (size_t)(d->c / d->groups) * qh * qw;
+}
+
+/* the phases, a vector's slack past them for the last row's loads, an interleaved
+ * input row (stride 2: split by column between the phases) */
 static size_t grouped_plane(const qconv *d)
 {
-	return round_up((size_t)(d->c / d->groups) * (d->h + 2 * d->ph) * (d->w + 2 * d->pw) + 64, 64);
+	return round_up((size_t)d->sh * d->sw * grouped_phase(d) + 64, 64) + round_up((size_t)d->w * 4, 64);
 }
 
 static size_t grouped_bytes(const qconv *d)
@@ -1046,28 +1074,45 @@ static void grouped_row(uint8_t *o, size_t ostride, int OW, int ox, const uint8_
 
 static void grouped_vnni(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qconv *d)
 {
-	int H = d->h, W = d->w, OH = d->oh, OW = d->ow, PH = H + 2 * d->ph, PW = W + 2 * d->pw;
+	int H = d->h, W = d->w, OH = d->oh, OW = d->ow, s = d->sh, QH, QW;
+	grouped_geometry(d, &QH, &QW);
+	size_t phase = grouped_phase(d);
 	int cg = d->c / d->groups, kg = d->k / d->groups, khw = d->kh * d->kw, ntap = cg / 4 * khw;
 	uint8_t flip = d->in_fmt & QF_SIGNED ? 0x80 : 0;
 	size_t tb = thread_bytes(d), hw = (size_t)H * W, ohw = (size_t)OH * OW;
 	uint8_t *base = (uint8_t *)round_up((size_t)ws, 64);
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) if (parallel_conv(d))
 	for (int t = 0; t < d->n * d->groups; t++) {
 		int n = t / d->groups, g = t % d->groups;
 		uint8_t *P = base + (size_t)omp_get_thread_num() * tb;
 		int32_t *w = (int32_t *)(P + grouped_plane(d)), *off = w + round_up((size_t)kg * ntap, 16);
 		uint8_t *tail = (uint8_t *)(off + round_up((size_t)ntap, 16));
-		memset(P, flip, (size_t)cg * PH * PW);
+		uint32_t *row = (uint32_t *)(P + round_up((size_t)s * s * phase + 64, 64));
+		memset(P, flip, (size_t)s * s * phase);
 		const uint8_t *x = inp + ((size_t)n * d->c + (size_t)g * cg) * hw;
 		for (int c4 = 0; c4 < cg / 4; c4++)
-			for (int y = 0; y < H; y++)
-				pack4(P + (((size_t)c4 * PH + y + d->ph) * PW + d->pw) * 4, x + (size_t)4 * c4 * hw + (size_t)y * W, hw,
-				      W, flip);
+			for (int y = 0; y < H; y++) {
+				const uint8_t *src = x + (size_t)4 * c4 * hw + (size_t)y * W;
+				int py = y + d->ph;
+				/* phase row (py % s, b), row py / s, from column (pw + b) / s */
+				uint8_t *dst = P + (size_t)(py % s) * s * phase + (((size_t)c4 * QH + py / s) * QW) * 4;
+				if (s == 1) {
+					pack4(dst + (size_t)d->pw * 4, src, hw, W, flip);
+					continue;
+				}
+				pack4((uint8_t *)row, src, hw, W, flip);
+				for (int xx = 0; xx < W; xx++) {
+					int px = xx + d->pw;
+					memcpy(dst + (size_t)(px % s) * phase + (size_t)(px / s) * 4, row + xx, 4);
+				}
+			}
 		/* w [i][tap]: the weights of channels 4 c4 .. 4 c4 + 3 at (ky, kx), tap (c4 * kh + ky) * kw + kx */
 		for (int c4 = 0, tp = 0; c4 < cg / 4; c4++)
 			for (int ky = 0; ky < d->kh; ky++)
 				for (int kx = 0; kx < d->kw; kx++, tp++) {
-					off[tp] = (int32_t)((((size_t)c4 * PH + ky * d->dh) * PW + kx * d->dw) * 4);
+					int ty = ky * d->dh, tx = kx * d->dw;
+					off[tp] = (int32_t)(((size_t)(ty % s) * s + tx % s) * phase +
+							    (((size_t)c4 * QH + ty / s) * QW + tx / s) * 4);
 					for (int i = 0; i < kg; i++) {
 						const int8_t *wk = (const int8_t *)d->weight + (size_t)(g * kg + i) * d->rp;
 						uint8_t b4[4];
@@ -1083,7 +1128,7 @@ static void grouped_vnni(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qc
 				for (int ox = 0; ox < OW; ox += 16 * GR_V) {
 					int nv = (OW - ox + 15) / 16;
 					nv = nv < GR_V ? nv : GR_V;
-					grouped_row(o + (size_t)oy * OW, ohw, OW, ox, P + ((size_t)oy * PW + ox) * 4, off,
+					grouped_row(o + (size_t)oy * OW, ohw, OW, ox, P + ((size_t)oy * QW + ox) * 4, off,
 						    w + (size_t)k0 * ntap, ntap, d, k, tail, mk, nv);
 				}
 		}
@@ -1164,7 +1209,9 @@ void qconv_forward(void *out, const void *inp, uint8_t *ws, const qconv *d)
 
 /* ---------------------------------------------------------------- elementwise */
 
-#define PAR_MIN 65536
+/* values below which an elementwise kernel runs on the calling thread (PAR_MIN_MACS:
+ * a few microseconds of vector work against the wake-up of the others) */
+#define PAR_MIN ((size_t)1 << 18)
 
 
 /* x [n] of format fmt -> int32 */
@@ -1252,7 +1299,7 @@ void qrescale(void *out, const void *x, int x_fmt, size_t n, int shift, int32_t 
 	 * residual add): exact in int32 while |x| * 2^-shift < 2^31 */
 	int up = shift < 0 && shift > -23 ? -shift : 0;
 #endif
-#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+#pragma omp parallel for schedule(dynamic, 1) if (n >= PAR_MIN)
 	for (size_t o = 0; o < n; o += CHUNK) {
 		size_t at = o;
 		int c = n - o < CHUNK ? (int)(n - o) : CHUNK;
@@ -1283,7 +1330,7 @@ void qadd(void *out, const void *a, int a_fmt, int fa, const void *b, int b_fmt,
 	/* values below 2^8 moved up by at most 2^21 (2^16 by 2^13) and summed stay within int32 */
 	int up = a_fmt & QF_WIDE ? 13 : 21;
 	int fast = sa <= up && sb <= up && shift >= 0 && shift < 31;
-#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+#pragma omp parallel for schedule(dynamic, 1) if (n >= PAR_MIN)
 	for (size_t o = 0; o < n; o += CHUNK) {
 		size_t at = o;
 		int c = n - o < CHUNK ? (int)(n - o) : CHUNK;
@@ -1339,7 +1386,7 @@ void qadd_bilinear(void *out, const void *a, int a_fmt, int fa, const void *b, i
 	if (!(a_fmt & QF_WIDE) && !(b_fmt & QF_WIDE) && shift >= 0 && shift < 31 && bound < INT32_MAX &&
 	    w <= QROW_MAX && ow <= QROW_MAX) {
 		int32_t m_a = (int32_t)ma, m_u = (int32_t)mu;
-#pragma omp parallel for schedule(static) if ((size_t)nc * oh * ow >= PAR_MIN)
+#pragma omp parallel for schedule(dynamic, 1) if ((size_t)nc * oh * ow >= PAR_MIN)
 		for (int p = 0; p < nc; p++) {
 			int32_t t[QROW_MAX], v[QROW_MAX];
 			const uint8_t *bp = (const uint8_t *)b + (size_t)p * h * w;
@@ -1380,7 +1427,7 @@ void qadd_bilinear(void *out, const void *a, int a_fmt, int fa, const void *b, i
 		}
 		return;
 	}
-#pragma omp parallel for schedule(static) if ((size_t)nc * oh * ow >= PAR_MIN)
+#pragma omp parallel for schedule(dynamic, 1) if ((size_t)nc * oh * ow >= PAR_MIN)
 	for (int p = 0; p < nc; p++) {
 		size_t bp = (size_t)p * h * w, ap = (size_t)p * oh * ow;
 		for (int y = 0; y < oh; y++) {
@@ -1401,7 +1448,7 @@ void qadd_bilinear(void *out, const void *a, int a_fmt, int fa, const void *b, i
 void qmaxpool(void *out, const void *x, int x_fmt, int n, int c, int h, int w, int kh, int kw, int sh, int sw,
 	      int ph, int pw, int oh, int ow, int shift, int32_t lo, int32_t hi)
 {
-#pragma omp parallel for schedule(static) if ((size_t)n * c * h * w >= PAR_MIN)
+#pragma omp parallel for schedule(dynamic, 1) if ((size_t)n * c * h * w >= PAR_MIN)
 	for (int p = 0; p < n * c; p++) {
 		size_t xp = (size_t)p * h * w;
 		for (int oy = 0; oy < oh; oy++) {
@@ -1430,7 +1477,7 @@ void ql2norm(void *out, const void *x, int x_fmt, int fx, const float *weight, f
 	enum { B = 64 }; /* pixels a task: their sums and factors stay in registers or L1 */
 	const float unit = ldexpf(1.0f, -fx);
 	int blocks = (hw + B - 1) / B;
-#pragma omp parallel for schedule(static) if ((size_t)n * c * hw >= PAR_MIN)
+#pragma omp parallel for schedule(dynamic, 1) if ((size_t)n * c * hw >= PAR_MIN)
 	for (int t = 0; t < n * blocks; t++) {
 		int b = t / blocks, i0 = t % blocks * B, m = hw - i0 < B ? hw - i0 : B;
 		size_t xb = (size_t)b * c * hw + i0;
@@ -1482,7 +1529,7 @@ void qdequant_planes(float *out, const void *x, int x_fmt, int c, int hw, int fr
 	enum { PX = 16, CH = 64 };
 	const float s = ldexpf(1.0f, -frac);
 	int blocks = (hw + PX - 1) / PX;
-#pragma omp parallel for schedule(static) if ((size_t)c * hw >= PAR_MIN)
+#pragma omp parallel for schedule(dynamic, 16) if ((size_t)c * hw >= PAR_MIN)
 	for (int b = 0; b < blocks; b++) {
 		float t[CH][PX];
 		int p0 = b * PX, m = hw - p0 < PX ? hw - p0 : PX;
@@ -1510,7 +1557,7 @@ void qdequant_planes(float *out, const void *x, int x_fmt, int c, int hw, int fr
 
 void qquantise(void *out, const float *x, size_t n, const qact *a, int fmt)
 {
-#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+#pragma omp parallel for schedule(dynamic, 1) if (n >= PAR_MIN)
 	for (size_t o = 0; o < n; o += CHUNK) {
 		size_t c = n - o < CHUNK ? n - o : CHUNK, i = 0;
 #if defined(__AVX512F__)
@@ -1557,7 +1604,7 @@ static int double_row(void *o, const void *x, int n, int wide)
 void qupsample_nearest(void *out, const void *x, int fmt, int nc, int h, int w, int oh, int ow)
 {
 	size_t e = fmt & QF_WIDE ? 2 : 1;
-#pragma omp parallel for schedule(static) if ((size_t)nc * oh * ow >= PAR_MIN)
+#pragma omp parallel for schedule(dynamic, 1) if ((size_t)nc * oh * ow >= PAR_MIN)
 	for (int p = 0; p < nc; p++)
 		for (int oy = 0; oy < oh; oy++) {
 			int sy = upsample_nearest_src(oy, h, oh);

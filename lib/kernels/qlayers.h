@@ -20,7 +20,9 @@
  * (vpdpbusd: u8 x s8 in 4-byte groups, int32 sums) where the build has it, else on
  * AVX2 (vpmaddwd on the bytes widened to int16), else on portable C; an 8-bit
  * depthwise conv on VNNI gathers each pixel's taps of a kernel row with vpermb (else
- * an int16 form). */
+ * an int16 form); an 8-bit grouped conv of a few channels a group at stride 1
+ * (RegNet's) on VNNI sums from its input interleaved by 4 channels. Small convs and
+ * elementwise kernels stay on the calling thread (waking the others costs more). */
 #ifndef QLAYERS_H
 #define QLAYERS_H
 

@@ -178,6 +178,13 @@ static void test_conv(void)
 		/* grouped at stride 1 (RegNet's): whole and part vectors and channel blocks, dilation */
 		{1, 32, 13, 21, 32, 3, 3, 1, 1, 1, 2},   {2, 24, 7, 40, 12, 3, 3, 1, 2, 2, 3},
 		{1, 16, 5, 70, 10, 3, 3, 1, 1, 1, 2},    {1, 16, 4, 33, 8, 1, 3, 1, 0, 1, 2},
+		/* and at stride 2: odd sizes, dilation, a phase's rows past the vectors */
+		{1, 32, 13, 21, 32, 3, 3, 2, 1, 1, 2},   {2, 16, 16, 17, 8, 3, 3, 2, 1, 1, 4},
+		{1, 24, 11, 40, 12, 3, 3, 2, 2, 2, 3},   {1, 16, 9, 140, 8, 3, 3, 2, 1, 1, 2},
+		/* enough work to run on both threads: im2col, grouped, depthwise, 1x1 split by channels */
+		{1, 32, 24, 24, 64, 3, 3, 1, 1, 1, 1},   {1, 64, 32, 32, 64, 3, 3, 1, 1, 1, 4},
+		{1, 64, 64, 64, 64, 3, 3, 2, 1, 1, 4},
+		{1, 256, 48, 48, 256, 3, 3, 1, 1, 1, 256}, {1, 160, 16, 16, 192, 1, 1, 1, 0, 1, 1},
 	};
 	int fast = 0, slow = 0;
 	for (size_t i = 0; i < sizeof geos / sizeof *geos; i++)
@@ -203,7 +210,7 @@ static void test_conv(void)
 
 static void test_elementwise(void)
 {
-	enum { N = 70001 };
+	enum { N = (1 << 18) + 4097 }; /* above PAR_MIN: both threads, and a part chunk */
 	for (int wide = 0; wide <= QF_WIDE; wide += QF_WIDE) {
 		uint8_t *a = random_ints(N, wide), *b = random_ints(N, wide), *y = malloc(2 * N);
 		static const int cases[][5] = {/* fa, fb, fo, a_sgn, b_sgn */
