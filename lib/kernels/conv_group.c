@@ -25,7 +25,7 @@
 #define GT_V 3               /* 16-position vectors of a tile */
 #define GT_Q (16 * GT_V)     /* grid positions of a tile */
 #define GT_MAXT 9            /* taps */
-#define DW_QB 256            /* grid positions per block of the weight gradient (L1) */
+#define DW_PIX 128           /* output pixels per block of the weight gradient (L1) */
 
 static size_t up(size_t n, size_t m)
 {
@@ -83,7 +83,8 @@ static gc_geom geom_dx(const conv2d_desc *d)
 }
 
 /* Per-thread workspace, in floats: src (a source copy), grid (a tile grid of up to
- * mp rows), and for the weight gradient dg (dout on the grid) and acc (the vector sums). */
+ * mp rows), and for the weight gradient dg (dout transposed, [pixel][kvec]) and acc
+ * (its sums, [c][t][kvec]). */
 typedef struct gc_scratch {
 	float *src, *grid, *dg, *acc;
 } gc_scratch;
@@ -91,6 +92,12 @@ typedef struct gc_scratch {
 static size_t pad8(int n)
 {
 	return up((size_t)n, GT_M);
+}
+
+/* The weight gradient's lanes: the group's output channels in whole vectors. */
+static size_t kvec(int kg)
+{
+	return kg <= 16 ? 16 : kg <= 32 ? 32 : 64;
 }
 
 static size_t wpack_floats(const conv2d_desc *d)
@@ -109,8 +116,8 @@ static size_t thread_floats(const conv2d_desc *d, gc_scratch *s, float *base)
 		size_t sx = (size_t)kg * x.cs, gx = pad8(cg) * x.gpr;
 		src = src > sx ? src : sx;
 		grid = grid > gx ? grid : gx;
-		dg = (size_t)kg * up(f.gpr, DW_QB);
-		acc = (size_t)kg * cg * 9 * 16;
+		dg = (size_t)d->oh * d->ow * kvec(kg);
+		acc = (size_t)cg * 9 * kvec(kg);
 	}
 	src = up(src, 16);
 	if (s) {
@@ -241,63 +248,64 @@ static void tap_conv(float *grid, size_t gpr, const float *const *tap, int nt, s
 		}
 }
 
-/* Lanes of the grid vector at q that are output pixels (ox < ow, q < gp). */
-static __mmask16 grid_mask(size_t q, const gc_geom *g, int ow)
+/* The weight gradient of output rows oy0..oy1 of one image and group, lanes over its
+ * output channels: acc [c][t][kv*16] += sum over the pixels p of dt [p][kv*16] x
+ * the input at tap t of p, for the channels c0.. c0+8/kv (fewer at the end) and the
+ * three taps of row ky: 24 vector sums in registers (a[c*kv + v][kx]), the input
+ * broadcast. Only output pixels are visited: no junk column enters the sums. */
+static ALWAYS_INLINE void dw_rows_impl(float *acc, const float *dt, const float *const *tap, size_t cs, int cg, int c0,
+				       int ky, int oy0, int oy1, int ow, int gw, int kv)
 {
-	unsigned m = 0;
-	for (int j = 0; j < 16; j++)
-		if (q + j < g->gp && (int)((q + j) % g->gw) < ow)
-			m |= 1u << j;
-	return (__mmask16)m;
-}
-
-/* acc [kg][nj][16] += lanes of sum over q of dg [k][q] x tap [j] [q] over the grid
- * positions q0..q1 (multiples of 16), tap j = (c, t) at tap[t] + c*cs; mask [(q - q0) / 16]:
- * each 16-position vector's output lanes (the junk lanes are zeroed on the tap side, so an
- * inf there cannot make a NaN). Tiles of 4 k x 6 j. */
-static void dw_block(float *acc, const float *dg, size_t dgs, const float *const *tap, size_t cs, int kg, int cg,
-		     const __mmask16 *mask, size_t q0, size_t q1)
-{
-	int nj = cg * 9;
-	for (int k0 = 0; k0 < kg; k0 += 4) {
-		int mk = kg - k0 < 4 ? kg - k0 : 4;
-		const float *dr[4];
-		for (int i = 0; i < 4; i++)
-			dr[i] = dg + (size_t)(k0 + (i < mk ? i : mk - 1)) * dgs;
-		for (int j0 = 0; j0 < nj; j0 += 6) {
-			int mj = nj - j0 < 6 ? nj - j0 : 6;
-			const float *xr[6];
-			for (int j = 0; j < 6; j++) {
-				int jj = j0 + (j < mj ? j : mj - 1);
-				xr[j] = tap[jj % 9] + (size_t)(jj / 9) * cs;
-			}
-			__m512 a[4][6];
+	enum { CB = 8 };
+	int cb = CB / kv, nc = cg - c0 < cb ? cg - c0 : cb;
+	const float *pc[CB];
+	for (int c = 0; c < cb; c++)
+		pc[c] = tap[ky * 3] + (size_t)(c0 + (c < nc ? c : nc - 1)) * cs;
+	ptrdiff_t d1 = tap[ky * 3 + 1] - tap[ky * 3], d2 = tap[ky * 3 + 2] - tap[ky * 3];
+	__m512 a[CB][3];
+#pragma GCC unroll 8
+	for (int c = 0; c < CB; c++)
+		a[c][0] = a[c][1] = a[c][2] = _mm512_setzero_ps();
+	const float *g = dt + (size_t)oy0 * ow * kv * 16;
+	for (int oy = oy0; oy < oy1; oy++) {
+		size_t q = (size_t)oy * gw;
+		for (int ox = 0; ox < ow; ox++, g += kv * 16) {
+			__m512 gv[4];
 #pragma GCC unroll 4
-			for (int i = 0; i < 4; i++)
-#pragma GCC unroll 6
-				for (int j = 0; j < 6; j++)
-					a[i][j] = _mm512_setzero_ps();
-			for (size_t q = q0; q < q1; q += 16) {
-				__mmask16 m = mask[(q - q0) / 16];
-				__m512 x[6];
-#pragma GCC unroll 6
-				for (int j = 0; j < 6; j++)
-					x[j] = _mm512_maskz_loadu_ps(m, xr[j] + q);
+			for (int v = 0; v < kv; v++)
+				gv[v] = _mm512_loadu_ps(g + 16 * v);
+#pragma GCC unroll 8
+			for (int c = 0; c < cb; c++) {
+				const float *p = pc[c] + q + ox;
+				__m512 b0 = _mm512_set1_ps(p[0]), b1 = _mm512_set1_ps(p[d1]), b2 = _mm512_set1_ps(p[d2]);
 #pragma GCC unroll 4
-				for (int i = 0; i < 4; i++) {
-					__m512 g = _mm512_loadu_ps(dr[i] + q);
-#pragma GCC unroll 6
-					for (int j = 0; j < 6; j++)
-						a[i][j] = _mm512_fmadd_ps(g, x[j], a[i][j]);
+				for (int v = 0; v < kv; v++) {
+					__m512 *r = a[c * kv + v];
+					r[0] = _mm512_fmadd_ps(b0, gv[v], r[0]);
+					r[1] = _mm512_fmadd_ps(b1, gv[v], r[1]);
+					r[2] = _mm512_fmadd_ps(b2, gv[v], r[2]);
 				}
 			}
-			for (int i = 0; i < mk; i++)
-				for (int j = 0; j < mj; j++) {
-					float *p = acc + ((size_t)(k0 + i) * nj + j0 + j) * 16;
-					_mm512_storeu_ps(p, _mm512_add_ps(_mm512_loadu_ps(p), a[i][j]));
-				}
 		}
 	}
+	size_t kvs = (size_t)kv * 16;
+	for (int c = 0; c < nc; c++)
+		for (int kx = 0; kx < 3; kx++)
+			for (int v = 0; v < kv; v++) {
+				float *o = acc + ((size_t)(c0 + c) * 9 + ky * 3 + kx) * kvs + 16 * v;
+				_mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), a[c * kv + v][kx]));
+			}
+}
+
+static void dw_rows(float *acc, const float *dt, const float *const *tap, size_t cs, int cg, int c0, int ky,
+		    int oy0, int oy1, int ow, int gw, int kv)
+{
+	if (kv == 1)
+		dw_rows_impl(acc, dt, tap, cs, cg, c0, ky, oy0, oy1, ow, gw, 1);
+	else if (kv == 2)
+		dw_rows_impl(acc, dt, tap, cs, cg, c0, ky, oy0, oy1, ow, gw, 2);
+	else
+		dw_rows_impl(acc, dt, tap, cs, cg, c0, ky, oy0, oy1, ow, gw, 4);
 }
 #endif
 
@@ -445,11 +453,10 @@ static void dx_task(float *dinp, const float *dout, const float *wp, gc_scratch 
 static void dw_task(float *dweight, float *dbias, const float *dout, const float *inp, gc_scratch s,
 		    const gc_geom *g, int gi, int cg, int kg, const conv2d_desc *d)
 {
-	size_t hw = (size_t)d->h * d->w, ohw = (size_t)d->oh * d->ow, dgs = up(g->gpr, DW_QB);
-	size_t nacc = (size_t)kg * cg * 9 * 16;
-	__mmask16 mask[(DW_QB / 16)];
+	size_t hw = (size_t)d->h * d->w, ohw = (size_t)d->oh * d->ow, kvs = kvec(kg);
+	int kv = (int)kvs / 16, cb = 8 / kv, rows = DW_PIX / d->ow < 1 ? 1 : DW_PIX / d->ow;
 	if (dweight)
-		memset(s.acc, 0, nacc * sizeof(float));
+		memset(s.acc, 0, (size_t)cg * 9 * kvs * sizeof(float));
 	for (int n = 0; n < d->n; n++) {
 		const float *go = dout + ((size_t)n * d->k + (size_t)gi * kg) * ohw;
 		if (dbias)
@@ -465,23 +472,25 @@ static void dw_task(float *dweight, float *dbias, const float *dout, const float
 			continue;
 		const float *tap[9];
 		fwd_source(s.src, tap, g, inp + ((size_t)n * d->c + (size_t)gi * cg) * hw, d, cg);
-		/* dout on the grid, 0 in the junk columns and past the end */
-		for (int k = 0; k < kg; k++) {
-			float *r = s.dg + k * dgs;
-			memset(r, 0, dgs * sizeof(float));
-			for (int oy = 0; oy < d->oh; oy++)
-				memcpy(r + (size_t)oy * g->gw, go + k * ohw + (size_t)oy * d->ow, d->ow * sizeof(float));
+		/* dout transposed: [pixel][kvs], 0 past kg */
+		for (size_t p = 0; p < ohw; p++) {
+			float *r = s.dg + p * kvs;
+			for (int k = 0; k < kg; k++)
+				r[k] = go[k * ohw + p];
+			for (size_t k = kg; k < kvs; k++)
+				r[k] = 0.0f;
 		}
-		for (size_t q0 = 0; q0 < g->gp; q0 += DW_QB) {
-			size_t q1 = q0 + DW_QB < up(g->gp, 16) ? q0 + DW_QB : up(g->gp, 16);
-			for (size_t q = q0; q < q1; q += 16)
-				mask[(q - q0) / 16] = grid_mask(q, g, d->ow);
-			dw_block(s.acc, s.dg, dgs, tap, g->cs, kg, cg, mask, q0, q1);
+		for (int oy0 = 0; oy0 < d->oh; oy0 += rows) {
+			int oy1 = oy0 + rows < d->oh ? oy0 + rows : d->oh;
+			for (int c0 = 0; c0 < cg; c0 += cb)
+				for (int ky = 0; ky < 3; ky++)
+					dw_rows(s.acc, s.dg, tap, g->cs, cg, c0, ky, oy0, oy1, d->ow, g->gw, kv);
 		}
 	}
 	if (dweight)
-		for (size_t i = 0; i < nacc / 16; i++)
-			dweight[i] += _mm512_reduce_add_ps(_mm512_loadu_ps(s.acc + i * 16));
+		for (int k = 0; k < kg; k++)
+			for (int j = 0; j < cg * 9; j++)
+				dweight[(size_t)k * cg * 9 + j] += s.acc[(size_t)j * kvs + k];
 }
 #endif
 
