@@ -59,7 +59,8 @@ static gc_geom geom_fwd(const conv2d_desc *d)
 		g.gh = d->oh;
 		g.gp = (size_t)g.gh * g.gw;
 		g.gpr = up(g.gp, GT_Q);
-		size_t need = g.gpr + (size_t)g.gw + 1, have = (size_t)(d->oh + 1) * g.gw;
+		/* + 16: copy_phases writes whole vectors past a row's end */
+		size_t need = g.gpr + (size_t)g.gw + 1, have = (size_t)(d->oh + 1) * g.gw + 16;
 		g.pp = up(need > have ? need : have, 16);
 		g.cs = 4 * g.pp;
 	}
@@ -113,13 +114,14 @@ static size_t thread_floats(const conv2d_desc *d, gc_scratch *s, float *base)
 	gc_geom f = geom_fwd(d), x = geom_dx(d);
 	size_t src = (size_t)cg * f.cs, grid = pad8(kg) * f.gpr, dg = 0, acc = 0;
 	if (!d->forward_only) {
-		size_t sx = (size_t)kg * x.cs, gx = pad8(cg) * x.gpr;
+		size_t sx = (size_t)kg * x.cs, gx = (d->sh == 1 ? 1 : 2) * pad8(cg) * x.gpr;
 		src = src > sx ? src : sx;
 		grid = grid > gx ? grid : gx;
 		dg = (size_t)d->oh * d->ow * kvec(kg);
 		acc = (size_t)cg * 9 * kvec(kg);
 	}
 	src = up(src, 16);
+	grid += 16; /* the stride-2 interleave reads whole vectors past a grid row */
 	if (s) {
 		s->src = base;
 		s->grid = s->src + src;
@@ -134,6 +136,7 @@ size_t conv_group_workspace_floats(const conv2d_desc *d)
 	return wpack_floats(d) + (size_t)d->nthreads * thread_floats(d, NULL, NULL);
 }
 
+#if defined(__AVX512F__)
 static gc_scratch thread_scratch(float *ws, const conv2d_desc *d, int tid)
 {
 	gc_scratch s;
@@ -163,28 +166,38 @@ static void copy_padded(float *dst, size_t cs, size_t pp, int gw, const float *s
 }
 
 /* The stride-2 phases of src [nc][h][w] padded by 1: dst [c][py*2+px][r][b] =
- * padded [2r+py][2b+px], zero outside the input and up to pp. */
+ * padded [2r+py][2b+px], zero outside the input and up to pp. A row's even input
+ * columns go to px = 1, its odd ones to px = 0 one place on, in whole vectors: each
+ * may write zeros past the row's end, which the next row (or the tail) overwrites. */
 static void copy_phases(float *dst, const gc_geom *g, const float *src, int nc, int h, int w)
 {
-	int gw = g->gw, rows = g->gh + 1;
+	const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+	const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+	int gw = g->gw, rows = g->gh + 1, nv = (gw + 15) / 16;
 	for (int c = 0; c < nc; c++, src += (size_t)h * w)
-		for (int ph = 0; ph < 4; ph++) {
-			int py = ph >> 1, px = ph & 1;
-			float *p = dst + c * g->cs + ph * g->pp;
+		for (int py = 0; py < 2; py++) {
+			float *p0 = dst + c * g->cs + (2 * py) * g->pp, *p1 = p0 + g->pp;
 			for (int r = 0; r < rows; r++) {
 				int iy = 2 * r + py - 1;
-				float *o = p + (size_t)r * gw;
+				float *o0 = p0 + (size_t)r * gw, *o1 = p1 + (size_t)r * gw;
 				if (iy < 0 || iy >= h) {
-					memset(o, 0, gw * sizeof(float));
+					memset(o0, 0, gw * sizeof(float));
+					memset(o1, 0, gw * sizeof(float));
 					continue;
 				}
 				const float *s = src + (size_t)iy * w;
-				for (int b = 0; b < gw; b++) {
-					int ix = 2 * b + px - 1;
-					o[b] = ix >= 0 && ix < w ? s[ix] : 0.0f;
+				o0[0] = 0.0f;
+				for (int j = 0; j < nv; j++) {
+					int left = w - 32 * j;
+					__mmask16 ma = left >= 16 ? 0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
+					__mmask16 mb = left >= 32 ? 0xffff : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);
+					__m512 a = _mm512_maskz_loadu_ps(ma, s + 32 * j), b = _mm512_maskz_loadu_ps(mb, s + 32 * j + 16);
+					_mm512_storeu_ps(o1 + 16 * j, _mm512_permutex2var_ps(a, even, b));
+					_mm512_storeu_ps(o0 + 16 * j + 1, _mm512_permutex2var_ps(a, odd, b));
 				}
 			}
-			memset(p + (size_t)rows * gw, 0, (g->pp - (size_t)rows * gw) * sizeof(float));
+			for (float *p = p0; p <= p1; p += g->pp)
+				memset(p + (size_t)rows * gw, 0, (g->pp - (size_t)rows * gw) * sizeof(float));
 		}
 }
 
@@ -208,7 +221,6 @@ static void fwd_source(float *src, const float **tap, const gc_geom *g, const fl
 
 /* ---------------------------------------------------------------- the tile kernel */
 
-#if defined(__AVX512F__)
 /* grid [mp][gpr] = sum over c < nc, t < nt of wp [c][t][mp] x tap[t] [c*cs + q] for
  * every grid position q < gpr (mp a multiple of GT_M, gpr of GT_Q). */
 static void tap_conv(float *grid, size_t gpr, const float *const *tap, int nt, size_t cs, const float *wp,
@@ -307,7 +319,6 @@ static void dw_rows(float *acc, const float *dt, const float *const *tap, size_t
 	else
 		dw_rows_impl(acc, dt, tap, cs, cg, c0, ky, oy0, oy1, ow, gw, 4);
 }
-#endif
 
 /* ---------------------------------------------------------------- forward */
 
@@ -336,7 +347,6 @@ static int par_worth(const conv2d_desc *d)
 void conv_group_forward(float *out, const float *inp, const float *weight, const float *bias, float *ws,
 			const conv2d_desc *d)
 {
-#if defined(__AVX512F__)
 	int G = d->groups, cg = d->c / G, kg = d->k / G, mp = (int)pad8(kg);
 	size_t hw = (size_t)d->h * d->w, ohw = (size_t)d->oh * d->ow;
 	gc_geom g = geom_fwd(d);
@@ -361,9 +371,6 @@ void conv_group_forward(float *out, const float *inp, const float *weight, const
 			}
 		}
 	}
-#else
-	(void)out, (void)inp, (void)weight, (void)bias, (void)ws, (void)d;
-#endif
 }
 
 /* ---------------------------------------------------------------- backward */
@@ -407,7 +414,6 @@ static void pack_dx(float *wp, const float *weight, int groups, int cg, int kg, 
 	}
 }
 
-#if defined(__AVX512F__)
 /* dinp of one image and group [cg][h][w] from its dout [kg][oh][ow]; wp: the group's
  * pack_dx weights. */
 static void dx_task(float *dinp, const float *dout, const float *wp, gc_scratch s, const gc_geom *g,
@@ -429,23 +435,38 @@ static void dx_task(float *dinp, const float *dout, const float *wp, gc_scratch 
 		return;
 	}
 	/* stride 2: dout with a zero row and column after it; each phase of dinp is a grid
-	 * over (a, b) that reads dout at (a + dy, b + dx) */
+	 * over (a, b) that reads dout at (a + dy, b + dx). The two column phases of a row
+	 * parity are made side by side, then interleaved into whole rows of dinp. */
+	const __m512i lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+	const __m512i hi_idx = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
 	copy_padded(s.src, g->cs, g->pp, g->gw, dout, kg, d->oh, d->ow, 0, 0);
-	for (int ph = 0; ph < 4; ph++) {
-		int py = ph >> 1, px = ph & 1, tsel[4], dy[4], dx[4];
-		int nt = phase_taps(ph, tsel, dy, dx);
-		const float *tap[4];
-		for (int t = 0; t < nt; t++)
-			tap[t] = s.src + dy[t] * g->gw + dx[t];
-		tap_conv(s.grid, g->gpr, tap, nt, g->cs, wp, kg, mp);
-		wp += (size_t)kg * nt * mp;
-		for (int c = 0; c < cg; c++) {
-			const float *gr = s.grid + (size_t)c * g->gpr;
-			float *o = dinp + c * hw;
-			for (int y = py; y < H; y += 2)
-				for (int x = px; x < W; x += 2)
-					o[(size_t)y * W + x] = gr[(y >> 1) * g->gw + (x >> 1)];
+	float *grid[2] = {s.grid, s.grid + (size_t)mp * g->gpr};
+	for (int py = 0; py < 2; py++) {
+		for (int px = 0; px < 2; px++) {
+			int tsel[4], dy[4], dx[4], nt = phase_taps(py * 2 + px, tsel, dy, dx);
+			const float *tap[4];
+			for (int t = 0; t < nt; t++)
+				tap[t] = s.src + dy[t] * g->gw + dx[t];
+			tap_conv(grid[px], g->gpr, tap, nt, g->cs, wp, kg, mp);
+			wp += (size_t)kg * nt * mp;
 		}
+		int nv = (W + 31) / 32;
+		for (int c = 0; c < cg; c++)
+			for (int y = py; y < H; y += 2) {
+				const float *e = grid[0] + (size_t)c * g->gpr + (size_t)(y >> 1) * g->gw;
+				const float *o = grid[1] + (size_t)c * g->gpr + (size_t)(y >> 1) * g->gw;
+				float *dst = dinp + c * hw + (size_t)y * W;
+				for (int j = 0; j < nv; j++) {
+					/* the grids' rows are gw = ow + 1 >= W / 2 + 1 wide and end in slack */
+					__m512 ev = _mm512_loadu_ps(e + 16 * j), ov = _mm512_loadu_ps(o + 16 * j);
+					__m512 lo = _mm512_permutex2var_ps(ev, lo_idx, ov), hi = _mm512_permutex2var_ps(ev, hi_idx, ov);
+					int left = W - 32 * j;
+					store_lanes(dst + 32 * j, left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1), lo);
+					if (left > 16)
+						store_lanes(dst + 32 * j + 16,
+							    left >= 32 ? 0xffff : (__mmask16)((1u << (left - 16)) - 1), hi);
+				}
+			}
 	}
 }
 
@@ -492,12 +513,10 @@ static void dw_task(float *dweight, float *dbias, const float *dout, const float
 			for (int j = 0; j < cg * 9; j++)
 				dweight[(size_t)k * cg * 9 + j] += s.acc[(size_t)j * kvs + k];
 }
-#endif
 
 void conv_group_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
 			 const float *weight, float *ws, const conv2d_desc *d)
 {
-#if defined(__AVX512F__)
 	int G = d->groups, cg = d->c / G, kg = d->k / G;
 	size_t hw = (size_t)d->h * d->w, ohw = (size_t)d->oh * d->ow;
 	gc_geom gf = geom_fwd(d), gx = geom_dx(d);
@@ -523,7 +542,18 @@ void conv_group_backward(float *dinp, float *dweight, float *dbias, const float 
 			}
 		}
 	}
-#else
-	(void)dinp, (void)dweight, (void)dbias, (void)dout, (void)inp, (void)weight, (void)ws, (void)d;
-#endif
 }
+#else
+/* Never called: conv2d_init refuses CONV_GROUP3X3 without AVX-512. */
+void conv_group_forward(float *out, const float *inp, const float *weight, const float *bias, float *ws,
+			const conv2d_desc *d)
+{
+	(void)out, (void)inp, (void)weight, (void)bias, (void)ws, (void)d;
+}
+
+void conv_group_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+			 const float *weight, float *ws, const conv2d_desc *d)
+{
+	(void)dinp, (void)dweight, (void)dbias, (void)dout, (void)inp, (void)weight, (void)ws, (void)d;
+}
+#endif

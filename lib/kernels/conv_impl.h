@@ -21,13 +21,7 @@ static ALWAYS_INLINE void store_lanes(float *p, __mmask16 m, __m512 v)
 		_mm512_mask_storeu_ps(p, m, v);
 }
 #else
-#define HAVE_GEMM512 0void conv_group_forward(float *out, const float *inp, const float *weight, const float *bias, float *ws,
-			const conv2d_desc *d);
-void conv_group_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-			 const float *weight, float *ws, const conv2d_desc *d);
-/* conv_group's workspace, in floats. */
-size_t conv_group_workspace_floats(const conv2d_desc *d);
-
+#define HAVE_GEMM512 0
 #endif
 
 /* 1x1, stride 1, no padding: the input is already the GEMM operand. */
