@@ -10,7 +10,8 @@
  *   build/bench_layers [-n batch] [-t seconds per case] [-a] [-c] [filter]
  * -a: every applicable conv algo, not only the one conv2d_init picks; -c: CPU time
  * (for single-threaded runs on a busy machine, see now()).
- * Backward GFLOP/s count dinp + dweight (twice the forward's FLOPs). */
+ * Backward GFLOP/s count dinp + dweight (twice the forward's FLOPs); dx and dw give the
+ * time of each half alone as a multiple of the forward's (1.0 would match its rate). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -230,12 +231,15 @@ static void bench_conv(const char *name, const char *filter, conv2d_desc d)
 	float *dx = buf(xs), *dw = buf(wsz), *db = buf(d.k);
 	size_t wss = conv2d_workspace_size(&d);
 	float *ws = wss ? buf(wss / sizeof(float)) : NULL;
-	double flops = 2.0 * ys * (d.c / d.groups) * d.kh * d.kw, tf, tb;
+	double flops = 2.0 * ys * (d.c / d.groups) * d.kh * d.kw, tf, tb, tx, tw;
 	TIME_BEST(tf, conv2d_forward(y, x, w, b, ws, &d));
 	TIME_BEST(tb, conv2d_backward(dx, dw, db, dy, x, w, ws, &d));
+	/* the backward's two halves alone: which one loses against the forward */
+	TIME_BEST(tx, conv2d_backward(dx, NULL, NULL, dy, x, w, ws, &d));
+	TIME_BEST(tw, conv2d_backward(NULL, dw, db, dy, x, w, ws, &d));
 	double tq = bench_qconv(&d);
-	printf("%-40s fwd %8.2f ms %7.1f GFLOP/s   bwd %8.2f ms %7.1f GFLOP/s   int8 %8.2f ms %5.2fx  [%s]%s\n",
-	       name, tf * 1e3, flops / tf * 1e-9, tb * 1e3, 2 * flops / tb * 1e-9, tq * 1e3, tf / tq,
+	printf("%-40s fwd %8.2f ms %7.1f GFLOP/s   bwd %8.2f ms %7.1f GFLOP/s (dx %.2fx dw %.2fx fwd)   int8 %8.2f ms %5.2fx  [%s]%s\n",
+	       name, tf * 1e3, flops / tf * 1e-9, tb * 1e3, 2 * flops / tb * 1e-9, tx / tf, tw / tf, tq * 1e3, tf / tq,
 	       algo_names[d.algo], check_conv(d, x, w, b, dy, y, dx, dw, db, ws));
 	free(x);
 	free(w);
@@ -338,6 +342,9 @@ int main(int argc, char **argv)
 		{"stem 3x3 s2 3->32 @512", {.c = 3, .h = 512, .w = 512, .k = 32, .kh = 3, .kw = 3, .sh = 2, .sw = 2, .ph = 1, .pw = 1, .groups = 1}},
 		{"pw 1x1 32->192 @128", {.c = 32, .h = 128, .w = 128, .k = 192, .kh = 1, .kw = 1, .sh = 1, .sw = 1, .groups = 1}},
 		{"pw 1x1 192->32 @128", {.c = 192, .h = 128, .w = 128, .k = 32, .kh = 1, .kw = 1, .sh = 1, .sw = 1, .groups = 1}},
+		{"pw 1x1 96->576 @32", {.c = 96, .h = 32, .w = 32, .k = 576, .kh = 1, .kw = 1, .sh = 1, .sw = 1, .groups = 1}},
+		{"pw 1x1 576->96 @32", {.c = 576, .h = 32, .w = 32, .k = 96, .kh = 1, .kw = 1, .sh = 1, .sw = 1, .groups = 1}},
+		{"pw 1x1 960->160 @16", {.c = 960, .h = 16, .w = 16, .k = 160, .kh = 1, .kw = 1, .sh = 1, .sw = 1, .groups = 1}},
 		{"dw 3x3 s1 192 @128", {.c = 192, .h = 128, .w = 128, .k = 192, .kh = 3, .kw = 3, .sh = 1, .sw = 1, .ph = 1, .pw = 1, .groups = 192}},
 		{"dw 3x3 s2 192 @128", {.c = 192, .h = 128, .w = 128, .k = 192, .kh = 3, .kw = 3, .sh = 2, .sw = 2, .ph = 1, .pw = 1, .groups = 192}},
 		{"dw 3x3 s2 96 @256", {.c = 96, .h = 256, .w = 256, .k = 96, .kh = 3, .kw = 3, .sh = 2, .sw = 2, .ph = 1, .pw = 1, .groups = 96}},

@@ -115,9 +115,26 @@ static void summary(model *m, const char *config, int size)
 	       model_num_classes(m) + 1, (long long)c.anchors);
 }
 
-/* --profile's costs outside the layers: seconds since main, and in the params stream
- * and planning */
-static double t_main, t_params, t_plan;
+/* --profile's costs outside the layers: seconds since main, in the params stream and
+ * planning, and of the rest in reading batches and grad records, in making the pred and
+ * grads records and in writing records (stream encode included) */
+static double t_main, t_params, t_plan, t_read, t_grad, t_make, t_write;
+
+/* Adds the seconds since t0 to *acc; the time now. */
+static double lap(double *acc, double t0)
+{
+	double t = omp_get_wtime();
+	*acc += t - t0;
+	return t;
+}
+
+static void write_record(stream_writer *out, const record *r)
+{
+	double t0 = omp_get_wtime();
+	if (stream_write(out, r) < 0)
+		die_err();
+	lap(&t_write, t0);
+}
 
 static void profile_report(const model *m)
 {
@@ -137,6 +154,8 @@ static void profile_report(const model *m)
 	double wall = omp_get_wtime() - t_main;
 	fprintf(stderr, "  outside the layers: params stream %.3f s, planning %.3f s, the rest %.3f s (start, config, "
 		"streams); %.3f s in all\n", t_params, t_plan, wall - tf - tb - t_params - t_plan, wall);
+	fprintf(stderr, "  of the rest: reading batches %.3f s, grad records %.3f s, making records %.3f s, writing "
+		"records %.3f s (reads wait for their writer, writes for a full pipe)\n", t_read, t_grad, t_make, t_write);
 	struct rusage ru;
 	if (!getrusage(RUSAGE_SELF, &ru))
 		fprintf(stderr, "  peak RSS %.1f MiB, %ld page faults\n", ru.ru_maxrss / 1024.0, ru.ru_minflt + ru.ru_majflt);
@@ -291,7 +310,8 @@ int main(int argc, char **argv)
 	double step = 0;
 	record *r;
 	int rc;
-	while ((rc = stream_read(in, &r)) > 0) {
+	for (double t_asked = omp_get_wtime(); (rc = stream_read(in, &r)) > 0; t_asked = omp_get_wtime()) {
+		lap(&t_read, t_asked);
 		if (strcmp(r->kind, "batch")) {
 			if (stream_pass(out, r) < 0)
 				die_err();
@@ -344,7 +364,9 @@ int main(int argc, char **argv)
 			pn = n, ph = h, pw = wd;
 		}
 		float *outs[4];
+		double t0 = omp_get_wtime();
 		record *pred = model_pred_record(m, r, outs);
+		lap(&t_make, t0);
 		record *bstats = NULL;
 		if (!pred || (o.bias_calib ? !(bstats = model_bias_calib_forward(m, img->data, outs))
 					   : (o.int8 ? model_forward_integer : model_forward)(m, img->data, outs) < 0)) {
@@ -362,8 +384,7 @@ int main(int argc, char **argv)
 				die_err();
 			copy_batch_meta(pred, r);
 		}
-		if (stream_write(out, pred) < 0)
-			die_err();
+		write_record(out, pred);
 		record_free(pred);
 		if (o.train) {
 			if (!g) {
@@ -374,7 +395,9 @@ int main(int argc, char **argv)
 				tool_fifo_opened(o.grad);
 			}
 			record *gr;
+			t0 = omp_get_wtime();
 			int grc = stream_read(g, &gr);
+			lap(&t_grad, t0);
 			if (grc < 0) {
 				err_wrap("--grad");
 				die_err();
@@ -407,21 +430,21 @@ int main(int argc, char **argv)
 				if (!st)
 					die_err();
 				cJSON_AddNumberToObject(st->meta, "step", step);
-				if (stream_write(out, st) < 0)
-					die_err();
+				write_record(out, st);
 				record_free(st);
 			}
+			t0 = omp_get_wtime();
 			record *gs = model_grads_record(m);
 			if (!gs)
 				die_err();
+			lap(&t_make, t0);
 			cJSON_AddNumberToObject(gs->meta, "step", step);
 			if (global)
 				cJSON_AddItemToObject(gs->meta, "replicas", global);
 			const cJSON *ids = cJSON_GetObjectItemCaseSensitive(r->meta, "ids");
 			if (ids)
 				cJSON_AddItemToObject(gs->meta, "ids", cJSON_Duplicate(ids, 1));
-			if (stream_write(out, gs) < 0)
-				die_err();
+			write_record(out, gs);
 			record_free(gs);
 			record_free(gr);
 		}

@@ -185,6 +185,8 @@ static size_t dw_bytes(const qconv *d);
 static size_t dw_vnni_bytes(const qconv *d);
 
 static int wide_block(const qconv *d);
+static int grouped_fits(const qconv *d);
+static size_t grouped_bytes(const qconv *d);
 
 static size_t thread_bytes(const qconv *d)
 {
@@ -192,6 +194,8 @@ static size_t thread_bytes(const qconv *d)
 		return round_up((size_t)(d->r + d->k / d->groups) * wide_block(d) * sizeof(double), 64);
 	if (d->depthwise)
 		return dw_bytes(d);
+	if (grouped_fits(d))
+		return grouped_bytes(d);
 	return round_up((size_t)d->rp * QC, 64) + QM * QN * sizeof(int32_t) + 4 * QC;
 }
 
@@ -324,6 +328,17 @@ static void strided_copy(uint8_t *restrict dst, const uint8_t *restrict src, int
 		dst[i] = src[(size_t)i * s];
 }
 
+#if defined(__AVX512BW__)
+/* lanes [i, j) of a 64-lane mask, 0 <= i, j <= 64 */
+static inline __mmask64 bits_between(int i, int j)
+{
+	if (j <= i)
+		return 0;
+	__mmask64 below_j = j >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << j) - 1;
+	return below_j & ~(((__mmask64)1 << i) - 1);
+}
+#endif
+
 /* dst[p], p < np = the tap (ky, kx) of plane xc under output pixels p0 .. p0+np, raw
  * bytes with 0 in the padding (pack4's flip makes it the zero point): a run per output
  * row, padding columns apart. */
@@ -336,6 +351,42 @@ static void tap_row(uint8_t *dst, const uint8_t *xc, const qconv *d, int ky, int
 	hi = hi < d->ow ? hi : d->ow;
 	lo = lo < hi ? lo : hi;
 	int oy = p0 / d->ow, ox = p0 % d->ow;
+#if defined(__AVX512VBMI__)
+	/* maps of 64 columns or fewer (RegNet's grouped 3x3s at 32x32 and 16x16): a row's
+	 * run is one masked load (two at stride 2) and one masked store, not three calls */
+	if (d->ow <= 64 && sw <= 2) {
+		static const uint8_t even[64] = {
+			0,  2,  4,  6,  8,  10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34, 36, 38, 40, 42,
+			44, 46, 48, 50, 52, 54, 56, 58, 60, 62, 64, 66, 68, 70, 72, 74, 76, 78, 80, 82, 84, 86,
+			88, 90, 92, 94, 96, 98, 100, 102, 104, 106, 108, 110, 112, 114, 116, 118, 120, 122, 124, 126};
+		const __m512i sel = _mm512_loadu_si512(even);
+		for (int p = 0; p < np; oy++, ox = 0) {
+			int run = d->ow - ox < np - p ? d->ow - ox : np - p, end = ox + run;
+			int iy = oy * d->sh - d->ph + ky * d->dh;
+			/* output columns [a, b) read the input, relative to ox: lanes [a - ox, b - ox) */
+			int a = lo > ox ? lo : ox, b = hi < end ? hi : end;
+			__m512i v = _mm512_setzero_si512();
+			if (iy >= 0 && iy < d->h && b > a) {
+				__mmask64 m = bits_between(a - ox, b - ox);
+				/* lane j reads column (ox + j) * sw + xoff: masked-off lanes never load */
+				const uint8_t *src = xc + (ptrdiff_t)iy * d->w + xoff + (ptrdiff_t)ox * sw;
+				if (sw == 1) {
+					v = _mm512_maskz_loadu_epi8(m, src);
+				} else {
+					/* bytes 2j of two vectors: byte lanes [2(a-ox), 2(b-ox) - 1) */
+					int j0 = 2 * (a - ox), j1 = 2 * (b - ox) - 1;
+					__m512i x0 = _mm512_maskz_loadu_epi8(bits_between(j0 < 64 ? j0 : 64, j1 < 64 ? j1 : 64), src);
+					__m512i x1 = _mm512_maskz_loadu_epi8(bits_between(j0 > 64 ? j0 - 64 : 0, j1 > 64 ? j1 - 64 : 0),
+									     src + 64);
+					v = _mm512_maskz_permutex2var_epi8(m, x0, sel, x1);
+				}
+			}
+			_mm512_mask_storeu_epi8(dst + p, bits_between(0, run), v);
+			p += run;
+		}
+		return;
+	}
+#endif
 	for (int p = 0; p < np; oy++, ox = 0) {
 		int run = d->ow - ox < np - p ? d->ow - ox : np - p, end = ox + run;
 		int iy = oy * d->sh - d->ph + ky * d->dh;
@@ -538,21 +589,35 @@ static void tile(int32_t *c, const int8_t *a, int rp, const uint8_t *bp, int mr)
 
 #endif
 
+/* Output channels a task: all of a group's, unless the pixel blocks are too few to keep
+ * every thread busy (batch 1, the 16x16 maps and smaller: one block), then a share of
+ * them, whole tiles, at least 4 tiles (each task packs its columns again). */
+static int gemm_task_rows(const qconv *d, int tasks)
+{
+	int kg = d->k / d->groups, want = 4 * d->nthreads;
+	if (tasks >= want || kg < 8 * QM)
+		return kg;
+	int split = (want + tasks - 1) / tasks, tiles = (kg + QM - 1) / QM;
+	int per = (tiles + split - 1) / split;
+	return (per < 4 ? 4 : per) * QM;
+}
+
 static void gemm_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qconv *d)
 {
 	int kg = d->k / d->groups, P = d->oh * d->ow, blocks = (P + QC - 1) / QC;
-	int tasks = d->n * d->groups * blocks;
+	int tasks = d->n * d->groups * blocks, rows = gemm_task_rows(d, tasks), parts = (kg + rows - 1) / rows;
 	size_t tb = thread_bytes(d);
 	uint8_t *base = (uint8_t *)round_up((size_t)ws, 64);
 #pragma omp parallel for schedule(dynamic, 1)
-	for (int t = 0; t < tasks; t++) {
-		int blk = t % blocks, g = t / blocks % d->groups, n = t / blocks / d->groups;
-		int p0 = blk * QC, np = P - p0 < QC ? P - p0 : QC;
+	for (int t = 0; t < tasks * parts; t++) {
+		int part = t % parts, blk = t / parts % blocks, g = t / parts / blocks % d->groups;
+		int n = t / parts / blocks / d->groups;
+		int p0 = blk * QC, np = P - p0 < QC ? P - p0 : QC, kend = (part + 1) * rows < kg ? (part + 1) * rows : kg;
 		uint8_t *bp = base + (size_t)omp_get_thread_num() * tb;
 		int32_t *c = (int32_t *)(bp + round_up((size_t)d->rp * QC, 64));
 		pack_columns(bp, (uint8_t *)(c + QM * QN), inp, d, n, g, p0, np);
-		for (int k0 = 0; k0 < kg; k0 += QM) {
-			int mr = kg - k0 < QM ? kg - k0 : QM, k = g * kg + k0;
+		for (int k0 = part * rows; k0 < kend; k0 += QM) {
+			int mr = kend - k0 < QM ? kend - k0 : QM, k = g * kg + k0;
 			const int8_t *a = (const int8_t *)d->weight + (size_t)k * d->rp;
 			for (int j = 0; j < np; j += QN) {
 				int nv = np - j < QN ? np - j : QN;
@@ -873,6 +938,159 @@ static void depthwise_forward(uint8_t *out, const uint8_t *inp, uint8_t *ws, con
 	}
 }
 
+/* ---------------------------------------------------------------- grouped */
+
+/* Grouped convs of a few output channels a group at stride 1 (RegNet's 3x3s, groups of
+ * 16): the GEMM form would gather kh * kw copies of every input byte for only kg rows of
+ * weights. Here each task, one group of one image, interleaves the group's input
+ * channels by 4 into a padded plane ([cg/4][PH][PW][4] bytes, signed values + 128 and
+ * padding the zero point, as the GEMM form sees them), so that a tap's 4-channel group of
+ * 16 consecutive pixels is one 64-byte load, and sums each output row with vpdpbusd:
+ * per tap and channel group, GR_V loads and GR_K weight broadcasts feed GR_K x GR_V
+ * vectors of sums. Rows are computed over whole vectors; the lanes past ow are read
+ * from the padding or the next row and dropped. */
+#define GR_K 4 /* output channels at a time */
+#define GR_V 4 /* vectors of 16 pixels at a time */
+
+static int grouped_fits(const qconv *d)
+{
+	int cg = d->c / d->groups, kg = d->k / d->groups;
+	return HAVE_VNNI && !(d->in_fmt & QF_WIDE) && d->fast && !d->depthwise && d->groups > 1 && kg <= 64 &&
+	       cg % 4 == 0 && d->sh == 1 && d->sw == 1;
+}
+
+/* the interleaved padded plane, and a vector's slack past it for the last row's loads */
+static size_t grouped_plane(const qconv *d)
+{
+	return round_up((size_t)(d->c / d->groups) * (d->h + 2 * d->ph) * (d->w + 2 * d->pw) + 64, 64);
+}
+
+static size_t grouped_bytes(const qconv *d)
+{
+	/* the plane, the group's weights as int32 groups of 4 channels, the taps' offsets, a row's tail */
+	size_t ntap = (size_t)(d->c / d->groups / 4) * d->kh * d->kw;
+	return grouped_plane(d) + (round_up((size_t)(d->k / d->groups) * ntap, 16) + round_up(ntap, 16)) * 4 + 64;
+}
+
+#if HAVE_VNNI
+/* sums of mk output channels (weights w [mk][ntap], ntap = cg/4 * kh * kw int32 groups)
+ * over nv vectors from p (offsets off [ntap] bytes into the plane, per tap) */
+static ALWAYS_INLINE void grouped_sums(__m512i acc[GR_K][GR_V], const uint8_t *p, const int32_t *off,
+				       const int32_t *w, int ntap, const int mk, const int nv)
+{
+#pragma GCC unroll 4
+	for (int i = 0; i < mk; i++)
+#pragma GCC unroll 4
+		for (int v = 0; v < nv; v++)
+			acc[i][v] = _mm512_setzero_si512();
+	for (int t = 0; t < ntap; t++) {
+		const uint8_t *q = p + off[t];
+		__m512i x[GR_V];
+#pragma GCC unroll 4
+		for (int v = 0; v < nv; v++)
+			x[v] = _mm512_loadu_si512(q + 64 * v);
+#pragma GCC unroll 4
+		for (int i = 0; i < mk; i++) {
+			__m512i wv = _mm512_set1_epi32(w[(size_t)i * ntap + t]);
+#pragma GCC unroll 4
+			for (int v = 0; v < nv; v++)
+				acc[i][v] = _mm512_dpbusd_epi32(acc[i][v], x[v], wv);
+		}
+	}
+}
+
+/* output channels k .. k+mk-1 of one row: nv vectors from column ox, each requantised */
+static ALWAYS_INLINE void grouped_block(uint8_t *o, size_t ostride, int OW, int ox, const uint8_t *p,
+					const int32_t *off, const int32_t *w, int ntap, const qconv *d, int k,
+					uint8_t *tail, const int mk, const int nv)
+{
+	__m512i acc[GR_K][GR_V];
+	grouped_sums(acc, p, off, w, ntap, mk, nv);
+	const __m512i vlo = _mm512_set1_epi32(d->lo), vhi = _mm512_set1_epi32(d->hi);
+#pragma GCC unroll 4
+	for (int i = 0; i < mk; i++) {
+		int sk = shift_of(d, k + i);
+		const __m512i vb = _mm512_set1_epi32((int32_t)d->gemm_bias[k + i] + rounding(sk));
+		const __m128i vs = _mm_cvtsi32_si128(sk);
+		uint8_t *oi = o + (size_t)i * ostride;
+#pragma GCC unroll 4
+		for (int v = 0; v < nv; v++) {
+			__m128i y = dw_requant(acc[i][v], vb, vs, vlo, vhi);
+			int x0 = ox + 16 * v;
+			if (x0 + 16 <= OW) {
+				_mm_storeu_si128((__m128i *)(oi + x0), y);
+			} else {
+				_mm_storeu_si128((__m128i *)tail, y);
+				memcpy(oi + x0, tail, (size_t)(OW - x0));
+			}
+		}
+	}
+}
+
+static void grouped_row(uint8_t *o, size_t ostride, int OW, int ox, const uint8_t *p, const int32_t *off,
+			const int32_t *w, int ntap, const qconv *d, int k, uint8_t *tail, int mk, int nv)
+{
+	/* the common shapes unrolled; the rest one channel at a time */
+	if (mk == 4 && nv == 4)
+		grouped_block(o, ostride, OW, ox, p, off, w, ntap, d, k, tail, 4, 4);
+	else if (mk == 4 && nv == 2)
+		grouped_block(o, ostride, OW, ox, p, off, w, ntap, d, k, tail, 4, 2);
+	else if (mk == 4 && nv == 1)
+		grouped_block(o, ostride, OW, ox, p, off, w, ntap, d, k, tail, 4, 1);
+	else
+		for (int i = 0; i < mk; i++)
+			for (int v = 0; v < nv; v++)
+				grouped_block(o + (size_t)i * ostride, ostride, OW, ox + 16 * v, p + 64 * v, off,
+					      w + (size_t)i * ntap, ntap, d, k + i, tail, 1, 1);
+}
+
+static void grouped_vnni(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qconv *d)
+{
+	int H = d->h, W = d->w, OH = d->oh, OW = d->ow, PH = H + 2 * d->ph, PW = W + 2 * d->pw;
+	int cg = d->c / d->groups, kg = d->k / d->groups, khw = d->kh * d->kw, ntap = cg / 4 * khw;
+	uint8_t flip = d->in_fmt & QF_SIGNED ? 0x80 : 0;
+	size_t tb = thread_bytes(d), hw = (size_t)H * W, ohw = (size_t)OH * OW;
+	uint8_t *base = (uint8_t *)round_up((size_t)ws, 64);
+#pragma omp parallel for schedule(dynamic, 1)
+	for (int t = 0; t < d->n * d->groups; t++) {
+		int n = t / d->groups, g = t % d->groups;
+		uint8_t *P = base + (size_t)omp_get_thread_num() * tb;
+		int32_t *w = (int32_t *)(P + grouped_plane(d)), *off = w + round_up((size_t)kg * ntap, 16);
+		uint8_t *tail = (uint8_t *)(off + round_up((size_t)ntap, 16));
+		memset(P, flip, (size_t)cg * PH * PW);
+		const uint8_t *x = inp + ((size_t)n * d->c + (size_t)g * cg) * hw;
+		for (int c4 = 0; c4 < cg / 4; c4++)
+			for (int y = 0; y < H; y++)
+				pack4(P + (((size_t)c4 * PH + y + d->ph) * PW + d->pw) * 4, x + (size_t)4 * c4 * hw + (size_t)y * W, hw,
+				      W, flip);
+		/* w [i][tap]: the weights of channels 4 c4 .. 4 c4 + 3 at (ky, kx), tap (c4 * kh + ky) * kw + kx */
+		for (int c4 = 0, tp = 0; c4 < cg / 4; c4++)
+			for (int ky = 0; ky < d->kh; ky++)
+				for (int kx = 0; kx < d->kw; kx++, tp++) {
+					off[tp] = (int32_t)((((size_t)c4 * PH + ky * d->dh) * PW + kx * d->dw) * 4);
+					for (int i = 0; i < kg; i++) {
+						const int8_t *wk = (const int8_t *)d->weight + (size_t)(g * kg + i) * d->rp;
+						uint8_t b4[4];
+						for (int q = 0; q < 4; q++)
+							b4[q] = (uint8_t)wk[((4 * c4 + q) * d->kh + ky) * d->kw + kx];
+						memcpy(&w[(size_t)i * ntap + tp], b4, 4);
+					}
+				}
+		for (int k0 = 0; k0 < kg; k0 += GR_K) {
+			int mk = kg - k0 < GR_K ? kg - k0 : GR_K, k = g * kg + k0;
+			uint8_t *o = out + ((size_t)n * d->k + k) * ohw;
+			for (int oy = 0; oy < OH; oy++)
+				for (int ox = 0; ox < OW; ox += 16 * GR_V) {
+					int nv = (OW - ox + 15) / 16;
+					nv = nv < GR_V ? nv : GR_V;
+					grouped_row(o + (size_t)oy * OW, ohw, OW, ox, P + ((size_t)oy * PW + ox) * 4, off,
+						    w + (size_t)k0 * ntap, ntap, d, k, tail, mk, nv);
+				}
+		}
+	}
+}
+#endif
+
 /* ---------------------------------------------------------------- 16 bits */
 
 /* A 16-bit model's conv, every shape, as one GEMM in doubles per block of pixels:
@@ -935,6 +1153,8 @@ void qconv_forward(void *out, const void *inp, uint8_t *ws, const qconv *d)
 #if HAVE_VNNI
 	else if (d->depthwise && dw_vnni_fits(d))
 		depthwise_vnni(out, inp, ws, d);
+	else if (grouped_fits(d))
+		grouped_vnni(out, inp, ws, d);
 #endif
 	else if (d->depthwise)
 		depthwise_forward(out, inp, ws, d);
@@ -1094,6 +1314,15 @@ void qadd(void *out, const void *a, int a_fmt, int fa, const void *b, int b_fmt,
 	}
 }
 
+#if defined(__AVX512BW__)
+/* the 16 bytes at x as int32 (signed or not) */
+static inline __m512i widen16(const uint8_t *x, int sgn)
+{
+	__m128i b = _mm_loadu_si128((const __m128i *)x);
+	return sgn ? _mm512_cvtepi8_epi32(b) : _mm512_cvtepu8_epi32(b);
+}
+#endif
+
 /* the longest row qadd_bilinear's int32 form takes (its rows live on the stack) */
 #define QROW_MAX 2048
 
@@ -1120,13 +1349,30 @@ void qadd_bilinear(void *out, const void *a, int a_fmt, int fa, const void *b, i
 				const uint8_t *r0 = bp + (size_t)rows->i0[y] * w, *r1 = bp + (size_t)rows->i1[y] * w;
 				const uint8_t *ay = ap + (size_t)y * ow;
 				int32_t h0 = rows->w0[y], h1 = rows->w1[y];
-				if (b_fmt & QF_SIGNED)
-					for (int x = 0; x < w; x++)
-						t[x] = h0 * (int8_t)r0[x] + h1 * (int8_t)r1[x];
-				else
-					for (int x = 0; x < w; x++)
-						t[x] = h0 * r0[x] + h1 * r1[x];
-				for (int x = 0; x < ow; x++)
+				int x = 0;
+#if defined(__AVX512BW__)
+				/* 16 at a time: the rows' sum, then each output's two taps of it gathered */
+				const __m512i vh0 = _mm512_set1_epi32(h0), vh1 = _mm512_set1_epi32(h1);
+				for (; x + 16 <= w; x += 16) {
+					__m512i b0 = widen16(r0 + x, b_fmt & QF_SIGNED), b1 = widen16(r1 + x, b_fmt & QF_SIGNED);
+					_mm512_storeu_si512(t + x, _mm512_add_epi32(_mm512_mullo_epi32(vh0, b0), _mm512_mullo_epi32(vh1, b1)));
+				}
+#endif
+				for (; x < w; x++)
+					t[x] = b_fmt & QF_SIGNED ? h0 * (int8_t)r0[x] + h1 * (int8_t)r1[x] : h0 * r0[x] + h1 * r1[x];
+				x = 0;
+#if defined(__AVX512BW__)
+				const __m128i ca = _mm_cvtsi32_si128(sa), cu = _mm_cvtsi32_si128(su);
+				for (; x + 16 <= ow; x += 16) {
+					__m512i g0 = _mm512_i32gather_epi32(_mm512_loadu_si512(cols->i0 + x), t, 4);
+					__m512i g1 = _mm512_i32gather_epi32(_mm512_loadu_si512(cols->i1 + x), t, 4);
+					__m512i up = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_loadu_si512(cols->w0 + x), g0),
+								      _mm512_mullo_epi32(_mm512_loadu_si512(cols->w1 + x), g1));
+					_mm512_storeu_si512(v + x, _mm512_add_epi32(_mm512_sll_epi32(widen16(ay + x, a_fmt & QF_SIGNED), ca),
+										    _mm512_sll_epi32(up, cu)));
+				}
+#endif
+				for (; x < ow; x++)
 					v[x] = (a_fmt & QF_SIGNED ? (int8_t)ay[x] : ay[x]) * m_a +
 					       (cols->w0[x] * t[cols->i0[x]] + cols->w1[x] * t[cols->i1[x]]) * m_u;
 				requant32(op + (size_t)y * ow, v, ow, rounding(shift), shift, lo, hi, 0);
@@ -1213,4 +1459,127 @@ void qdequant(float *out, const void *x, size_t stride, int x_fmt, size_t n, int
 	float s = ldexpf(1.0f, -frac);
 	for (size_t i = 0; i < n; i++)
 		out[i] = (float)qget(x, i * stride, x_fmt) * s;
+}
+
+#if defined(__AVX512F__)
+/* the 16 integers at x (bytes or words, fmt) as f32 */
+static inline __m512 load16_ps(const void *x, int fmt)
+{
+	__m512i v;
+	switch (fmt & 3) {
+	case 0: v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)x)); break;
+	case QF_SIGNED: v = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)x)); break;
+	case QF_WIDE: v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)x)); break;
+	default: v = _mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)x)); break;
+	}
+	return _mm512_cvtepi32_ps(v);
+}
+#endif
+
+void qdequant_planes(float *out, const void *x, int x_fmt, int c, int hw, int frac)
+{
+	/* 16 pixels of up to 64 planes a step: read along the planes, written along the pixels */
+	enum { PX = 16, CH = 64 };
+	const float s = ldexpf(1.0f, -frac);
+	int blocks = (hw + PX - 1) / PX;
+#pragma omp parallel for schedule(static) if ((size_t)c * hw >= PAR_MIN)
+	for (int b = 0; b < blocks; b++) {
+		float t[CH][PX];
+		int p0 = b * PX, m = hw - p0 < PX ? hw - p0 : PX;
+		for (int c0 = 0; c0 < c; c0 += CH) {
+			int nc = c - c0 < CH ? c - c0 : CH;
+			for (int ch = 0; ch < nc; ch++) {
+				size_t at = (size_t)(c0 + ch) * hw + p0;
+#if defined(__AVX512F__)
+				if (m == PX) {
+					_mm512_storeu_ps(t[ch], _mm512_mul_ps(load16_ps(elem(x, at, x_fmt), x_fmt), _mm512_set1_ps(s)));
+					continue;
+				}
+#endif
+				for (int j = 0; j < m; j++)
+					t[ch][j] = (float)qget(x, at + j, x_fmt) * s;
+			}
+			for (int j = 0; j < m; j++) {
+				float *o = out + (size_t)(p0 + j) * c + c0;
+				for (int ch = 0; ch < nc; ch++)
+					o[ch] = t[ch][j];
+			}
+		}
+	}
+}
+
+void qquantise(void *out, const float *x, size_t n, const qact *a, int fmt)
+{
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+	for (size_t o = 0; o < n; o += CHUNK) {
+		size_t c = n - o < CHUNK ? n - o : CHUNK, i = 0;
+#if defined(__AVX512F__)
+		/* quant_act_int's steps in its order: x * scale, + 1/2, floor, NaN and above
+		 * qmax to qmax (a comparison false for NaN), qmin below */
+		const __m512 sc = _mm512_set1_ps(a->scale), half = _mm512_set1_ps(0.5f);
+		const __m512 qmax = _mm512_set1_ps((float)a->qmax), qmin = _mm512_set1_ps((float)a->qmin);
+		for (; i + 16 <= c; i += 16) {
+			__m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(x + o + i), sc), half);
+			v = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+			v = _mm512_max_ps(_mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, qmax, _CMP_LE_OQ), qmax, v), qmin);
+			__m512i q = _mm512_cvtps_epi32(v);
+			if (fmt & QF_WIDE)
+				_mm256_storeu_si256((__m256i *)((uint16_t *)out + o + i), _mm512_cvtepi32_epi16(q));
+			else
+				_mm_storeu_si128((__m128i *)((uint8_t *)out + o + i), _mm512_cvtepi32_epi8(q));
+		}
+#endif
+		for (; i < c; i++)
+			qput(out, o + i, (int32_t)quant_act_int(x[o + i], a), fmt);
+	}
+}
+
+#if defined(__AVX512BW__)
+/* o [2n] = each of the n integers at x twice (bytes, or words when wide); returns how
+ * many of x it did (whole vectors) */
+static int double_row(void *o, const void *x, int n, int wide)
+{
+	int i = 0;
+	if (wide)
+		for (; i + 16 <= n; i += 16) {
+			__m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)x + i)));
+			_mm512_storeu_si512((uint16_t *)o + 2 * i, _mm512_or_si512(v, _mm512_slli_epi32(v, 16)));
+		}
+	else
+		for (; i + 32 <= n; i += 32) {
+			__m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)((const uint8_t *)x + i)));
+			_mm512_storeu_si512((uint8_t *)o + 2 * i, _mm512_or_si512(v, _mm512_slli_epi16(v, 8)));
+		}
+	return i;
+}
+#endif
+
+void qupsample_nearest(void *out, const void *x, int fmt, int nc, int h, int w, int oh, int ow)
+{
+	size_t e = fmt & QF_WIDE ? 2 : 1;
+#pragma omp parallel for schedule(static) if ((size_t)nc * oh * ow >= PAR_MIN)
+	for (int p = 0; p < nc; p++)
+		for (int oy = 0; oy < oh; oy++) {
+			int sy = upsample_nearest_src(oy, h, oh);
+			const uint8_t *row = (const uint8_t *)x + ((size_t)p * h + sy) * w * e;
+			uint8_t *o = (uint8_t *)out + ((size_t)p * oh + oy) * ow * e;
+			if (oy > 0 && upsample_nearest_src(oy - 1, h, oh) == sy) { /* the row above again */
+				memcpy(o, o - (size_t)ow * e, (size_t)ow * e);
+				continue;
+			}
+			int ox = 0;
+			if (ow == 2 * w) {
+				int i = 0;
+#if defined(__AVX512BW__)
+				i = double_row(o, row, w, fmt & QF_WIDE);
+#endif
+				for (; i < w; i++) {
+					memcpy(o + 2 * i * e, row + i * e, e);
+					memcpy(o + (2 * i + 1) * e, row + i * e, e);
+				}
+				continue;
+			}
+			for (; ox < ow; ox++)
+				memcpy(o + ox * e, row + (size_t)upsample_nearest_src(ox, w, ow) * e, e);
+		}
 }

@@ -144,5 +144,11 @@ void ql2norm(void *out, const void *x, int x_fmt, int fx, const float *weight, f
 	     const qact *a);
 /* out [n] = f32 q * 2^-frac of the integers x[0], x[stride], ... (exact) */
 void qdequant(float *out, const void *x, size_t stride, int x_fmt, size_t n, int frac);
+/* out [hw][c] = the same of x [c][hw]: planes to pixels (the head's flatten) */
+void qdequant_planes(float *out, const void *x, int x_fmt, int c, int hw, int frac);
+/* out [n] = quant_act_int(x[i], a) (the input image into its point), format fmt */
+void qquantise(void *out, const float *x, size_t n, const qact *a, int fmt);
+/* out [nc, oh, ow] = x [nc, h, w] nearest-upsampled (layers.h's source index) */
+void qupsample_nearest(void *out, const void *x, int fmt, int nc, int h, int w, int oh, int ow);
 
 #endif

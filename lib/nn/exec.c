@@ -122,41 +122,56 @@ static void fq_backward(model *m, const gnode *nd, const float *x, const float *
 		quant_act_backward(x + o, dy + o, n - o < chunk ? n - o : chunk, a, dx + o);
 }
 
-/* out [n, rows, K] rows from (y, x, a) of each input [n, A*K, h, w] (NHWC order). */
+/* out [n, rows, K] rows from (y, x, a) of each input [n, A*K, h, w] (NHWC order): per
+ * image and input a transpose of [C][hw] into [hw][C], in tiles of pixels by channels
+ * so that reads and writes both stay within a few cache lines. */
 static void flatten_forward(model *m, const gnode *nd, float *out)
 {
+	enum { TILE = 16 };
 	int K = nd->c, rows = nd->h;
 	for (int j = 0, r0 = 0; j < nd->nin; j++) {
 		const gnode *s = &m->nodes[nd->in[j]];
 		const float *x = act(m, nd->in[j]);
-		int C = s->c, hw = s->h * s->w;
+		int C = s->c, hw = s->h * s->w, tiles = (hw + TILE - 1) / TILE;
 #pragma omp parallel for collapse(2) schedule(static)
 		for (int b = 0; b < nd->n; b++)
-			for (int p = 0; p < hw; p++) {
-				const float *xi = x + (size_t)b * C * hw + p;
-				float *o = out + ((size_t)b * rows + r0 + (size_t)p * (C / K)) * K;
-				for (int c = 0; c < C; c++)
-					o[c] = xi[(size_t)c * hw];
+			for (int t = 0; t < tiles; t++) {
+				const float *xb = x + (size_t)b * C * hw;
+				float *ob = out + ((size_t)b * rows + r0) * K; /* [hw][C] from here */
+				int p0 = t * TILE, p1 = p0 + TILE < hw ? p0 + TILE : hw;
+				for (int c0 = 0; c0 < C; c0 += TILE) {
+					int c1 = c0 + TILE < C ? c0 + TILE : C;
+					for (int p = p0; p < p1; p++)
+						for (int c = c0; c < c1; c++)
+							ob[(size_t)p * C + c] = xb[(size_t)c * hw + p];
+				}
 			}
 		r0 += hw * (C / K);
 	}
 }
 
+/* Its transpose back, [hw][C] into [C][hw], in the same tiles. */
 static void flatten_backward(model *m, const gnode *nd, const float *dout, float *const *dinps)
 {
+	enum { TILE = 16 };
 	int K = nd->c, rows = nd->h;
 	for (int j = 0, r0 = 0; j < nd->nin; j++) {
 		const gnode *s = &m->nodes[nd->in[j]];
 		float *dx = dinps[j];
-		int C = s->c, hw = s->h * s->w;
+		int C = s->c, hw = s->h * s->w, tiles = (C + TILE - 1) / TILE;
 		if (dx) {
 #pragma omp parallel for collapse(2) schedule(static)
 			for (int b = 0; b < nd->n; b++)
-				for (int c = 0; c < C; c++) {
-					float *d = dx + ((size_t)b * C + c) * hw;
-					const float *g = dout + ((size_t)b * rows + r0) * K + c;
-					for (int p = 0; p < hw; p++)
-						d[p] = g[(size_t)p * C];
+				for (int t = 0; t < tiles; t++) {
+					float *db = dx + (size_t)b * C * hw;
+					const float *gb = dout + ((size_t)b * rows + r0) * K; /* [hw][C] */
+					int c0 = t * TILE, c1 = c0 + TILE < C ? c0 + TILE : C;
+					for (int p0 = 0; p0 < hw; p0 += TILE) {
+						int p1 = p0 + TILE < hw ? p0 + TILE : hw;
+						for (int c = c0; c < c1; c++)
+							for (int p = p0; p < p1; p++)
+								db[(size_t)c * hw + p] = gb[(size_t)p * C + c];
+					}
 				}
 		}
 		r0 += hw * (C / K);
@@ -309,16 +324,24 @@ int model_forward(model *m, const float *input, float *const *outputs)
 {
 	if (!m->planned || m->q.integer_only)
 		return err_set("model: not planned%s", m->q.integer_only ? " for the float forward (--int8 only)" : "");
-	m->ext_input = input;
-	m->ext_out = outputs;
 	g_refresh_folds(m);
-	for (int i = 1; i < m->nnodes; i++) {
-		double t0 = m->profile ? omp_get_wtime() : 0;
-		if (forward_node(m, i) < 0)
-			return err_wrap("%s", m->nodes[i].name);
-		if (m->profile)
-			m->prof_fwd[g_prof_class(&m->nodes[i])] += omp_get_wtime() - t0;
+	/* pass_n images at a time (model_plan): each pass's input and outputs at its offset */
+	size_t image_floats = (size_t)3 * m->plan_h * m->plan_w;
+	float *outs[4];
+	for (int b = 0; b < m->plan_n; b += m->pass_n) {
+		for (int j = 0; j < m->noutputs; j++)
+			outs[j] = outputs[j] + (size_t)b * m->nodes[m->outputs[j]].h * m->nodes[m->outputs[j]].c;
+		m->ext_input = input + b * image_floats;
+		m->ext_out = outs;
+		for (int i = 1; i < m->nnodes; i++) {
+			double t0 = m->profile ? omp_get_wtime() : 0;
+			if (forward_node(m, i) < 0)
+				return err_wrap("%s", m->nodes[i].name);
+			if (m->profile)
+				m->prof_fwd[g_prof_class(&m->nodes[i])] += omp_get_wtime() - t0;
+		}
 	}
+	m->ext_out = outputs; /* not outs: backward may read them after this returns */
 	if (m->profile)
 		m->prof_calls++;
 	return 0;

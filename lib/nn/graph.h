@@ -86,7 +86,7 @@ typedef struct gnode {
 typedef struct storage {
 	size_t bytes;
 	int birth, death;          /* steps: forward of node i is i, its backward 2F-1-i */
-	int buf;
+	size_t off;                /* bytes into model.arena */
 	float *ptr;
 } storage;
 
@@ -137,11 +137,12 @@ struct model {
 	char output_names[4][16];
 	/* plan */
 	int planned, plan_n, plan_h, plan_w, train, input_grad; /* the planned input shape */
+	int pass_n;                /* images per pass through the nodes: plan_n, or 1 when an
+				    * inference batch runs image by image (model_plan) */
 	int nstores, scap;
 	storage *stores;
-	int nbufs;
-	float **bufs;
-	size_t *bufsize;
+	float *arena;              /* every storage at its offset: one mapping, zero pages */
+	size_t arena_bytes;
 	float *ws;
 	size_t ws_bytes;
 	const float *ext_input;

@@ -152,14 +152,26 @@ static void describe(char *buf, size_t len, int ndim, const int64_t *shape)
 		snprintf(buf + o, len - o, "]");
 }
 
+/* Parameter i's tensor in r: records written from a model (model_params_record, the
+ * optimizer) hold them in parameter order, so position i is tried first. */
+static tensor *param_tensor(const model *m, const record *r, int i)
+{
+	const char *name = m->params_info[i].name;
+	if (i < r->ntensors && !strcmp(r->tensors[i].name, name))
+		return &r->tensors[i];
+	return record_find(r, name);
+}
+
 int model_load_params(model *m, const record *r)
 {
 	char want[96], got[96];
 	if (strcmp(r->kind, "params"))
 		return err_set("expected a params record, got '%s'", r->kind);
+	int in_order = 1;
 	for (int i = 0; i < m->nparams; i++) {
 		const model_param *p = &m->params_info[i];
-		tensor *t = record_find(r, p->name);
+		tensor *t = param_tensor(m, r, i);
+		in_order &= i < r->ntensors && t == &r->tensors[i];
 		describe(want, sizeof want, p->ndim, p->shape);
 		if (!t)
 			return err_set("params: missing tensor '%s' (%s)", p->name, want);
@@ -170,7 +182,8 @@ int model_load_params(model *m, const record *r)
 			return err_set("params: tensor '%s' is %s, expected %s", p->name, tensor_describe(t, got, sizeof got),
 				       want);
 	}
-	for (int k = 0; k < r->ntensors; k++) {
+	/* every parameter found at its own position: any other tensor lies beyond them */
+	for (int k = in_order ? m->nparams : 0; k < r->ntensors; k++) {
 		const char *nm = r->tensors[k].name;
 		if (ends_with(nm, ".num_batches_tracked"))
 			continue;
@@ -182,7 +195,7 @@ int model_load_params(model *m, const record *r)
 	}
 	for (int i = 0; i < m->nparams; i++) {
 		const model_param *p = &m->params_info[i];
-		memcpy(m->params + p->offset, record_find(r, p->name)->data, p->count * sizeof(float));
+		memcpy(m->params + p->offset, param_tensor(m, r, i)->data, p->count * sizeof(float));
 	}
 	m->folded_dirty = 1;
 	return 0;
@@ -294,7 +307,7 @@ int model_count(model *m, int h, int w, model_counts *c)
 	c->anchors = m->nodes[m->outputs[0]].h;
 	/* a plan for another shape stays valid only if it is re-made */
 	if (m->planned)
-		g_shapes(m, m->plan_n, m->plan_h, m->plan_w);
+		g_shapes(m, m->pass_n, m->plan_h, m->plan_w);
 	return 0;
 }
 
@@ -316,7 +329,7 @@ const char *model_output_name(const model *m, int i)
 void model_output_shape(const model *m, int i, int64_t shape[3])
 {
 	const gnode *nd = &m->nodes[m->outputs[i]];
-	shape[0] = nd->n;
+	shape[0] = m->planned ? m->plan_n : nd->n; /* the batch's, also when run image by image */
 	shape[1] = nd->h;
 	shape[2] = nd->c;
 }

@@ -101,9 +101,9 @@ const char *model_part_name(enum model_part p);
 /* ---- running ---- */
 
 typedef struct model_plan_info {
-	size_t activation_bytes; /* the pooled activation + gradient buffers */
+	size_t activation_bytes; /* the arena of activations and gradients */
 	size_t workspace_bytes;
-	int buffers;             /* distinct pooled buffers */
+	int buffers;             /* values and gradients placed in it */
 } model_plan_info;
 
 /* Plans and allocates for input [n,3,h,w]. train: BN uses batch statistics and
@@ -111,6 +111,10 @@ typedef struct model_plan_info {
  * Call after the thread count is set (conv workspaces are sized for it). */
 int model_plan(model *m, int n, int h, int w, int train, int input_grad);
 void model_plan_get_info(const model *m, model_plan_info *info);
+/* Fills the plan's activations, gradients and workspace with NaNs. The plan leaves
+ * them as mapped (zero pages, no memset): tests poison them to check that every value
+ * is written before it is read. */
+void model_plan_poison(model *m);
 /* Keeps the value of node name (a module name as forward --summary lists them:
  * "backbone.layer2.3.relu", "backbone.features.6.conv.2") whole after each forward, for
  * tests that compare a part of the network (tests/unit/test_pretrained.c): nothing

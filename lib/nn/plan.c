@@ -4,6 +4,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "core/err.h"
 #include "core/tensor.h"
@@ -23,7 +24,7 @@ static int new_store(model *m, size_t floats, int birth, int death)
 	s->bytes = (floats * sizeof(float) + 63) & ~(size_t)63;
 	s->birth = birth;
 	s->death = death;
-	s->buf = -1;
+	s->off = 0;
 	s->ptr = NULL;
 	return m->nstores++;
 }
@@ -41,13 +42,10 @@ static void extend(model *m, int st, int step)
 
 void g_free_plan(model *m)
 {
-	for (int i = 0; i < m->nbufs; i++)
-		free(m->bufs[i]);
-	free(m->bufs);
-	free(m->bufsize);
-	m->bufs = NULL;
-	m->bufsize = NULL;
-	m->nbufs = 0;
+	if (m->arena)
+		munmap(m->arena, m->arena_bytes);
+	m->arena = NULL;
+	m->arena_bytes = 0;
 	free(m->stores);
 	m->stores = NULL;
 	m->nstores = m->scap = 0;
@@ -130,62 +128,79 @@ static void plan_folds(model *m)
 	m->fgrad_floats = m->train ? fg : 0;
 }
 
-/* Assigns buffers to storages: in birth order, each takes the free buffer that fits it
- * best (or grows the largest free one, or a new one). Buffers are sized, then allocated. */
-static int assign_buffers(model *m)
+static int live_together(const storage *a, const storage *b)
+{
+	return a->birth <= b->death && b->birth <= a->death;
+}
+
+static const storage *sort_stores;
+
+/* larger first, then earlier born: the greedy order */
+static int by_size(const void *pa, const void *pb)
+{
+	const storage *a = &sort_stores[*(const int *)pa], *b = &sort_stores[*(const int *)pb];
+	if (a->bytes != b->bytes)
+		return a->bytes < b->bytes ? 1 : -1;
+	return (a->birth > b->birth) - (a->birth < b->birth);
+}
+
+static int by_offset(const void *pa, const void *pb)
+{
+	const storage *a = &sort_stores[*(const int *)pa], *b = &sort_stores[*(const int *)pb];
+	return (a->off > b->off) - (a->off < b->off);
+}
+
+/* Places every storage at an offset of one arena, largest first, each in the smallest
+ * gap left between the placed storages whose lifetimes overlap its own (or after
+ * them): the arena comes out near the peak of the live bytes. The arena is mapped
+ * fresh: its pages are zero and first touched by the layer that writes them (every
+ * value is written before it is read), not by a memset here. */
+static int place_storages(model *m)
 {
 	int ns = m->nstores, *order = malloc((size_t)(ns ? ns : 1) * sizeof *order);
-	int *owner = malloc((size_t)(ns ? ns : 1) * sizeof *owner); /* buffer -> storage using it, -1 free */
-	m->bufsize = calloc((size_t)(ns ? ns : 1), sizeof *m->bufsize);
-	if (!order || !owner || !m->bufsize) {
+	int *placed = malloc((size_t)(ns ? ns : 1) * sizeof *placed);
+	if (!order || !placed) {
 		free(order);
-		free(owner);
+		free(placed);
 		return err_set("out of memory");
 	}
 	for (int i = 0; i < ns; i++)
 		order[i] = i;
-	/* insertion sort by birth, then larger first */
-	for (int i = 1; i < ns; i++) {
-		int v = order[i], j = i - 1;
-		while (j >= 0 && (m->stores[order[j]].birth > m->stores[v].birth ||
-				  (m->stores[order[j]].birth == m->stores[v].birth &&
-				   m->stores[order[j]].bytes < m->stores[v].bytes))) {
-			order[j + 1] = order[j];
-			j--;
-		}
-		order[j + 1] = v;
-	}
-	int nb = 0;
+	sort_stores = m->stores;
+	qsort(order, (size_t)ns, sizeof *order, by_size);
+	size_t total = 0;
 	for (int k = 0; k < ns; k++) {
 		storage *s = &m->stores[order[k]];
-		int best = -1, largest = -1;
-		for (int b = 0; b < nb; b++) {
-			if (owner[b] >= 0 && m->stores[owner[b]].death >= s->birth)
-				continue;
-			if (m->bufsize[b] >= s->bytes && (best < 0 || m->bufsize[b] < m->bufsize[best]))
-				best = b;
-			if (largest < 0 || m->bufsize[b] > m->bufsize[largest])
-				largest = b;
+		/* the placed ones alive with s, by offset */
+		int np = 0;
+		for (int j = 0; j < k; j++)
+			if (live_together(&m->stores[order[j]], s))
+				placed[np++] = order[j];
+		qsort(placed, (size_t)np, sizeof *placed, by_offset);
+		size_t end = 0, best = SIZE_MAX, best_gap = SIZE_MAX;
+		for (int j = 0; j < np; j++) {
+			const storage *p = &m->stores[placed[j]];
+			if (p->off > end && p->off - end >= s->bytes && p->off - end < best_gap) {
+				best = end;
+				best_gap = p->off - end;
+			}
+			if (p->off + p->bytes > end)
+				end = p->off + p->bytes;
 		}
-		if (best < 0)
-			best = largest;
-		if (best < 0)
-			best = nb++;
-		if (m->bufsize[best] < s->bytes)
-			m->bufsize[best] = s->bytes;
-		owner[best] = order[k];
-		s->buf = best;
+		s->off = best != SIZE_MAX ? best : end;
+		if (s->off + s->bytes > total)
+			total = s->off + s->bytes;
 	}
 	free(order);
-	free(owner);
-	m->nbufs = nb;
-	if (!(m->bufs = calloc((size_t)(nb ? nb : 1), sizeof *m->bufs)))
-		return err_set("out of memory");
-	for (int b = 0; b < nb; b++)
-		if (!(m->bufs[b] = aligned_zalloc(m->bufsize[b])))
-			return -1;
+	free(placed);
+	m->arena_bytes = total ? total : 64;
+	void *a = mmap(NULL, m->arena_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (a == MAP_FAILED)
+		return err_set("out of memory mapping %zu bytes of activations", m->arena_bytes);
+	huge_pages_hint(a, m->arena_bytes);
+	m->arena = a;
 	for (int i = 0; i < ns; i++)
-		m->stores[i].ptr = m->bufs[m->stores[i].buf];
+		m->stores[i].ptr = (float *)((char *)a + m->stores[i].off);
 	return 0;
 }
 
@@ -212,6 +227,21 @@ static void plan_fused_acts(model *m)
 }
 
 
+/* Inference of a float model runs an n-image batch as n passes of one image over a plan
+ * for one: every image's values are computed as in the batch (no op mixes images
+ * outside training), buffers are n times smaller, stay in cache between layers and are
+ * planned (first touched) in the time of one image's. Kept values are the whole
+ * batch's, and the integer path (quant/qexec.c) plans whole batches: those keep n. */
+static int pass_images(const model *m, int n, int train)
+{
+	if (train || m->q.npoints)
+		return n;
+	for (int i = 1; i < m->nnodes; i++)
+		if (m->nodes[i].keep)
+			return n;
+	return 1;
+}
+
 int model_plan(model *m, int n, int h, int w, int train, int input_grad)
 {
 	g_free_plan(m);
@@ -221,7 +251,8 @@ int model_plan(model *m, int n, int h, int w, int train, int input_grad)
 		return err_set("model: bad input shape [%d,3,%d,%d]", n, h, w);
 	if (train && !m->grads && !(m->grads = aligned_zalloc((m->nfloats ? m->nfloats : 1) * sizeof(float))))
 		return -1;
-	if (g_shapes(m, n, h, w) < 0)
+	int pass_n = pass_images(m, n, train);
+	if (g_shapes(m, pass_n, h, w) < 0)
 		return -1;
 	int F = m->nnodes;
 	plan_folds(m);
@@ -312,7 +343,7 @@ int model_plan(model *m, int n, int h, int w, int train, int input_grad)
 			extend(m, m->nodes[i].gstore, 2 * F - 1 - i);
 	}
 	/* forward --int8 keeps its own bytes (qexec.c): no float activations or workspace */
-	if (!m->q.integer_only && assign_buffers(m) < 0)
+	if (!m->q.integer_only && place_storages(m) < 0)
 		return -1;
 	size_t ws = 0;
 	for (int i = 1; i < F && !m->q.integer_only; i++)
@@ -330,6 +361,7 @@ int model_plan(model *m, int n, int h, int w, int train, int input_grad)
 		return -1;
 	m->folded_dirty = 1;
 	m->plan_n = n;
+	m->pass_n = pass_n;
 	m->plan_h = h;
 	m->plan_w = w;
 	plan_fused_acts(m);
@@ -374,11 +406,18 @@ const float *model_value(const model *m, const char *name, int64_t shape[4])
 	return m->stores[nd->store].ptr;
 }
 
+void model_plan_poison(model *m)
+{
+	if (m->arena)
+		memset(m->arena, 0xff, m->arena_bytes); /* all ones: a NaN in every float */
+	if (m->ws)
+		memset(m->ws, 0xff, m->ws_bytes);
+}
+
 void model_plan_get_info(const model *m, model_plan_info *info)
 {
 	memset(info, 0, sizeof *info);
-	for (int b = 0; b < m->nbufs; b++)
-		info->activation_bytes += m->bufsize[b];
+	info->activation_bytes = m->arena ? m->arena_bytes : 0;
 	info->workspace_bytes = m->ws_bytes + m->nfolded * sizeof(float);
-	info->buffers = m->nbufs;
+	info->buffers = m->nstores;
 }

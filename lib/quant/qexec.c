@@ -329,8 +329,10 @@ static int make_conv(model *m, struct qexec *x, int i)
 		if (bf > accfrac)
 			return err_set("%s: channel %zu: bias frac %d above the accumulator's %d", nd->name, o, bf, accfrac);
 		q->shifts[o] = accfrac - q->frac;
+		/* times 2^wf, a normal f32 (exact, as ldexpf, which is a call a weight) */
+		float unit = wf >= -126 && wf <= 127 ? ldexpf(1.0f, wf) : 0.0f;
 		for (int j = 0; j < d->r; j++) {
-			float v = ldexpf(fw[o * d->r + j], wf), r = rintf(v);
+			float v = unit != 0.0f ? fw[o * d->r + j] * unit : ldexpf(fw[o * d->r + j], wf), r = rintf(v);
 			if (v != r || r < -wmax - 1 || r > wmax)
 				return err_set("%s: weight %g is not a %d-bit integer at frac %d", nd->name,
 					       (double)fw[o * d->r + j], x->wide ? 16 : 8, wf);
@@ -394,44 +396,6 @@ static int prepare(model *m)
 	return 0;
 }
 
-static void quantise_input(void *out, const float *in, size_t n, const qact *a, int wide)
-{
-#pragma omp parallel for schedule(static)
-	for (size_t o = 0; o < n; o += 4096) {
-		float y[4096];
-		int32_t q[4096];
-		size_t c = n - o < 4096 ? n - o : 4096;
-		quant_act(in + o, c, a, y, q);
-		for (size_t i = 0; i < c; i++)
-			qput(out, o + i, q[i], wide);
-	}
-}
-
-/* A nearest upsampling of integers of type T (bytes or words). */
-#define UPSAMPLE_NEAREST(T)                                                                                   \
-	do {                                                                                                   \
-		int h = src->h, w = src->w, oh = nd->h, ow = nd->w;                                            \
-		_Pragma("omp parallel for schedule(static)") for (int p = 0; p < nd->n * nd->c; p++)            \
-			for (int oy = 0; oy < oh; oy++) {                                                      \
-				const T *row = (const T *)in + ((size_t)p * h + upsample_nearest_src(oy, h, oh)) * w; \
-				T *o = (T *)out + ((size_t)p * oh + oy) * ow;                                  \
-				if (ow == 2 * w)                                                               \
-					for (int ox = 0; ox < ow; ox++)                                        \
-						o[ox] = row[ox >> 1];                                          \
-				else                                                                           \
-					for (int ox = 0; ox < ow; ox++)                                        \
-						o[ox] = row[upsample_nearest_src(ox, w, ow)];                  \
-			}                                                                                      \
-	} while (0)
-
-static void upsample(void *out, const void *in, const gnode *nd, const gnode *src, int wide)
-{
-	if (wide)
-		UPSAMPLE_NEAREST(uint16_t);
-	else
-		UPSAMPLE_NEAREST(uint8_t);
-}
-
 /* out [n, rows, K] from each input [n, A*K, h, w] dequantised (graph.c's flatten order) */
 static void flatten(float *out, const model *m, const gnode *nd)
 {
@@ -442,11 +406,8 @@ static void flatten(float *out, const model *m, const gnode *nd)
 		const qnode *q = &x->q[nd->in[j]];
 		const uint8_t *v = x->act + q->off;
 		int C = s->c, hw = s->h * s->w, f = fmt(x, q);
-#pragma omp parallel for collapse(2) schedule(static)
 		for (int b = 0; b < nd->n; b++)
-			for (int p = 0; p < hw; p++)
-				qdequant(out + ((size_t)b * rows + r0 + (size_t)p * (C / K)) * K,
-					 v + ((size_t)b * C * hw + p) * x->esz, (size_t)hw, f, (size_t)C, q->frac);
+			qdequant_planes(out + ((size_t)b * rows + r0) * K, v + (size_t)b * C * hw * x->esz, f, C, hw, q->frac);
 		r0 += hw * (C / K);
 	}
 }
@@ -462,7 +423,7 @@ static int run_node(model *m, int i, const float *input, float *const *outputs)
 	case QK_NONE:
 		return 0;
 	case QK_INPUT:
-		quantise_input(out, input, g_node_floats(nd), &m->q.act[nd->qp], x->wide);
+		qquantise(out, input, g_node_floats(nd), &m->q.act[nd->qp], fmt(x, q));
 		return 0;
 	case QK_CONV:
 		qconv_forward(out, x->act + x->q[p->in[0]].off, x->ws, &q->conv);
@@ -520,7 +481,7 @@ static int run_node(model *m, int i, const float *input, float *const *outputs)
 		return 0;
 	}
 	case QK_UPSAMPLE:
-		upsample(out, x->act + x->q[q->src].off, nd, p, x->wide);
+		qupsample_nearest(out, x->act + x->q[q->src].off, fmt(x, q), nd->n * nd->c, p->h, p->w, nd->h, nd->w);
 		return 0;
 	case QK_FLATTEN:
 		for (int o = 0; o < m->noutputs; o++)

@@ -581,6 +581,26 @@ static void run_fast_vs_naive(void)
 				tried++;
 				valid += fast_vs_naive(d, w & 1);
 			}
+	/* 1x1 convs wide enough for each form of the dW GEMM (conv_gemm.c): the dot form and
+	 * the 64-wide panels, each straight and transposed (fewer output than input
+	 * channels), with tails in every tile, pixel counts past one reduction block (256
+	 * for panels, 2048 for the dot form), groups, and more images than threads */
+	static const int pw[][6] = {
+		/* n, c, h, w, k, groups */
+		{5, 37, 7, 11, 13, 1},  /* transposed, dot */
+		{3, 70, 9, 9, 45, 1},   /* transposed, panels with a tail */
+		{2, 100, 17, 17, 64, 1}, /* transposed, one whole panel, 289 pixels */
+		{2, 13, 33, 65, 29, 1}, /* dot, 2145 pixels */
+		{3, 66, 17, 17, 70, 1}, /* panels, tails */
+		{3, 80, 5, 7, 40, 2},   /* transposed dot per group */
+		{2, 42, 6, 6, 138, 3},  /* panels per group (46 of 14) */
+	};
+	for (size_t i = 0; i < sizeof pw / sizeof *pw; i++) {
+		conv2d_desc d = {.n = pw[i][0], .c = pw[i][1], .h = pw[i][2], .w = pw[i][3], .k = pw[i][4],
+				 .kh = 1, .kw = 1, .sh = 1, .sw = 1, .dh = 1, .dw = 1, .groups = pw[i][5]};
+		tried++;
+		valid += fast_vs_naive(d, (int)i & 1);
+	}
 	printf("fast vs naive conv: %d geometries (%d valid); worst rel y / dx / dw / db:\n", tried, valid);
 	for (int a = CONV_GEMM; a <= CONV_GROUP3X3; a++)
 		printf("  %-10s %.2e %.2e %.2e %.2e\n", algo_name(a), worst[a][0], worst[a][1], worst[a][2], worst[a][3]);

@@ -109,6 +109,7 @@ static void test_parity(const char *name, record **recs)
 	tensor *img = record_find(batch, "image");
 	int n = (int)img->shape[0], S = (int)img->shape[2];
 	CHECK_MSG(model_plan(m, n, S, S, 1, 1) == 0, "%s", err_msg());
+	model_plan_poison(m); /* every value written before it is read, gradients too */
 	int64_t sh[2][3];
 	float *out[2], *dimg = malloc((size_t)tensor_numel(img) * sizeof(float));
 	for (int i = 0; i < 2; i++) {
@@ -166,13 +167,42 @@ static void test_parity(const char *name, record **recs)
 
 	/* eval mode, running statistics (BN folded into the convs) */
 	CHECK_MSG(model_plan(m, n, S, S, 0, 0) == 0, "%s", err_msg());
+	model_plan_poison(m);
 	CHECK_MSG(model_forward(m, img->data, out) == 0, "%s", err_msg());
 	printf("%s, eval mode:\n", name);
 	for (int i = 0; i < 2; i++)
 		compare(model_output_name(m, i), out[i], record_find(epred, model_output_name(m, i)), 1e-4, 1);
 
+	/* inference runs the batch image by image on a plan for one image: each image's
+	 * outputs are the bits it gets alone, and the batch's plan is one image's size */
+	model_plan_info batch_plan, one_plan;
+	model_plan_get_info(m, &batch_plan);
+	int64_t bsh[3];
+	model_output_shape(m, 0, bsh);
+	CHECK_MSG(bsh[0] == n, "output batch %lld, expected %d", (long long)bsh[0], n);
+	CHECK(model_plan(m, 1, S, S, 0, 0) == 0);
+	model_plan_get_info(m, &one_plan);
+	CHECK_MSG(n == 1 || batch_plan.activation_bytes == one_plan.activation_bytes,
+		  "batch plan %zu bytes of activations, one image's %zu", batch_plan.activation_bytes,
+		  one_plan.activation_bytes);
+	for (int b = 0; b < n; b++) {
+		float *one[2];
+		size_t per[2];
+		for (int i = 0; i < 2; i++) {
+			per[i] = (size_t)(sh[i][1] * sh[i][2]);
+			one[i] = malloc(per[i] * sizeof(float));
+		}
+		CHECK(model_forward(m, (const float *)img->data + (size_t)b * 3 * S * S, one) == 0);
+		for (int i = 0; i < 2; i++) {
+			CHECK_MSG(!memcmp(one[i], out[i] + b * per[i], per[i] * sizeof(float)), "%s: image %d of the batch differs "
+				  "from its forward alone", model_output_name(m, i), b);
+			free(one[i]);
+		}
+	}
+
 	/* a second train step on the same plan gives the same gradients (no stale state) */
 	CHECK(model_plan(m, n, S, S, 1, 0) == 0);
+	model_plan_poison(m);
 	CHECK(model_forward(m, img->data, out) == 0);
 	CHECK(model_backward(m, dout, NULL) == 0);
 	CHECK(model_forward(m, img->data, out) == 0);
@@ -361,6 +391,28 @@ static void test_params_errors(void)
 	record_add(r, "neck.extra.weight", DT_F32, 1, one);
 	CHECK(model_load_params(m, r) < 0);
 	CHECK_MSG(strstr(err_msg(), "unexpected tensor 'neck.extra.weight'") != NULL, "%s", err_msg());
+	/* out of parameter order, the parameters last to first: loaded by name, and an
+	 * extra tensor before them is still found */
+	model_init_params(m, 8);
+	for (int extra = 1; extra >= 0; extra--) {
+		record *shuffled = record_new("params");
+		if (extra)
+			record_add(shuffled, "neck.extra.weight", DT_F32, 1, one);
+		for (int i = model_nparams(m) - 1; i >= 0; i--) {
+			tensor *t = record_add(shuffled, r->tensors[i].name, DT_F32, r->tensors[i].ndim, r->tensors[i].shape);
+			memcpy(t->data, r->tensors[i].data, tensor_nbytes(t));
+		}
+		if (extra) {
+			CHECK(model_load_params(m, shuffled) < 0);
+			CHECK_MSG(strstr(err_msg(), "unexpected tensor 'neck.extra.weight'") != NULL, "%s", err_msg());
+		} else {
+			CHECK_MSG(model_load_params(m, shuffled) == 0, "%s", err_msg());
+			for (int i = 0; i < model_nparams(m); i++)
+				CHECK(!memcmp(model_param_data(m, i), r->tensors[i].data,
+					      model_param_at(m, i)->count * sizeof(float)));
+		}
+		record_free(shuffled);
+	}
 	record_free(r);
 	/* wrong kind */
 	r = record_new("batch");

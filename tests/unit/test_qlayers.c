@@ -4,7 +4,9 @@
  * against qconv_forward_ref over odd
  * geometries (strides, padding, dilation, groups, channel counts that fill no tile,
  * reductions not a multiple of 4, signed and unsigned inputs, shifts of every sign),
- * and add, rescale and maxpool against qrequant per value; the add of a bilinear
+ * and add, rescale and maxpool against qrequant per value; the input's quantisation
+ * against quant_act_int, planes to pixels against qdequant, the nearest upsampling
+ * against its naive loop; the add of a bilinear
  * upsampling against the float simulation's own steps (layers.c's bilinear kernel on the
  * dequantised values, the f32 add, the rounding rule), and the L2Norm against the float
  * L2Norm and the rounding rule. Each kernel runs on bytes (8-bit models) and on 16-bit
@@ -170,6 +172,12 @@ static void test_conv(void)
 		{1, 2, 4, 131, 2, 5, 5, 1, 2, 1, 2},
 		/* im2col rows copied 64 bytes at a time, stride 1 and 2 */
 		{1, 3, 7, 260, 8, 3, 3, 2, 1, 1, 1},     {1, 4, 3, 150, 5, 3, 3, 1, 1, 1, 1},
+		/* too few pixel blocks for the threads: tasks split the output channels (whole
+		 * tiles and a part; per group) */
+		{1, 40, 8, 8, 100, 3, 3, 1, 1, 1, 1},    {1, 16, 9, 9, 128, 1, 1, 1, 0, 1, 2},
+		/* grouped at stride 1 (RegNet's): whole and part vectors and channel blocks, dilation */
+		{1, 32, 13, 21, 32, 3, 3, 1, 1, 1, 2},   {2, 24, 7, 40, 12, 3, 3, 1, 2, 2, 3},
+		{1, 16, 5, 70, 10, 3, 3, 1, 1, 1, 2},    {1, 16, 4, 33, 8, 1, 3, 1, 0, 1, 2},
 	};
 	int fast = 0, slow = 0;
 	for (size_t i = 0; i < sizeof geos / sizeof *geos; i++)
@@ -253,6 +261,80 @@ static void test_elementwise(void)
 	CHECK(f[0] == 16384.0f && f[1] == 0.5f);
 }
 
+/* The input's quantisation against quant_act_int, value by value: random values over
+ * and beyond the range, halves (the rounding's ties), NaN, infinities; bytes and words,
+ * signed and not, lengths that end mid-vector. */
+static void test_quantise(void)
+{
+	enum { N = 4099 };
+	float *x = malloc(N * sizeof *x);
+	uint8_t *y = malloc(2 * N);
+	for (int bits = 8; bits <= 16; bits += 8)
+		for (int sgn = 0; sgn <= 1; sgn++) {
+			float range[2] = {sgn ? -3.0f : 0.0f, 2.5f};
+			qact a = quant_act_params(range, bits, sgn);
+			int fmt = (sgn ? QF_SIGNED : 0) | (bits > 8 ? QF_WIDE : 0);
+			for (int i = 0; i < N; i++) {
+				int kind = uniform(0, 9);
+				x[i] = kind == 0   ? (float)uniform(-2 * a.qmax, 2 * a.qmax) / a.scale + 0.5f / a.scale
+				       : kind == 1 ? (float)uniform(-2 * a.qmax, 2 * a.qmax) / a.scale - 0.5f / a.scale
+						   : ((float)next() / 4294967296.0f - 0.5f) * 12.0f;
+			}
+			x[5] = NAN, x[17] = INFINITY, x[40] = -INFINITY, x[41] = -0.0f, x[N - 1] = NAN;
+			for (size_t n = N - 3; n <= N; n += 3) {
+				memset(y, 0xa5, 2 * N);
+				qquantise(y, x, n, &a, fmt);
+				size_t bad = 0;
+				for (size_t i = 0; i < n; i++)
+					bad += qget(y, i, fmt) != (int32_t)quant_act_int(x[i], &a);
+				/* nothing past n */
+				for (size_t i = n * (bits / 8); i < 2 * N; i++)
+					bad += y[i] != 0xa5;
+				CHECK_MSG(bad == 0, "qquantise %d bits%s n %zu: %zu differ", bits, sgn ? " signed" : "", n, bad);
+			}
+		}
+	free(x), free(y);
+}
+
+/* Planes to pixels against qdequant per pixel; the nearest upsampling against the
+ * naive loop with layers.h's source index (x2, and ratios that are not). */
+static void test_layout(void)
+{
+	static const int ch[] = {1, 3, 70, 130}, px[] = {1, 15, 16, 17, 100, 4096};
+	for (int fmt = 0; fmt < 4; fmt++)
+		for (size_t i = 0; i < sizeof ch / sizeof *ch; i++)
+			for (size_t j = 0; j < sizeof px / sizeof *px; j++) {
+				int c = ch[i], hw = px[j], frac = uniform(-3, 9);
+				uint8_t *x = random_ints((size_t)c * hw, fmt);
+				float *y = malloc((size_t)c * hw * sizeof *y), *want = malloc((size_t)c * sizeof *want);
+				qdequant_planes(y, x, fmt, c, hw, frac);
+				size_t bad = 0;
+				for (int p = 0; p < hw; p++) {
+					qdequant(want, (const uint8_t *)x + (size_t)p * esz(fmt), (size_t)hw, fmt, (size_t)c, frac);
+					bad += memcmp(want, y + (size_t)p * c, (size_t)c * sizeof *want) != 0;
+				}
+				CHECK_MSG(bad == 0, "qdequant_planes fmt %d c %d hw %d: %zu pixels differ", fmt, c, hw, bad);
+				free(x), free(y), free(want);
+			}
+	static const int sizes[][4] = {{5, 37, 10, 74}, {16, 16, 32, 32}, {3, 64, 6, 128}, {3, 5, 7, 11}, {4, 4, 2, 3}};
+	for (int wide = 0; wide <= QF_WIDE; wide += QF_WIDE)
+		for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+			int nc = 3, h = sizes[k][0], w = sizes[k][1], oh = sizes[k][2], ow = sizes[k][3];
+			uint8_t *x = random_ints((size_t)nc * h * w, wide), *y = malloc((size_t)nc * oh * ow * esz(wide));
+			qupsample_nearest(y, x, wide, nc, h, w, oh, ow);
+			size_t bad = 0;
+			for (int p = 0; p < nc; p++)
+				for (int oy = 0; oy < oh; oy++)
+					for (int ox = 0; ox < ow; ox++) {
+						size_t src = ((size_t)p * h + upsample_nearest_src(oy, h, oh)) * w + upsample_nearest_src(ox, w, ow);
+						bad += qget(y, ((size_t)p * oh + oy) * ow + ox, wide) != qget(x, src, wide);
+					}
+			CHECK_MSG(bad == 0, "qupsample_nearest%s %dx%d -> %dx%d: %zu differ", wide ? " (16 bits)" : "", h, w, oh,
+				  ow, bad);
+			free(x), free(y);
+		}
+}
+
 /* qadd_bilinear against what forward --quant computes: b dequantised, upsampled by the
  * float kernel, added to a dequantised in f32, then floor(x * 2^fo + 1/2) saturated. */
 static void test_add_bilinear(void)
@@ -261,7 +343,9 @@ static void test_add_bilinear(void)
 					{5, 4, 6, 8, 12, 4, 4, 4, 1, 1},  {3, 5, 5, 10, 10, 6, 3, 5, 0, 1},
 					{2, 1, 1, 2, 2, 3, 5, 2, 1, 0},   {4, 8, 3, 16, 6, 2, 7, 7, 0, 0},
 					{2, 3, 7, 12, 28, 5, 5, 3, 1, 1}, {3, 6, 4, 6, 8, 4, 2, 6, 1, 1},
-					{2, 9, 9, 18, 18, -2, 1, 0, 1, 1}};
+					{2, 9, 9, 18, 18, -2, 1, 0, 1, 1},
+					/* rows of whole vectors and a part, both signs */
+					{2, 16, 20, 32, 40, 4, 4, 4, 1, 0}, {2, 17, 33, 34, 66, 3, 6, 5, 0, 1}};
 	for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
 		const int *c = cases[k];
 		int nc = c[0], h = c[1], w = c[2], oh = c[3], ow = c[4], fa = c[5], fb = c[6], fo = c[7], sa = c[8],
@@ -384,6 +468,8 @@ int main(void)
 	test_requant();
 	test_conv();
 	test_elementwise();
+	test_quantise();
+	test_layout();
 	test_add_bilinear();
 	test_l2norm();
 	return check_done("test_qlayers");
