@@ -361,13 +361,24 @@ void conv_group_forward(float *out, const float *inp, const float *weight, const
 			const float *tap[9];
 			fwd_source(s.src, tap, &g, inp + ((size_t)n * d->c + (size_t)gi * cg) * hw, d, cg);
 			tap_conv(s.grid, g.gpr, tap, 9, g.cs, wp + (size_t)gi * cg * 9 * mp, cg, mp);
+			/* the grid's output columns, + bias, act: each row in whole vectors (a
+			 * grid row is followed by more grid or its slack) */
+			const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
 			for (int k = 0; k < kg; k++) {
-				float b = bias ? bias[gi * kg + k] : 0.0f;
+				__m512 b = _mm512_set1_ps(bias ? bias[gi * kg + k] : 0.0f);
 				const float *gr = s.grid + (size_t)k * g.gpr;
 				float *o = out + ((size_t)n * d->k + (size_t)gi * kg + k) * ohw;
 				for (int oy = 0; oy < d->oh; oy++)
-					for (int ox = 0; ox < d->ow; ox++)
-						o[oy * d->ow + ox] = conv_act_scalar(gr[oy * g.gw + ox] + b, d->act);
+					for (int x = 0; x < d->ow; x += 16) {
+						__m512 v = _mm512_add_ps(_mm512_loadu_ps(gr + (size_t)oy * g.gw + x), b);
+						if (d->act != CONV_ACT_NONE)
+							v = _mm512_max_ps(zero, v); /* NaN passes, as torch */
+						if (d->act == CONV_ACT_RELU6)
+							v = _mm512_min_ps(six, v);
+						int left = d->ow - x;
+						store_lanes(o + (size_t)oy * d->ow + x,
+							    left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1), v);
+					}
 			}
 		}
 	}
@@ -470,6 +481,27 @@ static void dx_task(float *dinp, const float *dout, const float *wp, gc_scratch 
 	}
 }
 
+/* dt [p][kvs] = go [kg][ohw] transposed, 0 for k >= kg, in 16 x 16 blocks. */
+static void transpose_dout(float *dt, const float *go, size_t ohw, int kg, size_t kvs)
+{
+	for (size_t p0 = 0; p0 < ohw; p0 += 16) {
+		int np = ohw - p0 < 16 ? (int)(ohw - p0) : 16;
+		__mmask16 m = np == 16 ? 0xffff : (__mmask16)((1u << np) - 1);
+		for (size_t k0 = 0; k0 < kvs; k0 += 16) {
+			__m512 r[16];
+			for (int i = 0; i < 16; i++) {
+				const float *row = go + (k0 + i) * ohw + p0;
+				r[i] = (int)(k0 + i) >= kg ? _mm512_setzero_ps()
+				       : m == 0xffff	     ? _mm512_loadu_ps(row)
+							     : _mm512_maskz_loadu_ps(m, row);
+			}
+			transpose16(r);
+			for (int i = 0; i < np; i++)
+				_mm512_storeu_ps(dt + (p0 + i) * kvs + k0, r[i]);
+		}
+	}
+}
+
 /* dweight [kg][cg][9] += and dbias [kg] += of one group over all images, in image order. */
 static void dw_task(float *dweight, float *dbias, const float *dout, const float *inp, gc_scratch s,
 		    const gc_geom *g, int gi, int cg, int kg, const conv2d_desc *d)
@@ -493,14 +525,7 @@ static void dw_task(float *dweight, float *dbias, const float *dout, const float
 			continue;
 		const float *tap[9];
 		fwd_source(s.src, tap, g, inp + ((size_t)n * d->c + (size_t)gi * cg) * hw, d, cg);
-		/* dout transposed: [pixel][kvs], 0 past kg */
-		for (size_t p = 0; p < ohw; p++) {
-			float *r = s.dg + p * kvs;
-			for (int k = 0; k < kg; k++)
-				r[k] = go[k * ohw + p];
-			for (size_t k = kg; k < kvs; k++)
-				r[k] = 0.0f;
-		}
+		transpose_dout(s.dg, go, ohw, kg, kvs);
 		for (int oy0 = 0; oy0 < d->oh; oy0 += rows) {
 			int oy1 = oy0 + rows < d->oh ? oy0 + rows : d->oh;
 			for (int c0 = 0; c0 < cg; c0 += cb)
