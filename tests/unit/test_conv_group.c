@@ -7,7 +7,7 @@
  * within 1e-4, gradients 1e-3, as test_layers holds the other conv paths. The input
  * gradient's buffer starts as NaN (it must be written); the parameter gradients start
  * at a random value (they must accumulate onto it). The forward must equal the
- * GEMM512 kernel's to the bit; no result may depend on the thread count, and an inf in the input must reach only the weight
+ * GEMM512 kernel's to the bit, and an inference plan's (forward_only); no result may depend on the thread count, and an inf in the input must reach only the weight
  * gradients that see it (the kernel's junk lanes read such values). */
 #include <math.h>
 #include <stdio.h>
@@ -115,6 +115,18 @@ static int check_one(geo g, int bias, enum conv_act act, int threads)
 		free(wse);
 		free(ye);
 	}
+
+	/* an inference plan's descriptor (forward_only): a smaller workspace, the same
+	 * outputs, no backward */
+	conv2d_desc fo = d;
+	fo.forward_only = 1;
+	CHECK(conv2d_init(&fo) == 0 && conv2d_workspace_size(&fo) < conv2d_workspace_size(&d));
+	float *wsf = aligned_zalloc(conv2d_workspace_size(&fo)), *yf = malloc(ys * 4);
+	CHECK(conv2d_forward(yf, x, w, b, wsf, &fo) == 0);
+	CHECK(!memcmp(y, yf, ys * 4));
+	CHECK(conv2d_backward(dx, NULL, NULL, dy, x, w, wsf, &fo) < 0);
+	free(wsf);
+	free(yf);
 
 	/* the weight gradient alone (no dinp, no dbias) is the same sums */
 	float *dwa = dup(dw0, wn);
