@@ -132,7 +132,7 @@ static double fma_peak(void)
 	return flops / (omp_get_wtime() - t0) * 1e-9;
 }
 
-static const char *algo_names[] = {"auto", "gemm", "gemm512", "dw3x3", "dw_direct"};
+static const char *algo_names[] = {"auto", "gemm", "gemm512", "dw3x3", "dw_direct", "group3x3"};
 
 static double max_rel(const float *a, const float *b, size_t n)
 {
@@ -148,13 +148,16 @@ static double max_rel(const float *a, const float *b, size_t n)
 
 /* The benchmark's shapes are larger than the unit tests': check the timed algo
  * against a second one (OpenBLAS for the GEMM algos, the direct loops for depthwise)
- * on them. Returns a note for the output line, empty when they agree to 1e-5. */
+ * on them (the grouped 3x3 against our GEMM). Returns a note for the output line,
+ * empty when they agree to 1e-5. */
 static const char *check_conv(conv2d_desc d, const float *x, const float *w, const float *b,
 			      const float *dy, float *y, float *dx, float *dw, float *db, float *ws)
 {
 	static char note[96];
 	conv2d_desc r = d;
 	r.algo = d.algo == CONV_DW3X3 ? CONV_DW_DIRECT : d.algo == CONV_GEMM512 ? CONV_GEMM : CONV_AUTO;
+	if (d.algo == CONV_GROUP3X3)
+		r.algo = CONV_GEMM512;
 	note[0] = 0;
 	if (r.algo == CONV_AUTO || conv2d_init(&r))
 		return note;
@@ -255,7 +258,7 @@ static void bench_conv(const char *name, const char *filter, conv2d_desc d)
 static void conv_all_algos(const char *name, const char *filter, conv2d_desc d)
 {
 	char nm[96];
-	for (int a = CONV_AUTO; a <= CONV_DW_DIRECT; a++) {
+	for (int a = CONV_AUTO; a <= CONV_GROUP3X3; a++) {
 		conv2d_desc t = d;
 		t.algo = a;
 		if (conv2d_init(&t))

@@ -143,33 +143,6 @@ static void pw_pack(float *bp, const float *b, size_t ldb, int kd, int nc)
 	}
 }
 
-/* 16 x 16 transpose of r[0..15]. */
-static ALWAYS_INLINE void transpose16(__m512 r[16])
-{
-	__m512 t[16];
-	for (int i = 0; i < 16; i += 2) {
-		t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-		t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-	}
-	for (int i = 0; i < 16; i += 4) {
-		__m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 2]);
-		__m512d c = _mm512_castps_pd(t[i + 1]), e = _mm512_castps_pd(t[i + 3]);
-		r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
-		r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
-		r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, e));
-		r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, e));
-	}
-	for (int i = 0; i < 8; i++) {
-		int a = i / 4 * 8 + i % 4;
-		t[a] = _mm512_shuffle_f32x4(r[a], r[a + 4], 0x88);
-		t[a + 4] = _mm512_shuffle_f32x4(r[a], r[a + 4], 0xdd);
-	}
-	for (int i = 0; i < 8; i++) {
-		r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-		r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
-	}
-}
-
 /* bp [kd][64] = the transpose of b [nc][kd] (row stride ldb): bp[k][j] = b[j][k],
  * columns nc..63 zero. */
 static void pw_pack_t(float *bp, const float *b, size_t ldb, int kd, int nc)

@@ -11,6 +11,33 @@
 #define HAVE_GEMM512 1
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
+/* 16 x 16 transpose of r[0..15]. */
+static ALWAYS_INLINE void transpose16(__m512 r[16])
+{
+	__m512 t[16];
+	for (int i = 0; i < 16; i += 2) {
+		t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+		t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+	}
+	for (int i = 0; i < 16; i += 4) {
+		__m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 2]);
+		__m512d c = _mm512_castps_pd(t[i + 1]), e = _mm512_castps_pd(t[i + 3]);
+		r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+		r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+		r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, e));
+		r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, e));
+	}
+	for (int i = 0; i < 8; i++) {
+		int a = i / 4 * 8 + i % 4;
+		t[a] = _mm512_shuffle_f32x4(r[a], r[a + 4], 0x88);
+		t[a + 4] = _mm512_shuffle_f32x4(r[a], r[a + 4], 0xdd);
+	}
+	for (int i = 0; i < 8; i++) {
+		r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+		r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+	}
+}
+
 /* Masked stores are slow on Zen 4/5 (several times a plain store): mask only the
  * vectors that need it. */
 static ALWAYS_INLINE void store_lanes(float *p, __mmask16 m, __m512 v)
@@ -28,13 +55,7 @@ static ALWAYS_INLINE __m512 load_lanes(__mmask16 m, const float *p)
 	return m == 0xffff ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m, p);
 }
 #else
-#define HAVE_GEMM512 0void conv_group_forward(float *out, const float *inp, const float *weight, const float *bias, float *ws,
-			const conv2d_desc *d);
-void conv_group_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-			 const float *weight, float *ws, const conv2d_desc *d);
-/* conv_group's workspace, in floats. */
-size_t conv_group_workspace_floats(const conv2d_desc *d);
-
+#define HAVE_GEMM512 0
 #endif
 
 /* 1x1, stride 1, no padding: the input is already the GEMM operand. */

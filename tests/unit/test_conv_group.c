@@ -6,8 +6,8 @@
  * Error measure, per tensor: rel = max|got - want| / max(max|want|, 1e-6); outputs
  * within 1e-4, gradients 1e-3, as test_layers holds the other conv paths. The input
  * gradient's buffer starts as NaN (it must be written); the parameter gradients start
- * at a random value (they must accumulate onto it). The weight gradient must not
- * depend on the thread count, and an inf in the input must reach only the weight
+ * at a random value (they must accumulate onto it). The forward must equal the
+ * GEMM512 kernel's to the bit, and an inference plan's (forward_only); no result may depend on the thread count, and an inf in the input must reach only the weight
  * gradients that see it (the kernel's junk lanes read such values). */
 #include <math.h>
 #include <stdio.h>
@@ -101,6 +101,32 @@ static int check_one(geo g, int bias, enum conv_act act, int threads)
 	CHECK_MSG(e[0] <= TOL_OUT && e[1] <= TOL_GRAD && e[2] <= TOL_GRAD && e[3] <= TOL_GRAD,
 		  "n%d g%d cg%d kg%d %dx%d s%d bias %d act %d threads %d: rel y %.2e dx %.2e dw %.2e db %.2e",
 		  g.n, g.groups, g.cg, g.kg, g.h, g.w, g.s, bias, (int)act, threads, e[0], e[1], e[2], e[3]);
+
+	/* the forward sums each output in the GEMM kernel's order (input channel, ky, kx
+	 * from 0, then the bias): the same floats as CONV_GEMM512, so inference outputs
+	 * do not change with the algorithm */
+	conv2d_desc dg = d;
+	dg.algo = CONV_GEMM512;
+	if (conv2d_init(&dg) == 0) {
+		float *wse = aligned_zalloc(conv2d_workspace_size(&dg)), *ye = malloc(ys * 4);
+		CHECK(conv2d_forward(ye, x, w, b, wse, &dg) == 0);
+		CHECK_MSG(!memcmp(y, ye, ys * 4), "n%d g%d cg%d kg%d %dx%d s%d: forward differs from gemm512's", g.n,
+			  g.groups, g.cg, g.kg, g.h, g.w, g.s);
+		free(wse);
+		free(ye);
+	}
+
+	/* an inference plan's descriptor (forward_only): a smaller workspace, the same
+	 * outputs, no backward */
+	conv2d_desc fo = d;
+	fo.forward_only = 1;
+	CHECK(conv2d_init(&fo) == 0 && conv2d_workspace_size(&fo) < conv2d_workspace_size(&d));
+	float *wsf = aligned_zalloc(conv2d_workspace_size(&fo)), *yf = malloc(ys * 4);
+	CHECK(conv2d_forward(yf, x, w, b, wsf, &fo) == 0);
+	CHECK(!memcmp(y, yf, ys * 4));
+	CHECK(conv2d_backward(dx, NULL, NULL, dy, x, w, wsf, &fo) < 0);
+	free(wsf);
+	free(yf);
 
 	/* the weight gradient alone (no dinp, no dbias) is the same sums */
 	float *dwa = dup(dw0, wn);
