@@ -132,7 +132,7 @@ static size_t thread_floats(const conv2d_desc *d, gc_scratch *s, float *base)
 		acc = (size_t)cg * 9 * kvec(kg);
 	}
 	src = up(src, 16);
-	grid += 16; /* the stride-2 interleave reads whole vectors past a grid row */
+	grid += 16; /* the row copies read whole vectors past a grid row */
 	if (s) {
 		s->src = base;
 		s->grid = s->src + src;
