@@ -1,20 +1,23 @@
 /* conv_group: grouped 3x3 convs with narrow groups (RegNet's group width 16), stride 1
  * or 2, pad 1, dilation 1 (CONV_GROUP3X3), direct in AVX-512, no im2col.
  *
- * Each (image, group) task copies its input channels once into a zero-padded plane
- * (stride 2: four phase planes, even/odd rows x even/odd columns) whose rows are gw
- * floats apart. An output pixel (oy, ox) is then grid position q = oy*gw + ox, and tap
- * (ky, kx) reads the copy at q plus a constant: one tap of 16 consecutive grid
- * positions is one unaligned load, whatever the row width (RegNet's planes are 10-80
- * wide), and the grid's few junk columns (ox >= ow) are computed and dropped. A 8 x 48
- * tile (8 output channels, 3 vectors of positions) stays in 24 registers while the
- * reduction runs over (input channel, tap), the weights broadcast from a packed copy.
- * The input gradient is the same kernel on the padded dout (stride 1: the kernel
- * turned by 180 degrees; stride 2: one grid per phase of dinp, each with its 1, 2 or
- * 4 taps). The weight gradient sums dout x tap over the grid in vectors kept per
- * (k, c, tap) in the thread's workspace, reduced to a float once per group: the
- * tasks are whole groups (images in order), so its sums do not depend on the thread
- * count or timing. */
+ * A task (image, group, block of output rows) copies its input rows once into a
+ * zero-padded plane (stride 2: four phase planes, even/odd rows x even/odd columns)
+ * whose rows are gw floats apart. An output pixel (oy, ox) is then grid position
+ * q = oy*gw + ox, and tap (ky, kx) reads the copy at q plus a constant: one tap of 16
+ * consecutive grid positions is one unaligned load, whatever the row width (RegNet's
+ * planes are 10-80 wide), and the grid's few junk columns (ox >= ow) are computed and
+ * dropped. An 8 x 48 tile (8 output channels, 3 vectors of positions) stays in 24
+ * registers while the reduction runs over (input channel, tap) in the GEMM path's
+ * order, the weights broadcast from a packed copy: the forward's floats are
+ * CONV_GEMM512's. The input gradient is the same kernel on the padded dout (stride 1:
+ * the kernel turned by 180 degrees; stride 2: one grid per phase of dinp, with 1, 2
+ * or 4 taps, the two column phases interleaved into dinp's rows).
+ * The weight gradient has its lanes over the group's output channels: dout is
+ * transposed to [pixel][k], and 24 sums (8 input channels x the 3 taps of a kernel
+ * row) stay in registers while the input is broadcast, over output pixels only. Its
+ * tasks are whole groups, images and blocks in order, so no result here depends on
+ * the thread count or on timing. */
 #include "kernels/conv_impl.h"
 
 #include <string.h>
@@ -24,8 +27,7 @@
 #define GT_M 8               /* output channels of a tile */
 #define GT_V 3               /* 16-position vectors of a tile */
 #define GT_Q (16 * GT_V)     /* grid positions of a tile */
-#define GT_MAXT 9            /* taps */
-#define DW_PIX 128           /* output pixels per block of the weight gradient (L1) */
+#define DW_PIX 128           /* output pixels per pass of the weight gradient (dout in L1) */
 
 static size_t up(size_t n, size_t m)
 {
@@ -130,7 +132,7 @@ static size_t thread_floats(const conv2d_desc *d, gc_scratch *s, float *base)
 		acc = (size_t)cg * 9 * kvec(kg);
 	}
 	src = up(src, 16);
-	grid += 16; /* the stride-2 interleave reads whole vectors past a grid row */
+	grid += 16; /* the row copies read whole vectors past a grid row */
 	if (s) {
 		s->src = base;
 		s->grid = s->src + src;
