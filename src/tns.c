@@ -16,7 +16,7 @@ static void usage(void)
 	       "\n"
 	       "No FILE or '-' reads stdin. Streams are validated as they are read: a truncated or\n"
 	       "corrupt record is an error naming the record number.\n"
-	       "Environment: TNS_LEVEL (zstd level for output; default 1 to a file, -1 to a pipe), TNS_MAX_RECORD (bytes).\n");
+	       "Environment: TNS_LEVEL (zstd level for output, default 1), TNS_MAX_RECORD (bytes).\n");
 }
 
 /* Calls fn on every record of every input; fn returns 0 to go on, 1 to stop. */

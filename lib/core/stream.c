@@ -747,22 +747,8 @@ struct stream_writer {
 	int widened; /* widen_pipe() done */
 };
 
-/* Without TNS_LEVEL, records bound for a pipe, FIFO or device go at zstd's fastest
- * level, those bound for a file at level 1: through a pipe the bytes only cost time
- * (level 1 took 5.5 ms to encode and 4.5 ms to decode a 3 MB image record, as long as
- * forward's batch-1 layers take for a fifth of the image), a file keeps them. */
-static int default_level(FILE *f, int level)
-{
-	struct stat st;
-	const char *env = getenv("TNS_LEVEL");
-	if (level != STREAM_LEVEL_DEFAULT || (env && *env))
-		return level;
-	return fstat(fileno(f), &st) == 0 && !S_ISREG(st.st_mode) ? -1 : 1;
-}
-
 stream_writer *stream_writer_new(FILE *f, const char *name, int level)
 {
-	level = default_level(f, level);
 	stream_writer *w = calloc(1, sizeof *w);
 	if (!w || !(w->cctx = new_cctx(level))) {
 		free(w);

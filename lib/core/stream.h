@@ -74,9 +74,8 @@ void stream_close_read(stream_reader *s);
 typedef struct stream_writer stream_writer;
 
 #define STREAM_LEVEL_DEFAULT (-1000)
-/* level: zstd level (negative = faster); STREAM_LEVEL_DEFAULT takes $TNS_LEVEL, else
- * 1 for a regular file and -1 for a pipe, FIFO or device. Opens path ("-": stdout) and
- * owns the file. */
+/* level: zstd level (negative = faster); STREAM_LEVEL_DEFAULT takes $TNS_LEVEL or 1.
+ * Opens path ("-": stdout) and owns the file. */
 stream_writer *stream_open_write(const char *path, int level);
 /* Writes to an open file it does not own. */
 stream_writer *stream_writer_new(FILE *f, const char *name, int level);

@@ -101,12 +101,12 @@ void decode_run(voc_dataset *d, const voc_classes *classes, decode_opts *o, cons
 {
 	o->plan.classes = classes;
 	o->plan.encode = !o->list;
-	stream_writer *w = o->list ? NULL : stream_writer_new(stdout, "stdout", STREAM_LEVEL_DEFAULT);
-	if (!o->list && !w)
-		die_err();
-	o->plan.level = w ? stream_writer_level(w) : 0; /* the reader's threads encode */
+	o->plan.level = stream_resolve_level(STREAM_LEVEL_DEFAULT);
 	voc_reader *rd = voc_reader_new(d, &o->plan);
 	if (!rd)
+		die_err();
+	stream_writer *w = o->list ? NULL : stream_writer_new(stdout, "stdout", o->plan.level);
+	if (!o->list && !w)
 		die_err();
 
 	struct summary sum = {.per_class = calloc((size_t)classes->n, sizeof *sum.per_class)};
