@@ -19,7 +19,7 @@
 # Usage: BIN=bin pipelines/bench-loop-profile.sh [DATA [CLASSES]]
 # Environment: CASES (default below), BATCH (8), STEPS (25: 24 after the first), THREADS
 # (forward's and torch's, 2), TORCH=0 skips PyTorch, TORCH_ITERS (3), BENCH (bench_layers'
-# directory), TNS_LEVEL (the loop's, loop_level).
+# directory), TNS_LEVEL (the loop's, pipe_level).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 data=${1:-../shared/data/bccd} classes=${2:-configs/bccd.classes}
@@ -29,7 +29,7 @@ configs/ssd_mobilenet_fpn_bccd.json:320:qat configs/ssd_mobilenet_fpn_bccd.json:
 configs/ssd_regnet_fpn_bccd.json:320}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-level=$(loop_level) data_nice=$(data_nice)
+level=$(pipe_level) data_nice=$(data_nice)
 T() { /usr/bin/time -f '%e %U %S' -o "$tmp/time.$1" "${@:2}"; }
 
 peak=0

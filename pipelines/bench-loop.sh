@@ -5,7 +5,7 @@
 #      model; the same library calls as the tools, without the streams between them);
 #  (b) through the tool loop, wired as pipelines/train.sh wires it:
 #      cat batches | forward --train | loss | sgd-step, grads and params back on two FIFOs,
-#      the three writing at the loop's zstd level (loop_level in lib.sh).
+#      the three writing at the loop's zstd level (pipe_level in lib.sh).
 # The two alternate step by step (bench_train_step relays the loop's params records from
 # sgd-step to forward and runs its own step k while the loop waits for params k; the
 # relay adds one pipe hop of ~1 ms to each loop step), so that the load of other jobs on
@@ -22,7 +22,7 @@
 # Usage: BIN=bin BENCH=build/bench pipelines/bench-loop.sh [DATA [CLASSES]]
 # Environment: CONFIG (configs/ssd_mobilenet_fpn_bccd.json), SIZES ("320 512"), BATCH (8),
 # STEPS (12; at 512 STEPS_512, 8), WARMUP (2), REPS (3), PACED (1), THREADS (forward's),
-# TNS_LEVEL (the loop's, loop_level).
+# TNS_LEVEL (the loop's, pipe_level).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 data=${1:-../shared/data/bccd} classes=${2:-configs/bccd.classes}
@@ -34,7 +34,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 mkfifo "$tmp/params" "$tmp/grad" "$tmp/relayed"
 "$BIN/forward" --config "$cfg_file" --init --seed 1 >"$tmp/init.tns"
-level=$(loop_level)
+level=$(pipe_level)
 
 # tool_loop STEPS WEIGHTS: the loop as train.sh wires it, forward reading params from
 # WEIGHTS (the params FIFO, or the relay's); its log to $tmp/b.log

@@ -19,6 +19,9 @@
 # images/s over the peak's GFLOP/s. BENCH: bench_layers' directory.
 set -euo pipefail
 cfg=${1:-configs/ssd_mobilenet_fpn.json} data=${2:-../shared/data/bccd} classes=${3:-configs/bccd.classes}
+# forward's batches and preds at the level eval.sh's and detect.sh's pipes carry them
+# (pipe_level in lib.sh: zstd -1; ORT's side reads raw floats)
+export TNS_LEVEL=${TNS_LEVEL:--1}
 BIN=${BIN:-bin} BATCHES=${BATCHES:-3} IMAGES=${IMAGES:-40} THREADS=${THREADS:-2} PY=${PY:-/usr/bin/python3}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -39,10 +42,8 @@ run_case() {
 	local mode=$1 b=$2 s=$3 n=$(($2 * BATCHES))
 	# inference over at least IMAGES images (whole batches), as a user's run over a folder
 	[ "$mode" = train ] || [ "$n" -ge "$IMAGES" ] || n=$(((IMAGES + b - 1) / b * b))
-	# the batches as forward gets them from augment through a pipe (level -1, as ORT's
-	# side gets raw floats)
 	"$BIN/voc-decode" "$data" --split trainval --classes "$classes" --limit "$n" \
-		| TNS_LEVEL=-1 "$BIN/augment" --eval --size "$s" --batch "$b" >"$tmp/batch.tns"
+		| "$BIN/augment" --eval --size "$s" --batch "$b" >"$tmp/batch.tns"
 	local args=(--config "$cfg" --threads "$THREADS" --profile)
 	local gmacs
 	gmacs=$("$BIN/forward" --config "$cfg" --summary --size "$s" | awk '$1 == "total" { print $NF }')

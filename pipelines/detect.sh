@@ -63,6 +63,7 @@ shard=() json=$out/detections.json.tmp
 mkdir -p "$out"
 total=$("${decode[@]}" --list "${shard[@]}" "${images[@]}" | wc -l)
 [ "$rank" -ne 0 ] || say "$name: $total images$([ "$ranks" -gt 1 ] && echo " on rank 0 of $ranks"), checkpoint $ckpt${quant:+, ${quant[*]}} -> $out"
+export TNS_LEVEL=$(pipe_level) # every stage writes to the next one's pipe
 "${decode[@]}" "${shard[@]}" "${images[@]}" |
 	"$BIN/augment" --eval --pass-images --config "$cfg_file" --batch "${BATCH:-1}" ${SIZE:+--size "$SIZE"} --threads "$threads" |
 	"$BIN/forward" --config "$cfg_file" --weights "$ckpt" --threads "$threads" "${quant[@]}" |

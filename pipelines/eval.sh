@@ -57,6 +57,7 @@ shard=() gather=() table=$out.txt.tmp
 [ "$ranks" -le 1 ] || shard=(--shard "$rank/$ranks") gather=(--mpi)
 [ "$rank" -eq 0 ] || table=/dev/null # rank 0 alone writes OUT
 mkdir -p "$(dirname "$out")"
+export TNS_LEVEL=$(pipe_level) # every stage writes to the next one's pipe
 "${decode_cmd[@]}" "${shard[@]}" --threads "$threads" |
 	"$BIN/augment" --eval --config "$cfg_file" --batch "${BATCH:-8}" ${SIZE:+--size "$SIZE"} --threads "$threads" |
 	"$BIN/forward" --config "$cfg_file" --weights "$ckpt" --threads "$threads" "${quant[@]}" |

@@ -87,11 +87,13 @@ rank_threads() {
 	echo "${THREADS:-$(($(nproc) / local_ranks > 0 ? $(nproc) / local_ranks : 1))}"
 }
 
-# loop_level: the zstd level of the training loop's own streams (pred, grad, grads and
-# params: ~10 MB of floats each way per step at 320): TNS_LEVEL, else -1. Level 1 would
-# shrink them by ~10% at a third of the speed, on the loop's critical path
+# pipe_level: the zstd level of the streams between a pipeline's stages, which no file
+# keeps: the training loop's pred, grad, grads and params (~10 MB of floats each way per
+# step at 320), eval's and detect's batches and preds (a 3 MB image record at 512 took
+# 5.5 ms to encode and 4.5 ms to decode at level 1, a fifth of forward's batch-1 time):
+# TNS_LEVEL, else -1. Level 1 would shrink them by ~10% at a third of the speed
 # (docs/stream-format.md, "The cost of the pipes").
-loop_level() {
+pipe_level() {
 	echo "${TNS_LEVEL:--1}"
 }
 

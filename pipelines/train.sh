@@ -12,7 +12,7 @@
 # EPOCHS, BATCH, SIZE, LR, SEED (default 0), THREADS, INIT (params file), PRETRAINED
 # (.pth), RESUME (auto: resume if RUN has a checkpoint (default), 0: start over, 1: must
 # resume), MAX_STEPS, TNS_LEVEL (zstd level of forward, loss and sgd-step's streams and
-# checkpoints; default -1, see loop_level in lib.sh).
+# checkpoints; default -1, see pipe_level in lib.sh).
 # QUANTIZE=1 (or true/yes/on; or "quantize": true in the config): quantisation-aware training (QAT) of a
 # float run: RUN (the QAT run) defaults to runs/<name>_qat, INIT to runs/<name>/latest.tns, the
 # starting activation ranges RANGES to runs/<name>/ranges.tns (made by
@@ -117,7 +117,7 @@ trap 'rm -rf "$fifos" ${tmp_init:+"$tmp_init"}' EXIT
 
 [ "$rank" -ne 0 ] || say "$name: $images images, batch $batch$([ "$ranks" -gt 1 ] && echo " ($batch_rank on each of $ranks ranks)"), $iters steps per epoch, $epochs epochs$([ "$quant" = 1 ] && echo ", quantisation-aware from $INIT") -> $run"
 stages=("${decode_cmd[0]##*/}" augment forward loss sgd-step)
-level=$(loop_level) # the loop's own streams: fast zstd (lib.sh)
+level=$(pipe_level) # the loop's own streams: fast zstd (lib.sh)
 data_nice=$(data_nice) # the data stages yield the cores to forward (lib.sh)
 # The stages run as a background job in a process group of their own (set -m), so
 # that a signal to this script alone (kill PID; bash would defer the trap until a
