@@ -328,7 +328,8 @@ static int make_conv(model *m, struct qexec *x, int i)
 		q->shifts = malloc(k * sizeof *q->shifts);
 		if (x->wide)
 			q->wide_weight = malloc(k * d->r * sizeof *q->wide_weight);
-		if (!q->weight || !q->bias || !q->gemm_bias || (d->groups > 1 && !x->wide && !q->tap_weight) || !q->shifts || (x->wide && !q->wide_weight))
+		if (!q->weight || !q->bias || !q->gemm_bias || (d->groups > 1 && !x->wide && !q->tap_weight) ||
+		    !q->shifts || (x->wide && !q->wide_weight))
 			return err_set("out of memory");
 	}
 	int32_t wmax = x->wide ? 32767 : 127;
