@@ -121,6 +121,8 @@ static size_t round_up(size_t n, size_t m)
 	return (n + m - 1) / m * m;
 }
 
+static int grouped_fits(const qconv *d);
+
 int qconv_init(qconv *d, int64_t *gemm_bias)
 {
 	if (d->n < 1 || d->c < 1 || d->h < 1 || d->w < 1 || d->k < 1 || d->kh < 1 || d->kw < 1 || d->sh < 1 ||
@@ -178,6 +180,21 @@ int qconv_init(qconv *d, int64_t *gemm_bias)
 		gemm_bias[k] = b;
 	}
 	d->fast = fast;
+	if (grouped_fits(d)) {
+		/* [k][tap]: channels 4 c4 .. 4 c4 + 3 at (ky, kx), tap (c4 * kh + ky) * kw + kx */
+		if (!d->tap_weight)
+			return err_set("qconv: grouped weights without their storage");
+		int cg = d->c / d->groups, ntap = cg / 4 * d->kh * d->kw;
+		for (int k = 0; k < d->k; k++)
+			for (int c4 = 0, tp = 0; c4 < cg / 4; c4++)
+				for (int ky = 0; ky < d->kh; ky++)
+					for (int kx = 0; kx < d->kw; kx++, tp++) {
+						uint8_t b4[4];
+						for (int q = 0; q < 4; q++)
+							b4[q] = (uint8_t)weight[(size_t)k * d->rp + ((4 * c4 + q) * d->kh + ky) * d->kw + kx];
+						memcpy(&d->tap_weight[(size_t)k * ntap + tp], b4, 4);
+					}
+	}
 	return 0;
 }
 
@@ -195,7 +212,6 @@ static size_t dw_bytes(const qconv *d);
 static size_t dw_vnni_bytes(const qconv *d);
 
 static int wide_block(const qconv *d);
-static int grouped_fits(const qconv *d);
 static size_t grouped_bytes(const qconv *d);
 
 static size_t thread_bytes(const qconv *d)
@@ -995,9 +1011,9 @@ static size_t grouped_plane(const qconv *d)
 
 static size_t grouped_bytes(const qconv *d)
 {
-	/* the plane, the group's weights as int32 groups of 4 channels, the taps' offsets, a row's tail */
+	/* the plane, the taps' offsets, a row's tail */
 	size_t ntap = (size_t)(d->c / d->groups / 4) * d->kh * d->kw;
-	return grouped_plane(d) + (round_up((size_t)(d->k / d->groups) * ntap, 16) + round_up(ntap, 16)) * 4 + 64;
+	return grouped_plane(d) + round_up(ntap, 16) * 4 + 64;
 }
 
 #if HAVE_VNNI
@@ -1085,7 +1101,7 @@ static void grouped_vnni(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qc
 	for (int t = 0; t < d->n * d->groups; t++) {
 		int n = t / d->groups, g = t % d->groups;
 		uint8_t *P = base + (size_t)omp_get_thread_num() * tb;
-		int32_t *w = (int32_t *)(P + grouped_plane(d)), *off = w + round_up((size_t)kg * ntap, 16);
+		int32_t *off = (int32_t *)(P + grouped_plane(d));
 		uint8_t *tail = (uint8_t *)(off + round_up((size_t)ntap, 16));
 		uint32_t *row = (uint32_t *)(P + round_up((size_t)s * s * phase + 64, 64));
 		memset(P, flip, (size_t)s * s * phase);
@@ -1106,21 +1122,15 @@ static void grouped_vnni(uint8_t *out, const uint8_t *inp, uint8_t *ws, const qc
 					memcpy(dst + (size_t)(px % s) * phase + (size_t)(px / s) * 4, row + xx, 4);
 				}
 			}
-		/* w [i][tap]: the weights of channels 4 c4 .. 4 c4 + 3 at (ky, kx), tap (c4 * kh + ky) * kw + kx */
+		/* each tap's bytes into the phases */
 		for (int c4 = 0, tp = 0; c4 < cg / 4; c4++)
 			for (int ky = 0; ky < d->kh; ky++)
 				for (int kx = 0; kx < d->kw; kx++, tp++) {
 					int ty = ky * d->dh, tx = kx * d->dw;
 					off[tp] = (int32_t)(((size_t)(ty % s) * s + tx % s) * phase +
 							    (((size_t)c4 * QH + ty / s) * QW + tx / s) * 4);
-					for (int i = 0; i < kg; i++) {
-						const int8_t *wk = (const int8_t *)d->weight + (size_t)(g * kg + i) * d->rp;
-						uint8_t b4[4];
-						for (int q = 0; q < 4; q++)
-							b4[q] = (uint8_t)wk[((4 * c4 + q) * d->kh + ky) * d->kw + kx];
-						memcpy(&w[(size_t)i * ntap + tp], b4, 4);
-					}
 				}
+		const int32_t *w = d->tap_weight + (size_t)g * kg * ntap;
 		for (int k0 = 0; k0 < kg; k0 += GR_K) {
 			int mk = kg - k0 < GR_K ? kg - k0 : GR_K, k = g * kg + k0;
 			uint8_t *o = out + ((size_t)n * d->k + k) * ohw;

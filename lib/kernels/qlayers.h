@@ -88,6 +88,9 @@ typedef struct qconv {
 	double *wide_weight;     /* QF_WIDE: [k][r] (caller's storage, qconv_init fills it):
 				  * the weights as doubles for the GEMM, whose int64-sized
 				  * sums stay exact (below 2^53) */
+	int32_t *tap_weight;     /* 8 bits: k * rp bytes (caller's storage, qconv_init fills
+				  * it for the grouped path): [k][c/groups/4 * kh * kw], each
+				  * 4 channels' weights at one tap */
 	/* filled by qconv_init */
 	int depthwise;
 	int fast;                /* the VNNI path with an int32 epilogue (see qconv_init) */

@@ -40,6 +40,7 @@ typedef struct qnode {
 	qconv conv;
 	void *weight;            /* QK_CONV: [k][rp] int8, int16 in a 16-bit model */
 	double *wide_weight;     /* [k][r], a 16-bit model's */
+	int32_t *tap_weight;     /* k * rp bytes: the grouped path's (qconv) */
 	int64_t *bias, *gemm_bias;
 	int *shifts;             /* [k] each output channel's (per-channel depthwise convs) */
 	qtaps rows, cols;        /* QK_BILINEAR: no bytes of its own, the add interpolates */
@@ -65,6 +66,7 @@ void qexec_free(model *m)
 	for (int i = 0; x->q && i < nnodes; i++) {
 		free(x->q[i].weight);
 		free(x->q[i].wide_weight);
+		free(x->q[i].tap_weight);
 		free(x->q[i].shifts);
 		free(x->q[i].bias);
 		free(x->q[i].gemm_bias);
@@ -321,10 +323,13 @@ static int make_conv(model *m, struct qexec *x, int i)
 		q->weight = calloc(k * d->rp, x->esz);
 		q->bias = malloc(k * sizeof *q->bias);
 		q->gemm_bias = malloc(k * sizeof *q->gemm_bias);
+		/* only grouped convs take the grouped path (qconv_init) */
+		q->tap_weight = d->groups > 1 && !x->wide ? malloc(k * d->rp) : NULL;
 		q->shifts = malloc(k * sizeof *q->shifts);
 		if (x->wide)
 			q->wide_weight = malloc(k * d->r * sizeof *q->wide_weight);
-		if (!q->weight || !q->bias || !q->gemm_bias || !q->shifts || (x->wide && !q->wide_weight))
+		if (!q->weight || !q->bias || !q->gemm_bias || (d->groups > 1 && !x->wide && !q->tap_weight) ||
+		    !q->shifts || (x->wide && !q->wide_weight))
 			return err_set("out of memory");
 	}
 	int32_t wmax = x->wide ? 32767 : 127;
@@ -358,6 +363,7 @@ static int make_conv(model *m, struct qexec *x, int i)
 	d->shifts = nd->per_channel ? q->shifts : NULL;
 	d->weight = q->weight;
 	d->wide_weight = q->wide_weight;
+	d->tap_weight = q->tap_weight;
 	d->bias = q->bias;
 	if (qconv_init(d, q->gemm_bias) < 0)
 		return err_wrap("%s", nd->name);

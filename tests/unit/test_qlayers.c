@@ -112,6 +112,7 @@ static int run_conv(const geo *G, int in_fmt, int shift, int wide_weights, int p
 	void *w = calloc((size_t)d.k * d.rp, esz(in_fmt));
 	int64_t *bias = malloc((size_t)d.k * sizeof *bias), *gb = malloc((size_t)d.k * sizeof *gb);
 	double *wd = wide ? malloc((size_t)d.k * d.r * sizeof *wd) : NULL;
+	int32_t *tw = malloc((size_t)d.k * d.rp);
 	for (int k = 0; k < d.k; k++) {
 		for (int j = 0; j < d.r; j++) {
 			int v = wide_weights ? uniform(-(1 << wmax), (1 << wmax) - 1) : uniform(-wsmall, wsmall);
@@ -130,10 +131,11 @@ static int run_conv(const geo *G, int in_fmt, int shift, int wide_weights, int p
 	d.shifts = shifts;
 	d.weight = w;
 	d.wide_weight = wd;
+	d.tap_weight = tw;
 	d.bias = bias;
 	if (qconv_init(&d, gb) < 0) {
 		fprintf(stderr, "test_qlayers: %s\n", err_msg());
-		free(w), free(bias), free(gb), free(wd), free(shifts);
+		free(w), free(bias), free(gb), free(wd), free(tw), free(shifts);
 		return -1;
 	}
 	size_t nin = (size_t)d.n * d.c * d.h * d.w, nout = (size_t)d.n * d.k * d.oh * d.ow;
@@ -151,7 +153,7 @@ static int run_conv(const geo *G, int in_fmt, int shift, int wide_weights, int p
 		  per_channel ? " per channel" : "",
 		  wide ? "double gemm" : d.depthwise ? "depthwise" : "gemm", d.fast ? ", int32 epilogue" : "", bad, nout);
 	int fast = d.fast;
-	free(x), free(y), free(ref), free(ws), free(w), free(bias), free(gb), free(wd), free(shifts);
+	free(x), free(y), free(ref), free(ws), free(w), free(bias), free(gb), free(wd), free(tw), free(shifts);
 	return fast;
 }
 
