@@ -1,8 +1,9 @@
 // ort_bench: runs an ONNX model in ONNX Runtime (onnxruntime-node, build/ort or $ORT_DIR)
 // on N raw f32 images [3,S,S], one at a time, as a user's inference would: CPU, THREADS
 // intra-op threads, graph optimisation on, session start included in the process's time.
-// Only the head outputs (cls_k, reg_k) are fetched, so ORT runs what `forward` runs (the
-// export's post-processing, ssd-decode's part, is left out).
+// Only the head outputs (cls_k, reg_k) are fetched. ORT runs every node of a graph, fetched
+// or not, so for ORT to run what `forward` runs the model must end at the heads
+// (tidl-pack --heads-only: ssd-decode's part left out).
 //   node bench/ort_bench.js MODEL.onnx IMAGES.f32 N S THREADS
 // Prints one line: images, seconds in session.create, seconds in the runs.
 // OMP_WAIT_POLICY=passive also turns ORT's spinning off (session.intra_op.allow_spinning).

@@ -12,7 +12,7 @@
 # Runtime at batch 1); TORCH=0 skips PyTorch's side (its cases are the float ones,
 # whatever CASES says). Mode ort: our own export of the float model (tidl-pack) in
 # onnxruntime-node (bench/ort_bench.js: THREADS intra-op threads, graph optimisation on,
-# the head outputs only), whole process over the same images, session start included;
+# exported with --heads-only), whole process over the same images, session start included;
 # skipped with a note when node or build/ort is missing.
 # Each figure is also given as a fraction of the machine's fp32 FMA peak, measured in
 # the same run (bench_layers peak, THREADS threads): GMACs (forward --summary) x 2 x
@@ -20,14 +20,16 @@
 set -euo pipefail
 cfg=${1:-configs/ssd_mobilenet_fpn.json} data=${2:-../shared/data/bccd} classes=${3:-configs/bccd.classes}
 # forward's batches and preds at the level eval.sh's and detect.sh's pipes carry them
-# (pipe_level in lib.sh: zstd -1; ORT's side reads raw floats)
-export TNS_LEVEL=${TNS_LEVEL:--1}
+# (pipe_level in lib.sh: zstd -1; ORT's side reads raw floats); our threads sleep while
+# they wait, as in every pipeline (lib.sh), while torch and ORT run as their users get
+# them: their threads spin between ops (torch's libgomp default, ORT's allow_spinning)
+export TNS_LEVEL=${TNS_LEVEL:--1} OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 BIN=${BIN:-bin} BATCHES=${BATCHES:-3} IMAGES=${IMAGES:-40} THREADS=${THREADS:-2} PY=${PY:-/usr/bin/python3}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 "$BIN/forward" --config "$cfg" --init --seed 1 >"$tmp/params.tns"
-printf 'forward vs torch, %s, %d threads, %d CPUs, %d batches per case (inference: at least %d images), OMP_WAIT_POLICY %s\n' \
-	"$cfg" "$THREADS" "$(nproc)" "$BATCHES" "$IMAGES" "${OMP_WAIT_POLICY:-unset}"
+printf 'forward vs torch, %s, %d threads, %d CPUs, %d batches per case (inference: at least %d images), ours OMP_WAIT_POLICY %s\n' \
+	"$cfg" "$THREADS" "$(nproc)" "$BATCHES" "$IMAGES" "$OMP_WAIT_POLICY"
 peak=0
 if [ -x "${BENCH:-build/bench}/bench_layers" ]; then
 	peak=$(OMP_NUM_THREADS=$THREADS "${BENCH:-build/bench}/bench_layers" -t 1 peak | sed -n 's/^fma peak: \([0-9.]*\).*/\1/p')
@@ -98,8 +100,9 @@ run_ort() {
 		printf 'ort   infer size %3d batch %d: n/a (batch 1 only; needs node and %s)\n' "$s" "$b" "$ortdir" | tee -a "$results"
 		return 0
 	fi
+	# the network alone, as forward runs it: ORT runs every node of a graph, fetched or not
 	"$BIN/tidl-pack" --config "$cfg" --weights "$tmp/params.tns" --size "$s" --onnx "$tmp/model.onnx" \
-		--prototxt "$tmp/model.prototxt" >/dev/null
+		--prototxt "$tmp/model.prototxt" --heads-only >/dev/null
 	"$PY" - "$tmp/batch.tns" "$tmp/images.f32" <<-'EOF'
 	import sys
 	sys.path.insert(0, "tests")
@@ -111,7 +114,7 @@ run_ort() {
 	EOF
 	local t0 t1
 	t0=$(date +%s.%N)
-	node bench/ort_bench.js "$tmp/model.onnx" "$tmp/images.f32" "$n" "$s" "$THREADS" >"$tmp/ort"
+	env -u OMP_WAIT_POLICY node bench/ort_bench.js "$tmp/model.onnx" "$tmp/images.f32" "$n" "$s" "$THREADS" >"$tmp/ort"
 	t1=$(date +%s.%N)
 	awk -v s="$s" -v n="$n" -v t0="$t0" -v t1="$t1" -v g="$gmacs" -v peak="$peak" '
 		{ runs = $8 }
@@ -132,7 +135,7 @@ echo
 if [ "${TORCH:-1}" = 0 ]; then
 	echo "(TORCH=0: PyTorch side skipped)"
 elif "$PY" -c 'import torch' 2>/dev/null; then
-	"$PY" tests/bench_model_torch.py "$cfg" --threads "$THREADS" --iters "$BATCHES" | tee -a "$results"
+	env -u OMP_WAIT_POLICY "$PY" tests/bench_model_torch.py "$cfg" --threads "$THREADS" --iters "$BATCHES" | tee -a "$results"
 else
 	echo "(no torch: PyTorch side skipped)"
 fi

@@ -97,15 +97,6 @@ pipe_level() {
 	echo "${TNS_LEVEL:--1}"
 }
 
-# data_nice: the niceness of the training loop's data stages (decode, augment): DATA_NICE,
-# else 10. They run ahead of the loop through their pipes, so they need only the CPU the
-# loop leaves idle (loss and sgd-step are serial, forward waits for them); at equal
-# priority they take cores from forward's threads in the middle of its layers, and every
-# thread of a parallel layer then waits for the one that lost its core.
-data_nice() {
-	echo "${DATA_NICE:-10}"
-}
-
 # run_checkpoint: the checkpoint eval and export use: CKPT, else RUN/latest.tns, or with
 # QUANTIZE=1 RUN/ptq.tns when make calibrate made one (bias-calibrated params + ranges).
 run_checkpoint() {

@@ -118,7 +118,6 @@ trap 'rm -rf "$fifos" ${tmp_init:+"$tmp_init"}' EXIT
 [ "$rank" -ne 0 ] || say "$name: $images images, batch $batch$([ "$ranks" -gt 1 ] && echo " ($batch_rank on each of $ranks ranks)"), $iters steps per epoch, $epochs epochs$([ "$quant" = 1 ] && echo ", quantisation-aware from $INIT") -> $run"
 stages=("${decode_cmd[0]##*/}" augment forward loss sgd-step)
 level=$(pipe_level) # the loop's own streams: fast zstd (lib.sh)
-data_nice=$(data_nice) # the data stages yield the cores to forward (lib.sh)
 # The stages run as a background job in a process group of their own (set -m), so
 # that a signal to this script alone (kill PID; bash would defer the trap until a
 # foreground pipeline ended) stops them too instead of leaving them training
@@ -139,9 +138,9 @@ trap 'stop TERM' TERM
 trap 'stop HUP' HUP
 set +e -m
 (
-	nice -n "$data_nice" "${decode_cmd[@]}" --shuffle --seed "$seed" \
+	"${decode_cmd[@]}" --shuffle --seed "$seed" \
 	--epochs "$epochs" "${decode_resume[@]}" "${dist[@]}" |
-	nice -n "$data_nice" "$BIN/augment" --train --config "$cfg_file" --batch "$batch_rank" --seed "$seed" ${SIZE:+--size "$SIZE"} |
+	"$BIN/augment" --train --config "$cfg_file" --batch "$batch_rank" --seed "$seed" ${SIZE:+--size "$SIZE"} |
 	TNS_LEVEL=$level "$BIN/forward" --config "$cfg_file" --train --weights "$fifos/params" --grad "$fifos/grad" \
 		${threads:+--threads "$threads"} "${fwd_quant[@]}" "${fwd_dist[@]}" |
 	TNS_LEVEL=$level "$BIN/loss" --config "$cfg_file" --grad "$fifos/grad" |

@@ -46,6 +46,10 @@ static void usage(void)
 	       "  --confidence X     detection_output_param.confidence_threshold (default 0.3)\n"
 	       "  --top-k N          nms_param.top_k (default 200)\n"
 	       "  --keep-top-k N     keep_top_k (default the config's model.test.max_per_img, 200)\n"
+	       "  --heads-only       the graph ends at the heads (cls_k, reg_k), without the\n"
+	       "                     post-processing: for a runtime that decodes boxes itself, and\n"
+	       "                     to time the network alone (ONNX Runtime runs every node of a\n"
+	       "                     graph, fetched or not)\n"
 	       "  --round            validation only, not for TIDL: quantised points also round to\n"
 	       "                     their grids in the graph, so ONNX Runtime computes forward --quant\n"
 	       "  -h, --help         this help\n");
@@ -77,14 +81,18 @@ static void print_summary(const model *m, const char *config, const char *weight
 		       (long long)oi->output_shape[k][1], (long long)oi->output_shape[k][2],
 		       (long long)oi->output_shape[k][3]);
 	const detect_params *t = &mc->test;
-	printf("detection outputs (after the heads: softmax, nms_pre %d, decode, clip to the input, ", t->nms_pre);
-	if (oi->opset >= 11)
+	if (!oi->ndetect)
+		printf("detection outputs: none (--heads-only)\n");
+	else
+		printf("detection outputs (after the heads: softmax, nms_pre %d, decode, clip to the input, ", t->nms_pre);
+	if (oi->ndetect && oi->opset >= 11)
 		printf("NonMaxSuppression iou %g, score > %g, max_per_img %d; %lld candidates):\n", t->nms_iou,
 		       t->score_thr, t->max_per_img, (long long)oi->candidates);
-	else
+	else if (oi->ndetect)
 		printf("score > %g, no NMS at opset %d: every (class, candidate) above it; %lld candidates):\n",
 		       t->score_thr, oi->opset, (long long)oi->candidates);
-	if (oi->ndetect == 1) {
+	if (!oi->ndetect) {
+	} else if (oi->ndetect == 1) {
 		printf("  %-10s f32[1,K,6] x1 y1 x2 y2 score label (input pixels)\n", oi->detect_name[0]);
 	} else {
 		printf("  %-10s f32[1,K,5] x1 y1 x2 y2 score (input pixels)\n", oi->detect_name[0]);
@@ -134,7 +142,7 @@ int main(int argc, char **argv)
 {
 	tool_init("tidl-pack");
 	enum { O_CONFIG = 256, O_WEIGHTS, O_QUANT, O_RANGES, O_BITS, O_ONNX, O_PROTO, O_OPSET, O_OLD, O_SIZE, O_CONF,
-	       O_TOPK, O_KEEP, O_ROUND, O_WBITS, O_PCDW };
+	       O_TOPK, O_KEEP, O_ROUND, O_WBITS, O_PCDW, O_HEADS };
 	static const struct option lopts[] = {
 		{"config", required_argument, 0, O_CONFIG}, {"weights", required_argument, 0, O_WEIGHTS},
 		{"quant", no_argument, 0, O_QUANT},         {"ranges", required_argument, 0, O_RANGES},
@@ -143,10 +151,11 @@ int main(int argc, char **argv)
 		{"old-tidl", no_argument, 0, O_OLD},        {"size", required_argument, 0, O_SIZE},
 		{"confidence", required_argument, 0, O_CONF}, {"top-k", required_argument, 0, O_TOPK},
 		{"keep-top-k", required_argument, 0, O_KEEP}, {"round", no_argument, 0, O_ROUND},
+		{"heads-only", no_argument, 0, O_HEADS},
 		{"weight-bits", required_argument, 0, O_WBITS}, {"per-channel-dw", no_argument, 0, O_PCDW},
 		{"help", no_argument, 0, 'h'},              {0}};
 	const char *config = NULL, *weights = NULL, *ranges = NULL, *onnx = "model.onnx", *prototxt = "model.prototxt";
-	int quant = 0, old = 0, round_act = 0, per_channel_dw = 0;
+	int quant = 0, old = 0, round_act = 0, per_channel_dw = 0, heads_only = 0;
 	long bits = 8, wbits = 0, opset = 11, size = 0, topk = 200, keep = 0;
 	double conf = 0.3;
 	int c;
@@ -173,6 +182,7 @@ int main(int argc, char **argv)
 		case O_TOPK: topk = arg_long("--top-k", optarg, 1, 100000); break;
 		case O_KEEP: keep = arg_long("--keep-top-k", optarg, 1, 1000000); break;
 		case O_ROUND: round_act = 1; break;
+		case O_HEADS: heads_only = 1; break;
 		case 'h': usage(); return 0;
 		case ':': usage_error("option '%s' needs an argument", argv[optind - 1]);
 		default: usage_error("unknown option '%s'", argv[optind - 1]);
@@ -228,7 +238,7 @@ int main(int argc, char **argv)
 	if (!anchors)
 		die_err();
 	onnx_detect od = {.anchors = anchors, .coder = mc.coder, .test = mc.test, .single_output = old};
-	onnx_options oo = {.opset = (int)opset, .batch = 1, .round = round_act, .detect = &od};
+	onnx_options oo = {.opset = (int)opset, .batch = 1, .round = round_act, .detect = heads_only ? NULL : &od};
 	onnx_info oi;
 	if (onnx_export(m, &oo, onnx, &oi) < 0)
 		die_err();

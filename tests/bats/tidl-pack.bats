@@ -90,6 +90,21 @@ compare_dets() {
 	[ "$(jq '.cls.max_rel <= 1e-4 and .reg.max_rel <= 1e-4 and .dets.equal and .dets.count > 0' <<<"$output")" = true ]
 }
 
+@test "--heads-only: the graph ends at the heads, ONNX Runtime equals forward" {
+	run "$BIN/tidl-pack" --config $CFG --weights "$D/float/latest.tns" --onnx "$T/h.onnx" \
+		--prototxt "$T/h.prototxt" --heads-only
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"detection outputs: none (--heads-only)"* ]]
+	run "$PY" tests/onnx_check.py check "$T/h.onnx" 11
+	[ "$status" -eq 0 ]
+	[[ "$output" == *'"checker": "ok"'*'"outputs": ["cls_0", '*', "reg_5"]'* ]]
+	[[ "$output" != *'"NonMaxSuppression"'* ]]
+	run "$PY" tests/onnx_check.py compare "$T/h.onnx" --batches "$D/batches.tns" --pred "$D/pred.tns"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$(jq '.cls.max_rel <= 1e-4 and .reg.max_rel <= 1e-4' <<<"$output")" = true ]
+}
+
 @test "quantised export (QAT checkpoint): a Clip per point; with --round ONNX Runtime computes forward --quant" {
 	run "$BIN/tidl-pack" --config $CFG --weights "$D/qat.tns" --quant --onnx "$T/q.onnx" --prototxt "$T/q.prototxt"
 	[ "$status" -eq 0 ]
