@@ -81,22 +81,22 @@ static void print_summary(const model *m, const char *config, const char *weight
 		       (long long)oi->output_shape[k][1], (long long)oi->output_shape[k][2],
 		       (long long)oi->output_shape[k][3]);
 	const detect_params *t = &mc->test;
-	if (!oi->ndetect)
-		printf("detection outputs: none (--heads-only)\n");
-	else
-		printf("detection outputs (after the heads: softmax, nms_pre %d, decode, clip to the input, ", t->nms_pre);
-	if (oi->ndetect && oi->opset >= 11)
-		printf("NonMaxSuppression iou %g, score > %g, max_per_img %d; %lld candidates):\n", t->nms_iou,
-		       t->score_thr, t->max_per_img, (long long)oi->candidates);
-	else if (oi->ndetect)
-		printf("score > %g, no NMS at opset %d: every (class, candidate) above it; %lld candidates):\n",
-		       t->score_thr, oi->opset, (long long)oi->candidates);
 	if (!oi->ndetect) {
-	} else if (oi->ndetect == 1) {
-		printf("  %-10s f32[1,K,6] x1 y1 x2 y2 score label (input pixels)\n", oi->detect_name[0]);
+		printf("detection outputs: none (--heads-only)\n");
 	} else {
-		printf("  %-10s f32[1,K,5] x1 y1 x2 y2 score (input pixels)\n", oi->detect_name[0]);
-		printf("  %-10s i64[1,K] 0..C-1\n", oi->detect_name[1]);
+		printf("detection outputs (after the heads: softmax, nms_pre %d, decode, clip to the input, ", t->nms_pre);
+		if (oi->opset >= 11)
+			printf("NonMaxSuppression iou %g, score > %g, max_per_img %d; %lld candidates):\n", t->nms_iou,
+			       t->score_thr, t->max_per_img, (long long)oi->candidates);
+		else
+			printf("score > %g, no NMS at opset %d: every (class, candidate) above it; %lld candidates):\n",
+			       t->score_thr, oi->opset, (long long)oi->candidates);
+		if (oi->ndetect == 1) {
+			printf("  %-10s f32[1,K,6] x1 y1 x2 y2 score label (input pixels)\n", oi->detect_name[0]);
+		} else {
+			printf("  %-10s f32[1,K,5] x1 y1 x2 y2 score (input pixels)\n", oi->detect_name[0]);
+			printf("  %-10s i64[1,K] 0..C-1\n", oi->detect_name[1]);
+		}
 	}
 	printf("prototxt: %s, %d levels, num_classes %d (background %d), %s; prior boxes equal the anchors to "
 	       "%.3g px\n",
