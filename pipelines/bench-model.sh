@@ -23,7 +23,8 @@ cfg=${1:-configs/ssd_mobilenet_fpn.json} data=${2:-../shared/data/bccd} classes=
 # (pipe_level in lib.sh: zstd -1; ORT's side reads raw floats); our threads sleep while
 # they wait, as in every pipeline (lib.sh), while torch and ORT run as their users get
 # them: their threads spin between ops (torch's libgomp default, ORT's allow_spinning)
-export TNS_LEVEL=${TNS_LEVEL:--1} OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+. "$(dirname "$0")/lib.sh"
+export TNS_LEVEL=$(pipe_level)
 BIN=${BIN:-bin} BATCHES=${BATCHES:-3} IMAGES=${IMAGES:-40} THREADS=${THREADS:-2} PY=${PY:-/usr/bin/python3}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
